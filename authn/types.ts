@@ -1,0 +1,159 @@
+import type { ReasonName } from '../src/protocol/reason-codes.js';
+import type { Secret } from './secret.js';
+
+/** What the TLS layer learned about the peer, when the listener is TLS. */
+export interface TlsPeerInfo {
+  /** True when the certificate chain verified against the listener's CA bundle (and CRLs). */
+  authorized: boolean;
+  /** OpenSSL's reason when `authorized` is false, e.g. `CERT_HAS_EXPIRED`. */
+  authorizationError?: string;
+  certificate?: PeerCertificate;
+  /** The TLS-PSK identity the client presented, for PSK listeners. */
+  pskIdentity?: string;
+  protocol?: string;
+  cipher?: string;
+}
+
+export interface PeerCertificate {
+  subjectCn?: string;
+  /** RFC 4514 style distinguished name, e.g. `CN=dev1,OU=sensors,O=Acme`. */
+  subjectDn: string;
+  issuerDn: string;
+  serialNumber: string;
+  /** SHA-256 fingerprint, colon-separated upper-case hex as Node prints it. */
+  fingerprint256: string;
+  organizationalUnits: string[];
+  sanDns: string[];
+  sanUri: string[];
+  sanEmail: string[];
+  sanIp: string[];
+  validFrom: string;
+  validTo: string;
+}
+
+/**
+ * One CONNECT as the authentication chain sees it. Built once per connection attempt by the broker;
+ * authenticators must treat it as read-only.
+ */
+export interface ConnectAttempt {
+  listener: string;
+  clientId: string;
+  username: string | undefined;
+  password: Secret | undefined;
+  protocolVersion: 3 | 4 | 5;
+  peer: { address: string; port: number };
+  tls: TlsPeerInfo | undefined;
+  /** MQTT 5 enhanced authentication: CONNECT's Authentication Method and Data. */
+  authMethod: string | undefined;
+  authData: Buffer | undefined;
+}
+
+/**
+ * Who a client is once the chain allowed it. Policies (authz) read every field; the audit log records all of
+ * them except attributes marked secret by their authenticator (none are today).
+ */
+export interface Identity {
+  clientId: string;
+  username: string | undefined;
+  groups: readonly string[];
+  /** Free-form attributes for policies: `cert.cn`, `cert.ou`, `cert.fingerprint`, `jwt.sub`, `ldap.dn`, ... */
+  attributes: Readonly<Record<string, string>>;
+  superuser: boolean;
+  anonymous: boolean;
+  /** Id of the chain step that allowed the client, e.g. `password-file`, or `anonymous`. */
+  authenticator: string;
+  /** Epoch milliseconds after which the credential is no longer valid (JWT `exp`); the broker disconnects then. */
+  expiresAt?: number;
+  /** ACL entries carried by the credential itself (a JWT claim), in the policy-file grammar. */
+  aclRules?: unknown;
+}
+
+export type AuthnOutcome =
+  | { kind: 'allow'; identity: Identity }
+  | { kind: 'deny'; reason: ReasonName; detail: string }
+  /** MQTT 5 enhanced authentication: send `data` in AUTH 0x18 and call `step()` again with the client's reply. */
+  | { kind: 'continue'; data: Buffer; state: unknown }
+  /** Not mine: ask the next authenticator. `detail` explains why (e.g. "no password presented"). */
+  | { kind: 'ignore'; detail?: string };
+
+/**
+ * An authentication step.
+ *
+ * Contract: `authenticate` is called once per CONNECT that reaches this step, concurrently for many clients.
+ * Its outcome is final for the chain unless it is `ignore`. Throwing, or not settling before `signal` aborts,
+ * is a backend failure: the chain turns it into `deny serverUnavailable` unless the step is configured with
+ * `on_error: next`. Outcomes are values; expected refusals are never thrown.
+ */
+export interface Authenticator {
+  /** Unique within the chain, kebab-case; appears in audit records as `authn.steps[].id`. */
+  readonly id: string;
+  /** The authenticator kind: `password-file`, `jwt`, `postgres`, `mysql`, `x509`, `psk`, `ldap`, `scram`. */
+  readonly type: string;
+  authenticate(attempt: ConnectAttempt, signal: AbortSignal): Promise<AuthnOutcome>;
+  start?(): Promise<void>;
+  stop?(): Promise<void>;
+}
+
+/** One round of an MQTT 5 enhanced authentication exchange. */
+export interface AuthExchange {
+  attempt: ConnectAttempt;
+  method: string;
+  /** Authentication Data of the client's AUTH packet. */
+  data: Buffer | undefined;
+  /** What this authenticator returned in its previous `continue` outcome. */
+  state: unknown;
+  /** True for re-authentication (AUTH 0x19) of a connected client. */
+  reauthentication: boolean;
+}
+
+/**
+ * An authenticator that implements MQTT 5 enhanced authentication methods (SCRAM). The chain routes a
+ * CONNECT carrying an Authentication Method to the first enhanced authenticator that lists it; `authenticate`
+ * receives the first message, `step` every later one.
+ */
+export interface EnhancedAuthenticator extends Authenticator {
+  readonly methods: readonly string[];
+  step(exchange: AuthExchange, signal: AbortSignal): Promise<AuthnOutcome>;
+}
+
+export function isEnhanced(a: Authenticator): a is EnhancedAuthenticator {
+  return Array.isArray((a as Partial<EnhancedAuthenticator>).methods);
+}
+
+/** How one step answered, for the audit record. */
+export interface StepRecord {
+  id: string;
+  type: string;
+  answer: 'allow' | 'deny' | 'ignore' | 'continue' | 'error' | 'timeout' | 'skipped';
+  durationMs: number;
+  detail?: string;
+}
+
+/** The chain's verdict on one CONNECT (or one AUTH round). */
+export type ChainResult =
+  | { kind: 'allow'; identity: Identity; steps: StepRecord[] }
+  | { kind: 'deny'; reason: ReasonName; detail: string; decidedBy: string; steps: StepRecord[] }
+  | { kind: 'continue'; data: Buffer; method: string; state: ChainExchangeState; steps: StepRecord[] };
+
+/** Opaque to the broker: which step is mid-exchange and its own state. */
+export interface ChainExchangeState {
+  stepId: string;
+  method: string;
+  state: unknown;
+}
+
+/**
+ * What the broker calls. One instance per listener (listeners without their own chain share the global one).
+ */
+export interface ConnectAuthenticator {
+  authenticate(attempt: ConnectAttempt): Promise<ChainResult>;
+  /** Continue an enhanced authentication exchange with the client's AUTH packet. */
+  continueExchange(
+    exchange: ChainExchangeState,
+    attempt: ConnectAttempt,
+    data: Buffer | undefined,
+    reauthentication: boolean,
+  ): Promise<ChainResult>;
+  /** True when some step implements this MQTT 5 authentication method. */
+  supportsMethod(method: string): boolean;
+}

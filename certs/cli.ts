@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+// Placeholder until the owning subsystem lands its command; keeps the CLI's shape fixed.
+export function registerCertsCommand(_program: Command): void {}

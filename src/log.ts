@@ -1,0 +1,37 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * Structured JSON logs on stderr. Redaction is a second line of defence: secrets travel as `Secret`, which
+ * serialises as `[redacted]`, but any field named like a credential is censored too.
+ */
+export function createLogger(
+  level: string = process.env.BULWARK_LOG_LEVEL ?? 'info',
+  destination?: NodeJS.WritableStream,
+): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'bulwark' },
+      redact: {
+        paths: [
+          'password',
+          '*.password',
+          'token',
+          '*.token',
+          'secret',
+          '*.secret',
+          'authData',
+          '*.authData',
+          'key',
+          '*.key',
+        ],
+        censor: '[redacted]',
+      },
+    },
+    destination ?? pino.destination({ fd: 2, sync: false }),
+  );
+}
+
+export const silentLogger: Logger = pino({ level: 'silent' });
