@@ -69,7 +69,15 @@ export interface Identity {
 }
 
 export type AuthnOutcome =
-  | { kind: 'allow'; identity: Identity }
+  | {
+      kind: 'allow';
+      identity: Identity;
+      /**
+       * MQTT 5 enhanced authentication: final data for the client (SCRAM's server-final `v=...`), sent as
+       * CONNACK's Authentication Data, or in the AUTH 0x00 that ends a re-authentication.
+       */
+      authData?: Buffer;
+    }
   | { kind: 'deny'; reason: ReasonName; detail: string }
   /** MQTT 5 enhanced authentication: send `data` in AUTH 0x18 and call `step()` again with the client's reply. */
   | { kind: 'continue'; data: Buffer; state: unknown }
@@ -131,7 +139,7 @@ export interface StepRecord {
 
 /** The chain's verdict on one CONNECT (or one AUTH round). */
 export type ChainResult =
-  | { kind: 'allow'; identity: Identity; steps: StepRecord[] }
+  | { kind: 'allow'; identity: Identity; steps: StepRecord[]; /** See the `allow` AuthnOutcome. */ authData?: Buffer }
   | { kind: 'deny'; reason: ReasonName; detail: string; decidedBy: string; steps: StepRecord[] }
   | { kind: 'continue'; data: Buffer; method: string; state: ChainExchangeState; steps: StepRecord[] };
 
