@@ -1,0 +1,138 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerCertsCommand } from '../../../certs/cli.js';
+
+function program(): { program: Command; out: string[] } {
+  const out: string[] = [];
+  const p = new Command('bulwark').exitOverride();
+  p.configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => out.push(s) });
+  registerCertsCommand(p);
+  for (const c of p.commands) {
+    c.exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => out.push(s) });
+    for (const sub of c.commands)
+      sub.exitOverride().configureOutput({ writeOut: (s) => out.push(s), writeErr: (s) => out.push(s) });
+  }
+  return { program: p, out };
+}
+
+async function bulwark(...args: string[]): Promise<string[]> {
+  const { program: p } = program();
+  const lines: string[] = [];
+  const log = vi.spyOn(console, 'log').mockImplementation((line: unknown) => void lines.push(String(line)));
+  const err = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
+  try {
+    await p.parseAsync(['certs', ...args], { from: 'user' });
+  } finally {
+    log.mockRestore();
+    err.mockRestore();
+  }
+  return lines;
+}
+
+describe('bulwark certs', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-certs-cli-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.each([[[]], [['ca']], [['server']], [['client']], [['crl']]])('prints help for certs %j', (sub: string[]) => {
+    const { program: p, out } = program();
+    expect(() => p.parse(['certs', ...sub, '--help'], { from: 'user' })).toThrow();
+    const help = out.join('');
+    expect(help).toContain('Usage: bulwark certs');
+    if (sub.length > 0) expect(help).toContain('--ca-cert');
+  });
+
+  it('creates a CA, a server and a client certificate, and a CRL revoking the client, which OpenSSL then refuses', async () => {
+    process.exitCode = undefined;
+    await bulwark('ca', '--out', dir, '--cn', 'CLI Test CA', '--key-type', 'rsa-2048');
+    const ca = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    expect(statSync(join(dir, 'ca.key')).mode & 0o777).toBe(0o600);
+    expect(
+      execFileSync('openssl', ['x509', '-in', join(dir, 'ca.crt'), '-noout', '-subject'], { encoding: 'utf8' }),
+    ).toContain('CN = CLI Test CA');
+
+    await bulwark(
+      'server',
+      ...ca,
+      '--out',
+      join(dir, 'broker'),
+      '--dns',
+      'broker.test',
+      '--dns',
+      'localhost',
+      '--ip',
+      '::1',
+    );
+    const server = execFileSync(
+      'openssl',
+      ['x509', '-in', join(dir, 'broker.crt'), '-noout', '-ext', 'subjectAltName'],
+      { encoding: 'utf8' },
+    );
+    expect(server).toContain('DNS:broker.test, DNS:localhost, IP Address:0:0:0:0:0:0:0:1');
+
+    const lines = await bulwark(
+      'client',
+      ...ca,
+      '--out',
+      join(dir, 'dev1'),
+      '--cn',
+      'dev1',
+      '--ou',
+      'sensors',
+      '--uri',
+      'spiffe://example.org/dev1',
+      '--days',
+      '2',
+    );
+    const serial = lines.find((l) => l.startsWith('serial:'))?.split(/\s+/)[1] ?? '';
+    expect(serial).toMatch(/^[0-9A-F]+$/);
+    expect(spawnSync('openssl', ['verify', '-CAfile', join(dir, 'ca.crt'), join(dir, 'dev1.crt')]).status).toBe(0);
+
+    await bulwark('crl', ...ca, '--out', join(dir, 'crl.pem'), '--revoke-cert', join(dir, 'dev1.crt'));
+    expect(readFileSync(join(dir, 'crl.pem'), 'utf8')).toMatch(
+      /^-----BEGIN X509 CRL-----\n[\s\S]+-----END X509 CRL-----\n$/,
+    );
+    const verify = spawnSync(
+      'openssl',
+      ['verify', '-CAfile', join(dir, 'ca.crt'), '-CRLfile', join(dir, 'crl.pem'), '-crl_check', join(dir, 'dev1.crt')],
+      { encoding: 'utf8' },
+    );
+    expect(verify.status).not.toBe(0);
+    expect(verify.stdout + verify.stderr).toContain('certificate revoked');
+    expect(process.exitCode).toBeUndefined();
+  });
+
+  it('refuses to overwrite an existing key without --force and reports why', async () => {
+    process.exitCode = undefined;
+    writeFileSync(join(dir, 'keep.key'), 'do not touch');
+    const lines = await bulwark('ca', '--out', dir, '--name', 'keep');
+    expect(lines.join('\n')).toContain('refusing to overwrite');
+    expect(readFileSync(join(dir, 'keep.key'), 'utf8')).toBe('do not touch');
+    expect(process.exitCode).toBe(1);
+    process.exitCode = undefined;
+  });
+
+  it('rejects an IP SAN that is not an IP address', async () => {
+    process.exitCode = undefined;
+    const lines = await bulwark(
+      'server',
+      '--ca-cert',
+      join(dir, 'ca.crt'),
+      '--ca-key',
+      join(dir, 'ca.key'),
+      '--out',
+      join(dir, 'bad'),
+      '--ip',
+      '999.1.1.1',
+    );
+    expect(lines.join('\n')).toContain('"999.1.1.1" is not an IP address');
+    expect(process.exitCode).toBe(1);
+    process.exitCode = undefined;
+  });
+});
