@@ -1,0 +1,66 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { BulwarkError } from '../../src/errors.js';
+import { ScramAuthenticator } from './authenticator.js';
+import type { ScramSettings } from './config.js';
+import type { ScramCredentialStore } from './credential-store.js';
+import { ScramCredentialFile } from './file-store.js';
+import { createMysqlScramStore, createPostgresScramStore } from './sql-store.js';
+
+function readSecretFile(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CONFIG_INVALID',
+      `cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+}
+
+/** Builds the store described by the settings. Relative paths resolve against `baseDir`. */
+export function createScramStore(settings: ScramSettings, baseDir: string): ScramCredentialStore {
+  const store = settings.store;
+  if (store.type === 'file') return new ScramCredentialFile(resolve(baseDir, store.path), settings.min_iterations);
+  let password = store.password ?? '';
+  if (store.password_file !== undefined) {
+    password = readSecretFile(resolve(baseDir, store.password_file), 'SCRAM store password_file')
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
+  }
+  const options = {
+    host: store.host,
+    port: store.port,
+    user: store.user,
+    password,
+    database: store.database,
+    maxConnections: store.max_connections,
+    queryTimeoutMs: store.query_timeout_ms,
+    minIterations: settings.min_iterations,
+    ...(store.ca_file !== undefined
+      ? { ca: readSecretFile(resolve(baseDir, store.ca_file), 'CA file').toString('utf8') }
+      : {}),
+    ...(store.statement !== undefined ? { statement: store.statement } : {}),
+  };
+  return store.type === 'postgres' ? createPostgresScramStore(options) : createMysqlScramStore(options);
+}
+
+export function createScramAuthenticator(settings: ScramSettings, id: string, baseDir: string): ScramAuthenticator {
+  let unknownUserSecret: Buffer | undefined;
+  if (settings.unknown_user_secret_file !== undefined) {
+    unknownUserSecret = readSecretFile(resolve(baseDir, settings.unknown_user_secret_file), 'unknown_user_secret_file');
+    if (unknownUserSecret.length < 32) {
+      throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', 'unknown_user_secret_file must hold at least 32 bytes');
+    }
+  }
+  return new ScramAuthenticator({
+    id,
+    store: createScramStore(settings, baseDir),
+    mechanisms: settings.mechanisms,
+    minIterations: settings.min_iterations,
+    ...(settings.unknown_user_iterations !== undefined
+      ? { unknownUserIterations: settings.unknown_user_iterations }
+      : {}),
+    ...(unknownUserSecret ? { unknownUserSecret } : {}),
+  });
+}

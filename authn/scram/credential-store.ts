@@ -1,0 +1,15 @@
+import type { ScramCredential, ScramMechanism } from './mechanism.js';
+
+/**
+ * Where SCRAM credentials live. `lookup` is called once per exchange (CONNECT or re-authentication),
+ * concurrently for many clients; `undefined` means "no such user or no credential for this mechanism" and the
+ * authenticator answers with a fake challenge so the two cases look the same to the client. A throw is a
+ * backend failure (the chain turns it into serverUnavailable).
+ */
+export interface ScramCredentialStore {
+  /** `file`, `postgres`, `mysql`; for audit details. */
+  readonly kind: string;
+  lookup(username: string, mechanism: ScramMechanism, signal: AbortSignal): Promise<ScramCredential | undefined>;
+  start?(): Promise<void>;
+  stop?(): Promise<void>;
+}

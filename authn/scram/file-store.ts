@@ -1,0 +1,100 @@
+import { readFile } from 'node:fs/promises';
+import { BulwarkError } from '../../src/errors.js';
+import type { ScramCredentialStore } from './credential-store.js';
+import { decodeScramCredential, encodeScramCredential } from './credential-format.js';
+import { MIN_ITERATIONS, type ScramCredential, type ScramMechanism } from './mechanism.js';
+
+/**
+ * The SCRAM credential file: one `username:SCRAM-SHA-256$i:salt$StoredKey:ServerKey` per line, a user may have
+ * one line per mechanism; `#` starts a comment line. User names cannot contain `:` or line breaks.
+ */
+export function parseScramCredentialFile(
+  text: string,
+  file: string,
+  minIterations: number = MIN_ITERATIONS,
+): Map<string, ScramCredential> {
+  const users = new Map<string, ScramCredential>();
+  const lines = text.split(/\r?\n/);
+  lines.forEach((raw, index) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const colon = line.indexOf(':');
+    const where = { file, line: index + 1, column: 1 };
+    if (colon <= 0) {
+      throw new BulwarkError('BULWARK_ERR_PASSWORD_FILE', 'expected username:credential', where, 'see docs/scram.md');
+    }
+    const username = line.slice(0, colon);
+    const decoded = decodeScramCredential(line.slice(colon + 1), minIterations);
+    if (!decoded.ok) {
+      throw new BulwarkError(
+        'BULWARK_ERR_PASSWORD_FILE',
+        `invalid SCRAM credential for user "${username}": ${decoded.error}`,
+        { ...where, column: colon + 2 },
+        'regenerate it with `bulwark passwd`',
+      );
+    }
+    const key = entryKey(username, decoded.credential.mechanism);
+    if (users.has(key)) {
+      throw new BulwarkError(
+        'BULWARK_ERR_PASSWORD_FILE',
+        `duplicate ${decoded.credential.mechanism} credential for user "${username}"`,
+        where,
+        'keep one line per user and mechanism',
+      );
+    }
+    users.set(key, decoded.credential);
+  });
+  return users;
+}
+
+export function formatScramCredentialLine(username: string, credential: ScramCredential): string {
+  if (/[:\r\n]/.test(username) || username === '') {
+    throw new BulwarkError(
+      'BULWARK_ERR_PASSWORD_FILE',
+      'SCRAM user names cannot be empty or contain ":" or line breaks',
+    );
+  }
+  return `${username}:${encodeScramCredential(credential)}`;
+}
+
+function entryKey(username: string, mechanism: ScramMechanism): string {
+  return `${mechanism}\n${username}`;
+}
+
+/** File-backed store. `reload()` swaps the table atomically; a broken file throws and the old table stays live. */
+export class ScramCredentialFile implements ScramCredentialStore {
+  readonly kind = 'file';
+  #users = new Map<string, ScramCredential>();
+  #loaded: Promise<void> | undefined;
+
+  constructor(
+    readonly path: string,
+    private readonly minIterations: number = MIN_ITERATIONS,
+  ) {}
+
+  async start(): Promise<void> {
+    this.#loaded ??= this.reload();
+    await this.#loaded;
+  }
+
+  async reload(): Promise<void> {
+    const text = await readFile(this.path, 'utf8');
+    this.#users = parseScramCredentialFile(text, this.path, this.minIterations);
+  }
+
+  get size(): number {
+    return this.#users.size;
+  }
+
+  async lookup(username: string, mechanism: ScramMechanism): Promise<ScramCredential | undefined> {
+    // Load on first use when the broker did not call start(); a failed load is retried on the next call.
+    if (!this.#loaded) {
+      this.#loaded = this.reload().catch((error: unknown) => {
+        this.#loaded = undefined;
+        throw error;
+      });
+    }
+    await this.#loaded;
+    return this.#users.get(entryKey(username, mechanism));
+  }
+}
