@@ -1,0 +1,315 @@
+import { performance } from 'node:perf_hooks';
+import type { ReasonName } from '../src/protocol/reason-codes.js';
+import {
+  isEnhanced,
+  type Authenticator,
+  type AuthnOutcome,
+  type ChainExchangeState,
+  type ChainResult,
+  type ConnectAttempt,
+  type ConnectAuthenticator,
+  type EnhancedAuthenticator,
+  type Identity,
+  type StepRecord,
+} from './types.js';
+
+/** What a step needs to see in the CONNECT before it is consulted; a step whose precondition fails is skipped. */
+export type PresenceRequirement = 'certificate' | 'password' | 'jwt' | 'username';
+
+export interface Precondition {
+  /** Only for CONNECTs arriving on one of these listeners. */
+  listeners?: readonly string[];
+  /** Only when the username matches (a username is then required). */
+  usernamePattern?: RegExp;
+  /** Only when every listed credential is present. `jwt`: the password looks like a compact JWS. */
+  requires?: readonly PresenceRequirement[];
+}
+
+export interface ChainStep {
+  authenticator: Authenticator;
+  /** `deny` (default): a throw or timeout denies with serverUnavailable. `next`: it counts as `ignore`. */
+  onError: 'deny' | 'next';
+  timeoutMs: number;
+  when?: Precondition;
+}
+
+export interface ChainOptions {
+  steps: readonly ChainStep[];
+  /** When every step ignores: allow as anonymous (true) or deny notAuthorized (false, the default). */
+  anonymous: boolean;
+}
+
+const JWS_COMPACT = /^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*$/;
+const MAX_DETAIL = 200;
+
+/** True when a password has the shape of a compact JWS (three base64url segments), without decoding it. */
+export function looksLikeJwt(attempt: ConnectAttempt): boolean {
+  const pw = attempt.password;
+  if (!pw || pw.length < 10 || pw.length > 16_384) return false;
+  return JWS_COMPACT.test(pw.revealString());
+}
+
+/** Why a step's precondition does not hold, or undefined when it does. Never quotes the credential. */
+export function preconditionFailure(when: Precondition | undefined, attempt: ConnectAttempt): string | undefined {
+  if (!when) return undefined;
+  if (when.listeners && !when.listeners.includes(attempt.listener)) return `listener ${attempt.listener} not in scope`;
+  if (when.usernamePattern) {
+    if (attempt.username === undefined) return 'no username presented';
+    if (!when.usernamePattern.test(attempt.username)) return 'username does not match the step pattern';
+  }
+  for (const need of when.requires ?? []) {
+    if (need === 'certificate' && !attempt.tls?.certificate) return 'no client certificate presented';
+    if (need === 'password' && (!attempt.password || attempt.password.isEmpty)) return 'no password presented';
+    if (need === 'username' && attempt.username === undefined) return 'no username presented';
+    if (need === 'jwt' && !looksLikeJwt(attempt)) return 'password is not a JWT';
+  }
+  return undefined;
+}
+
+type StepRun =
+  | { kind: 'outcome'; outcome: AuthnOutcome; durationMs: number }
+  | { kind: 'error' | 'timeout'; detail: string; durationMs: number };
+
+class StepTimeoutError extends Error {
+  override readonly name = 'StepTimeoutError';
+}
+
+/**
+ * The ordered authentication chain of one listener, after Mosquitto's plugin chain and EMQX's
+ * `do_authenticate`: the first allow or deny ends it, `ignore` asks the next step, every-step-ignored denies
+ * unless anonymous is configured, and a crash or timeout is a deny with serverUnavailable (fail closed)
+ * unless the operator opted that step into `on_error: next`.
+ */
+export class AuthenticationChain implements ConnectAuthenticator {
+  readonly #steps: readonly ChainStep[];
+  readonly #anonymous: boolean;
+
+  constructor(options: ChainOptions) {
+    const ids = new Set<string>();
+    for (const s of options.steps) {
+      if (ids.has(s.authenticator.id)) throw new Error(`duplicate authenticator id "${s.authenticator.id}"`);
+      ids.add(s.authenticator.id);
+    }
+    this.#steps = options.steps;
+    this.#anonymous = options.anonymous;
+  }
+
+  get steps(): readonly ChainStep[] {
+    return this.#steps;
+  }
+
+  async start(): Promise<void> {
+    for (const s of this.#steps) await s.authenticator.start?.();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled(this.#steps.map((s) => s.authenticator.stop?.()));
+  }
+
+  supportsMethod(method: string): boolean {
+    return this.#steps.some((s) => isEnhanced(s.authenticator) && s.authenticator.methods.includes(method));
+  }
+
+  async authenticate(attempt: ConnectAttempt): Promise<ChainResult> {
+    if (attempt.authMethod !== undefined) return this.#authenticateEnhanced(attempt, attempt.authMethod);
+    const records: StepRecord[] = [];
+    for (const step of this.#steps) {
+      const decided = await this.#consult(step, attempt, records, (signal) =>
+        step.authenticator.authenticate(attempt, signal),
+      );
+      if (decided) return decided;
+    }
+    return this.#nobodyAnswered(attempt, records);
+  }
+
+  async continueExchange(
+    exchange: ChainExchangeState,
+    attempt: ConnectAttempt,
+    data: Buffer | undefined,
+    reauthentication: boolean,
+  ): Promise<ChainResult> {
+    const records: StepRecord[] = [];
+    const step = this.#steps.find((s) => s.authenticator.id === exchange.stepId);
+    if (!step || !isEnhanced(step.authenticator) || !step.authenticator.methods.includes(exchange.method)) {
+      return deny(
+        'badAuthenticationMethod',
+        `no step "${exchange.stepId}" for method ${exchange.method}`,
+        'chain',
+        records,
+      );
+    }
+    const enhanced = step.authenticator;
+    const run = await this.#run(step, (signal) =>
+      enhanced.step({ attempt, method: exchange.method, data, state: exchange.state, reauthentication }, signal),
+    );
+    // An exchange in progress cannot move to another step, so `on_error: next` does not apply here.
+    if (run.kind !== 'outcome') {
+      records.push(record(step, run.kind, run.durationMs, run.detail));
+      return deny('serverUnavailable', `${step.authenticator.id}: ${run.detail}`, step.authenticator.id, records);
+    }
+    const result = this.#decide(step, run, attempt, records, exchange.method);
+    if (result) return result;
+    return deny(
+      'notAuthorized',
+      `${step.authenticator.id} ignored an exchange it had started`,
+      step.authenticator.id,
+      records,
+    );
+  }
+
+  async #authenticateEnhanced(attempt: ConnectAttempt, method: string): Promise<ChainResult> {
+    const records: StepRecord[] = [];
+    const candidates = this.#steps.filter(
+      (s): s is ChainStep & { authenticator: EnhancedAuthenticator } =>
+        isEnhanced(s.authenticator) && s.authenticator.methods.includes(method),
+    );
+    // [MQTT-4.12.0-1] an unsupported Authentication Method is refused with 0x8C.
+    if (candidates.length === 0) {
+      return deny(
+        'badAuthenticationMethod',
+        `authentication method ${sanitize(method)} not supported`,
+        'chain',
+        records,
+      );
+    }
+    for (const step of candidates) {
+      const decided = await this.#consult(
+        step,
+        attempt,
+        records,
+        (signal) => step.authenticator.authenticate(attempt, signal),
+        method,
+      );
+      if (decided) return decided;
+    }
+    // A client that asked for a method must not silently become anonymous.
+    return deny('notAuthorized', `no step accepted authentication method ${sanitize(method)}`, 'chain', records);
+  }
+
+  /** Runs one step; returns the chain's result when the step decided, undefined to go on. */
+  async #consult(
+    step: ChainStep,
+    attempt: ConnectAttempt,
+    records: StepRecord[],
+    call: (signal: AbortSignal) => Promise<AuthnOutcome>,
+    method?: string,
+  ): Promise<ChainResult | undefined> {
+    const skip = preconditionFailure(step.when, attempt);
+    if (skip !== undefined) {
+      records.push(record(step, 'skipped', 0, skip));
+      return undefined;
+    }
+    const run = await this.#run(step, call);
+    if (run.kind !== 'outcome') {
+      records.push(record(step, run.kind, run.durationMs, run.detail));
+      if (step.onError === 'next') return undefined;
+      return deny('serverUnavailable', `${step.authenticator.id}: ${run.detail}`, step.authenticator.id, records);
+    }
+    return this.#decide(step, run, attempt, records, method);
+  }
+
+  #decide(
+    step: ChainStep,
+    run: Extract<StepRun, { kind: 'outcome' }>,
+    attempt: ConnectAttempt,
+    records: StepRecord[],
+    method: string | undefined,
+  ): ChainResult | undefined {
+    const { outcome, durationMs } = run;
+    const id = step.authenticator.id;
+    switch (outcome.kind) {
+      case 'allow': {
+        records.push(record(step, 'allow', durationMs));
+        const identity: Identity = { ...outcome.identity, clientId: attempt.clientId, authenticator: id };
+        return { kind: 'allow', identity, steps: records };
+      }
+      case 'deny':
+        records.push(record(step, 'deny', durationMs, outcome.detail));
+        return deny(outcome.reason, outcome.detail, id, records);
+      case 'ignore':
+        records.push(record(step, 'ignore', durationMs, outcome.detail));
+        return undefined;
+      case 'continue': {
+        if (method === undefined) {
+          records.push(record(step, 'error', durationMs, 'continue outside an enhanced exchange'));
+          return deny('serverUnavailable', `${id}: continue outside an enhanced exchange`, id, records);
+        }
+        records.push(record(step, 'continue', durationMs));
+        const state: ChainExchangeState = { stepId: id, method, state: outcome.state };
+        return { kind: 'continue', data: outcome.data, method, state, steps: records };
+      }
+    }
+  }
+
+  async #run(step: ChainStep, call: (signal: AbortSignal) => Promise<AuthnOutcome>): Promise<StepRun> {
+    const started = performance.now();
+    const signal = AbortSignal.timeout(step.timeoutMs);
+    const elapsed = (): number => Math.round((performance.now() - started) * 1000) / 1000;
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new StepTimeoutError(`no answer within ${step.timeoutMs} ms`));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      const outcome = await Promise.race([call(signal), aborted]);
+      return { kind: 'outcome', outcome, durationMs: elapsed() };
+    } catch (error) {
+      if (error instanceof StepTimeoutError || (signal.aborted && isAbortError(error))) {
+        return { kind: 'timeout', detail: `no answer within ${step.timeoutMs} ms`, durationMs: elapsed() };
+      }
+      return { kind: 'error', detail: describeError(error), durationMs: elapsed() };
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+      aborted.catch(() => undefined);
+    }
+  }
+
+  #nobodyAnswered(attempt: ConnectAttempt, records: StepRecord[]): ChainResult {
+    if (!this.#anonymous) return deny('notAuthorized', 'no authenticator accepted the client', 'chain', records);
+    // The username was not verified by anyone, so it is not handed to policies as an identity.
+    const identity: Identity = {
+      clientId: attempt.clientId,
+      username: undefined,
+      groups: [],
+      attributes: {},
+      superuser: false,
+      anonymous: true,
+      authenticator: 'anonymous',
+    };
+    return { kind: 'allow', identity, steps: records };
+  }
+}
+
+function deny(reason: ReasonName, detail: string, decidedBy: string, steps: StepRecord[]): ChainResult {
+  return { kind: 'deny', reason, detail, decidedBy, steps };
+}
+
+function record(step: ChainStep, answer: StepRecord['answer'], durationMs: number, detail?: string): StepRecord {
+  const r: StepRecord = { id: step.authenticator.id, type: step.authenticator.type, answer, durationMs };
+  if (detail !== undefined) r.detail = sanitize(detail);
+  return r;
+}
+
+function isAbortError(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError');
+}
+
+/**
+ * Error text from libraries reaches the audit log, so it is cut short and stripped of control characters.
+ * Our own authenticators never put credentials in messages; the chain cannot know about third parties, which
+ * is why only the class name and message are kept, never `cause` chains or stack traces.
+ */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    const prefix = typeof code === 'string' ? `${error.name} ${code}` : error.name;
+    return sanitize(`${prefix}: ${error.message}`);
+  }
+  return 'non-error thrown';
+}
+
+function sanitize(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/[\u0000-\u001f\u007f]/g, ' ');
+  return clean.length > MAX_DETAIL ? `${clean.slice(0, MAX_DETAIL)}…` : clean;
+}
