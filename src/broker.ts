@@ -1,0 +1,644 @@
+import type { Socket } from 'node:net';
+import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
+import type { AuditEvent, AuditSink } from '../audit/events.js';
+import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
+import type { BrokerConfig, Limits } from './config/schema.js';
+import { Connection } from './connection/connection.js';
+import type { ListenerRuntime } from './listener.js';
+import type { Logger } from './log.js';
+import { ReasonCode, type ReasonName } from './protocol/reason-codes.js';
+import { isExpired, type Message, type QoS } from './routing/message.js';
+import { RetainedStore } from './routing/retained-store.js';
+import type { Subscription } from './routing/subscription.js';
+import { SubscriptionTree, type SharedGroup } from './routing/subscription-tree.js';
+import { guardClientOf, type ConnectGuard } from './seams.js';
+import type { Outbound } from './session/outbound.js';
+import { Session, type SessionEvents } from './session/session.js';
+import { BrokerStats } from './sys/stats.js';
+
+export interface BrokerOptions {
+  config: BrokerConfig;
+  log: Logger;
+  authorizer: Authorizer;
+  audit: AuditSink;
+  guard?: ConnectGuard;
+}
+
+const NEVER_EXPIRES = 0xffff_ffff;
+
+/** Overlapping subscriptions of one session for one message: delivered once ([MQTT-3.3.4-2], [MQTT-3.3.4-3]). */
+interface MergedDelivery {
+  qos: QoS;
+  retainAsPublished: boolean;
+  subscriptionIds: number[];
+}
+
+/**
+ * The broker's shared state and the operations handlers call: sessions, routing, retained messages, wills,
+ * and the seams to authorization, abuse protection and the audit log.
+ */
+export class Broker {
+  readonly limits: Limits;
+  readonly stats = new BrokerStats();
+  readonly sessions = new Map<string, Session>();
+  readonly connections = new Set<Connection>();
+  readonly tree = new SubscriptionTree();
+  readonly retained = new RetainedStore();
+  readonly log: Logger;
+  readonly audit: AuditSink;
+  authorizer: Authorizer;
+  guard: ConnectGuard | undefined;
+  private readonly sessionEvents: SessionEvents;
+  private stopping = false;
+
+  // Routing scratch state, reused for every publish so routing allocates only what it delivers.
+  private routeStamp = 0;
+  private routeMessage: Message | undefined;
+  private readonly routeTargets: Subscription[] = [];
+  private readonly routeMerges = new Map<Session, MergedDelivery>();
+  private readonly routeGroups: SharedGroup[] = [];
+  private readonly onRouteMatch = (s: Subscription): void => this.collectTarget(s);
+  private readonly onRouteGroup = (g: SharedGroup): void => {
+    this.routeGroups.push(g);
+  };
+
+  constructor(readonly options: BrokerOptions) {
+    this.limits = options.config.limits;
+    this.log = options.log;
+    this.audit = options.audit;
+    this.authorizer = options.authorizer;
+    this.guard = options.guard;
+    this.sessionEvents = {
+      onQueueOverflow: (session) => {
+        this.stats.messagesDropped++;
+        this.log.warn(
+          { clientId: session.clientId, limit: this.limits.max_queued_messages, policy: this.limits.queue_overflow },
+          'session queue full: message dropped',
+        );
+      },
+      onDiscarded: () => {
+        this.stats.messagesDiscarded++;
+      },
+    };
+  }
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  // --- connections -------------------------------------------------------------------------------------
+
+  accept(
+    socket: Socket,
+    listener: ListenerRuntime,
+    peer: { address: string; port: number },
+    tls: TlsPeerInfo | undefined,
+  ): Connection | undefined {
+    if (this.stopping) {
+      socket.destroy();
+      return undefined;
+    }
+    const connection = new Connection(this, socket, listener, peer, tls);
+    this.connections.add(connection);
+    this.stats.connectionsTotal++;
+    return connection;
+  }
+
+  guardCheckConnect(
+    connection: Connection,
+    attempt: ConnectAttempt,
+  ): { kind: 'pass' } | { kind: 'refuse'; reason: ReasonName; detail: string } {
+    if (!this.audit.writable) {
+      // Fail closed: a security decision that cannot be recorded is not made.
+      return { kind: 'refuse', reason: 'serverUnavailable', detail: 'audit log unavailable' };
+    }
+    if (!this.guard) return { kind: 'pass' };
+    return this.guard.checkConnect(guardClientOf(attempt, connection.identity?.attributes['jwt.sub']));
+  }
+
+  guardRecordAuthentication(connection: Connection, ok: boolean): void {
+    if (this.guard && connection.attempt) this.guard.recordAuthResult(guardClientOf(connection.attempt), ok);
+  }
+
+  /** [MQTT-3.1.4-3] takeover: the old connection is told 0x8E and closed; clean start discards the old session. */
+  openSession(
+    connection: Connection,
+    cleanStart: boolean,
+    expiryInterval: number,
+  ): { session: Session; present: boolean } {
+    const clientId = connection.clientId;
+    let session = this.sessions.get(clientId);
+    if (session?.connection) {
+      const old = session.connection;
+      this.log.info({ clientId, peer: connection.peerLabel }, 'session taken over by a new connection');
+      old.close('sessionTakenOver', 'another connection used this client identifier');
+      this.detachConnection(session, false);
+    }
+    if (session) this.cancelExpiry(session);
+    if (session && cleanStart) {
+      this.endSession(session);
+      session = undefined;
+    }
+    let present = false;
+    if (session) {
+      present = true;
+      if (session.will?.timer) clearTimeout(session.will.timer);
+      session.will = undefined;
+      session.protocolVersion = connection.protocolVersion;
+    } else {
+      session = new Session(
+        clientId,
+        connection.protocolVersion,
+        expiryInterval,
+        {
+          maxQueuedMessages: this.limits.max_queued_messages,
+          queueOverflow: this.limits.queue_overflow,
+          queueQos0: this.limits.queue_qos0_messages,
+        },
+        this.sessionEvents,
+      );
+      this.sessions.set(clientId, session);
+    }
+    session.expiryInterval = expiryInterval;
+    session.connection = connection;
+    connection.session = session;
+    return { session, present };
+  }
+
+  /** After CONNACK: redeliver what is in flight, drain the queue. */
+  onSessionOpened(connection: Connection, session: Session): void {
+    this.stats.clientsConnected++;
+    this.stats.clientsMaximum = Math.max(this.stats.clientsMaximum, this.stats.clientsConnected);
+    session.resume(connection, Date.now());
+  }
+
+  onConnectionClosed(connection: Connection): void {
+    this.connections.delete(connection);
+    const session = connection.session;
+    const wasConnected = session !== undefined && connection.identity !== undefined;
+    if (wasConnected) {
+      this.stats.clientsConnected--;
+      this.recordDisconnect(connection);
+    }
+    if (!session || session.connection !== connection) return;
+    this.detachConnection(session, !connection.disconnectedCleanly);
+  }
+
+  /** The connection left: wills, shared-subscription redelivery and the session's expiry. */
+  private detachConnection(session: Session, publishWill: boolean): void {
+    session.detach();
+    this.redistributeShared(session);
+    if (!publishWill && session.will) session.will = undefined;
+    if (session.will) this.scheduleWill(session);
+    if (this.stopping) return;
+    if (session.expiryInterval === 0) {
+      this.endSession(session);
+      return;
+    }
+    if (session.expiryInterval !== NEVER_EXPIRES) {
+      session.expiresAt = Date.now() + session.expiryInterval * 1000;
+      session.expiryTimer = setTimeout(
+        () => this.endSession(session),
+        Math.min(session.expiryInterval * 1000, 2_147_000_000),
+      );
+      session.expiryTimer.unref();
+    }
+  }
+
+  private cancelExpiry(session: Session): void {
+    if (session.expiryTimer) clearTimeout(session.expiryTimer);
+    session.expiryTimer = undefined;
+    session.expiresAt = undefined;
+  }
+
+  /** The session is gone: subscriptions removed; [MQTT-3.1.3-9] a will still waiting for its delay is sent now. */
+  endSession(session: Session): void {
+    this.cancelExpiry(session);
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    for (const subscription of session.subscriptions.values()) this.tree.remove(subscription);
+    this.redistributeShared(session);
+    session.subscriptions.clear();
+    const will = session.will;
+    if (will) {
+      if (will.timer) clearTimeout(will.timer);
+      session.will = undefined;
+      this.publishWill(session, will.message, will.expirySeconds);
+    }
+  }
+
+  private scheduleWill(session: Session): void {
+    const will = session.will!;
+    const delay = Math.min(will.delaySeconds, session.expiryInterval);
+    if (delay === 0) {
+      session.will = undefined;
+      this.publishWill(session, will.message, will.expirySeconds);
+      return;
+    }
+    will.timer = setTimeout(() => {
+      if (session.will !== will) return;
+      session.will = undefined;
+      this.publishWill(session, will.message, will.expirySeconds);
+    }, delay * 1000);
+    will.timer.unref();
+  }
+
+  private publishWill(session: Session, message: Message, expirySeconds: number | undefined): void {
+    const published: Message =
+      expirySeconds !== undefined ? { ...message, expiresAt: Date.now() + expirySeconds * 1000 } : message;
+    this.log.info({ clientId: session.clientId, topic: message.topic }, 'publishing will message');
+    this.publish(published);
+  }
+
+  /** Messages that came through shared subscriptions go to another member of the group ([MQTT-4.8.2-?]). */
+  private redistributeShared(session: Session): void {
+    for (const subscription of session.subscriptions.values()) {
+      if (subscription.shareGroup === undefined) continue;
+      const taken = session.takeShared(subscription.shareGroup, subscription.filter);
+      if (taken.length === 0) continue;
+      const group = this.findGroup(subscription);
+      for (const out of taken) {
+        const member = group?.pick(subscription);
+        if (!member || member.session === session) {
+          session.deliver(out);
+          continue;
+        }
+        member.session.deliver(
+          this.outboundFor(member, out.message, Math.min(out.message.qos, member.qos) as QoS, undefined),
+        );
+      }
+    }
+  }
+
+  private findGroup(subscription: Subscription): SharedGroup | undefined {
+    return this.tree.sharedGroup(subscription.filter, subscription.shareGroup!);
+  }
+
+  // --- subscriptions -----------------------------------------------------------------------------------
+
+  /** Adds or replaces ([MQTT-3.8.4-3]) a subscription; true when it is new. */
+  addSubscription(subscription: Subscription): boolean {
+    const session = subscription.session;
+    const existing = session.subscriptions.get(subscription.key);
+    if (existing) this.tree.remove(existing);
+    session.subscriptions.set(subscription.key, subscription);
+    this.tree.add(subscription);
+    return existing === undefined;
+  }
+
+  removeSubscription(subscription: Subscription): void {
+    const session = subscription.session;
+    if (session.subscriptions.get(subscription.key) === subscription) session.subscriptions.delete(subscription.key);
+    this.tree.remove(subscription);
+  }
+
+  // --- routing -----------------------------------------------------------------------------------------
+
+  /** Routes an authorized message to every matching subscription, and stores it if retained. */
+  publish(message: Message): void {
+    if (message.retain) this.retained.set(message);
+    const stamp = ++this.routeStamp;
+    const targets = this.routeTargets;
+    const merges = this.routeMerges;
+    const groups = this.routeGroups;
+    this.routeMessage = message;
+    this.tree.match(message.topic, this.onRouteMatch, this.onRouteGroup);
+    this.routeMessage = undefined;
+    const checkReceive = this.checkReceive;
+    for (let i = 0; i < targets.length; i++) {
+      const subscription = targets[i]!;
+      const merged = merges.size > 0 ? merges.get(subscription.session) : undefined;
+      const qos = (merged ? Math.min(message.qos, merged.qos) : Math.min(message.qos, subscription.qos)) as QoS;
+      const out = this.outboundFor(subscription, message, qos, merged);
+      if (checkReceive) this.deliverIfReceivable(subscription, out);
+      else subscription.session.deliver(out);
+    }
+    for (let i = 0; i < groups.length; i++) {
+      const member = groups[i]!.pick();
+      if (!member) continue;
+      const out = this.outboundFor(member, message, Math.min(message.qos, member.qos) as QoS, undefined);
+      if (checkReceive) this.deliverIfReceivable(member, out);
+      else member.session.deliver(out);
+    }
+    targets.length = 0;
+    groups.length = 0;
+    if (merges.size > 0) merges.clear();
+    void stamp;
+  }
+
+  private collectTarget(subscription: Subscription): void {
+    const message = this.routeMessage!;
+    const session = subscription.session;
+    // [MQTT-3.8.3-3] No Local: not sent back to the publisher's own session.
+    if (subscription.noLocal && session.clientId === message.publisherId) return;
+    if (session.routeStamp !== this.routeStamp) {
+      session.routeStamp = this.routeStamp;
+      session.routeIndex = this.routeTargets.length;
+      this.routeTargets.push(subscription);
+      return;
+    }
+    let merged = this.routeMerges.get(session);
+    if (!merged) {
+      const first = this.routeTargets[session.routeIndex]!;
+      merged = {
+        qos: first.qos,
+        retainAsPublished: first.retainAsPublished,
+        subscriptionIds: first.subscriptionId !== undefined ? [first.subscriptionId] : [],
+      };
+      this.routeMerges.set(session, merged);
+    }
+    if (subscription.qos > merged.qos) merged.qos = subscription.qos;
+    merged.retainAsPublished ||= subscription.retainAsPublished;
+    if (subscription.subscriptionId !== undefined) merged.subscriptionIds.push(subscription.subscriptionId);
+  }
+
+  private outboundFor(
+    subscription: Subscription,
+    message: Message,
+    qos: QoS,
+    merged: MergedDelivery | undefined,
+  ): Outbound {
+    const retainAsPublished = merged ? merged.retainAsPublished : subscription.retainAsPublished;
+    const ids = merged
+      ? merged.subscriptionIds
+      : subscription.subscriptionId !== undefined
+        ? [subscription.subscriptionId]
+        : undefined;
+    return {
+      message,
+      qos,
+      // [MQTT-3.3.1-12] without Retain As Published the RETAIN flag is cleared on normal delivery.
+      retain: retainAsPublished ? message.retain : false,
+      subscriptionIds: subscription.session.protocolVersion === 5 && ids && ids.length > 0 ? ids : undefined,
+      shareGroup: subscription.shareGroup,
+      shareFilter: subscription.shareGroup !== undefined ? subscription.filter : undefined,
+      packetId: 0,
+      state: 'publish',
+    };
+  }
+
+  /** Retained messages for a new subscription, each checked against `receive` rules, sent with RETAIN 1. */
+  deliverRetained(connection: Connection, subscription: Subscription): void {
+    const now = Date.now();
+    for (const message of this.retained.match(subscription.filter, now)) {
+      if (isExpired(message, now)) continue;
+      const qos = Math.min(message.qos, subscription.qos) as QoS;
+      const out: Outbound = {
+        message,
+        qos,
+        retain: true,
+        subscriptionIds:
+          connection.isV5 && subscription.subscriptionId !== undefined ? [subscription.subscriptionId] : undefined,
+        shareGroup: undefined,
+        shareFilter: undefined,
+        packetId: 0,
+        state: 'publish',
+      };
+      const decision = this.authorize(connection.identity!, connection, 'receive', message.topic, qos, true, undefined);
+      const deliver = (d: AuthzDecision): void => {
+        if (d.allowed) subscription.session.deliver(out);
+        else this.recordAuthz('authz.retained_denied', connection, message.topic, qos, d);
+      };
+      if (decision instanceof Promise) decision.then(deliver, () => undefined);
+      else deliver(decision);
+    }
+  }
+
+  /** Whether live deliveries pass `receive` rules too (config `authorization.check_receive`). */
+  checkReceive = false;
+
+  private deliverIfReceivable(subscription: Subscription, out: Outbound): void {
+    const connection = subscription.session.connection as Connection | undefined;
+    const identity = connection?.identity;
+    if (!connection || !identity) {
+      subscription.session.deliver(out);
+      return;
+    }
+    const decision = this.authorize(
+      identity,
+      connection,
+      'receive',
+      out.message.topic,
+      out.qos,
+      out.retain,
+      subscription.shareGroup,
+    );
+    const deliver = (d: AuthzDecision): void => {
+      if (d.allowed) subscription.session.deliver(out);
+      else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, d);
+    };
+    if (decision instanceof Promise) decision.then(deliver, () => undefined);
+    else deliver(decision);
+  }
+
+  // --- authorization -----------------------------------------------------------------------------------
+
+  authorizePublish(
+    connection: Connection,
+    topic: string,
+    qos: QoS,
+    retain: boolean,
+  ): AuthzDecision | Promise<AuthzDecision> {
+    return this.authorize(connection.identity!, connection, 'publish', topic, qos, retain, undefined);
+  }
+
+  authorizeSubscribe(
+    connection: Connection,
+    filter: string,
+    qos: QoS,
+    shareGroup: string | undefined,
+  ): AuthzDecision | Promise<AuthzDecision> {
+    return this.authorize(connection.identity!, connection, 'subscribe', filter, qos, false, shareGroup);
+  }
+
+  private authorize(
+    identity: Identity,
+    connection: Connection,
+    action: AccessRequest['action'],
+    topic: string,
+    qos: QoS,
+    retain: boolean,
+    sharedGroup: string | undefined,
+  ): AuthzDecision | Promise<AuthzDecision> {
+    const request: AccessRequest = {
+      identity,
+      listener: connection.listener.name,
+      peerAddress: connection.peer.address,
+      action,
+      topic,
+      qos,
+      retain,
+      sharedGroup,
+    };
+    try {
+      const decision = this.authorizer.check(request);
+      if (decision instanceof Promise) {
+        return decision.catch((error: unknown) => {
+          this.log.error({ err: error, clientId: connection.clientId }, 'authorization failed: denying (fail closed)');
+          return { allowed: false, reason: 'authorization source failed (fail closed)' };
+        });
+      }
+      return decision;
+    } catch (error) {
+      this.log.error({ err: error, clientId: connection.clientId }, 'authorization failed: denying (fail closed)');
+      return { allowed: false, reason: 'authorization source failed (fail closed)' };
+    }
+  }
+
+  // --- audit -------------------------------------------------------------------------------------------
+
+  private base(connection: Connection): Pick<AuditEvent, 'client' | 'user' | 'mqtt'> {
+    return {
+      client: { ip: connection.peer.address, port: connection.peer.port },
+      user: connection.username !== undefined ? { name: connection.username } : undefined,
+      mqtt: {
+        client_id: connection.clientId,
+        listener: connection.listener.name,
+        protocol_version: connection.protocolVersion,
+      },
+    };
+  }
+
+  recordAuthentication(connection: Connection, attempt: ConnectAttempt, result: ChainResult): void {
+    const steps = result.steps.map((s) => ({
+      id: s.id,
+      type: s.type,
+      answer: s.answer,
+      duration_ms: s.durationMs,
+      detail: s.detail,
+    }));
+    if (result.kind === 'allow') {
+      this.audit.record({
+        ...this.base(connection),
+        user: { name: result.identity.username ?? attempt.username, groups: result.identity.groups },
+        event: { action: 'authn.allowed', outcome: 'success', code: 'success' },
+        authn: { by: result.identity.authenticator, steps, method: attempt.authMethod },
+      });
+      this.log.info(
+        {
+          clientId: connection.clientId,
+          username: attempt.username,
+          peer: connection.peerLabel,
+          listener: connection.listener.name,
+          by: result.identity.authenticator,
+        },
+        'client connected',
+      );
+      return;
+    }
+    if (result.kind === 'deny') {
+      this.stats.connectRefused++;
+      this.audit.record({
+        ...this.base(connection),
+        event: { action: 'authn.denied', outcome: 'failure', reason: result.detail, code: result.reason },
+        mqtt: { ...this.base(connection).mqtt, reason_code: ReasonCode[result.reason] },
+        authn: { by: result.decidedBy, steps, method: attempt.authMethod },
+      });
+      this.log.info(
+        {
+          clientId: connection.clientId,
+          username: attempt.username,
+          peer: connection.peerLabel,
+          reason: result.reason,
+          detail: result.detail,
+        },
+        'connection refused',
+      );
+    }
+  }
+
+  recordReauthentication(connection: Connection, result: ChainResult): void {
+    if (result.kind === 'continue') return;
+    const steps = result.steps.map((s) => ({
+      id: s.id,
+      type: s.type,
+      answer: s.answer,
+      duration_ms: s.durationMs,
+      detail: s.detail,
+    }));
+    this.audit.record({
+      ...this.base(connection),
+      event:
+        result.kind === 'allow'
+          ? { action: 'authn.reauth_allowed', outcome: 'success' }
+          : { action: 'authn.reauth_denied', outcome: 'failure', reason: result.detail, code: result.reason },
+      authn: { steps, method: connection.attempt?.authMethod },
+    });
+  }
+
+  private recordDisconnect(connection: Connection): void {
+    this.audit.record({
+      ...this.base(connection),
+      event: {
+        action: 'client.disconnected',
+        outcome: 'success',
+        reason: connection.closeReason ?? 'connection closed',
+      },
+    });
+    this.log.info(
+      {
+        clientId: connection.clientId,
+        peer: connection.peerLabel,
+        reason: connection.closeReason ?? 'connection closed',
+      },
+      'client disconnected',
+    );
+  }
+
+  private recordAuthz(
+    action: string,
+    connection: Connection,
+    topic: string,
+    qos: number,
+    decision: AuthzDecision,
+  ): void {
+    this.audit.record({
+      ...this.base(connection),
+      event: { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      mqtt: { ...this.base(connection).mqtt, topic, qos },
+      authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+    });
+    this.log.info(
+      { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
+      'authorization denied',
+    );
+  }
+
+  recordPublishDenied(
+    connection: Connection,
+    topic: string,
+    qos: number,
+    _retain: boolean,
+    decision: AuthzDecision,
+  ): void {
+    this.stats.publishDenied++;
+    this.recordAuthz('authz.publish_denied', connection, topic, qos, decision);
+  }
+
+  recordSubscribeDenied(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
+    this.stats.subscribeDenied++;
+    this.recordAuthz('authz.subscribe_denied', connection, filter, qos, decision);
+  }
+
+  recordWillDenied(connection: Connection, topic: string, reason: string): void {
+    this.recordAuthz('authz.will_denied', connection, topic, 0, { allowed: false, reason });
+  }
+
+  // --- shutdown ----------------------------------------------------------------------------------------
+
+  /** Graceful stop: [MQTT-3.14] v5 clients get DISCONNECT 0x8B; wills of connected clients are not sent. */
+  async closeAllConnections(): Promise<void> {
+    this.stopping = true;
+    const closing: Promise<void>[] = [];
+    for (const connection of this.connections) {
+      closing.push(
+        new Promise<void>((resolve) => {
+          connection.socket.once('close', () => resolve());
+          if (connection.session) connection.disconnectedCleanly = true;
+          connection.close('serverShuttingDown', 'server shutting down');
+          setTimeout(resolve, 3000).unref();
+        }),
+      );
+    }
+    await Promise.all(closing);
+  }
+}

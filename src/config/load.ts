@@ -1,0 +1,94 @@
+import { readFileSync } from 'node:fs';
+import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import type { z } from 'zod';
+import { BulwarkError, type SourcePosition } from '../errors.js';
+import { configSchema, type BrokerConfig } from './schema.js';
+
+/** The configuration used when `bulwark start` gets no file: Mosquitto 2's local-only default. */
+export function localOnlyConfig(): BrokerConfig {
+  return configSchema.parse({
+    listeners: [{ name: 'local', transport: 'tcp', host: '127.0.0.1', port: 1883, anonymous: true }],
+  });
+}
+
+/** Reads and validates a YAML file; every problem is reported as `file:line:column`, the key and what is wrong. */
+export function loadConfigFile(file: string): BrokerConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new BulwarkError('BULWARK_ERR_CONFIG_PARSE', `cannot read configuration: ${(error as Error).message}`, {
+      file,
+      line: 0,
+      column: 0,
+    });
+  }
+  return parseConfigText(text, file);
+}
+
+export function parseConfigText(text: string, file: string): BrokerConfig {
+  return parseYamlWithSchema(text, file, configSchema, 'BULWARK_ERR_CONFIG_INVALID');
+}
+
+/**
+ * Parses YAML and validates it with a zod schema, mapping the first problem's path back to the source position.
+ * Shared by the broker configuration and any other YAML the broker reads.
+ */
+export function parseYamlWithSchema<S extends z.ZodType>(
+  text: string,
+  file: string,
+  schema: S,
+  code: 'BULWARK_ERR_CONFIG_INVALID' | 'BULWARK_ERR_POLICY_INVALID',
+): z.infer<S> {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (document.errors.length > 0) {
+    const first = document.errors[0]!;
+    const pos = lineCounter.linePos(first.pos[0]);
+    throw new BulwarkError('BULWARK_ERR_CONFIG_PARSE', `YAML syntax error: ${first.message.split('\n')[0]}`, {
+      file,
+      line: pos.line,
+      column: pos.col,
+    });
+  }
+  const result = schema.safeParse(document.toJS() ?? {});
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+  const position = positionOf(document.contents, path, lineCounter, file);
+  const key = path.length > 0 ? path.join('.') : '(top level)';
+  throw new BulwarkError(code, `${key}: ${issue.message}`, position, 'see docs/configuration.md');
+}
+
+function positionOf(
+  root: unknown,
+  path: readonly (string | number)[],
+  lineCounter: LineCounter,
+  file: string,
+): SourcePosition {
+  let node: unknown = root;
+  let best: YamlNode | undefined = isNode(root) ? root : undefined;
+  for (const segment of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((item) => {
+        const k = item.key as { value?: unknown } | null;
+        return k !== null && k !== undefined && String(k.value ?? k) === String(segment);
+      });
+      if (!pair) break;
+      const keyNode = pair.key;
+      if (isNode(keyNode)) best = keyNode;
+      node = pair.value;
+      if (isNode(node) && !isMap(node) && !isSeq(node)) best = node;
+    } else if (isSeq(node) && typeof segment === 'number') {
+      node = node.items[segment];
+      if (isNode(node)) best = node;
+    } else break;
+  }
+  const offset = best?.range?.[0] ?? 0;
+  const pos = lineCounter.linePos(offset);
+  return { file, line: pos.line, column: pos.col };
+}
+
+function isNode(value: unknown): value is YamlNode {
+  return typeof value === 'object' && value !== null && 'range' in value;
+}

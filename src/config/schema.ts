@@ -1,0 +1,191 @@
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+
+export const limitsSchema = z
+  .object({
+    max_packet_size: z
+      .number()
+      .int()
+      .min(64)
+      .max(268_435_455)
+      .default(1_048_576)
+      .describe(
+        'Largest MQTT packet accepted from a client, in bytes. Larger packets are refused (v5: DISCONNECT 0x95).',
+      ),
+    max_client_id_length: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_535)
+      .default(256)
+      .describe('Longest client identifier accepted, in characters.'),
+    max_topic_length: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_535)
+      .default(65_535)
+      .describe('Longest topic name or filter accepted, in characters.'),
+    max_topic_levels: z
+      .number()
+      .int()
+      .min(1)
+      .max(1024)
+      .default(128)
+      .describe('Most `/`-separated levels in a topic or filter.'),
+    receive_maximum: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_535)
+      .default(32)
+      .describe(
+        'QoS 1/2 PUBLISH a client may have unacknowledged towards the broker (v5 Receive Maximum); a client exceeding it gets DISCONNECT 0x93.',
+      ),
+    max_inflight: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_535)
+      .default(32)
+      .describe(
+        "QoS 1/2 messages the broker has in flight to one client at once; capped further by the client's own Receive Maximum.",
+      ),
+    max_queued_messages: z
+      .number()
+      .int()
+      .min(0)
+      .max(10_000_000)
+      .default(1000)
+      .describe('Messages kept per session while its client is offline or its window is full.'),
+    queue_overflow: z
+      .enum(['drop-new', 'drop-oldest'])
+      .default('drop-new')
+      .describe(
+        'What happens when the queue is full: drop the arriving message (Mosquitto) or the oldest queued one (EMQX). Both are counted in $SYS and logged.',
+      ),
+    queue_qos0_messages: z
+      .boolean()
+      .default(false)
+      .describe("Queue QoS 0 messages for offline persistent sessions, as Mosquitto's queue_qos0_messages."),
+    max_subscriptions: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(1000)
+      .describe('Subscriptions one session may hold; more are refused with SUBACK 0x97.'),
+    topic_alias_maximum: z
+      .number()
+      .int()
+      .min(0)
+      .max(65_535)
+      .default(64)
+      .describe('Topic aliases a v5 client may use towards the broker.'),
+    max_keepalive: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_535)
+      .default(65_535)
+      .describe(
+        'Largest keep alive a client may ask for, in seconds. v5 clients are told the lower value (Server Keep Alive); 3.1.1 clients asking for more are refused, as Mosquitto does.',
+      ),
+    connect_timeout_ms: z
+      .number()
+      .int()
+      .min(100)
+      .max(600_000)
+      .default(10_000)
+      .describe('Time a new connection has to send CONNECT (and finish authentication) before it is closed.'),
+    max_output_buffer_bytes: z
+      .number()
+      .int()
+      .min(4096)
+      .default(4 * 1_048_576)
+      .describe('Unsent bytes buffered for a client that does not read; past this the client is disconnected.'),
+    max_session_expiry_interval: z
+      .number()
+      .int()
+      .min(0)
+      .max(0xffff_ffff)
+      .default(0xffff_ffff)
+      .describe(
+        "Upper bound on a session's expiry interval, in seconds; 4294967295 means sessions may never expire. Applies to 3.1.1 persistent sessions too.",
+      ),
+    max_qos: z
+      .union([z.literal(0), z.literal(1), z.literal(2)])
+      .default(2)
+      .describe('Highest QoS the broker accepts (v5 Maximum QoS).'),
+    retain_available: z.boolean().default(true).describe('Whether clients may publish retained messages.'),
+  })
+  .strict();
+
+export const listenerSchema = z
+  .object({
+    name: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Listener name used in logs, audit records and policy subjects; defaults to `transport:port`.'),
+    transport: z.enum(['tcp', 'tls', 'ws', 'wss']).default('tcp').describe('Transport of the listener.'),
+    host: z.string().default('127.0.0.1').describe('Address to bind: `0.0.0.0`, `::`, `127.0.0.1`, `::1`, ...'),
+    port: port.describe('TCP port; 0 picks a free port (tests).'),
+    anonymous: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Allow clients that no authenticator claims. Off unless set; the no-config local mode turns it on for 127.0.0.1 only.',
+      ),
+    authentication: z
+      .array(z.unknown())
+      .optional()
+      .describe(
+        "This listener's authentication chain; defaults to the global `authentication` chain. See docs/authentication.md.",
+      ),
+    v3_publish_denied: z
+      .enum(['disconnect', 'drop'])
+      .default('disconnect')
+      .describe(
+        'What a 3.1.1 client gets when a PUBLISH is denied: disconnected (default, so it notices) or the message silently dropped.',
+      ),
+  })
+  .passthrough();
+
+export const configSchema = z
+  .object({
+    data_dir: z
+      .string()
+      .default('./data')
+      .describe('Where sessions, retained messages, bans and the audit log are kept.'),
+    log_level: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+      .default('info')
+      .describe('Structured log level.'),
+    listeners: z
+      .array(listenerSchema)
+      .min(1)
+      .describe('Where the broker listens. Each listener has its own transport, chain and limits.'),
+    limits: limitsSchema.default(limitsSchema.parse({})).describe('Protocol limits, the same for every listener.'),
+    authentication: z
+      .array(z.unknown())
+      .default([])
+      .describe('The global authentication chain, in order. See docs/authentication.md.'),
+    authorization: z.unknown().optional().describe('Policy sources. See docs/policy.md.'),
+    audit: z.unknown().optional().describe('Audit log settings. See docs/audit.md.'),
+    guard: z.unknown().optional().describe('Abuse protection. See docs/abuse-protection.md.'),
+    persistence: z.unknown().optional().describe('Durability of sessions and retained messages.'),
+    sys_interval_seconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(3600)
+      .default(10)
+      .describe('How often `$SYS/broker/...` topics are refreshed; 0 turns them off.'),
+  })
+  .strict();
+
+export type BrokerConfig = z.infer<typeof configSchema>;
+export type ListenerConfig = z.infer<typeof listenerSchema>;
+export type Limits = z.infer<typeof limitsSchema>;

@@ -1,0 +1,425 @@
+import type { Socket } from 'node:net';
+import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet';
+import type { ChainExchangeState, ConnectAttempt, Identity, TlsPeerInfo } from '../../authn/types.js';
+import type { Broker } from '../broker.js';
+import type { ListenerRuntime } from '../listener.js';
+import { ReasonCode, type ReasonName } from '../protocol/reason-codes.js';
+import { remainingExpirySeconds } from '../routing/message.js';
+import type { Outbound, SessionLink } from '../session/outbound.js';
+import type { Session } from '../session/session.js';
+import { Framer } from './framer.js';
+import { dispatchPacket } from '../handlers/index.js';
+import type { ConnectContext } from '../handlers/connect.js';
+
+export type ConnectionState = 'awaiting-connect' | 'authenticating' | 'connected' | 'closed';
+
+/** Packets held while CONNECT is being authenticated or an asynchronous check runs ([MQTT-3.1.4-7]). */
+const MAX_BACKLOG_PACKETS = 1000;
+
+let connectionCounter = 0;
+
+/**
+ * One network connection: owns the framer and codec, the protocol state, keep alive and the output buffer.
+ * Packet semantics live in `handlers/`; session state lives in `Session`, which outlives the connection.
+ */
+export class Connection implements SessionLink {
+  readonly id = ++connectionCounter;
+  state: ConnectionState = 'awaiting-connect';
+  protocolVersion: 3 | 4 | 5 = 4;
+  clientId = '';
+  username: string | undefined;
+  identity: Identity | undefined;
+  session: Session | undefined;
+  /** The CONNECT as authenticated, kept for re-authentication and policy re-evaluation. */
+  attempt: ConnectAttempt | undefined;
+  exchange: ChainExchangeState | undefined;
+  /** The CONNECT waiting for an enhanced authentication exchange to finish. */
+  pendingConnect: ConnectContext | undefined;
+  keepalive = 0;
+  /** Client's limits (MQTT 5 CONNECT properties). */
+  clientReceiveMaximum = 65_535;
+  clientMaximumPacketSize = 268_435_460;
+  clientTopicAliasMaximum = 0;
+  requestProblemInformation = true;
+  readonly inboundAliases = new Map<number, string>();
+  readonly outboundAliases = new Map<string, number>();
+  /** QoS 1/2 PUBLISH received and not yet acknowledged: bounded by the broker's Receive Maximum. */
+  inboundUnacknowledged = 0;
+  /** Set by a clean DISCONNECT (0x00): the will is not published. */
+  disconnectedCleanly = false;
+  closeReason: string | undefined;
+  readonly connectedAt = Date.now();
+
+  private readonly parser: ReturnType<typeof mqtt.parser>;
+  private readonly framer: Framer;
+  private backlog: Packet[] | undefined;
+  private busy = false;
+  private corked = false;
+  private lastReceived = Date.now();
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly broker: Broker,
+    readonly socket: Socket,
+    readonly listener: ListenerRuntime,
+    readonly peer: { address: string; port: number },
+    readonly tls: TlsPeerInfo | undefined,
+  ) {
+    const limits = broker.limits;
+    this.framer = new Framer(limits.max_packet_size);
+    this.parser = mqtt.parser({ protocolVersion: 4 });
+    this.parser.on('packet', (packet: Packet) => this.onPacket(packet));
+    this.parser.on('error', (error: Error) =>
+      this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`),
+    );
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error: Error) => {
+      this.closeReason ??= `socket error: ${error.message}`;
+    });
+    socket.on('close', () => this.onSocketClosed());
+    this.connectTimer = setTimeout(() => {
+      this.closeReason = 'no CONNECT within the connect timeout';
+      broker.log.info(
+        { peer: this.peerLabel, listener: listener.name },
+        'closing connection: no CONNECT within the connect timeout',
+      );
+      this.destroy();
+    }, limits.connect_timeout_ms);
+  }
+
+  get peerLabel(): string {
+    return `${this.peer.address}:${this.peer.port}`;
+  }
+
+  get sendQuota(): number {
+    return Math.min(this.clientReceiveMaximum, this.broker.limits.max_inflight);
+  }
+
+  get isV5(): boolean {
+    return this.protocolVersion === 5;
+  }
+
+  // --- input -------------------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    this.lastReceived = Date.now();
+    this.broker.stats.bytesReceived += chunk.length;
+    const result = this.framer.push(chunk);
+    if (result.kind === 'tooLarge') {
+      this.protocolViolation(
+        'packetTooLarge',
+        `packet of ${result.size} bytes exceeds the maximum of ${this.broker.limits.max_packet_size}`,
+      );
+      return;
+    }
+    if (result.kind === 'malformed') {
+      this.protocolViolation('malformedPacket', `malformed packet: ${result.why}`);
+      return;
+    }
+    if (result.frames) {
+      if (this.state === 'awaiting-connect' && !this.checkFirstPacket(result.frames)) return;
+      this.parser.parse(result.frames);
+    }
+  }
+
+  /** [MQTT-3.1.0-1] the first packet must be CONNECT; an unknown protocol level gets CONNACK 0x84 / rc 1. */
+  private checkFirstPacket(frames: Buffer): boolean {
+    const type = frames[0]! >> 4;
+    if (type !== 1) {
+      this.closeReason = 'first packet is not CONNECT';
+      this.broker.log.info({ peer: this.peerLabel }, 'closing connection: first packet is not CONNECT');
+      this.destroy();
+      return false;
+    }
+    // Fixed header (1 byte + 1..4 length bytes), then protocol name length (2) + name, then the level.
+    let i = 1;
+    while (i < 5 && (frames[i]! & 0x80) !== 0) i++;
+    i++;
+    const nameLength = frames.length > i + 1 ? frames.readUInt16BE(i) : -1;
+    const levelAt = i + 2 + nameLength;
+    if (nameLength >= 0 && levelAt < frames.length) {
+      const level = frames[levelAt]! & 0x7f;
+      if (level !== 3 && level !== 4 && level !== 5) {
+        // [MQTT-3.1.2-2] respond with 0x84 (v5) / return code 1 (3.1.1), then close.
+        const packet =
+          level > 5
+            ? mqtt.generate(
+                { cmd: 'connack', reasonCode: ReasonCode.unsupportedProtocolVersion, sessionPresent: false },
+                { protocolVersion: 5 },
+              )
+            : mqtt.generate({ cmd: 'connack', returnCode: 1, sessionPresent: false }, { protocolVersion: 4 });
+        this.closeReason = `unsupported protocol level ${level}`;
+        this.broker.log.info({ peer: this.peerLabel, level }, 'refusing connection: unsupported protocol level');
+        this.socket.end(packet);
+        this.state = 'closed';
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private onPacket(packet: Packet): void {
+    if (this.state === 'closed') return;
+    if (packet.cmd === 'connect') {
+      // The codec needs the version to parse what follows CONNECT in the same chunk.
+      const version = packet.protocolVersion;
+      if (version === 3 || version === 4 || version === 5) {
+        this.protocolVersion = version;
+        (this.parser as unknown as { settings: { protocolVersion: number } }).settings.protocolVersion = version;
+      }
+    }
+    if (this.busy || (this.state === 'authenticating' && packet.cmd !== 'auth' && packet.cmd !== 'disconnect')) {
+      this.backlog ??= [];
+      if (this.backlog.length >= MAX_BACKLOG_PACKETS) {
+        this.protocolViolation(
+          'receiveMaximumExceeded',
+          'too many packets sent before the previous ones were processed',
+        );
+        return;
+      }
+      this.backlog.push(packet);
+      return;
+    }
+    this.run(packet);
+  }
+
+  private run(packet: Packet): void {
+    let pending: Promise<void> | void;
+    try {
+      pending = dispatchPacket(this, packet);
+    } catch (error) {
+      this.internalError(error);
+      return;
+    }
+    if (pending) {
+      // An asynchronous step (authentication, a remote authorization source): hold later packets so their
+      // order is kept, then resume.
+      this.busy = true;
+      pending.then(
+        () => this.resume(),
+        (error: unknown) => this.internalError(error),
+      );
+    }
+  }
+
+  /** Processes packets held while an asynchronous step ran. */
+  resume(): void {
+    this.busy = false;
+    while (!this.busy && this.backlog && this.backlog.length > 0 && this.state !== 'closed') {
+      if (this.state === 'authenticating' && this.backlog[0]!.cmd !== 'auth' && this.backlog[0]!.cmd !== 'disconnect')
+        return;
+      const next = this.backlog.shift()!;
+      this.run(next);
+    }
+  }
+
+  // --- lifecycle ---------------------------------------------------------------------------------------
+
+  /** Called when CONNACK 0x00 has been sent. */
+  onConnected(): void {
+    this.state = 'connected';
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.framer.setMaxPacketSize(this.broker.limits.max_packet_size);
+    if (this.keepalive > 0) {
+      // [MQTT-3.1.2-24] close after one and a half keep alive periods without a packet.
+      const periodMs = this.keepalive * 1500;
+      this.keepaliveTimer = setInterval(
+        () => {
+          if (Date.now() - this.lastReceived > periodMs) {
+            this.broker.log.info(
+              { clientId: this.clientId, peer: this.peerLabel },
+              'disconnecting client: keep alive timeout',
+            );
+            this.close('keepAliveTimeout', 'keep alive timeout');
+          }
+        },
+        Math.max(250, periodMs / 2),
+      );
+      this.keepaliveTimer.unref();
+    }
+    this.scheduleCredentialExpiry();
+  }
+
+  /** A credential with an expiry (JWT `exp`) disconnects the client when it runs out. */
+  scheduleCredentialExpiry(): void {
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const expiresAt = this.identity?.expiresAt;
+    if (expiresAt === undefined) return;
+    const delay = Math.max(0, expiresAt - Date.now());
+    if (delay > 2_147_000_000) return;
+    this.expiryTimer = setTimeout(() => {
+      this.broker.log.info({ clientId: this.clientId }, 'disconnecting client: credential expired');
+      this.close('notAuthorized', 'credential expired');
+    }, delay);
+    this.expiryTimer.unref();
+  }
+
+  /**
+   * Ends the connection for a reason. MQTT 5 clients are told why with DISCONNECT ([MQTT-4.13.1]); 3.1.1 has no
+   * server DISCONNECT, so the network connection is closed.
+   */
+  close(reason: ReasonName, detail: string): void {
+    if (this.state === 'closed') return;
+    this.closeReason ??= detail;
+    if (this.isV5 && this.state === 'connected') {
+      // Reason strings are always allowed on DISCONNECT, whatever Request Problem Information says.
+      this.writePacket({ cmd: 'disconnect', reasonCode: ReasonCode[reason], properties: { reasonString: detail } });
+    }
+    this.state = 'closed';
+    this.flush();
+    this.socket.end();
+    // A client that never reads would keep `end()` pending forever.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /** A protocol violation: v5 clients get DISCONNECT with the reason (when past CONNECT), then close. */
+  protocolViolation(reason: ReasonName, detail: string): void {
+    if (this.state === 'closed') return;
+    this.broker.log.info(
+      { clientId: this.clientId || undefined, peer: this.peerLabel, reason, detail },
+      'closing connection: protocol violation',
+    );
+    this.broker.stats.protocolErrors++;
+    if (this.state === 'connected') this.close(reason, detail);
+    else {
+      this.closeReason = detail;
+      this.destroy();
+    }
+  }
+
+  private internalError(error: unknown): void {
+    this.broker.log.error({ clientId: this.clientId, err: error }, 'internal error while handling a packet');
+    this.close('implementationSpecificError', 'internal error');
+  }
+
+  destroy(): void {
+    this.state = 'closed';
+    this.socket.destroy();
+  }
+
+  private onSocketClosed(): void {
+    this.state = 'closed';
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.backlog = undefined;
+    this.broker.onConnectionClosed(this);
+  }
+
+  // --- output ------------------------------------------------------------------------------------------
+
+  /** Writes a packet; writes within one tick are coalesced into one system call by corking the socket. */
+  writePacket(packet: Packet): void {
+    this.writeBytes(mqtt.generate(packet, { protocolVersion: this.protocolVersion }));
+  }
+
+  writeBytes(bytes: Buffer): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    if (socket.writableLength > this.broker.limits.max_output_buffer_bytes) {
+      if (this.state !== 'closed') {
+        this.broker.log.warn(
+          { clientId: this.clientId, peer: this.peerLabel, buffered: socket.writableLength },
+          'disconnecting client: it does not read (output buffer full)',
+        );
+        this.broker.stats.slowClientsDisconnected++;
+        this.closeReason = 'output buffer full: client does not read';
+        this.destroy();
+      }
+      return;
+    }
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => this.flush());
+    }
+    socket.write(bytes);
+    this.broker.stats.bytesSent += bytes.length;
+  }
+
+  private flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  sendPublish(out: Outbound, dup: boolean): boolean {
+    const message = out.message;
+    const v5 = this.isV5;
+    let topic = message.topic;
+    let properties: IPublishPacket['properties'];
+    if (v5) {
+      const expiry = remainingExpirySeconds(message, Date.now());
+      const forwarded = message.properties;
+      if (forwarded || expiry !== undefined || out.subscriptionIds || this.clientTopicAliasMaximum > 0) {
+        properties = { ...forwarded };
+        if (expiry !== undefined) properties.messageExpiryInterval = expiry;
+        if (out.subscriptionIds && out.subscriptionIds.length > 0) {
+          properties.subscriptionIdentifier =
+            out.subscriptionIds.length === 1 ? out.subscriptionIds[0]! : [...out.subscriptionIds];
+        }
+        if (this.clientTopicAliasMaximum > 0) {
+          const alias = this.outboundAliases.get(topic);
+          if (alias !== undefined) {
+            properties.topicAlias = alias;
+            topic = '';
+          } else if (this.outboundAliases.size < this.clientTopicAliasMaximum) {
+            const next = this.outboundAliases.size + 1;
+            this.outboundAliases.set(topic, next);
+            properties.topicAlias = next;
+          }
+        }
+      }
+    }
+    const packet: IPublishPacket = {
+      cmd: 'publish',
+      topic,
+      payload: message.payload,
+      qos: out.qos,
+      retain: out.retain,
+      dup,
+      messageId: out.qos > 0 ? out.packetId : undefined,
+      properties,
+    };
+    const bytes = this.encodePublish(packet, out, properties === undefined && !dup);
+    if (bytes.length > this.clientMaximumPacketSize) {
+      if (properties?.topicAlias !== undefined && topic !== '') this.outboundAliases.delete(topic);
+      this.broker.stats.messagesDiscarded++;
+      return false;
+    }
+    this.writeBytes(bytes);
+    this.broker.stats.messagesSent++;
+    return true;
+  }
+
+  /**
+   * Fan-out encodes each PUBLISH once per (version, QoS 0, retain flag) and shares the bytes when no
+   * per-subscriber field (packet id, properties, DUP) is involved.
+   */
+  private encodePublish(packet: IPublishPacket, out: Outbound, shareable: boolean): Buffer {
+    if (!shareable || out.qos !== 0) return mqtt.generate(packet, { protocolVersion: this.protocolVersion });
+    const key = this.protocolVersion * 2 + (out.retain ? 1 : 0);
+    const message = out.message;
+    const cache = (message.encodedCache ??= new Map());
+    let bytes = cache.get(key);
+    if (!bytes) {
+      bytes = mqtt.generate(packet, { protocolVersion: this.protocolVersion });
+      cache.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  sendPubrel(packetId: number): void {
+    this.writePacket({ cmd: 'pubrel', messageId: packetId });
+  }
+
+  /** Reason strings are sent only when the client did not opt out ([MQTT-3.1.2-29]). */
+  reasonProperties(detail: string | undefined): { reasonString: string } | undefined {
+    return this.isV5 && this.requestProblemInformation && detail ? { reasonString: detail } : undefined;
+  }
+}

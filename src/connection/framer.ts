@@ -1,0 +1,56 @@
+/**
+ * Splits the byte stream into whole MQTT packets before the codec sees them, so the maximum packet size is
+ * enforced from the fixed header alone (before the body is buffered) and the codec always parses whole frames.
+ */
+export type FrameResult =
+  | { kind: 'frames'; frames: Buffer | undefined }
+  | { kind: 'tooLarge'; size: number }
+  | { kind: 'malformed'; why: string };
+
+export class Framer {
+  private pending: Buffer | undefined;
+
+  constructor(private maxPacketSize: number) {}
+
+  setMaxPacketSize(size: number): void {
+    this.maxPacketSize = size;
+  }
+
+  get bufferedBytes(): number {
+    return this.pending?.length ?? 0;
+  }
+
+  /** Returns the run of complete frames in arrival order (possibly none), keeping any partial tail. */
+  push(chunk: Buffer): FrameResult {
+    const data = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = undefined;
+    let offset = 0;
+    const length = data.length;
+    while (offset < length) {
+      if (length - offset < 2) break;
+      let multiplier = 1;
+      let remaining = 0;
+      let i = offset + 1;
+      let complete = false;
+      for (let n = 0; n < 4; n++, i++) {
+        if (i >= length) break;
+        const byte = data[i]!;
+        remaining += (byte & 0x7f) * multiplier;
+        multiplier *= 128;
+        if ((byte & 0x80) === 0) {
+          complete = true;
+          i++;
+          break;
+        }
+        if (n === 3) return { kind: 'malformed', why: 'remaining length longer than 4 bytes' };
+      }
+      if (!complete) break;
+      const total = i - offset + remaining;
+      if (total > this.maxPacketSize) return { kind: 'tooLarge', size: total };
+      if (offset + total > length) break;
+      offset += total;
+    }
+    if (offset < length) this.pending = data.subarray(offset);
+    return { kind: 'frames', frames: offset > 0 ? data.subarray(0, offset) : undefined };
+  }
+}

@@ -1,0 +1,50 @@
+import type { IPubackPacket, IPubcompPacket, IPubrecPacket, IPubrelPacket } from 'mqtt-packet';
+import type { Connection } from '../connection/connection.js';
+import { ReasonCode } from '../protocol/reason-codes.js';
+
+/** PUBACK from the client completes a QoS 1 delivery ([MQTT-4.3.2]). */
+export function handlePuback(connection: Connection, packet: IPubackPacket): void {
+  const session = connection.session!;
+  if (packet.messageId !== undefined) session.complete(packet.messageId);
+}
+
+/** PUBREC: the client has the QoS 2 message; answer PUBREL, or end the exchange on an error reason. */
+export function handlePubrec(connection: Connection, packet: IPubrecPacket): void {
+  const session = connection.session!;
+  const id = packet.messageId;
+  if (id === undefined) return;
+  if ((packet.reasonCode ?? 0) >= 0x80) {
+    // [MQTT-4.3.3] a PUBREC with a failure reason ends the exchange: no PUBREL.
+    session.complete(id);
+    return;
+  }
+  if (!session.released(id)) {
+    connection.writePacket({
+      cmd: 'pubrel',
+      messageId: id,
+      reasonCode: connection.isV5 ? ReasonCode.packetIdentifierNotFound : undefined,
+    });
+  }
+}
+
+/** PUBCOMP completes a QoS 2 delivery. */
+export function handlePubcomp(connection: Connection, packet: IPubcompPacket): void {
+  if (packet.messageId !== undefined) connection.session!.complete(packet.messageId);
+}
+
+/**
+ * PUBREL from the client: release the packet id so it can be reused, and answer PUBCOMP. The message itself was
+ * routed when its PUBLISH first arrived (method B of [MQTT-4.3.3], so a restart never delivers it twice).
+ */
+export function handlePubrel(connection: Connection, packet: IPubrelPacket): void {
+  const session = connection.session!;
+  const id = packet.messageId;
+  if (id === undefined) return;
+  const known = session.inboundQos2.delete(id);
+  if (known) connection.inboundUnacknowledged = Math.max(0, connection.inboundUnacknowledged - 1);
+  connection.writePacket({
+    cmd: 'pubcomp',
+    messageId: id,
+    reasonCode: connection.isV5 && !known ? ReasonCode.packetIdentifierNotFound : undefined,
+  });
+}

@@ -1,0 +1,78 @@
+import type { IAuthPacket } from 'mqtt-packet';
+import type { Connection } from '../connection/connection.js';
+import { ReasonCode } from '../protocol/reason-codes.js';
+import { continueAfterAuthentication, refuseConnect } from './connect.js';
+
+/**
+ * AUTH: the next round of an MQTT 5 enhanced authentication exchange during CONNECT (0x18), or a
+ * re-authentication of a connected client (0x19 starts it, 0x18 continues it) [MQTT-4.12].
+ */
+export async function handleAuth(connection: Connection, packet: IAuthPacket): Promise<void> {
+  const broker = connection.broker;
+  const chain = connection.listener.authenticator;
+  const method = packet.properties?.authenticationMethod;
+  const data = packet.properties?.authenticationData;
+  const attempt = connection.attempt!;
+  if (method !== attempt.authMethod) {
+    // [MQTT-4.12.0-5] the method must stay the same for the whole exchange.
+    connection.protocolViolation('protocolError', 'authentication method changed during the exchange');
+    return;
+  }
+  const code = packet.reasonCode ?? 0;
+
+  if (connection.state === 'authenticating') {
+    const ctx = connection.pendingConnect;
+    if (!ctx || !connection.exchange || code !== ReasonCode.continueAuthentication) {
+      connection.protocolViolation('protocolError', 'unexpected AUTH during CONNECT');
+      return;
+    }
+    const result = await chain.continueExchange(connection.exchange, attempt, data, false);
+    if (result.kind !== 'continue') connection.pendingConnect = undefined;
+    if (result.kind === 'deny') {
+      broker.recordAuthentication(connection, attempt, result);
+      broker.guardRecordAuthentication(connection, false);
+      refuseConnect(ctx, { ok: false, reason: result.reason, detail: result.detail, audited: true });
+      return;
+    }
+    await continueAfterAuthentication(ctx, result);
+    return;
+  }
+
+  // Re-authentication of a connected client.
+  if (attempt.authMethod === undefined) {
+    connection.protocolViolation('protocolError', 'AUTH without enhanced authentication at CONNECT');
+    return;
+  }
+  let result;
+  if (code === ReasonCode.reAuthenticate) {
+    result = await chain.authenticate({ ...attempt, authData: data });
+  } else if (code === ReasonCode.continueAuthentication && connection.exchange) {
+    result = await chain.continueExchange(connection.exchange, attempt, data, true);
+  } else {
+    connection.protocolViolation('protocolError', 'unexpected AUTH reason code');
+    return;
+  }
+  if (connection.state === 'closed') return;
+  if (result.kind === 'continue') {
+    connection.exchange = result.state;
+    connection.writePacket({
+      cmd: 'auth',
+      reasonCode: ReasonCode.continueAuthentication,
+      properties: { authenticationMethod: result.method, authenticationData: result.data },
+    });
+    return;
+  }
+  connection.exchange = undefined;
+  broker.recordReauthentication(connection, result);
+  if (result.kind === 'deny') {
+    connection.close(result.reason, `re-authentication failed: ${result.detail}`);
+    return;
+  }
+  connection.identity = result.identity;
+  connection.scheduleCredentialExpiry();
+  connection.writePacket({
+    cmd: 'auth',
+    reasonCode: ReasonCode.success,
+    properties: { authenticationMethod: attempt.authMethod, authenticationData: result.authData },
+  });
+}

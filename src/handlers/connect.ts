@@ -1,0 +1,320 @@
+import { randomUUID } from 'node:crypto';
+import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
+import { Secret } from '../../authn/secret.js';
+import type { ChainResult, ConnectAttempt } from '../../authn/types.js';
+import type { Connection } from '../connection/connection.js';
+import { ReasonCode, v3ConnackCode, type ReasonName } from '../protocol/reason-codes.js';
+import { checkTopicName } from '../protocol/topic.js';
+import { forwardedProperties, type Message, type QoS } from '../routing/message.js';
+
+/** Everything the CONNECT steps share. */
+export interface ConnectContext {
+  connection: Connection;
+  packet: IConnectPacket;
+  attempt: ConnectAttempt;
+  cleanStart: boolean;
+  sessionExpiry: number;
+  sessionExpiryClamped: boolean;
+  assignedClientId: string | undefined;
+  serverKeepAlive: number | undefined;
+  will: Message | undefined;
+  willDelay: number;
+  /** Message Expiry Interval of the will, applied from the moment it is published. */
+  willExpiry: number | undefined;
+  authResult: Extract<ChainResult, { kind: 'allow' }> | undefined;
+}
+
+export type StepResult = { ok: true } | { ok: false; reason: ReasonName; detail: string; audited?: boolean };
+
+type ConnectStep = (ctx: ConnectContext) => StepResult | Promise<StepResult>;
+
+const OK: StepResult = { ok: true };
+
+/** Before authentication: cheap checks first, so a refused client costs as little as possible. */
+const preAuthSteps: readonly ConnectStep[] = [validateConnect, checkGuard];
+/** After the chain allowed the client. */
+const postAuthSteps: readonly ConnectStep[] = [authorizeWill, openSession];
+
+export async function handleConnect(connection: Connection, packet: IConnectPacket): Promise<void> {
+  connection.state = 'authenticating';
+  const ctx = createContext(connection, packet);
+  if (!ctx) return;
+  for (const step of preAuthSteps) {
+    const result = await step(ctx);
+    if (!result.ok) return refuseConnect(ctx, result);
+  }
+  const chain = connection.listener.authenticator;
+  if (ctx.attempt.authMethod !== undefined && !chain.supportsMethod(ctx.attempt.authMethod)) {
+    return refuseConnect(ctx, {
+      ok: false,
+      reason: 'badAuthenticationMethod',
+      detail: `authentication method ${ctx.attempt.authMethod} is not supported`,
+    });
+  }
+  const result = await chain.authenticate(ctx.attempt);
+  await continueAfterAuthentication(ctx, result);
+}
+
+/** Shared by CONNECT and by AUTH packets of an enhanced authentication exchange. */
+export async function continueAfterAuthentication(ctx: ConnectContext, result: ChainResult): Promise<void> {
+  const connection = ctx.connection;
+  if (connection.state === 'closed') return;
+  if (result.kind === 'continue') {
+    connection.exchange = result.state;
+    connection.pendingConnect = ctx;
+    connection.writePacket({
+      cmd: 'auth',
+      reasonCode: ReasonCode.continueAuthentication,
+      properties: { authenticationMethod: result.method, authenticationData: result.data },
+    });
+    return;
+  }
+  connection.broker.guardRecordAuthentication(connection, result.kind === 'allow');
+  if (result.kind === 'deny') {
+    connection.broker.recordAuthentication(connection, ctx.attempt, result);
+    return refuseConnect(ctx, { ok: false, reason: result.reason, detail: result.detail, audited: true });
+  }
+  ctx.authResult = result;
+  connection.identity = result.identity;
+  for (const step of postAuthSteps) {
+    const outcome = await step(ctx);
+    if (!outcome.ok) {
+      connection.broker.recordAuthentication(connection, ctx.attempt, {
+        kind: 'deny',
+        reason: outcome.reason,
+        detail: outcome.detail,
+        decidedBy: 'broker',
+        steps: result.steps,
+      });
+      return refuseConnect(ctx, { ...outcome, audited: true });
+    }
+  }
+  connection.broker.recordAuthentication(connection, ctx.attempt, result);
+}
+
+function createContext(connection: Connection, packet: IConnectPacket): ConnectContext | undefined {
+  const properties = packet.properties ?? {};
+  const limits = connection.broker.limits;
+  const v5 = packet.protocolVersion === 5;
+  const requestedExpiry = v5 ? (properties.sessionExpiryInterval ?? 0) : packet.clean ? 0 : 0xffff_ffff;
+  const sessionExpiry = Math.min(requestedExpiry, limits.max_session_expiry_interval);
+  const password = packet.password === undefined ? undefined : new Secret(packet.password);
+  const attempt: ConnectAttempt = {
+    listener: connection.listener.name,
+    clientId: packet.clientId,
+    username: packet.username,
+    password,
+    protocolVersion: packet.protocolVersion as 3 | 4 | 5,
+    peer: connection.peer,
+    tls: connection.tls,
+    authMethod: properties.authenticationMethod,
+    authData: properties.authenticationData,
+  };
+  connection.attempt = attempt;
+  connection.username = packet.username;
+  return {
+    connection,
+    packet,
+    attempt,
+    cleanStart: packet.clean ?? true,
+    sessionExpiry,
+    sessionExpiryClamped: v5 && sessionExpiry !== requestedExpiry,
+    assignedClientId: undefined,
+    serverKeepAlive: undefined,
+    will: undefined,
+    willDelay: 0,
+    willExpiry: undefined,
+    authResult: undefined,
+  };
+}
+
+/** [MQTT-3.1.2] and [MQTT-3.1.3]: everything that can be refused without knowing who the client is. */
+function validateConnect(ctx: ConnectContext): StepResult {
+  const { connection, packet, attempt } = ctx;
+  const limits = connection.broker.limits;
+  const version = packet.protocolVersion;
+  const v5 = version === 5;
+  if ((version === 3) !== (packet.protocolId === 'MQIsdp')) {
+    return {
+      ok: false,
+      reason: 'unsupportedProtocolVersion',
+      detail: `protocol name ${packet.protocolId} does not match level ${version}`,
+    };
+  }
+  if (version === 4 && packet.password !== undefined && packet.username === undefined) {
+    // [MQTT-3.1.2-22] 3.1.1 forbids a password without a user name.
+    return { ok: false, reason: 'protocolError', detail: 'password without user name' };
+  }
+  const properties = packet.properties;
+  if (v5 && properties) {
+    if (properties.receiveMaximum === 0) return { ok: false, reason: 'protocolError', detail: 'receive maximum of 0' };
+    if (properties.maximumPacketSize === 0)
+      return { ok: false, reason: 'protocolError', detail: 'maximum packet size of 0' };
+    if (properties.authenticationData !== undefined && properties.authenticationMethod === undefined) {
+      return { ok: false, reason: 'protocolError', detail: 'authentication data without a method' };
+    }
+    connection.clientReceiveMaximum = properties.receiveMaximum ?? 65_535;
+    connection.clientMaximumPacketSize = properties.maximumPacketSize ?? 268_435_460;
+    connection.clientTopicAliasMaximum = properties.topicAliasMaximum ?? 0;
+    connection.requestProblemInformation = properties.requestProblemInformation !== false;
+  }
+
+  let clientId = packet.clientId;
+  if (clientId.length === 0) {
+    // [MQTT-3.1.3-7] 3.1.1 refuses an empty client id with a persistent session; 3.1 refuses any.
+    if (version === 3 || (version === 4 && !packet.clean)) {
+      return { ok: false, reason: 'clientIdentifierNotValid', detail: 'empty client identifier needs clean session' };
+    }
+    clientId = `auto-${randomUUID()}`;
+    if (v5) ctx.assignedClientId = clientId;
+  }
+  if (clientId.length > limits.max_client_id_length || (version === 3 && clientId.length > 23)) {
+    return { ok: false, reason: 'clientIdentifierNotValid', detail: 'client identifier too long' };
+  }
+  if (clientId.includes('\u0000') || clientId.includes('\ufffd')) {
+    return { ok: false, reason: 'clientIdentifierNotValid', detail: 'client identifier is not valid UTF-8' };
+  }
+  attempt.clientId = clientId;
+  connection.clientId = clientId;
+
+  const keepalive = packet.keepalive ?? 0;
+  if (keepalive > limits.max_keepalive || (keepalive === 0 && limits.max_keepalive < 65_535)) {
+    if (!v5) {
+      // 3.1.1 cannot be told another keep alive: refused as Mosquitto does.
+      return {
+        ok: false,
+        reason: 'clientIdentifierNotValid',
+        detail: `keep alive ${keepalive} exceeds the maximum ${limits.max_keepalive}`,
+      };
+    }
+    ctx.serverKeepAlive = limits.max_keepalive;
+  }
+  connection.keepalive = ctx.serverKeepAlive ?? keepalive;
+
+  const will = packet.will;
+  if (will) {
+    const problem = checkTopicName(will.topic, limits.max_topic_length);
+    if (problem) return { ok: false, reason: 'topicNameInvalid', detail: `invalid will topic (${problem})` };
+    const willQos = (will.qos ?? 0) as QoS;
+    if (willQos > limits.max_qos)
+      return { ok: false, reason: 'qosNotSupported', detail: `will QoS ${will.qos} exceeds the maximum` };
+    if (will.retain && !limits.retain_available)
+      return { ok: false, reason: 'retainNotSupported', detail: 'retained wills are not available' };
+    const willProperties = will.properties;
+    const expiry = willProperties?.messageExpiryInterval;
+    ctx.will = {
+      topic: will.topic,
+      payload: Buffer.isBuffer(will.payload) ? will.payload : Buffer.from(will.payload ?? ''),
+      qos: willQos,
+      retain: will.retain ?? false,
+      properties:
+        v5 && willProperties
+          ? forwardedProperties({
+              cmd: 'publish',
+              topic: will.topic,
+              payload: '',
+              qos: 0,
+              dup: false,
+              retain: false,
+              properties: willProperties,
+            })
+          : undefined,
+      expiresAt: undefined,
+      publisherId: clientId,
+    };
+    ctx.willDelay = v5 ? (willProperties?.willDelayInterval ?? 0) : 0;
+    ctx.willExpiry = expiry;
+  }
+  return OK;
+}
+
+/** Block list, flapping and brute-force throttling run before any expensive authentication. */
+function checkGuard(ctx: ConnectContext): StepResult {
+  const verdict = ctx.connection.broker.guardCheckConnect(ctx.connection, ctx.attempt);
+  if (verdict.kind === 'pass') return OK;
+  return { ok: false, reason: verdict.reason, detail: verdict.detail, audited: true };
+}
+
+/** [MQTT-3.1.2-?] a will the client may not publish refuses the CONNECT with 0x87. */
+function authorizeWill(ctx: ConnectContext): StepResult | Promise<StepResult> {
+  const will = ctx.will;
+  if (!will) return OK;
+  const decision = ctx.connection.broker.authorizePublish(ctx.connection, will.topic, will.qos, will.retain);
+  const judge = (allowed: boolean, reason: string): StepResult => {
+    if (allowed) return OK;
+    ctx.connection.broker.recordWillDenied(ctx.connection, will.topic, reason);
+    return { ok: false, reason: 'notAuthorized', detail: `will topic ${will.topic} not allowed` };
+  };
+  if (decision instanceof Promise) return decision.then((d) => judge(d.allowed, d.reason));
+  return judge(decision.allowed, decision.reason);
+}
+
+/** Takeover, clean start or resume, then CONNACK and redelivery. */
+function openSession(ctx: ConnectContext): StepResult {
+  const { connection, packet } = ctx;
+  const broker = connection.broker;
+  const { session, present } = broker.openSession(connection, ctx.cleanStart, ctx.sessionExpiry);
+  if (ctx.will)
+    session.will = { message: ctx.will, delaySeconds: ctx.willDelay, expirySeconds: ctx.willExpiry, timer: undefined };
+  else session.will = undefined;
+  const v5 = packet.protocolVersion === 5;
+  const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
+  if (v5) {
+    const limits = broker.limits;
+    connack.reasonCode = ReasonCode.success;
+    const properties: NonNullable<IConnackPacket['properties']> = {
+      receiveMaximum: limits.receive_maximum,
+      maximumPacketSize: limits.max_packet_size,
+      topicAliasMaximum: limits.topic_alias_maximum,
+    };
+    if (ctx.sessionExpiryClamped) properties.sessionExpiryInterval = ctx.sessionExpiry;
+    if (limits.max_qos < 2) properties.maximumQoS = limits.max_qos as 0 | 1;
+    if (!limits.retain_available) properties.retainAvailable = false;
+    if (ctx.assignedClientId) properties.assignedClientIdentifier = ctx.assignedClientId;
+    if (ctx.serverKeepAlive !== undefined) properties.serverKeepAlive = ctx.serverKeepAlive;
+    const authData = ctx.authResult?.authData;
+    if (ctx.attempt.authMethod !== undefined) {
+      properties.authenticationMethod = ctx.attempt.authMethod;
+      if (authData) properties.authenticationData = authData;
+    }
+    connack.properties = properties;
+  } else connack.returnCode = 0;
+  connection.writePacket(connack);
+  connection.onConnected();
+  broker.onSessionOpened(connection, session);
+  return OK;
+}
+
+/** CONNACK with the refusal, in the client's protocol version, then close ([MQTT-3.2.2-7]). */
+export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, { ok: false }>): void {
+  const connection = ctx.connection;
+  if (connection.state === 'closed') return;
+  const broker = connection.broker;
+  if (!result.audited) {
+    broker.recordAuthentication(connection, ctx.attempt, {
+      kind: 'deny',
+      reason: result.reason,
+      detail: result.detail,
+      decidedBy: 'broker',
+      steps: [],
+    });
+  }
+  const v5 = ctx.packet.protocolVersion === 5;
+  if (result.reason === 'protocolError' && !v5) {
+    connection.destroy();
+    return;
+  }
+  const packet: IConnackPacket = v5
+    ? {
+        cmd: 'connack',
+        sessionPresent: false,
+        reasonCode: ReasonCode[result.reason],
+        properties: connection.reasonProperties(result.detail),
+      }
+    : { cmd: 'connack', sessionPresent: false, returnCode: v3ConnackCode(result.reason) };
+  connection.closeReason = result.detail;
+  connection.writePacket(packet);
+  connection.state = 'closed';
+  connection.socket.end();
+  setTimeout(() => connection.socket.destroy(), 2000).unref();
+}

@@ -1,0 +1,25 @@
+import type { IDisconnectPacket } from 'mqtt-packet';
+import type { Connection } from '../connection/connection.js';
+
+/**
+ * DISCONNECT from the client. [MQTT-3.14.4-3] a normal disconnect (0x00) discards the will; 0x04 asks for it to
+ * be published. [MQTT-3.14.2-?] a session expiry of 0 in CONNECT cannot be raised here: protocol error.
+ */
+export function handleDisconnect(connection: Connection, packet: IDisconnectPacket): void {
+  const session = connection.session!;
+  const requestedExpiry = packet.properties?.sessionExpiryInterval;
+  if (requestedExpiry !== undefined) {
+    if (session.expiryInterval === 0 && requestedExpiry !== 0) {
+      connection.protocolViolation(
+        'protocolError',
+        'session expiry cannot be set on DISCONNECT when it was 0 at CONNECT',
+      );
+      return;
+    }
+    session.expiryInterval = Math.min(requestedExpiry, connection.broker.limits.max_session_expiry_interval);
+  }
+  connection.disconnectedCleanly = (packet.reasonCode ?? 0) !== 0x04;
+  connection.closeReason = `client disconnected (reason 0x${(packet.reasonCode ?? 0).toString(16).padStart(2, '0')})`;
+  connection.state = 'closed';
+  connection.socket.end();
+}

@@ -1,0 +1,134 @@
+import type { ISubscribePacket, ISubscription } from 'mqtt-packet';
+import type { AuthzDecision } from '../../authz/types.js';
+import type { Connection } from '../connection/connection.js';
+import { ReasonCode, v3SubackCode, type ReasonName } from '../protocol/reason-codes.js';
+import { checkTopicFilter, hasWildcard, parseSharedFilter } from '../protocol/topic.js';
+import type { QoS } from '../routing/message.js';
+import type { Subscription } from '../routing/subscription.js';
+
+interface FilterCheck {
+  request: ISubscription;
+  filter: string;
+  shareGroup: string | undefined;
+  /** Set when the filter is refused before authorization. */
+  refusal: ReasonName | undefined;
+  detail: string | undefined;
+  decision: AuthzDecision | Promise<AuthzDecision> | undefined;
+}
+
+/**
+ * SUBSCRIBE: validate each filter, authorize it, store granted subscriptions, answer SUBACK with one code per
+ * filter ([MQTT-3.8.4-6]), then send matching retained messages as Retain Handling says.
+ */
+export function handleSubscribe(connection: Connection, packet: ISubscribePacket): Promise<void> | void {
+  const broker = connection.broker;
+  const limits = broker.limits;
+  const subscriptionId = packet.properties?.subscriptionIdentifier;
+  if (subscriptionId !== undefined && (Array.isArray(subscriptionId) || subscriptionId === 0)) {
+    // [MQTT-3.8.2-?] a Subscription Identifier of 0 is a protocol error.
+    connection.protocolViolation('protocolError', 'invalid subscription identifier');
+    return;
+  }
+  const checks: FilterCheck[] = [];
+  let asynchronous = false;
+  for (const request of packet.subscriptions) {
+    const check: FilterCheck = {
+      request,
+      filter: request.topic,
+      shareGroup: undefined,
+      refusal: undefined,
+      detail: undefined,
+      decision: undefined,
+    };
+    checks.push(check);
+    const shared = parseSharedFilter(request.topic);
+    if (shared.kind === 'invalid') {
+      check.refusal = 'topicFilterInvalid';
+      check.detail = shared.why;
+      continue;
+    }
+    if (shared.kind === 'shared') {
+      check.filter = shared.shared.filter;
+      check.shareGroup = shared.shared.group;
+      if (request.nl) {
+        // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+        connection.protocolViolation('protocolError', 'no local is not allowed on a shared subscription');
+        return;
+      }
+    }
+    const problem = checkTopicFilter(check.filter, limits.max_topic_length);
+    if (problem || check.filter.split('/').length > limits.max_topic_levels) {
+      check.refusal = 'topicFilterInvalid';
+      check.detail = `invalid topic filter (${problem ?? 'too many levels'})`;
+      continue;
+    }
+    const session = connection.session!;
+    if (!session.subscriptions.has(request.topic) && session.subscriptions.size >= limits.max_subscriptions) {
+      check.refusal = 'quotaExceeded';
+      check.detail = `at most ${limits.max_subscriptions} subscriptions per session`;
+      continue;
+    }
+    const qos = Math.min(request.qos, limits.max_qos) as QoS;
+    check.decision = broker.authorizeSubscribe(connection, check.filter, qos, check.shareGroup);
+    if (check.decision instanceof Promise) asynchronous = true;
+  }
+  if (!asynchronous) {
+    finish(connection, packet, checks, subscriptionId);
+    return;
+  }
+  return Promise.all(checks.map((c) => c.decision)).then((decisions) => {
+    decisions.forEach((d, i) => (checks[i]!.decision = d));
+    finish(connection, packet, checks, subscriptionId);
+  });
+}
+
+function finish(
+  connection: Connection,
+  packet: ISubscribePacket,
+  checks: FilterCheck[],
+  subscriptionId: number | undefined,
+): void {
+  if (connection.state === 'closed') return;
+  const broker = connection.broker;
+  const session = connection.session!;
+  const granted: number[] = [];
+  const retainedFor: { subscription: Subscription; isNew: boolean }[] = [];
+  for (const check of checks) {
+    const decision = check.decision as AuthzDecision | undefined;
+    if (check.refusal || !decision?.allowed) {
+      const reason: ReasonName = check.refusal ?? 'notAuthorized';
+      if (!check.refusal && decision)
+        broker.recordSubscribeDenied(connection, check.request.topic, check.request.qos, decision);
+      else
+        broker.log.info(
+          { clientId: connection.clientId, filter: check.request.topic, reason, detail: check.detail },
+          'subscription refused',
+        );
+      granted.push(connection.isV5 ? ReasonCode[reason] : v3SubackCode(reason));
+      continue;
+    }
+    const qos = Math.min(check.request.qos, broker.limits.max_qos) as QoS;
+    const subscription: Subscription = {
+      session,
+      key: check.request.topic,
+      filter: check.filter,
+      shareGroup: check.shareGroup,
+      qos,
+      noLocal: connection.isV5 ? (check.request.nl ?? false) : false,
+      retainAsPublished: connection.isV5 ? (check.request.rap ?? false) : false,
+      retainHandling: connection.isV5 ? ((check.request.rh ?? 0) as 0 | 1 | 2) : 0,
+      subscriptionId,
+    };
+    const isNew = broker.addSubscription(subscription);
+    granted.push(qos);
+    if (subscription.shareGroup === undefined) retainedFor.push({ subscription, isNew });
+  }
+  connection.writePacket({ cmd: 'suback', messageId: packet.messageId, granted });
+  // [MQTT-3.3.1-9] retained messages on subscribe, per Retain Handling: 0 always, 1 only if new, 2 never.
+  for (const { subscription, isNew } of retainedFor) {
+    if (subscription.retainHandling === 2 || (subscription.retainHandling === 1 && !isNew)) continue;
+    broker.deliverRetained(connection, subscription);
+  }
+}
+
+export { hasWildcard };

@@ -1,0 +1,20 @@
+import type { IUnsubscribePacket } from 'mqtt-packet';
+import type { Connection } from '../connection/connection.js';
+import { ReasonCode } from '../protocol/reason-codes.js';
+
+/** UNSUBSCRIBE: remove each filter; v5 answers per filter whether a subscription existed ([MQTT-3.11.3-1]). */
+export function handleUnsubscribe(connection: Connection, packet: IUnsubscribePacket): void {
+  const broker = connection.broker;
+  const session = connection.session!;
+  const codes: number[] = [];
+  for (const filter of packet.unsubscriptions) {
+    const subscription = session.subscriptions.get(filter);
+    if (subscription) broker.removeSubscription(subscription);
+    codes.push(subscription ? ReasonCode.success : ReasonCode.noSubscriptionExisted);
+  }
+  connection.writePacket({
+    cmd: 'unsuback',
+    messageId: packet.messageId,
+    reasonCode: connection.isV5 ? codes : undefined,
+  } as Parameters<Connection['writePacket']>[0]);
+}

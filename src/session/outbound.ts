@@ -1,0 +1,25 @@
+import type { Message, QoS } from '../routing/message.js';
+
+/** A message on its way to one subscriber: queued, in flight, or awaiting PUBCOMP. */
+export interface Outbound {
+  readonly message: Message;
+  readonly qos: QoS;
+  /** The RETAIN flag as this subscriber sees it (retain-as-published, or 1 for retained-on-subscribe). */
+  readonly retain: boolean;
+  readonly subscriptionIds: readonly number[] | undefined;
+  /** Set when delivered through a shared subscription: redelivered to another member if this one leaves. */
+  readonly shareGroup: string | undefined;
+  readonly shareFilter: string | undefined;
+  packetId: number;
+  /** `publish`: PUBLISH sent, awaiting PUBACK/PUBREC. `pubrel`: PUBREC received, PUBREL sent, awaiting PUBCOMP. */
+  state: 'publish' | 'pubrel';
+}
+
+/** What a session needs from its live connection. Implemented by `Connection`. */
+export interface SessionLink {
+  /** How many QoS 1/2 messages may be in flight: the client's Receive Maximum capped by the server. */
+  readonly sendQuota: number;
+  /** Sends the PUBLISH; false when it was discarded because it exceeds the client's Maximum Packet Size. */
+  sendPublish(out: Outbound, dup: boolean): boolean;
+  sendPubrel(packetId: number): void;
+}

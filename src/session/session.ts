@@ -1,0 +1,200 @@
+import { isExpired, type Message } from '../routing/message.js';
+import type { Subscription } from '../routing/subscription.js';
+import type { Outbound, SessionLink } from './outbound.js';
+
+export type QueueOverflow = 'drop-new' | 'drop-oldest';
+
+export interface SessionLimits {
+  maxQueuedMessages: number;
+  queueOverflow: QueueOverflow;
+  queueQos0: boolean;
+}
+
+export interface SessionEvents {
+  /** A message was dropped because the offline queue was full (counted for `$SYS` and logged). */
+  onQueueOverflow(session: Session, dropped: Outbound): void;
+  /** A message was dropped as expired or too large; not an error, counted. */
+  onDiscarded(session: Session, reason: 'expired' | 'tooLarge'): void;
+}
+
+export interface PendingWill {
+  message: Message;
+  delaySeconds: number;
+  /** Message Expiry Interval, counted from when the will is published. */
+  expirySeconds: number | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * The state MQTT keeps for a client id across connections: subscriptions, messages in flight both ways and the
+ * offline queue ([MQTT-4.1]). It outlives its connection when the session expiry interval is non-zero.
+ */
+export class Session {
+  readonly subscriptions = new Map<string, Subscription>();
+  /** Outgoing QoS 1/2 messages by packet id, in send order (Map keeps insertion order for redelivery). */
+  readonly inflight = new Map<number, Outbound>();
+  /** Messages waiting for a free slot in the send window or for the client to reconnect. */
+  readonly queue: Outbound[] = [];
+  /** Incoming QoS 2 packet ids received (PUBREC sent) and not yet released: exactly-once on the inbound side. */
+  readonly inboundQos2 = new Set<number>();
+  link: SessionLink | undefined;
+  /** The connection object currently attached, for takeover and disconnect; typed loosely to avoid a cycle. */
+  connection:
+    | {
+        close(
+          reason: 'sessionTakenOver' | 'administrativeAction' | 'notAuthorized' | 'serverShuttingDown',
+          detail: string,
+        ): void;
+      }
+    | undefined;
+  expiryInterval: number;
+  expiryTimer: NodeJS.Timeout | undefined;
+  /** Epoch ms when the session expires while disconnected; undefined while connected or never. */
+  expiresAt: number | undefined;
+  will: PendingWill | undefined;
+  protocolVersion: 3 | 4 | 5;
+  private nextPacketId = 1;
+  /** Scratch fields used by the router to merge overlapping subscriptions without allocating per message. */
+  routeStamp = 0;
+  routeIndex = 0;
+
+  constructor(
+    readonly clientId: string,
+    protocolVersion: 3 | 4 | 5,
+    expiryInterval: number,
+    private readonly limits: SessionLimits,
+    private readonly events: SessionEvents,
+  ) {
+    this.protocolVersion = protocolVersion;
+    this.expiryInterval = expiryInterval;
+  }
+
+  get connected(): boolean {
+    return this.link !== undefined;
+  }
+
+  /** Delivers, or queues when the window is full or the client is away. */
+  deliver(out: Outbound): void {
+    const link = this.link;
+    if (out.qos === 0) {
+      if (link) {
+        link.sendPublish(out, false);
+        return;
+      }
+      if (!this.limits.queueQos0) return;
+      this.enqueue(out);
+      return;
+    }
+    if (link && this.queue.length === 0 && this.inflight.size < link.sendQuota) {
+      this.sendNow(link, out);
+      return;
+    }
+    this.enqueue(out);
+  }
+
+  /** PUBACK, or PUBREC with an error reason, or PUBCOMP: the message is done. */
+  complete(packetId: number): Outbound | undefined {
+    const out = this.inflight.get(packetId);
+    if (!out) return undefined;
+    this.inflight.delete(packetId);
+    this.drain();
+    return out;
+  }
+
+  /** PUBREC: the receiver has the message; [MQTT-4.3.3-5] the sender now sends PUBREL and awaits PUBCOMP. */
+  released(packetId: number): boolean {
+    const out = this.inflight.get(packetId);
+    if (!out) return false;
+    out.state = 'pubrel';
+    this.link?.sendPubrel(packetId);
+    return true;
+  }
+
+  /** On reconnect: [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP and PUBREL, in order, then the queue. */
+  resume(link: SessionLink, now: number): void {
+    this.link = link;
+    for (const out of [...this.inflight.values()]) {
+      if (out.state === 'pubrel') link.sendPubrel(out.packetId);
+      else if (isExpired(out.message, now)) {
+        this.inflight.delete(out.packetId);
+        this.events.onDiscarded(this, 'expired');
+      } else if (!link.sendPublish(out, true)) this.inflight.delete(out.packetId);
+    }
+    this.drain();
+  }
+
+  detach(): void {
+    this.link = undefined;
+    this.connection = undefined;
+  }
+
+  /** Moves queued messages into the send window while it has room. */
+  drain(): void {
+    const link = this.link;
+    if (!link) return;
+    const now = Date.now();
+    while (this.queue.length > 0) {
+      const next = this.queue[0]!;
+      if (next.qos > 0 && this.inflight.size >= link.sendQuota) return;
+      this.queue.shift();
+      if (isExpired(next.message, now)) {
+        this.events.onDiscarded(this, 'expired');
+        continue;
+      }
+      if (next.qos === 0) link.sendPublish(next, false);
+      else this.sendNow(link, next);
+    }
+  }
+
+  /** Removes and returns every message that came through the given shared subscription, for redelivery. */
+  takeShared(shareGroup: string, shareFilter: string): Outbound[] {
+    const taken: Outbound[] = [];
+    for (const [packetId, out] of this.inflight) {
+      if (out.shareGroup === shareGroup && out.shareFilter === shareFilter && out.state === 'publish') {
+        this.inflight.delete(packetId);
+        taken.push(out);
+      }
+    }
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const out = this.queue[i]!;
+      if (out.shareGroup === shareGroup && out.shareFilter === shareFilter) {
+        this.queue.splice(i, 1);
+        taken.unshift(out);
+      }
+    }
+    return taken;
+  }
+
+  allocatePacketId(): number {
+    // [MQTT-2.2.1-3] a packet id in use is not reused until its exchange completes.
+    for (let tries = 0; tries < 65535; tries++) {
+      const id = this.nextPacketId;
+      this.nextPacketId = id === 65535 ? 1 : id + 1;
+      if (!this.inflight.has(id)) return id;
+    }
+    throw new Error('no free packet identifier');
+  }
+
+  private sendNow(link: SessionLink, out: Outbound): void {
+    out.packetId = this.allocatePacketId();
+    out.state = 'publish';
+    this.inflight.set(out.packetId, out);
+    if (!link.sendPublish(out, false)) {
+      // [MQTT-3.1.2-25] too large for the client: discarded, and treated as delivered.
+      this.inflight.delete(out.packetId);
+      this.events.onDiscarded(this, 'tooLarge');
+    }
+  }
+
+  private enqueue(out: Outbound): void {
+    if (this.queue.length >= this.limits.maxQueuedMessages) {
+      if (this.limits.queueOverflow === 'drop-new') {
+        this.events.onQueueOverflow(this, out);
+        return;
+      }
+      const dropped = this.queue.shift()!;
+      this.events.onQueueOverflow(this, dropped);
+    }
+    this.queue.push(out);
+  }
+}

@@ -1,0 +1,18 @@
+/** Counters behind `$SYS/broker/...`, kept as plain numbers so the per-message path only increments. */
+export class BrokerStats {
+  readonly startedAt = Date.now();
+  messagesReceived = 0;
+  messagesSent = 0;
+  messagesDiscarded = 0;
+  messagesDropped = 0;
+  bytesReceived = 0;
+  bytesSent = 0;
+  clientsConnected = 0;
+  clientsMaximum = 0;
+  connectionsTotal = 0;
+  protocolErrors = 0;
+  slowClientsDisconnected = 0;
+  publishDenied = 0;
+  subscribeDenied = 0;
+  connectRefused = 0;
+}

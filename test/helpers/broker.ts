@@ -1,0 +1,80 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import type { ConnectAuthenticator } from '../../authn/types.js';
+import { MemoryAuditSink, type AuditEvent } from '../../audit/events.js';
+import type { Authorizer } from '../../authz/types.js';
+import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
+import type { ConnectGuard } from '../../src/seams.js';
+import { BulwarkServer } from '../../src/server.js';
+
+export interface TestBroker {
+  server: BulwarkServer;
+  port: number;
+  url: string;
+  audit: MemoryAuditSink;
+  /** Every structured log line the broker wrote, parsed. */
+  logs: Record<string, unknown>[];
+  stop(): Promise<void>;
+  /** Waits until an audit event with this action appears (and matches `where`). */
+  waitForAudit(action: string, where?: (e: AuditEvent) => boolean): Promise<AuditEvent>;
+  waitForLog(where: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+}
+
+export interface TestBrokerOptions {
+  config?: Partial<Omit<BrokerConfig, 'limits'>> & { limits?: Partial<BrokerConfig['limits']> };
+  listener?: Record<string, unknown>;
+  authorizer?: Authorizer;
+  authenticator?: ConnectAuthenticator;
+  guard?: ConnectGuard;
+}
+
+/** Starts a real broker on a free loopback port with in-memory audit capture. */
+export async function startBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const { limits, ...rest } = options.config ?? {};
+  const config = configSchema.parse({
+    sys_interval_seconds: 0,
+    ...rest,
+    limits: { ...(limits ?? {}) },
+    listeners: [
+      { name: 'test', transport: 'tcp', host: '127.0.0.1', port: 0, anonymous: true, ...(options.listener ?? {}) },
+    ],
+  });
+  const audit = new MemoryAuditSink();
+  const server = new BulwarkServer({
+    config,
+    log: pino({ level: 'debug' }, sink),
+    audit,
+    authorizer: options.authorizer,
+    guard: options.guard,
+    authenticators: options.authenticator ? new Map([['test', options.authenticator]]) : undefined,
+  });
+  await server.start();
+  const port = server.listeners[0]!.address!.port;
+  const poll = async <T>(find: () => T | undefined, what: string): Promise<T> => {
+    for (let i = 0; i < 500; i++) {
+      const found = find();
+      if (found !== undefined) return found;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  return {
+    server,
+    port,
+    url: `mqtt://127.0.0.1:${port}`,
+    audit,
+    logs,
+    stop: () => server.stop(),
+    waitForAudit: (action, where) =>
+      poll(() => audit.events.find((e) => e.event.action === action && (!where || where(e))), `audit ${action}`),
+    waitForLog: (where) => poll(() => logs.find(where), 'log line'),
+  };
+}
