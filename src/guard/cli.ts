@@ -1,4 +1,304 @@
-import type { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { join, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { callAdmin, adminSocketPath } from '../admin/client.js';
+import { banEntrySchema, type BanEntry, type BanKind } from './ban-entry.js';
+import { Blocklist } from './blocklist.js';
+import {
+  formatForPath,
+  parseBlocklistText,
+  readBlocklistFile,
+  serializeBlocklist,
+  writeFileAtomic,
+} from './blocklist-store.js';
+import { defaultGuardConfig } from './config.js';
+import { parseDuration } from './duration.js';
+import { BulwarkError } from '../errors.js';
 
-// Placeholder until the owning subsystem lands its command; keeps the CLI's shape fixed.
-export function registerBanCommand(_program: Command): void {}
+/** Where the CLI writes; injected so tests read the output without touching the process streams. */
+export interface CliIo {
+  out(line: string): void;
+}
+
+const SELECTORS: ReadonlyArray<{ flag: string; option: string; kind: BanKind; help: string }> = [
+  { flag: '--client-id <id>', option: 'clientId', kind: 'client_id', help: 'an exact client id' },
+  { flag: '--username <name>', option: 'username', kind: 'username', help: 'an exact username' },
+  { flag: '--ip <address>', option: 'ip', kind: 'address', help: 'a source address (IPv4 or IPv6)' },
+  { flag: '--cidr <network>', option: 'cidr', kind: 'cidr', help: 'a network, e.g. 203.0.113.0/24 or 2001:db8::/48' },
+  {
+    flag: '--client-id-regex <pattern>',
+    option: 'clientIdRegex',
+    kind: 'client_id_regex',
+    help: 'a regular expression on the client id (unanchored)',
+  },
+  {
+    flag: '--username-regex <pattern>',
+    option: 'usernameRegex',
+    kind: 'username_regex',
+    help: 'a regular expression on the username (unanchored)',
+  },
+  {
+    flag: '--fingerprint <sha256>',
+    option: 'fingerprint',
+    kind: 'fingerprint',
+    help: 'a client certificate SHA-256 fingerprint',
+  },
+  { flag: '--jwt-sub <subject>', option: 'jwtSub', kind: 'jwt_sub', help: "a JWT 'sub' claim" },
+];
+
+const DEFAULT_DATA_DIR = process.env.BULWARK_DATA_DIR ?? './data';
+
+interface CommonOptions {
+  dataDir: string;
+  blocklistFile: string;
+}
+
+function addCommon(command: Command): Command {
+  return command
+    .option('--data-dir <dir>', 'the broker data directory (env BULWARK_DATA_DIR)', DEFAULT_DATA_DIR)
+    .option(
+      '--blocklist-file <name>',
+      'block list file inside the data directory, if guard.blocklist.file is changed',
+      'blocklist.json',
+    );
+}
+
+function addSelectors(command: Command): Command {
+  for (const s of SELECTORS) command.option(s.flag, s.help);
+  return command;
+}
+
+function selectorOf(options: Record<string, unknown>): { kind: BanKind; value: string } {
+  const given = SELECTORS.filter((s) => typeof options[s.option] === 'string');
+  if (given.length !== 1)
+    throw new Error(`give exactly one of ${SELECTORS.map((s) => s.flag.split(' ')[0]).join(', ')}`);
+  const s = given[0] as (typeof SELECTORS)[number];
+  return { kind: s.kind, value: options[s.option] as string };
+}
+
+function describe(entry: BanEntry): string {
+  const reason = entry.reason === '' ? '' : `  reason: ${entry.reason}`;
+  return `${entry.kind.padEnd(15)} ${entry.value}  until ${entry.until ?? 'forever'}  by ${entry.by}${reason}`;
+}
+
+function paths(options: CommonOptions): { socket: string; file: string } {
+  const dataDir = resolve(options.dataDir);
+  return { socket: adminSocketPath(dataDir), file: join(dataDir, options.blocklistFile) };
+}
+
+function offlineActor(): string {
+  return `cli:${process.getuid?.() ?? 'unknown'}@offline`;
+}
+
+const OFFLINE_NOTE = 'offline: no broker is running; edited';
+const AUDIT_NOTE = 'not recorded in the audit log; the broker records expiries and its own changes';
+
+/** Loads the file into a block list with the default limits, applies `edit`, writes it back atomically. */
+async function editOffline<T>(file: string, edit: (list: Blocklist) => T): Promise<T> {
+  const config = defaultGuardConfig().blocklist;
+  const list = new Blocklist({
+    maxEntries: config.max_entries,
+    maxRegexEntries: config.max_regex_entries,
+    maxRegexLength: config.max_regex_length,
+  });
+  for (const entry of await readBlocklistFile(file)) list.restore(entry);
+  const result = edit(list);
+  await writeFileAtomic(file, serializeBlocklist(list.list(), 'json'));
+  return result;
+}
+
+function brokerError(code: string, message: string): Error {
+  return new Error(`the broker refused: ${message} (${code})`);
+}
+
+const entriesSchema = banEntrySchema.array();
+
+export function registerBanCommandWith(program: Command, io: CliIo): void {
+  const ban = program
+    .command('ban')
+    .description('manage the block list: through the running broker, or offline in the data directory')
+    .addHelpText(
+      'after',
+      '\nWith a broker running on the data directory, changes go through its control socket (<data-dir>/admin.sock),\n' +
+        'take effect at once, disconnect matching clients and are audited. Otherwise the block list file is edited.',
+    );
+
+  addCommon(
+    addSelectors(
+      ban
+        .command('add')
+        .description('ban a client id, username, address, network, pattern, certificate or JWT subject'),
+    ),
+  )
+    .option('--reason <text>', 'why (kept with the entry and in the audit log)', '')
+    .addOption(new Option('--for <duration>', 'ban length, e.g. 30m, 12h, 7d').conflicts('forever'))
+    .option('--forever', 'ban until deleted')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  bulwark ban add --ip 203.0.113.7 --for 1h --reason "password spraying"\n  bulwark ban add --client-id-regex "^scanner-" --forever',
+    )
+    .action(
+      async (
+        options: Record<string, unknown> & CommonOptions & { reason: string; for?: string; forever?: boolean },
+      ) => {
+        const { kind, value } = selectorOf(options);
+        if ((options.for === undefined) === (options.forever !== true))
+          throw new Error('give --for DURATION or --forever');
+        let durationMs: number | undefined;
+        if (options.for !== undefined) {
+          durationMs = parseDuration(options.for);
+          if (durationMs === undefined || durationMs <= 0)
+            throw new Error(`--for expects a duration such as 30m, 12h or 7d, got "${options.for}"`);
+        }
+        const { socket, file } = paths(options);
+        const params = {
+          kind,
+          value,
+          reason: options.reason,
+          ...(durationMs === undefined ? { forever: true } : { duration_ms: durationMs }),
+        };
+        const online = await callAdmin(socket, 'ban.add', params);
+        if (online.kind === 'ok') {
+          const entry = (online.result as { entry: BanEntry }).entry;
+          io.out(`banned ${describe(entry)}`);
+          io.out(`(through the running broker at ${socket}; matching clients were disconnected)`);
+          return;
+        }
+        if (online.kind === 'error') throw brokerError(online.code, online.message);
+        const now = Date.now();
+        const added = await editOffline(file, (list) =>
+          list.add(
+            {
+              kind,
+              value,
+              reason: options.reason,
+              by: offlineActor(),
+              until: durationMs === undefined ? null : now + durationMs,
+            },
+            now,
+          ),
+        );
+        if (added.kind === 'rejected') throw new Error(`not added: ${added.reason}`);
+        io.out(`banned ${describe(added.entry)}`);
+        io.out(`(${OFFLINE_NOTE} ${file}; ${AUDIT_NOTE})`);
+      },
+    );
+
+  addCommon(
+    addSelectors(ban.command('delete').description('remove a block-list entry (same selector as it was added with)')),
+  )
+    .addHelpText('after', '\nExample:\n  bulwark ban delete --cidr 203.0.113.0/24')
+    .action(async (options: Record<string, unknown> & CommonOptions) => {
+      const { kind, value } = selectorOf(options);
+      const { socket, file } = paths(options);
+      const online = await callAdmin(socket, 'ban.delete', { kind, value });
+      if (online.kind === 'ok') {
+        io.out(`deleted ${describe((online.result as { entry: BanEntry }).entry)}`);
+        io.out(`(through the running broker at ${socket})`);
+        return;
+      }
+      if (online.kind === 'error') throw brokerError(online.code, online.message);
+      const removed = await editOffline(file, (list) => list.remove(kind, value));
+      if (removed === undefined) throw new Error(`no ${kind} entry for that value in ${file}`);
+      io.out(`deleted ${describe(removed)}`);
+      io.out(`(${OFFLINE_NOTE} ${file}; ${AUDIT_NOTE})`);
+    });
+
+  addCommon(ban.command('list').description('show block-list entries (and, online, active throttle lockouts)'))
+    .option('--json', 'print JSON')
+    .action(async (options: CommonOptions & { json?: boolean }) => {
+      const { socket, file } = paths(options);
+      const online = await callAdmin(socket, 'ban.list', {});
+      if (online.kind === 'error') throw brokerError(online.code, online.message);
+      let entries: BanEntry[];
+      let throttled: unknown[] = [];
+      let source: string;
+      if (online.kind === 'ok') {
+        const result = online.result as { entries: unknown; throttled: unknown[] };
+        entries = entriesSchema.parse(result.entries);
+        throttled = result.throttled;
+        source = `the running broker at ${socket}`;
+      } else {
+        entries = await readBlocklistFile(file);
+        source = `${file} (offline: no broker is running)`;
+      }
+      if (options.json === true) {
+        io.out(JSON.stringify({ source, entries, throttled }, null, 2));
+        return;
+      }
+      const now = Date.now();
+      io.out(`${entries.length} entries from ${source}`);
+      for (const entry of entries) {
+        const expired = entry.until !== null && Date.parse(entry.until) <= now ? '  (expired)' : '';
+        io.out(`  ${describe(entry)}${expired}`);
+      }
+      for (const t of throttled as Array<{ dimension: string; key: string; until: string; reason: string }>)
+        io.out(`  throttle ${t.dimension} ${t.key} until ${t.until} (${t.reason}) [not in the block list]`);
+    });
+
+  addCommon(
+    ban
+      .command('export')
+      .argument('<file>', 'where to write (.json, or .yaml/.yml for YAML)')
+      .description('write the block list to a file'),
+  ).action(async (target: string, options: CommonOptions) => {
+    const { socket, file } = paths(options);
+    const online = await callAdmin(socket, 'ban.export', {});
+    if (online.kind === 'error') throw brokerError(online.code, online.message);
+    const entries =
+      online.kind === 'ok'
+        ? entriesSchema.parse((online.result as { entries: unknown }).entries)
+        : await readBlocklistFile(file);
+    await writeFileAtomic(resolve(target), serializeBlocklist(entries, formatForPath(target)));
+    io.out(
+      `exported ${entries.length} entries to ${target} (${online.kind === 'ok' ? `from the running broker at ${socket}` : `offline, from ${file}`})`,
+    );
+  });
+
+  addCommon(
+    ban
+      .command('import')
+      .argument('<file>', 'a block list in JSON or YAML, as written by ban export')
+      .description('merge entries from a file into the block list'),
+  ).action(async (source: string, options: CommonOptions) => {
+    let text: string;
+    try {
+      text = await readFile(source, 'utf8');
+    } catch (error) {
+      throw new Error(`cannot read ${source}: ${(error as Error).message}`, { cause: error });
+    }
+    let entries: BanEntry[];
+    try {
+      entries = parseBlocklistText(text, source);
+    } catch (error) {
+      throw error instanceof BulwarkError ? new Error(error.describe(), { cause: error }) : error;
+    }
+    const { socket, file } = paths(options);
+    const online = await callAdmin(socket, 'ban.import', { entries });
+    if (online.kind === 'error') throw brokerError(online.code, online.message);
+    let outcome: { added: number; skipped: Array<{ kind: string; value: string; reason: string }> };
+    if (online.kind === 'ok') outcome = online.result as typeof outcome;
+    else {
+      outcome = await editOffline(file, (list) => {
+        const skipped: Array<{ kind: string; value: string; reason: string }> = [];
+        let added = 0;
+        for (const entry of entries) {
+          const result = list.restore(entry);
+          if (result.kind === 'added') added += 1;
+          else skipped.push({ kind: entry.kind, value: entry.value, reason: result.reason });
+        }
+        return { added, skipped };
+      });
+    }
+    io.out(`imported ${outcome.added} entries from ${source}`);
+    for (const s of outcome.skipped) io.out(`  skipped ${s.kind} ${s.value}: ${s.reason}`);
+    io.out(
+      online.kind === 'ok' ? `(through the running broker at ${socket})` : `(${OFFLINE_NOTE} ${file}; ${AUDIT_NOTE})`,
+    );
+  });
+}
+
+/** `bulwark ban add|delete|list|export|import`. */
+export function registerBanCommand(program: Command): void {
+  registerBanCommandWith(program, { out: (line) => console.log(line) });
+}

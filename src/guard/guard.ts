@@ -1,0 +1,307 @@
+import { join } from 'node:path';
+import type { AuditEvent } from '../../audit/events.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import type { BanEntry, BanKind, GuardClient } from './ban-entry.js';
+import { Blocklist, type AddResult } from './blocklist.js';
+import { BlocklistStore, readBlocklistFile } from './blocklist-store.js';
+import type { GuardConfig } from './config.js';
+import {
+  banExpiredEvent,
+  bannedEvent,
+  blockedEvent,
+  flappingDetectedEvent,
+  throttledEvent,
+  throttleRefusedEvent,
+  unbannedEvent,
+} from './events.js';
+import { compileExemptions } from './exempt.js';
+import { FlappingDetector } from './flapping.js';
+import { Throttle } from './throttle.js';
+
+export type GuardRefusalReason = 'banned' | 'connectionRateExceeded';
+
+/** The guard's answer for one CONNECT. A refusal carries the audit event the CONNECT step records, once. */
+export type GuardDecision =
+  { kind: 'pass' } | { kind: 'refuse'; reason: GuardRefusalReason; detail: string; event: AuditEvent };
+
+export interface GuardOptions {
+  config: GuardConfig;
+  /** Where the block list is persisted (`config.blocklist.file` inside it); undefined keeps it in memory only. */
+  dataDir: string | undefined;
+  /** Epoch milliseconds; injected so tests scale time instead of sleeping. */
+  now?: () => number;
+  /** Receives state-change events (ban, unban, expiry, flapping, throttling) for the audit log. Must not throw. */
+  onEvent?: (event: AuditEvent) => void;
+  log?: Logger;
+}
+
+export interface BanInput {
+  kind: BanKind;
+  value: string;
+  reason: string;
+  /** Epoch ms, or null for forever. */
+  until: number | null;
+}
+
+export type BanAddedListener = (entry: BanEntry) => void;
+
+/**
+ * Abuse protection for the CONNECT pipeline: block list, flapping detection and brute-force throttling. The
+ * broker calls, in order and before any expensive authentication:
+ *
+ *   checkConnect(client)          blocklist → flapping → throttle; refuse or pass
+ *   authenticate (the chain)
+ *   recordAuthResult(client, ok)  only for a definite success or credential failure
+ *   checkBlocklist(client)        again once the identity is known (JWT `sub`), optional
+ *
+ * Everything here is synchronous and bounded in memory; it runs on the event loop for every CONNECT, concurrently
+ * for many clients, and never throws for a client's input. `onBanAdded` listeners let the broker disconnect live
+ * clients that a new entry matches (on every dimension), using `matchesClient` from `blocklist.ts`.
+ */
+export class Guard {
+  readonly blocklist: Blocklist;
+  private readonly flapping: FlappingDetector;
+  private readonly throttle: Throttle;
+  private readonly store: BlocklistStore | undefined;
+  private readonly now: () => number;
+  private readonly emit: (event: AuditEvent) => void;
+  private readonly log: Logger;
+  private readonly listeners = new Set<BanAddedListener>();
+  private purgeTimer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    readonly config: GuardConfig,
+    options: GuardOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+    this.log = options.log ?? silentLogger;
+    const onEvent = options.onEvent;
+    this.emit = (event) => {
+      if (onEvent === undefined) return;
+      try {
+        onEvent(event);
+      } catch (error) {
+        this.log.error({ err: error, action: event.event.action }, 'guard event sink threw');
+      }
+    };
+    this.blocklist = new Blocklist({
+      maxEntries: config.blocklist.max_entries,
+      maxRegexEntries: config.blocklist.max_regex_entries,
+      maxRegexLength: config.blocklist.max_regex_length,
+    });
+    const exempt = compileExemptions(config.exempt_networks);
+    this.flapping = new FlappingDetector(config.flapping, exempt);
+    this.throttle = new Throttle(config.throttle, exempt);
+    this.store =
+      options.dataDir === undefined
+        ? undefined
+        : new BlocklistStore(
+            join(options.dataDir, config.blocklist.file),
+            () => this.blocklist.list(),
+            (error) => this.log.error({ err: error }, 'could not persist the block list'),
+          );
+  }
+
+  /**
+   * Builds the guard and restores the persisted block list. Entries that expired while the broker was down are
+   * dropped with a `guard.ban_expired` event. An unreadable file is an error: starting without the bans would
+   * fail open.
+   */
+  static async open(options: GuardOptions): Promise<Guard> {
+    const guard = new Guard(options.config, options);
+    if (guard.store !== undefined) {
+      const entries = await readBlocklistFile(guard.store.path);
+      const now = guard.now();
+      let dropped = false;
+      for (const entry of entries) {
+        const until = entry.until === null ? null : Date.parse(entry.until);
+        if (until !== null && until <= now) {
+          guard.emit(banExpiredEvent(entry));
+          dropped = true;
+          continue;
+        }
+        const added = guard.blocklist.add({ ...entry, until, created: Date.parse(entry.created) }, now);
+        if (added.kind === 'rejected') {
+          guard.log.warn({ kind: entry.kind, reason: added.reason }, 'block list entry not restored');
+          dropped = true;
+        }
+      }
+      if (dropped) await guard.store.save();
+    }
+    return guard;
+  }
+
+  /** Starts the expiry purge timer. */
+  start(): void {
+    if (this.purgeTimer !== undefined) return;
+    this.purgeTimer = setInterval(() => this.purgeExpired(), this.config.blocklist.purge_interval);
+    this.purgeTimer.unref();
+  }
+
+  /** Stops the timer and waits until the block list is on disk. */
+  async stop(): Promise<void> {
+    if (this.purgeTimer !== undefined) clearInterval(this.purgeTimer);
+    this.purgeTimer = undefined;
+    await this.flush();
+  }
+
+  /** Waits until every change so far is persisted; rejects if the last write failed. */
+  async flush(): Promise<void> {
+    await this.store?.flush();
+  }
+
+  /** Block list, then flapping, then throttling: the order of the CONNECT pipeline, cheapest and surest first. */
+  checkConnect(client: GuardClient): GuardDecision {
+    const blocked = this.checkBlocklist(client);
+    if (blocked.kind === 'refuse') return blocked;
+    const now = this.now();
+    let refusal: GuardDecision | undefined;
+    for (const detection of this.flapping.record(client, now)) {
+      this.emit(flappingDetectedEvent(client, detection, now));
+      if (detection.dryRun) continue;
+      const added = this.ban(
+        {
+          kind: detection.banKind,
+          value: detection.key,
+          reason: `flapping: ${detection.count} connection attempts within ${Math.round(detection.windowMs / 1000)}s (offence ${detection.offence})`,
+          until: now + detection.banMs,
+        },
+        'guard:flapping',
+      );
+      if (added.kind === 'added' && refusal === undefined) {
+        refusal = {
+          kind: 'refuse',
+          reason: 'banned',
+          detail: `flapping: ${detection.dimension} ${detection.key} banned`,
+          event: blockedEvent(client, added.entry),
+        };
+      }
+    }
+    if (refusal !== undefined) return refusal;
+    const throttled = this.throttle.check(client, now);
+    if (throttled.kind === 'refuse') {
+      return {
+        kind: 'refuse',
+        reason: throttled.reason,
+        detail: `${throttled.dimension} throttled after failed authentications`,
+        event: throttleRefusedEvent(client, throttled),
+      };
+    }
+    return { kind: 'pass' };
+  }
+
+  /** The block list alone; call again after authentication when it revealed a JWT subject or other identity. */
+  checkBlocklist(client: GuardClient): GuardDecision {
+    const entry = this.blocklist.check(client, this.now());
+    if (entry === undefined) return { kind: 'pass' };
+    return {
+      kind: 'refuse',
+      reason: 'banned',
+      detail: `block list: ${entry.kind}`,
+      event: blockedEvent(client, entry),
+    };
+  }
+
+  /**
+   * Counts an authentication verdict. Call it for a definite success (`true`) or a credential failure (`false`:
+   * bad username or password, not authorized); not for `serverUnavailable`, which is no fault of the client.
+   */
+  recordAuthResult(client: GuardClient, ok: boolean): void {
+    for (const locked of this.throttle.record(client, ok, this.now())) this.emit(throttledEvent(client, locked));
+  }
+
+  /** Adds (or replaces) a block-list entry, records `guard.banned`, persists it and tells the `onBanAdded` listeners. */
+  ban(input: BanInput, actor: string, labels?: Record<string, string>): AddResult {
+    const now = this.now();
+    const added = this.blocklist.add({ ...input, by: actor }, now);
+    if (added.kind === 'rejected') return added;
+    if (added.evicted !== undefined) this.emit(unbannedEvent(added.evicted, 'guard:capacity'));
+    this.emit(bannedEvent(added.entry, actor, labels));
+    void this.store?.save();
+    for (const listener of this.listeners) {
+      try {
+        listener(added.entry);
+      } catch (error) {
+        this.log.error({ err: error }, 'ban listener threw');
+      }
+    }
+    return added;
+  }
+
+  /** Removes an entry; records `guard.unbanned`. */
+  unban(kind: BanKind, value: string, actor: string): BanEntry | undefined {
+    const removed = this.blocklist.remove(kind, value);
+    if (removed === undefined) return undefined;
+    this.emit(unbannedEvent(removed, actor));
+    void this.store?.save();
+    return removed;
+  }
+
+  list(): BanEntry[] {
+    return this.blocklist.list();
+  }
+
+  /** Adds every entry of an imported file, keeping each one's `created` and `until`; reports the ones refused. */
+  importEntries(
+    entries: readonly BanEntry[],
+    actor: string,
+  ): { added: number; skipped: Array<{ kind: BanKind; value: string; reason: string }> } {
+    const skipped: Array<{ kind: BanKind; value: string; reason: string }> = [];
+    let count = 0;
+    const now = this.now();
+    for (const entry of entries) {
+      const until = entry.until === null ? null : Date.parse(entry.until);
+      const added = this.blocklist.add({ ...entry, until, created: Date.parse(entry.created) }, now);
+      if (added.kind === 'rejected') {
+        skipped.push({ kind: entry.kind, value: entry.value, reason: added.reason });
+        continue;
+      }
+      count += 1;
+      this.emit(bannedEvent(added.entry, actor, { source: 'import' }));
+      for (const listener of this.listeners) {
+        try {
+          listener(added.entry);
+        } catch (error) {
+          this.log.error({ err: error }, 'ban listener threw');
+        }
+      }
+    }
+    if (count > 0) void this.store?.save();
+    return { added: count, skipped };
+  }
+
+  /** Removes expired entries now (the timer calls this every `purge_interval`); records `guard.ban_expired`. */
+  purgeExpired(): BanEntry[] {
+    const expired = this.blocklist.purgeExpired(this.now());
+    for (const entry of expired) this.emit(banExpiredEvent(entry));
+    if (expired.length > 0) void this.store?.save();
+    return expired;
+  }
+
+  /** Lifts a throttle lockout early (operator decision). */
+  releaseThrottle(dimension: 'username' | 'address', key: string, actor: string): boolean {
+    const released = this.throttle.release(dimension, key);
+    if (released)
+      this.emit({
+        event: { action: 'guard.unbanned', outcome: 'success', reason: `throttle on ${dimension} lifted` },
+        guard: { key, dimension },
+        actor,
+        labels: { scope: 'throttle' },
+      });
+    return released;
+  }
+
+  /** Active throttle lockouts and throttle bans (not in the block list). */
+  throttled(): Array<{ dimension: string; key: string; until: string; reason: GuardRefusalReason }> {
+    return this.throttle
+      .active(this.now())
+      .map((t) => ({ dimension: t.dimension, key: t.key, until: new Date(t.untilMs).toISOString(), reason: t.reason }));
+  }
+
+  /** Called after every new entry (operator, import or flapping), so the broker can disconnect matching clients. */
+  onBanAdded(listener: BanAddedListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
