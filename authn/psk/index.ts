@@ -1,0 +1,10 @@
+export { PskAuthenticator } from './authenticator.js';
+export type { PskAuthenticatorOptions } from './authenticator.js';
+export { PSK_CIPHERS, createPskServerHooks } from './callback.js';
+export type { PskServerHooks } from './callback.js';
+export { pskListenerSchema, pskSettingsSchema, pskType } from './config.js';
+export type { PskListenerSettings, PskSettings } from './config.js';
+export { MAX_IDENTITY_BYTES, MAX_KEY_BYTES, parsePskFile } from './format.js';
+export type { PskParseResult } from './format.js';
+export { PskStore } from './store.js';
+export type { PskReloadResult, PskStoreOptions } from './store.js';
