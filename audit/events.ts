@@ -39,8 +39,44 @@ export interface AuditEvent {
   policy?: { file?: string; old_hash?: string; new_hash?: string; error?: string };
   /** Who performed an administrative action: `cli:root@unix-socket`, `broker`, ... */
   actor?: string;
+  /** The audit log's own bookkeeping (checkpoints, sealed torn tails, retention, dropped events). See docs/audit.md. */
+  audit?: AuditSelfFields;
   /** Anything else, flat string values only. */
   labels?: Record<string, string>;
+}
+
+/** Fields of the `audit.*` records the writer itself adds to the chain. */
+export interface AuditSelfFields {
+  /** A rotated or torn file this record is about (base name inside the audit directory). */
+  file?: string;
+  /** First and last sequence number, record count and last hash of a file deleted by retention. */
+  first_seq?: number;
+  last_seq?: number;
+  last_hash?: string;
+  records?: number;
+  /** Byte offset, length and SHA-256 (hex) of a torn tail sealed at start-up. */
+  offset?: number;
+  length?: number;
+  sha256?: string;
+  /** Events dropped and write failures while the log could not be written (`audit.write_recovered`). */
+  dropped?: number;
+  failures?: number;
+  /** Why: `max_files`, `max_age` (retention); `interval`, `rotation`, `shutdown` (checkpoint). */
+  reason?: string;
+  /** An Ed25519 signature over the chain head: see docs/audit.md "Checkpoints". */
+  checkpoint?: AuditCheckpoint;
+}
+
+export interface AuditCheckpoint {
+  /** Sequence number and hash of the record just before the checkpoint record (the chain head it signs). */
+  seq: number;
+  hash: string;
+  /** base64url SHA-256 of the signing key's SPKI DER encoding. */
+  key_id: string;
+  /** The signing key's SPKI DER, base64: lets a log be checked without a key file; trust needs --public-key. */
+  public_key: string;
+  /** base64 Ed25519 signature over `bulwark-audit-checkpoint\n<seq>\n<hash>`. */
+  signature: string;
 }
 
 /** The broker's single entry point into the audit log. Never throws; never blocks the caller. */
@@ -60,3 +96,5 @@ export class MemoryAuditSink implements AuditSink {
     this.events.push(event);
   }
 }
+
+export { AuditAction, type AuditActionName } from './actions.js';

@@ -1,0 +1,48 @@
+/**
+ * Every `event.action` the broker and the audit writer record. Stable ids: a SIEM rule written against one of
+ * these keeps working across releases. docs/audit.md documents each with an example record.
+ */
+export const AuditAction = {
+  brokerStarted: 'broker.started',
+  brokerStopped: 'broker.stopped',
+  authnAllowed: 'authn.allowed',
+  authnDenied: 'authn.denied',
+  authnReauthAllowed: 'authn.reauth_allowed',
+  authnReauthDenied: 'authn.reauth_denied',
+  clientDisconnected: 'client.disconnected',
+  authzPublishDenied: 'authz.publish_denied',
+  authzSubscribeDenied: 'authz.subscribe_denied',
+  authzWillDenied: 'authz.will_denied',
+  authzRetainedDenied: 'authz.retained_denied',
+  authzReceiveDenied: 'authz.receive_denied',
+  authzPublishAllowed: 'authz.publish_allowed',
+  authzSubscribeAllowed: 'authz.subscribe_allowed',
+  guardBanned: 'guard.banned',
+  guardUnbanned: 'guard.unbanned',
+  guardBanExpired: 'guard.ban_expired',
+  guardFlappingDetected: 'guard.flapping_detected',
+  guardThrottled: 'guard.throttled',
+  policyReloaded: 'policy.reloaded',
+  policyReloadFailed: 'policy.reload_failed',
+  credentialsReloaded: 'credentials.reloaded',
+  credentialsReloadFailed: 'credentials.reload_failed',
+  tlsReloaded: 'tls.reloaded',
+  tlsReloadFailed: 'tls.reload_failed',
+  tlsHandshakeRefused: 'tls.handshake_refused',
+  configChanged: 'config.changed',
+  adminCommand: 'admin.command',
+  auditTornTailSealed: 'audit.torn_tail_sealed',
+  auditRetentionDeleted: 'audit.retention_deleted',
+  auditCheckpoint: 'audit.checkpoint',
+  auditWriteRecovered: 'audit.write_recovered',
+} as const;
+
+export type AuditActionName = (typeof AuditAction)[keyof typeof AuditAction];
+
+/** The actions the writer itself appends; the broker never records these. */
+export const WRITER_ACTIONS: ReadonlySet<string> = new Set([
+  AuditAction.auditTornTailSealed,
+  AuditAction.auditRetentionDeleted,
+  AuditAction.auditCheckpoint,
+  AuditAction.auditWriteRecovered,
+]);

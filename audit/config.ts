@@ -1,0 +1,133 @@
+import { z } from 'zod';
+
+const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `250ms`, `10s`, `5m`, `24h`, `30d` or a plain number of milliseconds. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
+  const m = DURATION.exec(value.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+}
+
+const SIZE = /^(\d+)(B|KiB|MiB|GiB)?$/;
+const UNIT_BYTES: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+
+export function parseSize(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  const m = SIZE.exec(value.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (UNIT_BYTES[m[2] ?? 'B'] as number);
+}
+
+const duration = (describe: string, defaultMs: number) =>
+  z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected a duration such as 250ms, 10s, 5m, 24h or 30d' });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .default(defaultMs)
+    .describe(describe);
+
+const size = (describe: string, defaultBytes: number) =>
+  z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+      const bytes = parseSize(v);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected a size such as 65536, 512KiB, 64MiB or 1GiB' });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .default(defaultBytes)
+    .describe(describe);
+
+const allowedRecording = z
+  .enum(['none', 'sampled', 'all'])
+  .default('none')
+  .describe('none: allowed decisions are not recorded; sampled: one in `allowed_sample_every`; all: every one');
+
+/** The `audit:` section of the broker configuration. */
+export const auditConfigSchema = z
+  .object({
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe('Write the tamper-evident audit log. On by default, also in the no-config local mode.'),
+    directory: z
+      .string()
+      .optional()
+      .describe('Directory of the JSON Lines files. Default: `<data_dir>/audit`. Created 0700 if missing.'),
+    signing_key_file: z
+      .string()
+      .optional()
+      .describe(
+        'Ed25519 private key (PKCS#8 PEM, mode 0600) that signs checkpoints. Default: `<data_dir>/audit-signing.key`, generated on first start with its public key beside it (`audit-signing.pub`). A configured file must exist.',
+      ),
+    fsync: z
+      .enum(['always', 'interval', 'never'])
+      .default('always')
+      .describe(
+        'always: fsync after every batch before it counts as written; interval: at most every `fsync_interval`; never: leave it to the OS',
+      ),
+    fsync_interval: duration('With `fsync: interval`, the longest time written records stay unsynced.', 1000),
+    batch_delay: duration(
+      'Group commit: the longest a record waits for others before its batch is written (bounded delay).',
+      5,
+    ),
+    batch_max_records: z.number().int().min(1).default(1024).describe('Records per write at most.'),
+    queue_max: z
+      .number()
+      .int()
+      .min(1)
+      .default(65536)
+      .describe('Bound of the queue between the broker and the writer; events beyond it are dropped and counted.'),
+    on_failure: z
+      .enum(['fail-closed', 'continue'])
+      .default('fail-closed')
+      .describe(
+        'fail-closed: while the log cannot be written the broker refuses new connections and security-relevant actions; continue: keep serving, raise an alarm (log and $SYS) and count dropped events',
+      ),
+    retry_initial: duration('First retry delay after a failed write; doubles up to `retry_max`.', 100),
+    retry_max: duration('Longest delay between retries of a failing write.', 5000),
+    checkpoint_interval: duration(
+      'How often a signed checkpoint is appended (also at rotation and shutdown). Records after the last checkpoint are not yet signed.',
+      60_000,
+    ),
+    rotate_max_bytes: size(
+      'Start a new file once the current one has reached this size (a file exceeds it by at most one batch).',
+      64 * 1024 * 1024,
+    ),
+    rotate_max_age: duration('Start a new file once the current one is older than this.', 86_400_000),
+    retention_max_files: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe('Keep at most this many files; the oldest whole files are deleted first. 0: no limit.'),
+    retention_max_age: duration('Delete whole files whose newest record is older than this. 0: keep forever.', 0),
+    record_publish_allowed: allowedRecording,
+    record_subscribe_allowed: allowedRecording,
+    allowed_sample_every: z
+      .number()
+      .int()
+      .min(1)
+      .default(100)
+      .describe('With `sampled`, record one allowed decision in this many.'),
+    include_payload: z
+      .boolean()
+      .default(false)
+      .describe('Record PUBLISH payloads (base64) in denial records. Off by default: payloads can hold secrets.'),
+  })
+  .strict()
+  .describe('Tamper-evident audit log: see docs/audit.md');
+
+export type AuditConfigInput = z.input<typeof auditConfigSchema>;
+export type AuditConfig = z.output<typeof auditConfigSchema>;

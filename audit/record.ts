@@ -1,0 +1,74 @@
+import { createHash } from 'node:crypto';
+import type { AuditEvent } from './events.js';
+import { canonicalJson } from './canonical.js';
+
+/** `prev_hash` of the very first record of a log. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** A record as stored: the event plus the chain fields the writer adds. */
+export type AuditRecord = AuditEvent & {
+  '@timestamp': string;
+  seq: number;
+  prev_hash: string;
+  hash: string;
+};
+
+/** Length of `,"hash":"<64 hex>"}` that ends every line; the hashed body is the line without it, plus `}`. */
+export const HASH_SUFFIX_LENGTH = ',"hash":"'.length + 64 + '"}'.length;
+const HASH_SUFFIX_PREFIX = ',"hash":"';
+
+/**
+ * `hash = SHA-256(prev_hash + "\n" + canonical JSON of the record without its hash member)`, lower-case hex.
+ * The body already contains `prev_hash`; hashing it in front too makes the chaining explicit for an outside
+ * implementation and costs nothing.
+ */
+export function chainHash(prevHash: string, body: string | Buffer): string {
+  return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
+}
+
+/**
+ * Serialises one record to its line (with the trailing newline). The line is the canonical body with the hash
+ * member appended last, so a verifier can hash the bytes as they are without re-serialising.
+ */
+export function encodeRecord(
+  event: AuditEvent,
+  timestamp: string,
+  seq: number,
+  prevHash: string,
+): { line: string; hash: string } {
+  const body = canonicalJson({ ...event, '@timestamp': timestamp, seq, prev_hash: prevHash });
+  const hash = chainHash(prevHash, body);
+  return { line: `${body.slice(0, -1)}${HASH_SUFFIX_PREFIX}${hash}"}\n`, hash };
+}
+
+/** Splits a line (without newline) into its hashed body and stated hash, or undefined if it has no hash suffix. */
+export function splitLine(line: string): { body: string; hash: string } | undefined {
+  if (line.length < HASH_SUFFIX_LENGTH + 2) return undefined;
+  const suffixStart = line.length - HASH_SUFFIX_LENGTH;
+  if (!line.startsWith(HASH_SUFFIX_PREFIX, suffixStart) || !line.endsWith('"}')) return undefined;
+  const hash = line.slice(suffixStart + HASH_SUFFIX_PREFIX.length, line.length - 2);
+  if (!/^[0-9a-f]{64}$/.test(hash)) return undefined;
+  return { body: `${line.slice(0, suffixStart)}}`, hash };
+}
+
+/** Parses a line into a record when it has the shape the writer writes; does not check the hash. */
+export function parseRecordLine(line: string): AuditRecord | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const r = parsed as Record<string, unknown>;
+  if (typeof r.seq !== 'number' || typeof r.prev_hash !== 'string' || typeof r.hash !== 'string') return undefined;
+  if (typeof r['@timestamp'] !== 'string') return undefined;
+  const event = r.event as Record<string, unknown> | undefined;
+  if (typeof event !== 'object' || event === null || typeof event.action !== 'string') return undefined;
+  return parsed as AuditRecord;
+}
+
+/** The exact bytes a checkpoint signs; the prefix keeps the signature from being valid for anything else. */
+export function checkpointMessage(seq: number, hash: string): Buffer {
+  return Buffer.from(`bulwark-audit-checkpoint\n${seq}\n${hash}`, 'utf8');
+}

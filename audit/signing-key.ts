@@ -1,0 +1,96 @@
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { BulwarkError } from '../src/errors.js';
+
+export interface SigningKey {
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+  /** base64url SHA-256 of the SPKI DER encoding: what checkpoints name and `verify` prints. */
+  keyId: string;
+  /** SPKI DER, base64. */
+  publicKeyDer: string;
+}
+
+/** `audit-signing.key` → `audit-signing.pub`; any other name gets `.pub` appended. */
+export function publicKeyPathFor(keyFile: string): string {
+  return keyFile.endsWith('.key') ? `${keyFile.slice(0, -'.key'.length)}.pub` : `${keyFile}.pub`;
+}
+
+export function keyIdOf(publicKey: KeyObject): string {
+  return createHash('sha256')
+    .update(publicKey.export({ format: 'der', type: 'spki' }))
+    .digest('base64url');
+}
+
+/**
+ * Loads the checkpoint signing key, or creates it when `create` is set and the file does not exist yet (the
+ * default key under the data directory). A created key is written 0600 with O_EXCL so a pre-planted symlink or
+ * a concurrent start cannot redirect it; its public key goes beside it for reviewers.
+ */
+export function loadSigningKey(keyFile: string, create: boolean): SigningKey {
+  if (!existsSync(keyFile)) {
+    if (!create) {
+      throw new BulwarkError(
+        'BULWARK_ERR_AUDIT',
+        `audit signing key ${keyFile} does not exist`,
+        undefined,
+        'create one with `openssl genpkey -algorithm ed25519 -out FILE` or leave audit.signing_key_file unset to let the broker generate one',
+      );
+    }
+    mkdirSync(dirname(keyFile), { recursive: true, mode: 0o700 });
+    const { privateKey } = generateKeyPairSync('ed25519');
+    writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+  }
+  const mode = statSync(keyFile).mode & 0o777;
+  if ((mode & 0o077) !== 0) {
+    throw new BulwarkError(
+      'BULWARK_ERR_AUDIT',
+      `audit signing key ${keyFile} is readable by group or others (mode ${mode.toString(8)})`,
+      undefined,
+      `run chmod 600 ${keyFile}`,
+    );
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(readFileSync(keyFile));
+  } catch {
+    // The parser's message could quote key material; say only what is wrong.
+    throw new BulwarkError('BULWARK_ERR_AUDIT', `audit signing key ${keyFile} is not a PEM private key`);
+  }
+  if (privateKey.asymmetricKeyType !== 'ed25519') {
+    throw new BulwarkError(
+      'BULWARK_ERR_AUDIT',
+      `audit signing key ${keyFile} is ${privateKey.asymmetricKeyType ?? 'unknown'}, not Ed25519`,
+      undefined,
+      'generate one with `openssl genpkey -algorithm ed25519`',
+    );
+  }
+  const publicKey = createPublicKey(privateKey);
+  const publicPem = publicKey.export({ format: 'pem', type: 'spki' }).toString();
+  const pubFile = publicKeyPathFor(keyFile);
+  if (!existsSync(pubFile) || readFileSync(pubFile, 'utf8') !== publicPem) {
+    writeFileSync(pubFile, publicPem, { mode: 0o644 });
+  }
+  return {
+    privateKey,
+    publicKey,
+    keyId: keyIdOf(publicKey),
+    publicKeyDer: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'),
+  };
+}
+
+/** Reads a reviewer's trusted public key (SPKI PEM, or the private key file itself). */
+export function loadPublicKey(file: string): { keyId: string; publicKey: KeyObject } {
+  const text = readFileSync(file);
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey(text);
+  } catch {
+    throw new BulwarkError('BULWARK_ERR_AUDIT', `${file} is not a PEM public key`);
+  }
+  if (publicKey.asymmetricKeyType !== 'ed25519') {
+    throw new BulwarkError('BULWARK_ERR_AUDIT', `${file} is not an Ed25519 public key`);
+  }
+  return { keyId: keyIdOf(publicKey), publicKey };
+}

@@ -1,0 +1,488 @@
+import { createHash, createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import { AuditAction } from './actions.js';
+import { listAuditFiles, readFileTail } from './files.js';
+import { GENESIS_HASH, HASH_SUFFIX_LENGTH, checkpointMessage, parseRecordLine, type AuditRecord } from './record.js';
+import { keyIdOf } from './signing-key.js';
+
+/** What `verify` found wrong, in the reviewer's words. */
+export type VerifyProblem =
+  /** A record's content does not match its hash, a line is not a record, or a record was replaced. */
+  | 'edited'
+  /** Records are missing inside a file. */
+  | 'deleted'
+  /** Records are out of sequence order. */
+  | 'reordered'
+  /** The log's end is missing: a torn last line that was never sealed, or no shutdown checkpoint at the end. */
+  | 'truncated'
+  /** A whole file is missing: a gap between files, or the oldest files gone without a retention record. */
+  | 'missing-file'
+  /** A checkpoint signature does not verify, or it was made by a key that is not trusted. */
+  | 'bad-signature'
+  /** Hashes are self-consistent but a checkpoint signed a different chain: rewritten without the signing key. */
+  | 're-chained'
+  /** Nothing in the log is signed. */
+  | 'unsigned';
+
+export interface VerifyLocation {
+  file: string;
+  line: number;
+  seq: number | undefined;
+}
+
+export interface VerifySummary {
+  files: number;
+  records: number;
+  firstSeq: number | undefined;
+  lastSeq: number | undefined;
+  checkpoints: number;
+  /** Key ids that signed checkpoints. */
+  keyIds: string[];
+  /** True when signatures were checked against keys given with --public-key. */
+  trustedKeys: boolean;
+  sealedTornTails: number;
+  /** Records before the oldest remaining file, accounted for by `audit.retention_deleted` records. */
+  retention: { deletedThroughSeq: number; filesDeleted: number } | undefined;
+  /** Files that ended without a checkpoint before the next file began (the broker crashed or a write failed). */
+  uncleanEnds: number;
+  /** With `live`: records after the last checkpoint (not yet signed), and a partial line being written. */
+  openTail: { records: number; afterCheckpointSeq: number | undefined; partialLine: boolean } | undefined;
+}
+
+export type VerifyResult =
+  | { kind: 'intact'; summary: VerifySummary }
+  | { kind: 'broken'; problem: VerifyProblem; at: VerifyLocation; detail: string; summary: VerifySummary };
+
+export interface VerifyOptions {
+  /** Trusted Ed25519 public keys; without them the keys embedded in checkpoints are used (detects edits only). */
+  publicKeys?: ReadonlyArray<{ keyId: string; publicKey: KeyObject }>;
+  /** The broker is running: accept an unsigned tail after the last checkpoint and a partial last line. */
+  live?: boolean;
+}
+
+class Broken {
+  constructor(
+    readonly problem: VerifyProblem,
+    readonly at: VerifyLocation,
+    readonly detail: string,
+  ) {}
+}
+
+interface TornTail {
+  file: string;
+  line: number;
+  offset: number;
+  length: number;
+  sha256: string;
+  afterSeq: number | undefined;
+}
+
+interface Position {
+  file: string;
+  line: number;
+  seq: number;
+}
+
+/**
+ * Checks a whole audit directory in one streaming pass (memory does not grow with the log): every line's hash,
+ * the sequence, the chain across files, every checkpoint signature, sealed torn tails, retention records, and that
+ * the log ends signed. Returns the first problem with its file, line and sequence number.
+ */
+export async function verifyAuditLog(dir: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+  const v = new Verifier(dir, options);
+  try {
+    await v.run();
+    return { kind: 'intact', summary: v.summary() };
+  } catch (error: unknown) {
+    if (error instanceof Broken) {
+      return { kind: 'broken', problem: error.problem, at: error.at, detail: error.detail, summary: v.summary() };
+    }
+    throw error;
+  }
+}
+
+class Verifier {
+  private files = 0;
+  private records = 0;
+  private firstSeq: number | undefined;
+  private firstRecord: (Position & { prevHash: string }) | undefined;
+  private expectedSeq: number | undefined;
+  private prevHash: string | undefined;
+  private prev: Position | undefined;
+  private checkpoints = 0;
+  private lastCheckpointSeq: number | undefined;
+  private lastAction: string | undefined;
+  private lastCheckpointReason: string | undefined;
+  private recordsSinceCheckpoint = 0;
+  private readonly keyIds = new Set<string>();
+  private readonly trusted: Map<string, KeyObject> | undefined;
+  private readonly embeddedKeys = new Map<string, KeyObject>();
+  private pendingTorn: TornTail[] = [];
+  private sealed = 0;
+  private deletedThrough: { seq: number; hash: string; files: number } | undefined;
+  private uncleanEnds = 0;
+  private gap: { expected: number; found: number; at: Position } | undefined;
+  private partialLine = false;
+  private presentFiles = new Set<string>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly options: VerifyOptions,
+  ) {
+    this.trusted = options.publicKeys ? new Map(options.publicKeys.map((k) => [k.keyId, k.publicKey])) : undefined;
+  }
+
+  summary(): VerifySummary {
+    const live = this.options.live === true && (this.recordsSinceCheckpoint > 0 || this.partialLine);
+    return {
+      files: this.files,
+      records: this.records,
+      firstSeq: this.firstSeq,
+      lastSeq: this.prev?.seq,
+      checkpoints: this.checkpoints,
+      keyIds: [...this.keyIds],
+      trustedKeys: this.trusted !== undefined,
+      sealedTornTails: this.sealed,
+      retention: this.deletedThrough
+        ? { deletedThroughSeq: this.deletedThrough.seq, filesDeleted: this.deletedThrough.files }
+        : undefined,
+      uncleanEnds: this.uncleanEnds,
+      openTail: live
+        ? {
+            records: this.recordsSinceCheckpoint,
+            afterCheckpointSeq: this.lastCheckpointSeq,
+            partialLine: this.partialLine,
+          }
+        : undefined,
+    };
+  }
+
+  async run(): Promise<void> {
+    if (!existsSync(this.dir) || !statSync(this.dir).isDirectory()) {
+      throw new Broken(
+        'missing-file',
+        { file: this.dir, line: 0, seq: undefined },
+        'the audit directory does not exist',
+      );
+    }
+    const files = listAuditFiles(this.dir);
+    if (files.length === 0) {
+      throw new Broken(
+        'missing-file',
+        { file: this.dir, line: 0, seq: undefined },
+        'the directory holds no audit files',
+      );
+    }
+    this.presentFiles = new Set(files.map((f) => f.name));
+    for (let i = 0; i < files.length; i++) {
+      const name = (files[i] as { name: string }).name;
+      await this.verifyFile(name, i === files.length - 1);
+    }
+    this.finish();
+  }
+
+  private async verifyFile(name: string, isLast: boolean): Promise<void> {
+    this.files++;
+    const path = join(this.dir, name);
+    const stream = createReadStream(path, { highWaterMark: 1 << 20 });
+    const decoder = new StringDecoder('utf8');
+    let rest = '';
+    let lineNo = 0;
+    let firstInFile = true;
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        const text = rest + decoder.write(chunk);
+        let start = 0;
+        for (let nl = text.indexOf('\n', start); nl !== -1; nl = text.indexOf('\n', start)) {
+          lineNo++;
+          this.line(text.slice(start, nl), name, lineNo, firstInFile);
+          firstInFile = false;
+          start = nl + 1;
+        }
+        rest = text.slice(start);
+      }
+    } finally {
+      stream.destroy();
+    }
+    rest += decoder.end();
+    this.resolveGap();
+    const endedWithCheckpoint = this.lastAction === AuditAction.auditCheckpoint;
+    if (rest.length > 0) {
+      const tail = readFileTail(path, 0);
+      if (isLast && this.options.live) {
+        this.partialLine = true;
+      } else if (tail.torn) {
+        this.pendingTorn.push({ file: name, line: lineNo + 1, afterSeq: this.prev?.seq, ...tail.torn });
+      }
+    } else if (!isLast && !endedWithCheckpoint && lineNo > 0) {
+      this.uncleanEnds++;
+    }
+  }
+
+  private line(line: string, file: string, lineNo: number, firstInFile: boolean): void {
+    const record = parseRecordLine(line);
+    const here: Position = { file, line: lineNo, seq: record?.seq ?? Number.NaN };
+    if (!record || line.length < HASH_SUFFIX_LENGTH) {
+      throw new Broken('edited', { file, line: lineNo, seq: undefined }, 'the line is not a well-formed audit record');
+    }
+    const suffixStart = line.length - HASH_SUFFIX_LENGTH;
+    const computed = createHash('sha256')
+      .update(record.prev_hash)
+      .update('\n')
+      .update(line.slice(0, suffixStart))
+      .update('}')
+      .digest('hex');
+    if (computed !== record.hash || !line.startsWith(`,"hash":"${record.hash}"}`, suffixStart)) {
+      throw new Broken(
+        'edited',
+        { file, line: lineNo, seq: record.seq },
+        'the record does not match its hash: its content was changed after it was written',
+      );
+    }
+
+    if (this.gap) {
+      // One line after a sequence gap tells a swap (the missing record comes next) from a deletion.
+      const gap = this.gap;
+      this.gap = undefined;
+      if (record.seq < gap.found) {
+        throw new Broken(
+          'reordered',
+          { file: gap.at.file, line: gap.at.line, seq: gap.at.seq },
+          `records are out of order: seq ${gap.found} comes before seq ${record.seq} (expected seq ${gap.expected} here)`,
+        );
+      }
+      throw new Broken(
+        'deleted',
+        { file: gap.at.file, line: gap.at.line, seq: gap.at.seq },
+        gap.found - gap.expected === 1
+          ? `record seq ${gap.expected} is missing before this line`
+          : `records seq ${gap.expected}..${gap.found - 1} are missing before this line`,
+      );
+    }
+
+    if (this.pendingTorn.length > 0) this.checkSeal(record, here);
+    else if (record.event.action === AuditAction.auditTornTailSealed) this.checkOrphanSeal(record, here);
+
+    if (this.expectedSeq === undefined) {
+      this.firstSeq = record.seq;
+      this.firstRecord = { ...here, prevHash: record.prev_hash };
+      if (record.seq === 1 && record.prev_hash !== GENESIS_HASH) {
+        throw new Broken(
+          'edited',
+          { file, line: lineNo, seq: 1 },
+          'the first record does not start from the genesis hash',
+        );
+      }
+    } else if (record.seq !== this.expectedSeq) {
+      if (record.seq < this.expectedSeq) {
+        throw new Broken(
+          'reordered',
+          { file, line: lineNo, seq: record.seq },
+          `records are out of order: seq ${record.seq} follows seq ${this.expectedSeq - 1}`,
+        );
+      }
+      if (firstInFile) {
+        throw new Broken(
+          'missing-file',
+          { file, line: lineNo, seq: record.seq },
+          `records seq ${this.expectedSeq}..${record.seq - 1} are missing between ${this.prev?.file ?? '?'} and ${file}: a file was deleted`,
+        );
+      }
+      this.gap = { expected: this.expectedSeq, found: record.seq, at: here };
+    } else if (record.prev_hash !== this.prevHash) {
+      const prev = this.prev as Position;
+      throw new Broken(
+        'edited',
+        { file: prev.file, line: prev.line, seq: prev.seq },
+        `record seq ${prev.seq} was replaced: seq ${record.seq} was chained to a different record`,
+      );
+    }
+
+    if (record.event.action === AuditAction.auditCheckpoint) this.checkCheckpoint(record, here);
+    else this.recordsSinceCheckpoint++;
+    if (record.event.action === AuditAction.auditRetentionDeleted) this.noteRetention(record);
+
+    this.records++;
+    this.expectedSeq = record.seq + 1;
+    this.prevHash = record.hash;
+    this.prev = here;
+    this.lastAction = record.event.action;
+  }
+
+  private resolveGap(): void {
+    if (!this.gap) return;
+    const gap = this.gap;
+    this.gap = undefined;
+    throw new Broken(
+      'deleted',
+      { file: gap.at.file, line: gap.at.line, seq: gap.at.seq },
+      `records seq ${gap.expected}..${gap.found - 1} are missing before this line`,
+    );
+  }
+
+  private checkCheckpoint(record: AuditRecord, here: Position): void {
+    const cp = record.audit?.checkpoint;
+    const at = { file: here.file, line: here.line, seq: record.seq };
+    if (!cp || typeof cp.signature !== 'string' || typeof cp.key_id !== 'string') {
+      throw new Broken('bad-signature', at, 'the checkpoint carries no signature');
+    }
+    if (cp.seq !== record.seq - 1 || cp.hash !== record.prev_hash) {
+      throw new Broken(
+        're-chained',
+        at,
+        `the checkpoint signed hash ${cp.hash.slice(0, 16)}… for seq ${cp.seq}, but the chain holds ${record.prev_hash.slice(0, 16)}… there: the log was rewritten without the signing key`,
+      );
+    }
+    const key = this.keyFor(cp.key_id, cp.public_key, at);
+    const ok = verifySignature(null, checkpointMessage(cp.seq, cp.hash), key, Buffer.from(cp.signature, 'base64'));
+    if (!ok) throw new Broken('bad-signature', at, `the checkpoint signature by key ${cp.key_id} does not verify`);
+    this.keyIds.add(cp.key_id);
+    this.checkpoints++;
+    this.lastCheckpointSeq = record.seq;
+    this.lastCheckpointReason = record.audit?.reason;
+    this.recordsSinceCheckpoint = 0;
+  }
+
+  private keyFor(keyId: string, embedded: string | undefined, at: VerifyLocation): KeyObject {
+    if (this.trusted) {
+      const key = this.trusted.get(keyId);
+      if (!key) {
+        throw new Broken(
+          'bad-signature',
+          at,
+          `the checkpoint was signed by key ${keyId}, which is not one of the trusted public keys`,
+        );
+      }
+      return key;
+    }
+    const cached = this.embeddedKeys.get(keyId);
+    if (cached) return cached;
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: Buffer.from(embedded ?? '', 'base64'), format: 'der', type: 'spki' });
+    } catch {
+      throw new Broken('bad-signature', at, 'the checkpoint names no usable public key');
+    }
+    if (keyIdOf(key) !== keyId) throw new Broken('bad-signature', at, 'the checkpoint key id does not match its key');
+    this.embeddedKeys.set(keyId, key);
+    return key;
+  }
+
+  private checkSeal(record: AuditRecord, here: Position): void {
+    const torn = this.pendingTorn[0] as TornTail;
+    const a = record.audit;
+    const matches =
+      record.event.action === AuditAction.auditTornTailSealed &&
+      a?.file === torn.file &&
+      a.offset === torn.offset &&
+      a.length === torn.length &&
+      a.sha256 === torn.sha256;
+    if (!matches) {
+      throw new Broken(
+        'truncated',
+        { file: torn.file, line: torn.line, seq: torn.afterSeq },
+        `torn line at the end of ${torn.file} (${torn.length} bytes after seq ${torn.afterSeq ?? 'none'}) was not sealed by the next record (${here.file} line ${here.line})`,
+      );
+    }
+    this.pendingTorn.shift();
+    this.sealed++;
+  }
+
+  /** A seal with no torn tail before it is fine only when its file is gone, i.e. deleted by retention. */
+  private checkOrphanSeal(record: AuditRecord, here: Position): void {
+    const file = record.audit?.file;
+    if (this.expectedSeq === undefined && file !== undefined && !this.presentFiles.has(file)) {
+      this.sealed++;
+      return;
+    }
+    throw new Broken(
+      'edited',
+      { file: here.file, line: here.line, seq: record.seq },
+      `the record seals a torn tail of ${file ?? '?'}, but that file ends cleanly`,
+    );
+  }
+
+  private noteRetention(record: AuditRecord): void {
+    const a = record.audit;
+    if (typeof a?.last_seq !== 'number' || typeof a.last_hash !== 'string') return;
+    const files = (this.deletedThrough?.files ?? 0) + 1;
+    if (!this.deletedThrough || a.last_seq >= this.deletedThrough.seq) {
+      this.deletedThrough = { seq: a.last_seq, hash: a.last_hash, files };
+    } else {
+      this.deletedThrough.files = files;
+    }
+  }
+
+  private finish(): void {
+    const torn = this.pendingTorn[0];
+    if (torn) {
+      throw new Broken(
+        'truncated',
+        { file: torn.file, line: torn.line, seq: torn.afterSeq },
+        `the log ends with a torn line (${torn.length} bytes after seq ${torn.afterSeq ?? 'none'}) that was never sealed: the file was truncated, or the broker crashed and has not restarted since`,
+      );
+    }
+    const first = this.firstRecord;
+    const last = this.prev;
+    if (!first || !last) {
+      throw new Broken('truncated', { file: this.dir, line: 0, seq: undefined }, 'the audit files hold no records');
+    }
+    if (first.seq > 1) {
+      const d = this.deletedThrough;
+      if (!d || d.seq !== first.seq - 1 || d.hash !== first.prevHash) {
+        throw new Broken(
+          'missing-file',
+          { file: first.file, line: first.line, seq: first.seq },
+          `the log starts at seq ${first.seq}, but no retention record accounts for records 1..${first.seq - 1}: older files were deleted outside the broker`,
+        );
+      }
+    }
+    if (this.checkpoints === 0 && !this.options.live) {
+      throw new Broken(
+        'unsigned',
+        { file: last.file, line: last.line, seq: last.seq },
+        'the log holds no checkpoint: nothing is signed, so a rewrite without the signing key cannot be ruled out',
+      );
+    }
+    const closed = this.lastAction === AuditAction.auditCheckpoint && this.lastCheckpointReason === 'shutdown';
+    if (!closed && !this.options.live) {
+      const tail =
+        this.lastCheckpointSeq === undefined
+          ? 'no record is signed'
+          : `${this.recordsSinceCheckpoint} records after the last checkpoint (seq ${this.lastCheckpointSeq}) are unsigned`;
+      throw new Broken(
+        'truncated',
+        { file: last.file, line: last.line, seq: last.seq },
+        `the log ends at seq ${last.seq} without a shutdown checkpoint; ${tail}: the tail was cut off, or the broker crashed and has not restarted, or it is still running (use --live)`,
+      );
+    }
+  }
+}
+
+/** One line of the report `bulwark audit verify` prints. */
+export function describeVerifyResult(result: VerifyResult): string {
+  const s = result.summary;
+  if (result.kind === 'broken') {
+    const seq = result.at.seq === undefined ? '' : ` seq ${result.at.seq}`;
+    return `BROKEN ${result.problem}: ${result.at.file} line ${result.at.line}${seq}: ${result.detail}`;
+  }
+  const parts = [
+    `OK ${s.files} files, ${s.records} records (seq ${s.firstSeq ?? '-'}..${s.lastSeq ?? '-'}), ${s.checkpoints} checkpoints`,
+    s.trustedKeys
+      ? `signed by trusted key ${s.keyIds.join(', ')}`
+      : `signed by key ${s.keyIds.join(', ') || '-'} named in the log itself (pass --public-key to rule out a rewrite with another key)`,
+  ];
+  if (s.sealedTornTails > 0) parts.push(`${s.sealedTornTails} torn tails sealed after a crash`);
+  if (s.uncleanEnds > 0) parts.push(`${s.uncleanEnds} files ended without a checkpoint (crash or failed write)`);
+  if (s.retention) {
+    parts.push(`records 1..${s.retention.deletedThroughSeq} deleted by retention (${s.retention.filesDeleted} files)`);
+  }
+  if (s.openTail) {
+    parts.push(
+      `live: ${s.openTail.records} records after checkpoint seq ${s.openTail.afterCheckpointSeq ?? '-'} not yet signed${s.openTail.partialLine ? ', a line is being written' : ''}`,
+    );
+  }
+  return parts.join('; ');
+}

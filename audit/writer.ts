@@ -1,0 +1,761 @@
+import { createHash, sign } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../src/log.js';
+import { silentLogger } from '../src/log.js';
+import { BulwarkError } from '../src/errors.js';
+import { AuditAction } from './actions.js';
+import type { AuditConfig } from './config.js';
+import type { AuditEvent, AuditSink } from './events.js';
+import { auditFileName, listAuditFiles, readFileTail } from './files.js';
+import { GENESIS_HASH, checkpointMessage, encodeRecord, parseRecordLine } from './record.js';
+import { loadSigningKey, type SigningKey } from './signing-key.js';
+
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+export type FailurePolicy = 'fail-closed' | 'continue';
+
+export interface AuditWriterOptions {
+  directory: string;
+  signingKey: SigningKey;
+  fsync: FsyncPolicy;
+  fsyncIntervalMs: number;
+  batchDelayMs: number;
+  batchMaxRecords: number;
+  queueMax: number;
+  onFailure: FailurePolicy;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  /** 0 disables periodic checkpoints (rotation and shutdown still write one). */
+  checkpointIntervalMs: number;
+  rotateMaxBytes: number;
+  rotateMaxAgeMs: number;
+  /** 0: no limit. */
+  retentionMaxFiles: number;
+  /** 0: keep forever. */
+  retentionMaxAgeMs: number;
+  logger?: Logger;
+  /** Epoch milliseconds; injected by tests. */
+  now?: () => number;
+  /** Called when the writer starts or stops failing, so the broker can raise or clear its `$SYS` alarm. */
+  onStateChange?: (stats: AuditWriterStats) => void;
+}
+
+/** Counters for `$SYS/broker/audit/*` and the metrics endpoint. */
+export interface AuditWriterStats {
+  /** Records written to disk (broker events and the writer's own records). */
+  written: number;
+  /** Events lost: queue full, or still queued when the writer was closed while failing. */
+  dropped: number;
+  /** Failed write or fsync attempts. */
+  failures: number;
+  queueDepth: number;
+  checkpoints: number;
+  /** True while the last write attempt failed. */
+  failing: boolean;
+  /** See AuditSink.writable. */
+  writable: boolean;
+  /** errno code of the last failure, e.g. `ENOSPC`; never a message that could quote data. */
+  lastError: string | undefined;
+  /** Sequence number of the last record written. */
+  seq: number;
+  file: string | undefined;
+}
+
+/** Builds writer options from the `audit:` configuration section; loads or creates the signing key. */
+export function auditWriterOptions(
+  config: AuditConfig,
+  dataDir: string,
+  extras: Pick<AuditWriterOptions, 'logger' | 'now' | 'onStateChange'> = {},
+): AuditWriterOptions {
+  const keyFile = config.signing_key_file ?? join(dataDir, 'audit-signing.key');
+  return {
+    directory: config.directory ?? join(dataDir, 'audit'),
+    signingKey: loadSigningKey(keyFile, config.signing_key_file === undefined),
+    fsync: config.fsync,
+    fsyncIntervalMs: config.fsync_interval,
+    batchDelayMs: config.batch_delay,
+    batchMaxRecords: config.batch_max_records,
+    queueMax: config.queue_max,
+    onFailure: config.on_failure,
+    retryInitialMs: config.retry_initial,
+    retryMaxMs: config.retry_max,
+    checkpointIntervalMs: config.checkpoint_interval,
+    rotateMaxBytes: config.rotate_max_bytes,
+    rotateMaxAgeMs: config.rotate_max_age,
+    retentionMaxFiles: config.retention_max_files,
+    retentionMaxAgeMs: config.retention_max_age,
+    ...extras,
+  };
+}
+
+interface QueuedEvent {
+  event: AuditEvent;
+  timestamp: string;
+}
+
+interface TornRegion {
+  file: string;
+  offset: number;
+  length: number;
+  sha256: string;
+}
+
+interface OpenFile {
+  name: string;
+  handle: FileHandle;
+  size: number;
+  createdAt: number;
+  dirty: boolean;
+}
+
+interface PendingDeletion {
+  name: string;
+  event: AuditEvent;
+}
+
+type BatchItem = { kind: 'event' } | { kind: 'internal' } | { kind: 'checkpoint' };
+
+const ALARM_LOG_EVERY_MS = 10_000;
+
+/**
+ * Opens the audit directory, seals a torn tail left by a crash, applies retention and returns a running writer.
+ * Throws BulwarkError only for problems an operator must fix before the broker may start (unreadable log end).
+ */
+export async function openAuditWriter(options: AuditWriterOptions): Promise<AuditWriter> {
+  const writer = new AuditWriter(options);
+  await writer.start();
+  return writer;
+}
+
+/**
+ * The broker's AuditSink: a bounded queue in front of a single asynchronous worker that appends hash-chained
+ * JSON Lines in batches (group commit). `record()` only stamps and enqueues, so the broker's hot path never waits
+ * for the disk; everything that touches the file runs in `run()`, one batch at a time.
+ */
+export class AuditWriter implements AuditSink {
+  private readonly opts: AuditWriterOptions;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private queue: QueuedEvent[] = [];
+  /** Writer records (seals, retention, recovery) go first and are never dropped by the queue bound. */
+  private internal: AuditEvent[] = [];
+  private pendingSeals: TornRegion[] = [];
+  private pendingDeletions: PendingDeletion[] = [];
+  private headSeq = 0;
+  private headHash = GENESIS_HASH;
+  private lastWasCheckpoint = false;
+  private file: OpenFile | undefined;
+  private checkpointDue: 'interval' | 'shutdown' | undefined;
+  private running: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private lastSyncAt = 0;
+  private retryDelay: number;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private closing = false;
+  private closed = false;
+  private lastAlarmLogAt = Number.NEGATIVE_INFINITY;
+  private outageDropped = 0;
+  private outageFailures = 0;
+  private stat: Omit<AuditWriterStats, 'queueDepth' | 'writable' | 'seq' | 'file'> = {
+    written: 0,
+    dropped: 0,
+    failures: 0,
+    checkpoints: 0,
+    failing: false,
+    lastError: undefined,
+  };
+
+  constructor(options: AuditWriterOptions) {
+    this.opts = options;
+    this.logger = options.logger ?? silentLogger;
+    this.now = options.now ?? Date.now;
+    this.retryDelay = options.retryInitialMs;
+  }
+
+  get writable(): boolean {
+    if (this.opts.onFailure !== 'fail-closed') return true;
+    return !this.stat.failing && !this.closed && this.queue.length < this.opts.queueMax;
+  }
+
+  stats(): AuditWriterStats {
+    return {
+      ...this.stat,
+      queueDepth: this.queue.length + this.internal.length,
+      writable: this.writable,
+      seq: this.headSeq,
+      file: this.file?.name,
+    };
+  }
+
+  /** The broker's entry point. Stamps the event and queues it; never throws, never waits. */
+  record(event: AuditEvent): void {
+    try {
+      if (this.closed || this.queue.length >= this.opts.queueMax) {
+        this.drop(1);
+        return;
+      }
+      this.queue.push({ event, timestamp: new Date(this.now()).toISOString() });
+      if (this.closing) {
+        // Recorded while shutting down: the log must still end with a shutdown checkpoint, after this event.
+        this.checkpointDue = 'shutdown';
+        return;
+      }
+      this.schedule(this.queue.length >= this.opts.batchMaxRecords ? 0 : this.opts.batchDelayMs);
+    } catch {
+      this.drop(1);
+    }
+  }
+
+  /** Appends a signed checkpoint now (also done on the configured interval, at rotation and at shutdown). */
+  checkpoint(): Promise<void> {
+    this.checkpointDue ??= 'interval';
+    return this.flush();
+  }
+
+  /** Resolves once everything queued before the call is on disk, or the writer is failing. */
+  async flush(): Promise<void> {
+    for (;;) {
+      if (this.running) {
+        await this.running;
+        continue;
+      }
+      if (this.stat.failing || !this.hasWork()) return;
+      await this.kick();
+    }
+  }
+
+  /** Writes the queue and a shutdown checkpoint, then closes the file. Events recorded afterwards are dropped. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closing = true;
+    this.clearTimers();
+    this.checkpointDue = 'shutdown';
+    if (this.stat.failing) {
+      // One last attempt: shutting down must not wait for a disk that may never come back.
+      this.stat.failing = false;
+    }
+    await this.flush();
+    if (this.hasWork()) {
+      const lost = this.queue.length;
+      this.queue = [];
+      this.drop(lost);
+      this.logger.error(
+        { dir: this.opts.directory, lost, code: this.stat.lastError },
+        'audit log: events lost at shutdown because the log could not be written',
+      );
+    }
+    await this.closeFile(true);
+    this.closed = true;
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.opts.directory, { recursive: true, mode: 0o750 });
+    this.recoverHead();
+    this.planRetention();
+    if (this.opts.checkpointIntervalMs > 0) {
+      this.checkpointTimer = setInterval(() => {
+        this.planRetention();
+        if (!this.lastWasCheckpoint || this.queue.length > 0) this.checkpointDue ??= 'interval';
+        this.schedule(0);
+      }, this.opts.checkpointIntervalMs);
+      this.checkpointTimer.unref();
+    }
+    if (this.hasWork()) await this.flush();
+  }
+
+  // ---- start-up -------------------------------------------------------------------------------------------
+
+  /**
+   * Finds the last intact record (the chain head) and every torn tail after it. A crash can leave a partial last
+   * line, and a run that crashed again before completing its first record leaves a file holding only a torn
+   * line: walk back over such files. Torn bytes are never rewritten; they are sealed by records in a new file.
+   */
+  private recoverHead(): void {
+    const files = listAuditFiles(this.opts.directory);
+    const seals: TornRegion[] = [];
+    for (let i = files.length - 1; i >= 0; i--) {
+      const name = (files[i] as { name: string }).name;
+      const tail = readFileTail(join(this.opts.directory, name), 64);
+      if (tail.torn) seals.unshift({ file: name, ...tail.torn });
+      if (tail.lastLines.length === 0) continue;
+      const record = tail.lastLines.map((line) => parseRecordLine(line)).find((r) => r !== undefined);
+      if (!record) {
+        throw new BulwarkError(
+          'BULWARK_ERR_AUDIT',
+          `the end of audit file ${name} holds no readable record: the log was damaged outside the broker`,
+          undefined,
+          `run \`bulwark audit verify ${this.opts.directory}\` and keep the damaged file as evidence; start with an empty audit directory to continue`,
+        );
+      }
+      this.headSeq = record.seq;
+      this.headHash = record.hash;
+      this.lastWasCheckpoint = record.event.action === AuditAction.auditCheckpoint;
+      break;
+    }
+    this.pendingSeals = seals;
+    if (seals.length > 0) {
+      this.logger.warn(
+        { dir: this.opts.directory, files: seals.map((s) => s.file), seq: this.headSeq },
+        'audit log: torn tail from a crash found; sealing it with a recorded event',
+      );
+    }
+  }
+
+  // ---- scheduling -----------------------------------------------------------------------------------------
+
+  private hasWork(): boolean {
+    return (
+      this.queue.length > 0 ||
+      this.internal.length > 0 ||
+      this.pendingSeals.length > 0 ||
+      this.checkpointDue !== undefined
+    );
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stat.failing || this.closed) return;
+    const at = this.now() + delayMs;
+    if (this.timer !== undefined && this.timerAt <= at) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      void this.kick();
+    }, delayMs);
+  }
+
+  private kick(): Promise<void> {
+    if (!this.running) {
+      this.running = this.run().finally(() => {
+        this.running = undefined;
+      });
+    }
+    return this.running;
+  }
+
+  private clearTimers(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.checkpointTimer !== undefined) clearInterval(this.checkpointTimer);
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    if (this.syncTimer !== undefined) clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    this.checkpointTimer = undefined;
+    this.retryTimer = undefined;
+  }
+
+  // ---- the worker -----------------------------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    while (!this.stat.failing && this.hasWork()) {
+      try {
+        if (this.file && this.shouldRotate(this.file)) await this.rotate();
+        const written = await this.writeBatch();
+        if (written) await this.afterWrite();
+      } catch (error: unknown) {
+        this.fail(error);
+      }
+    }
+    if (this.stat.failing) return;
+    if (this.queue.length > 0 && !this.closing) this.schedule(this.opts.batchDelayMs);
+    await this.syncIfDue();
+  }
+
+  /** `fsync: interval`: an idle writer still syncs what it wrote within the interval. */
+  private async syncIfDue(): Promise<void> {
+    const file = this.file;
+    if (this.opts.fsync !== 'interval' || !file?.dirty) return;
+    const wait = this.lastSyncAt + this.opts.fsyncIntervalMs - this.now();
+    if (wait > 0) {
+      if (this.syncTimer === undefined && !this.closing) {
+        this.syncTimer = setTimeout(() => {
+          this.syncTimer = undefined;
+          void this.kick();
+        }, wait);
+        this.syncTimer.unref();
+      }
+      return;
+    }
+    try {
+      await file.handle.datasync();
+      file.dirty = false;
+      this.lastSyncAt = this.now();
+    } catch (error: unknown) {
+      this.fail(error);
+    }
+  }
+
+  private shouldRotate(file: OpenFile): boolean {
+    if (file.size === 0) return false;
+    return file.size >= this.opts.rotateMaxBytes || this.now() - file.createdAt >= this.opts.rotateMaxAgeMs;
+  }
+
+  /** Ends the current file with a checkpoint so every closed file is signed to its last line. */
+  private async rotate(): Promise<void> {
+    if (!this.lastWasCheckpoint) {
+      const saved = this.checkpointDue;
+      this.checkpointDue = undefined;
+      const ok = await this.writeBatch({ checkpointOnly: 'rotation' });
+      this.checkpointDue = saved;
+      if (!ok) return;
+    }
+    await this.closeFile(this.opts.fsync !== 'never');
+    this.planRetention();
+  }
+
+  /**
+   * Serialises one batch from the chain head, appends it with one write and syncs per policy. On a partial write
+   * the complete lines count as written and the torn rest is sealed in a new file; the events that did not make it
+   * stay queued for the retry.
+   */
+  private async writeBatch(only?: { checkpointOnly: 'rotation' }): Promise<boolean> {
+    const items: BatchItem[] = [];
+    const lines: string[] = [];
+    const hashes: string[] = [];
+    let seq = this.headSeq;
+    let hash = this.headHash;
+    const push = (event: AuditEvent, timestamp: string, item: BatchItem): void => {
+      seq += 1;
+      const encoded = encodeRecord(event, timestamp, seq, hash);
+      hash = encoded.hash;
+      lines.push(encoded.line);
+      hashes.push(hash);
+      items.push(item);
+    };
+    const stamp = new Date(this.now()).toISOString();
+    const checkpointEvent = (reason: string): AuditEvent => {
+      const signature = sign(null, checkpointMessage(seq, hash), this.opts.signingKey.privateKey).toString('base64');
+      return {
+        event: { action: AuditAction.auditCheckpoint, outcome: 'success', reason: `checkpoint at ${reason}` },
+        actor: 'audit-writer',
+        audit: {
+          reason,
+          checkpoint: {
+            seq,
+            hash,
+            key_id: this.opts.signingKey.keyId,
+            public_key: this.opts.signingKey.publicKeyDer,
+            signature,
+          },
+        },
+      };
+    };
+
+    if (only) {
+      push(checkpointEvent(only.checkpointOnly), stamp, { kind: 'checkpoint' });
+    } else {
+      for (const seal of this.pendingSeals) push(sealEvent(seal), stamp, { kind: 'internal' });
+      for (const event of this.internal) push(event, stamp, { kind: 'internal' });
+      const room = Math.max(0, this.opts.batchMaxRecords - items.length);
+      const take = Math.min(room, this.queue.length);
+      for (let i = 0; i < take; i++) {
+        const q = this.queue[i] as QueuedEvent;
+        push(q.event, q.timestamp, { kind: 'event' });
+      }
+      const queueDrained = take === this.queue.length;
+      if (
+        this.checkpointDue &&
+        queueDrained &&
+        (this.checkpointDue === 'shutdown' || items.length > 0 || !this.lastWasCheckpoint)
+      ) {
+        push(checkpointEvent(this.checkpointDue), stamp, { kind: 'checkpoint' });
+      } else if (this.checkpointDue && queueDrained) {
+        this.checkpointDue = undefined;
+      }
+    }
+    if (lines.length === 0) return false;
+
+    const file = await this.ensureFile(this.headSeq + 1);
+    const buffer = Buffer.from(lines.join(''), 'utf8');
+    let written = 0;
+    let writeError: unknown;
+    try {
+      while (written < buffer.length) {
+        const { bytesWritten } = await file.handle.write(buffer, written, buffer.length - written);
+        if (bytesWritten <= 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO' });
+        written += bytesWritten;
+      }
+    } catch (error: unknown) {
+      writeError = error;
+    }
+
+    const complete = writeError === undefined ? lines.length : countCompleteLines(lines, written);
+    const startOffset = file.size;
+    file.size += written;
+    if (written > 0) file.dirty = true;
+    this.consume(
+      items.slice(0, complete),
+      complete > 0 ? { seq: this.headSeq + complete, hash: hashes[complete - 1] as string } : undefined,
+    );
+
+    if (writeError !== undefined) {
+      const completeBytes = Buffer.byteLength(lines.slice(0, complete).join(''), 'utf8');
+      if (written > completeBytes) {
+        // A torn line now ends this file: never append after it; seal it from the next file.
+        const torn = buffer.subarray(completeBytes, written);
+        this.pendingSeals.push({
+          file: file.name,
+          offset: startOffset + completeBytes,
+          length: torn.length,
+          sha256: sha256Hex(torn),
+        });
+        await this.closeFile(false);
+      }
+      throw writeError;
+    }
+    await this.syncPerPolicy(file);
+    return true;
+  }
+
+  private consume(items: BatchItem[], head: { seq: number; hash: string } | undefined): void {
+    if (!head) return;
+    this.headSeq = head.seq;
+    this.headHash = head.hash;
+    let events = 0;
+    let internal = 0;
+    for (const item of items) {
+      if (item.kind === 'event') events++;
+      else if (item.kind === 'internal') internal++;
+      else this.stat.checkpoints++;
+    }
+    // Internal records are seals first, then the internal queue, in the order they were pushed.
+    const seals = Math.min(internal, this.pendingSeals.length);
+    this.pendingSeals.splice(0, seals);
+    this.internal.splice(0, internal - seals);
+    this.queue.splice(0, events);
+    this.stat.written += items.length;
+    const last = items[items.length - 1];
+    this.lastWasCheckpoint = last?.kind === 'checkpoint';
+    if (this.lastWasCheckpoint) this.checkpointDue = undefined;
+  }
+
+  private async afterWrite(): Promise<void> {
+    if (this.stat.failing) return;
+    this.retryDelay = this.opts.retryInitialMs;
+    if (this.pendingDeletions.length > 0 && this.internal.length === 0) await this.deletePlannedFiles();
+  }
+
+  private async syncPerPolicy(file: OpenFile): Promise<void> {
+    const policy = this.opts.fsync;
+    if (policy === 'never') return;
+    // With `interval`, a later batch, rotation, close or the idle timer in syncIfDue() syncs it.
+    if (policy === 'interval' && this.now() - this.lastSyncAt < this.opts.fsyncIntervalMs && !this.closing) return;
+    await file.handle.datasync();
+    file.dirty = false;
+    this.lastSyncAt = this.now();
+  }
+
+  private async ensureFile(firstSeq: number): Promise<OpenFile> {
+    if (this.file) return this.file;
+    let generation = 0;
+    while (existsSync(join(this.opts.directory, auditFileName(firstSeq, generation)))) generation++;
+    const name = auditFileName(firstSeq, generation);
+    // 'ax': O_APPEND so every write lands at the end, O_EXCL so an existing file is never reopened for writing.
+    const handle = await open(join(this.opts.directory, name), 'ax', 0o640);
+    this.file = { name, handle, size: 0, createdAt: this.now(), dirty: false };
+    if (this.opts.fsync !== 'never') await syncDirectory(this.opts.directory);
+    return this.file;
+  }
+
+  private async closeFile(sync: boolean): Promise<void> {
+    const file = this.file;
+    if (!file) return;
+    this.file = undefined;
+    try {
+      if (sync && file.dirty) await file.handle.datasync();
+    } catch (error: unknown) {
+      this.countFailure(error);
+    } finally {
+      await file.handle.close().catch(() => undefined);
+    }
+  }
+
+  // ---- retention ------------------------------------------------------------------------------------------
+
+  /**
+   * Plans deleting the oldest whole files beyond the limits. The deletion is recorded first (file, sequence range
+   * and last hash) and the files are unlinked only once that record is on disk, so `verify` can tell a log that
+   * starts after seq 1 because of retention from one whose head was cut off.
+   */
+  private planRetention(): void {
+    const { retentionMaxFiles, retentionMaxAgeMs } = this.opts;
+    if (retentionMaxFiles === 0 && retentionMaxAgeMs === 0) return;
+    if (this.pendingDeletions.length > 0) return;
+    const files = listAuditFiles(this.opts.directory).filter((f) => f.name !== this.file?.name);
+    // The current file, or the one the next batch creates, counts too.
+    const total = files.length + 1;
+    const now = this.now();
+    let remaining = total;
+    for (const f of files) {
+      const tail = readFileTail(join(this.opts.directory, f.name), 1);
+      const last = tail.lastLines[0] !== undefined ? parseRecordLine(tail.lastLines[0]) : undefined;
+      // A file without an intact record cannot say where the chain stood; stop rather than guess.
+      if (!last || last.seq >= this.headSeq) break;
+      const tooMany = retentionMaxFiles > 0 && remaining > retentionMaxFiles;
+      const tooOld = retentionMaxAgeMs > 0 && now - Date.parse(last['@timestamp']) > retentionMaxAgeMs;
+      if (!tooMany && !tooOld) break;
+      const reason = tooMany ? 'max_files' : 'max_age';
+      const event: AuditEvent = {
+        event: {
+          action: AuditAction.auditRetentionDeleted,
+          outcome: 'success',
+          reason: `retention ${reason}: deleted ${f.name}`,
+        },
+        actor: 'audit-writer',
+        audit: { file: f.name, first_seq: f.firstSeq, last_seq: last.seq, last_hash: last.hash, reason },
+      };
+      this.pendingDeletions.push({ name: f.name, event });
+      this.internal.push(event);
+      remaining--;
+    }
+    if (this.pendingDeletions.length > 0 && !this.closing) this.schedule(0);
+  }
+
+  private async deletePlannedFiles(): Promise<void> {
+    if (this.file?.dirty) {
+      await this.file.handle.datasync();
+      this.file.dirty = false;
+    }
+    const deletions = this.pendingDeletions;
+    this.pendingDeletions = [];
+    for (const d of deletions) {
+      try {
+        await unlink(join(this.opts.directory, d.name));
+      } catch (error: unknown) {
+        this.logger.error(
+          { dir: this.opts.directory, file: d.name, code: errorCode(error) },
+          'audit log: retention could not delete a file; it stays and is retried at the next rotation',
+        );
+      }
+    }
+  }
+
+  // ---- failure --------------------------------------------------------------------------------------------
+
+  private countFailure(error: unknown): void {
+    this.stat.failures++;
+    this.outageFailures++;
+    this.stat.lastError = errorCode(error);
+  }
+
+  /**
+   * A failed write: with fail-closed the sink stops being writable (the broker refuses new security actions);
+   * with continue the broker keeps serving and events beyond the queue bound are dropped and counted. Either way
+   * the writer retries with exponential backoff and logs an alarm, and on recovery records what was lost.
+   */
+  private fail(error: unknown): void {
+    this.countFailure(error);
+    const wasFailing = this.stat.failing;
+    this.stat.failing = true;
+    const now = this.now();
+    if (!wasFailing || now - this.lastAlarmLogAt >= ALARM_LOG_EVERY_MS) {
+      this.lastAlarmLogAt = now;
+      this.logger.error(
+        {
+          dir: this.opts.directory,
+          code: this.stat.lastError,
+          on_failure: this.opts.onFailure,
+          queue_depth: this.queue.length,
+          dropped: this.stat.dropped,
+          retry_ms: this.retryDelay,
+        },
+        this.opts.onFailure === 'fail-closed'
+          ? 'ALARM audit log cannot be written: refusing new connections and security actions until it can'
+          : 'ALARM audit log cannot be written: still serving, events beyond the queue bound are dropped',
+      );
+    }
+    if (!wasFailing) this.opts.onStateChange?.(this.stats());
+    if (this.closing) return;
+    const delay = this.retryDelay;
+    this.retryDelay = Math.min(this.retryDelay * 2, this.opts.retryMaxMs);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.retry();
+    }, delay);
+  }
+
+  private async retry(): Promise<void> {
+    this.stat.failing = false;
+    await this.kick();
+    if (this.stat.failing) return;
+    this.logger.warn(
+      { dir: this.opts.directory, dropped: this.outageDropped, failures: this.outageFailures },
+      'audit log writable again',
+    );
+    this.internal.push({
+      event: {
+        action: AuditAction.auditWriteRecovered,
+        outcome: 'success',
+        reason: `audit log writable again after ${this.outageFailures} failed attempts; ${this.outageDropped} events dropped`,
+      },
+      actor: 'audit-writer',
+      audit: { dropped: this.outageDropped, failures: this.outageFailures, reason: this.stat.lastError },
+    });
+    this.outageDropped = 0;
+    this.outageFailures = 0;
+    this.opts.onStateChange?.(this.stats());
+    await this.kick();
+  }
+
+  private drop(n: number): void {
+    this.stat.dropped += n;
+    this.outageDropped += n;
+    const now = this.now();
+    if (now - this.lastAlarmLogAt >= ALARM_LOG_EVERY_MS) {
+      this.lastAlarmLogAt = now;
+      this.logger.error(
+        { dir: this.opts.directory, dropped: this.stat.dropped, queue_max: this.opts.queueMax },
+        'ALARM audit events dropped: the queue to the audit writer is full or the writer is closed',
+      );
+    }
+  }
+}
+
+function sealEvent(seal: TornRegion): AuditEvent {
+  return {
+    event: {
+      action: AuditAction.auditTornTailSealed,
+      outcome: 'success',
+      reason: `sealed ${seal.length} torn bytes at the end of ${seal.file} (crash or failed write)`,
+    },
+    actor: 'audit-writer',
+    audit: { file: seal.file, offset: seal.offset, length: seal.length, sha256: seal.sha256 },
+  };
+}
+
+function countCompleteLines(lines: readonly string[], written: number): number {
+  let bytes = 0;
+  for (let i = 0; i < lines.length; i++) {
+    bytes += Buffer.byteLength(lines[i] as string, 'utf8');
+    if (bytes > written) return i;
+  }
+  return lines.length;
+}
+
+function sha256Hex(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } catch {
+    // Some filesystems refuse fsync on a directory; the file's own sync still covers its data.
+  } finally {
+    await handle.close();
+  }
+}
+
+function errorCode(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
+    return error.code;
+  }
+  return 'UNKNOWN';
+}
