@@ -63,28 +63,17 @@ export function screenRegex(source: string, maxLength: number): RegexScreen {
     if (c === '\\') {
       const next = source[i + 1] ?? '';
       if (/[1-9]/.test(next) || next === 'k') return { ok: false, reason: 'back-references are not allowed' };
+      // The escaped character is the atom; a quantifier may follow it (`\w+`).
       i += 1;
-      continue;
-    }
-    if (c === '[') {
+    } else if (c === '[') {
       for (i += 1; i < source.length && source[i] !== ']'; i += 1) if (source[i] === '\\') i += 1;
-      const q = readQuantifier(source, i + 1);
-      if (q !== undefined) {
-        if (q.repeats) (stack[stack.length - 1] as GroupState).repeats = true;
-        if (q.unbounded) unboundedCount += 1;
-        i += q.length;
-      }
-      continue;
-    }
-    if (c === '(') {
+    } else if (c === '(') {
       stack.push({ repeats: false, alternates: false });
       continue;
-    }
-    if (c === '|') {
+    } else if (c === '|') {
       (stack[stack.length - 1] as GroupState).alternates = true;
       continue;
-    }
-    if (c === ')') {
+    } else if (c === ')') {
       const group = stack.pop() as GroupState;
       const parent = stack[stack.length - 1] as GroupState;
       const q = readQuantifier(source, i + 1);

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { cidrContains, formatCidr, networkOf, normalizeIp, parseCidr, parseIp } from '../../../src/guard/ip.js';
+import { formatDuration, parseDuration } from '../../../src/guard/duration.js';
+
+describe('ip addresses', () => {
+  it.each([
+    ['192.0.2.1', '192.0.2.1'],
+    ['::ffff:192.0.2.1', '192.0.2.1'],
+    ['::FFFF:c000:0201', '192.0.2.1'],
+    ['2001:DB8:0:0:0:0:0:1', '2001:db8::1'],
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+    ['fe80::1%eth0', 'fe80::1'],
+    ['::', '::'],
+    ['::1', '::1'],
+    ['1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8'],
+  ])('normalises %s to %s', (input, expected) => {
+    expect(normalizeIp(input)).toBe(expected);
+  });
+
+  it.each(['', 'localhost', '999.1.1.1', '1:2:3:4:5:6:7:8:9', '192.0.2.1/24'])('refuses %j as an address', (input) => {
+    expect(normalizeIp(input)).toBeUndefined();
+  });
+
+  it('clears host bits of a CIDR and folds IPv4-mapped networks into IPv4', () => {
+    expect(formatCidr(parseCidr('10.1.2.3/8') ?? expect.fail('no cidr'))).toBe('10.0.0.0/8');
+    expect(formatCidr(parseCidr('2001:db8:abcd:1234::9/48') ?? expect.fail('no cidr'))).toBe('2001:db8:abcd::/48');
+    expect(formatCidr(parseCidr('::ffff:10.0.0.0/104') ?? expect.fail('no cidr'))).toBe('10.0.0.0/8');
+    expect(parseCidr('10.0.0.0/33')).toBeUndefined();
+    expect(parseCidr('2001:db8::/129')).toBeUndefined();
+  });
+
+  it('contains addresses of its own family only', () => {
+    const v6 = parseCidr('2001:db8::/32') ?? expect.fail('no cidr');
+    expect(cidrContains(v6, parseIp('2001:db8:ffff::1') ?? expect.fail('no ip'))).toBe(true);
+    expect(cidrContains(v6, parseIp('2001:db9::1') ?? expect.fail('no ip'))).toBe(false);
+    expect(cidrContains(v6, parseIp('32.1.13.184') ?? expect.fail('no ip'))).toBe(false);
+    const all4 = parseCidr('0.0.0.0/0') ?? expect.fail('no cidr');
+    expect(cidrContains(all4, parseIp('::ffff:203.0.113.9') ?? expect.fail('no ip'))).toBe(true);
+  });
+
+  it('names the /24 and /64 network of an address', () => {
+    expect(networkOf(parseIp('203.0.113.77') ?? expect.fail('no ip'), 24, 64)).toBe('203.0.113.0/24');
+    expect(networkOf(parseIp('2001:db8:1:2:3:4:5:6') ?? expect.fail('no ip'), 24, 64)).toBe('2001:db8:1:2::/64');
+  });
+});
+
+describe('durations', () => {
+  it.each([
+    ['250ms', 250],
+    ['90s', 90_000],
+    ['5m', 300_000],
+    ['1h30m', 5_400_000],
+    ['7d', 604_800_000],
+    ['2w', 1_209_600_000],
+  ])('parses %s', (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+    expect(parseDuration(formatDuration(ms))).toBe(ms);
+  });
+
+  it.each(['', '300', '5 minutes', 'm5', '5m x', '-5m'])('refuses %j, including a bare number', (text) => {
+    expect(parseDuration(text)).toBeUndefined();
+  });
+});
