@@ -107,6 +107,16 @@ export class Connection implements SessionLink {
   private onData(chunk: Buffer): void {
     this.lastReceived = Date.now();
     this.broker.stats.bytesReceived += chunk.length;
+    if (
+      this.state === 'awaiting-connect' &&
+      this.framer.bufferedBytes === 0 &&
+      chunk.length > 0 &&
+      chunk[0]! >> 4 !== 1
+    ) {
+      // [MQTT-3.1.0-1] decided on the first byte: no need to buffer what claims to be a long packet.
+      this.rejectFirstPacket();
+      return;
+    }
     const result = this.framer.push(chunk);
     if (result.kind === 'tooLarge') {
       this.protocolViolation(
@@ -127,11 +137,8 @@ export class Connection implements SessionLink {
 
   /** [MQTT-3.1.0-1] the first packet must be CONNECT; an unknown protocol level gets CONNACK 0x84 / rc 1. */
   private checkFirstPacket(frames: Buffer): boolean {
-    const type = frames[0]! >> 4;
-    if (type !== 1) {
-      this.closeReason = 'first packet is not CONNECT';
-      this.broker.log.info({ peer: this.peerLabel }, 'closing connection: first packet is not CONNECT');
-      this.destroy();
+    if (frames[0]! >> 4 !== 1) {
+      this.rejectFirstPacket();
       return false;
     }
     // Fixed header (1 byte + 1..4 length bytes), then protocol name length (2) + name, then the level.
@@ -159,6 +166,12 @@ export class Connection implements SessionLink {
       }
     }
     return true;
+  }
+
+  private rejectFirstPacket(): void {
+    this.closeReason = 'first packet is not CONNECT';
+    this.broker.log.info({ peer: this.peerLabel }, 'closing connection: first packet is not CONNECT');
+    this.destroy();
   }
 
   private onPacket(packet: Packet): void {

@@ -18,7 +18,9 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): P
 
   const problem = checkTopicName(topic, limits.max_topic_length);
   if (problem) {
-    connection.protocolViolation('topicNameInvalid', `invalid topic name (${problem})`);
+    // [MQTT-1.5.4-1] ill-formed UTF-8 (decoded as U+FFFD) and [MQTT-1.5.4-2] U+0000 make the packet malformed.
+    const malformed = problem === 'replacementCharacter' || problem === 'nullCharacter';
+    connection.protocolViolation(malformed ? 'malformedPacket' : 'topicNameInvalid', `invalid topic name (${problem})`);
     return;
   }
   if (qos > limits.max_qos) {

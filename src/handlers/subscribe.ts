@@ -23,6 +23,11 @@ interface FilterCheck {
 export function handleSubscribe(connection: Connection, packet: ISubscribePacket): Promise<void> | void {
   const broker = connection.broker;
   const limits = broker.limits;
+  if (packet.subscriptions.length === 0) {
+    // [MQTT-3.8.3-2] a SUBSCRIBE must carry at least one topic filter.
+    connection.protocolViolation('protocolError', 'SUBSCRIBE without a topic filter');
+    return;
+  }
   const subscriptionId = packet.properties?.subscriptionIdentifier;
   if (subscriptionId !== undefined && (Array.isArray(subscriptionId) || subscriptionId === 0)) {
     // [MQTT-3.8.2-?] a Subscription Identifier of 0 is a protocol error.

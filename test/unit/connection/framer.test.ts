@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { Framer } from '../../../src/connection/framer.js';
+
+const publish = (payloadLength: number): Buffer => {
+  const body = Buffer.alloc(3 + payloadLength, 0x61);
+  body.writeUInt16BE(1, 0);
+  const length: number[] = [];
+  let n = body.length;
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    length.push(byte);
+  } while (n > 0);
+  return Buffer.concat([Buffer.from([0x30, ...length]), body]);
+};
+
+describe('framer', () => {
+  it('returns whole frames and keeps a partial tail for the next chunk', () => {
+    const framer = new Framer(1024);
+    const a = publish(10);
+    const b = publish(200);
+    const both = Buffer.concat([a, b]);
+    const first = framer.push(both.subarray(0, a.length + 5));
+    expect(first).toEqual({ kind: 'frames', frames: a });
+    expect(framer.bufferedBytes).toBe(5);
+    const second = framer.push(both.subarray(a.length + 5));
+    expect(second.kind === 'frames' && second.frames?.equals(b)).toBe(true);
+    expect(framer.bufferedBytes).toBe(0);
+  });
+
+  it('refuses a packet over the maximum from its header alone, before the body arrives', () => {
+    const framer = new Framer(100);
+    const big = publish(500);
+    expect(framer.push(big.subarray(0, 4))).toEqual({ kind: 'tooLarge', size: big.length });
+  });
+
+  it('refuses a remaining length longer than four bytes', () => {
+    const framer = new Framer(1 << 28);
+    expect(framer.push(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])).kind).toBe('malformed');
+  });
+
+  it('waits for more bytes when the length itself is split', () => {
+    const framer = new Framer(1 << 20);
+    const frame = publish(300);
+    expect(framer.push(frame.subarray(0, 2))).toEqual({ kind: 'frames', frames: undefined });
+    const rest = framer.push(frame.subarray(2));
+    expect(rest.kind === 'frames' && rest.frames?.length).toBe(frame.length);
+  });
+});
