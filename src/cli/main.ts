@@ -1,29 +1,35 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { registerAuditCommand } from '../../audit/cli.js';
-import { registerPasswdCommand } from '../../authn/password-file/cli.js';
-import { registerPolicyCommand } from '../../authz/cli.js';
-import { registerCertsCommand } from '../../certs/cli.js';
-import { registerBanCommand } from '../guard/cli.js';
 import { BROKER_VERSION } from '../version.js';
-import { registerStartCommand } from './start.js';
 
-export function buildProgram(): Command {
+type Registrar = (program: Command) => void;
+
+/**
+ * Each command's module is loaded only when that command runs: `bulwark passwd` should not pay for loading the
+ * LDAP, SQL and certificate libraries the broker needs.
+ */
+const commands: Record<string, () => Promise<Registrar>> = {
+  start: async () => (await import('./start.js')).registerStartCommand,
+  passwd: async () => (await import('../../authn/password-file/cli.js')).registerPasswdCommand,
+  policy: async () => (await import('../../authz/cli.js')).registerPolicyCommand,
+  audit: async () => (await import('../../audit/cli.js')).registerAuditCommand,
+  ban: async () => (await import('../guard/cli.js')).registerBanCommand,
+  certs: async () => (await import('../../certs/cli.js')).registerCertsCommand,
+};
+
+export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command('bulwark')
     .description('Bulwark: a security-first MQTT broker')
     .version(BROKER_VERSION)
     .showHelpAfterError();
-  registerStartCommand(program);
-  registerPasswdCommand(program);
-  registerPolicyCommand(program);
-  registerAuditCommand(program);
-  registerBanCommand(program);
-  registerCertsCommand(program);
+  const requested = argv.slice(2).find((a) => !a.startsWith('-'));
+  const load = requested !== undefined && requested in commands ? [requested] : Object.keys(commands);
+  for (const name of load) (await commands[name]!())(program);
   return program;
 }
 
-buildProgram()
-  .parseAsync(process.argv)
+buildProgram(process.argv)
+  .then((program) => program.parseAsync(process.argv))
   .catch((error: unknown) => {
     console.error(error instanceof Error ? error.message : String(error));
     process.exit(1);
