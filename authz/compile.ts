@@ -1,0 +1,371 @@
+import { BlockList } from 'node:net';
+import type { Identity } from '../authn/types.js';
+import { DEFAULT_DENY_RULE, SUPERUSER_RULE, type Effect, type RuleSpec, type TextSet } from './model.js';
+import { parseCidr } from './parse.js';
+import {
+  coversFilter,
+  LEVEL_LITERAL,
+  matchesName,
+  overlapsFilter,
+  parseTopicPattern,
+  type TopicPattern,
+} from './topic.js';
+import type { AccessAction, AccessRequest, AuthzDecision, AuthzOutcome, RuleRef } from './types.js';
+
+/**
+ * One object that is both a source outcome and the broker's decision, allocated once per rule at compile time so
+ * the per-message path returns it without allocating.
+ */
+export interface Verdict {
+  readonly kind: Effect;
+  readonly allowed: boolean;
+  readonly rule: RuleRef;
+  readonly reason: string;
+}
+
+export const NOMATCH: AuthzOutcome = Object.freeze({ kind: 'nomatch' });
+
+export interface TextMatcher {
+  exact: ReadonlySet<string>;
+  prefixes: readonly string[];
+}
+
+export interface CompiledSubjects {
+  all: boolean;
+  users?: TextMatcher;
+  clients?: TextMatcher;
+  groups?: TextMatcher;
+  authenticators?: TextMatcher;
+  listeners?: TextMatcher;
+  addresses?: BlockList;
+  attributes?: ReadonlyArray<readonly [string, TextMatcher]>;
+  superuser?: boolean;
+  anonymous?: boolean;
+}
+
+export interface CompiledRule {
+  readonly index: number;
+  readonly spec: RuleSpec;
+  readonly effect: Effect;
+  /** Bit 0 publish, 1 subscribe, 2 receive. */
+  readonly actionMask: number;
+  readonly subjects: CompiledSubjects;
+  readonly patterns: readonly TopicPattern[];
+  /** Bit n set when QoS n is allowed by the rule's condition. */
+  readonly qosMask: number;
+  readonly retain: boolean | undefined;
+  readonly shared: boolean | undefined;
+  readonly ref: RuleRef;
+  readonly verdict: Verdict;
+}
+
+export function actionBit(action: AccessAction): number {
+  return action === 'publish' ? 1 : action === 'subscribe' ? 2 : 4;
+}
+
+function textMatcher(set: TextSet | undefined): TextMatcher | undefined {
+  return set ? { exact: new Set(set.exact), prefixes: set.prefixes } : undefined;
+}
+
+export function matchText(m: TextMatcher, value: string | undefined): boolean {
+  if (value === undefined) return false;
+  if (m.exact.has(value)) return true;
+  const p = m.prefixes;
+  for (let i = 0; i < p.length; i++) if (value.startsWith(p[i] as string)) return true;
+  return false;
+}
+
+export function addressIn(list: BlockList, address: string): boolean {
+  try {
+    return list.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
+  } catch {
+    return false;
+  }
+}
+
+function compileSubjects(rule: RuleSpec): CompiledSubjects {
+  const s = rule.subjects;
+  if (s.all) return { all: true };
+  let addresses: BlockList | undefined;
+  if (s.addresses) {
+    addresses = new BlockList();
+    for (const a of s.addresses) {
+      const c = parseCidr(a);
+      if (c) addresses.addSubnet(c.address, c.prefix, c.type);
+    }
+  }
+  return {
+    all: false,
+    users: textMatcher(s.users),
+    clients: textMatcher(s.clients),
+    groups: textMatcher(s.groups),
+    authenticators: textMatcher(s.authenticators),
+    listeners: textMatcher(s.listeners),
+    addresses,
+    attributes: s.attributes
+      ? Object.entries(s.attributes).map(([k, v]) => [k, textMatcher(v) as TextMatcher] as const)
+      : undefined,
+    superuser: s.superuser,
+    anonymous: s.anonymous,
+  };
+}
+
+function anyGroup(m: TextMatcher, identity: Identity): boolean {
+  const groups = identity.groups;
+  for (let i = 0; i < groups.length; i++) if (matchText(m, groups[i])) return true;
+  return false;
+}
+
+/** Why the subjects do not match, or undefined when they do. Used by explain; allocation is fine there. */
+export function subjectMismatch(s: CompiledSubjects, req: AccessRequest): string | undefined {
+  if (s.all) return undefined;
+  const id = req.identity;
+  if (s.superuser !== undefined && id.superuser !== s.superuser) return `superuser is ${id.superuser}`;
+  if (s.anonymous !== undefined && id.anonymous !== s.anonymous) return `anonymous is ${id.anonymous}`;
+  if (s.users && !matchText(s.users, id.username)) return `username ${JSON.stringify(id.username ?? null)} not listed`;
+  if (s.clients && !matchText(s.clients, id.clientId)) return `client id "${id.clientId}" not listed`;
+  if (s.groups && !anyGroup(s.groups, id)) return `none of the groups [${id.groups.join(', ')}] listed`;
+  if (s.authenticators && !matchText(s.authenticators, id.authenticator)) {
+    return `authenticator "${id.authenticator}" not listed`;
+  }
+  if (s.listeners && !matchText(s.listeners, req.listener)) return `listener "${req.listener}" not listed`;
+  if (s.addresses && !addressIn(s.addresses, req.peerAddress)) return `address ${req.peerAddress} not in the blocks`;
+  if (s.attributes) {
+    for (const [name, m] of s.attributes) {
+      if (!matchText(m, id.attributes[name]))
+        return `attribute ${name} is ${JSON.stringify(id.attributes[name] ?? null)}`;
+    }
+  }
+  return undefined;
+}
+
+function subjectMatches(s: CompiledSubjects, req: AccessRequest): boolean {
+  if (s.all) return true;
+  const id = req.identity;
+  if (s.superuser !== undefined && id.superuser !== s.superuser) return false;
+  if (s.anonymous !== undefined && id.anonymous !== s.anonymous) return false;
+  if (s.users !== undefined && !matchText(s.users, id.username)) return false;
+  if (s.clients !== undefined && !matchText(s.clients, id.clientId)) return false;
+  if (s.groups !== undefined && !anyGroup(s.groups, id)) return false;
+  if (s.authenticators !== undefined && !matchText(s.authenticators, id.authenticator)) return false;
+  if (s.listeners !== undefined && !matchText(s.listeners, req.listener)) return false;
+  if (s.addresses !== undefined && !addressIn(s.addresses, req.peerAddress)) return false;
+  if (s.attributes !== undefined) {
+    const attrs = s.attributes;
+    for (let i = 0; i < attrs.length; i++) {
+      const [name, m] = attrs[i] as readonly [string, TextMatcher];
+      if (!matchText(m, id.attributes[name])) return false;
+    }
+  }
+  return true;
+}
+
+/** Why the `when` conditions do not hold, or undefined when they do. */
+export function conditionMismatch(rule: CompiledRule, req: AccessRequest): string | undefined {
+  if ((rule.qosMask & (1 << req.qos)) === 0) return `qos ${req.qos} not in [${rule.spec.conditions.qos?.join(', ')}]`;
+  if (rule.retain !== undefined && rule.retain !== req.retain) return `retain is ${req.retain}`;
+  if (rule.shared !== undefined && rule.shared !== (req.sharedGroup !== undefined)) {
+    return req.sharedGroup === undefined ? 'not a shared subscription' : 'a shared subscription';
+  }
+  return undefined;
+}
+
+/** The topic test a rule applies: names for publish/receive; cover (allow) or overlap (deny) for subscribe. */
+export function topicMatches(
+  rule: CompiledRule,
+  req: AccessRequest,
+  levels: readonly string[],
+): TopicPattern | undefined {
+  const ps = rule.patterns;
+  const id = req.identity;
+  for (let i = 0; i < ps.length; i++) {
+    const p = ps[i] as TopicPattern;
+    const hit =
+      req.action !== 'subscribe'
+        ? matchesName(p, levels, id)
+        : rule.effect === 'allow'
+          ? coversFilter(p, levels, id)
+          : overlapsFilter(p, levels, id);
+    if (hit) return p;
+  }
+  return undefined;
+}
+
+export function ruleLocation(rule: RuleSpec): string {
+  return `${rule.position.file}:${rule.position.line}`;
+}
+
+export function compileRule(spec: RuleSpec, index: number, sourceId: string): CompiledRule {
+  let actionMask = 0;
+  for (const a of spec.actions) actionMask |= actionBit(a);
+  let qosMask = 7;
+  if (spec.conditions.qos) {
+    qosMask = 0;
+    for (const q of spec.conditions.qos) qosMask |= 1 << q;
+  }
+  const location = ruleLocation(spec);
+  const ref: RuleRef = Object.freeze({ source: sourceId, name: spec.name, location });
+  const verdict: Verdict = Object.freeze({
+    kind: spec.effect,
+    allowed: spec.effect === 'allow',
+    rule: ref,
+    reason: `${spec.effect === 'allow' ? 'allowed' : 'denied'} by rule "${spec.name}" (${location})`,
+  });
+  const patterns = spec.topics.map((t) => {
+    const parsed = parseTopicPattern(t);
+    if (!parsed.ok) throw new Error(`uncompilable topic reached the compiler: ${t}`);
+    return parsed.pattern;
+  });
+  return {
+    index,
+    spec,
+    effect: spec.effect,
+    actionMask,
+    subjects: compileSubjects(spec),
+    patterns,
+    qosMask,
+    retain: spec.conditions.retain,
+    shared: spec.conditions.shared,
+    ref,
+    verdict,
+  };
+}
+
+interface Bucket {
+  byFirst: Map<string, number[]>;
+  /** Rules with a pattern whose first level is a wildcard or placeholder. */
+  other: number[];
+  /** Every rule for the action, for subscriptions whose own first level is a wildcard. */
+  all: number[];
+}
+
+const EMPTY: readonly number[] = [];
+
+function emptyBucket(): Bucket {
+  return { byFirst: new Map(), other: [], all: [] };
+}
+
+function addToBucket(bucket: Bucket, rule: CompiledRule): void {
+  bucket.all.push(rule.index);
+  const pushOnce = (list: number[]): void => {
+    if (list[list.length - 1] !== rule.index) list.push(rule.index);
+  };
+  for (const p of rule.patterns) {
+    if (p.kinds[0] === LEVEL_LITERAL) {
+      const first = p.values[0] as string;
+      let list = bucket.byFirst.get(first);
+      if (!list) {
+        list = [];
+        bucket.byFirst.set(first, list);
+      }
+      pushOnce(list);
+    } else pushOnce(bucket.other);
+  }
+}
+
+export interface CompileOptions {
+  sourceId: string;
+  superusers: boolean;
+  hash?: string;
+  files?: readonly string[];
+}
+
+/**
+ * A policy compiled for the per-message path: rules indexed by action, effect and literal first level, so a
+ * check touches only rules that can match, and returns preallocated verdicts.
+ *
+ * Evaluation order (docs/policy.md): superuser bypass if the policy enables it; then any matching deny wins (the
+ * first one in file order is reported); otherwise the first matching allow; otherwise no match (default deny).
+ */
+export class CompiledPolicy {
+  readonly rules: readonly CompiledRule[];
+  readonly superusers: boolean;
+  readonly hash: string;
+  readonly files: readonly string[];
+  readonly sourceId: string;
+  readonly superuserVerdict: Verdict;
+  readonly #deny: Bucket[] = [emptyBucket(), emptyBucket(), emptyBucket()];
+  readonly #allow: Bucket[] = [emptyBucket(), emptyBucket(), emptyBucket()];
+
+  constructor(specs: readonly RuleSpec[], opts: CompileOptions) {
+    this.sourceId = opts.sourceId;
+    this.superusers = opts.superusers;
+    this.hash = opts.hash ?? '';
+    this.files = opts.files ?? [];
+    this.rules = specs.map((s, i) => compileRule(s, i, opts.sourceId));
+    this.superuserVerdict = Object.freeze({
+      kind: 'allow',
+      allowed: true,
+      rule: Object.freeze({ source: opts.sourceId, name: SUPERUSER_RULE }),
+      reason: 'superuser (the policy enables superusers)',
+    });
+    for (const rule of this.rules) {
+      const buckets = rule.effect === 'deny' ? this.#deny : this.#allow;
+      for (let a = 0; a < 3; a++) if (rule.actionMask & (1 << a)) addToBucket(buckets[a] as Bucket, rule);
+    }
+  }
+
+  static empty(sourceId: string): CompiledPolicy {
+    return new CompiledPolicy([], { sourceId, superusers: false, hash: 'empty' });
+  }
+
+  /** The deciding verdict, or undefined when no rule matches. Synchronous; allocates only the topic's levels. */
+  decide(req: AccessRequest): Verdict | undefined {
+    if (this.superusers && req.identity.superuser) return this.superuserVerdict;
+    if (this.rules.length === 0) return undefined;
+    const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
+    const levels = req.topic.split('/');
+    const denied = this.#first(this.#deny[a] as Bucket, req, levels);
+    if (denied) return denied.verdict;
+    const allowed = this.#first(this.#allow[a] as Bucket, req, levels);
+    return allowed?.verdict;
+  }
+
+  authorize(req: AccessRequest): AuthzOutcome {
+    return this.decide(req) ?? NOMATCH;
+  }
+
+  #first(bucket: Bucket, req: AccessRequest, levels: readonly string[]): CompiledRule | undefined {
+    const first = levels[0] as string;
+    let xs: readonly number[];
+    let ys: readonly number[];
+    if (req.action === 'subscribe' && (first === '+' || first === '#')) {
+      xs = bucket.all;
+      ys = EMPTY;
+    } else {
+      xs = bucket.byFirst.get(first) ?? EMPTY;
+      ys = bucket.other;
+    }
+    // Merge the two ascending index lists so rules are tried in file order.
+    let i = 0;
+    let j = 0;
+    let last = -1;
+    while (i < xs.length || j < ys.length) {
+      const x = i < xs.length ? (xs[i] as number) : Infinity;
+      const y = j < ys.length ? (ys[j] as number) : Infinity;
+      let idx: number;
+      if (x <= y) {
+        idx = x;
+        i++;
+        if (x === y) j++;
+      } else {
+        idx = y;
+        j++;
+      }
+      if (idx === last) continue;
+      last = idx;
+      const rule = this.rules[idx] as CompiledRule;
+      if (!subjectMatches(rule.subjects, req)) continue;
+      if ((rule.qosMask & (1 << req.qos)) === 0) continue;
+      if (rule.retain !== undefined && rule.retain !== req.retain) continue;
+      if (rule.shared !== undefined && rule.shared !== (req.sharedGroup !== undefined)) continue;
+      if (topicMatches(rule, req, levels)) return rule;
+    }
+    return undefined;
+  }
+}
+
+export { DEFAULT_DENY_RULE };
+
+/** What the chain answers when nothing matched anywhere. */
+export const DEFAULT_DENY: AuthzDecision = Object.freeze({ allowed: false, reason: 'no rule matched (default deny)' });

@@ -1,0 +1,113 @@
+import type { Diagnostic, RuleSpec, SubjectSpec, TextSet } from './model.js';
+import { parseTopicPattern, patternCovers, type TopicPattern } from './topic.js';
+
+function textCovers(a: TextSet | undefined, b: TextSet | undefined): boolean {
+  if (a === undefined) return true;
+  if (b === undefined) return false;
+  const covered = (v: string, isPrefix: boolean): boolean =>
+    (!isPrefix && a.exact.includes(v)) || a.prefixes.some((p) => v.startsWith(p));
+  return b.exact.every((v) => covered(v, false)) && b.prefixes.every((v) => covered(v, true));
+}
+
+/** True when every identity `b` selects is also selected by `a` (conservative: false when unsure). */
+function subjectsCover(a: SubjectSpec, b: SubjectSpec): boolean {
+  if (a.all) return true;
+  if (b.all) return false;
+  if (a.superuser !== undefined && a.superuser !== b.superuser) return false;
+  if (a.anonymous !== undefined && a.anonymous !== b.anonymous) return false;
+  if (a.addresses !== undefined && !(b.addresses ?? []).every((x) => a.addresses?.includes(x))) return false;
+  if (a.addresses !== undefined && b.addresses === undefined) return false;
+  for (const key of ['users', 'clients', 'groups', 'authenticators', 'listeners'] as const) {
+    if (!textCovers(a[key], b[key])) return false;
+  }
+  for (const [name, set] of Object.entries(a.attributes ?? {})) {
+    if (!textCovers(set, b.attributes?.[name])) return false;
+  }
+  return true;
+}
+
+function conditionsCover(a: RuleSpec, b: RuleSpec): boolean {
+  const ac = a.conditions;
+  const bc = b.conditions;
+  if (ac.qos && !(bc.qos ?? [0, 1, 2]).every((q) => ac.qos?.includes(q))) return false;
+  if (ac.retain !== undefined && ac.retain !== bc.retain) return false;
+  if (ac.shared !== undefined && ac.shared !== bc.shared) return false;
+  return true;
+}
+
+function patterns(rule: RuleSpec): TopicPattern[] {
+  return rule.topics.flatMap((t) => {
+    const p = parseTopicPattern(t);
+    return p.ok ? [p.pattern] : [];
+  });
+}
+
+/** True when rule `a` matches every request rule `b` matches (for every identity). */
+function ruleCovers(a: RuleSpec, b: RuleSpec, pa: TopicPattern[], pb: TopicPattern[]): boolean {
+  if (!b.actions.every((x) => a.actions.includes(x))) return false;
+  if (!subjectsCover(a.subjects, b.subjects) || !conditionsCover(a, b)) return false;
+  return pb.every((tb) => pa.some((ta) => patternCovers(ta, tb)));
+}
+
+function where(rule: RuleSpec): string {
+  return `${rule.position.file}:${rule.position.line}`;
+}
+
+/**
+ * Review warnings for `policy check`: rules that can never decide because another rule matches everything they
+ * match, `#` grants to anonymous or all clients, deny rules that placeholders can defeat, and conditions that
+ * cannot apply to the rule's actions.
+ */
+export function lintRules(rules: readonly RuleSpec[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const warn = (rule: RuleSpec, message: string, hint?: string, position = rule.position): void => {
+    out.push({ severity: 'warning', code: 'POLICY_WARNING', message, position, hint });
+  };
+  const compiled = rules.map(patterns);
+  rules.forEach((b, j) => {
+    const pb = compiled[j] as TopicPattern[];
+    for (let i = 0; i < rules.length; i++) {
+      if (i === j) continue;
+      const a = rules[i] as RuleSpec;
+      const pa = compiled[i] as TopicPattern[];
+      if (a.effect === 'deny' && b.effect === 'allow' && ruleCovers(a, b, pa, pb)) {
+        warn(b, `rule "${b.name}" can never allow: deny rule "${a.name}" (${where(a)}) matches everything it does`);
+        return;
+      }
+      if (i < j && a.effect === b.effect && ruleCovers(a, b, pa, pb)) {
+        warn(b, `rule "${b.name}" never decides: earlier rule "${a.name}" (${where(a)}) matches everything it does`);
+        return;
+      }
+    }
+  });
+  for (const rule of rules) {
+    const broad = rule.subjects.all ? 'all clients' : rule.subjects.anonymous === true ? 'anonymous clients' : '';
+    if (rule.effect === 'allow' && broad) {
+      rule.topics.forEach((t, k) => {
+        if (t === '#' || t === '+/#') {
+          warn(
+            rule,
+            `rule "${rule.name}" grants "${t}" to ${broad}`,
+            'narrow the subjects or topics unless this is intended',
+            rule.topicPositions[k],
+          );
+        }
+      });
+    }
+    if (rule.effect === 'deny' && rule.topics.some((t) => t.includes('${'))) {
+      warn(
+        rule,
+        `deny rule "${rule.name}" uses a placeholder: it does not apply to identities whose value is empty or contains + # /`,
+        'write deny rules with literal topics where possible',
+      );
+    }
+    const c = rule.conditions;
+    if (c.shared !== undefined && !rule.actions.includes('subscribe') && !rule.actions.includes('receive')) {
+      warn(rule, `rule "${rule.name}": "shared" only applies to subscribe and receive`);
+    }
+    if (c.retain === true && rule.actions.length === 1 && rule.actions[0] === 'subscribe') {
+      warn(rule, `rule "${rule.name}": "retain: true" never holds for subscribe requests, so the rule never matches`);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,289 @@
+import { LRUCache } from 'lru-cache';
+import type { Secret } from '../../authn/secret.js';
+import { BulwarkError } from '../../src/errors.js';
+import type { Logger } from '../../src/log.js';
+import { CompiledPolicy } from '../compile.js';
+import { ACTIONS, type RuleSpec } from '../model.js';
+import { parseTopicPattern } from '../topic.js';
+import type { AccessAction, AccessRequest, AuthzOutcome, AuthzSource } from '../types.js';
+
+export type SqlDialect = 'postgres' | 'mysql';
+export type QueryParameter = 'username' | 'clientid' | 'peerhost';
+
+/** Runs one parameterised query. Implemented over pg and mysql2 pools below. */
+export interface SqlExecutor {
+  query(text: string, values: ReadonlyArray<string | null>): Promise<ReadonlyArray<Record<string, unknown>>>;
+  close(): Promise<void>;
+}
+
+export interface SqlConnectionOptions {
+  host: string;
+  port: number;
+  user: string;
+  password?: Secret;
+  database: string;
+  /** Connect with TLS. `ca` is PEM text; `rejectUnauthorized` defaults to true. */
+  tls?: { ca?: string; servername?: string; rejectUnauthorized?: boolean };
+  poolSize?: number;
+}
+
+export interface SqlAclSourceOptions {
+  id: string;
+  dialect: SqlDialect;
+  /** SQL with `${username}`, `${clientid}`, `${peerhost}` placeholders, each sent as a query parameter. */
+  query: string;
+  connection?: SqlConnectionOptions;
+  /** Replaces the pool built from `connection` (embedding, tests). */
+  executor?: SqlExecutor;
+  cacheTtlMs: number;
+  cacheMaxEntries: number;
+  /** Passed to the driver as the statement timeout; the chain enforces its own deadline too. */
+  queryTimeoutMs: number;
+  now?: () => number;
+  logger?: Logger;
+}
+
+const PARAM = /\$\{([a-z]+)\}/g;
+
+/**
+ * Rewrites `${name}` placeholders into the dialect's positional parameters (`$1` for PostgreSQL, `?` for MySQL).
+ * Values never enter the SQL text. A placeholder inside quotes would be sent as literal text, so it is refused.
+ */
+export function compileQuery(
+  query: string,
+  dialect: SqlDialect,
+): { ok: true; text: string; params: QueryParameter[] } | { ok: false; message: string } {
+  const params: QueryParameter[] = [];
+  let error: string | undefined;
+  const text = query.replace(PARAM, (whole, name: string, offset: number) => {
+    if (name !== 'username' && name !== 'clientid' && name !== 'peerhost') {
+      error ??= `unknown placeholder ${whole}; use \${username}, \${clientid} or \${peerhost}`;
+      return whole;
+    }
+    const before = query[offset - 1];
+    const after = query[offset + whole.length];
+    if (before === "'" || before === '"' || after === "'" || after === '"') {
+      error ??= `do not quote ${whole}: it is sent as a query parameter`;
+      return whole;
+    }
+    params.push(name);
+    return dialect === 'postgres' ? `$${params.length}` : '?';
+  });
+  if (error) return { ok: false, message: error };
+  if (params.length === 0) {
+    return { ok: false, message: 'the query uses no placeholder, so every client would get the same rows' };
+  }
+  return { ok: true, text, params };
+}
+
+function column(row: Record<string, unknown>, name: string): unknown {
+  if (name in row) return row[name];
+  for (const k of Object.keys(row)) if (k.toLowerCase() === name) return row[k];
+  return undefined;
+}
+
+function parseActions(v: unknown): AccessAction[] | undefined {
+  if (typeof v !== 'string') return undefined;
+  const s = v.trim().toLowerCase();
+  if (s === 'all') return [...ACTIONS];
+  if (s === 'pubsub') return ['publish', 'subscribe', 'receive'];
+  const out: AccessAction[] = [];
+  for (const part of s.split(',')) {
+    const a = ACTIONS.find((x) => x === part.trim());
+    if (!a) return undefined;
+    if (!out.includes(a)) out.push(a);
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+function parseQos(v: unknown): (0 | 1 | 2)[] | undefined | false {
+  if (v === null || v === undefined || v === '') return undefined;
+  const parts = typeof v === 'number' ? [v] : typeof v === 'string' ? v.split(',').map((x) => Number(x.trim())) : [];
+  if (parts.length === 0) return false;
+  const out: (0 | 1 | 2)[] = [];
+  for (const p of parts) {
+    if (p !== 0 && p !== 1 && p !== 2) return false;
+    out.push(p);
+  }
+  return out;
+}
+
+function parseRetain(v: unknown): boolean | undefined | 'bad' {
+  if (v === null || v === undefined) return undefined;
+  if (v === true || v === 1 || v === '1' || v === 't' || v === 'true') return true;
+  if (v === false || v === 0 || v === '0' || v === 'f' || v === 'false') return false;
+  return 'bad';
+}
+
+/**
+ * Turns ACL rows (permission, action, topic, optional qos and retain) into rules. A row that does not parse makes
+ * the whole lookup fail, so a damaged table denies rather than silently dropping a deny row.
+ */
+export function rowsToRules(rows: ReadonlyArray<Record<string, unknown>>, sourceId: string): RuleSpec[] {
+  return rows.map((row, i) => {
+    const where = `${sourceId} row ${i + 1}`;
+    const permission = String(column(row, 'permission') ?? '').toLowerCase();
+    if (permission !== 'allow' && permission !== 'deny') {
+      throw new BulwarkError('BULWARK_ERR_POLICY_INVALID', `${where}: permission must be allow or deny`);
+    }
+    const actions = parseActions(column(row, 'action'));
+    if (!actions) {
+      throw new BulwarkError(
+        'BULWARK_ERR_POLICY_INVALID',
+        `${where}: action must be publish, subscribe, receive or all`,
+      );
+    }
+    const topic = column(row, 'topic');
+    if (typeof topic !== 'string' || !parseTopicPattern(topic).ok) {
+      throw new BulwarkError('BULWARK_ERR_POLICY_INVALID', `${where}: topic is not a valid topic filter`);
+    }
+    const qos = parseQos(column(row, 'qos'));
+    if (qos === false) throw new BulwarkError('BULWARK_ERR_POLICY_INVALID', `${where}: qos must be 0, 1, 2 or a list`);
+    const retain = parseRetain(column(row, 'retain'));
+    if (retain === 'bad') throw new BulwarkError('BULWARK_ERR_POLICY_INVALID', `${where}: retain must be boolean`);
+    const position = { file: sourceId, line: i + 1, column: 0 };
+    return {
+      name: `row-${i + 1}`,
+      effect: permission,
+      actions,
+      subjects: { all: true },
+      topics: [topic],
+      topicPositions: [position],
+      conditions: { qos, retain },
+      position,
+    };
+  });
+}
+
+interface Entry {
+  at: number;
+  policy: CompiledPolicy;
+}
+
+/**
+ * PostgreSQL or MySQL/MariaDB ACL table. Rows for one (username, client id, peer host) are fetched with the
+ * configured parameterised query, compiled like a policy file (deny wins, then first allow) and kept for
+ * `cacheTtlMs` in a bounded cache, so checks after the first answer synchronously. Concurrent misses for the
+ * same key share one query. Errors propagate to the chain, which applies the fail-closed rule.
+ */
+export class SqlAclSource implements AuthzSource {
+  readonly id: string;
+  readonly #opts: SqlAclSourceOptions;
+  readonly #query: { text: string; params: QueryParameter[] };
+  readonly #cache: LRUCache<string, Entry>;
+  readonly #inflight = new Map<string, Promise<CompiledPolicy>>();
+  #executor: SqlExecutor | undefined;
+  readonly #now: () => number;
+
+  constructor(opts: SqlAclSourceOptions) {
+    const q = compileQuery(opts.query, opts.dialect);
+    if (!q.ok) throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `authz source ${opts.id}: ${q.message}`);
+    this.id = opts.id;
+    this.#opts = opts;
+    this.#query = q;
+    this.#cache = new LRUCache<string, Entry>({ max: Math.max(1, opts.cacheMaxEntries) });
+    this.#executor = opts.executor;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  async start(): Promise<void> {
+    if (this.#executor) return;
+    const c = this.#opts.connection;
+    if (!c) throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `authz source ${this.id}: no connection configured`);
+    this.#executor =
+      this.#opts.dialect === 'postgres'
+        ? await postgresExecutor(c, this.#opts.queryTimeoutMs, this.#opts.logger)
+        : await mysqlExecutor(c, this.#opts.queryTimeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    const e = this.#executor;
+    this.#executor = undefined;
+    this.#cache.clear();
+    if (e && e !== this.#opts.executor) await e.close();
+  }
+
+  /** Drops cached rows, e.g. after an administrator changed the table. */
+  clear(): void {
+    this.#cache.clear();
+  }
+
+  authorize(req: AccessRequest): AuthzOutcome | Promise<AuthzOutcome> {
+    const id = req.identity;
+    const key = `${id.username ?? '\u0000'}\u0001${id.clientId}\u0001${req.peerAddress}`;
+    const entry = this.#cache.get(key);
+    if (entry && this.#now() - entry.at < this.#opts.cacheTtlMs) return entry.policy.authorize(req);
+    let pending = this.#inflight.get(key);
+    if (!pending) {
+      pending = this.#fetch(key, req).finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, pending);
+    }
+    return pending.then((policy) => policy.authorize(req));
+  }
+
+  async #fetch(key: string, req: AccessRequest): Promise<CompiledPolicy> {
+    const executor = this.#executor;
+    if (!executor) throw new Error(`authz source ${this.id} is not started`);
+    const values = this.#query.params.map((p) =>
+      p === 'username' ? (req.identity.username ?? null) : p === 'clientid' ? req.identity.clientId : req.peerAddress,
+    );
+    const rows = await executor.query(this.#query.text, values);
+    const policy = new CompiledPolicy(rowsToRules(rows, this.id), { sourceId: this.id, superusers: false });
+    this.#cache.set(key, { at: this.#now(), policy });
+    return policy;
+  }
+}
+
+function tlsOptions(
+  c: SqlConnectionOptions,
+): { ca?: string; servername?: string; rejectUnauthorized: boolean } | undefined {
+  if (!c.tls) return undefined;
+  return { ca: c.tls.ca, servername: c.tls.servername, rejectUnauthorized: c.tls.rejectUnauthorized ?? true };
+}
+
+async function postgresExecutor(c: SqlConnectionOptions, timeoutMs: number, logger?: Logger): Promise<SqlExecutor> {
+  const { default: pg } = await import('pg');
+  const pool = new pg.Pool({
+    host: c.host,
+    port: c.port,
+    user: c.user,
+    password: c.password?.revealString(),
+    database: c.database,
+    max: c.poolSize ?? 4,
+    ssl: tlsOptions(c),
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    statement_timeout: timeoutMs,
+  });
+  // An idle client's error must not crash the broker; the next query reconnects.
+  pool.on('error', (e) => logger?.warn({ event: 'authz.sql_pool_error', error: e.message }, 'postgres pool error'));
+  return {
+    async query(text, values) {
+      const result = await pool.query({ text, values: [...values] });
+      return result.rows as Array<Record<string, unknown>>;
+    },
+    close: () => pool.end(),
+  };
+}
+
+async function mysqlExecutor(c: SqlConnectionOptions, timeoutMs: number): Promise<SqlExecutor> {
+  const mysql = await import('mysql2/promise');
+  const pool = mysql.createPool({
+    host: c.host,
+    port: c.port,
+    user: c.user,
+    password: c.password?.revealString(),
+    database: c.database,
+    connectionLimit: c.poolSize ?? 4,
+    connectTimeout: timeoutMs,
+    ssl: tlsOptions(c),
+  });
+  return {
+    async query(text, values) {
+      const [rows] = await pool.execute({ sql: text, timeout: timeoutMs }, [...values]);
+      if (!Array.isArray(rows)) return [];
+      return rows as Array<Record<string, unknown>>;
+    },
+    close: () => pool.end(),
+  };
+}
