@@ -1,0 +1,260 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import {
+  connectClient,
+  endAll,
+  rawConnect,
+  rawSubscribe,
+  waitClientClosed,
+  type Connected,
+} from '../../helpers/mqtt-clients.js';
+
+const QUEUE_LIMIT = 3;
+
+async function disconnected(broker: TestBroker, clientId: string, count = 1): Promise<void> {
+  await broker.waitForLog(
+    () => broker.logs.filter((l) => l.msg === 'client disconnected' && l.clientId === clientId).length >= count,
+  );
+}
+
+describe('sessions', () => {
+  let broker: TestBroker;
+  let publisher: Connected;
+  beforeAll(async () => {
+    broker = await startBroker({ config: { limits: { max_queued_messages: QUEUE_LIMIT } } });
+    publisher = await connectClient(broker.url, { clientId: 'session-publisher', protocolVersion: 5 });
+  });
+  afterAll(async () => {
+    await endAll(publisher.client);
+    await broker.stop();
+  });
+
+  it('3.1.1: clean session 1 never has a session present; clean session 0 resumes with session present', async () => {
+    const id = 'sess-v4';
+    const a = await connectClient(broker.url, { clientId: id, protocolVersion: 4, clean: true });
+    expect(a.connack.sessionPresent).toBe(false);
+    await a.client.endAsync();
+    await disconnected(broker, id, 1);
+    const b = await connectClient(broker.url, { clientId: id, protocolVersion: 4, clean: false });
+    expect(b.connack.sessionPresent).toBe(false);
+    await b.client.subscribeAsync('sess/v4', { qos: 1 });
+    await b.client.endAsync();
+    await disconnected(broker, id, 2);
+    const c = await connectClient(broker.url, { clientId: id, protocolVersion: 4, clean: false });
+    expect(c.connack.sessionPresent).toBe(true);
+    // The subscription came back with the session.
+    await publisher.client.publishAsync('sess/v4', 'kept', { qos: 1 });
+    expect((await c.received.waitFor(1))[0]!.payload).toBe('kept');
+    await c.client.endAsync();
+    await disconnected(broker, id, 3);
+    const d = await connectClient(broker.url, { clientId: id, protocolVersion: 4, clean: true });
+    expect(d.connack.sessionPresent).toBe(false);
+    await endAll(d.client);
+  });
+
+  it('v5: clean start 0 with a session expiry resumes the session and its subscriptions', async () => {
+    const id = 'sess-v5';
+    const options = {
+      clientId: id,
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    };
+    const a = await connectClient(broker.url, options);
+    expect(a.connack.sessionPresent).toBe(false);
+    await a.client.subscribeAsync('sess/v5', { qos: 1 });
+    await a.client.endAsync();
+    await disconnected(broker, id);
+    const b = await connectClient(broker.url, options);
+    expect(b.connack.sessionPresent).toBe(true);
+    await publisher.client.publishAsync('sess/v5', 'resumed', { qos: 1 });
+    expect((await b.received.waitFor(1))[0]!.payload).toBe('resumed');
+    await endAll(b.client);
+  });
+
+  it('v5: clean start 1 discards an existing session', async () => {
+    const id = 'sess-v5-clean';
+    const a = await connectClient(broker.url, {
+      clientId: id,
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
+    await a.client.subscribeAsync('sess/clean', { qos: 1 });
+    await a.client.endAsync();
+    await disconnected(broker, id);
+    const b = await connectClient(broker.url, { clientId: id, protocolVersion: 5, clean: true });
+    expect(b.connack.sessionPresent).toBe(false);
+    await b.client.subscribeAsync('sess/clean/marker', { qos: 1 });
+    await publisher.client.publishAsync('sess/clean', 'old subscription', { qos: 1 });
+    await publisher.client.publishAsync('sess/clean/marker', 'marker', { qos: 1 });
+    await b.received.waitForTopic('sess/clean/marker');
+    expect(b.received.on('sess/clean')).toEqual([]);
+    await endAll(b.client);
+  });
+
+  it('v5: a session with a 1 s expiry interval is gone after it expires', async () => {
+    const id = 'sess-expiry';
+    const options = {
+      clientId: id,
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 1 },
+    };
+    const a = await connectClient(broker.url, options);
+    await a.client.subscribeAsync('sess/expiry', { qos: 1 });
+    await a.client.endAsync();
+    await disconnected(broker, id);
+    // Session expiry is in whole seconds: the one wait this file needs.
+    await new Promise((r) => setTimeout(r, 1300));
+    const b = await connectClient(broker.url, options);
+    expect(b.connack.sessionPresent).toBe(false);
+    await endAll(b.client);
+  });
+
+  it.each([
+    { version: 4 as const, extra: { clean: false } },
+    { version: 5 as const, extra: { clean: false, properties: { sessionExpiryInterval: 60 } } },
+  ])(
+    'v$version: QoS 1 and 2 messages published while offline are delivered on reconnect, in order; QoS 0 is not queued',
+    async ({ version, extra }) => {
+      const id = `sess-queue-${version}`;
+      const first = await connectClient(broker.url, { clientId: id, protocolVersion: version, ...extra });
+      await first.client.subscribeAsync(`sess/queue/${version}`, { qos: 2 });
+      await first.client.endAsync();
+      await disconnected(broker, id);
+      const sent = [
+        { payload: 'm1', qos: 1 as const },
+        { payload: 'm2', qos: 2 as const },
+        { payload: 'zero', qos: 0 as const },
+        { payload: 'm3', qos: 1 as const },
+      ];
+      for (const m of sent) await publisher.client.publishAsync(`sess/queue/${version}`, m.payload, { qos: m.qos });
+      const second = await connectClient(broker.url, { clientId: id, protocolVersion: version, ...extra });
+      expect(second.connack.sessionPresent).toBe(true);
+      await second.client.subscribeAsync(`sess/queue/${version}/marker`, { qos: 1 });
+      await publisher.client.publishAsync(`sess/queue/${version}/marker`, 'marker', { qos: 1 });
+      await second.received.waitForTopic(`sess/queue/${version}/marker`);
+      const queued = second.received.wire.filter((p) => p.topic === `sess/queue/${version}`);
+      expect(queued.map((p) => [p.payload.toString(), p.qos])).toEqual([
+        ['m1', 1],
+        ['m2', 2],
+        ['m3', 1],
+      ]);
+      await endAll(second.client);
+    },
+  );
+
+  it('drop-new: a full offline queue keeps the oldest messages, drops new ones and logs it', async () => {
+    const id = 'sess-overflow-new';
+    const options = {
+      clientId: id,
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    };
+    const first = await connectClient(broker.url, options);
+    await first.client.subscribeAsync('sess/overflow-new', { qos: 1 });
+    await first.client.endAsync();
+    await disconnected(broker, id);
+    for (let i = 1; i <= QUEUE_LIMIT + 2; i++)
+      await publisher.client.publishAsync('sess/overflow-new', `n${i}`, { qos: 1 });
+    const line = await broker.waitForLog((l) => l.msg === 'session queue full: message dropped' && l.clientId === id);
+    expect(line.policy).toBe('drop-new');
+    expect(line.limit).toBe(QUEUE_LIMIT);
+    expect(
+      broker.logs.filter((l) => l.msg === 'session queue full: message dropped' && l.clientId === id),
+    ).toHaveLength(2);
+    const second = await connectClient(broker.url, options);
+    const messages = await second.received.waitFor(QUEUE_LIMIT);
+    expect(messages.map((m) => m.payload)).toEqual(['n1', 'n2', 'n3']);
+    await endAll(second.client);
+  });
+
+  it('3.1.1 takeover: the old connection is closed and the new one has the session', async () => {
+    const id = 'takeover-v4';
+    const old = await connectClient(broker.url, { clientId: id, protocolVersion: 4, clean: false });
+    await old.client.subscribeAsync('sess/takeover4', { qos: 1 });
+    const closed = waitClientClosed(old.client);
+    const fresh = await connectClient(broker.url, { clientId: id, protocolVersion: 4, clean: false });
+    await closed;
+    expect(fresh.connack.sessionPresent).toBe(true);
+    await broker.waitForLog((l) => l.msg === 'session taken over by a new connection' && l.clientId === id);
+    await publisher.client.publishAsync('sess/takeover4', 'to the new one', { qos: 1 });
+    expect((await fresh.received.waitFor(1))[0]!.payload).toBe('to the new one');
+    expect(old.received.messages).toEqual([]);
+    await endAll(fresh.client, old.client);
+  });
+
+  it('v5 takeover: the old connection receives DISCONNECT 0x8E, then is closed', async () => {
+    const id = 'takeover-v5';
+    const { client: old } = await rawConnect(broker.port, id, 5);
+    const fresh = await connectClient(broker.url, { clientId: id, protocolVersion: 5 });
+    const disconnect = await old.next('disconnect');
+    expect(disconnect.reasonCode).toBe(0x8e);
+    await old.waitClosed();
+    expect(fresh.client.connected).toBe(true);
+    const event = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === id);
+    expect(event.event.reason).toBe('another connection used this client identifier');
+    await endAll(fresh.client);
+  });
+
+  it('taking over a non-persistent session with clean start 0 reports no session present and stays unique', async () => {
+    const id = 'takeover-ephemeral';
+    const { client: first } = await rawConnect(broker.port, id, 5, { clean: true });
+    const second = await rawConnect(broker.port, id, 5, { clean: false, properties: { sessionExpiryInterval: 60 } });
+    await first.waitClosed();
+    // The first session ended with its connection (expiry 0): there is nothing to resume.
+    expect.soft(second.connack.sessionPresent).toBe(false);
+    // A third connection with the same id must take over the second one.
+    const third = await rawConnect(broker.port, id, 5, { clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect((await second.client.next('disconnect', 2000)).reasonCode).toBe(0x8e);
+    await second.client.waitClosed();
+    expect(third.connack.sessionPresent).toBe(true);
+    third.client.end();
+  });
+
+  it('a raw persistent subscriber that reconnects gets queued messages with fresh packet ids and DUP=0', async () => {
+    const id = 'sess-raw-queue';
+    const first = await rawConnect(broker.port, id, 4, { clean: false });
+    await rawSubscribe(first.client, 4, 1, [{ topic: 'sess/rawq', qos: 1 }]);
+    first.client.end();
+    await disconnected(broker, id);
+    await publisher.client.publishAsync('sess/rawq', 'queued', { qos: 1 });
+    const second = await rawConnect(broker.port, id, 4, { clean: false });
+    expect(second.connack.sessionPresent).toBe(true);
+    const publish = await second.client.next('publish');
+    expect(publish.payload.toString()).toBe('queued');
+    expect(publish.dup).toBe(false);
+    second.client.end();
+  });
+});
+
+describe('sessions: queue overflow policy drop-oldest', () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startBroker({
+      config: { limits: { max_queued_messages: QUEUE_LIMIT, queue_overflow: 'drop-oldest' } },
+    });
+  });
+  afterAll(async () => broker.stop());
+
+  it('drop-oldest: a full offline queue keeps the newest messages and logs each drop', async () => {
+    const id = 'sess-overflow-oldest';
+    const options = { clientId: id, protocolVersion: 4 as const, clean: false };
+    const first = await connectClient(broker.url, options);
+    await first.client.subscribeAsync('sess/overflow-oldest', { qos: 2 });
+    await first.client.endAsync();
+    await disconnected(broker, id);
+    const publisher = await connectClient(broker.url, { clientId: 'oldest-pub', protocolVersion: 4 });
+    for (let i = 1; i <= QUEUE_LIMIT + 2; i++)
+      await publisher.client.publishAsync('sess/overflow-oldest', `o${i}`, { qos: 2 });
+    const drops = broker.logs.filter((l) => l.msg === 'session queue full: message dropped' && l.clientId === id);
+    expect(drops).toHaveLength(2);
+    expect(drops[0]!.policy).toBe('drop-oldest');
+    const second = await connectClient(broker.url, options);
+    const messages = await second.received.waitFor(QUEUE_LIMIT);
+    expect(messages.map((m) => m.payload)).toEqual(['o3', 'o4', 'o5']);
+    await endAll(second.client, publisher.client);
+  });
+});
