@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+import mysql from 'mysql2/promise';
+import { raceAbort } from '../verify/coalesce.js';
+import type { SqlBackend, SqlConnectionSettings } from './backend.js';
+
+export class MysqlBackend implements SqlBackend {
+  readonly #pool: mysql.Pool;
+  readonly #queryTimeoutMs: number;
+
+  constructor(settings: SqlConnectionSettings) {
+    this.#queryTimeoutMs = settings.queryTimeoutMs;
+    this.#pool = mysql.createPool({
+      host: settings.host,
+      port: settings.port,
+      database: settings.database,
+      user: settings.user,
+      ...(settings.password !== undefined ? { password: settings.password } : {}),
+      connectionLimit: settings.poolSize,
+      connectTimeout: settings.connectTimeoutMs,
+      waitForConnections: true,
+      // Bounded by the shared SQL pool in front of it; this queue never grows beyond that.
+      queueLimit: 0,
+      multipleStatements: false,
+      supportBigNumbers: true,
+      ...(settings.tls
+        ? {
+            ssl: {
+              rejectUnauthorized: settings.tls.rejectUnauthorized,
+              ...(settings.tls.caFile ? { ca: readFileSync(settings.tls.caFile, 'utf8') } : {}),
+            },
+          }
+        : {}),
+    });
+    this.#pool.on('connection', (c) => c.on('error', () => undefined));
+  }
+
+  async query(
+    text: string,
+    values: readonly (string | null)[],
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>[]> {
+    const connecting = this.#pool.getConnection();
+    let conn: mysql.PoolConnection;
+    try {
+      conn = await raceAbort(connecting, signal);
+    } catch (error) {
+      connecting.then(
+        (c) => c.release(),
+        () => undefined,
+      );
+      throw error;
+    }
+    try {
+      const [rows] = await raceAbort(
+        conn.query<mysql.RowDataPacket[]>({ sql: text, values: [...values], timeout: this.#queryTimeoutMs }),
+        signal,
+      );
+      conn.release();
+      return rows as Record<string, unknown>[];
+    } catch (error) {
+      // The connection may still carry the timed-out query: destroy it rather than return it to the pool.
+      conn.destroy();
+      throw error;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#pool.end();
+  }
+}
