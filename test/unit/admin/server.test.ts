@@ -1,0 +1,159 @@
+import { spawn } from 'node:child_process';
+import { chmodSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../../audit/events.js';
+import { callAdmin } from '../../../src/admin/client.js';
+import { AdminServer } from '../../../src/admin/server.js';
+import { BulwarkError } from '../../../src/errors.js';
+
+let dir: string;
+let servers: AdminServer[];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'bw-admin-'));
+  servers = [];
+});
+afterEach(async () => {
+  for (const server of servers) await server.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function started(options: Partial<ConstructorParameters<typeof AdminServer>[0]> = {}) {
+  const events: AuditEvent[] = [];
+  const server = new AdminServer({ dataDir: dir, onAudit: (e) => events.push(e), ...options });
+  server.register('echo', (params) => ({ ok: true, result: params }), 'answer with the params');
+  server.register('boom', () => {
+    throw new Error('internal detail /etc/secret-path');
+  });
+  await server.start();
+  servers.push(server);
+  return { server, events };
+}
+
+/** A raw client: writes `lines` and collects `count` response lines. */
+function exchange(socketPath: string, payload: string, count: number): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = createConnection(socketPath);
+    let text = '';
+    socket.on('connect', () => socket.write(payload));
+    socket.on('data', (chunk) => {
+      text += chunk.toString('utf8');
+      const lines = text.split('\n').filter((l) => l !== '');
+      if (lines.length >= count) {
+        socket.destroy();
+        resolve(lines.map((l) => JSON.parse(l) as unknown));
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+describe('admin control socket', () => {
+  it('creates the socket owner-only (0600) in the data directory', async () => {
+    const { server } = await started();
+    const info = lstatSync(server.socketPath);
+    expect(info.isSocket()).toBe(true);
+    expect(info.mode & 0o777).toBe(0o600);
+    expect(server.socketPath).toBe(join(dir, 'admin.sock'));
+  });
+
+  it('answers a command and audits it with the actor', async () => {
+    const { server, events } = await started();
+    const answer = await callAdmin(server.socketPath, 'echo', { hello: 'world' });
+    expect(answer).toEqual({ kind: 'ok', result: { hello: 'world' } });
+    expect(events).toEqual([
+      expect.objectContaining({
+        event: { action: 'admin.command', outcome: 'success' },
+        actor: `cli:${process.getuid?.()}@unix-socket`,
+        labels: expect.objectContaining({ command: 'echo', channel: 'unix-socket' }),
+      }),
+    ]);
+  });
+
+  it('answers malformed requests with an error and keeps serving on the same connection', async () => {
+    const { server, events } = await started();
+    const responses = await exchange(
+      server.socketPath,
+      'not json\n{"id":1}\n{"id":2,"command":"nope"}\n{"id":3,"command":"boom"}\n{"id":4,"command":"echo","params":[1]}\n',
+      5,
+    );
+    expect(responses).toEqual([
+      { id: null, ok: false, error: expect.objectContaining({ code: 'bad_request' }) },
+      { id: 1, ok: false, error: expect.objectContaining({ code: 'bad_request' }) },
+      { id: 2, ok: false, error: expect.objectContaining({ code: 'unknown_command' }) },
+      { id: 3, ok: false, error: { code: 'failed', message: 'the command failed; see the broker log' } },
+      { id: 4, ok: true, result: [1] },
+    ]);
+    expect(events.map((e) => [e.event.outcome, e.labels?.command, e.labels?.error_code])).toEqual([
+      ['failure', 'unparsed', 'bad_request'],
+      ['failure', 'unparsed', 'bad_request'],
+      ['failure', 'nope', 'unknown_command'],
+      ['failure', 'boom', 'failed'],
+      ['success', 'echo', undefined],
+    ]);
+    expect(JSON.stringify(responses)).not.toContain('secret-path');
+    expect(await callAdmin(server.socketPath, 'echo', 'still up')).toEqual({ kind: 'ok', result: 'still up' });
+  });
+
+  it('closes a connection whose request line exceeds the limit, and keeps serving others', async () => {
+    const { server } = await started({ maxLineBytes: 1024 });
+    const [response] = await exchange(server.socketPath, 'x'.repeat(4096), 1);
+    expect(response).toMatchObject({ ok: false, error: { code: 'too_large' } });
+    expect(await callAdmin(server.socketPath, 'echo', 1)).toEqual({ kind: 'ok', result: 1 });
+  });
+
+  it('lists registered commands and refuses to register one twice', async () => {
+    const { server } = await started();
+    const answer = await callAdmin(server.socketPath, 'commands.list', {});
+    expect(answer.kind === 'ok' && (answer.result as Array<{ name: string }>).map((c) => c.name)).toEqual([
+      'commands.list',
+      'echo',
+      'boom',
+    ]);
+    expect(() => server.register('echo', () => ({ ok: true, result: null }))).toThrow(/twice/);
+  });
+
+  it('refuses to start when the socket path exists and is not a socket', async () => {
+    writeFileSync(join(dir, 'admin.sock'), 'precious');
+    const error = await started().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BulwarkError);
+    expect((error as BulwarkError).message).toMatch(/not a socket/);
+    expect(lstatSync(join(dir, 'admin.sock')).isFile()).toBe(true);
+  });
+
+  it('refuses to start while another process listens on the socket, and replaces a stale one', async () => {
+    const other = createServer();
+    await new Promise<void>((resolve) => other.listen(join(dir, 'admin.sock'), resolve));
+    const error = await started().catch((e: unknown) => e);
+    expect((error as BulwarkError).message).toMatch(/another broker/);
+    await new Promise<void>((resolve) => other.close(() => resolve()));
+    // A broker killed with SIGKILL leaves its socket file behind with nobody listening.
+    const child = spawn(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(join(dir, 'admin.sock'))}, () => console.log('up'))`,
+    ]);
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGKILL');
+    await exited;
+    expect(lstatSync(join(dir, 'admin.sock')).isSocket()).toBe(true);
+    const { server } = await started();
+    expect(await callAdmin(server.socketPath, 'echo', 'fresh')).toEqual({ kind: 'ok', result: 'fresh' });
+  });
+
+  it('refuses a data directory writable by group or others', async () => {
+    chmodSync(dir, 0o777);
+    const error = await started().catch((e: unknown) => e);
+    expect((error as BulwarkError).message).toMatch(/writable by group or others/);
+  });
+
+  it('removes its socket on stop, after which the client reports the broker unreachable', async () => {
+    const { server } = await started();
+    await server.stop();
+    expect(() => lstatSync(server.socketPath)).toThrow();
+    expect((await callAdmin(server.socketPath, 'echo', 1)).kind).toBe('unreachable');
+  });
+});
