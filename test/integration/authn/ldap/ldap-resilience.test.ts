@@ -33,7 +33,7 @@ describe.skipIf(!slapd)('ldap authenticator when the directory misbehaves', () =
     const a = make({
       lookup: searchLookup,
       service,
-      connection: { url: own?.url ?? '', startTls: false, tls: {}, connectTimeoutMs: 300, operationTimeoutMs: 300 },
+      connection: { url: own?.url ?? '', startTls: false, tls: {}, connectTimeoutMs: 600, operationTimeoutMs: 600 },
     });
     // Warm the pools so the stall hits established connections as well as new ones.
     expect((await a.authenticate(login('alice', alice.password), deadline())).kind).toBe('allow');

@@ -1,0 +1,333 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import {
+  InappropriateAuthError,
+  InsufficientAccessError,
+  InvalidCredentialsError,
+  NoSuchObjectError,
+  SizeLimitExceededError,
+  UnwillingToPerformError,
+  type Entry,
+} from 'ldapts';
+import type { Secret } from '../secret.js';
+import type { Authenticator, AuthnOutcome, ConnectAttempt, Identity } from '../types.js';
+import { LdapConnectionPool, type LdapConnection, type LdapConnectionSettings } from './connection-pool.js';
+import { escapeDnValue, escapeFilterValue, expandTemplate, templatePlaceholders } from './escape.js';
+import { lookupGroups, stringValues, type GroupSettings, type UserEntry } from './groups.js';
+import { TtlCache } from './ttl-cache.js';
+
+export type LdapUserLookup =
+  { kind: 'bind'; dnTemplate: string } | { kind: 'search'; baseDn: string; filter: string; scope: 'one' | 'sub' };
+
+export interface LdapAuthenticatorOptions {
+  id?: string;
+  connection: LdapConnectionSettings;
+  /** Connections per purpose (user binds; service-account searches) and how many leases may wait. */
+  pool: { maxConnections: number; maxWaiters: number };
+  lookup: LdapUserLookup;
+  /** Service account for search-then-bind and for group searches; required in `search` mode. */
+  service?: { dn: string; password: Secret };
+  /** A user the directory does not know: `deny` (badUserNameOrPassword) or `ignore` (next step decides). */
+  userNotFound: 'deny' | 'ignore';
+  groups?: GroupSettings;
+  /** LDAP attributes copied to the identity as `ldap.<attribute>` (first value). */
+  attributes: readonly string[];
+  /** Members of this group (by name) are superusers. */
+  superuserGroup?: string;
+  cache: { maxEntries: number; bindTtlMs: number; groupTtlMs: number };
+  /** Fails fast while the directory is known to be down (e.g. the broker's shared CircuitBreaker). */
+  breaker?: { run<T>(task: () => Promise<T>): Promise<T> };
+  /** Injected clock for the caches. */
+  now?: () => number;
+}
+
+type Verification =
+  | { kind: 'ok'; user: UserEntry; groups: string[] }
+  | { kind: 'invalid' }
+  | { kind: 'notFound' }
+  | { kind: 'ambiguous' }
+  | { kind: 'refused'; detail: string };
+
+interface CachedBind {
+  user: UserEntry;
+}
+
+/**
+ * LDAP authentication (type `ldap`): bind as the user (DN template) or search-then-bind with a service
+ * account, then resolve groups and attributes into the identity.
+ *
+ * Contract: called concurrently; identical attempts in flight share one directory round trip, and successes
+ * are cached for `cache.bindTtlMs` (keyed by an HMAC of user, client id if templated, and password under a
+ * per-process key; no plaintext is kept). An unreachable or stalled directory throws (or the chain's deadline
+ * fires), which the chain turns into serverUnavailable. Wrong password: deny badUserNameOrPassword.
+ */
+export class LdapAuthenticator implements Authenticator {
+  readonly id: string;
+  readonly type = 'ldap';
+  readonly #o: LdapAuthenticatorOptions;
+  readonly #bindPool: LdapConnectionPool;
+  readonly #servicePool: LdapConnectionPool | undefined;
+  readonly #bindCache: TtlCache<CachedBind>;
+  readonly #groupCache: TtlCache<string[]>;
+  readonly #inFlight = new Map<string, Promise<Verification>>();
+  readonly #cacheKey = randomBytes(32);
+  readonly #keyOnClientId: boolean;
+  readonly #readAttributes: string[];
+
+  constructor(options: LdapAuthenticatorOptions) {
+    this.#o = options;
+    this.id = options.id ?? 'ldap';
+    if (options.lookup.kind === 'search' && !options.service) {
+      throw new Error('ldap: search-then-bind needs a service account');
+    }
+    const { maxConnections, maxWaiters } = options.pool;
+    this.#bindPool = new LdapConnectionPool(options.connection, maxConnections, maxWaiters, false);
+    this.#servicePool = options.service
+      ? new LdapConnectionPool(options.connection, maxConnections, maxWaiters, true)
+      : undefined;
+    const now = options.now ?? Date.now;
+    this.#bindCache = new TtlCache(options.cache.maxEntries, options.cache.bindTtlMs, now);
+    this.#groupCache = new TtlCache(options.cache.maxEntries, options.cache.groupTtlMs, now);
+    const templates = [
+      options.lookup.kind === 'bind' ? options.lookup.dnTemplate : options.lookup.filter,
+      options.groups?.filter ?? '',
+    ];
+    this.#keyOnClientId = templates.some((t) => templatePlaceholders(t).has('clientid'));
+    const schemas = options.groups?.schemas ?? [];
+    this.#readAttributes = [
+      ...new Set([
+        ...options.attributes,
+        ...(schemas.includes('posixGroup') ? ['uid'] : []),
+        ...(schemas.includes('memberOf') ? ['memberOf'] : []),
+      ]),
+    ];
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.#bindPool.close(), this.#servicePool?.close()]);
+  }
+
+  async authenticate(attempt: ConnectAttempt, signal: AbortSignal): Promise<AuthnOutcome> {
+    const { username, password } = attempt;
+    if (username === undefined) return { kind: 'ignore', detail: 'no username presented' };
+    if (password === undefined) return { kind: 'ignore', detail: 'no password presented' };
+    // Some directories treat a simple bind with an empty password as an anonymous bind that succeeds
+    // (RFC 4513 §5.1.2): it must never reach them.
+    if (password.isEmpty) {
+      return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'empty password refused' };
+    }
+    // Directories match uid case-insensitively and ignore surrounding spaces: " alice" would bind as alice
+    // while policies see a different user name. Refuse such names instead of normalising them.
+    if (username === '' || username !== username.trim() || hasControlCharacter(username)) {
+      return {
+        kind: 'deny',
+        reason: 'badUserNameOrPassword',
+        detail: 'user name empty, padded or with control characters',
+      };
+    }
+    const key = this.#digest(attempt, password);
+    const cached = this.#bindCache.get(key);
+    const cachedGroups = cached ? this.#groupCache.get(cached.user.dn) : undefined;
+    if (cached && (cachedGroups || !this.#o.groups)) {
+      return this.#allow(attempt, cached.user, cachedGroups ?? [], 'cached');
+    }
+    const result = await this.#coalesced(key, attempt, password, signal);
+    switch (result.kind) {
+      case 'ok':
+        this.#bindCache.set(key, { user: result.user });
+        if (this.#o.groups) this.#groupCache.set(result.user.dn, result.groups);
+        return this.#allow(attempt, result.user, result.groups, 'directory');
+      case 'invalid':
+        return {
+          kind: 'deny',
+          reason: 'badUserNameOrPassword',
+          detail: 'directory refused the bind (invalid credentials)',
+        };
+      case 'notFound':
+        return this.#o.userNotFound === 'ignore'
+          ? { kind: 'ignore', detail: 'user not found in the directory' }
+          : { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user not found in the directory' };
+      case 'ambiguous':
+        return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user search matched more than one entry' };
+      case 'refused':
+        return { kind: 'deny', reason: 'notAuthorized', detail: result.detail };
+    }
+  }
+
+  #allow(attempt: ConnectAttempt, user: UserEntry, groups: string[], source: string): AuthnOutcome {
+    const attributes: Record<string, string> = { 'ldap.dn': user.dn, 'ldap.source': source };
+    for (const name of this.#o.attributes) {
+      const value = user.attributes[name.toLowerCase()]?.[0];
+      if (value !== undefined) attributes[`ldap.${name}`] = value;
+    }
+    const identity: Identity = {
+      clientId: attempt.clientId,
+      username: attempt.username,
+      groups,
+      attributes,
+      superuser: this.#o.superuserGroup !== undefined && groups.includes(this.#o.superuserGroup),
+      anonymous: false,
+      authenticator: this.id,
+    };
+    return { kind: 'allow', identity };
+  }
+
+  /** Cache and coalescing key: an HMAC, so neither memory nor a heap dump holds a guessable password digest. */
+  #digest(attempt: ConnectAttempt, password: Secret): string {
+    const h = createHmac('sha256', this.#cacheKey);
+    const parts = [this.id, attempt.username ?? '', this.#keyOnClientId ? attempt.clientId : ''];
+    for (const p of parts) h.update(`${Buffer.byteLength(p)}:`).update(p);
+    h.update(`${password.length}:`).update(password.reveal());
+    return h.digest('base64url');
+  }
+
+  /**
+   * One directory round trip per distinct (user, password) at a time: a reconnect storm of one device fleet
+   * makes one bind, not thousands. Each caller still gives up on its own signal.
+   */
+  async #coalesced(key: string, attempt: ConnectAttempt, password: Secret, signal: AbortSignal): Promise<Verification> {
+    let shared = this.#inFlight.get(key);
+    if (!shared) {
+      const { connectTimeoutMs, operationTimeoutMs } = this.#o.connection;
+      // The shared work outlives any one caller's deadline but not forever.
+      const own = AbortSignal.timeout(connectTimeoutMs + 4 * operationTimeoutMs);
+      const task = (): Promise<Verification> => this.#verify(attempt, password, own);
+      shared = (this.#o.breaker ? this.#o.breaker.run(task) : task()).finally(() => this.#inFlight.delete(key));
+      this.#inFlight.set(key, shared);
+    }
+    return await raceAbort(shared, signal);
+  }
+
+  async #verify(attempt: ConnectAttempt, password: Secret, signal: AbortSignal): Promise<Verification> {
+    const values = { username: attempt.username ?? '', clientid: attempt.clientId };
+    const lookup = this.#o.lookup;
+    let user: UserEntry;
+    let groups: string[] | undefined;
+    if (lookup.kind === 'search') {
+      const found = await this.#withService(signal, async (conn) => {
+        const { searchEntries } = await conn.client.search(lookup.baseDn, {
+          scope: lookup.scope,
+          filter: expandTemplate(lookup.filter, values, escapeFilterValue),
+          attributes: this.#readAttributes.length > 0 ? this.#readAttributes : ['1.1'],
+          sizeLimit: 2,
+        });
+        return searchEntries;
+      }).catch((error: unknown) => {
+        if (error instanceof SizeLimitExceededError) return 'ambiguous' as const;
+        throw error;
+      });
+      if (found === 'ambiguous' || found.length > 1) return { kind: 'ambiguous' };
+      const entry = found[0];
+      if (!entry) return { kind: 'notFound' };
+      user = this.#userEntry(entry, attempt);
+      const bound = await this.#bindPool.withConnection(signal, (conn) => this.#bindUser(conn, user.dn, password));
+      if (bound) return bound;
+    } else {
+      const dn = expandTemplate(lookup.dnTemplate, values, escapeDnValue);
+      const outcome = await this.#bindPool.withConnection<
+        Verification | { kind: 'entry'; user: UserEntry; groups: string[] | undefined }
+      >(signal, async (conn) => {
+        const refused = await this.#bindUser(conn, dn, password);
+        if (refused) return refused;
+        let entry: Entry = { dn };
+        if (this.#readAttributes.length > 0) {
+          try {
+            const { searchEntries } = await conn.client.search(dn, {
+              scope: 'base',
+              filter: '(objectClass=*)',
+              attributes: this.#readAttributes,
+            });
+            entry = searchEntries[0] ?? entry;
+          } catch (error) {
+            if (error instanceof NoSuchObjectError) return { kind: 'notFound' } as const;
+            throw error;
+          }
+        }
+        const u = this.#userEntry(entry, attempt);
+        // Without a service account, groups are read with the user's own rights on this connection.
+        const g = this.#o.groups && !this.#servicePool ? await lookupGroups(conn.client, this.#o.groups, u) : undefined;
+        return { kind: 'entry', user: u, groups: g } as const;
+      });
+      if (outcome.kind !== 'entry') return outcome;
+      user = outcome.user;
+      groups = outcome.groups;
+    }
+    const groupSettings = this.#o.groups;
+    if (groupSettings && groups === undefined) {
+      groups = await this.#withService(signal, (conn) => lookupGroups(conn.client, groupSettings, user));
+    }
+    return { kind: 'ok', user, groups: groups ?? [] };
+  }
+
+  #userEntry(entry: Entry, attempt: ConnectAttempt): UserEntry {
+    const attributes: Record<string, string[]> = {};
+    for (const name of this.#readAttributes) attributes[name.toLowerCase()] = stringValues(entry, name);
+    return { dn: entry.dn, username: attempt.username ?? '', clientId: attempt.clientId, attributes };
+  }
+
+  /** Binds as the user; undefined on success, a refusal otherwise. Transport failures throw. */
+  async #bindUser(conn: LdapConnection, dn: string, password: Secret): Promise<Verification | undefined> {
+    conn.boundAs = undefined;
+    try {
+      await conn.client.bind(dn, password.revealString());
+      conn.boundAs = 'user';
+      return undefined;
+    } catch (error) {
+      if (error instanceof InvalidCredentialsError) return { kind: 'invalid' };
+      // Account states some servers report this way (disabled, must change password, weak auth refused).
+      if (
+        error instanceof UnwillingToPerformError ||
+        error instanceof InappropriateAuthError ||
+        error instanceof InsufficientAccessError
+      ) {
+        return { kind: 'refused', detail: `directory refused the bind (result code ${error.code})` };
+      }
+      throw error;
+    }
+  }
+
+  async #withService<T>(signal: AbortSignal, task: (conn: LdapConnection) => Promise<T>): Promise<T> {
+    const pool = this.#servicePool;
+    const service = this.#o.service;
+    if (!pool || !service) throw new Error('ldap: no service account configured');
+    return await pool.withConnection(signal, async (conn) => {
+      if (conn.boundAs !== 'service' || !conn.client.isBound) {
+        try {
+          await conn.client.bind(service.dn, service.password.revealString());
+        } catch (error) {
+          // A misconfigured service account is a backend failure, not the user's fault.
+          if (error instanceof InvalidCredentialsError)
+            throw new Error('ldap: service account bind refused', { cause: error });
+          throw error;
+        }
+        conn.boundAs = 'service';
+      }
+      return await task(conn);
+    });
+  }
+}
+
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
+
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
