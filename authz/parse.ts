@@ -628,13 +628,13 @@ function parseCases(r: Reader, node: unknown): CaseSpec[] {
 }
 
 function readYaml(text: string, r: Reader, lines: LineCounter): Document.Parsed | undefined {
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   for (const e of [...doc.errors, ...doc.warnings]) {
     const lp = e.linePos?.[0];
     r.diagnostics.push({
       severity: doc.errors.includes(e) ? 'error' : 'warning',
       code: 'BULWARK_ERR_POLICY_PARSE',
-      message: e.message.split('\n')[0] as string,
+      message: (e.message.split('\n')[0] as string).replace(/ at line \d+, column \d+:?$/, ''),
       position: lp ? { file: r.file, line: lp.line, column: lp.col } : { file: r.file, line: 1, column: 1 },
     });
   }

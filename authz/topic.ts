@@ -118,7 +118,14 @@ export function isValidTopicName(topic: string): boolean {
   return topic.length > 0 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
 }
 
-const FORBIDDEN_IN_VALUE = /[+#/\u0000]/;
+function hasForbidden(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    // '+' 43, '#' 35, '/' 47, NUL 0
+    if (c === 43 || c === 35 || c === 47 || c === 0) return true;
+  }
+  return false;
+}
 
 /**
  * Whether an identity value may fill a level. Mosquitto's `acl__pre_check` refuses `+`, `#` and `/` in ids used for
@@ -127,7 +134,7 @@ const FORBIDDEN_IN_VALUE = /[+#/\u0000]/;
  */
 export function usableValue(value: string | undefined, firstLevel: boolean): value is string {
   if (value === undefined || value.length === 0) return false;
-  if (FORBIDDEN_IN_VALUE.test(value)) return false;
+  if (hasForbidden(value)) return false;
   return !(firstLevel && value.charCodeAt(0) === 36);
 }
 
