@@ -132,9 +132,9 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Polls `probe` until it succeeds, the child exits, or ~15 s pass. */
+/** Polls `probe` until it succeeds, the child exits, or ~30 s pass (a loaded 2-core box starts slowly). */
 export async function waitFor(probe: () => Promise<void>, child: ChildProcess): Promise<boolean> {
-  for (let i = 0; i < 300; i++) {
+  for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null || child.signalCode !== null) return false;
     try {
       await probe();
