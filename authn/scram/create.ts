@@ -19,7 +19,11 @@ function readSecretFile(path: string, what: string): Buffer {
 }
 
 /** Builds the store described by the settings. Relative paths resolve against `baseDir`. */
-export function createScramStore(settings: ScramSettings, baseDir: string): ScramCredentialStore {
+export function createScramStore(
+  settings: ScramSettings,
+  baseDir: string,
+  wrap?: <T>(task: () => Promise<T>) => Promise<T>,
+): ScramCredentialStore {
   const store = settings.store;
   if (store.type === 'file') return new ScramCredentialFile(resolve(baseDir, store.path), settings.min_iterations);
   let password = store.password ?? '';
@@ -41,11 +45,17 @@ export function createScramStore(settings: ScramSettings, baseDir: string): Scra
       ? { ca: readSecretFile(resolve(baseDir, store.ca_file), 'CA file').toString('utf8') }
       : {}),
     ...(store.statement !== undefined ? { statement: store.statement } : {}),
+    ...(wrap ? { wrap } : {}),
   };
   return store.type === 'postgres' ? createPostgresScramStore(options) : createMysqlScramStore(options);
 }
 
-export function createScramAuthenticator(settings: ScramSettings, id: string, baseDir: string): ScramAuthenticator {
+export function createScramAuthenticator(
+  settings: ScramSettings,
+  id: string,
+  baseDir: string,
+  wrap?: <T>(task: () => Promise<T>) => Promise<T>,
+): ScramAuthenticator {
   let unknownUserSecret: Buffer | undefined;
   if (settings.unknown_user_secret_file !== undefined) {
     unknownUserSecret = readSecretFile(resolve(baseDir, settings.unknown_user_secret_file), 'unknown_user_secret_file');
@@ -55,7 +65,7 @@ export function createScramAuthenticator(settings: ScramSettings, id: string, ba
   }
   return new ScramAuthenticator({
     id,
-    store: createScramStore(settings, baseDir),
+    store: createScramStore(settings, baseDir, wrap),
     mechanisms: settings.mechanisms,
     minIterations: settings.min_iterations,
     ...(settings.unknown_user_iterations !== undefined

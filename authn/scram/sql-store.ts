@@ -92,6 +92,12 @@ export interface SqlConnectionOptions {
   queryTimeoutMs: number;
   statement?: string;
   minIterations?: number;
+  /** Wraps every query, e.g. in the broker's circuit breaker for this database. */
+  wrap?: <T>(task: () => Promise<T>) => Promise<T>;
+}
+
+function wrapped(query: SqlQuery, wrap: SqlConnectionOptions['wrap']): SqlQuery {
+  return wrap ? (statement, params) => wrap(() => query(statement, params)) : query;
 }
 
 export function createPostgresScramStore(options: SqlConnectionOptions): ScramSqlStore {
@@ -111,7 +117,7 @@ export function createPostgresScramStore(options: SqlConnectionOptions): ScramSq
   const query: SqlQuery = async (statement, params) => (await pool.query(statement, [...params])).rows;
   return new ScramSqlStore(
     'postgres',
-    query,
+    wrapped(query, options.wrap),
     options.statement ?? DEFAULT_POSTGRES_STATEMENT,
     options.minIterations,
     async () => {
@@ -137,7 +143,7 @@ export function createMysqlScramStore(options: SqlConnectionOptions): ScramSqlSt
   };
   return new ScramSqlStore(
     'mysql',
-    query,
+    wrapped(query, options.wrap),
     options.statement ?? DEFAULT_MYSQL_STATEMENT,
     options.minIterations,
     async () => {
