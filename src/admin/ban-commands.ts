@@ -4,7 +4,10 @@ import type { Guard } from '../guard/guard.js';
 import type { AdminResult, AdminServer } from './server.js';
 
 /** What the ban commands need of the guard. */
-export type BanManager = Pick<Guard, 'ban' | 'unban' | 'list' | 'importEntries' | 'throttled' | 'flush'>;
+export type BanManager = Pick<
+  Guard,
+  'ban' | 'unban' | 'list' | 'importEntries' | 'throttled' | 'releaseThrottle' | 'flush'
+>;
 
 export const banAddParams = z
   .strictObject({
@@ -21,6 +24,10 @@ export const banAddParams = z
   });
 
 export const banDeleteParams = z.strictObject({ kind: z.enum(BAN_KINDS), value: z.string().min(1).max(65_535) });
+export const throttleReleaseParams = z.strictObject({
+  dimension: z.enum(['username', 'address']),
+  key: z.string().min(1).max(65_535),
+});
 export const banImportParams = z.strictObject({ entries: z.array(banEntrySchema).max(10_000_000) });
 
 function invalid(error: z.ZodError): AdminResult {
@@ -107,5 +114,22 @@ export function registerBanCommands(server: AdminServer, guard: BanManager, now:
       });
     },
     'merge entries into the block list',
+  );
+  server.register(
+    'throttle.release',
+    (params, { actor }) => {
+      const parsed = throttleReleaseParams.safeParse(params);
+      if (!parsed.success) return invalid(parsed.error);
+      const labels = { dimension: parsed.data.dimension, key: parsed.data.key };
+      if (!guard.releaseThrottle(parsed.data.dimension, parsed.data.key, actor))
+        return {
+          ok: false,
+          code: 'not_found',
+          message: 'no active throttle lockout for that key',
+          auditLabels: labels,
+        };
+      return { ok: true, result: { released: true }, auditLabels: labels };
+    },
+    'lift a brute-force throttle lockout or throttle ban early',
   );
 }

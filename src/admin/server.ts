@@ -111,6 +111,10 @@ export class AdminServer {
     server.on('error', (error) => this.log.error({ err: error }, 'admin socket error'));
     await chmod(this.socketPath, 0o600);
     const info = await lstat(this.socketPath);
+    if (!info.isSocket() || (info.mode & 0o077) !== 0) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      throw new BulwarkError('BULWARK_ERR_LISTEN', `admin socket ${this.socketPath} is not owner-only after creation`);
+    }
     this.socketInode = info.ino;
     this.server = server;
     this.log.info({ socket: this.socketPath }, 'admin control channel listening');

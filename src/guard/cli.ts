@@ -296,6 +296,25 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
       online.kind === 'ok' ? `(through the running broker at ${socket})` : `(${OFFLINE_NOTE} ${file}; ${AUDIT_NOTE})`,
     );
   });
+  addCommon(
+    ban
+      .command('unthrottle')
+      .description('lift a brute-force throttle lockout early (running broker only; lockouts live in its memory)')
+      .option('--username <name>', 'the locked-out username')
+      .option('--ip <address>', 'the locked-out source address'),
+  ).action(async (options: CommonOptions & { username?: string; ip?: string }) => {
+    if ((options.username === undefined) === (options.ip === undefined))
+      throw new Error('give exactly one of --username, --ip');
+    const { socket } = paths(options);
+    const params =
+      options.username !== undefined
+        ? { dimension: 'username', key: options.username }
+        : { dimension: 'address', key: options.ip };
+    const online = await callAdmin(socket, 'throttle.release', params);
+    if (online.kind === 'unreachable') throw new Error('no broker is running; throttle lockouts end with the broker');
+    if (online.kind === 'error') throw brokerError(online.code, online.message);
+    io.out(`released ${params.dimension} ${params.key} (through the running broker at ${socket})`);
+  });
 }
 
 /** `bulwark ban add|delete|list|export|import`. */

@@ -43,9 +43,21 @@ export const flappingConfigSchema = z
     client_id: flappingDimension(15, true, 'client id'),
     username: flappingDimension(15, true, 'username'),
     address: flappingDimension(15, true, 'source address'),
-    network: flappingDimension(60, true, 'source network (see ipv4_prefix, ipv6_prefix)'),
-    ipv4_prefix: z.number().int().min(8).max(32).default(24).describe('IPv4 prefix length of a network. Default 24.'),
-    ipv6_prefix: z.number().int().min(16).max(128).default(64).describe('IPv6 prefix length of a network. Default 64.'),
+    network: flappingDimension(60, true, 'source network'),
+    ipv4_prefix: z
+      .number()
+      .int()
+      .min(8)
+      .max(32)
+      .default(24)
+      .describe('IPv4 prefix length that groups addresses into one network for the network dimension. Default 24.'),
+    ipv6_prefix: z
+      .number()
+      .int()
+      .min(16)
+      .max(128)
+      .default(64)
+      .describe('IPv6 prefix length that groups addresses into one network for the network dimension. Default 64.'),
     ban_duration: durationSchema('5m', 'Ban length for a first offence.'),
     escalation_factor: z
       .number()

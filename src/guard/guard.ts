@@ -17,6 +17,7 @@ import {
 } from './events.js';
 import { compileExemptions } from './exempt.js';
 import { FlappingDetector } from './flapping.js';
+import { normalizeIp } from './ip.js';
 import { Throttle } from './throttle.js';
 
 export type GuardRefusalReason = 'banned' | 'connectionRateExceeded';
@@ -169,14 +170,27 @@ export class Guard {
         },
         'guard:flapping',
       );
-      if (added.kind === 'added' && refusal === undefined) {
-        refusal = {
-          kind: 'refuse',
-          reason: 'banned',
-          detail: `flapping: ${detection.dimension} ${detection.key} banned`,
-          event: blockedEvent(client, added.entry),
-        };
-      }
+      if (refusal !== undefined) continue;
+      // Refuse this attempt even if the block list could not take the entry (full of operator bans): the
+      // detection stands, and failing open here would reward filling the list.
+      const entry: BanEntry =
+        added.kind === 'added'
+          ? added.entry
+          : {
+              kind: detection.banKind,
+              value: detection.key,
+              by: 'guard:flapping',
+              reason: `flapping (not stored: ${added.reason})`,
+              created: new Date(now).toISOString(),
+              until: new Date(now + detection.banMs).toISOString(),
+            };
+      if (added.kind === 'rejected') this.log.warn({ reason: added.reason }, 'flapping ban not stored');
+      refusal = {
+        kind: 'refuse',
+        reason: 'banned',
+        detail: `flapping: ${detection.dimension} ${detection.key} banned`,
+        event: blockedEvent(client, entry),
+      };
     }
     if (refusal !== undefined) return refusal;
     const throttled = this.throttle.check(client, now);
@@ -281,6 +295,7 @@ export class Guard {
 
   /** Lifts a throttle lockout early (operator decision). */
   releaseThrottle(dimension: 'username' | 'address', key: string, actor: string): boolean {
+    if (dimension === 'address') key = normalizeIp(key) ?? key;
     const released = this.throttle.release(dimension, key);
     if (released)
       this.emit({

@@ -266,4 +266,34 @@ describe('bulwark ban, against a running broker', () => {
     expect(broker.disconnected).toEqual(['hvac-1']);
     expect(broker.guard.list()[0]).toMatchObject({ by: 'soc', created: '2026-01-01T00:00:00.000Z' });
   });
+
+  it('shows throttle lockouts in ban list and lifts one with ban unthrottle', async () => {
+    const broker = await runningBroker();
+    const guesser = { clientId: 'g', username: 'alice', address: '::ffff:192.0.2.77' };
+    for (let i = 0; i < 20; i += 1)
+      broker.guard.recordAuthResult({ ...guesser, username: i % 4 === 0 ? 'alice' : `u${i}` }, false);
+    expect(broker.guard.checkConnect(guesser).kind).toBe('refuse');
+    const listed = await bulwark('ban', 'list', '--data-dir', dir);
+    expect(listed.out).toMatch(/throttle address 192\.0\.2\.77 until .* \(connectionRateExceeded\)/);
+    expect(listed.out).toMatch(/throttle username alice until/);
+    expect((await bulwark('ban', 'unthrottle', '--ip', '::ffff:192.0.2.77', '--data-dir', dir)).out).toMatch(
+      /released address/,
+    );
+    expect((await bulwark('ban', 'unthrottle', '--username', 'alice', '--data-dir', dir)).out).toMatch(
+      /released username/,
+    );
+    expect(broker.guard.checkConnect(guesser).kind).toBe('pass');
+    const released = broker.events.filter((e) => e.event.action === 'guard.unbanned');
+    expect(released.map((e) => [e.guard?.dimension, e.actor])).toEqual([
+      ['address', `cli:${uid}@unix-socket`],
+      ['username', `cli:${uid}@unix-socket`],
+    ]);
+    expect((await bulwark('ban', 'unthrottle', '--username', 'alice', '--data-dir', dir)).error).toMatch(/not_found/);
+  });
+
+  it('refuses to unthrottle offline, since lockouts live only in a running broker', async () => {
+    expect((await bulwark('ban', 'unthrottle', '--username', 'alice', '--data-dir', dir)).error).toMatch(
+      /no broker is running/,
+    );
+  });
 });
