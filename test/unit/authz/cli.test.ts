@@ -1,0 +1,274 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { policyCheck, policyExplain, policyTest, registerPolicyCommand, type CliIo } from '../../../authz/cli.js';
+
+function capture(): CliIo & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return { stdout, stderr, out: (l) => stdout.push(l), err: (l) => stderr.push(l) };
+}
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'bulwark-policy-cli-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function write(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+const site = `version: 1
+rules:
+  - name: tenants
+    allow: [publish, subscribe, receive]
+    subjects: { anonymous: false }
+    topics: ['tenants/\${username}/#']
+  - name: no-secrets
+    deny: [publish, subscribe, receive]
+    subjects: all
+    topics: ['tenants/+/secret/#']
+cases:
+  - name: alice publishes at home
+    identity: { user: alice }
+    publish: tenants/alice/x
+    expect: allow
+    rule: tenants
+  - name: alice keeps out of secrets
+    identity: { user: alice }
+    publish: tenants/alice/secret/x
+    expect: deny
+    rule: no-secrets
+`;
+
+describe('bulwark policy check', () => {
+  it('exits 0 and summarises a valid file', async () => {
+    const io = capture();
+    expect(await policyCheck([write('site.policy.yaml', site)], io)).toBe(0);
+    expect(io.stdout.at(-1)).toBe('0 errors, 0 warnings; 2 rules, 2 cases in 1 file');
+  });
+
+  it('prints every error with file:line:column and exits non-zero', async () => {
+    const file = write(
+      'bad.policy.yaml',
+      "rules:\n  - name: a\n    allow: fly\n    subjects: all\n    topics: ['x']\n  - name: b\n    allow: publish\n    subjects: { user: [x] }\n    topics: ['x']\n",
+    );
+    const io = capture();
+    expect(await policyCheck([file], io)).toBe(1);
+    expect(io.stderr).toContain(
+      `${file}:3:12: error: rule "a": unknown action "fly" (actions are publish, subscribe and receive)`,
+    );
+    expect(io.stderr.some((l) => l.startsWith(`${file}:8:17: error: rule "b" subjects: unknown key "user"`))).toBe(
+      true,
+    );
+    expect(io.stderr.at(-1)).toMatch(/^2 errors/);
+  });
+
+  it('reports a duplicate rule name across files at the second definition', async () => {
+    const a = write(
+      'a.policy.yaml',
+      "rules:\n  - name: same\n    allow: publish\n    subjects: all\n    topics: ['a']\n",
+    );
+    const b = write(
+      'b.policy.yaml',
+      "rules:\n  - name: same\n    allow: publish\n    subjects: all\n    topics: ['b']\n",
+    );
+    const io = capture();
+    expect(await policyCheck([a, b], io)).toBe(1);
+    expect(io.stderr[0]).toBe(`${b}:2:5: error: duplicate rule name "same" (first defined at ${a}:2)`);
+  });
+
+  it('warns about a rule shadowed by an earlier rule and about an allow a deny always beats', async () => {
+    const file = write(
+      'shadow.policy.yaml',
+      [
+        'rules:',
+        '  - name: broad',
+        '    allow: [publish]',
+        '    subjects: all',
+        "    topics: ['a/#']",
+        '  - name: narrow',
+        '    allow: publish',
+        '    subjects: { users: [bob] }',
+        "    topics: ['a/b/+']",
+        '  - name: blocked',
+        '    allow: subscribe',
+        '    subjects: { groups: [ops] }',
+        "    topics: ['s/x']",
+        '  - name: nobody-subscribes',
+        '    deny: subscribe',
+        '    subjects: all',
+        "    topics: ['s/#']",
+      ].join('\n'),
+    );
+    const io = capture();
+    expect(await policyCheck([file], io)).toBe(0);
+    expect(io.stdout).toContain(
+      `${file}:6:5: warning: rule "narrow" never decides: earlier rule "broad" (${file}:2) matches everything it does`,
+    );
+    expect(io.stdout).toContain(
+      `${file}:10:5: warning: rule "blocked" can never allow: deny rule "nobody-subscribes" (${file}:14) matches everything it does`,
+    );
+  });
+
+  it('warns about # granted to anonymous or all clients', async () => {
+    const file = write(
+      'open.policy.yaml',
+      "rules:\n  - name: open\n    allow: subscribe\n    subjects: all\n    topics: ['x', '#']\n  - name: anon\n    allow: publish\n    subjects: { anonymous: true }\n    topics: ['#']\n",
+    );
+    const io = capture();
+    expect(await policyCheck([file], io)).toBe(0);
+    expect(io.stdout).toContain(
+      `${file}:5:19: warning: rule "open" grants "#" to all clients (narrow the subjects or topics unless this is intended)`,
+    );
+    expect(
+      io.stdout.some((l) => l.startsWith(`${file}:9:14: warning: rule "anon" grants "#" to anonymous clients`)),
+    ).toBe(true);
+  });
+
+  it('does not warn about shadowing that a narrower condition prevents', async () => {
+    const file = write(
+      'ok.policy.yaml',
+      "rules:\n  - name: qos0\n    allow: publish\n    subjects: all\n    topics: ['a/#']\n    when: { qos: 0 }\n  - name: any\n    allow: publish\n    subjects: all\n    topics: ['a/b']\n",
+    );
+    const io = capture();
+    expect(await policyCheck([file], io)).toBe(0);
+    expect(io.stdout.filter((l) => l.includes(': warning:'))).toEqual([]);
+  });
+
+  it('reports a missing file as an error', async () => {
+    const io = capture();
+    expect(await policyCheck([join(dir, 'nope.policy.yaml')], io)).toBe(1);
+    expect(io.stderr[0]).toMatch(/nope\.policy\.yaml:1:1: error: cannot read the file \(ENOENT\)/);
+  });
+});
+
+describe('bulwark policy test', () => {
+  it('runs the cases and exits 0 when they pass', async () => {
+    const io = capture();
+    expect(await policyTest([write('site.policy.yaml', site)], io)).toBe(0);
+    expect(io.stdout.at(-1)).toBe('2 passed, 0 failed');
+  });
+
+  it('prints each failure with the rule that actually decided and exits non-zero', async () => {
+    const file = write(
+      'site.policy.yaml',
+      site +
+        '  - name: bob reads secrets\n    identity: { user: bob }\n    subscribe: tenants/bob/secret/plans\n    expect: allow\n',
+    );
+    const io = capture();
+    expect(await policyTest([file], io)).toBe(1);
+    expect(io.stderr).toContain(
+      `${file}:22:5: FAIL bob reads secrets: expected allow, got deny by rule "no-secrets" (${file}:7)`,
+    );
+    expect(io.stderr.at(-1)).toBe('2 passed, 1 failed');
+  });
+
+  it('fails a case whose expected deciding rule is a different one', async () => {
+    const file = write(
+      'site.policy.yaml',
+      site +
+        '  - name: wrong rule\n    identity: { user: alice }\n    publish: tenants/alice/y\n    expect: allow\n    rule: no-secrets\n',
+    );
+    const io = capture();
+    expect(await policyTest([file], io)).toBe(1);
+    expect(io.stderr[0]).toBe(
+      `${file}:22:5: FAIL wrong rule: expected rule "no-secrets" to decide, but rule "tenants" (${file}:3) did`,
+    );
+  });
+
+  it('fails a case that names a rule that does not exist', async () => {
+    const file = write(
+      'site.policy.yaml',
+      site +
+        '  - name: typo\n    identity: { user: alice }\n    publish: tenants/alice/y\n    expect: allow\n    rule: tenant\n',
+    );
+    const io = capture();
+    expect(await policyTest([file], io)).toBe(1);
+    expect(io.stderr[0]).toBe(`${file}:22:5: error: case "typo" names rule "tenant", which does not exist`);
+  });
+
+  it('runs cases from a sibling cases file', async () => {
+    const file = write('site.policy.yaml', site.slice(0, site.indexOf('cases:')));
+    write(
+      'site.cases.yaml',
+      'cases:\n  - name: bob at home\n    identity: { user: bob }\n    receive: tenants/bob/x\n    expect: allow\n',
+    );
+    const io = capture();
+    expect(await policyTest([file], io)).toBe(0);
+    expect(io.stdout[0]).toBe(`${join(dir, 'site.cases.yaml')}:2:5: ok bob at home`);
+  });
+
+  it('exits non-zero when there are no cases, and when the policy does not load', async () => {
+    const noCases = capture();
+    expect(await policyTest([write('a.policy.yaml', site.slice(0, site.indexOf('cases:')))], noCases)).toBe(1);
+    expect(noCases.stderr[0]).toMatch(/no cases found/);
+    const broken = capture();
+    expect(await policyTest([write('b.policy.yaml', 'rules: {}\n')], broken)).toBe(1);
+    expect(broken.stderr.at(-1)).toMatch(/policy does not load/);
+  });
+});
+
+describe('bulwark policy explain', () => {
+  it('prints the decision, the deciding rule with file:line and why each rule did or did not match', async () => {
+    const file = write('site.policy.yaml', site);
+    const io = capture();
+    const code = await policyExplain(
+      [file],
+      { user: 'alice', client: 'c1', publish: 'tenants/alice/secret/x', qos: '1' },
+      io,
+    );
+    expect(code).toBe(0);
+    const text = io.stdout.join('\n');
+    expect(text).toContain('decision: DENY');
+    expect(text).toContain(`decided by: rule "no-secrets" at ${file}:7`);
+    expect(text).toContain(
+      `MATCH allow tenants (${file}:3): topic "tenants/\${username}/#" matches "tenants/alice/secret/x"`,
+    );
+    expect(text).toContain(
+      `MATCH deny  no-secrets (${file}:7): topic "tenants/+/secret/#" matches "tenants/alice/secret/x"`,
+    );
+  });
+
+  it('explains a refused placeholder and a subject mismatch', async () => {
+    const file = write('site.policy.yaml', site);
+    const io = capture();
+    await policyExplain([file], { user: 'a/b', subscribe: 'tenants/a/b/x', group: ['g'] }, io);
+    const text = io.stdout.join('\n');
+    expect(text).toContain('decided by: default deny (no rule matched)');
+    expect(text).toContain('${username} cannot be filled');
+    const anon = capture();
+    await policyExplain([file], { receive: 'tenants/x/y', ip: '10.0.0.1' }, anon);
+    expect(anon.stdout.join('\n')).toContain('subject does not match: anonymous is true');
+  });
+
+  it('accepts certificate CN, attributes and shared subscriptions', async () => {
+    const file = write(
+      'dev.policy.yaml',
+      "rules:\n  - name: dev\n    allow: subscribe\n    subjects: { attributes: { jwt.tenant: [acme] } }\n    topics: ['d/${cert.cn}/#']\n    when: { shared: true }\n",
+    );
+    const io = capture();
+    await policyExplain([file], { certCn: 'dev-1', attr: ['jwt.tenant=acme'], subscribe: '$share/g/d/dev-1/#' }, io);
+    expect(io.stdout.join('\n')).toContain('decision: ALLOW');
+  });
+
+  it('refuses an invalid request description with exit code 2', async () => {
+    const io = capture();
+    expect(await policyExplain([], { publish: 'a/+' }, io)).toBe(2);
+    expect(io.stderr[0]).toMatch(/not a valid topic name/);
+    expect(await policyExplain([], { publish: 'a', subscribe: 'b' }, io)).toBe(2);
+    expect(await policyExplain([], { publish: 'a', qos: '3' }, io)).toBe(2);
+  });
+
+  it('registers check, test and explain under "policy"', () => {
+    const program = new Command('bulwark');
+    registerPolicyCommand(program);
+    const policy = program.commands.find((c) => c.name() === 'policy');
+    expect(policy?.commands.map((c) => c.name())).toEqual(['check', 'test', 'explain']);
+  });
+});
