@@ -101,7 +101,10 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
       return { kind: 'deny', reason: 'badAuthenticationMethod', detail: 'not a SCRAM method handled here' };
     }
     const pending = exchange.state;
-    if (!(pending instanceof PendingExchange)) {
+    // No pending exchange, or a re-authentication (AUTH 0x19) arriving with the state of the finished exchange
+    // and a message that is not a client-final (which always starts with "c=", RFC 5802 §7): start a new one.
+    const isClientFinal = exchange.data?.subarray(0, 2).toString('latin1') === 'c=';
+    if (!(pending instanceof PendingExchange) || (exchange.reauthentication && !isClientFinal)) {
       return await this.#begin(exchange.attempt, mechanism, exchange.data, signal);
     }
     if (pending.mechanism !== mechanism) {

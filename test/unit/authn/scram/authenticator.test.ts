@@ -238,6 +238,38 @@ describe('SCRAM authenticator', () => {
     expect(final.kind === 'allow' && client.verifyServerFinal(final.authData)).toBe(true);
   });
 
+  it('starts a fresh exchange when re-authentication arrives with the state of the finished one', async () => {
+    const auth = new ScramAuthenticator({ store: await storeWith({ alice: 'pw' }) });
+    const first = await exchange(auth, 'SCRAM-SHA-256', { username: 'alice', password: 'pw' });
+    if (first.first.kind !== 'continue') throw new Error('expected continue');
+    const staleState = first.first.state;
+    const client = new ScramClient({ hash: 'SHA-256', username: 'alice', password: 'pw' });
+    const connected = attempt('SCRAM-SHA-256', undefined, { username: 'alice' });
+    const again = await auth.step(
+      {
+        attempt: connected,
+        method: 'SCRAM-SHA-256',
+        data: client.clientFirst(),
+        state: staleState,
+        reauthentication: true,
+      },
+      signal(),
+    );
+    if (again.kind !== 'continue') throw new Error('expected continue');
+    expect(again.data.toString()).toMatch(/^r=.*,s=.*,i=4096$/);
+    const final = await auth.step(
+      {
+        attempt: connected,
+        method: 'SCRAM-SHA-256',
+        data: client.clientFinal(again.data),
+        state: again.state,
+        reauthentication: true,
+      },
+      signal(),
+    );
+    expect(final.kind === 'allow' && client.verifyServerFinal(final.authData)).toBe(true);
+  });
+
   it('refuses a pending exchange continued under a different method', async () => {
     const auth = new ScramAuthenticator({ store: await storeWith({ alice: 'pw' }) });
     const client = new ScramClient({ hash: 'SHA-256', username: 'alice', password: 'pw' });
