@@ -1,0 +1,132 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import type { AuditRecord } from '../../../audit/record.js';
+import { verifyAuditLog } from '../../../audit/verify.js';
+import { openAuditWriter, type AuditWriterStats, type FailurePolicy } from '../../../audit/writer.js';
+import { createLogger } from '../../../src/log.js';
+import {
+  allTempDirs,
+  auditFiles,
+  deniedPublish,
+  findSecrets,
+  readLines,
+  removeTempDirs,
+  tempDir,
+  writerOptions,
+} from './harness.js';
+
+const mounts: string[] = [];
+afterEach(() => {
+  for (const m of mounts.splice(0)) execFileSync('umount', [m]);
+});
+afterAll(() => {
+  expect(findSecrets(allTempDirs())).toEqual([]);
+  removeTempDirs();
+});
+
+/** A 64 KiB filesystem, so the disk really fills up; needs root (the test machines run as root). */
+function smallFilesystem(): string | undefined {
+  const dir = tempDir('bulwark-audit-tmpfs-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir], { stdio: 'ignore' });
+  } catch {
+    return undefined;
+  }
+  mounts.push(dir);
+  return dir;
+}
+
+const canMount = (() => {
+  const probe = smallFilesystem();
+  if (probe) execFileSync('umount', [mounts.pop() as string]);
+  return probe !== undefined;
+})();
+
+function capturingLogger(): { logger: ReturnType<typeof createLogger>; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  return { logger: createLogger('info', stream), lines };
+}
+
+async function fillTheDisk(onFailure: FailurePolicy, queueMax: number) {
+  const fs = smallFilesystem() as string;
+  // Holds space the test frees later, so "the disk has room again" is real too.
+  writeFileSync(join(fs, 'ballast'), Buffer.alloc(40 * 1024));
+  const dir = join(fs, 'audit');
+  mkdirSync(dir);
+  const { logger, lines } = capturingLogger();
+  const changes: AuditWriterStats[] = [];
+  const writer = await openAuditWriter(
+    writerOptions(dir, { onFailure, queueMax, batchMaxRecords: 8, logger, onStateChange: (s) => changes.push(s) }),
+  );
+  for (let i = 0; i < EVENTS; i++) {
+    writer.record(deniedPublish(i));
+    if (i % 8 === 0) await new Promise((r) => setTimeout(r, 2));
+  }
+  await vi.waitFor(() => expect(writer.stats().failing).toBe(true), { timeout: 10_000 });
+  return { fs, dir, writer, lines, changes };
+}
+
+/** ~600 bytes each: more than the 24 KiB left beside the ballast, less than the 64 KiB once it is gone. */
+const EVENTS = 60;
+
+/** The records of the log; the torn lines a full disk leaves (sealed later) are not records. */
+const actionsOf = (dir: string): AuditRecord[] =>
+  auditFiles(dir).flatMap((f) =>
+    readLines(f).flatMap((l) => {
+      try {
+        return [JSON.parse(l) as AuditRecord];
+      } catch {
+        return [];
+      }
+    }),
+  );
+
+describe.skipIf(!canMount)('audit log on a full disk', () => {
+  it('fail-closed stops being writable, raises an alarm, keeps every event and recovers once space is free', async () => {
+    const { fs, dir, writer, lines, changes } = await fillTheDisk('fail-closed', 100_000);
+    expect(writer.writable).toBe(false);
+    expect(writer.stats()).toMatchObject({ failing: true, writable: false, lastError: 'ENOSPC', dropped: 0 });
+    expect(changes[0]).toMatchObject({ failing: true, writable: false });
+    expect(lines.some((l) => l.includes('ALARM audit log cannot be written: refusing new connections'))).toBe(true);
+
+    rmSync(join(fs, 'ballast'));
+    await vi.waitFor(() => expect(writer.writable).toBe(true), { timeout: 10_000 });
+    await writer.close();
+    const stats = writer.stats();
+    expect(stats.dropped).toBe(0);
+    const records = actionsOf(dir);
+    expect(records.filter((r) => r.event.action === 'authz.publish_denied')).toHaveLength(EVENTS);
+    const recovered = records.find((r) => r.event.action === 'audit.write_recovered');
+    expect(recovered?.audit).toMatchObject({ dropped: 0, reason: 'ENOSPC' });
+    expect(recovered?.audit?.failures).toBeGreaterThan(0);
+    expect(lines.some((l) => l.includes('audit log writable again'))).toBe(true);
+    expect((await verifyAuditLog(dir)).kind).toBe('intact');
+  });
+
+  it('continue keeps accepting, counts dropped events, and records how many were lost once it recovers', async () => {
+    const { fs, dir, writer, lines } = await fillTheDisk('continue', 20);
+    expect(writer.writable).toBe(true);
+    await vi.waitFor(() => expect(writer.stats().dropped).toBeGreaterThan(0), { timeout: 10_000 });
+    expect(lines.some((l) => l.includes('ALARM audit log cannot be written: still serving'))).toBe(true);
+    const dropped = writer.stats().dropped;
+
+    rmSync(join(fs, 'ballast'));
+    await vi.waitFor(() => expect(writer.stats().failing).toBe(false), { timeout: 10_000 });
+    await writer.close();
+    const records = actionsOf(dir);
+    const written = records.filter((r) => r.event.action === 'authz.publish_denied').length;
+    expect(written + dropped).toBe(EVENTS);
+    const recovered = records.find((r) => r.event.action === 'audit.write_recovered');
+    expect(recovered?.audit?.dropped).toBe(dropped);
+    expect((await verifyAuditLog(dir)).kind).toBe('intact');
+  });
+});
