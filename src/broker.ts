@@ -15,6 +15,7 @@ import { guardClientOf, type ConnectGuard } from './seams.js';
 import type { Outbound } from './session/outbound.js';
 import { Session, type SessionEvents } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
+import type { SessionStore } from './persistence/store.js';
 
 export interface BrokerOptions {
   config: BrokerConfig;
@@ -22,6 +23,7 @@ export interface BrokerOptions {
   authorizer: Authorizer;
   audit: AuditSink;
   guard?: ConnectGuard;
+  store?: SessionStore;
 }
 
 const NEVER_EXPIRES = 0xffff_ffff;
@@ -43,7 +45,10 @@ export class Broker {
   readonly sessions = new Map<string, Session>();
   readonly connections = new Set<Connection>();
   readonly tree = new SubscriptionTree();
-  readonly retained = new RetainedStore();
+  readonly retained: RetainedStore;
+  readonly store: SessionStore | undefined;
+  /** True while the store is being replayed: state changes are not journaled again. */
+  private restoring = false;
   readonly log: Logger;
   readonly audit: AuditSink;
   authorizer: Authorizer;
@@ -68,6 +73,16 @@ export class Broker {
     this.audit = options.audit;
     this.authorizer = options.authorizer;
     this.guard = options.guard;
+    const store = options.store?.enabled ? options.store : undefined;
+    this.store = store;
+    this.retained = new RetainedStore(
+      store
+        ? (topic, message) => {
+            // $SYS values are republished on every interval; journaling them would only grow the store.
+            if (!this.restoring && !topic.startsWith('$SYS/')) store.retainedChanged(topic, message);
+          }
+        : undefined,
+    );
     this.sessionEvents = {
       onQueueOverflow: (session) => {
         this.stats.messagesDropped++;
@@ -146,23 +161,85 @@ export class Broker {
       session.will = undefined;
       session.protocolVersion = connection.protocolVersion;
     } else {
-      session = new Session(
-        clientId,
-        connection.protocolVersion,
-        expiryInterval,
-        {
-          maxQueuedMessages: this.limits.max_queued_messages,
-          queueOverflow: this.limits.queue_overflow,
-          queueQos0: this.limits.queue_qos0_messages,
-        },
-        this.sessionEvents,
-      );
-      this.sessions.set(clientId, session);
+      session = this.createSession(clientId, connection.protocolVersion, expiryInterval);
     }
     session.expiryInterval = expiryInterval;
     session.connection = connection;
+    session.offlineSince = undefined;
     connection.session = session;
+    this.setJournal(session);
     return { session, present };
+  }
+
+  createSession(clientId: string, protocolVersion: 3 | 4 | 5, expiryInterval: number): Session {
+    const session = new Session(
+      clientId,
+      protocolVersion,
+      expiryInterval,
+      {
+        maxQueuedMessages: this.limits.max_queued_messages,
+        queueOverflow: this.limits.queue_overflow,
+        queueQos0: this.limits.queue_qos0_messages,
+      },
+      this.sessionEvents,
+    );
+    this.sessions.set(clientId, session);
+    if (this.store && expiryInterval > 0) session.journal = this.store;
+    return session;
+  }
+
+  /** A persistent session (expiry > 0) is journaled; a session that stops being persistent is forgotten. */
+  private setJournal(session: Session): void {
+    const store = this.store;
+    if (!store) return;
+    if (session.expiryInterval > 0) {
+      if (!session.journal) {
+        session.journal = store;
+        for (const out of [...session.inflight.values(), ...session.queue])
+          if (out.qos > 0) store.added(session.clientId, out);
+        for (const id of session.inboundQos2) store.inboundQos2Received(session.clientId, id);
+      }
+      store.sessionSaved(session, undefined);
+    } else if (session.journal) {
+      store.sessionEnded(session.clientId);
+      session.journal = undefined;
+    }
+  }
+
+  /** Start-up: a restored session waits offline for its client, its expiry and will timers counting on. */
+  resumeOffline(session: Session, offlineSince: number, now: number): void {
+    if (session.will) {
+      const will = session.will;
+      const remaining = Math.max(0, will.delaySeconds - (now - offlineSince) / 1000);
+      if (remaining === 0) {
+        session.will = undefined;
+        this.publishWill(session, will.message, will.expirySeconds);
+      } else {
+        will.timer = setTimeout(() => {
+          if (session.will !== will) return;
+          session.will = undefined;
+          this.publishWill(session, will.message, will.expirySeconds);
+          if (session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
+        }, remaining * 1000);
+        will.timer.unref();
+      }
+    }
+    if (session.expiryInterval !== NEVER_EXPIRES) {
+      const remainingMs = Math.max(0, session.expiryInterval * 1000 - (now - offlineSince));
+      session.expiresAt = now + remainingMs;
+      session.expiryTimer = setTimeout(() => this.endSession(session), Math.min(remainingMs, 2_147_000_000));
+      session.expiryTimer.unref();
+    }
+  }
+
+  /** Replays the store into memory; returns what was restored. */
+  restore(apply: () => void): void {
+    this.restoring = true;
+    try {
+      apply();
+    } finally {
+      this.restoring = false;
+    }
   }
 
   /** After CONNACK: redeliver what is in flight, drain the queue. */
@@ -190,6 +267,7 @@ export class Broker {
     this.redistributeShared(session);
     if (!publishWill && session.will) session.will = undefined;
     if (session.will) this.scheduleWill(session);
+    if (session.journal && session.expiryInterval > 0) this.store?.sessionSaved(session, session.offlineSince);
     if (this.stopping) return;
     if (session.expiryInterval === 0) {
       this.endSession(session);
@@ -215,6 +293,10 @@ export class Broker {
   endSession(session: Session): void {
     this.cancelExpiry(session);
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (session.journal) {
+      this.store?.sessionEnded(session.clientId);
+      session.journal = undefined;
+    }
     for (const subscription of session.subscriptions.values()) this.tree.remove(subscription);
     this.redistributeShared(session);
     session.subscriptions.clear();
@@ -282,6 +364,7 @@ export class Broker {
     if (existing) this.tree.remove(existing);
     session.subscriptions.set(subscription.key, subscription);
     this.tree.add(subscription);
+    if (session.journal && !this.restoring) this.store?.sessionSaved(session, session.offlineSince);
     return existing === undefined;
   }
 
@@ -289,6 +372,7 @@ export class Broker {
     const session = subscription.session;
     if (session.subscriptions.get(subscription.key) === subscription) session.subscriptions.delete(subscription.key);
     this.tree.remove(subscription);
+    if (session.journal) this.store?.sessionSaved(session, session.offlineSince);
   }
 
   // --- routing -----------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import { createLogger, type Logger } from './log.js';
 import type { ConnectGuard } from './seams.js';
 import { SysTopics } from './sys/sys-topics.js';
 import { createTcpServer, listen } from './transport/tcp.js';
+import { SessionStore, type LoadedJournal } from './persistence/store.js';
+import { restoreState, type RestoreSummary } from './persistence/restore.js';
 
 export interface ServerOptions {
   config: BrokerConfig;
@@ -17,6 +19,8 @@ export interface ServerOptions {
   audit?: AuditSink;
   authorizer?: Authorizer;
   guard?: ConnectGuard;
+  /** Salvage what is readable from a damaged store instead of refusing to start. */
+  repair?: boolean;
   /** Overrides the chain built from configuration, per listener name (tests, embedding). */
   authenticators?: ReadonlyMap<string, ConnectAuthenticator>;
 }
@@ -30,12 +34,30 @@ export class BulwarkServer {
   readonly listeners: ListenerRuntime[] = [];
   readonly log: Logger;
   readonly sys: SysTopics;
+  readonly store: SessionStore | undefined;
   private started = false;
+  private maintenanceTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly options: ServerOptions) {
     const config = options.config;
     this.log = options.log ?? createLogger(config.log_level);
+    const persistence = config.persistence;
+    let loaded: LoadedJournal | undefined;
+    if (persistence.durability !== 'none') {
+      this.store = new SessionStore({
+        dataDir: config.data_dir,
+        durability: persistence.durability,
+        flushIntervalMs: persistence.flush_interval_ms,
+        maxBatchDelayMs: persistence.max_batch_delay_ms,
+        compactMinBytes: persistence.compact_min_bytes,
+        repair: options.repair ?? false,
+        log: this.log,
+      });
+      loaded = this.store.load();
+      this.store.open(loaded.files);
+    }
     this.broker = new Broker({
+      store: this.store,
       config,
       log: this.log,
       authorizer: options.authorizer ?? interimAuthorizer,
@@ -53,6 +75,33 @@ export class BulwarkServer {
       });
     }
     this.sys = new SysTopics(this.broker, config.sys_interval_seconds);
+    if (this.store) {
+      const store = this.store;
+      this.sys.add('$SYS/broker/store/bytes', () => String(store.fileBytes));
+      this.sys.add('$SYS/broker/store/sessions', () =>
+        String([...this.broker.sessions.values()].filter((s) => s.journal).length),
+      );
+      this.sys.add('$SYS/broker/store/durability', () => store.durability);
+    }
+    if (loaded) this.restoreFrom(loaded);
+  }
+
+  private restoreFrom(loaded: LoadedJournal): void {
+    let summary: RestoreSummary | undefined;
+    this.broker.restore(() => {
+      summary = restoreState(this.broker, loaded.records, Date.now());
+    });
+    this.log.info(
+      { ...summary, files: loaded.files, tornTailBytes: loaded.tornTailBytes, droppedBytes: loaded.droppedBytes },
+      `store restored: ${summary!.sessions} sessions, ${summary!.queuedMessages + summary!.inflightMessages} messages, ${summary!.retained} retained`,
+    );
+    if (loaded.droppedBytes > 0)
+      this.log.warn({ droppedBytes: loaded.droppedBytes }, 'store repaired: unreadable records were dropped');
+    if (loaded.tornTailBytes > 0)
+      this.log.warn(
+        { tornTailBytes: loaded.tornTailBytes },
+        'store had a torn last record (crash mid-write); it was discarded',
+      );
   }
 
   async start(): Promise<void> {
@@ -61,7 +110,13 @@ export class BulwarkServer {
       listener.server = server;
       listener.address = await listen(server, listener.config.host, listener.config.port);
     }
+    if (this.store) await this.store.compact(this.broker);
     this.sys.start();
+    this.maintenanceTimer = setInterval(() => {
+      this.broker.retained.sweep(Date.now());
+      this.store?.maybeCompact(this.broker);
+    }, 10_000);
+    this.maintenanceTimer.unref();
     this.started = true;
     this.broker.audit.record({ event: { action: 'broker.started', outcome: 'success' }, actor: 'broker' });
   }
@@ -80,11 +135,13 @@ export class BulwarkServer {
     if (!this.started) return;
     this.started = false;
     this.sys.stop();
+    if (this.maintenanceTimer) clearInterval(this.maintenanceTimer);
     const closing = this.listeners.map(
       (l) => new Promise<void>((resolve) => (l.server ? l.server.close(() => resolve()) : resolve())),
     );
     await this.broker.closeAllConnections();
     await Promise.all(closing);
+    await this.store?.close(this.broker);
     this.broker.audit.record({ event: { action: 'broker.stopped', outcome: 'success' }, actor: 'broker' });
   }
 

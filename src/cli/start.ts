@@ -8,6 +8,7 @@ export interface StartOptions {
   config?: string;
   port?: string;
   dataDir?: string;
+  repair?: boolean;
 }
 
 /** Configuration from the file (or the local-only default), with command-line overrides applied. */
@@ -33,6 +34,7 @@ export function registerStartCommand(program: Command): void {
     .option('-c, --config <file>', 'YAML configuration file (see docs/configuration.md)')
     .option('-p, --port <port>', 'port of the first listener, overriding the file')
     .option('--data-dir <dir>', 'data directory, overriding the file')
+    .option('--repair', 'start from a damaged store, keeping every readable record and logging what was dropped')
     .action(async (options: StartOptions) => {
       let config: BrokerConfig;
       try {
@@ -43,11 +45,14 @@ export function registerStartCommand(program: Command): void {
         );
         process.exit(2);
       }
-      const server = new BulwarkServer({ config });
+      let server: BulwarkServer;
       try {
+        server = new BulwarkServer({ config, repair: options.repair ?? false });
         await server.start();
       } catch (error) {
-        console.error(`bulwark: cannot start: ${(error as Error).message}`);
+        console.error(
+          `bulwark: cannot start: ${error instanceof BulwarkError ? error.describe() : (error as Error).message}`,
+        );
         process.exit(1);
       }
       for (const line of server.describe()) server.log.info({ listener: line }, `listening: ${line}`);

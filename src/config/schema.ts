@@ -122,6 +122,39 @@ export const limitsSchema = z
   })
   .strict();
 
+export const persistenceSchema = z
+  .object({
+    durability: z
+      .enum(['sync', 'periodic', 'none'])
+      .default('sync')
+      .describe(
+        'sync: PUBACK/PUBREC is sent only once the message is on disk for every persistent session that must receive it (group commit). ' +
+          'periodic: written at once, flushed to disk every flush_interval_ms; a power loss can lose that window, a broker crash loses nothing written. ' +
+          'none: memory only; a restart loses every session and retained message.',
+      ),
+    flush_interval_ms: z
+      .number()
+      .int()
+      .min(10)
+      .max(60_000)
+      .default(1000)
+      .describe('periodic: how often the journal is flushed to disk.'),
+    max_batch_delay_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(100)
+      .default(0)
+      .describe('Longest a change waits to share a write with others; 0 writes on the next turn of the event loop.'),
+    compact_min_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(64 * 1_048_576)
+      .describe('The journal is compacted once it exceeds this size and four times the last compacted size.'),
+  })
+  .strict();
+
 export const listenerSchema = z
   .object({
     name: z
@@ -175,7 +208,9 @@ export const configSchema = z
     authorization: z.unknown().optional().describe('Policy sources. See docs/policy.md.'),
     audit: z.unknown().optional().describe('Audit log settings. See docs/audit.md.'),
     guard: z.unknown().optional().describe('Abuse protection. See docs/abuse-protection.md.'),
-    persistence: z.unknown().optional().describe('Durability of sessions and retained messages.'),
+    persistence: persistenceSchema
+      .default(persistenceSchema.parse({}))
+      .describe('Durability of sessions and retained messages. See docs/persistence.md.'),
     sys_interval_seconds: z
       .number()
       .int()

@@ -53,6 +53,7 @@ export class Connection implements SessionLink {
   private readonly parser: ReturnType<typeof mqtt.parser>;
   private readonly framer: Framer;
   private backlog: Packet[] | undefined;
+  private readonly deferredAcks: { packet: Packet; seq: number }[] = [];
   private busy = false;
   private corked = false;
   private lastReceived = Date.now();
@@ -425,6 +426,34 @@ export class Connection implements SessionLink {
       cache.set(key, bytes);
     }
     return bytes;
+  }
+
+  /**
+   * Sends a PUBACK/PUBREC/PUBCOMP once the store holds what it vouches for (`seq`, in `sync` durability), keeping
+   * acknowledgements in the order their packets arrived ([MQTT-4.6.0-2]).
+   */
+  sendAck(packet: Packet, seq: number): void {
+    const store = this.broker.store;
+    if (this.deferredAcks.length === 0 && (!store || seq <= store.durableSeq)) {
+      this.writePacket(packet);
+      return;
+    }
+    this.deferredAcks.push({ packet, seq });
+    const wait = (): void => {
+      store!.durableThrough(seq).then(
+        () => this.releaseAcks(),
+        () => setTimeout(wait, 1000).unref(),
+      );
+    };
+    wait();
+  }
+
+  private releaseAcks(): void {
+    const durable = this.broker.store?.durableSeq ?? Number.MAX_SAFE_INTEGER;
+    while (this.deferredAcks.length > 0 && this.deferredAcks[0]!.seq <= durable) {
+      const next = this.deferredAcks.shift()!;
+      if (this.state !== 'closed') this.writePacket(next.packet);
+    }
   }
 
   sendPubrel(packetId: number): void {

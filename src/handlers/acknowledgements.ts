@@ -42,9 +42,13 @@ export function handlePubrel(connection: Connection, packet: IPubrelPacket): voi
   if (id === undefined) return;
   const known = session.inboundQos2.delete(id);
   if (known) connection.inboundUnacknowledged = Math.max(0, connection.inboundUnacknowledged - 1);
-  connection.writePacket({
-    cmd: 'pubcomp',
-    messageId: id,
-    reasonCode: connection.isV5 && !known ? ReasonCode.packetIdentifierNotFound : undefined,
-  });
+  if (known && session.journal) connection.broker.store?.inboundQos2Released(connection.clientId, id);
+  connection.sendAck(
+    {
+      cmd: 'pubcomp',
+      messageId: id,
+      reasonCode: connection.isV5 && !known ? ReasonCode.packetIdentifierNotFound : undefined,
+    },
+    0,
+  );
 }

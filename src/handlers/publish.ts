@@ -77,8 +77,14 @@ function complete(connection: Connection, packet: IPublishPacket, topic: string,
     expiresAt: expiry !== undefined ? now + expiry * 1000 : undefined,
     publisherId: connection.clientId,
   };
+  const store = broker.store;
+  const before = store?.lastSeq ?? 0;
   broker.publish(message);
-  acknowledge(connection, packet, 'success', undefined);
+  if (packet.qos === 2 && connection.session!.journal)
+    store!.inboundQos2Received(connection.clientId, packet.messageId!);
+  // `sync` durability: the acknowledgement waits for whatever this message made the store write.
+  const seq = store && store.durability === 'sync' && store.lastSeq !== before ? store.lastSeq : 0;
+  acknowledge(connection, packet, 'success', undefined, seq);
 }
 
 function denied(connection: Connection, packet: IPublishPacket, topic: string, decision: AuthzDecision): void {
@@ -89,7 +95,7 @@ function denied(connection: Connection, packet: IPublishPacket, topic: string, d
     return;
   }
   // v5: PUBACK/PUBREC 0x87 tells the client; 3.1.1 in `drop` mode acknowledges as if delivered (Mosquitto).
-  acknowledge(connection, packet, connection.isV5 ? 'notAuthorized' : 'success', decision.reason);
+  acknowledge(connection, packet, connection.isV5 ? 'notAuthorized' : 'success', decision.reason, 0);
 }
 
 function acknowledge(
@@ -97,6 +103,7 @@ function acknowledge(
   packet: IPublishPacket,
   reason: ReasonName,
   detail: string | undefined,
+  seq: number,
 ): void {
   const qos = packet.qos;
   if (qos === 0) return;
@@ -105,12 +112,12 @@ function acknowledge(
   const properties = reasonCode !== undefined ? connection.reasonProperties(detail) : undefined;
   if (qos === 1) {
     connection.inboundUnacknowledged--;
-    connection.writePacket({ cmd: 'puback', messageId: id, reasonCode, properties });
+    connection.sendAck({ cmd: 'puback', messageId: id, reasonCode, properties }, seq);
     return;
   }
   if (reasonCode === undefined) connection.session!.inboundQos2.add(id);
   else connection.inboundUnacknowledged--;
-  connection.writePacket({ cmd: 'pubrec', messageId: id, reasonCode, properties });
+  connection.sendAck({ cmd: 'pubrec', messageId: id, reasonCode, properties }, seq);
 }
 
 /** [MQTT-3.3.2-12] topic aliases: set on a non-empty topic, looked up on an empty one. */

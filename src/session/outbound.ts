@@ -13,6 +13,8 @@ export interface Outbound {
   packetId: number;
   /** `publish`: PUBLISH sent, awaiting PUBACK/PUBREC. `pubrel`: PUBREC received, PUBREL sent, awaiting PUBCOMP. */
   state: 'publish' | 'pubrel';
+  /** Key of this entry in the persistent store, once a persistent session has recorded it. */
+  storeKey?: number;
 }
 
 /** What a session needs from its live connection. Implemented by `Connection`. */
@@ -22,4 +24,11 @@ export interface SessionLink {
   /** Sends the PUBLISH; false when it was discarded because it exceeds the client's Maximum Packet Size. */
   sendPublish(out: Outbound, dup: boolean): boolean;
   sendPubrel(packetId: number): void;
+}
+
+/** Receives every change to a persistent session's outgoing messages, so the store can journal it. */
+export interface OutboundJournal {
+  added(clientId: string, out: Outbound): void;
+  updated(clientId: string, out: Outbound): void;
+  removed(clientId: string, out: Outbound): void;
 }

@@ -1,6 +1,6 @@
 import { isExpired, type Message } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
-import type { Outbound, SessionLink } from './outbound.js';
+import type { Outbound, OutboundJournal, SessionLink } from './outbound.js';
 
 export type QueueOverflow = 'drop-new' | 'drop-oldest';
 
@@ -51,8 +51,12 @@ export class Session {
   expiryTimer: NodeJS.Timeout | undefined;
   /** Epoch ms when the session expires while disconnected; undefined while connected or never. */
   expiresAt: number | undefined;
+  /** Epoch ms when the last connection left; undefined while connected. */
+  offlineSince: number | undefined;
   will: PendingWill | undefined;
   protocolVersion: 3 | 4 | 5;
+  /** Set while the session is persistent (expiry > 0) and the broker keeps a store. */
+  journal: OutboundJournal | undefined;
   private nextPacketId = 1;
   /** Scratch fields used by the router to merge overlapping subscriptions without allocating per message. */
   routeStamp = 0;
@@ -97,6 +101,7 @@ export class Session {
     const out = this.inflight.get(packetId);
     if (!out) return undefined;
     this.inflight.delete(packetId);
+    this.journal?.removed(this.clientId, out);
     this.drain();
     return out;
   }
@@ -106,6 +111,7 @@ export class Session {
     const out = this.inflight.get(packetId);
     if (!out) return false;
     out.state = 'pubrel';
+    this.journal?.updated(this.clientId, out);
     this.link?.sendPubrel(packetId);
     return true;
   }
@@ -117,8 +123,12 @@ export class Session {
       if (out.state === 'pubrel') link.sendPubrel(out.packetId);
       else if (isExpired(out.message, now)) {
         this.inflight.delete(out.packetId);
+        this.journal?.removed(this.clientId, out);
         this.events.onDiscarded(this, 'expired');
-      } else if (!link.sendPublish(out, true)) this.inflight.delete(out.packetId);
+      } else if (!link.sendPublish(out, true)) {
+        this.inflight.delete(out.packetId);
+        this.journal?.removed(this.clientId, out);
+      }
     }
     this.drain();
   }
@@ -126,6 +136,7 @@ export class Session {
   detach(): void {
     this.link = undefined;
     this.connection = undefined;
+    this.offlineSince = Date.now();
   }
 
   /** Moves queued messages into the send window while it has room. */
@@ -138,11 +149,12 @@ export class Session {
       if (next.qos > 0 && this.inflight.size >= link.sendQuota) return;
       this.queue.shift();
       if (isExpired(next.message, now)) {
+        if (next.qos > 0) this.journal?.removed(this.clientId, next);
         this.events.onDiscarded(this, 'expired');
         continue;
       }
       if (next.qos === 0) link.sendPublish(next, false);
-      else this.sendNow(link, next);
+      else this.sendNow(link, next, true);
     }
   }
 
@@ -152,6 +164,7 @@ export class Session {
     for (const [packetId, out] of this.inflight) {
       if (out.shareGroup === shareGroup && out.shareFilter === shareFilter && out.state === 'publish') {
         this.inflight.delete(packetId);
+        this.journal?.removed(this.clientId, out);
         taken.push(out);
       }
     }
@@ -159,6 +172,7 @@ export class Session {
       const out = this.queue[i]!;
       if (out.shareGroup === shareGroup && out.shareFilter === shareFilter) {
         this.queue.splice(i, 1);
+        if (out.qos > 0) this.journal?.removed(this.clientId, out);
         taken.unshift(out);
       }
     }
@@ -175,13 +189,16 @@ export class Session {
     throw new Error('no free packet identifier');
   }
 
-  private sendNow(link: SessionLink, out: Outbound): void {
+  private sendNow(link: SessionLink, out: Outbound, wasQueued = false): void {
     out.packetId = this.allocatePacketId();
     out.state = 'publish';
     this.inflight.set(out.packetId, out);
+    if (wasQueued) this.journal?.updated(this.clientId, out);
+    else this.journal?.added(this.clientId, out);
     if (!link.sendPublish(out, false)) {
       // [MQTT-3.1.2-25] too large for the client: discarded, and treated as delivered.
       this.inflight.delete(out.packetId);
+      this.journal?.removed(this.clientId, out);
       this.events.onDiscarded(this, 'tooLarge');
     }
   }
@@ -193,8 +210,10 @@ export class Session {
         return;
       }
       const dropped = this.queue.shift()!;
+      if (dropped.qos > 0) this.journal?.removed(this.clientId, dropped);
       this.events.onQueueOverflow(this, dropped);
     }
     this.queue.push(out);
+    if (out.qos > 0) this.journal?.added(this.clientId, out);
   }
 }

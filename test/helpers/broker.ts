@@ -41,6 +41,8 @@ export async function startBroker(options: TestBrokerOptions = {}): Promise<Test
   const { limits, ...rest } = options.config ?? {};
   const config = configSchema.parse({
     sys_interval_seconds: 0,
+    // In-memory unless a test is about persistence: fast, and nothing left on disk.
+    persistence: { durability: 'none' },
     ...rest,
     limits: { ...(limits ?? {}) },
     listeners: [

@@ -1,0 +1,348 @@
+import {
+  closeSync,
+  existsSync,
+  fdatasync,
+  fdatasyncSync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  write,
+} from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { BulwarkError } from '../errors.js';
+
+/**
+ * An append-only journal of state changes: each record is `[u32 length][u32 crc32][JSON]`. The broker's state
+ * lives in memory; the journal makes it durable and is replayed at start-up. Compaction writes the live state as a
+ * new generation and drops the old file. CRCs make a torn or corrupted record detectable instead of silently
+ * misread — the reason we keep our own format rather than a memory-mapped store (see docs/architecture.md).
+ */
+export type Durability = 'sync' | 'periodic' | 'none';
+
+const HEADER = 8;
+const MAX_RECORD = 512 * 1024 * 1024;
+
+export interface ReplayResult<T> {
+  records: T[];
+  /** Bytes of a torn final record that a crash left behind (only ever the last one). */
+  tornTailBytes: number;
+  file: string;
+}
+
+export class JournalCorruptError extends BulwarkError {
+  constructor(
+    readonly file: string,
+    readonly offset: number,
+    why: string,
+  ) {
+    super(
+      'BULWARK_ERR_STORE_CORRUPT',
+      `store file ${file} is corrupt at byte ${offset}: ${why}`,
+      { file, line: 0, column: offset },
+      'restore from backup, or start with --repair to keep what is readable',
+    );
+  }
+}
+
+export function journalFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => /^journal-\d{8}\.log$/.test(f))
+    .sort();
+}
+
+/**
+ * Reads every record of a journal file. A short final record is a torn tail (the crash came mid-write) and is
+ * reported, not an error; a bad CRC or impossible length anywhere is corruption, unless `repair` is set, in which
+ * case reading stops there and the rest is reported as dropped.
+ */
+export function readJournal<T>(file: string, repair: boolean): ReplayResult<T> & { droppedBytes: number } {
+  const fd = openSync(file, 'r');
+  try {
+    const size = statSync(file).size;
+    const records: T[] = [];
+    const header = Buffer.alloc(HEADER);
+    let offset = 0;
+    while (offset < size) {
+      if (size - offset < HEADER) return { records, tornTailBytes: size - offset, droppedBytes: 0, file };
+      readSync(fd, header, 0, HEADER, offset);
+      const length = header.readUInt32BE(0);
+      const checksum = header.readUInt32BE(4);
+      if (length === 0 || length > MAX_RECORD) {
+        if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
+        throw new JournalCorruptError(file, offset, `impossible record length ${length}`);
+      }
+      if (size - offset - HEADER < length) return { records, tornTailBytes: size - offset, droppedBytes: 0, file };
+      const body = Buffer.allocUnsafe(length);
+      readSync(fd, body, 0, length, offset + HEADER);
+      if (crc32(body) !== checksum) {
+        if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
+        throw new JournalCorruptError(file, offset, 'checksum mismatch');
+      }
+      try {
+        records.push(JSON.parse(body.toString('utf8')) as T);
+      } catch {
+        if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
+        throw new JournalCorruptError(file, offset, 'record is not valid JSON');
+      }
+      offset += HEADER + length;
+    }
+    return { records, tornTailBytes: 0, droppedBytes: 0, file };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function encodeRecord(record: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(record), 'utf8');
+  const out = Buffer.allocUnsafe(HEADER + body.length);
+  out.writeUInt32BE(body.length, 0);
+  out.writeUInt32BE(crc32(body), 4);
+  body.copy(out, HEADER);
+  return out;
+}
+
+export interface JournalOptions {
+  dir: string;
+  durability: Exclude<Durability, 'none'>;
+  /** `periodic`: how often written data is flushed to disk. */
+  flushIntervalMs: number;
+  /** Longest a record waits for its batch to be written (group commit). */
+  maxBatchDelayMs: number;
+  onError: (error: Error) => void;
+}
+
+/**
+ * The writer: records are batched and written with one `write` (and, in `sync` mode, one `fdatasync`) per batch,
+ * so many messages share one flush. `durableThrough(seq)` resolves once record `seq` is on disk.
+ */
+export class JournalWriter {
+  private fd: number;
+  private generation: number;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private seq = 0;
+  private writtenSeq = 0;
+  private flushing = false;
+  private scheduled = false;
+  private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private periodicTimer: NodeJS.Timeout | undefined;
+  private failed: Error | undefined;
+  bytesWritten = 0;
+  fileBytes = 0;
+  /** Size of the last compacted generation: compaction runs again when the file outgrows it enough. */
+  snapshotBytes = 0;
+
+  constructor(
+    private readonly options: JournalOptions,
+    generation: number,
+  ) {
+    mkdirSync(options.dir, { recursive: true });
+    this.generation = generation;
+    const file = this.fileFor(generation);
+    this.fd = openSync(file, 'a');
+    this.fileBytes = statSync(file).size;
+    if (options.durability === 'periodic') {
+      this.periodicTimer = setInterval(() => this.syncNow(), options.flushIntervalMs);
+      this.periodicTimer.unref();
+    }
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  get durableSeq(): number {
+    return this.writtenSeq;
+  }
+
+  get file(): string {
+    return this.fileFor(this.generation);
+  }
+
+  get healthy(): boolean {
+    return this.failed === undefined;
+  }
+
+  private fileFor(generation: number): string {
+    return join(this.options.dir, `journal-${String(generation).padStart(8, '0')}.log`);
+  }
+
+  /** Truncates a torn tail found at start-up, so new records follow the last intact one. */
+  static sealTornTail(file: string, tornBytes: number): void {
+    const fd = openSync(file, 'r+');
+    try {
+      ftruncateSync(fd, statSync(file).size - tornBytes);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  append(record: unknown): number {
+    const bytes = encodeRecord(record);
+    this.pending.push(bytes);
+    this.pendingBytes += bytes.length;
+    this.seq++;
+    if (!this.scheduled && !this.flushing) {
+      this.scheduled = true;
+      if (this.options.maxBatchDelayMs > 0) setTimeout(() => this.flush(), this.options.maxBatchDelayMs);
+      else setImmediate(() => this.flush());
+    }
+    return this.seq;
+  }
+
+  /** Resolves when every record up to `seq` is written (and synced, in `sync` mode). */
+  durableThrough(seq: number): Promise<void> {
+    if (seq <= this.writtenSeq) return Promise.resolve();
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  private async flush(): Promise<void> {
+    this.scheduled = false;
+    if (this.flushing || this.pending.length === 0) return;
+    this.flushing = true;
+    const batch = this.pending;
+    const batchBytes = this.pendingBytes;
+    const batchSeq = this.seq;
+    this.pending = [];
+    this.pendingBytes = 0;
+    try {
+      const handle = this.fd;
+      await writeAll(handle, batch);
+      if (this.options.durability === 'sync')
+        await new Promise<void>((resolve, reject) => fdatasyncAsync(handle, resolve, reject));
+      this.bytesWritten += batchBytes;
+      this.fileBytes += batchBytes;
+      this.writtenSeq = batchSeq;
+      this.failed = undefined;
+      const ready = this.waiters.filter((w) => w.seq <= batchSeq);
+      this.waiters = this.waiters.filter((w) => w.seq > batchSeq);
+      for (const w of ready) w.resolve();
+    } catch (error) {
+      // Nothing acknowledged depends on a failed batch: its waiters are refused, the batch is retried.
+      this.failed = error as Error;
+      this.pending = batch.concat(this.pending);
+      this.pendingBytes += batchBytes;
+      for (const w of this.waiters) w.reject(this.failed);
+      this.waiters = [];
+      this.options.onError(this.failed);
+      setTimeout(() => void this.flush(), 1000).unref();
+    } finally {
+      this.flushing = false;
+    }
+    if (this.pending.length > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private syncNow(): void {
+    try {
+      fdatasyncSync(this.fd);
+    } catch (error) {
+      this.options.onError(error as Error);
+    }
+  }
+
+  /** Writes everything pending and syncs; used at shutdown. */
+  async close(): Promise<void> {
+    if (this.periodicTimer) clearInterval(this.periodicTimer);
+    while (this.flushing || this.pending.length > 0) {
+      if (!this.flushing) await this.flush();
+      else await new Promise((r) => setTimeout(r, 5));
+      if (this.failed) break;
+    }
+    try {
+      fsyncSync(this.fd);
+    } finally {
+      closeSync(this.fd);
+    }
+  }
+
+  /**
+   * Compaction: writes `records` (the live state, taken synchronously by the caller just before this call) as
+   * the next generation, syncs it, switches to it and removes older files. Records still pending at that moment
+   * are part of the snapshot, so they are not written again; their waiters resolve when the snapshot is on disk.
+   */
+  async compact(records: readonly unknown[]): Promise<void> {
+    const snapshotSeq = this.seq;
+    this.pending = [];
+    this.pendingBytes = 0;
+    while (this.flushing) await new Promise((r) => setTimeout(r, 1));
+    this.flushing = true;
+    try {
+      const next = this.generation + 1;
+      const tmp = `${this.fileFor(next)}.tmp`;
+      const handle = await fsp.open(tmp, 'w');
+      let size = 0;
+      try {
+        let chunk: Buffer[] = [];
+        let chunkBytes = 0;
+        for (const record of records) {
+          const bytes = encodeRecord(record);
+          chunk.push(bytes);
+          chunkBytes += bytes.length;
+          if (chunkBytes > 1 << 20) {
+            await handle.writev(chunk);
+            size += chunkBytes;
+            chunk = [];
+            chunkBytes = 0;
+          }
+        }
+        if (chunk.length > 0) await handle.writev(chunk);
+        size += chunkBytes;
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      renameSync(tmp, this.fileFor(next));
+      const old = this.fd;
+      const oldGeneration = this.generation;
+      this.fd = openSync(this.fileFor(next), 'a');
+      this.generation = next;
+      this.fileBytes = size;
+      this.snapshotBytes = size;
+      closeSync(old);
+      for (let g = oldGeneration; g >= 0; g--) {
+        const file = this.fileFor(g);
+        if (existsSync(file)) unlinkSync(file);
+        else break;
+      }
+      this.writtenSeq = Math.max(this.writtenSeq, snapshotSeq);
+      const ready = this.waiters.filter((w) => w.seq <= this.writtenSeq);
+      this.waiters = this.waiters.filter((w) => w.seq > this.writtenSeq);
+      for (const w of ready) w.resolve();
+    } finally {
+      this.flushing = false;
+    }
+    if (this.pending.length > 0) await this.flush();
+  }
+}
+
+function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
+  const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
+  return new Promise((resolve, reject) => {
+    const step = (offset: number): void => {
+      write(fd, data, offset, data.length - offset, null, (error, written) => {
+        if (error) reject(error);
+        else if (offset + written < data.length) step(offset + written);
+        else resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+function fdatasyncAsync(fd: number, resolve: () => void, reject: (e: Error) => void): void {
+  fdatasync(fd, (error) => (error ? reject(error) : resolve()));
+}

@@ -1,0 +1,127 @@
+import type { ForwardedProperties, Message, QoS } from '../routing/message.js';
+import type { Subscription } from '../routing/subscription.js';
+import type { Outbound } from '../session/outbound.js';
+
+/** A message as journaled: payload and binary properties in base64. */
+export interface MessageRecord {
+  t: string;
+  p: string;
+  q: QoS;
+  r: boolean;
+  x?: number;
+  f?: string;
+  pr?: Omit<ForwardedProperties, 'correlationData'> & { cd?: string };
+}
+
+export interface SubscriptionRecord {
+  k: string;
+  f: string;
+  g?: string;
+  q: QoS;
+  nl: boolean;
+  rap: boolean;
+  rh: 0 | 1 | 2;
+  sid?: number;
+}
+
+export interface WillRecord {
+  m: MessageRecord;
+  d: number;
+  e?: number;
+}
+
+/**
+ * Journal records. Each is an idempotent upsert or delete, so replaying a record twice (as compaction can cause)
+ * gives the same state.
+ */
+export type StoreRecord =
+  /** Session metadata: protocol version, expiry, subscriptions; `at` when it went offline; a pending will. */
+  | { t: 's'; id: string; v: 3 | 4 | 5; exp: number; subs: SubscriptionRecord[]; at?: number; will?: WillRecord }
+  /** Session ended: everything of it goes. */
+  | { t: 'e'; id: string }
+  /** An outgoing message queued or in flight (`p` packet id once sent, `st` its QoS 2 state). */
+  | {
+      t: 'o';
+      id: string;
+      k: number;
+      m: MessageRecord;
+      q: QoS;
+      r: boolean;
+      ids?: number[];
+      sg?: string;
+      sf?: string;
+      p?: number;
+      st?: 'publish' | 'pubrel';
+    }
+  /** The outgoing message got a packet id or moved to PUBREL. */
+  | { t: 'u'; id: string; k: number; p: number; st: 'publish' | 'pubrel' }
+  /** The outgoing message is done (acknowledged, dropped or handed to another shared-subscription member). */
+  | { t: 'd'; id: string; k: number }
+  /** An incoming QoS 2 packet id awaiting PUBREL (exactly-once across restarts). */
+  | { t: 'i'; id: string; p: number }
+  | { t: 'j'; id: string; p: number }
+  | { t: 'R'; m: MessageRecord }
+  | { t: 'X'; topic: string };
+
+export function messageRecord(m: Message): MessageRecord {
+  const record: MessageRecord = { t: m.topic, p: m.payload.toString('base64'), q: m.qos, r: m.retain };
+  if (m.expiresAt !== undefined) record.x = m.expiresAt;
+  if (m.publisherId !== undefined) record.f = m.publisherId;
+  if (m.properties) {
+    const { correlationData, ...rest } = m.properties;
+    record.pr = correlationData ? { ...rest, cd: correlationData.toString('base64') } : rest;
+  }
+  return record;
+}
+
+export function messageFromRecord(r: MessageRecord): Message {
+  let properties: ForwardedProperties | undefined;
+  if (r.pr) {
+    const { cd, ...rest } = r.pr;
+    properties = cd !== undefined ? { ...rest, correlationData: Buffer.from(cd, 'base64') } : rest;
+  }
+  return {
+    topic: r.t,
+    payload: Buffer.from(r.p, 'base64'),
+    qos: r.q,
+    retain: r.r,
+    properties,
+    expiresAt: r.x,
+    publisherId: r.f,
+  };
+}
+
+export function subscriptionRecord(s: Subscription): SubscriptionRecord {
+  const r: SubscriptionRecord = {
+    k: s.key,
+    f: s.filter,
+    q: s.qos,
+    nl: s.noLocal,
+    rap: s.retainAsPublished,
+    rh: s.retainHandling,
+  };
+  if (s.shareGroup !== undefined) r.g = s.shareGroup;
+  if (s.subscriptionId !== undefined) r.sid = s.subscriptionId;
+  return r;
+}
+
+export function outboundRecord(clientId: string, out: Outbound): StoreRecord {
+  const r: StoreRecord = {
+    t: 'o',
+    id: clientId,
+    k: out.storeKey!,
+    m: messageRecord(out.message),
+    q: out.qos,
+    r: out.retain,
+  };
+  if (out.subscriptionIds) r.ids = [...out.subscriptionIds];
+  if (out.shareGroup !== undefined) {
+    r.sg = out.shareGroup;
+    r.sf = out.shareFilter;
+  }
+  if (out.packetId > 0) {
+    r.p = out.packetId;
+    r.st = out.state;
+  }
+  return r;
+}

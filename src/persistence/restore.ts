@@ -1,0 +1,163 @@
+import type { Broker } from '../broker.js';
+import { isExpired } from '../routing/message.js';
+import type { Subscription } from '../routing/subscription.js';
+import type { Outbound } from '../session/outbound.js';
+import { messageFromRecord, type MessageRecord, type StoreRecord } from './records.js';
+
+interface SessionState {
+  meta: Extract<StoreRecord, { t: 's' }>;
+  outbound: Map<number, Extract<StoreRecord, { t: 'o' }>>;
+  inboundQos2: Set<number>;
+}
+
+export interface RestoreSummary {
+  sessions: number;
+  queuedMessages: number;
+  inflightMessages: number;
+  retained: number;
+  expiredSessions: number;
+  expiredMessages: number;
+  willsPending: number;
+}
+
+/** Folds the journal into the final state: later records win, `e` removes a session with everything in it. */
+export function foldRecords(records: readonly StoreRecord[]): {
+  sessions: Map<string, SessionState>;
+  retained: Map<string, MessageRecord>;
+} {
+  const sessions = new Map<string, SessionState>();
+  const retained = new Map<string, MessageRecord>();
+  for (const r of records) {
+    switch (r.t) {
+      case 's': {
+        const existing = sessions.get(r.id);
+        if (existing) existing.meta = r;
+        else sessions.set(r.id, { meta: r, outbound: new Map(), inboundQos2: new Set() });
+        break;
+      }
+      case 'e':
+        sessions.delete(r.id);
+        break;
+      case 'o':
+        sessions.get(r.id)?.outbound.set(r.k, r);
+        break;
+      case 'u': {
+        const o = sessions.get(r.id)?.outbound.get(r.k);
+        if (o) {
+          o.p = r.p;
+          o.st = r.st;
+        }
+        break;
+      }
+      case 'd':
+        sessions.get(r.id)?.outbound.delete(r.k);
+        break;
+      case 'i':
+        sessions.get(r.id)?.inboundQos2.add(r.p);
+        break;
+      case 'j':
+        sessions.get(r.id)?.inboundQos2.delete(r.p);
+        break;
+      case 'R':
+        retained.set(r.m.t, r.m);
+        break;
+      case 'X':
+        retained.delete(r.topic);
+        break;
+    }
+  }
+  return { sessions, retained };
+}
+
+/**
+ * Rebuilds sessions (offline), their subscriptions, queued and in-flight messages and incoming QoS 2 state, and
+ * retained messages. Sessions whose expiry ran out while the broker was down end now (their wills are sent);
+ * expired messages are dropped.
+ */
+export function restoreState(broker: Broker, records: readonly StoreRecord[], now: number): RestoreSummary {
+  const { sessions, retained } = foldRecords(records);
+  const summary: RestoreSummary = {
+    sessions: 0,
+    queuedMessages: 0,
+    inflightMessages: 0,
+    retained: 0,
+    expiredSessions: 0,
+    expiredMessages: 0,
+    willsPending: 0,
+  };
+  for (const record of retained.values()) {
+    const message = messageFromRecord(record);
+    if (isExpired(message, now)) {
+      summary.expiredMessages++;
+      continue;
+    }
+    broker.retained.set(message);
+    summary.retained++;
+  }
+  for (const state of sessions.values()) {
+    const meta = state.meta;
+    const offlineSince = meta.at ?? now;
+    const session = broker.createSession(meta.id, meta.v, meta.exp);
+    session.offlineSince = offlineSince;
+    for (const s of meta.subs) {
+      const subscription: Subscription = {
+        session,
+        key: s.k,
+        filter: s.f,
+        shareGroup: s.g,
+        qos: s.q,
+        noLocal: s.nl,
+        retainAsPublished: s.rap,
+        retainHandling: s.rh,
+        subscriptionId: s.sid,
+      };
+      broker.addSubscription(subscription);
+    }
+    const entries = [...state.outbound.values()].sort((a, b) => a.k - b.k);
+    for (const o of entries) {
+      const message = messageFromRecord(o.m);
+      const out: Outbound = {
+        message,
+        qos: o.q,
+        retain: o.r,
+        subscriptionIds: o.ids,
+        shareGroup: o.sg,
+        shareFilter: o.sf,
+        packetId: o.p ?? 0,
+        state: o.st ?? 'publish',
+        storeKey: o.k,
+      };
+      if (isExpired(message, now) && out.state === 'publish') {
+        summary.expiredMessages++;
+        session.journal?.removed(session.clientId, out);
+        continue;
+      }
+      if (out.packetId > 0) {
+        session.inflight.set(out.packetId, out);
+        summary.inflightMessages++;
+      } else {
+        session.queue.push(out);
+        summary.queuedMessages++;
+      }
+    }
+    for (const id of state.inboundQos2) session.inboundQos2.add(id);
+    if (meta.will) {
+      session.will = {
+        message: messageFromRecord(meta.will.m),
+        delaySeconds: meta.will.d,
+        expirySeconds: meta.will.e,
+        timer: undefined,
+      };
+      summary.willsPending++;
+    }
+    const remaining = meta.exp === 0xffff_ffff ? Infinity : meta.exp - (now - offlineSince) / 1000;
+    if (remaining <= 0) {
+      summary.expiredSessions++;
+      broker.endSession(session);
+      continue;
+    }
+    broker.resumeOffline(session, offlineSince, now);
+    summary.sessions++;
+  }
+  return summary;
+}

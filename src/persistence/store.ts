@@ -1,0 +1,238 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Broker } from '../broker.js';
+import type { Logger } from '../log.js';
+import type { Message } from '../routing/message.js';
+import type { Outbound, OutboundJournal } from '../session/outbound.js';
+import type { Session } from '../session/session.js';
+import { journalFiles, JournalWriter, readJournal, type Durability } from './journal.js';
+import { messageRecord, outboundRecord, subscriptionRecord, type StoreRecord } from './records.js';
+
+export interface StoreOptions {
+  dataDir: string;
+  durability: Durability;
+  flushIntervalMs: number;
+  maxBatchDelayMs: number;
+  compactMinBytes: number;
+  repair: boolean;
+  log: Logger;
+}
+
+export interface LoadedJournal {
+  records: StoreRecord[];
+  files: string[];
+  tornTailBytes: number;
+  droppedBytes: number;
+}
+
+/**
+ * Durable state for persistent sessions and retained messages. Clean sessions never touch it. The broker calls
+ * the hooks as state changes; in `sync` mode acknowledgements wait for `durableThrough()`.
+ */
+export class SessionStore implements OutboundJournal {
+  readonly dir: string;
+  private writer: JournalWriter | undefined;
+  private nextKey = 1;
+  private compacting = false;
+  healthy = true;
+
+  constructor(private readonly options: StoreOptions) {
+    this.dir = join(options.dataDir, 'store');
+  }
+
+  get durability(): Durability {
+    return this.options.durability;
+  }
+
+  get enabled(): boolean {
+    return this.writer !== undefined;
+  }
+
+  get lastSeq(): number {
+    return this.writer?.lastSeq ?? 0;
+  }
+
+  get fileBytes(): number {
+    return this.writer?.fileBytes ?? 0;
+  }
+
+  /** Reads every journal file in order; throws a clear error on corruption (unless repairing). */
+  load(): LoadedJournal {
+    if (this.options.durability === 'none') return { records: [], files: [], tornTailBytes: 0, droppedBytes: 0 };
+    mkdirSync(this.dir, { recursive: true });
+    const files = journalFiles(this.dir);
+    const records: StoreRecord[] = [];
+    let tornTailBytes = 0;
+    let droppedBytes = 0;
+    files.forEach((name, index) => {
+      const file = join(this.dir, name);
+      const result = readJournal<StoreRecord>(file, this.options.repair);
+      records.push(...result.records);
+      droppedBytes += result.droppedBytes;
+      if (result.tornTailBytes > 0 || result.droppedBytes > 0) {
+        if (index !== files.length - 1 && !this.options.repair) {
+          throw new Error(`store file ${file} ends mid-record but is not the newest file: the store is damaged`);
+        }
+        tornTailBytes += result.tornTailBytes;
+        JournalWriter.sealTornTail(file, result.tornTailBytes + result.droppedBytes);
+      }
+    });
+    for (const record of records) {
+      if ((record.t === 'o' || record.t === 'u' || record.t === 'd') && record.k >= this.nextKey)
+        this.nextKey = record.k + 1;
+    }
+    return { records, files, tornTailBytes, droppedBytes };
+  }
+
+  /** Opens the writer after loading; the newest generation continues. */
+  open(generationFiles: string[]): void {
+    if (this.options.durability === 'none') return;
+    const last = generationFiles.at(-1);
+    const generation = last ? Number(/journal-(\d{8})\.log/.exec(last)![1]) : 0;
+    this.writer = new JournalWriter(
+      {
+        dir: this.dir,
+        durability: this.options.durability,
+        flushIntervalMs: this.options.flushIntervalMs,
+        maxBatchDelayMs: this.options.maxBatchDelayMs,
+        onError: (error) => {
+          this.healthy = false;
+          this.options.log.error(
+            { err: error, file: this.writer?.file },
+            'store write failed: acknowledgements held until it succeeds',
+          );
+        },
+      },
+      generation,
+    );
+  }
+
+  durableThrough(seq: number): Promise<void> {
+    return this.writer ? this.writer.durableThrough(seq) : Promise.resolve();
+  }
+
+  get durableSeq(): number {
+    return this.writer?.durableSeq ?? Number.MAX_SAFE_INTEGER;
+  }
+
+  private append(record: StoreRecord): void {
+    this.writer?.append(record);
+  }
+
+  // --- hooks -------------------------------------------------------------------------------------------
+
+  sessionSaved(session: Session, offlineSince: number | undefined): void {
+    if (!this.writer) return;
+    const record: StoreRecord = {
+      t: 's',
+      id: session.clientId,
+      v: session.protocolVersion,
+      exp: session.expiryInterval,
+      subs: [...session.subscriptions.values()].map(subscriptionRecord),
+    };
+    if (offlineSince !== undefined) record.at = offlineSince;
+    const will = session.will;
+    if (will && offlineSince !== undefined)
+      record.will = { m: messageRecord(will.message), d: will.delaySeconds, e: will.expirySeconds };
+    this.append(record);
+  }
+
+  sessionEnded(clientId: string): void {
+    this.append({ t: 'e', id: clientId });
+  }
+
+  added(clientId: string, out: Outbound): void {
+    if (!this.writer) return;
+    out.storeKey = this.nextKey++;
+    this.append(outboundRecord(clientId, out));
+  }
+
+  updated(clientId: string, out: Outbound): void {
+    if (out.storeKey === undefined) return;
+    this.append({ t: 'u', id: clientId, k: out.storeKey, p: out.packetId, st: out.state });
+  }
+
+  removed(clientId: string, out: Outbound): void {
+    if (out.storeKey === undefined) return;
+    this.append({ t: 'd', id: clientId, k: out.storeKey });
+    out.storeKey = undefined;
+  }
+
+  inboundQos2Received(clientId: string, packetId: number): void {
+    this.append({ t: 'i', id: clientId, p: packetId });
+  }
+
+  inboundQos2Released(clientId: string, packetId: number): void {
+    this.append({ t: 'j', id: clientId, p: packetId });
+  }
+
+  retainedChanged(topic: string, message: Message | undefined): void {
+    if (message) this.append({ t: 'R', m: messageRecord(message) });
+    else this.append({ t: 'X', topic });
+  }
+
+  // --- compaction --------------------------------------------------------------------------------------
+
+  /** The live state as records: what a compacted generation contains. */
+  snapshot(broker: Broker): StoreRecord[] {
+    const records: StoreRecord[] = [];
+    for (const session of broker.sessions.values()) {
+      if (!session.journal) continue;
+      const offline = session.connected ? undefined : (session.offlineSince ?? Date.now());
+      records.push({
+        t: 's',
+        id: session.clientId,
+        v: session.protocolVersion,
+        exp: session.expiryInterval,
+        subs: [...session.subscriptions.values()].map(subscriptionRecord),
+        ...(offline !== undefined ? { at: offline } : {}),
+        ...(session.will && offline !== undefined
+          ? {
+              will: {
+                m: messageRecord(session.will.message),
+                d: session.will.delaySeconds,
+                e: session.will.expirySeconds,
+              },
+            }
+          : {}),
+      });
+      for (const out of [...session.inflight.values(), ...session.queue]) {
+        if (out.qos === 0) continue;
+        out.storeKey ??= this.nextKey++;
+        records.push(outboundRecord(session.clientId, out));
+      }
+      for (const id of session.inboundQos2) records.push({ t: 'i', id: session.clientId, p: id });
+    }
+    for (const message of broker.retained.all()) records.push({ t: 'R', m: messageRecord(message) });
+    return records;
+  }
+
+  /** Compacts when the journal has grown well past the last snapshot. */
+  maybeCompact(broker: Broker): void {
+    const writer = this.writer;
+    if (!writer || this.compacting) return;
+    if (writer.fileBytes < Math.max(this.options.compactMinBytes, writer.snapshotBytes * 4)) return;
+    void this.compact(broker);
+  }
+
+  async compact(broker: Broker): Promise<void> {
+    const writer = this.writer;
+    if (!writer || this.compacting) return;
+    this.compacting = true;
+    try {
+      await writer.compact(this.snapshot(broker));
+      this.options.log.info({ file: writer.file, bytes: writer.fileBytes }, 'store compacted');
+    } catch (error) {
+      this.options.log.error({ err: error }, 'store compaction failed; the current journal stays in use');
+    } finally {
+      this.compacting = false;
+    }
+  }
+
+  async close(broker: Broker): Promise<void> {
+    if (!this.writer) return;
+    await this.compact(broker);
+    await this.writer.close();
+    this.writer = undefined;
+  }
+}

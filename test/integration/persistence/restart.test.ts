@@ -1,0 +1,197 @@
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { describe, expect, it } from 'vitest';
+import { runCli, startCliBroker } from '../../helpers/cli.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function brokerSetup(durability: string): Promise<{ dir: string; config: string; port: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'bulwark-persist-'));
+  const port = await freePort();
+  const config = join(dir, 'bulwark.yaml');
+  writeFileSync(
+    config,
+    [
+      `data_dir: ${join(dir, 'data')}`,
+      'sys_interval_seconds: 0',
+      'persistence:',
+      `  durability: ${durability}`,
+      'limits:',
+      '  max_inflight: 100',
+      '  receive_maximum: 100',
+      'listeners:',
+      `  - { name: local, port: ${port}, anonymous: true }`,
+      '',
+    ].join('\n'),
+  );
+  return { dir, config, port };
+}
+
+const exited = (child: ChildProcess): Promise<number | null> =>
+  new Promise((resolve) =>
+    child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', (code) => resolve(code)),
+  );
+
+/** Connects a persistent subscriber and collects what arrives, registering the handler before CONNACK. */
+function collect(url: string, options: mqtt.IClientOptions): { client: mqtt.MqttClient; received: string[] } {
+  const received: string[] = [];
+  const client = mqtt.connect(url, { reconnectPeriod: 0, ...options });
+  client.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`));
+  return { client, received };
+}
+
+async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('persistence across restarts', () => {
+  it('a SIGTERM restart keeps persistent v5 and 3.1.1 sessions: every queued message arrives once, in order', async () => {
+    const { config, port } = await brokerSetup('sync');
+    const url = `mqtt://127.0.0.1:${port}`;
+    let broker = await startCliBroker(['-c', config]);
+
+    const v5 = await mqtt.connectAsync(url, {
+      clientId: 'keep-v5',
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 3600 },
+    });
+    await v5.subscribeAsync('r/v5/#', { qos: 2 });
+    await v5.endAsync();
+    const v4 = await mqtt.connectAsync(url, { clientId: 'keep-v4', protocolVersion: 4, clean: false });
+    await v4.subscribeAsync('r/v4/#', { qos: 1 });
+    await v4.endAsync();
+
+    const publisher = await mqtt.connectAsync(url, { clientId: 'restart-pub', protocolVersion: 5 });
+    for (let i = 0; i < 20; i++) {
+      await publisher.publishAsync('r/v5/x', `m${i}`, { qos: 2 });
+      await publisher.publishAsync('r/v4/x', `m${i}`, { qos: 1 });
+    }
+    await publisher.endAsync();
+
+    broker.child.kill('SIGTERM');
+    expect(await exited(broker.child)).toBe(0);
+    broker = await startCliBroker(['-c', config]);
+    expect(broker.output()).toMatch(/store restored: 2 sessions, 40 messages/);
+
+    const a = collect(url, {
+      clientId: 'keep-v5',
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 3600 },
+    });
+    const b = collect(url, { clientId: 'keep-v4', protocolVersion: 4, clean: false });
+    await until(() => a.received.length >= 20 && b.received.length >= 20, 'queued messages after restart');
+    await new Promise((r) => setTimeout(r, 200));
+    const expected = (topic: string): string[] => Array.from({ length: 20 }, (_, i) => `${topic} m${i}`);
+    expect(a.received).toEqual(expected('r/v5/x'));
+    expect(b.received).toEqual(expected('r/v4/x'));
+    a.client.end();
+    b.client.end();
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+  }, 60_000);
+
+  it('kill -9 during QoS 1/2 traffic in sync mode loses nothing the publisher had acknowledged', async () => {
+    const { config, port } = await brokerSetup('sync');
+    const url = `mqtt://127.0.0.1:${port}`;
+    let broker = await startCliBroker(['-c', config]);
+    const sub = await mqtt.connectAsync(url, {
+      clientId: 'crash-sub',
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 3600 },
+    });
+    await sub.subscribeAsync('crash/#', { qos: 2 });
+    await sub.endAsync();
+
+    const publisher = mqtt.connect(url, { clientId: 'crash-pub', protocolVersion: 5, reconnectPeriod: 0 });
+    await new Promise((r) => publisher.once('connect', r));
+    publisher.on('error', () => undefined);
+    const acknowledged: string[] = [];
+    let sent = 0;
+    let settled = 0;
+    // A window of 50 unacknowledged messages, within the broker's Receive Maximum of 100.
+    const pump = (): void => {
+      while (publisher.connected && sent - settled < 50) {
+        const n = sent++;
+        const qos = n % 2 === 0 ? 1 : 2;
+        publisher.publish(`crash/q${qos}`, `n${n}`, { qos }, (error) => {
+          settled++;
+          if (!error) acknowledged.push(`crash/q${qos} n${n}`);
+        });
+      }
+    };
+    const pumpTimer = setInterval(pump, 2);
+    await until(() => acknowledged.length >= 300, 'publisher acknowledgements');
+    broker.child.kill('SIGKILL');
+    await exited(broker.child);
+    clearInterval(pumpTimer);
+    const acked = [...acknowledged];
+    publisher.end(true);
+
+    broker = await startCliBroker(['-c', config]);
+    const after = collect(url, {
+      clientId: 'crash-sub',
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 3600 },
+    });
+    const got = new Set<string>();
+    await until(() => {
+      for (const r of after.received) got.add(r);
+      return acked.every((m) => got.has(m));
+    }, `all ${acked.length} acknowledged messages after the crash`);
+    expect(acked.filter((m) => !got.has(m))).toEqual([]);
+    const qos2 = after.received.filter((r) => r.startsWith('crash/q2'));
+    expect(new Set(qos2).size).toBe(qos2.length);
+    after.client.end();
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+  }, 60_000);
+
+  it('a corrupted store stops start-up with an error naming the file; --repair starts and says what it dropped', async () => {
+    const { dir, config, port } = await brokerSetup('sync');
+    const url = `mqtt://127.0.0.1:${port}`;
+    const broker = await startCliBroker(['-c', config]);
+    const client = await mqtt.connectAsync(url, { clientId: 'corrupt', protocolVersion: 4 });
+    for (let i = 0; i < 5; i++) await client.publishAsync(`keep/${i}`, `v${i}`, { qos: 1, retain: true });
+    await client.endAsync();
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+
+    const storeDir = join(dir, 'data', 'store');
+    const file = join(
+      storeDir,
+      readdirSync(storeDir).find((f) => f.endsWith('.log'))!,
+    );
+    const bytes = readFileSync(file);
+    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    writeFileSync(file, bytes);
+
+    const refused = await runCli(['start', '-c', config]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`store file ${file} is corrupt`);
+    expect(refused.stderr).toContain('--repair');
+
+    const repaired = await startCliBroker(['-c', config, '--repair']);
+    expect(repaired.output()).toMatch(/unreadable records were dropped/);
+    repaired.child.kill('SIGTERM');
+    await exited(repaired.child);
+  }, 60_000);
+});

@@ -1,0 +1,124 @@
+import { appendFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  encodeRecord,
+  JournalCorruptError,
+  JournalWriter,
+  journalFiles,
+  readJournal,
+} from '../../../src/persistence/journal.js';
+import { foldRecords } from '../../../src/persistence/restore.js';
+import type { StoreRecord } from '../../../src/persistence/records.js';
+
+const tmp = (): string => mkdtempSync(join(tmpdir(), 'bulwark-journal-'));
+const writer = (dir: string): JournalWriter =>
+  new JournalWriter(
+    {
+      dir,
+      durability: 'sync',
+      flushIntervalMs: 1000,
+      maxBatchDelayMs: 0,
+      onError: (e) => {
+        throw e;
+      },
+    },
+    0,
+  );
+
+describe('journal', () => {
+  it('writes batches and reads back every record in order', async () => {
+    const dir = tmp();
+    const w = writer(dir);
+    let last = 0;
+    for (let i = 0; i < 100; i++) last = w.append({ n: i });
+    await w.durableThrough(last);
+    expect(w.durableSeq).toBe(100);
+    await w.close();
+    const [file] = journalFiles(dir);
+    const result = readJournal<{ n: number }>(join(dir, file!), false);
+    expect(result.records.map((r) => r.n)).toEqual([...Array(100).keys()]);
+    expect(result.tornTailBytes).toBe(0);
+  });
+
+  it('reports a torn final record as a tail, not as corruption, and sealing removes it', () => {
+    const dir = tmp();
+    const file = join(dir, 'journal-00000000.log');
+    writeFileSync(file, Buffer.concat([encodeRecord({ a: 1 }), encodeRecord({ a: 2 }).subarray(0, 10)]));
+    const result = readJournal(file, false);
+    expect(result.records).toEqual([{ a: 1 }]);
+    expect(result.tornTailBytes).toBe(10);
+    JournalWriter.sealTornTail(file, 10);
+    expect(statSync(file).size).toBe(encodeRecord({ a: 1 }).length);
+  });
+
+  it('refuses a record whose checksum does not match, naming the file and offset', () => {
+    const dir = tmp();
+    const file = join(dir, 'journal-00000000.log');
+    const first = encodeRecord({ a: 1 });
+    const second = encodeRecord({ a: 2 });
+    second[second.length - 2] ^= 0xff;
+    writeFileSync(file, Buffer.concat([first, second, encodeRecord({ a: 3 })]));
+    expect(() => readJournal(file, false)).toThrow(JournalCorruptError);
+    try {
+      readJournal(file, false);
+    } catch (error) {
+      expect((error as Error).message).toContain(file);
+      expect((error as Error).message).toContain(`byte ${first.length}`);
+    }
+  });
+
+  it('in repair mode keeps what precedes the damage and reports the rest as dropped', () => {
+    const dir = tmp();
+    const file = join(dir, 'journal-00000000.log');
+    const first = encodeRecord({ a: 1 });
+    writeFileSync(file, first);
+    appendFileSync(file, Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3]));
+    const result = readJournal(file, true);
+    expect(result.records).toEqual([{ a: 1 }]);
+    expect(result.droppedBytes).toBe(11);
+  });
+
+  it('compaction replaces older generations with a snapshot and keeps appending', async () => {
+    const dir = tmp();
+    const w = writer(dir);
+    for (let i = 0; i < 50; i++) w.append({ n: i });
+    await w.compact([{ snapshot: true }]);
+    const seq = w.append({ after: true });
+    await w.durableThrough(seq);
+    await w.close();
+    const files = journalFiles(dir);
+    expect(files).toEqual(['journal-00000001.log']);
+    expect(readJournal(join(dir, files[0]!), false).records).toEqual([{ snapshot: true }, { after: true }]);
+    expect(readFileSync(join(dir, files[0]!)).length).toBeGreaterThan(0);
+  });
+});
+
+describe('folding records', () => {
+  const msg = { t: 'a', p: '', q: 1 as const, r: false };
+  it('applies upserts and deletes, and a session end removes everything of it', () => {
+    const records: StoreRecord[] = [
+      { t: 's', id: 'c1', v: 5, exp: 60, subs: [] },
+      { t: 'o', id: 'c1', k: 1, m: msg, q: 1, r: false },
+      { t: 'o', id: 'c1', k: 2, m: msg, q: 2, r: false },
+      { t: 'u', id: 'c1', k: 2, p: 7, st: 'pubrel' },
+      { t: 'd', id: 'c1', k: 1 },
+      { t: 'i', id: 'c1', p: 3 },
+      { t: 'i', id: 'c1', p: 4 },
+      { t: 'j', id: 'c1', p: 3 },
+      { t: 's', id: 'c2', v: 4, exp: 60, subs: [] },
+      { t: 'e', id: 'c2' },
+      { t: 'R', m: { ...msg, t: 'keep' } },
+      { t: 'R', m: { ...msg, t: 'gone' } },
+      { t: 'X', topic: 'gone' },
+    ];
+    const { sessions, retained } = foldRecords(records);
+    expect([...sessions.keys()]).toEqual(['c1']);
+    const c1 = sessions.get('c1')!;
+    expect([...c1.outbound.keys()]).toEqual([2]);
+    expect(c1.outbound.get(2)).toMatchObject({ p: 7, st: 'pubrel' });
+    expect([...c1.inboundQos2]).toEqual([4]);
+    expect([...retained.keys()]).toEqual(['keep']);
+  });
+});
