@@ -56,7 +56,7 @@ export function registerAuditCommand(program: Command): void {
     .option('--until <time>', 'before this time (same forms as --since)', time)
     .option(
       '--action <action>',
-      'event.action, exact or a prefix ending in * (authz.*); repeat or separate with commas for any of several',
+      'event.action, exact or with * wildcards (authz.*, authz.*_denied); repeat or separate with commas for any of several',
       (value: string, previous: string[]) => [...previous, ...value.split(',').filter((a) => a.length > 0)],
       [] as string[],
     )

@@ -12,7 +12,7 @@ export interface AuditQuery {
   since?: number;
   /** Epoch milliseconds, exclusive. */
   until?: number;
-  /** Exact actions, or a prefix ending in `*` (`authz.*`). A record matches any of them. */
+  /** Exact actions, or patterns where `*` matches any characters (`authz.*`, `authz.*_denied`). Any of them. */
   actions?: readonly string[];
   outcome?: AuditOutcome;
   user?: string;
@@ -86,12 +86,14 @@ export async function* queryAuditLog(
 
 export function compileQuery(query: AuditQuery): (record: AuditRecord) => boolean {
   const exact = new Set<string>();
-  const prefixes: string[] = [];
+  const patterns: RegExp[] = [];
   for (const a of query.actions ?? []) {
-    if (a.endsWith('*')) prefixes.push(a.slice(0, -1));
-    else exact.add(a);
+    if (a.includes('*')) {
+      const escaped = a.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
+      patterns.push(new RegExp(`^${escaped.join('.*')}$`));
+    } else exact.add(a);
   }
-  const anyAction = exact.size === 0 && prefixes.length === 0;
+  const anyAction = exact.size === 0 && patterns.length === 0;
   const ipMatch = query.ip === undefined ? undefined : compileIp(query.ip);
   return (r) => {
     if (query.since !== undefined || query.until !== undefined) {
@@ -100,7 +102,7 @@ export function compileQuery(query: AuditQuery): (record: AuditRecord) => boolea
       if (query.until !== undefined && !(t < query.until)) return false;
     }
     const action = r.event.action;
-    if (!anyAction && !exact.has(action) && !prefixes.some((p) => action.startsWith(p))) return false;
+    if (!anyAction && !exact.has(action) && !patterns.some((p) => p.test(action))) return false;
     if (query.outcome !== undefined && r.event.outcome !== query.outcome) return false;
     if (query.user !== undefined && r.user?.name !== query.user) return false;
     if (query.clientId !== undefined && r.mqtt?.client_id !== query.clientId) return false;

@@ -1,0 +1,225 @@
+import { Command } from 'commander';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerAuditCommand } from '../../../audit/cli.js';
+import type { AuditEvent } from '../../../audit/events.js';
+import { queryAuditLog, type AuditQuery } from '../../../audit/query.js';
+import { openAuditWriter } from '../../../audit/writer.js';
+import {
+  allTempDirs,
+  auditFiles,
+  findSecrets,
+  readLines,
+  removeTempDirs,
+  tempDir,
+  testKey,
+  writerOptions,
+} from './harness.js';
+
+const outputs: string[] = [];
+afterAll(() => {
+  expect(findSecrets(allTempDirs(), outputs)).toEqual([]);
+  removeTempDirs();
+});
+
+const DAY = 86_400_000;
+const T0 = Date.parse('2026-11-01T00:00:00Z');
+
+/** Day-by-day events over rotated files; one client id is a spreadsheet formula, one carries a terminal escape. */
+const EVENTS: Array<{ day: number; event: AuditEvent }> = [
+  {
+    day: 0,
+    event: {
+      event: { action: 'authn.denied', outcome: 'failure', reason: 'bad password', code: 'badUserNameOrPassword' },
+      client: { ip: '10.0.0.7', port: 5000 },
+      user: { name: 'alice' },
+      mqtt: { client_id: 'alice-phone' },
+      authn: { by: 'password-file' },
+    },
+  },
+  {
+    day: 1,
+    event: {
+      event: { action: 'authz.publish_denied', outcome: 'failure', code: 'notAuthorized' },
+      client: { ip: '10.0.0.7' },
+      user: { name: 'alice' },
+      mqtt: { client_id: 'alice-phone', topic: 'plant/line1/cmd' },
+      authz: { rule: 'policies/site.yaml:42' },
+    },
+  },
+  {
+    day: 2,
+    event: {
+      event: { action: 'authz.subscribe_denied', outcome: 'failure', code: 'notAuthorized' },
+      client: { ip: '192.168.1.20' },
+      user: { name: 'bob' },
+      mqtt: { client_id: '=HYPERLINK("http://evil")', topic: 'plant/+/cmd' },
+      authz: { rule: 'default-deny' },
+    },
+  },
+  {
+    day: 3,
+    event: {
+      event: { action: 'authz.publish_allowed', outcome: 'success' },
+      client: { ip: '::ffff:10.0.0.9' },
+      user: { name: 'carol' },
+      mqtt: { client_id: 'carol\u001b[2J', topic: 'plant/line2/status' },
+      authz: { rule: 'policies/site.yaml:7' },
+    },
+  },
+  {
+    day: 4,
+    event: {
+      event: { action: 'guard.banned', outcome: 'success', reason: 'flapping' },
+      client: { ip: '2001:db8::1' },
+      guard: { key: '2001:db8::1', dimension: 'ip' },
+    },
+  },
+  {
+    day: 5,
+    event: {
+      event: { action: 'authz.publish_denied', outcome: 'failure', code: 'notAuthorized' },
+      client: { ip: '10.0.0.8' },
+      user: { name: 'bob' },
+      mqtt: { client_id: 'bob-1', topic: '$SYS/broker/clients' },
+      authz: { rule: 'policies/site.yaml:3' },
+    },
+  },
+];
+
+let dir: string;
+beforeAll(async () => {
+  dir = tempDir();
+  let now = T0;
+  // Rotation by age: one file per day, so queries must stream across files.
+  const writer = await openAuditWriter(writerOptions(dir, { now: () => now, rotateMaxAgeMs: DAY }));
+  for (const { day, event } of EVENTS) {
+    now = T0 + day * DAY + 3_600_000;
+    writer.record(event);
+    await writer.flush();
+  }
+  await writer.close();
+});
+
+async function seqs(query: AuditQuery): Promise<number[]> {
+  const out: number[] = [];
+  for await (const m of queryAuditLog(dir, query)) out.push(m.record.seq);
+  return out;
+}
+
+describe('audit query filters', () => {
+  let seqOf: Map<number, number>;
+  beforeAll(async () => {
+    const all: number[] = [];
+    for await (const m of queryAuditLog(dir, {}))
+      if (m.record.event.action !== 'audit.checkpoint') all.push(m.record.seq);
+    seqOf = new Map(all.map((s, i) => [i, s]));
+    expect(auditFiles(dir).length).toBeGreaterThan(3);
+    expect(all).toHaveLength(EVENTS.length);
+  });
+  const ev = (...idx: number[]): number[] => idx.map((i) => seqOf.get(i) as number);
+
+  it('by time window, inclusive since and exclusive until', async () => {
+    expect(await seqs({ since: T0 + DAY, until: T0 + 3 * DAY, actions: ['auth*'] })).toEqual(ev(1, 2));
+  });
+  it('by exact action and by action prefix', async () => {
+    expect(await seqs({ actions: ['authz.publish_denied'] })).toEqual(ev(1, 5));
+    expect(await seqs({ actions: ['authz.*', 'guard.banned'] })).toEqual(ev(1, 2, 3, 4, 5));
+  });
+  it('by outcome, user and client id', async () => {
+    expect(await seqs({ outcome: 'failure' })).toEqual(ev(0, 1, 2, 5));
+    expect(await seqs({ user: 'bob' })).toEqual(ev(2, 5));
+    expect(await seqs({ clientId: 'alice-phone' })).toEqual(ev(0, 1));
+  });
+  it('by address or CIDR block, matching IPv4-mapped IPv6 addresses as IPv4', async () => {
+    expect(await seqs({ ip: '10.0.0.7' })).toEqual(ev(0, 1));
+    expect(await seqs({ ip: '10.0.0.0/24' })).toEqual(ev(0, 1, 3, 5));
+    expect(await seqs({ ip: '2001:db8::/32' })).toEqual(ev(4));
+  });
+  it('by MQTT topic filter, where wildcards do not match $ topics', async () => {
+    expect(await seqs({ topic: 'plant/+/cmd' })).toEqual(ev(1, 2));
+    expect(await seqs({ topic: 'plant/#' })).toEqual(ev(1, 2, 3));
+    expect(await seqs({ topic: '#' })).toEqual(ev(1, 2, 3));
+    expect(await seqs({ topic: '$SYS/#' })).toEqual(ev(5));
+  });
+  it('answers "who was denied on this topic, and which rule decided" in one query, with a limit', async () => {
+    const found: string[] = [];
+    for await (const m of queryAuditLog(dir, { actions: ['authz.*_denied'], topic: 'plant/#', limit: 1 })) {
+      found.push(`${m.record.user?.name ?? '-'} ${m.record.authz?.rule ?? '-'}`);
+    }
+    expect(found).toEqual(['alice policies/site.yaml:42']);
+  });
+});
+
+describe('bulwark audit commands', () => {
+  let stdout: string[];
+  let stderr: string[];
+  beforeAll(() => {
+    process.exitCode = undefined;
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    outputs.push(stdout.join(''), stderr.join(''));
+    process.exitCode = undefined;
+  });
+
+  async function run(...args: string[]): Promise<string> {
+    stdout = [];
+    stderr = [];
+    vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      stdout.push(String(chunk));
+      return true;
+    });
+    vi.spyOn(console, 'log').mockImplementation((line: unknown) => void stdout.push(`${String(line)}\n`));
+    vi.spyOn(console, 'error').mockImplementation((line: unknown) => void stderr.push(`${String(line)}\n`));
+    const program = new Command('bulwark');
+    registerAuditCommand(program);
+    await program.parseAsync(['node', 'bulwark', 'audit', ...args]);
+    return stdout.join('');
+  }
+
+  it('query --format csv neutralises spreadsheet formulas and quotes per RFC 4180', async () => {
+    const out = await run('query', dir, '--user', 'bob', '--format', 'csv');
+    const lines = out.trimEnd().split('\n');
+    expect(lines[0]).toBe('timestamp,seq,action,outcome,user,client_id,ip,topic,decided_by,reason');
+    expect(lines[1]).toContain(
+      `,bob,"'=HYPERLINK(""http://evil"")",192.168.1.20,plant/+/cmd,default-deny,notAuthorized`,
+    );
+    expect(lines).toHaveLength(3);
+    expect(stderr.join('')).toBe('2 records matched in 6 files\n');
+  });
+
+  it('query --format table escapes control characters a client chose', async () => {
+    const out = await run('query', dir, '--user', 'carol');
+    expect(out).not.toContain('\u001b');
+    expect(out).toContain('carol\\u001b[2J');
+    expect(out.split('\n')[0]).toMatch(/^TIMESTAMP\s+SEQ\s+ACTION\s+OUTCOME\s+USER/);
+  });
+
+  it('query --format json prints the stored lines unchanged', async () => {
+    const out = await run('query', dir, '--action', 'guard.banned', '--format', 'json');
+    const stored = auditFiles(dir)
+      .flatMap((f) => readLines(f))
+      .filter((l) => l.includes('"guard.banned"'));
+    expect(out).toBe(`${stored.join('\n')}\n`);
+  });
+
+  it('query --since skips whole files older than the window', async () => {
+    await run('query', dir, '--since', '2026-11-05T00:00:00Z', '--action', 'guard.*,authz.*', '--format', 'json');
+    expect(stderr.join('')).toBe('2 records matched in 3 files\n');
+  });
+
+  it('verify exits 0 when intact and 1 with the report when not', async () => {
+    expect(await run('verify', dir, '--public-key', testKey().publicKeyFile)).toMatch(/^OK 6 files, /);
+    expect(process.exitCode).toBe(0);
+    const empty = tempDir();
+    expect(await run('verify', empty)).toBe(
+      `BROKEN missing-file: ${empty} line 0: the directory holds no audit files\n`,
+    );
+    expect(process.exitCode).toBe(1);
+  });
+
+  it('verify --json prints the result object', async () => {
+    const parsed = JSON.parse(await run('verify', dir, '--json')) as { kind: string; summary: { files: number } };
+    expect(parsed).toMatchObject({ kind: 'intact', summary: { files: 6 } });
+  });
+});
