@@ -1,0 +1,173 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+
+export type BrokerKind = 'bulwark' | 'mosquitto';
+
+export interface BrokerHandle {
+  kind: BrokerKind;
+  pid: number;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+  /** The last lines the broker wrote, for failure messages. */
+  output(): string;
+}
+
+export type StartOutcome = { ok: true; broker: BrokerHandle } | { ok: false; reason: string };
+
+export interface Placement {
+  /** `taskset -c` core list for the broker, or undefined to leave scheduling to the kernel. */
+  cpu: string | undefined;
+}
+
+export interface BulwarkStart {
+  repoRoot: string;
+  dir: string;
+  port: number;
+  /** Merged over the bench's base configuration. */
+  config: Record<string, unknown>;
+  placement: Placement;
+  /** Write a V8 CPU profile of the broker into this directory (`node --cpu-prof`). */
+  cpuProfileDir?: string;
+  /** The listener's `anonymous` flag (default true: local bench clients carry no credentials). */
+  anonymous?: boolean;
+}
+
+/** The configuration every Bulwark run starts from: one anonymous loopback listener, quiet logs. */
+export function bulwarkBaseConfig(dir: string, port: number, anonymous = true): Record<string, unknown> {
+  return {
+    data_dir: join(dir, 'data'),
+    log_level: 'warn',
+    listeners: [{ name: 'bench', transport: 'tcp', host: '127.0.0.1', port, anonymous }],
+    limits: { receive_maximum: 64, max_inflight: 64, max_queued_messages: 10_000 },
+  };
+}
+
+export async function startBulwark(o: BulwarkStart): Promise<StartOutcome> {
+  mkdirSync(o.dir, { recursive: true });
+  const base = bulwarkBaseConfig(o.dir, o.port, o.anonymous ?? true);
+  const config = deepMerge(base, o.config);
+  const file = join(o.dir, 'bulwark.yaml');
+  writeFileSync(file, stringify(config));
+  const node = [
+    process.execPath,
+    ...(o.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfileDir] : []),
+    join(o.repoRoot, 'dist/src/cli/main.js'),
+    'start',
+    '-c',
+    file,
+  ];
+  return launch('bulwark', node, o.port, o.dir, o.placement);
+}
+
+export interface MosquittoStart {
+  dir: string;
+  port: number;
+  placement: Placement;
+  passwordFile?: string;
+}
+
+/**
+ * Debian's Mosquitto 2.0.11. `max_inflight_messages 0` because 2.0.11 with the default window acknowledges and
+ * then drops some queued QoS 1/2 messages (fixed upstream in 2.0.13); persistence off like Bulwark's bench runs.
+ */
+export async function startMosquitto(o: MosquittoStart): Promise<StartOutcome> {
+  mkdirSync(o.dir, { recursive: true });
+  const lines = [
+    `listener ${o.port} 127.0.0.1`,
+    o.passwordFile ? `allow_anonymous false` : `allow_anonymous true`,
+    ...(o.passwordFile ? [`password_file ${o.passwordFile}`] : []),
+    'persistence false',
+    'max_inflight_messages 0',
+    'max_queued_messages 10000',
+    'log_dest stderr',
+    'log_type error',
+    'log_type warning',
+    'connection_messages false',
+    'set_tcp_nodelay true',
+  ];
+  const file = join(o.dir, 'mosquitto.conf');
+  writeFileSync(file, lines.join('\n') + '\n');
+  return launch('mosquitto', ['mosquitto', '-c', file], o.port, o.dir, o.placement);
+}
+
+async function launch(
+  kind: BrokerKind,
+  argv: string[],
+  port: number,
+  dir: string,
+  placement: Placement,
+): Promise<StartOutcome> {
+  const pinned = placement.cpu !== undefined ? ['taskset', '-c', placement.cpu, ...argv] : argv;
+  // Raise the soft descriptor limit to the hard one (idle-connection scenarios); `exec` keeps the pid.
+  const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...pinned], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let tail = '';
+  const keep = (chunk: Buffer): void => {
+    tail = (tail + chunk.toString()).slice(-4000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let hasExited = false;
+  void exited.then(() => (hasExited = true));
+
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (hasExited) return { ok: false, reason: `${kind} exited at start: ${lastLine(tail)}` };
+    if (await canConnect(port)) {
+      const pid = child.pid as number;
+      return {
+        ok: true,
+        broker: { kind, pid, port, dir, stop: () => stopChild(child, exited), output: () => tail },
+      };
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await stopChild(child, exited);
+  return { ok: false, reason: `${kind} did not listen on ${port} within 15 s: ${lastLine(tail)}` };
+}
+
+function lastLine(text: string): string {
+  const lines = text.trim().split('\n');
+  return lines.slice(-3).join(' | ') || '(no output)';
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000));
+  if ((await Promise.race([exited, timeout])) === 'timeout') {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Objects merge key by key; arrays and scalars from `over` replace those of `base`. */
+export function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isRecord(b) && isRecord(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}

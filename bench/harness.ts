@@ -1,0 +1,148 @@
+import { startBulwark, startMosquitto, type BrokerHandle, type BrokerKind, type StartOutcome } from './brokers.js';
+import { runLoadgen, type LoadgenRun } from './loadgen-process.js';
+import type { Job } from './loadgen/jobs.js';
+import type { BenchContext, Measurement } from './scenario.js';
+import { emptyMeasurement } from './scenario.js';
+
+export interface BrokerVariant {
+  /** Merged over the Bulwark base configuration. */
+  bulwark?: Record<string, unknown>;
+  /** Bulwark listener's `anonymous` flag; default true. */
+  anonymous?: boolean;
+  mosquittoPasswordFile?: string;
+}
+
+export async function startBroker(
+  kind: BrokerKind,
+  ctx: BenchContext,
+  variant: BrokerVariant = {},
+): Promise<StartOutcome> {
+  const port = kind === 'mosquitto' && ctx.mosquittoPort !== undefined ? ctx.mosquittoPort : await ctx.nextPort();
+  const dir = ctx.nextDir(kind);
+  const placement = { cpu: ctx.brokerCpu };
+  if (kind === 'bulwark') {
+    return startBulwark({
+      repoRoot: ctx.repoRoot,
+      dir,
+      port,
+      config: variant.bulwark ?? {},
+      ...(variant.anonymous !== undefined ? { anonymous: variant.anonymous } : {}),
+      placement,
+      ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
+    });
+  }
+  return startMosquitto({
+    dir,
+    port,
+    placement,
+    ...(variant.mosquittoPasswordFile ? { passwordFile: variant.mosquittoPasswordFile } : {}),
+  });
+}
+
+/** Starts a broker, runs `body`, always stops the broker; a start failure becomes an error measurement. */
+export async function withBroker(
+  kind: BrokerKind,
+  ctx: BenchContext,
+  variant: BrokerVariant,
+  body: (broker: BrokerHandle) => Promise<Measurement>,
+): Promise<Measurement> {
+  const started = await startBroker(kind, ctx, variant);
+  if (!started.ok) return { ...emptyMeasurement(), error: started.reason };
+  try {
+    return await body(started.broker);
+  } finally {
+    await started.broker.stop();
+  }
+}
+
+/** Time a job may take before the load generator is considered hung. */
+export function jobTimeoutMs(ctx: BenchContext): number {
+  const d = ctx.durations;
+  return d.warmupMs + d.durationMs + d.drainMs + 120_000;
+}
+
+export function loadgen(
+  job: Job,
+  ctx: BenchContext,
+  broker: BrokerHandle,
+  onHeld?: (n: number) => Promise<void>,
+): Promise<LoadgenRun> {
+  return runLoadgen(job, {
+    repoRoot: ctx.repoRoot,
+    cpu: ctx.loadgenCpu,
+    brokerPid: broker.pid,
+    timeoutMs: jobTimeoutMs(ctx),
+    ...(onHeld ? { onHeld } : {}),
+  });
+}
+
+/** Load generators above this share of their core may be what limits the number (reported, not hidden). */
+export const SATURATED = 0.9;
+
+export function saturationNote(loadgenCpu: number | undefined): string[] {
+  return loadgenCpu !== undefined && loadgenCpu >= SATURATED
+    ? [`load generator saturated its core (${Math.round(loadgenCpu * 100)}% CPU): the number is a lower bound`]
+    : [];
+}
+
+export interface Candidate {
+  /** How this configuration shape is described in a skip message. */
+  label: string;
+  variant: BrokerVariant;
+}
+
+/**
+ * Features that are still being wired are detected by trying: each candidate configuration is started and
+ * checked (`check` answers undefined when the feature is in effect, or why not). The first that works is used
+ * and remembered under `memoKey` for later rounds; when none does, the scenario is skipped with the reasons.
+ */
+export async function withFirstWorking(
+  kind: BrokerKind,
+  ctx: BenchContext,
+  memoKey: string,
+  candidates: readonly Candidate[],
+  check: (broker: BrokerHandle) => Promise<string | undefined>,
+  body: (broker: BrokerHandle) => Promise<Measurement>,
+): Promise<Measurement> {
+  const known = ctx.memo.get(memoKey);
+  if (typeof known === 'string') return { ...emptyMeasurement(), skipped: known };
+  const order = typeof known === 'number' ? [known] : candidates.map((_, i) => i);
+  const reasons: string[] = [];
+  for (const i of order) {
+    const candidate = candidates[i] as Candidate;
+    const started = await startBroker(kind, ctx, candidate.variant);
+    if (!started.ok) {
+      reasons.push(`${candidate.label}: ${started.reason}`);
+      continue;
+    }
+    try {
+      const failure = await check(started.broker);
+      if (failure) {
+        reasons.push(`${candidate.label}: ${failure}`);
+        continue;
+      }
+      ctx.memo.set(memoKey, i);
+      return await body(started.broker);
+    } finally {
+      await started.broker.stop();
+    }
+  }
+  const reason = `not available in this build (${reasons.join('; ')})`;
+  ctx.memo.set(memoKey, reason);
+  return { ...emptyMeasurement(), skipped: reason };
+}
+
+/** Waiting for a CPU above this share of the window means other processes distorted the run. */
+export const CONTENDED = 0.1;
+
+/** Copies the CPU accounting of a load-generator run into a measurement, with a note when the CPU was contended. */
+export function absorbCpu(into: Measurement, run: LoadgenRun): void {
+  if (run.brokerCpu !== undefined) into.brokerCpu = run.brokerCpu;
+  if (run.brokerWait !== undefined) into.brokerWait = run.brokerWait;
+  if (run.loadgenWait !== undefined) into.loadgenWait = run.loadgenWait;
+  const worst = Math.max(run.brokerWait ?? 0, run.loadgenWait ?? 0);
+  if (worst >= CONTENDED)
+    into.notes.push(
+      `CPU contended: broker waited ${Math.round((run.brokerWait ?? 0) * 100)}%, load generator ${Math.round((run.loadgenWait ?? 0) * 100)}% of the window for a core`,
+    );
+}

@@ -1,0 +1,112 @@
+/** What the orchestrator asks of the load generator process, and what it answers (over the IPC channel). */
+
+export interface FlowJob {
+  kind: 'flow';
+  port: number;
+  publishers: number;
+  subscribers: number;
+  /** `fanin`: every subscriber takes `prefix/+`; `fanout`: every subscriber takes the one publisher's topic. */
+  shape: 'fanin' | 'fanout';
+  qos: 0 | 1 | 2;
+  payloadBytes: number;
+  /** Messages a publisher may have sent but not yet seen delivered to every subscriber (end-to-end window). */
+  window: number;
+  /** Unacknowledged QoS 1/2 PUBLISH per publisher connection (protocol in-flight window). */
+  inflight: number;
+  warmupMs: number;
+  durationMs: number;
+  /** Give up waiting for outstanding deliveries after this long without progress. */
+  drainMs: number;
+  credentials?: { username: string; password: string };
+}
+
+export interface LatencyJob {
+  kind: 'latency';
+  port: number;
+  rate: number;
+  payloadBytes: number;
+  inflight: number;
+  warmupMs: number;
+  durationMs: number;
+  drainMs: number;
+}
+
+export interface IdleJob {
+  kind: 'idle';
+  port: number;
+  connections: number;
+  concurrency: number;
+}
+
+export interface ConnectStormJob {
+  kind: 'connect-storm';
+  port: number;
+  durationMs: number;
+  concurrency: number;
+  /** Known clients reconnecting: connection k uses credentials[k % length]. Empty: anonymous. */
+  credentials: { username: string; password: string }[];
+}
+
+export type Job = FlowJob | LatencyJob | IdleJob | ConnectStormJob;
+
+export interface FlowResult {
+  kind: 'flow';
+  sent: number;
+  /** Deliveries expected: sent × subscribers. */
+  expected: number;
+  received: number;
+  lost: number;
+  duplicates: number;
+  windowMs: number;
+  windowReceived: number;
+  /** Deliveries per second in the measurement window. */
+  rate: number;
+  loadgenCpu: number;
+  errors: string[];
+}
+
+export interface LatencyResult {
+  kind: 'latency';
+  sent: number;
+  received: number;
+  lost: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  maxMs?: number;
+  samples: number;
+  loadgenCpu: number;
+  errors: string[];
+}
+
+export interface IdleResult {
+  kind: 'idle';
+  requested: number;
+  connected: number;
+  failed: number;
+  connectMs: number;
+  connectRate: number;
+  loadgenCpu: number;
+  errors: string[];
+}
+
+export interface ConnectStormResult {
+  kind: 'connect-storm';
+  accepted: number;
+  refused: number;
+  failed: number;
+  rate: number;
+  loadgenCpu: number;
+  errors: string[];
+}
+
+export type JobResult = FlowResult | LatencyResult | IdleResult | ConnectStormResult;
+
+/** Load generator → orchestrator. `mark` lets the orchestrator sample the broker's CPU over the same window. */
+export type LoadgenMessage =
+  | { type: 'mark'; phase: 'window-start' | 'window-end' }
+  | { type: 'held'; connected: number }
+  | { type: 'result'; result: JobResult }
+  | { type: 'error'; message: string };
+
+/** Orchestrator → load generator. */
+export type OrchestratorMessage = { type: 'job'; job: Job } | { type: 'release' };

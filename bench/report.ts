@@ -1,0 +1,168 @@
+import type { BrokerKind } from './brokers.js';
+import type { Measurement, MetricSpec, Scenario } from './scenario.js';
+import { median, ratio } from './stats.js';
+
+export interface RoundRecord {
+  round: number;
+  scenario: string;
+  broker: BrokerKind;
+  measurement: Measurement;
+}
+
+export interface MetricSummary {
+  key: string;
+  label: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  medians: Partial<Record<BrokerKind, number>>;
+  /** Bulwark over Mosquitto (or over the Bulwark baseline metric when there is no Mosquitto counterpart). */
+  ratio?: number;
+  ratioAgainst?: string;
+}
+
+export interface ScenarioSummary {
+  name: string;
+  description: string;
+  metrics: MetricSummary[];
+  lost: Partial<Record<BrokerKind, number>>;
+  duplicates: Partial<Record<BrokerKind, number>>;
+  brokerCpu: Partial<Record<BrokerKind, number>>;
+  loadgenCpu: Partial<Record<BrokerKind, number>>;
+  /** Share of the window spent waiting for a CPU (other processes on the machine). */
+  brokerWait: Partial<Record<BrokerKind, number>>;
+  loadgenWait: Partial<Record<BrokerKind, number>>;
+  notes: string[];
+}
+
+/** Medians over rounds per broker and metric, plus the ratios. Losses are totals over all rounds. */
+export function summarize(
+  scenarios: readonly Scenario[],
+  brokers: readonly BrokerKind[],
+  records: readonly RoundRecord[],
+): ScenarioSummary[] {
+  return scenarios.map((s) => {
+    const mine = records.filter((r) => r.scenario === s.name);
+    const of = (b: BrokerKind): Measurement[] => mine.filter((r) => r.broker === b).map((r) => r.measurement);
+    const notes = new Set<string>();
+    const lost: ScenarioSummary['lost'] = {};
+    const duplicates: ScenarioSummary['duplicates'] = {};
+    const brokerCpu: ScenarioSummary['brokerCpu'] = {};
+    const loadgenCpu: ScenarioSummary['loadgenCpu'] = {};
+    const brokerWait: ScenarioSummary['brokerWait'] = {};
+    const loadgenWait: ScenarioSummary['loadgenWait'] = {};
+    for (const b of brokers) {
+      const ms = of(b);
+      if (ms.length === 0) continue;
+      lost[b] = ms.reduce((sum, m) => sum + m.lost, 0);
+      duplicates[b] = ms.reduce((sum, m) => sum + m.duplicates, 0);
+      const bc = median(ms.map((m) => m.brokerCpu ?? NaN));
+      if (bc !== undefined) brokerCpu[b] = bc;
+      const lc = median(ms.map((m) => m.loadgenCpu ?? NaN));
+      if (lc !== undefined) loadgenCpu[b] = lc;
+      const bw = median(ms.map((m) => m.brokerWait ?? NaN));
+      if (bw !== undefined) brokerWait[b] = bw;
+      const lw = median(ms.map((m) => m.loadgenWait ?? NaN));
+      if (lw !== undefined) loadgenWait[b] = lw;
+      for (const m of ms) {
+        if (m.skipped) notes.add(`${b}: skipped: ${m.skipped}`);
+        if (m.error) notes.add(`${b}: error: ${m.error}`);
+        for (const n of m.notes) notes.add(`${b}: ${n}`);
+      }
+    }
+    const medianOf = (b: BrokerKind, key: string): number | undefined =>
+      median(of(b).map((m) => m.metrics[key] ?? NaN));
+    const metrics = s.metrics.map((spec: MetricSpec): MetricSummary => {
+      const medians: MetricSummary['medians'] = {};
+      for (const b of brokers) {
+        const v = medianOf(b, spec.key);
+        if (v !== undefined) medians[b] = v;
+      }
+      const out: MetricSummary = { key: spec.key, label: spec.label, unit: spec.unit, better: spec.better, medians };
+      const mosquitto = medianOf('mosquitto', spec.compareTo ?? spec.key);
+      const r = ratio(medians.bulwark, mosquitto);
+      if (r !== undefined) {
+        out.ratio = r;
+        out.ratioAgainst = 'mosquitto';
+      } else if (spec.baselineKey) {
+        const rb = ratio(medians.bulwark, medianOf('bulwark', spec.baselineKey));
+        if (rb !== undefined) {
+          out.ratio = rb;
+          out.ratioAgainst = `bulwark ${spec.baselineKey}`;
+        }
+      }
+      return out;
+    });
+    return {
+      name: s.name,
+      description: s.description,
+      metrics,
+      lost,
+      duplicates,
+      brokerCpu,
+      loadgenCpu,
+      brokerWait,
+      loadgenWait,
+      notes: [...notes],
+    };
+  });
+}
+
+function fmt(v: number | undefined, decimals = 0): string {
+  if (v === undefined) return '-';
+  return decimals > 0 ? v.toFixed(decimals) : Math.round(v).toLocaleString('en-US');
+}
+
+function pct(v: number | undefined, wait?: number): string {
+  if (v === undefined) return '-';
+  return `${Math.round(v * 100)}%${wait !== undefined && wait >= 0.05 ? ` (w${Math.round(wait * 100)}%)` : ''}`;
+}
+
+/** A plain-text table: one row per scenario metric, then the notes. */
+export function renderTable(
+  summaries: readonly ScenarioSummary[],
+  brokers: readonly BrokerKind[],
+  specs: readonly Scenario[],
+): string {
+  const header = [
+    'scenario',
+    'metric',
+    ...brokers.map((b) => `${b} (median)`),
+    'ratio',
+    'lost',
+    'broker CPU',
+    'loadgen CPU',
+  ];
+  const rows: string[][] = [];
+  for (const s of summaries) {
+    const spec = specs.find((x) => x.name === s.name);
+    s.metrics.forEach((m, i) => {
+      const decimals = spec?.metrics.find((x) => x.key === m.key)?.decimals ?? 0;
+      rows.push([
+        i === 0 ? s.name : '',
+        `${m.label} [${m.unit}]`,
+        ...brokers.map((b) => fmt(m.medians[b], decimals)),
+        m.ratio === undefined
+          ? '-'
+          : `${m.ratio.toFixed(2)}×${m.ratioAgainst === 'mosquitto' ? '' : ` ${m.ratioAgainst}`}`,
+        i === 0 ? brokers.map((b) => fmt(s.lost[b])).join(' / ') : '',
+        i === 0 ? brokers.map((b) => pct(s.brokerCpu[b], s.brokerWait[b])).join(' / ') : '',
+        i === 0 ? brokers.map((b) => pct(s.loadgenCpu[b], s.loadgenWait[b])).join(' / ') : '',
+      ]);
+    });
+  }
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((cell, c) => cell.padEnd(widths[c] as number))
+      .join('  ')
+      .trimEnd();
+  const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
+  const notes = summaries.flatMap((s) => s.notes.map((n) => `  ${s.name}: ${n}`));
+  if (notes.length > 0) out.push('', 'notes:', ...notes);
+  out.push(
+    '',
+    `lost / CPU columns list ${brokers.join(' / ')}; lost sums all rounds (idle-connections: failed connects; ` +
+      'connect-auth: refused or failed); CPU is a share of one core, (wN%) the share spent waiting for a core',
+  );
+  return out.join('\n');
+}

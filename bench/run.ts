@@ -1,0 +1,190 @@
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BrokerKind } from './brokers.js';
+import { benchCredentials } from './fixtures.js';
+import { parseBenchOptions, USAGE, type BenchOptions } from './options.js';
+import { loadAverage, openFileLimit } from './proc.js';
+import { renderTable, summarize, type RoundRecord } from './report.js';
+import type { BenchContext, Measurement, Scenario } from './scenario.js';
+import { scenarios as allScenarios } from './scenarios/index.js';
+
+/**
+ * `npm run bench`: Bulwark (and, when asked, Mosquitto) run the same scenarios in turn, interleaved over
+ * several rounds; medians and Bulwark/Mosquitto ratios go to the terminal and to bench/results/<timestamp>.json.
+ */
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const server = net.createServer();
+    server.once('error', rej);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => res(port));
+    });
+  });
+}
+
+function commandWorks(cmd: string, args: string[]): { ok: boolean; output: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return { ok: r.error === undefined, output: `${r.stdout ?? ''}${r.stderr ?? ''}` };
+}
+
+function describeMeasurement(m: Measurement): string {
+  if (m.skipped) return `skipped: ${m.skipped}`;
+  if (m.error) return `error: ${m.error}`;
+  const values = Object.entries(m.metrics).map(([k, v]) => `${k}=${v < 100 ? v.toFixed(3) : Math.round(v)}`);
+  const cpu = m.brokerCpu !== undefined ? ` broker-cpu=${Math.round(m.brokerCpu * 100)}%` : '';
+  const lg = m.loadgenCpu !== undefined ? ` loadgen-cpu=${Math.round(m.loadgenCpu * 100)}%` : '';
+  return `${values.join(' ')} lost=${m.lost}${m.duplicates ? ` dup=${m.duplicates}` : ''}${cpu}${lg}`;
+}
+
+async function main(options: BenchOptions): Promise<number> {
+  if (!existsSync(join(repoRoot, 'dist/src/cli/main.js'))) {
+    console.error('bench: dist/src/cli/main.js is missing: run `npm run build` first (npm run bench does)');
+    return 1;
+  }
+  const selected: Scenario[] =
+    options.scenarios.length === 0 ? [...allScenarios] : allScenarios.filter((s) => options.scenarios.includes(s.name));
+  const unknown = options.scenarios.filter((n) => !allScenarios.some((s) => s.name === n));
+  if (unknown.length > 0) {
+    console.error(
+      `bench: unknown scenario ${unknown.join(', ')}; known: ${allScenarios.map((s) => s.name).join(', ')}`,
+    );
+    return 2;
+  }
+  const brokers: BrokerKind[] = ['bulwark'];
+  const notes: string[] = [...options.unavailable];
+  let mosquittoVersion: string | undefined;
+  if (options.against.some((a) => a.kind === 'mosquitto')) {
+    const probe = commandWorks('mosquitto', ['-h']);
+    const m = /mosquitto version (\S+)/.exec(probe.output);
+    if (probe.ok && m) {
+      mosquittoVersion = m[1];
+      brokers.push('mosquitto');
+    } else notes.push('mosquitto: not installed; skipped');
+  }
+
+  const cores = os.availableParallelism();
+  const taskset = commandWorks('taskset', ['--version']).ok;
+  const pinned = taskset && cores >= 2;
+  if (!pinned)
+    notes.push(
+      `not pinned to cores (${taskset ? `${cores} core(s)` : 'taskset not found'}): broker and load generator share the CPU`,
+    );
+  const fdLimit = openFileLimit();
+  const workDir = mkdtempSync(join(os.tmpdir(), 'bulwark-bench-'));
+  // Mosquitto started as root drops to its own user before it reads its password file.
+  chmodSync(workDir, 0o755);
+  let counter = 0;
+  const durations = options.quick
+    ? { warmupMs: 300, durationMs: options.durationMs, drainMs: 2000 }
+    : { warmupMs: 1000, durationMs: options.durationMs, drainMs: 3000 };
+  if (options.cpuProfileDir) mkdirSync(options.cpuProfileDir, { recursive: true });
+  const ctx: BenchContext = {
+    repoRoot,
+    workDir,
+    brokerCpu: pinned ? '0' : undefined,
+    loadgenCpu: pinned ? '1' : undefined,
+    durations,
+    quick: options.quick,
+    big: options.big,
+    credentials: benchCredentials(8),
+    cpuProfileDir: options.cpuProfileDir ? resolve(options.cpuProfileDir) : undefined,
+    nextDir: (label) => join(workDir, `${String(++counter).padStart(3, '0')}-${label}`),
+    nextPort: freePort,
+    mosquittoPort: options.against.find((a) => a.kind === 'mosquitto')?.port,
+    memo: new Map(),
+    log: (line) => console.error(line),
+  };
+  for (const n of notes) console.error(`bench: ${n}`);
+  console.error(
+    `bench: ${selected.length} scenario(s) × ${brokers.join(', ')} × ${options.rounds} round(s), ${durations.durationMs / 1000} s windows; ` +
+      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}`,
+  );
+
+  const loadBefore = loadAverage();
+  if (loadBefore !== undefined && loadBefore > cores * 0.5)
+    console.error(
+      `bench: load average ${loadBefore} on ${cores} cores: other processes compete for the CPU, numbers will be low and noisy`,
+    );
+  const started = new Date();
+  const records: RoundRecord[] = [];
+  try {
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const scenario of selected) {
+        // Alternate which broker goes first so warm caches and thermal drift do not favour one side.
+        const order = round % 2 === 1 ? brokers : [...brokers].reverse();
+        for (const broker of order) {
+          if (!scenario.brokers.includes(broker)) continue;
+          let measurement: Measurement;
+          try {
+            measurement = await scenario.run(broker, ctx);
+          } catch (error) {
+            measurement = { metrics: {}, lost: 0, duplicates: 0, notes: [], error: (error as Error).message };
+          }
+          records.push({ round, scenario: scenario.name, broker, measurement });
+          console.error(
+            `[round ${round}/${options.rounds}] ${scenario.name} ${broker}: ${describeMeasurement(measurement)}`,
+          );
+        }
+      }
+    }
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+
+  const summaries = summarize(selected, brokers, records);
+  console.log(renderTable(summaries, brokers, selected));
+  const loadAfter = loadAverage();
+  notes.push(`load average ${loadBefore ?? '?'} before, ${loadAfter ?? '?'} after (${cores} cores)`);
+  for (const n of notes) console.log(`note: ${n}`);
+
+  const git = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' });
+  const out = options.out ?? join(repoRoot, 'bench/results', `${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  const report = {
+    startedAt: started.toISOString(),
+    finishedAt: new Date().toISOString(),
+    commit: git.status === 0 ? git.stdout.trim() : undefined,
+    machine: {
+      cores,
+      cpu: os.cpus()[0]?.model,
+      memoryBytes: os.totalmem(),
+      kernel: os.release(),
+      node: process.version,
+      mosquitto: mosquittoVersion,
+      openFileLimit: fdLimit,
+      loadAverage: { before: loadBefore, after: loadAfter },
+      pinned: pinned ? { broker: ctx.brokerCpu, loadgen: ctx.loadgenCpu } : undefined,
+    },
+    options: { ...options, durations },
+    notes,
+    summaries,
+    records,
+  };
+  writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+  console.log(`results: ${out}`);
+  return 0;
+}
+
+let options: BenchOptions;
+try {
+  options = parseBenchOptions(process.argv.slice(2));
+} catch (error) {
+  const message = (error as Error).message;
+  console.error(message === USAGE ? message : `bench: ${message}\n${USAGE}`);
+  process.exit(message === USAGE ? 0 : 2);
+}
+main(options).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`bench: ${(error as Error).stack ?? String(error)}`);
+    process.exit(1);
+  },
+);

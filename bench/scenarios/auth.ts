@@ -1,0 +1,275 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BrokerHandle } from '../brokers.js';
+import { bulwarkPasswordFile, mosquittoPasswordFile, policyFile } from '../fixtures.js';
+import { absorbCpu, loadgen, saturationNote, withBroker, withFirstWorking, type Candidate } from '../harness.js';
+import { connectCode, publishAcked, subscribeCode } from '../probe.js';
+import { emptyMeasurement, type BenchContext, type Measurement, type Scenario } from '../scenario.js';
+import { measureFlow, flowJob, type FlowShape } from './flow.js';
+
+const STORM_CONCURRENCY = 32;
+
+async function storm(ctx: BenchContext, broker: BrokerHandle, key: string, into: Measurement): Promise<void> {
+  const run = await loadgen(
+    {
+      kind: 'connect-storm',
+      port: broker.port,
+      durationMs: ctx.durations.durationMs,
+      concurrency: STORM_CONCURRENCY,
+      credentials: ctx.credentials,
+    },
+    ctx,
+    broker,
+  );
+  if (run.error || !run.result || run.result.kind !== 'connect-storm') {
+    into.notes.push(`${key}: ${run.error ?? 'no result'}`);
+    return;
+  }
+  into.metrics[key] = run.result.rate;
+  into.lost += run.result.refused + run.result.failed;
+  into.loadgenCpu = run.result.loadgenCpu;
+  absorbCpu(into, run);
+  into.notes.push(...saturationNote(run.result.loadgenCpu), ...run.result.errors.map((e) => `${key}: ${e}`));
+}
+
+/** Answers undefined when a wrong password is refused and a right one accepted. */
+async function passwordsEnforced(ctx: BenchContext, broker: BrokerHandle): Promise<string | undefined> {
+  const user = ctx.credentials[0];
+  if (!user) return 'no bench users';
+  const wrong = await connectCode(broker.port, user.username, `${user.password}-wrong`);
+  if (wrong === 0) return 'a wrong password was accepted (authentication not in effect)';
+  const right = await connectCode(broker.port, user.username, user.password);
+  if (right !== 0) return `the right password was refused too (CONNACK ${right}): the password file is not in use`;
+  return undefined;
+}
+
+function chainCandidates(file: string, verification?: Record<string, unknown>): Candidate[] {
+  const step = { type: 'password-file', file, unknown_user: 'deny' };
+  const v = verification ? { verification } : {};
+  return [
+    {
+      label: 'authentication: [password-file]',
+      variant: { anonymous: false, bulwark: { authentication: [step], ...v } },
+    },
+    {
+      label: 'authentication: {steps: [password-file]}',
+      variant: { anonymous: false, bulwark: { authentication: { anonymous: false, steps: [step] }, ...v } },
+    },
+    ...(verification
+      ? [
+          {
+            label: 'authentication: {steps, verification}',
+            variant: {
+              anonymous: false,
+              bulwark: { authentication: { anonymous: false, steps: [step], verification } },
+            },
+          },
+        ]
+      : []),
+  ];
+}
+
+export const connectAuthScenario: Scenario = {
+  name: 'connect-auth',
+  description:
+    'Reconnect storm of known clients (32 at once): Bulwark argon2id password file with the verification cache on and off; Mosquitto PBKDF2 password file',
+  brokers: ['bulwark', 'mosquitto'],
+  metrics: [
+    { key: 'cached', label: 'argon2id, cache on (vs PBKDF2)', unit: 'conn/s', better: 'higher', compareTo: 'pbkdf2' },
+    {
+      key: 'uncached',
+      label: 'argon2id, cache off (vs PBKDF2)',
+      unit: 'conn/s',
+      better: 'higher',
+      compareTo: 'pbkdf2',
+    },
+    { key: 'pbkdf2', label: 'PBKDF2 (Mosquitto)', unit: 'conn/s', better: 'higher' },
+  ],
+  run: async (kind, ctx) => {
+    const secrets = join(ctx.workDir, 'secrets');
+    if (kind === 'mosquitto') {
+      const file = mosquittoPasswordFile(secrets, ctx.credentials);
+      return withBroker(kind, ctx, { mosquittoPasswordFile: file }, async (broker) => {
+        const m = emptyMeasurement();
+        const failure = await passwordsEnforced(ctx, broker);
+        if (failure) return { ...m, error: failure };
+        await storm(ctx, broker, 'pbkdf2', m);
+        return m;
+      });
+    }
+    let file: string;
+    try {
+      file = bulwarkPasswordFile(ctx.repoRoot, secrets, ctx.credentials);
+    } catch (error) {
+      return { ...emptyMeasurement(), skipped: `bulwark passwd failed: ${(error as Error).message.split('\n')[0]}` };
+    }
+    const m = emptyMeasurement();
+    const cached = await withFirstWorking(
+      kind,
+      ctx,
+      'authn-chain',
+      chainCandidates(file),
+      (b) => passwordsEnforced(ctx, b),
+      async (b) => {
+        await storm(ctx, b, 'cached', m);
+        return m;
+      },
+    );
+    if (cached.skipped) return cached;
+    const uncached = await withFirstWorking(
+      kind,
+      ctx,
+      'authn-cache-off',
+      chainCandidates(file, { cache_max_entries: 0 }),
+      (b) => passwordsEnforced(ctx, b),
+      async (b) => {
+        await storm(ctx, b, 'uncached', m);
+        return m;
+      },
+    );
+    if (uncached.skipped) m.notes.push(`cache off skipped: ${uncached.skipped}`);
+    return m;
+  },
+};
+
+const FANIN_QOS0: FlowShape = { shape: 'fanin', publishers: 8, subscribers: 1, qos: 0 };
+
+/** Answers undefined when a topic outside the policy is refused and a bench topic is allowed. */
+async function policyEnforced(broker: BrokerHandle): Promise<string | undefined> {
+  const denied = await subscribeCode(broker.port, 'probe/denied');
+  if (denied !== 0x80) return `a subscription outside the policy was granted (SUBACK ${denied}): policy not in effect`;
+  const allowed = await subscribeCode(broker.port, 'bench/probe/+');
+  if (allowed !== 0) return `a subscription the policy allows was refused (SUBACK ${allowed})`;
+  return undefined;
+}
+
+function policyCandidates(file: string): Candidate[] {
+  return [
+    { label: 'authorization: {files}', variant: { bulwark: { authorization: { files: [file] } } } },
+    { label: 'authorization: {policies}', variant: { bulwark: { authorization: { policies: [file] } } } },
+    { label: 'authorization: {policy_files}', variant: { bulwark: { authorization: { policy_files: [file] } } } },
+    {
+      label: 'authorization: {sources: [{type: file}]}',
+      variant: { bulwark: { authorization: { sources: [{ type: 'file', files: [file] }] } } },
+    },
+    { label: 'authorization: {file}', variant: { bulwark: { authorization: { file } } } },
+  ];
+}
+
+async function flowOn(ctx: BenchContext, broker: BrokerHandle, key: string, into: Measurement): Promise<void> {
+  const run = await loadgen(flowJob(FANIN_QOS0, broker.port, ctx), ctx, broker);
+  if (run.error || !run.result || run.result.kind !== 'flow') {
+    into.notes.push(`${key}: ${run.error ?? 'no result'}`);
+    return;
+  }
+  into.metrics[key] = run.result.rate;
+  into.lost += run.result.lost;
+  into.duplicates += run.result.duplicates;
+  into.loadgenCpu = run.result.loadgenCpu;
+  absorbCpu(into, run);
+  into.notes.push(...saturationNote(run.result.loadgenCpu), ...run.result.errors.map((e) => `${key}: ${e}`));
+}
+
+export const authzScenario: Scenario = {
+  name: 'authz',
+  description: 'Fan-in QoS 0 publish cost with a policy of 10 and of 10,000 rules, against the same broker without one',
+  brokers: ['bulwark'],
+  metrics: [
+    { key: 'plain', label: 'no policy', unit: 'msg/s', better: 'higher' },
+    { key: 'rules10', label: '10 rules (vs no policy)', unit: 'msg/s', better: 'higher', baselineKey: 'plain' },
+    { key: 'rules10000', label: '10,000 rules (vs no policy)', unit: 'msg/s', better: 'higher', baselineKey: 'plain' },
+  ],
+  run: async (kind, ctx) => {
+    const policies = join(ctx.workDir, 'policies');
+    const m = emptyMeasurement();
+    for (const [key, count] of [
+      ['rules10', 10],
+      ['rules10000', 10_000],
+    ] as const) {
+      const file = policyFile(policies, count);
+      const r = await withFirstWorking(kind, ctx, 'authz-file', policyCandidates(file), policyEnforced, async (b) => {
+        await flowOn(ctx, b, key, m);
+        return m;
+      });
+      if (r.skipped) return r;
+    }
+    const plain = await measureFlow(kind, ctx, FANIN_QOS0);
+    if (plain.metrics.rate !== undefined) m.metrics.plain = plain.metrics.rate;
+    m.lost += plain.lost;
+    return m;
+  },
+};
+
+/** Lines in the audit directory's files that mention a publish: a cheap, format-agnostic count. */
+function auditPublishLines(dataDir: string): number {
+  let count = 0;
+  const walk = (dir: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const path = join(dir, name);
+      const st = statSync(path);
+      if (st.isDirectory()) walk(path);
+      else if (st.size < 512 * 1024 * 1024)
+        for (const line of readFileSync(path, 'utf8').split('\n')) if (line.includes('publish')) count++;
+    }
+  };
+  walk(join(dataDir, 'audit'));
+  return count;
+}
+
+export const auditScenario: Scenario = {
+  name: 'audit',
+  description: 'Fan-in QoS 0 with recording of allowed publishes in the audit log off and on',
+  brokers: ['bulwark'],
+  metrics: [
+    { key: 'allowedOff', label: 'allowed publishes not recorded', unit: 'msg/s', better: 'higher' },
+    {
+      key: 'allowedOn',
+      label: 'every allowed publish recorded (vs off)',
+      unit: 'msg/s',
+      better: 'higher',
+      baselineKey: 'allowedOff',
+    },
+  ],
+  run: async (kind, ctx) => {
+    const m = emptyMeasurement();
+    const probeCount = 50;
+    const on: Candidate[] = [
+      {
+        label: 'audit.record_publish_allowed: all',
+        variant: { bulwark: { audit: { record_publish_allowed: 'all' } } },
+      },
+    ];
+    const r = await withFirstWorking(
+      kind,
+      ctx,
+      'audit-allowed',
+      on,
+      async (b) => {
+        const acked = await publishAcked(b.port, 'bench/audit/probe', probeCount);
+        if (acked < probeCount) return `only ${acked} of ${probeCount} probe publishes were acknowledged`;
+        await new Promise((res) => setTimeout(res, 500));
+        const lines = auditPublishLines(join(b.dir, 'data'));
+        return lines >= probeCount
+          ? undefined
+          : `${lines} audit lines for ${probeCount} allowed publishes (recording not in effect)`;
+      },
+      async (b) => {
+        await flowOn(ctx, b, 'allowedOn', m);
+        return m;
+      },
+    );
+    if (r.skipped) return r;
+    const off = await withBroker(kind, ctx, { bulwark: { audit: { record_publish_allowed: 'none' } } }, async (b) => {
+      await flowOn(ctx, b, 'allowedOff', m);
+      return m;
+    });
+    if (off.error) m.notes.push(`off: ${off.error}`);
+    return m;
+  },
+};

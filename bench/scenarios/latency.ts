@@ -1,0 +1,34 @@
+import { absorbCpu, loadgen, saturationNote, withBroker } from '../harness.js';
+import { emptyMeasurement, type Scenario } from '../scenario.js';
+
+export const RATE = 5000;
+
+export const latencyScenario: Scenario = {
+  name: 'latency-qos1',
+  description: `QoS 1 end-to-end latency, 1 publisher → 1 subscriber at a fixed ${RATE} msg/s`,
+  brokers: ['bulwark', 'mosquitto'],
+  metrics: [
+    { key: 'p50Ms', label: 'p50', unit: 'ms', better: 'lower', decimals: 3 },
+    { key: 'p99Ms', label: 'p99', unit: 'ms', better: 'lower', decimals: 3 },
+    { key: 'maxMs', label: 'max', unit: 'ms', better: 'lower', decimals: 3 },
+  ],
+  run: (kind, ctx) =>
+    withBroker(kind, ctx, {}, async (broker) => {
+      const run = await loadgen(
+        { kind: 'latency', port: broker.port, rate: RATE, payloadBytes: 64, inflight: 64, ...ctx.durations },
+        ctx,
+        broker,
+      );
+      const m = emptyMeasurement();
+      if (run.error || !run.result || run.result.kind !== 'latency') return { ...m, error: run.error ?? 'no result' };
+      const r = run.result;
+      if (r.p50Ms !== undefined) m.metrics.p50Ms = r.p50Ms;
+      if (r.p99Ms !== undefined) m.metrics.p99Ms = r.p99Ms;
+      if (r.maxMs !== undefined) m.metrics.maxMs = r.maxMs;
+      m.lost = r.lost;
+      m.loadgenCpu = r.loadgenCpu;
+      absorbCpu(m, run);
+      m.notes.push(...saturationNote(r.loadgenCpu), ...r.errors);
+      return m;
+    }),
+};

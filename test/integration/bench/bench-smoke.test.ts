@@ -1,0 +1,48 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const repoRoot = resolve(import.meta.dirname, '../../..');
+
+interface SmokeReport {
+  summaries: {
+    name: string;
+    metrics: { key: string; medians: { bulwark?: number } }[];
+    lost: { bulwark?: number };
+    duplicates: { bulwark?: number };
+  }[];
+  records: { measurement: { error?: string; skipped?: string } }[];
+}
+
+/**
+ * The benchmark itself is not timed here: this only proves `npm run bench` still works end to end (broker
+ * start, pinned load generator, accounting, JSON output), so a broken bench is found by CI rather than on the
+ * day someone wants numbers. It runs the compiled bench, which the test command builds first.
+ */
+describe('bench smoke', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a quick QoS 1 fan-in run writes a JSON report with positive throughput and no lost messages', async () => {
+    const out = join(dir, 'result.json');
+    await run(
+      process.execPath,
+      [join(repoRoot, 'dist/bench/run.js'), '--quick', '--scenario', 'fanin-qos1', '--out', out],
+      {
+        cwd: repoRoot,
+        timeout: 110_000,
+      },
+    );
+    const report = JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+    expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
+    const fanin = report.summaries.find((s) => s.name === 'fanin-qos1');
+    const throughput = fanin?.metrics.find((m) => m.key === 'rate')?.medians.bulwark;
+    expect(throughput).toBeGreaterThan(0);
+    expect(fanin?.lost.bulwark).toBe(0);
+    expect(fanin?.duplicates.bulwark).toBe(0);
+  }, 120_000);
+});
