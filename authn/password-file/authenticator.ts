@@ -1,7 +1,7 @@
 import type { AuditEvent } from '../../audit/events.js';
 import { Secret } from '../secret.js';
 import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../types.js';
-import { hashPassword, needsRehash, OWASP_ARGON2ID, type Argon2Params } from '../verify/password-hash.js';
+import { hashPassword, needsRehash, type Argon2Params } from '../verify/password-hash.js';
 import type { VerificationServices } from '../verify/services.js';
 import { verifyPasswordBounded } from '../verify/verify-password.js';
 import { PasswordFileStore } from './store.js';
@@ -140,5 +140,3 @@ export class PasswordFileAuthenticator implements Authenticator {
     return this.#dummyHash;
   }
 }
-
-export { OWASP_ARGON2ID };

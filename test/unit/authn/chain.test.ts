@@ -302,3 +302,28 @@ describe('enhanced authentication routing', () => {
     expect(r.steps.map((s) => s.answer)).toEqual(['error']);
   });
 });
+
+describe('authentication decision event', () => {
+  it('names listener, client, user, peer, every step with answer and duration, and the outcome', async () => {
+    const { authnDecisionEvent } = await import('../../../authn/decision-event.js');
+    const { chain } = chainOf(['ignore', 'deny']);
+    const a = attempt({ listener: 'tls', clientId: 'c-9', username: 'bob', peer: { address: '10.0.0.9', port: 4242 } });
+    const r = await chain.authenticate(a);
+    if (r.kind === 'continue') throw new Error('unexpected');
+    const e = authnDecisionEvent(a, r);
+    expect(e).toMatchObject({
+      event: { action: 'authn.denied', outcome: 'failure', code: 'badUserNameOrPassword' },
+      client: { ip: '10.0.0.9', port: 4242 },
+      user: { name: 'bob' },
+      mqtt: { client_id: 'c-9', listener: 'tls', reason_code: 0x86 },
+      authn: {
+        by: 'step-1',
+        steps: [
+          { id: 'step-0', answer: 'ignore' },
+          { id: 'step-1', answer: 'deny' },
+        ],
+      },
+    });
+    expect(JSON.stringify(e)).not.toContain('correct horse');
+  });
+});
