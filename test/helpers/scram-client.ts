@@ -92,3 +92,56 @@ export class ScramClient {
     return got.length === this.#expectedServerSignature.length && timingSafeEqual(got, this.#expectedServerSignature);
   }
 }
+
+/** The AUTH packet shape mqtt.js hands to `handleAuth` and accepts back (structural, to avoid a type import). */
+export interface MqttAuthPacket {
+  cmd: 'auth';
+  reasonCode?: number;
+  properties?: { authenticationMethod?: string; authenticationData?: Buffer };
+}
+
+/**
+ * Wires a {@link ScramClient} into mqtt.js: spread `properties` into the connect options' `properties`, and
+ * assign `handleAuth` to the client (`client.handleAuth = hooks.handleAuth`) before the CONNACK arrives (use
+ * `manualConnect: true`, then `client.connect()`). After a successful exchange, check
+ * `scram.verifyServerFinal(connack.properties.authenticationData)` or, for a re-authentication,
+ * `hooks.lastServerFinal`.
+ */
+export function scramForMqtt(scram: ScramClient): {
+  properties: { authenticationMethod: string; authenticationData: Buffer };
+  handleAuth: (packet: MqttAuthPacket, callback: (error?: Error, packet?: MqttAuthPacket) => void) => void;
+  /** AUTH 0x19 packet starting a re-authentication with a fresh client-first-message. */
+  reauthenticatePacket: () => MqttAuthPacket;
+  readonly lastServerFinal: Buffer | undefined;
+} {
+  let lastServerFinal: Buffer | undefined;
+  return {
+    properties: { authenticationMethod: scram.mechanism, authenticationData: scram.clientFirst() },
+    handleAuth(packet, callback) {
+      const data = packet.properties?.authenticationData;
+      if (packet.reasonCode !== 0x18) {
+        lastServerFinal = data;
+        callback();
+        return;
+      }
+      try {
+        const reply = scram.clientFinal(data ?? Buffer.alloc(0));
+        callback(undefined, {
+          cmd: 'auth',
+          reasonCode: 0x18,
+          properties: { authenticationMethod: scram.mechanism, authenticationData: reply },
+        });
+      } catch (error) {
+        callback(error instanceof Error ? error : new Error(String(error)));
+      }
+    },
+    reauthenticatePacket: () => ({
+      cmd: 'auth',
+      reasonCode: 0x19,
+      properties: { authenticationMethod: scram.mechanism, authenticationData: scram.clientFirst() },
+    }),
+    get lastServerFinal() {
+      return lastServerFinal;
+    },
+  };
+}
