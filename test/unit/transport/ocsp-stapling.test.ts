@@ -4,7 +4,7 @@ import { type IncomingMessage, type Server as HttpServer, type ServerResponse, c
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:tls';
+import { type ConnectionOptions, connect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority } from '../../../certs/index.js';
 import {
@@ -130,7 +130,8 @@ describe('OCSP stapling against a local responder', () => {
       });
       s.attach(server.server);
       const stapled = await new Promise<Buffer | null>((resolve, reject) => {
-        const socket = connect({
+        // requestOCSP is a documented tls.connect option that @types/node 20 lists only on TLSSocket.
+        const options: ConnectionOptions & { requestOCSP: boolean } = {
           host: '127.0.0.1',
           port: server.port,
           servername: 'localhost',
@@ -138,7 +139,8 @@ describe('OCSP stapling against a local responder', () => {
           requestOCSP: true,
           minVersion: version,
           maxVersion: version,
-        });
+        };
+        const socket = connect(options);
         socket.once('OCSPResponse', (response: Buffer | null) => {
           socket.end();
           resolve(response);
@@ -193,9 +195,47 @@ describe('OCSP stapling against a local responder', () => {
     await server.close();
     expect(output).toContain('OCSP Response Status: successful (0x0)');
     expect(output).toContain('Cert Status: good');
-    expect(output).toContain('Response verify OK');
     expect(output).toContain(`Serial Number: ${pki.server.serialNumber}`);
     expect(output).toContain('Verify return code: 0 (ok)');
+  });
+
+  it('produces responses that openssl ocsp verifies against the CA chain', async () => {
+    const inter = pki.intermediate as CertificateAuthority;
+    const respFile = join(dir, 'check.der');
+    writeFileSync(
+      respFile,
+      createOcspResponse({
+        issuer: inter,
+        certificatePem: pki.server.certificatePem,
+        status: 'good',
+        nextUpdate: new Date(Date.now() + HOUR),
+      }),
+    );
+    writeFileSync(join(dir, 'inter.pem'), inter.certificatePem);
+    writeFileSync(join(dir, 'chain.pem'), pki.ca.certificatePem + inter.certificatePem);
+    const output = await new Promise<string>((resolve) => {
+      const child = spawn(
+        'openssl',
+        [
+          'ocsp',
+          '-respin',
+          respFile,
+          '-issuer',
+          join(dir, 'inter.pem'),
+          '-CAfile',
+          join(dir, 'chain.pem'),
+          '-cert',
+          pki.server.certFile,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (text += d.toString()));
+      child.on('close', () => resolve(text));
+    });
+    expect(output).toContain('Response verify OK');
+    expect(output).toContain(`${pki.server.certFile}: good`);
   });
 
   it('schedules the next refresh at the midpoint of the response validity', async () => {
