@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
@@ -104,7 +104,7 @@ export class Broker {
   // --- connections -------------------------------------------------------------------------------------
 
   accept(
-    socket: Socket,
+    socket: Duplex,
     listener: ListenerRuntime,
     peer: { address: string; port: number },
     tls: TlsPeerInfo | undefined,

@@ -10,6 +10,7 @@ import { createLogger, type Logger } from './log.js';
 import type { ConnectGuard } from './seams.js';
 import { SysTopics } from './sys/sys-topics.js';
 import { createTcpServer, listen } from './transport/tcp.js';
+import { createWebSocketServer } from './transport/websocket.js';
 import { SessionStore, type LoadedJournal } from './persistence/store.js';
 import { restoreState, type RestoreSummary } from './persistence/restore.js';
 
@@ -125,6 +126,11 @@ export class BulwarkServer {
     switch (listener.config.transport) {
       case 'tcp':
         return createTcpServer(this.broker, listener);
+      case 'ws':
+        return createWebSocketServer(this.broker, listener, {
+          path: listener.config.websocket_path,
+          maxPayload: this.broker.limits.max_packet_size,
+        });
       default:
         throw new Error(`transport ${listener.config.transport} is not available yet`);
     }

@@ -177,6 +177,11 @@ export const listenerSchema = z
       .describe(
         "This listener's authentication chain; defaults to the global `authentication` chain. See docs/authentication.md.",
       ),
+    websocket_path: z
+      .string()
+      .startsWith('/')
+      .default('/mqtt')
+      .describe('ws/wss: the HTTP path that accepts MQTT over WebSocket upgrades.'),
     v3_publish_denied: z
       .enum(['disconnect', 'drop'])
       .default('disconnect')

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet';
 import type { ChainExchangeState, ConnectAttempt, Identity, TlsPeerInfo } from '../../authn/types.js';
 import type { Broker } from '../broker.js';
@@ -63,7 +64,7 @@ export class Connection implements SessionLink {
 
   constructor(
     readonly broker: Broker,
-    readonly socket: Socket,
+    readonly socket: Duplex,
     readonly listener: ListenerRuntime,
     readonly peer: { address: string; port: number },
     readonly tls: TlsPeerInfo | undefined,
@@ -75,7 +76,7 @@ export class Connection implements SessionLink {
     this.parser.on('error', (error: Error) =>
       this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`),
     );
-    socket.setNoDelay(true);
+    (socket as Partial<Socket>).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error: Error) => {
       this.closeReason ??= `socket error: ${error.message}`;
