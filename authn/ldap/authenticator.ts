@@ -189,7 +189,8 @@ export class LdapAuthenticator implements Authenticator {
     if (!shared) {
       const { connectTimeoutMs, operationTimeoutMs } = this.#o.connection;
       // The shared work outlives any one caller's deadline but not forever.
-      const own = AbortSignal.timeout(connectTimeoutMs + 4 * operationTimeoutMs);
+      // Worst case: two new connections (bind and service pools) and service bind, search, user bind, groups.
+      const own = AbortSignal.timeout(2 * connectTimeoutMs + 4 * operationTimeoutMs);
       const task = (): Promise<Verification> => this.#verify(attempt, password, own);
       shared = (this.#o.breaker ? this.#o.breaker.run(task) : task()).finally(() => this.#inFlight.delete(key));
       this.#inFlight.set(key, shared);
