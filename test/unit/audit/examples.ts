@@ -1,0 +1,227 @@
+import type { AuditEvent } from '../../../audit/events.js';
+
+/** One realistic event per action the broker records: docs/audit.md shows each as the writer stores it. */
+export const BROKER_EXAMPLES: readonly AuditEvent[] = [
+  {
+    event: { action: 'broker.started', outcome: 'success', reason: 'listening on 2 listeners' },
+    actor: 'broker',
+    labels: { version: '0.1.0', config_hash: 'sha256:5f1c…', listeners: 'mqtt:1883,mqtts:8883' },
+  },
+  {
+    event: { action: 'authn.allowed', outcome: 'success', code: 'success' },
+    client: { ip: '10.0.4.17', port: 53122 },
+    user: { name: 'sensor-17', groups: ['sensors'] },
+    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5 },
+    authn: {
+      by: 'password-file',
+      steps: [
+        { id: 'jwt', type: 'jwt', answer: 'ignore', duration_ms: 0.1, detail: 'no token presented' },
+        { id: 'password-file', type: 'password-file', answer: 'allow', duration_ms: 31.2 },
+      ],
+    },
+  },
+  {
+    event: {
+      action: 'authn.denied',
+      outcome: 'failure',
+      reason: 'password does not match',
+      code: 'badUserNameOrPassword',
+    },
+    client: { ip: '203.0.113.9', port: 40112 },
+    user: { name: 'admin' },
+    mqtt: { client_id: 'probe-1', listener: 'mqtt', protocol_version: 4, reason_code: 4 },
+    authn: {
+      by: 'password-file',
+      steps: [
+        {
+          id: 'password-file',
+          type: 'password-file',
+          answer: 'deny',
+          duration_ms: 28.9,
+          detail: 'password does not match',
+        },
+      ],
+    },
+  },
+  {
+    event: { action: 'authn.reauth_allowed', outcome: 'success', code: 'success' },
+    client: { ip: '10.0.4.20', port: 50211 },
+    user: { name: 'svc-billing' },
+    mqtt: { client_id: 'billing-1', listener: 'mqtts', protocol_version: 5 },
+    authn: { by: 'scram', method: 'SCRAM-SHA-256' },
+  },
+  {
+    event: {
+      action: 'authn.reauth_denied',
+      outcome: 'failure',
+      reason: 'proof does not verify',
+      code: 'notAuthorized',
+    },
+    client: { ip: '10.0.4.20', port: 50211 },
+    user: { name: 'svc-billing' },
+    mqtt: { client_id: 'billing-1', listener: 'mqtts', protocol_version: 5, reason_code: 135 },
+    authn: { by: 'scram', method: 'SCRAM-SHA-256' },
+  },
+  {
+    event: {
+      action: 'client.disconnected',
+      outcome: 'success',
+      reason: 'keep alive timeout',
+      code: 'keepAliveTimeout',
+    },
+    client: { ip: '10.0.4.17', port: 53122 },
+    user: { name: 'sensor-17' },
+    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5, reason_code: 141 },
+  },
+  {
+    event: { action: 'authz.publish_denied', outcome: 'failure', reason: 'deny rule matched', code: 'notAuthorized' },
+    client: { ip: '10.0.4.17' },
+    user: { name: 'sensor-17', groups: ['sensors'] },
+    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/cmd/stop', qos: 1, retain: false, reason_code: 135 },
+    authz: { rule: 'policies/site.yaml:42', rule_name: 'sensors-read-only', source: 'file', action: 'publish' },
+  },
+  {
+    event: { action: 'authz.subscribe_denied', outcome: 'failure', reason: 'no rule matched', code: 'notAuthorized' },
+    client: { ip: '10.0.4.31' },
+    user: { name: 'dashboard' },
+    mqtt: { client_id: 'dash-2', topic: 'plant/#', qos: 0, reason_code: 135 },
+    authz: {
+      rule: 'default-deny',
+      source: 'file',
+      action: 'subscribe',
+      explanation: 'no source answered; default deny',
+    },
+  },
+  {
+    event: { action: 'authz.will_denied', outcome: 'failure', reason: 'will topic not allowed', code: 'notAuthorized' },
+    client: { ip: '10.0.4.17' },
+    user: { name: 'sensor-17' },
+    mqtt: { client_id: 'sensor-17', topic: 'plant/alarms', qos: 1, retain: true, reason_code: 135 },
+    authz: { rule: 'policies/site.yaml:51', source: 'file', action: 'will' },
+  },
+  {
+    event: { action: 'authz.retained_denied', outcome: 'failure', reason: 'retain not allowed on this topic' },
+    client: { ip: '10.0.4.17' },
+    user: { name: 'sensor-17' },
+    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0, retain: true },
+    authz: { rule: 'policies/site.yaml:44', source: 'file', action: 'retained' },
+  },
+  {
+    event: { action: 'authz.receive_denied', outcome: 'failure', reason: 'subscriber may not read this topic' },
+    client: { ip: '10.0.4.31' },
+    user: { name: 'dashboard' },
+    mqtt: { client_id: 'dash-2', topic: 'plant/line1/cmd/stop', qos: 1 },
+    authz: { rule: 'policies/site.yaml:60', source: 'file', action: 'receive' },
+  },
+  {
+    event: { action: 'authz.publish_allowed', outcome: 'success' },
+    client: { ip: '10.0.4.17' },
+    user: { name: 'sensor-17' },
+    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0 },
+    authz: { rule: 'policies/site.yaml:12', source: 'file', action: 'publish' },
+    labels: { sampled: '1/100' },
+  },
+  {
+    event: { action: 'authz.subscribe_allowed', outcome: 'success' },
+    client: { ip: '10.0.4.31' },
+    user: { name: 'dashboard' },
+    mqtt: { client_id: 'dash-2', topic: 'plant/+/temp', qos: 0 },
+    authz: { rule: 'policies/site.yaml:20', source: 'file', action: 'subscribe' },
+  },
+  {
+    event: { action: 'guard.banned', outcome: 'success', reason: '20 failed logins in 60s' },
+    client: { ip: '203.0.113.9' },
+    guard: { key: '203.0.113.9', dimension: 'ip', count: 20, window_ms: 60000, until: '2026-11-25T10:15:00.000Z' },
+    actor: 'broker',
+  },
+  {
+    event: { action: 'guard.unbanned', outcome: 'success', reason: 'removed by operator' },
+    guard: { key: '203.0.113.9', dimension: 'ip' },
+    actor: 'cli:root@unix-socket',
+  },
+  {
+    event: { action: 'guard.ban_expired', outcome: 'success' },
+    guard: { key: 'probe-1', dimension: 'client_id' },
+    actor: 'broker',
+  },
+  {
+    event: { action: 'guard.flapping_detected', outcome: 'success', reason: '15 connects in 60s' },
+    client: { ip: '10.0.9.3' },
+    mqtt: { client_id: 'flappy' },
+    guard: { key: 'flappy', dimension: 'client_id', count: 15, window_ms: 60000, dry_run: false },
+  },
+  {
+    event: { action: 'guard.throttled', outcome: 'failure', reason: 'connection rate above 50/s', code: 'serverBusy' },
+    client: { ip: '198.51.100.4' },
+    guard: { key: '198.51.100.4', dimension: 'ip', count: 51, window_ms: 1000 },
+  },
+  {
+    event: { action: 'policy.reloaded', outcome: 'success' },
+    policy: { file: 'policies/site.yaml', old_hash: 'sha256:9b7e41c2…', new_hash: 'sha256:0f4d11aa…' },
+    actor: 'cli:root@unix-socket',
+  },
+  {
+    event: { action: 'policy.reload_failed', outcome: 'failure', reason: 'the old rules stay live' },
+    policy: {
+      file: 'policies/site.yaml',
+      old_hash: 'sha256:0f4d11aa…',
+      new_hash: 'sha256:77c2e9d0…',
+      error: 'policies/site.yaml:18:9: unknown key "alow" (did you mean "allow"?)',
+    },
+    actor: 'signal:SIGHUP',
+  },
+  {
+    event: { action: 'credentials.reloaded', outcome: 'success' },
+    policy: { file: 'passwd', old_hash: 'sha256:3a1f…', new_hash: 'sha256:c9e8…' },
+    actor: 'file-watch',
+    labels: { entries: '42' },
+  },
+  {
+    event: { action: 'credentials.reload_failed', outcome: 'failure', reason: 'the old credentials stay live' },
+    policy: { file: 'passwd', error: 'passwd:7:1: not a PHC string' },
+    actor: 'file-watch',
+  },
+  {
+    event: { action: 'tls.reloaded', outcome: 'success' },
+    policy: { file: 'certs/server.pem', old_hash: 'sha256:aa01…', new_hash: 'sha256:bb02…' },
+    tls: { subject: 'CN=broker.example.net', fingerprint: '4F:2A:…:9C' },
+    mqtt: { listener: 'mqtts' },
+  },
+  {
+    event: { action: 'tls.reload_failed', outcome: 'failure', reason: 'the old certificate keeps serving' },
+    policy: { file: 'certs/server.pem', error: 'key does not match certificate' },
+    mqtt: { listener: 'mqtts' },
+  },
+  {
+    event: { action: 'tls.handshake_refused', outcome: 'failure', reason: 'client certificate refused' },
+    client: { ip: '10.0.7.2', port: 61001 },
+    mqtt: { listener: 'mqtts' },
+    tls: { error: 'CERT_HAS_EXPIRED', subject: 'CN=old-device,OU=sensors', fingerprint: '1D:77:…:E0' },
+  },
+  {
+    event: { action: 'config.changed', outcome: 'success', reason: 'listeners.mqtts.max_connections 1000 → 2000' },
+    policy: { file: 'bulwark.yaml', old_hash: 'sha256:51aa…', new_hash: 'sha256:62bb…' },
+    actor: 'signal:SIGHUP',
+  },
+  {
+    event: { action: 'admin.command', outcome: 'success', reason: 'ban add 203.0.113.0/24 --for 1h' },
+    actor: 'cli:root@unix-socket',
+    labels: { command: 'ban.add' },
+  },
+  {
+    event: { action: 'broker.stopped', outcome: 'success', reason: 'SIGTERM' },
+    actor: 'broker',
+    labels: { uptime_s: '86400' },
+  },
+];
+
+/** What the writer records during an outage of its disk (the others it produces itself in the generator). */
+export const WRITE_RECOVERED_EXAMPLE: AuditEvent = {
+  event: {
+    action: 'audit.write_recovered',
+    outcome: 'success',
+    reason: 'audit log writable again after 7 failed attempts; 0 events dropped',
+  },
+  actor: 'audit-writer',
+  audit: { dropped: 0, failures: 7, reason: 'ENOSPC' },
+};
