@@ -36,7 +36,7 @@ export interface GuardClient {
   /** SHA-256 fingerprint of the TLS client certificate, any case, with or without colons. */
   certFingerprint?: string | undefined;
   /** `sub` claim of the client's JWT, once known. */
-  jwtSub?: string | undefined;
+  jwtSubject?: string | undefined;
 }
 
 export const banEntrySchema = z.strictObject({
@@ -157,7 +157,7 @@ export function compiledMatches(compiled: CompiledEntry, prepared: PreparedClien
     case 'fingerprint':
       return prepared.fingerprint === entry.value;
     case 'jwt_sub':
-      return client.jwtSub !== undefined && client.jwtSub === entry.value;
+      return client.jwtSubject !== undefined && client.jwtSubject === entry.value;
   }
 }
 

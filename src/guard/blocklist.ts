@@ -161,7 +161,7 @@ export class Blocklist {
       (client.username === undefined ? undefined : live(this.exact.username.get(client.username))) ??
       live(this.exact.address.get(prepared.address)) ??
       (prepared.fingerprint === undefined ? undefined : live(this.exact.fingerprint.get(prepared.fingerprint))) ??
-      (client.jwtSub === undefined ? undefined : live(this.exact.jwt_sub.get(client.jwtSub)));
+      (client.jwtSubject === undefined ? undefined : live(this.exact.jwt_sub.get(client.jwtSubject)));
     if (hit !== undefined) return hit;
     const ip = prepared.ip;
     if (ip?.family === 4) {

@@ -35,6 +35,12 @@ export interface GuardOptions {
   /** Receives state-change events (ban, unban, expiry, flapping, throttling) for the audit log. Must not throw. */
   onEvent?: (event: AuditEvent) => void;
   log?: Logger;
+  /**
+   * Also deliver each refusal's event (`guard.blocked`, `guard.throttle_refused`) through `onEvent`. Default true:
+   * the broker's CONNECT step marks guard refusals as already audited. Set false if the caller records
+   * `decision.event` itself, so that each refusal is recorded exactly once.
+   */
+  recordRefusals?: boolean;
 }
 
 export interface BanInput {
@@ -70,12 +76,14 @@ export class Guard {
   private readonly log: Logger;
   private readonly listeners = new Set<BanAddedListener>();
   private purgeTimer: NodeJS.Timeout | undefined;
+  private readonly recordRefusals: boolean;
 
   private constructor(
     readonly config: GuardConfig,
     options: GuardOptions,
   ) {
     this.now = options.now ?? Date.now;
+    this.recordRefusals = options.recordRefusals ?? true;
     this.log = options.log ?? silentLogger;
     const onEvent = options.onEvent;
     this.emit = (event) => {
@@ -154,7 +162,21 @@ export class Guard {
 
   /** Block list, then flapping, then throttling: the order of the CONNECT pipeline, cheapest and surest first. */
   checkConnect(client: GuardClient): GuardDecision {
-    const blocked = this.checkBlocklist(client);
+    return this.recorded(this.decide(client));
+  }
+
+  /** The block list alone; call again after authentication when it revealed a JWT subject or other identity. */
+  checkBlocklist(client: GuardClient): GuardDecision {
+    return this.recorded(this.blocklistDecision(client));
+  }
+
+  private recorded(decision: GuardDecision): GuardDecision {
+    if (decision.kind === 'refuse' && this.recordRefusals) this.emit(decision.event);
+    return decision;
+  }
+
+  private decide(client: GuardClient): GuardDecision {
+    const blocked = this.blocklistDecision(client);
     if (blocked.kind === 'refuse') return blocked;
     const now = this.now();
     let refusal: GuardDecision | undefined;
@@ -205,8 +227,7 @@ export class Guard {
     return { kind: 'pass' };
   }
 
-  /** The block list alone; call again after authentication when it revealed a JWT subject or other identity. */
-  checkBlocklist(client: GuardClient): GuardDecision {
+  private blocklistDecision(client: GuardClient): GuardDecision {
     const entry = this.blocklist.check(client, this.now());
     if (entry === undefined) return { kind: 'pass' };
     return {

@@ -175,7 +175,7 @@ describe('bulwark ban, against a running broker', () => {
     { clientId: 'meter-1', username: 'meter', address: '192.0.2.50' },
     { clientId: 'meter-2', username: 'meter', address: '192.0.2.51' },
     { clientId: 'hvac-1', username: 'hvac', address: '2001:db8:5::10', certFingerprint: 'BE'.repeat(32) },
-    { clientId: 'svc', username: 'svc', address: '198.51.100.1', jwtSub: 'robot-7' },
+    { clientId: 'svc', username: 'svc', address: '198.51.100.1', jwtSubject: 'robot-7' },
   ];
 
   it.each<[string[], string[]]>([

@@ -44,7 +44,7 @@ describe('block list matching', () => {
       { ...base, certFingerprint: FINGERPRINT.toUpperCase().match(/../g)?.join(':') },
       { ...base, certFingerprint: 'cd'.repeat(32) },
     ],
-    ['jwt_sub', 'user|42', { ...base, jwtSub: 'user|42' }, { ...base, jwtSub: 'user|43' }],
+    ['jwt_sub', 'user|42', { ...base, jwtSubject: 'user|42' }, { ...base, jwtSubject: 'user|43' }],
   ])('a %s entry %s matches its client and not a neighbour', (kind, value, hit, miss) => {
     const bl = list();
     const entry = ban(bl, kind, value);

@@ -23,7 +23,7 @@ const live: GuardClient[] = [
   { clientId: 'c-net6', username: 'u-net6', address: '2001:db8:7::1' },
   { clientId: 'tmp-123', username: 'u-regex', address: '192.0.2.12' },
   { clientId: 'c-cert', username: undefined, address: '192.0.2.13', certFingerprint: 'AA'.repeat(32) },
-  { clientId: 'c-jwt', username: 'svc', address: '192.0.2.14', jwtSub: 'svc-account-9' },
+  { clientId: 'c-jwt', username: 'svc', address: '192.0.2.14', jwtSubject: 'svc-account-9' },
 ];
 
 describe('guard', () => {
@@ -78,7 +78,7 @@ describe('guard', () => {
     h.guard.ban({ kind: 'jwt_sub', value: 'svc-account-9', reason: '', until: null }, 'cli:0@unix-socket');
     const before = { clientId: 'c-jwt', username: 'svc', address: '192.0.2.14' };
     expect(h.guard.checkConnect(before).kind).toBe('pass');
-    expect(h.guard.checkBlocklist({ ...before, jwtSub: 'svc-account-9' }).kind).toBe('refuse');
+    expect(h.guard.checkBlocklist({ ...before, jwtSubject: 'svc-account-9' }).kind).toBe('refuse');
   });
 
   it('records unbans and expiries with the actor', async () => {
@@ -153,5 +153,21 @@ describe('guard', () => {
     expect(config.flapping.ban_duration).toBe(300_000);
     expect(() => guardConfigSchema.parse({ flapping: { ban_duration: '300' } })).toThrow(/duration/);
     expect(() => guardConfigSchema.parse({ throttle: { unknown_key: 1 } })).toThrow();
+  });
+
+  it('records each refusal once: itself by default, or only in the decision when the caller records it', async () => {
+    for (const recordRefusals of [true, false]) {
+      const events: AuditEvent[] = [];
+      const guard = await Guard.open({
+        config: defaultGuardConfig(),
+        dataDir: undefined,
+        recordRefusals,
+        onEvent: (e) => events.push(e),
+      });
+      guard.ban({ kind: 'username', value: 'x', reason: '', until: null }, 't');
+      const decision = guard.checkConnect({ clientId: 'c', username: 'x', address: '192.0.2.1' });
+      expect(decision.kind).toBe('refuse');
+      expect(events.filter((e) => e.event.action === 'guard.blocked')).toHaveLength(recordRefusals ? 1 : 0);
+    }
   });
 });
