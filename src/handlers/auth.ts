@@ -1,4 +1,5 @@
 import type { IAuthPacket } from 'mqtt-packet';
+import type { ChainResult } from '../../authn/types.js';
 import type { Connection } from '../connection/connection.js';
 import { ReasonCode } from '../protocol/reason-codes.js';
 import { continueAfterAuthentication, refuseConnect } from './connect.js';
@@ -43,7 +44,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     connection.protocolViolation('protocolError', 'AUTH without enhanced authentication at CONNECT');
     return;
   }
-  let result;
+  let result: ChainResult;
   if (code === ReasonCode.reAuthenticate) {
     result = await chain.authenticate({ ...attempt, authData: data });
   } else if (code === ReasonCode.continueAuthentication && connection.exchange) {
@@ -63,6 +64,16 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     return;
   }
   connection.exchange = undefined;
+  if (result.kind === 'allow' && result.identity.username !== connection.identity?.username) {
+    // Re-authentication proves the same client again; it must not turn the connection into another user.
+    result = {
+      kind: 'deny',
+      reason: 'notAuthorized',
+      detail: 're-authentication as a different user',
+      decidedBy: 'broker',
+      steps: result.steps,
+    };
+  }
   broker.recordReauthentication(connection, result);
   if (result.kind === 'deny') {
     connection.close(result.reason, `re-authentication failed: ${result.detail}`);
