@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import mysql from 'mysql2/promise';
-import { freePort, makeTraversable, stopChild, waitFor } from './postgres.js';
+import { freePort, makeTraversable, run, stopChild, waitFor } from './postgres.js';
 import type { SqlServiceInfo, Started } from './types.js';
 
 const MARIADBD = ['/usr/sbin/mariadbd', '/usr/sbin/mysqld'];
@@ -58,11 +58,12 @@ export async function startMariaDb(workDir: string): Promise<Started<SqlServiceI
       '',
     ].join('\n'),
   );
-  const install = spawnSync(
-    INSTALL_DB,
-    [`--defaults-file=${cnf}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--skip-name-resolve'],
-    { encoding: 'utf8' },
-  );
+  const install = await run(INSTALL_DB, [
+    `--defaults-file=${cnf}`,
+    '--auth-root-authentication-method=normal',
+    '--skip-test-db',
+    '--skip-name-resolve',
+  ]);
   if (install.status !== 0) {
     return {
       missing: `mariadb-install-db failed: ${(install.stderr || install.stdout).trim().split('\n').pop() ?? ''}`,

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
@@ -34,10 +34,10 @@ export async function startPostgres(workDir: string): Promise<Started<SqlService
     chownSync(workDir, owner.uid, owner.gid);
     chownSync(socketDir, owner.uid, owner.gid);
   }
-  const run = (bin: string, args: string[]): [string, string[]] =>
+  const as = (bin: string, args: string[]): [string, string[]] =>
     owner ? ['runuser', ['-u', 'postgres', '--', join(PG_BIN, bin), ...args]] : [join(PG_BIN, bin), args];
 
-  const [initCmd, initArgs] = run('initdb', [
+  const [initCmd, initArgs] = as('initdb', [
     '-D',
     dataDir,
     '-U',
@@ -48,12 +48,12 @@ export async function startPostgres(workDir: string): Promise<Started<SqlService
     'UTF8',
     '--no-sync',
   ]);
-  const init = spawnSync(initCmd, initArgs, { encoding: 'utf8' });
+  const init = await run(initCmd, initArgs);
   if (init.status !== 0)
     return { missing: `initdb failed: ${(init.stderr || init.stdout).trim().split('\n').pop() ?? ''}` };
 
   const port = await freePort();
-  const [cmd, args] = run('postgres', [
+  const [cmd, args] = as('postgres', [
     '-D',
     dataDir,
     '-p',
@@ -106,9 +106,27 @@ export async function startPostgres(workDir: string): Promise<Started<SqlService
 }
 
 function serverPid(file: string): number | undefined {
-  const r = spawnSync('head', ['-n', '1', file], { encoding: 'utf8' });
-  const n = Number(r.stdout.trim());
+  let first = '';
+  try {
+    first = readFileSync(file, 'utf8').split('\n')[0] ?? '';
+  } catch {
+    return undefined;
+  }
+  const n = Number(first.trim());
   return Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+/** Runs a setup command without blocking the event loop, so services provisioned in parallel start in parallel. */
+export function run(cmd: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-8_000)));
+    child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-8_000)));
+    child.on('error', (e) => resolve({ status: null, stdout, stderr: e.message }));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
 }
 
 export function makeTraversable(dir: string): void {
