@@ -18,7 +18,8 @@ export function parseSize(value: string | number): number | undefined {
   if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
   const m = SIZE.exec(value.trim());
   if (!m) return undefined;
-  return Number(m[1]) * (UNIT_BYTES[m[2] ?? 'B'] as number);
+  const bytes = Number(m[1]) * (UNIT_BYTES[m[2] ?? 'B'] as number);
+  return bytes > 0 ? bytes : undefined;
 }
 
 const duration = (describe: string, defaultMs: number) =>

@@ -1,0 +1,156 @@
+import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Secret } from '../../../authn/secret.js';
+import { canonicalJson } from '../../../audit/canonical.js';
+import { auditConfigSchema, parseDuration, parseSize } from '../../../audit/config.js';
+import { auditFileName, parseAuditFileName, readFileTail } from '../../../audit/files.js';
+import { csvCell, printable } from '../../../audit/format.js';
+import { parseQueryTime } from '../../../audit/query.js';
+import { encodeRecord, splitLine, GENESIS_HASH } from '../../../audit/record.js';
+import { createAllowedDecisionFilter } from '../../../audit/sampler.js';
+import { isValidTopicFilter, topicMatches } from '../../../audit/topic-filter.js';
+import { removeTempDirs, tempDir } from '../../integration/audit/harness.js';
+import { afterAll } from 'vitest';
+
+afterAll(() => removeTempDirs());
+
+describe('canonical JSON', () => {
+  it.each([
+    [{ b: 1, a: [true, null, 'x'], '@t': 's' }, '{"@t":"s","a":[true,null,"x"],"b":1}'],
+    [{ z: { y: 2, x: 1 }, u: undefined }, '{"z":{"x":1,"y":2}}'],
+    [{ n: 1e21, f: 0.1, neg: -0, inf: Number.POSITIVE_INFINITY }, '{"f":0.1,"inf":null,"n":1e+21,"neg":0}'],
+    [{ s: 'line\nbreak "q" \u2028 é' }, '{"s":"line\\nbreak \\"q\\" \u2028 é"}'],
+    [{ secret: new Secret('hunter2') }, '{"secret":"[redacted]"}'],
+    [{ é: 1, e: 2, E: 3 }, '{"E":3,"e":2,"é":1}'],
+  ])('canonicalises %j', (value, expected) => {
+    expect(canonicalJson(value)).toBe(expected);
+  });
+});
+
+describe('record lines', () => {
+  it('puts the hash last so the hashed body is the line minus its suffix', () => {
+    const { line, hash } = encodeRecord(
+      { event: { action: 'x', outcome: 'success' } },
+      '2026-01-01T00:00:00.000Z',
+      1,
+      GENESIS_HASH,
+    );
+    expect(line.endsWith(`,"hash":"${hash}"}\n`)).toBe(true);
+    expect(splitLine(line.trimEnd())).toEqual({
+      body: canonicalJson(JSON.parse(line.replace(`,"hash":"${hash}"`, ''))),
+      hash,
+    });
+    expect(splitLine('{"a":1}')).toBeUndefined();
+  });
+});
+
+describe('topic filters for queries', () => {
+  it.each([
+    ['a/+/c', 'a/b/c', true],
+    ['a/+/c', 'a/b/d', false],
+    ['a/#', 'a', true],
+    ['a/#', 'a/b/c', true],
+    ['#', '$SYS/x', false],
+    ['+/x', '$SYS/x', false],
+    ['$SYS/#', '$SYS/x', true],
+    ['a/b', 'a/b/c', false],
+    ['a/+', 'a/+', true],
+  ])('%s matches %s: %s', (filter, topic, expected) => {
+    expect(topicMatches(filter, topic)).toBe(expected);
+  });
+  it('refuses malformed filters', () => {
+    expect(['a/#/b', 'a#', 'a/b+', ''].map(isValidTopicFilter)).toEqual([false, false, false, false]);
+    expect(['a/+/#', '#', '+'].map(isValidTopicFilter)).toEqual([true, true, true]);
+  });
+});
+
+describe('output escaping', () => {
+  it('escapes terminal control and bidi characters in table cells', () => {
+    expect(printable('ok\u001b[31mred\u202e')).toBe('ok\\u001b[31mred\\u202e');
+  });
+  it('defuses spreadsheet formulas and quotes CSV cells', () => {
+    expect(['=1+1', '-2', '@x', 'a,b', 'say "hi"', 'plain'].map(csvCell)).toEqual([
+      "'=1+1",
+      "'-2",
+      "'@x",
+      '"a,b"',
+      '"say ""hi"""',
+      'plain',
+    ]);
+    expect(csvCell(-2)).toBe('-2');
+  });
+});
+
+describe('configuration', () => {
+  it('defaults to fail-closed, fsync always and 60 s checkpoints', () => {
+    expect(auditConfigSchema.parse({})).toMatchObject({
+      enabled: true,
+      fsync: 'always',
+      on_failure: 'fail-closed',
+      checkpoint_interval: 60_000,
+      rotate_max_bytes: 64 * 1024 * 1024,
+      rotate_max_age: 86_400_000,
+      retention_max_files: 0,
+      include_payload: false,
+    });
+  });
+  it('parses durations and sizes and refuses unknown keys', () => {
+    expect(auditConfigSchema.parse({ checkpoint_interval: '5m', rotate_max_bytes: '1MiB' })).toMatchObject({
+      checkpoint_interval: 300_000,
+      rotate_max_bytes: 1_048_576,
+    });
+    expect(auditConfigSchema.safeParse({ checkpoint_interval: 'soon' }).success).toBe(false);
+    expect(auditConfigSchema.safeParse({ fsync_policy: 'always' }).success).toBe(false);
+    expect([parseDuration('250ms'), parseDuration('2d'), parseDuration('1y')]).toEqual([250, 172_800_000, undefined]);
+    expect([parseSize('512KiB'), parseSize('0'), parseSize('1TB')]).toEqual([524_288, undefined, undefined]);
+  });
+  it('samples allowed decisions exactly one in N', () => {
+    const f = createAllowedDecisionFilter({
+      record_publish_allowed: 'sampled',
+      record_subscribe_allowed: 'none',
+      allowed_sample_every: 4,
+    });
+    expect(Array.from({ length: 8 }, () => f.publish())).toEqual([
+      false,
+      false,
+      false,
+      true,
+      false,
+      false,
+      false,
+      true,
+    ]);
+    expect(f.subscribe()).toBe(false);
+  });
+  it('reads query times as ISO dates or ages', () => {
+    const now = Date.parse('2026-11-25T12:00:00Z');
+    expect(parseQueryTime('7d', now)).toBe(now - 7 * 86_400_000);
+    expect(parseQueryTime('2026-11-01', now)).toBe(Date.parse('2026-11-01T00:00:00Z'));
+    expect(parseQueryTime('yesterday', now)).toBeUndefined();
+  });
+});
+
+describe('audit files', () => {
+  it('names files by first sequence and generation', () => {
+    expect(auditFileName(42, 1)).toBe('audit-0000000000000042-001.jsonl');
+    expect(parseAuditFileName('audit-0000000000000042-001.jsonl')).toMatchObject({ firstSeq: 42, generation: 1 });
+    expect(parseAuditFileName('audit-42.jsonl')).toBeUndefined();
+  });
+  it('finds the torn tail and the last complete lines across read chunks', () => {
+    const dir = tempDir();
+    const file = join(dir, 'f');
+    const long = 'x'.repeat(100_000);
+    writeFileSync(file, `one\n${long}\nthree\npartial`);
+    expect(readFileTail(file, 2)).toMatchObject({
+      lastLines: ['three', long],
+      torn: { offset: 4 + 100_001 + 6, length: 7 },
+    });
+    writeFileSync(file, 'a\n\n');
+    expect(readFileTail(file, 3)).toMatchObject({ lastLines: ['', 'a'], torn: undefined });
+    writeFileSync(file, 'only-torn');
+    expect(readFileTail(file, 1)).toMatchObject({ lastLines: [], torn: { offset: 0, length: 9 } });
+    closeSync(openSync(join(dir, 'empty'), 'w'));
+    expect(readFileTail(join(dir, 'empty'), 1)).toEqual({ size: 0, torn: undefined, lastLines: [] });
+  });
+});
