@@ -106,7 +106,7 @@ export async function startPostgres(workDir: string): Promise<Started<SqlService
 }
 
 function serverPid(file: string): number | undefined {
-  let first = '';
+  let first: string;
   try {
     first = readFileSync(file, 'utf8').split('\n')[0] ?? '';
   } catch {
