@@ -3,8 +3,10 @@ import { basename, dirname, resolve } from 'node:path';
 import type { AuditEvent } from '../audit/events.js';
 import type { Logger } from '../src/log.js';
 import { CompiledPolicy } from './compile.js';
+import { explainAccess, type Explanation } from './explain.js';
 import { loadPolicySet, siblingCasesFile, type FileReader } from './load.js';
 import { formatDiagnostic, type Diagnostic } from './model.js';
+import type { AccessRequest } from './types.js';
 
 /** What caused a reload; appears in events and logs. */
 export type ReloadTrigger = 'startup' | 'watch' | 'sighup' | 'cli' | 'manual';
@@ -84,6 +86,11 @@ export class PolicyManager {
   /** The policy in force; before the first successful load, an empty one (everything denied). */
   get current(): CompiledPolicy {
     return this.#current;
+  }
+
+  /** Why the policy in force decides `req` as it does, rule by rule (for audit records of real decisions). */
+  explain(req: AccessRequest): Explanation {
+    return explainAccess(this.#current, req);
   }
 
   /** Called after each swap, with the new and the previous policy. */
