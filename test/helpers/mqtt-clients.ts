@@ -165,15 +165,17 @@ export interface MosquittoSubscriber {
   subscribed: Promise<void>;
   exited: Promise<MosquittoRun>;
   waitForLines(count: number, timeoutMs?: number): Promise<string[]>;
-  kill(): void;
+  /** SIGTERM lets mosquitto_sub DISCONNECT cleanly; SIGKILL drops the connection (the will is sent). */
+  kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
 }
 
 /**
- * Spawns mosquitto_sub with `-d` so its SUBACK can be awaited; debug lines start with "Client " and are kept apart
+ * Spawns mosquitto_sub (line-buffered) with `-d` so its SUBACK can be awaited; debug lines start with "Client " and are kept apart
  * from the `-v` message lines.
  */
 export function spawnMosquittoSub(args: string[]): MosquittoSubscriber {
-  const child = spawn('mosquitto_sub', ['-d', '-v', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdbuf: mosquitto_sub's stdout is block-buffered on a pipe, which would hide the SUBACK line until exit.
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-v', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let stdout = '';
   let stderr = '';
@@ -224,8 +226,8 @@ export function spawnMosquittoSub(args: string[]): MosquittoSubscriber {
         });
       });
     },
-    kill() {
-      if (child.exitCode === null) child.kill('SIGTERM');
+    kill(signal = 'SIGTERM') {
+      if (child.exitCode === null) child.kill(signal);
     },
   };
 }

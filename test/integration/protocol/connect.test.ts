@@ -1,0 +1,252 @@
+import mqttPacket from 'mqtt-packet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import {
+  connectClient,
+  endAll,
+  rawConnect,
+  rawPublish,
+  rawSubscribe,
+  type Connected,
+} from '../../helpers/mqtt-clients.js';
+import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+
+const MAX_KEEPALIVE = 100;
+const OUTPUT_BUFFER = 65_536;
+
+/** A CONNECT written by hand, for protocol names and levels a codec will not produce. */
+function handmadeConnect(protocolName: string, level: number, clientId = 'x'): Buffer {
+  const name = Buffer.from(protocolName);
+  const id = Buffer.from(clientId);
+  const body = Buffer.concat([
+    Buffer.from([0, name.length]),
+    name,
+    Buffer.from([level, 0x02, 0, 60]),
+    ...(level === 5 ? [Buffer.from([0])] : []),
+    Buffer.from([0, id.length]),
+    id,
+  ]);
+  return Buffer.concat([Buffer.from([0x10, body.length]), body]);
+}
+
+describe('CONNECT, keep alive and bad connections', () => {
+  let broker: TestBroker;
+  let publisher: Connected;
+  beforeAll(async () => {
+    broker = await startBroker({
+      config: {
+        limits: { connect_timeout_ms: 300, max_keepalive: MAX_KEEPALIVE, max_output_buffer_bytes: OUTPUT_BUFFER },
+      },
+    });
+    publisher = await connectClient(broker.url, { clientId: 'connect-publisher', protocolVersion: 5, keepalive: 30 });
+  });
+  afterAll(async () => {
+    await endAll(publisher.client);
+    await broker.stop();
+  });
+
+  function logged(msg: string, where: (l: Record<string, unknown>) => boolean = () => true) {
+    return broker.waitForLog((l) => l.msg === msg && where(l));
+  }
+
+  it('v5: an empty client id gets an assigned client identifier that works as the session id', async () => {
+    const { client, connack } = await rawConnect(broker.port, '', 5, { keepalive: 30 });
+    expect(connack.reasonCode).toBe(0);
+    const assigned = connack.properties?.assignedClientIdentifier;
+    expect(assigned).toBeTruthy();
+    const suback = await rawSubscribe(client, 5, 1, [{ topic: 'assigned/t', qos: 1 }]);
+    expect(suback.granted).toEqual([1]);
+    await publisher.client.publishAsync('assigned/t', 'hi', { qos: 1 });
+    expect((await client.next('publish')).payload.toString()).toBe('hi');
+    const second = await rawConnect(broker.port, '', 5, { keepalive: 30 });
+    expect(second.connack.properties?.assignedClientIdentifier).not.toBe(assigned);
+    client.end();
+    second.client.end();
+  });
+
+  it('3.1.1: an empty client id with clean session 0 is refused with return code 2, then closed', async () => {
+    // mqtt-packet refuses to encode this CONNECT: encode it with clean session 1, then clear the flag.
+    const bytes = mqttPacket.generate(connectPacket('', { clean: true, keepalive: 30 }), { protocolVersion: 4 });
+    bytes[9] = bytes[9]! & ~0x02;
+    const client = await RawClient.connect(broker.port, 4);
+    client.sendBytes(bytes);
+    const connack = await client.next('connack');
+    expect(connack.returnCode).toBe(2);
+    await client.waitClosed();
+    const event = await broker.waitForAudit(
+      'authn.denied',
+      (e) => e.event.code === 'clientIdentifierNotValid' && e.mqtt?.protocol_version === 4,
+    );
+    expect(event.event.outcome).toBe('failure');
+  });
+
+  it('3.1.1: an empty client id with clean session 1 is accepted', async () => {
+    const { client, connack } = await rawConnect(broker.port, '', 4, { clean: true, keepalive: 30 });
+    expect(connack.returnCode).toBe(0);
+    client.end();
+  });
+
+  it('MQTT 3.1 (MQIsdp, level 3) connects, subscribes and receives', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'mqtt31-client', 3, { keepalive: 30 });
+    expect(connack.returnCode).toBe(0);
+    const suback = await rawSubscribe(client, 3, 1, [{ topic: 'mqtt31/t', qos: 1 }]);
+    expect(suback.granted).toEqual([1]);
+    await publisher.client.publishAsync('mqtt31/t', 'old protocol', { qos: 1 });
+    const publish = await client.next('publish');
+    expect(publish.payload.toString()).toBe('old protocol');
+    client.send({ cmd: 'puback', messageId: publish.messageId });
+    client.end();
+  });
+
+  it('MQTT 3.1 refuses a client id longer than 23 characters with return code 2', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'x'.repeat(24), 3, { keepalive: 30 });
+    expect(connack.returnCode).toBe(2);
+    await client.waitClosed();
+  });
+
+  it('an unsupported protocol level above 5 gets CONNACK 0x84 and is closed', async () => {
+    const client = await RawClient.connect(broker.port, 5);
+    client.sendBytes(handmadeConnect('MQTT', 6));
+    const connack = await client.next('connack');
+    expect(connack.reasonCode).toBe(0x84);
+    await client.waitClosed();
+    const line = await logged('refusing connection: unsupported protocol level', (l) => l.level === 6);
+    expect(line.peer).toBeTruthy();
+  });
+
+  it('an unsupported protocol level below 3 gets CONNACK return code 1 and is closed', async () => {
+    const client = await RawClient.connect(broker.port, 4);
+    client.sendBytes(handmadeConnect('MQTT', 2));
+    const connack = await client.next('connack');
+    expect(connack.returnCode).toBe(1);
+    await client.waitClosed();
+    await logged('refusing connection: unsupported protocol level', (l) => l.level === 2);
+  });
+
+  it('a protocol name that does not match the level is refused', async () => {
+    const client = await RawClient.connect(broker.port, 4);
+    client.sendBytes(handmadeConnect('MQIsdp', 4));
+    const connack = await client.next('connack');
+    expect(connack.returnCode).toBe(1);
+    await client.waitClosed();
+  });
+
+  it('a first packet that is not CONNECT closes the connection, with a log line', async () => {
+    const client = await RawClient.connect(broker.port, 4);
+    client.send(rawPublish('first/not-connect', 'x', 0));
+    await client.waitClosed();
+    expect(client.packets).toEqual([]);
+    await logged('closing connection: first packet is not CONNECT');
+  });
+
+  it.each([4, 5] as const)('v%i: a second CONNECT is a protocol violation', async (version) => {
+    const id = `second-connect-${version}`;
+    const { client } = await rawConnect(broker.port, id, version, { keepalive: 30 });
+    client.send(connectPacket(id, { protocolVersion: version, keepalive: 30 }), version);
+    if (version === 5) expect((await client.next('disconnect')).reasonCode).toBe(0x82);
+    await client.waitClosed();
+    expect(client.packets.filter((p) => p.cmd === 'connack')).toEqual([]);
+    const line = await logged('closing connection: protocol violation', (l) => l.clientId === id);
+    expect(line.reason).toBe('protocolError');
+  });
+
+  it.each([4, 5] as const)(
+    'v%i: a client silent for 1.5 × its keep alive is closed; a client that pings stays',
+    async (version) => {
+      const id = `keepalive-silent-${version}`;
+      const pinging = await connectClient(broker.url, {
+        clientId: `keepalive-pinging-${version}`,
+        protocolVersion: version,
+        keepalive: 1,
+      });
+      const { client } = await rawConnect(broker.port, id, version, { keepalive: 1 });
+      if (version === 5) expect((await client.next('disconnect', 4000)).reasonCode).toBe(0x8d);
+      await client.waitClosed(4000);
+      await logged('disconnecting client: keep alive timeout', (l) => l.clientId === id);
+      expect(pinging.client.connected).toBe(true);
+      await endAll(pinging.client);
+    },
+  );
+
+  it('v5: a keep alive above limits.max_keepalive is lowered with Server Keep Alive in CONNACK', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'keepalive-v5-high', 5, { keepalive: MAX_KEEPALIVE * 2 });
+    expect(connack.reasonCode).toBe(0);
+    expect(connack.properties?.serverKeepAlive).toBe(MAX_KEEPALIVE);
+    client.end();
+  });
+
+  it('v5: a keep alive of 0 (none) is given Server Keep Alive when a maximum is configured', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'keepalive-v5-zero', 5, { keepalive: 0 });
+    expect(connack.reasonCode).toBe(0);
+    expect(connack.properties?.serverKeepAlive).toBe(MAX_KEEPALIVE);
+    client.end();
+  });
+
+  it('v5: a keep alive within the maximum is not overridden', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'keepalive-v5-ok', 5, { keepalive: 30 });
+    expect(connack.properties?.serverKeepAlive).toBeUndefined();
+    client.end();
+  });
+
+  it('3.1.1: a keep alive above limits.max_keepalive is refused and closed', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'keepalive-v4-high', 4, { keepalive: MAX_KEEPALIVE * 2 });
+    expect(connack.returnCode).toBe(2);
+    await client.waitClosed();
+    const event = await broker.waitForAudit('authn.denied', (e) => e.mqtt?.client_id === 'keepalive-v4-high');
+    expect(event.event.reason).toMatch(/keep alive/);
+  });
+
+  it('a TCP connection that sends nothing is closed after limits.connect_timeout_ms, with a log line', async () => {
+    const before = broker.logs.filter(
+      (l) => l.msg === 'closing connection: no CONNECT within the connect timeout',
+    ).length;
+    const client = await RawClient.connect(broker.port, 4);
+    await client.waitClosed(3000);
+    await broker.waitForLog(
+      () =>
+        broker.logs.filter((l) => l.msg === 'closing connection: no CONNECT within the connect timeout').length >
+        before,
+    );
+  });
+
+  it('a connection that sends half a CONNECT is closed after the connect timeout too', async () => {
+    const client = await RawClient.connect(broker.port, 4);
+    const bytes = mqttPacket.generate(connectPacket('half-connect', { keepalive: 30 }), { protocolVersion: 4 });
+    client.sendBytes(bytes.subarray(0, 6));
+    await client.waitClosed(3000);
+    expect(client.packets).toEqual([]);
+  });
+
+  it('a subscriber that never reads is disconnected when its output buffer is full; others keep receiving', async () => {
+    const id = 'never-reads';
+    const { client: stuck } = await rawConnect(broker.port, id, 4, { keepalive: 30 });
+    await rawSubscribe(stuck, 4, 1, [{ topic: 'busy/t', qos: 0 }]);
+    stuck.socket.pause();
+    const healthy = await connectClient(broker.url, { clientId: 'reads-fine', protocolVersion: 4, keepalive: 30 });
+    await healthy.client.subscribeAsync('busy/t', { qos: 0 });
+    const { client: flood } = await rawConnect(broker.port, 'flooder', 4, { keepalive: 30 });
+    const chunk = mqttPacket.generate(rawPublish('busy/t', Buffer.alloc(32 * 1024, 0x7a), 0), { protocolVersion: 4 });
+    const full = (l: Record<string, unknown>): boolean =>
+      l.msg === 'disconnecting client: it does not read (output buffer full)' && l.clientId === id;
+    let sent = 0;
+    // Kernel socket buffers absorb a few MB before the broker's own buffer fills; flood until it does (bounded).
+    while (!broker.logs.some(full) && sent < 2000) {
+      for (let i = 0; i < 20; i++) flood.sendBytes(chunk);
+      sent += 20;
+      flood.send({ cmd: 'pingreq' });
+      await flood.next('pingresp', 10_000);
+    }
+    const line = await broker.waitForLog(full);
+    expect(line.buffered).toBeGreaterThan(OUTPUT_BUFFER);
+    const event = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === id);
+    expect(event.event.reason).toBe('output buffer full: client does not read');
+    // The healthy subscriber and the publisher are unaffected.
+    flood.send(rawPublish('busy/t', 'last', 0));
+    await healthy.received.until(() => healthy.received.messages.some((m) => m.payload === 'last'), 'last', 20_000);
+    expect(healthy.received.messages.length).toBe(sent + 1);
+    expect(flood.closed).toBe(false);
+    stuck.end();
+    flood.end();
+    await endAll(healthy.client);
+  }, 60_000);
+});
