@@ -57,7 +57,10 @@ describe('policy manager', () => {
     expect(second.ok && second.changed).toBe(true);
     expect(m.current.decide(request('publish', 'a/x'))).toBeUndefined();
     expect(m.current.decide(request('publish', 'b/x'))?.allowed).toBe(true);
-    expect(m.explain(request('publish', 'b/x')).considered[0]).toMatchObject({ matched: true, rule: { name: 'grant' } });
+    expect(m.explain(request('publish', 'b/x')).considered[0]).toMatchObject({
+      matched: true,
+      rule: { name: 'grant' },
+    });
     expect(swaps).toBe(2);
     expect(events.map((e) => e.action)).toEqual(['policy.reloaded', 'policy.reloaded']);
     expect(events[1]).toMatchObject({ trigger: 'sighup', oldHash: events[0]?.newHash });
