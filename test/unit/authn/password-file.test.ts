@@ -173,6 +173,39 @@ describe('password file authenticator', () => {
   });
 });
 
+describe('reconnect storm', () => {
+  it('concurrent identical logins share one hash computation, and the cache serves the next ones', async () => {
+    writeFileSync(file, `users:\n  alice:\n    hash: ${await hashPassword(new Secret('pf-storm'))}\n`);
+    const verification = new VerificationServices({ ...DEFAULT_VERIFICATION });
+    let hashed = 0;
+    const run = verification.hashPool.run.bind(verification.hashPool);
+    verification.hashPool.run = (task, sig) => {
+      hashed++;
+      return run(task, sig);
+    };
+    const a = new PasswordFileAuthenticator({
+      id: 'users',
+      file,
+      unknownUser: 'ignore',
+      rehash: false,
+      argon2: OWASP_ARGON2ID,
+      watch: false,
+      reloadDebounceMs: 0,
+      verification,
+      onEvent: () => undefined,
+    });
+    await a.start();
+    const storm = await Promise.all(Array.from({ length: 20 }, () => login(a, 'alice', 'pf-storm')));
+    expect(storm.every((r) => r.kind === 'allow')).toBe(true);
+    expect(hashed).toBe(1);
+    for (let i = 0; i < 5; i++) expect((await login(a, 'alice', 'pf-storm')).kind).toBe('allow');
+    expect(hashed).toBe(1);
+    // A different password is never served from the shared work or the cache.
+    expect((await login(a, 'alice', 'pf-storm-other')).kind).toBe('deny');
+    expect(hashed).toBe(2);
+  });
+});
+
 describe('password file format', () => {
   it('a YAML syntax error reports line and column', () => {
     try {
