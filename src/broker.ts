@@ -251,6 +251,7 @@ export class Broker {
 
   onConnectionClosed(connection: Connection): void {
     this.connections.delete(connection);
+    if (connection.identity) this.authorizer.invalidate(connection.clientId);
     const session = connection.session;
     const wasConnected = session !== undefined && connection.identity !== undefined;
     if (wasConnected) {
@@ -515,6 +516,32 @@ export class Broker {
   }
 
   // --- authorization -----------------------------------------------------------------------------------
+
+  /**
+   * After a policy swap or source change: every live subscription is checked again; those no longer allowed
+   * stop receiving at once and are removed (MQTT has no server-initiated unsubscribe, so the client is not told).
+   */
+  reevaluateSubscriptions(): void {
+    for (const connection of this.connections) {
+      const session = connection.session;
+      if (connection.state !== 'connected' || !session || !connection.identity) continue;
+      for (const subscription of [...session.subscriptions.values()]) {
+        const decision = this.authorizeSubscribe(
+          connection,
+          subscription.filter,
+          subscription.qos,
+          subscription.shareGroup,
+        );
+        const apply = (d: AuthzDecision): void => {
+          if (d.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
+          this.removeSubscription(subscription);
+          this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, d);
+        };
+        if (decision instanceof Promise) decision.then(apply, () => undefined);
+        else apply(decision);
+      }
+    }
+  }
 
   authorizePublish(
     connection: Connection,

@@ -3,6 +3,8 @@ import { AuthenticationChain } from '../authn/chain.js';
 import type { ConnectAuthenticator } from '../authn/types.js';
 import { MemoryAuditSink, type AuditSink } from '../audit/events.js';
 import type { AuthzDecision, Authorizer } from '../authz/types.js';
+import { createAuthorization, type AuthorizationSubsystem } from '../authz/create.js';
+import { policyEventToAudit } from '../authz/policy-manager.js';
 import { Broker } from './broker.js';
 import type { BrokerConfig, ListenerConfig } from './config/schema.js';
 import { listenerName, type ListenerRuntime } from './listener.js';
@@ -20,6 +22,8 @@ export interface ServerOptions {
   audit?: AuditSink;
   authorizer?: Authorizer;
   guard?: ConnectGuard;
+  /** Relative paths in the configuration resolve against this directory (the config file's folder). */
+  baseDir?: string;
   /** Salvage what is readable from a damaged store instead of refusing to start. */
   repair?: boolean;
   /** Overrides the chain built from configuration, per listener name (tests, embedding). */
@@ -36,6 +40,7 @@ export class BulwarkServer {
   readonly log: Logger;
   readonly sys: SysTopics;
   readonly store: SessionStore | undefined;
+  private authorization: AuthorizationSubsystem | undefined;
   private started = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
 
@@ -61,7 +66,7 @@ export class BulwarkServer {
       store: this.store,
       config,
       log: this.log,
-      authorizer: options.authorizer ?? interimAuthorizer,
+      authorizer: options.authorizer ?? refuseUntilStarted,
       audit: options.audit ?? new MemoryAuditSink(),
       guard: options.guard,
     });
@@ -106,6 +111,19 @@ export class BulwarkServer {
   }
 
   async start(): Promise<void> {
+    const config = this.options.config;
+    if (!this.options.authorizer) {
+      const audit = this.broker.audit;
+      this.authorization = createAuthorization(config.authorization, {
+        baseDir: this.options.baseDir ?? process.cwd(),
+        logger: this.log,
+        onPolicyEvent: (event) => audit.record(policyEventToAudit(event)),
+      });
+      await this.authorization.start();
+      this.broker.authorizer = this.authorization.authorizer;
+      this.authorization.authorizer.onChange(() => this.broker.reevaluateSubscriptions());
+    }
+    this.broker.checkReceive = config.check_receive_on_delivery;
     for (const listener of this.listeners) {
       const server = this.createServer(listener);
       listener.server = server;
@@ -148,7 +166,13 @@ export class BulwarkServer {
     await this.broker.closeAllConnections();
     await Promise.all(closing);
     await this.store?.close(this.broker);
+    await this.authorization?.stop();
     this.broker.audit.record({ event: { action: 'broker.stopped', outcome: 'success' }, actor: 'broker' });
+  }
+
+  /** SIGHUP and `bulwark policy reload`: re-read the policy files; a failure keeps the running policy. */
+  async reloadPolicy(trigger: 'sighup' | 'cli'): Promise<void> {
+    await this.authorization?.manager.reload(trigger);
   }
 
   /** A one-line summary of where the broker listens and what protects each listener. */
@@ -164,12 +188,10 @@ function buildChain(listener: ListenerConfig): ConnectAuthenticator {
   return new AuthenticationChain({ steps: [], anonymous: listener.anonymous });
 }
 
-/** TODO(#7): replaced by the policy evaluator; allows everything except publishing to `$` topics. */
-const interimAuthorizer: Authorizer = {
-  check(request): AuthzDecision {
-    if (request.action === 'publish' && request.topic.startsWith('$'))
-      return { allowed: false, reason: '$ topics are reserved for the broker' };
-    return { allowed: true, reason: 'interim allow' };
+/** Until `start()` has loaded the policy nothing is allowed: the broker accepts no client before then anyway. */
+const refuseUntilStarted: Authorizer = {
+  check(): AuthzDecision {
+    return { allowed: false, reason: 'policy not loaded yet' };
   },
   onChange() {},
   invalidate() {},

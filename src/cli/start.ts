@@ -1,3 +1,4 @@
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfigFile, localOnlyConfig } from '../config/load.js';
 import type { BrokerConfig } from '../config/schema.js';
@@ -47,7 +48,11 @@ export function registerStartCommand(program: Command): void {
       }
       let server: BulwarkServer;
       try {
-        server = new BulwarkServer({ config, repair: options.repair ?? false });
+        server = new BulwarkServer({
+          config,
+          repair: options.repair ?? false,
+          baseDir: options.config ? dirname(resolve(options.config)) : process.cwd(),
+        });
         await server.start();
       } catch (error) {
         console.error(
@@ -72,5 +77,9 @@ export function registerStartCommand(program: Command): void {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      process.on('SIGHUP', () => {
+        server.log.info('SIGHUP: reloading the policy');
+        void server.reloadPolicy('sighup');
+      });
     });
 }

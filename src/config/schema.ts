@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { authorizationConfigSchema } from '../../authz/config.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -210,7 +211,15 @@ export const configSchema = z
       .array(z.unknown())
       .default([])
       .describe('The global authentication chain, in order. See docs/authentication.md.'),
-    authorization: z.unknown().optional().describe('Policy sources. See docs/policy.md.'),
+    authorization: authorizationConfigSchema
+      .prefault({})
+      .describe('Policy sources, decision cache and reload. See docs/policy.md.'),
+    check_receive_on_delivery: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Also check `receive` rules on every live delivery, not only on retained messages sent at subscribe time. Costs one policy check per delivery.',
+      ),
     audit: z.unknown().optional().describe('Audit log settings. See docs/audit.md.'),
     guard: z.unknown().optional().describe('Abuse protection. See docs/abuse-protection.md.'),
     persistence: persistenceSchema
