@@ -589,3 +589,13 @@ export function readProxyHeader(socket: Socket, options: ProxyAcceptOptions): Pr
     socket.once('error', onError);
   });
 }
+
+/**
+ * The client-certificate CN from a v2 SSL TLV, only when the proxy says the client used TLS, presented a
+ * certificate and the proxy verified it. Use it only with `use_ssl_tlv_cn: true`.
+ */
+export function verifiedSslCommonName(header: ProxyHeader): string | undefined {
+  const ssl = header.ssl;
+  if (ssl === undefined || !ssl.ssl || !ssl.certificatePresented || !ssl.verified) return undefined;
+  return ssl.cn;
+}

@@ -11,6 +11,7 @@ import {
   parseCidrList,
   parseProxyHeader,
   readProxyHeader,
+  verifiedSslCommonName,
 } from '../../../src/transport/proxy-protocol.js';
 import { type TestPki, mintTestPki } from '../../helpers/certs.js';
 
@@ -218,6 +219,11 @@ describe('PROXY v2', () => {
     const ssl = Buffer.concat([Buffer.from([0x05, 0, 0, 0, 1]), tlv(0x22, Buffer.from('mallory'))]);
     const result = parseProxyHeader(v2({ tlvs: [tlv(0x20, ssl)] }));
     expect(result.kind === 'header' && result.header.ssl).toMatchObject({ verified: false, cn: 'mallory' });
+    expect(result.kind === 'header' && verifiedSslCommonName(result.header)).toBeUndefined();
+    const verified = parseProxyHeader(
+      v2({ tlvs: [tlv(0x20, Buffer.concat([Buffer.from([0x05, 0, 0, 0, 0]), tlv(0x22, Buffer.from('alice'))]))] }),
+    );
+    expect(verified.kind === 'header' && verifiedSslCommonName(verified.header)).toBe('alice');
   });
 
   it('checks a CRC32C TLV and refuses a header whose checksum does not match', () => {
