@@ -4,6 +4,7 @@ import {
   connectClient,
   endAll,
   rawConnect,
+  rawPublish,
   rawSubscribe,
   waitClientClosed,
   type Connected,
@@ -212,6 +213,56 @@ describe('sessions', () => {
     await second.client.waitClosed();
     expect(third.connack.sessionPresent).toBe(true);
     third.client.end();
+  });
+
+  it('an inbound QoS 2 message re-sent with DUP after a reconnect is not routed a second time', async () => {
+    const id = 'sess-inbound-qos2';
+    const watcher = await connectClient(broker.url, { clientId: `${id}-watcher`, protocolVersion: 5 });
+    await watcher.client.subscribeAsync('sess/in2/#', { qos: 2 });
+    const first = await rawConnect(broker.port, id, 4, { clean: false });
+    first.client.send(rawPublish('sess/in2/m', 'exactly once', 2, 5));
+    expect((await first.client.next('pubrec')).messageId).toBe(5);
+    first.client.end();
+    await disconnected(broker, id);
+    // [MQTT-4.4.0-1] the client resends the unacknowledged PUBLISH with DUP; the broker must recognise the id.
+    const second = await rawConnect(broker.port, id, 4, { clean: false });
+    expect(second.connack.sessionPresent).toBe(true);
+    second.client.send(rawPublish('sess/in2/m', 'exactly once', 2, 5, { dup: true }));
+    expect((await second.client.next('pubrec')).messageId).toBe(5);
+    second.client.send({ cmd: 'pubrel', messageId: 5 });
+    expect((await second.client.next('pubcomp')).messageId).toBe(5);
+    second.client.send(rawPublish('sess/in2/marker', 'marker', 1, 6));
+    await second.client.next('puback');
+    await watcher.received.waitForTopic('sess/in2/marker');
+    expect(watcher.received.on('sess/in2/m').map((m) => m.payload)).toEqual(['exactly once']);
+    second.client.end();
+    await endAll(watcher.client);
+  });
+
+  it('v5: DISCONNECT may lower the session expiry to 0, which ends the session', async () => {
+    const id = 'sess-disconnect-zero';
+    const { client } = await rawConnect(broker.port, id, 5, {
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
+    await rawSubscribe(client, 5, 1, [{ topic: 'sess/dz', qos: 1 }]);
+    client.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } }, 5);
+    await client.waitClosed();
+    await disconnected(broker, id);
+    const again = await rawConnect(broker.port, id, 5, { clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect(again.connack.sessionPresent).toBe(false);
+    again.client.end();
+  });
+
+  it('v5: DISCONNECT raising the session expiry from 0 is a protocol error (DISCONNECT 0x82)', async () => {
+    const id = 'sess-disconnect-raise';
+    const { client } = await rawConnect(broker.port, id, 5);
+    client.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 60 } }, 5);
+    expect((await client.next('disconnect')).reasonCode).toBe(0x82);
+    await client.waitClosed();
+    const again = await rawConnect(broker.port, id, 5, { clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect(again.connack.sessionPresent).toBe(false);
+    again.client.end();
   });
 
   it('a raw persistent subscriber that reconnects gets queued messages with fresh packet ids and DUP=0', async () => {

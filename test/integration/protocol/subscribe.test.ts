@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Authorizer } from '../../../authz/types.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import {
@@ -277,6 +277,32 @@ describe('SUBSCRIBE and UNSUBSCRIBE', () => {
     const over = await rawSubscribe(client, 4, 9, [{ topic: 'max4/over', qos: 0 }]);
     expect(over.granted).toEqual([0x80]);
     client.end();
+  });
+
+  it('a topic containing U+FFFD (valid UTF-8) is a legal topic and is delivered', async () => {
+    const sub = await connectClient(broker.url, { clientId: 'fffd-sub', protocolVersion: 5 });
+    await sub.client.subscribeAsync('fffd/#', { qos: 1 });
+    const { client } = await rawConnect(broker.port, 'fffd-pub', 5);
+    client.send(rawPublish('fffd/\ufffd', 'replacement character', 1, 1), 5);
+    await vi.waitFor(() => expect(client.packets.some((p) => p.cmd === 'puback' || p.cmd === 'disconnect')).toBe(true));
+    expect(client.packets.map((p) => p.cmd)).toEqual(['puback']);
+    expect((await sub.received.waitFor(1))[0]!.topic).toBe('fffd/\ufffd');
+    client.end();
+    await endAll(sub.client);
+  });
+
+  it('a PUBLISH whose topic is not valid UTF-8 closes the publisher; nothing is delivered', async () => {
+    const sub = await connectClient(broker.url, { clientId: 'badutf8-sub', protocolVersion: 4 });
+    await sub.client.subscribeAsync('#', { qos: 0 });
+    const { client } = await rawConnect(broker.port, 'badutf8-pub', 4);
+    // PUBLISH QoS 0, topic "a" 0xC3 0x28 (an invalid two-byte sequence), payload "x".
+    client.sendBytes([0x30, 0x06, 0x00, 0x03, 0x61, 0xc3, 0x28, 0x78]);
+    await client.waitClosed();
+    const pub = await connectClient(broker.url, { clientId: 'badutf8-pub2', protocolVersion: 4 });
+    await pub.client.publishAsync('badutf8/marker', 'm', { qos: 1 });
+    await sub.received.waitForTopic('badutf8/marker');
+    expect(sub.received.messages.map((m) => m.topic).filter((t) => t.startsWith('a'))).toEqual([]);
+    await endAll(sub.client, pub.client);
   });
 
   it('a wildcard in a PUBLISH topic closes the publisher and no subscriber receives it', async () => {

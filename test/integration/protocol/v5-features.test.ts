@@ -164,6 +164,23 @@ describe('MQTT 5 features', () => {
     await endAll(sub.client);
   });
 
+  it('a retained message sent on subscribe carries that subscription’s identifier', async () => {
+    await publisher.client.publishAsync('subid/retained', 'kept', { qos: 1, retain: true });
+    const sub = await connectClient(broker.url, { clientId: 'subid-retained', protocolVersion: 5 });
+    await sub.client.subscribeAsync('subid/retained', { qos: 1, properties: { subscriptionIdentifier: 77 } });
+    const [message] = await sub.received.waitFor(1);
+    expect(message!.packet.retain).toBe(true);
+    expect(message!.packet.properties?.subscriptionIdentifier).toBe(77);
+    await publisher.client.publishAsync('subid/retained', '', { qos: 1, retain: true });
+    await endAll(sub.client);
+  });
+
+  it('a CONNECT with Receive Maximum 0 is refused with CONNACK 0x82', async () => {
+    const { client, connack } = await rawConnect(broker.port, 'recvmax-zero', 5, { properties: { receiveMaximum: 0 } });
+    expect(connack.reasonCode).toBe(0x82);
+    await client.waitClosed();
+  });
+
   it('message expiry is forwarded as the remaining interval, never more than the publisher set', async () => {
     const sub = await connectClient(broker.url, { clientId: 'expiry-live', protocolVersion: 5 });
     await sub.client.subscribeAsync('expiry/live', { qos: 1 });
