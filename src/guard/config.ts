@@ -121,8 +121,9 @@ export const throttleConfigSchema = z
       .boolean()
       .default(true)
       .describe(
-        'While an address is locked out, a username (or client id) that authenticated successfully from it within ' +
-          'known_client_ttl is still let through to authentication. Set false to lock out the whole address. Default true.',
+        'While a username or an address is locked out, a client (username, or client id without one) that ' +
+          'authenticated successfully from the same address within known_client_ttl is still let through to ' +
+          'authentication; a failure revokes this. Set false to refuse every attempt of a locked-out key. Default true.',
       ),
     known_client_ttl: durationSchema('24h', 'How long a successful login from an address marks its client as known.'),
     max_tracked_keys: z

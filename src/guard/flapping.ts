@@ -6,6 +6,15 @@ import { escalatedDuration, OffenceTracker, SlidingWindowCounter } from './slidi
 export type FlappingDimension = 'client_id' | 'username' | 'address' | 'network';
 export const FLAPPING_DIMENSIONS: readonly FlappingDimension[] = ['client_id', 'username', 'address', 'network'];
 
+/**
+ * When each dimension is counted. Client ids and usernames are chosen by the client: counting them before
+ * authentication would let anyone get a victim's client id or username banned (and its sessions disconnected) by
+ * connecting with it sixteen times. They are counted once the client authenticated, as EMQX counts only connected
+ * clients. Addresses cannot be chosen over TCP, so they are counted on every attempt, before authentication.
+ */
+export const PRE_AUTH_DIMENSIONS: readonly FlappingDimension[] = ['address', 'network'];
+export const POST_AUTH_DIMENSIONS: readonly FlappingDimension[] = ['client_id', 'username'];
+
 /** A key that passed its threshold: what to ban, for how long, and the counts that justify it. */
 export interface FlappingDetection {
   dimension: FlappingDimension;
@@ -48,8 +57,15 @@ export class FlappingDetector {
     };
   }
 
-  /** Counts one CONNECT attempt on every enabled dimension; returns the dimensions that passed their threshold. */
-  record(client: GuardClient, now: number): FlappingDetection[] {
+  /**
+   * Counts one CONNECT on the given dimensions (all by default); returns those that passed their threshold. The
+   * guard counts `PRE_AUTH_DIMENSIONS` on every attempt and `POST_AUTH_DIMENSIONS` on each successful login.
+   */
+  record(
+    client: GuardClient,
+    now: number,
+    dimensions: readonly FlappingDimension[] = FLAPPING_DIMENSIONS,
+  ): FlappingDetection[] {
     if (!this.config.enabled) return [];
     const detections: FlappingDetection[] = [];
     const ip = parseIp(client.address);
@@ -61,7 +77,7 @@ export class FlappingDetector {
       address: exempt ? undefined : (normalizeIp(client.address) ?? client.address),
       network: exempt || ip === undefined ? undefined : networkOf(ip, this.config.ipv4_prefix, this.config.ipv6_prefix),
     };
-    for (const dimension of FLAPPING_DIMENSIONS) {
+    for (const dimension of dimensions) {
       const key = keys[dimension];
       const settings = this.config[dimension];
       if (key === undefined || !settings.enabled) continue;

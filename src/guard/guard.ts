@@ -16,7 +16,7 @@ import {
   unbannedEvent,
 } from './events.js';
 import { compileExemptions } from './exempt.js';
-import { FlappingDetector } from './flapping.js';
+import { FlappingDetector, POST_AUTH_DIMENSIONS, PRE_AUTH_DIMENSIONS, type FlappingDetection } from './flapping.js';
 import { normalizeIp } from './ip.js';
 import { Throttle } from './throttle.js';
 
@@ -57,9 +57,10 @@ export type BanAddedListener = (entry: BanEntry) => void;
  * Abuse protection for the CONNECT pipeline: block list, flapping detection and brute-force throttling. The
  * broker calls, in order and before any expensive authentication:
  *
- *   checkConnect(client)          blocklist → flapping → throttle; refuse or pass
+ *   checkConnect(client)          blocklist → flapping (address, network) → throttle; refuse or pass
  *   authenticate (the chain)
- *   recordAuthResult(client, ok)  only for a definite success or credential failure
+ *   recordAuthResult(client, ok)  only for a definite success or credential failure; on success counts
+ *                                 flapping per client id and username, and may answer refuse (banned)
  *   checkBlocklist(client)        again once the identity is known (JWT `sub`), optional
  *
  * Everything here is synchronous and bounded in memory; it runs on the event loop for every CONNECT, concurrently
@@ -179,8 +180,27 @@ export class Guard {
     const blocked = this.blocklistDecision(client);
     if (blocked.kind === 'refuse') return blocked;
     const now = this.now();
+    const refusal = this.enforceFlapping(client, this.flapping.record(client, now, PRE_AUTH_DIMENSIONS), now);
+    if (refusal !== undefined) return refusal;
+    const throttled = this.throttle.check(client, now);
+    if (throttled.kind === 'refuse') {
+      return {
+        kind: 'refuse',
+        reason: throttled.reason,
+        detail: `${throttled.dimension} throttled after failed authentications`,
+        event: throttleRefusedEvent(client, throttled),
+      };
+    }
+    return { kind: 'pass' };
+  }
+
+  private enforceFlapping(
+    client: GuardClient,
+    detections: readonly FlappingDetection[],
+    now: number,
+  ): GuardDecision | undefined {
     let refusal: GuardDecision | undefined;
-    for (const detection of this.flapping.record(client, now)) {
+    for (const detection of detections) {
       this.emit(flappingDetectedEvent(client, detection, now));
       if (detection.dryRun) continue;
       const added = this.ban(
@@ -214,17 +234,7 @@ export class Guard {
         event: blockedEvent(client, entry),
       };
     }
-    if (refusal !== undefined) return refusal;
-    const throttled = this.throttle.check(client, now);
-    if (throttled.kind === 'refuse') {
-      return {
-        kind: 'refuse',
-        reason: throttled.reason,
-        detail: `${throttled.dimension} throttled after failed authentications`,
-        event: throttleRefusedEvent(client, throttled),
-      };
-    }
-    return { kind: 'pass' };
+    return refusal;
   }
 
   private blocklistDecision(client: GuardClient): GuardDecision {
@@ -241,9 +251,17 @@ export class Guard {
   /**
    * Counts an authentication verdict. Call it for a definite success (`true`) or a credential failure (`false`:
    * bad username or password, not authorized); not for `serverUnavailable`, which is no fault of the client.
+   *
+   * A success is also when the client id and username are counted for flapping (see `POST_AUTH_DIMENSIONS`). If
+   * that bans the client, the answer is a refusal: the broker should refuse this CONNECT with `banned` too (the
+   * ban is in the block list either way, so the next attempt is refused at the first step).
    */
-  recordAuthResult(client: GuardClient, ok: boolean): void {
-    for (const locked of this.throttle.record(client, ok, this.now())) this.emit(throttledEvent(client, locked));
+  recordAuthResult(client: GuardClient, ok: boolean): GuardDecision {
+    const now = this.now();
+    for (const locked of this.throttle.record(client, ok, now)) this.emit(throttledEvent(client, locked));
+    if (!ok) return { kind: 'pass' };
+    const refusal = this.enforceFlapping(client, this.flapping.record(client, now, POST_AUTH_DIMENSIONS), now);
+    return refusal === undefined ? { kind: 'pass' } : this.recorded(refusal);
   }
 
   /** Adds (or replaces) a block-list entry, records `guard.banned`, persists it and tells the `onBanAdded` listeners. */

@@ -43,8 +43,9 @@ export interface ThrottleLock {
  *
  * A success resets its username's count. It does not reset the address's count: otherwise an attacker holding one
  * valid account could interleave its logins to spray passwords for every other account from the same address.
- * Instead it marks the client as known at that address, and (with `spare_known_clients`) an address lockout does
- * not refuse known clients: the legitimate devices behind a NAT keep connecting while the guesser is refused.
+ * Instead it marks the client as known at that address, and (with `spare_known_clients`) lockouts do not refuse
+ * known clients: the legitimate devices behind a NAT keep connecting while the guesser is refused, and a user
+ * whose name an attacker is guessing elsewhere still logs in from her usual address. A failure revokes it.
  */
 export class Throttle {
   private readonly failures: Record<ThrottleDimension, SlidingWindowCounter>;
@@ -76,7 +77,13 @@ export class Throttle {
         this.locks[dimension].delete(key);
         continue;
       }
-      if (dimension === 'address' && this.config.spare_known_clients && this.isKnown(key, identityOf(client), now))
+      // A client that logged in from this address recently is spared on both dimensions: an attacker elsewhere
+      // can neither lock a user out of the address she uses nor lock a NAT's devices out with a spray.
+      if (
+        this.config.spare_known_clients &&
+        keys.address !== undefined &&
+        this.isKnown(keys.address, identityOf(client), now)
+      )
         continue;
       // A ban outranks a lockout: report the stronger refusal.
       if (refusal.kind === 'pass' || (refusal.reason === 'connectionRateExceeded' && lock.reason === 'banned'))
@@ -97,6 +104,9 @@ export class Throttle {
       if (keys.address !== undefined) this.remember(keys.address, identityOf(client), now);
       return [];
     }
+    // A failure revokes the client's known status at this address: otherwise someone behind the same NAT could
+    // claim a known username and guess its password without ever being throttled.
+    if (keys.address !== undefined) this.known.peek(keys.address)?.delete(identityOf(client));
     const locked: ThrottleLock[] = [];
     for (const dimension of DIMENSIONS) {
       const key = keys[dimension];

