@@ -170,4 +170,23 @@ describe('guard', () => {
       expect(events.filter((e) => e.event.action === 'guard.blocked')).toHaveLength(recordRefusals ? 1 : 0);
     }
   });
+
+  it('purges expired entries on its timer once started, and stops purging when stopped', async () => {
+    let t = Date.parse('2026-01-01T00:00:00Z');
+    const events: AuditEvent[] = [];
+    const guard = await Guard.open({
+      config: guardConfigSchema.parse({ blocklist: { purge_interval: '20ms' } }),
+      dataDir: undefined,
+      now: () => t,
+      onEvent: (e) => events.push(e),
+    });
+    guard.ban({ kind: 'client_id', value: 'brief', reason: '', until: t + 1000 }, 'cli:0@unix-socket');
+    guard.start();
+    t += 1000;
+    for (let i = 0; i < 200 && !events.some((e) => e.event.action === 'guard.ban_expired'); i += 1)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    await guard.stop();
+    expect(events.map((e) => e.event.action)).toEqual(['guard.banned', 'guard.ban_expired']);
+    expect(guard.list()).toEqual([]);
+  });
 });
