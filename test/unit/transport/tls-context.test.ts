@@ -49,7 +49,6 @@ describe('TLS context manager', () => {
   let manager: TlsContextManager;
   let server: TestTlsServer;
   let events: TlsContextEvent[];
-  let waiters: Array<(e: TlsContextEvent) => void>;
 
   beforeAll(async () => {
     pki = await mintTestPki();
@@ -65,14 +64,9 @@ describe('TLS context manager', () => {
     copyFileSync(pki.server.keyFile, keyFile);
     writeFileSync(crlFile, await createCrl({ issuer: pki.ca, revoked: [] }));
     events = [];
-    waiters = [];
-    manager = await createTlsContextManager(
-      { certFile, keyFile, caFile: pki.caFile, crlFile, watch: true, debounceMs: 20 },
-      (e) => {
-        events.push(e);
-        waiters.shift()?.(e);
-      },
-    );
+    manager = await createTlsContextManager({ certFile, keyFile, caFile: pki.caFile, crlFile, watch: false }, (e) => {
+      events.push(e);
+    });
     server = await startTlsServer(manager.serverOptions());
     // The harness echoes nothing by itself; make accepted sockets echo so an old connection can prove it still works.
     server.server.on('secureConnection', (s: TLSSocket) => s.on('data', (d: Buffer) => s.write(d)));
@@ -82,8 +76,6 @@ describe('TLS context manager', () => {
     manager.close();
     await server.close();
   });
-
-  const nextEvent = (): Promise<TlsContextEvent> => new Promise((resolve) => waiters.push(resolve));
 
   it('serves the certificate with TLS 1.2 as the floor and asks for client certificates when a CA is set', () => {
     const options = manager.serverOptions();
@@ -105,9 +97,13 @@ describe('TLS context manager', () => {
     replaceFile(keyFile, readFileSync(pki.serverRotated.keyFile));
     replaceFile(certFile, readFileSync(pki.serverRotated.certFile));
     const result = await manager.reload();
-    expect(result.kind === 'reloaded' || result.kind === 'unchanged').toBe(true);
+    expect(result).toMatchObject({
+      kind: 'reloaded',
+      certificate: { fingerprint256: pki.serverRotated.fingerprint256 },
+    });
     expect(manager.certificate.fingerprint256).toBe(pki.serverRotated.fingerprint256);
-    expect(events.filter((e) => e.action === 'tls.reloaded').length).toBeGreaterThanOrEqual(1);
+    expect(events.map((e) => e.action)).toEqual(['tls.reloaded']);
+    expect(await manager.reload()).toEqual({ kind: 'unchanged' });
 
     const second = await connectClient(server, { ca: readFileSync(pki.caFile) });
     if (!second.ok) throw second.error;
@@ -167,12 +163,29 @@ describe('TLS context manager', () => {
   });
 
   it('reloads by itself when the watched files are replaced', async () => {
-    const reloaded = nextEvent();
+    const watched: TlsContextEvent[] = [];
+    let onReloaded: (e: TlsContextEvent) => void = () => undefined;
+    const reloaded = new Promise<TlsContextEvent>((resolve) => {
+      onReloaded = resolve;
+    });
+    const watching = await createTlsContextManager(
+      { certFile, keyFile, caFile: pki.caFile, crlFile, watch: true, debounceMs: 20 },
+      (e) => {
+        watched.push(e);
+        if (e.action === 'tls.reloaded') onReloaded(e);
+      },
+    );
+    watching.attach(server.server);
     replaceFile(keyFile, readFileSync(pki.serverRotated.keyFile));
     replaceFile(certFile, readFileSync(pki.serverRotated.certFile));
     const event = await reloaded;
-    expect(event.action).toBe('tls.reloaded');
-    expect(manager.certificate.fingerprint256).toBe(pki.serverRotated.fingerprint256);
+    expect(event.action === 'tls.reloaded' && event.certificate.fingerprint256).toBe(pki.serverRotated.fingerprint256);
+    expect(watching.certificate.fingerprint256).toBe(pki.serverRotated.fingerprint256);
+    const client = await connectClient(server, { ca: readFileSync(pki.caFile) });
+    if (!client.ok) throw client.error;
+    expect(client.socket.getPeerX509Certificate()?.fingerprint256).toBe(pki.serverRotated.fingerprint256);
+    client.socket.end();
+    watching.close();
   });
 
   it('warns when a reloaded CRL has expired, because then every client from that CA is refused', async () => {

@@ -1,0 +1,103 @@
+import 'reflect-metadata';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, X509Crl } from '@peculiar/x509';
+import { describe, expect, it } from 'vitest';
+import {
+  createCertificateAuthority,
+  createCrl,
+  decodePemBlocks,
+  detectKeyAlgorithm,
+  encodePem,
+  issueClientCertificate,
+  issueServerCertificate,
+  randomSerialNumber,
+} from '../../../certs/index.js';
+import { resolveValidity } from '../../../certs/issue.js';
+
+const DAY = 86_400_000;
+
+describe('certs library', () => {
+  it('makes positive 16-byte serial numbers', () => {
+    for (let i = 0; i < 50; i++) {
+      const serial = randomSerialNumber();
+      expect(serial).toMatch(/^[0-7][0-9A-F]{31}$/);
+      expect(serial.startsWith('00')).toBe(false);
+    }
+  });
+
+  it('backdates the default start and refuses a validity that ends before it begins', () => {
+    const now = Date.UTC(2030, 0, 1);
+    expect(resolveValidity(undefined, 10, now)).toEqual({
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(now - 5 * 60_000 + 10 * DAY),
+    });
+    expect(() => resolveValidity({ notBefore: new Date(now), notAfter: new Date(now - 1) }, 10, now)).toThrow(
+      'the certificate would expire before it becomes valid',
+    );
+  });
+
+  it('round-trips PEM with the X509 CRL label and a trailing newline', () => {
+    const pem = encodePem(Buffer.from('hello world'), 'X509 CRL');
+    expect(pem).toBe('-----BEGIN X509 CRL-----\naGVsbG8gd29ybGQ=\n-----END X509 CRL-----\n');
+    expect(decodePemBlocks(pem + pem, 'X509 CRL').map((b) => b.toString())).toEqual(['hello world', 'hello world']);
+    expect(decodePemBlocks(pem, 'CERTIFICATE')).toEqual([]);
+  });
+
+  it('detects the key algorithm of keys it can sign with and refuses others', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' })
+      .privateKey.export({ format: 'pem', type: 'sec1' })
+      .toString();
+    expect(detectKeyAlgorithm(ec)).toBe('ec-p384');
+    const ed = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+    expect(() => detectKeyAlgorithm(ed)).toThrow('unsupported key type ed25519');
+    expect(() => detectKeyAlgorithm('not a key')).toThrow('the private key is not a readable PEM key');
+  });
+
+  it('signs leaves with an existing SEC1 CA key (as openssl ecparam writes them)', async () => {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'CA' } });
+    const sec1 = createPrivateKey(ca.keyPem).export({ format: 'pem', type: 'sec1' }).toString();
+    expect(sec1).toContain('BEGIN EC PRIVATE KEY');
+    const leaf = await issueServerCertificate({
+      issuer: { certificatePem: ca.certificatePem, keyPem: sec1 },
+      dnsNames: ['a.test'],
+      validity: { days: 2 },
+    });
+    const cert = new X509Certificate(leaf.certificatePem);
+    expect(cert.issuer).toBe(ca.subjectDn);
+    expect(
+      await cert.verify({ publicKey: new X509Certificate(ca.certificatePem).publicKey, signatureOnly: true }),
+    ).toBe(true);
+    expect(leaf.notAfter.getTime() - leaf.notBefore.getTime()).toBe(2 * DAY);
+  });
+
+  it('refuses server certificates without names and client certificates with bad URIs', async () => {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'CA' } });
+    await expect(issueServerCertificate({ issuer: ca })).rejects.toThrow(
+      'a server certificate needs a DNS name or an IP address',
+    );
+    await expect(issueServerCertificate({ issuer: ca, ipAddresses: ['localhost'] })).rejects.toThrow(
+      '"localhost" is not an IP address',
+    );
+    await expect(
+      issueClientCertificate({ issuer: ca, subject: { commonName: 'x' }, uris: ['not a uri'] }),
+    ).rejects.toThrow('"not a uri" is not a URI');
+    await expect(issueClientCertificate({ issuer: ca, subject: { commonName: '' } })).rejects.toThrow(
+      'the common name must not be empty',
+    );
+  });
+
+  it('writes CRL entries with serials and reasons, and refuses non-hex serials', async () => {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'CA' }, keyAlgorithm: 'rsa-2048' });
+    const pem = await createCrl({
+      issuer: ca,
+      revoked: [{ serialNumber: '0A:BC', reason: 'keyCompromise' }],
+      nextUpdate: new Date(Date.now() + DAY),
+    });
+    const crl = new X509Crl(pem);
+    expect(crl.entries.map((e) => [e.serialNumber.toUpperCase(), e.reason])).toEqual([['0ABC', 1]]);
+    expect(await crl.verify({ publicKey: new X509Certificate(ca.certificatePem) })).toBe(true);
+    await expect(createCrl({ issuer: ca, revoked: [{ serialNumber: 'xyz' }] })).rejects.toThrow(
+      '"xyz" is not a hex serial number',
+    );
+  });
+});
