@@ -152,6 +152,24 @@ describe('QoS 0, 1 and 2 in both directions', () => {
     },
   );
 
+  it('on takeover with clean session 0 the new connection gets the unacknowledged message with DUP', async () => {
+    const id = 'takeover-redeliver';
+    const first = await rawConnect(broker.port, id, 4, { clean: false });
+    await rawSubscribe(first.client, 4, 1, [{ topic: 'qos/takeover', qos: 1 }]);
+    const p = await connectClient(broker.url, { clientId: `${id}-pub`, protocolVersion: 4 });
+    await p.client.publishAsync('qos/takeover', 'in flight', { qos: 1 });
+    const original = await first.client.next('publish');
+    const second = await rawConnect(broker.port, id, 4, { clean: false });
+    await first.client.waitClosed();
+    expect(second.connack.sessionPresent).toBe(true);
+    const again = await second.client.next('publish');
+    expect(again.dup).toBe(true);
+    expect(again.messageId).toBe(original.messageId);
+    second.client.send({ cmd: 'puback', messageId: again.messageId });
+    second.client.end();
+    await endAll(p.client);
+  });
+
   it('PUBREL is resent, not the PUBLISH, when PUBREC was received but PUBCOMP was not', async () => {
     const id = 'pubrel-resend';
     const first = await rawConnect(broker.port, id, 4, { clean: false });

@@ -181,6 +181,33 @@ describe('MQTT 5 features', () => {
     await client.waitClosed();
   });
 
+  it('a Subscription Identifier of 0 in SUBSCRIBE is a protocol error (DISCONNECT 0x82)', async () => {
+    const { client } = await rawConnect(broker.port, 'subid-zero', 5);
+    client.send(
+      {
+        cmd: 'subscribe',
+        messageId: 1,
+        subscriptions: [{ topic: 'subid/zero', qos: 0 }],
+        properties: { subscriptionIdentifier: 0 },
+      },
+      5,
+    );
+    expect((await client.next('disconnect')).reasonCode).toBe(0x82);
+    await client.waitClosed();
+  });
+
+  it('a PUBLISH from a client carrying a Subscription Identifier is a protocol error [MQTT-3.3.4-6]', async () => {
+    const sub = await connectClient(broker.url, { clientId: 'subid-in-publish-sub', protocolVersion: 5 });
+    await sub.client.subscribeAsync('subid/in-publish', { qos: 1 });
+    const { client } = await rawConnect(broker.port, 'subid-in-publish', 5);
+    client.send(rawPublish('subid/in-publish', 'x', 1, 1, { properties: { subscriptionIdentifier: 5 } }), 5);
+    expect((await client.next('disconnect', 2000)).reasonCode).toBe(0x82);
+    await client.waitClosed();
+    await publisher.client.publishAsync('subid/in-publish', 'after', { qos: 1 });
+    expect((await sub.received.waitFor(1)).map((m) => m.payload)).toEqual(['after']);
+    await endAll(sub.client);
+  });
+
   it('message expiry is forwarded as the remaining interval, never more than the publisher set', async () => {
     const sub = await connectClient(broker.url, { clientId: 'expiry-live', protocolVersion: 5 });
     await sub.client.subscribeAsync('expiry/live', { qos: 1 });
