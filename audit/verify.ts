@@ -1,10 +1,17 @@
-import { createHash, createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { AuditAction } from './actions.js';
 import { listAuditFiles, readFileTail } from './files.js';
-import { GENESIS_HASH, HASH_SUFFIX_LENGTH, checkpointMessage, parseRecordLine, type AuditRecord } from './record.js';
+import {
+  GENESIS_HASH,
+  HASH_SUFFIX_LENGTH,
+  chainHash,
+  checkpointMessage,
+  parseRecordLine,
+  type AuditRecord,
+} from './record.js';
 import { keyIdOf } from './signing-key.js';
 
 /** What `verify` found wrong, in the reviewer's words. */
@@ -222,22 +229,17 @@ class Verifier {
   }
 
   private line(line: string, file: string, lineNo: number, firstInFile: boolean): void {
-    const record = parseRecordLine(line);
-    const here: Position = { file, line: lineNo, seq: record?.seq ?? Number.NaN };
-    if (!record || line.length < HASH_SUFFIX_LENGTH) {
+    const parsed = readLine(line);
+    if (!parsed) {
       throw new Broken('edited', { file, line: lineNo, seq: undefined }, 'the line is not a well-formed audit record');
     }
-    const suffixStart = line.length - HASH_SUFFIX_LENGTH;
-    const computed = createHash('sha256')
-      .update(record.prev_hash)
-      .update('\n')
-      .update(line.slice(0, suffixStart))
-      .update('}')
-      .digest('hex');
-    if (computed !== record.hash || !line.startsWith(`,"hash":"${record.hash}"}`, suffixStart)) {
+    const record = parsed.record;
+    const here: Position = { file, line: lineNo, seq: parsed.seq };
+    const computed = chainHash(parsed.prevHash, `${line.slice(0, line.length - HASH_SUFFIX_LENGTH)}}`);
+    if (computed !== parsed.hash) {
       throw new Broken(
         'edited',
-        { file, line: lineNo, seq: record.seq },
+        { file, line: lineNo, seq: parsed.seq },
         'the record does not match its hash: its content was changed after it was written',
       );
     }
@@ -246,11 +248,11 @@ class Verifier {
       // One line after a sequence gap tells a swap (the missing record comes next) from a deletion.
       const gap = this.gap;
       this.gap = undefined;
-      if (record.seq < gap.found) {
+      if (parsed.seq < gap.found) {
         throw new Broken(
           'reordered',
           { file: gap.at.file, line: gap.at.line, seq: gap.at.seq },
-          `records are out of order: seq ${gap.found} comes before seq ${record.seq} (expected seq ${gap.expected} here)`,
+          `records are out of order: seq ${gap.found} comes before seq ${parsed.seq} (expected seq ${gap.expected} here)`,
         );
       }
       throw new Broken(
@@ -263,52 +265,53 @@ class Verifier {
     }
 
     if (this.pendingTorn.length > 0) this.checkSeal(record, here);
-    else if (record.event.action === AuditAction.auditTornTailSealed) this.checkOrphanSeal(record, here);
+    else if (record?.event.action === AuditAction.auditTornTailSealed) this.checkOrphanSeal(record, here);
 
     if (this.expectedSeq === undefined) {
-      this.firstSeq = record.seq;
-      this.firstRecord = { ...here, prevHash: record.prev_hash };
-      if (record.seq === 1 && record.prev_hash !== GENESIS_HASH) {
+      this.firstSeq = parsed.seq;
+      this.firstRecord = { ...here, prevHash: parsed.prevHash };
+      if (parsed.seq === 1 && parsed.prevHash !== GENESIS_HASH) {
         throw new Broken(
           'edited',
           { file, line: lineNo, seq: 1 },
           'the first record does not start from the genesis hash',
         );
       }
-    } else if (record.seq !== this.expectedSeq) {
-      if (record.seq < this.expectedSeq) {
+    } else if (parsed.seq !== this.expectedSeq) {
+      if (parsed.seq < this.expectedSeq) {
         throw new Broken(
           'reordered',
-          { file, line: lineNo, seq: record.seq },
-          `records are out of order: seq ${record.seq} follows seq ${this.expectedSeq - 1}`,
+          { file, line: lineNo, seq: parsed.seq },
+          `records are out of order: seq ${parsed.seq} follows seq ${this.expectedSeq - 1}`,
         );
       }
       if (firstInFile) {
         throw new Broken(
           'missing-file',
-          { file, line: lineNo, seq: record.seq },
-          `records seq ${this.expectedSeq}..${record.seq - 1} are missing between ${this.prev?.file ?? '?'} and ${file}: a file was deleted`,
+          { file, line: lineNo, seq: parsed.seq },
+          `records seq ${this.expectedSeq}..${parsed.seq - 1} are missing between ${this.prev?.file ?? '?'} and ${file}: a file was deleted`,
         );
       }
-      this.gap = { expected: this.expectedSeq, found: record.seq, at: here };
-    } else if (record.prev_hash !== this.prevHash) {
+      this.gap = { expected: this.expectedSeq, found: parsed.seq, at: here };
+    } else if (parsed.prevHash !== this.prevHash) {
       const prev = this.prev as Position;
       throw new Broken(
         'edited',
         { file: prev.file, line: prev.line, seq: prev.seq },
-        `record seq ${prev.seq} was replaced: seq ${record.seq} was chained to a different record`,
+        `record seq ${prev.seq} was replaced: seq ${parsed.seq} was chained to a different record`,
       );
     }
 
-    if (record.event.action === AuditAction.auditCheckpoint) this.checkCheckpoint(record, here);
+    const action = record?.event.action;
+    if (record && action === AuditAction.auditCheckpoint) this.checkCheckpoint(record, here);
     else this.recordsSinceCheckpoint++;
-    if (record.event.action === AuditAction.auditRetentionDeleted) this.noteRetention(record);
+    if (record && action === AuditAction.auditRetentionDeleted) this.noteRetention(record);
 
     this.records++;
-    this.expectedSeq = record.seq + 1;
-    this.prevHash = record.hash;
+    this.expectedSeq = parsed.seq + 1;
+    this.prevHash = parsed.hash;
     this.prev = here;
-    this.lastAction = record.event.action;
+    this.lastAction = action;
   }
 
   private resolveGap(): void {
@@ -370,11 +373,11 @@ class Verifier {
     return key;
   }
 
-  private checkSeal(record: AuditRecord, here: Position): void {
+  private checkSeal(record: AuditRecord | undefined, here: Position): void {
     const torn = this.pendingTorn[0] as TornTail;
-    const a = record.audit;
+    const a = record?.audit;
     const matches =
-      record.event.action === AuditAction.auditTornTailSealed &&
+      record?.event.action === AuditAction.auditTornTailSealed &&
       a?.file === torn.file &&
       a.offset === torn.offset &&
       a.length === torn.length &&
@@ -485,4 +488,52 @@ export function describeVerifyResult(result: VerifyResult): string {
     );
   }
   return parts.join('; ');
+}
+
+interface LineFacts {
+  seq: number;
+  prevHash: string;
+  hash: string;
+  /** Parsed in full only for the writer's own records (checkpoints, seals, retention), which verify inspects. */
+  record: AuditRecord | undefined;
+}
+
+const HASH_MARK = ',"hash":"';
+const PREV_MARK = ',"prev_hash":"';
+const SEQ_MARK = ',"seq":';
+const WRITER_RECORD = '"action":"audit.';
+
+/**
+ * Reads the chain fields of a line without a full JSON parse: in the canonical form the writer stores, the hash is
+ * the last member and `prev_hash` and `seq` are adjacent top-level members after every nested object that could
+ * hold such a key. Exactness does not depend on this parse: the hash covers every byte, and anything the fast path
+ * cannot read is parsed in full.
+ */
+function readLine(line: string): LineFacts | undefined {
+  const suffix = line.length - HASH_SUFFIX_LENGTH;
+  if (
+    suffix <= 0 ||
+    !line.startsWith(HASH_MARK, suffix) ||
+    !line.endsWith('"}') ||
+    !line.startsWith('{"@timestamp":"')
+  ) {
+    return undefined;
+  }
+  const hash = line.slice(suffix + HASH_MARK.length, line.length - 2);
+  if (line.includes(WRITER_RECORD)) return fullParse(line, hash);
+  const p = line.lastIndexOf(PREV_MARK, suffix);
+  const seqAt = p + PREV_MARK.length + 64 + 1;
+  if (p === -1 || !line.startsWith(SEQ_MARK, seqAt)) return fullParse(line, hash);
+  let seq = 0;
+  let i = seqAt + SEQ_MARK.length;
+  for (let c = line.charCodeAt(i); c >= 48 && c <= 57; c = line.charCodeAt(++i)) seq = seq * 10 + (c - 48);
+  const next = line.charCodeAt(i);
+  if (i === seqAt + SEQ_MARK.length || (next !== 44 && i !== suffix)) return fullParse(line, hash);
+  return { seq, prevHash: line.slice(p + PREV_MARK.length, p + PREV_MARK.length + 64), hash, record: undefined };
+}
+
+function fullParse(line: string, hash: string): LineFacts | undefined {
+  const record = parseRecordLine(line);
+  if (!record || record.hash !== hash) return undefined;
+  return { seq: record.seq, prevHash: record.prev_hash, hash, record };
 }

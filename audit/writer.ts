@@ -181,6 +181,11 @@ export class AuditWriter implements AuditSink {
     return !this.stat.failing && !this.closed && this.queue.length < this.opts.queueMax;
   }
 
+  /** Events waiting to be written; cheap enough to poll per event. */
+  get queueDepth(): number {
+    return this.queue.length + this.internal.length;
+  }
+
   stats(): AuditWriterStats {
     return {
       ...this.stat,
