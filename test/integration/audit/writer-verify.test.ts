@@ -179,6 +179,46 @@ describe('audit writer and verify on an intact log', () => {
     expect(result.summary.firstSeq).toBe(firstSeq);
   });
 
+  it('deletes files whose newest record is older than the retention age, never the file holding the chain head', async () => {
+    const dir = tempDir();
+    let now = Date.parse('2026-11-01T00:00:00Z');
+    const clock = { now: () => now };
+    await writeLog(dir, 3, clock);
+    now += 3_600_000;
+    await writeLog(dir, 3, clock);
+    const [oldest, second] = auditFiles(dir);
+    now += 3 * 86_400_000;
+    await writeLog(dir, 1, { ...clock, retentionMaxAgeMs: 86_400_000 });
+    const files = auditFiles(dir);
+    expect(files).not.toContain(oldest);
+    expect(files).toContain(second);
+    const retention = readLines(files[files.length - 1] as string)
+      .map(parse)
+      .find((r) => (r.event as { action: string }).action === 'audit.retention_deleted');
+    expect(retention?.audit).toMatchObject({
+      file: basename(oldest as string),
+      first_seq: 1,
+      last_seq: 4,
+      reason: 'max_age',
+    });
+    const result = await verifyAuditLog(dir);
+    expect(result.kind).toBe('intact');
+    expect(result.summary.retention).toEqual({ deletedThroughSeq: 4, filesDeleted: 1 });
+  });
+
+  it.each(['always', 'interval'] as const)('keeps the log intact with fsync %s', async (fsync) => {
+    const dir = tempDir();
+    const writer = await openAuditWriter(writerOptions(dir, { fsync, fsyncIntervalMs: 5 }));
+    for (let i = 0; i < 30; i++) {
+      writer.record(deniedPublish(i));
+      if (i % 10 === 0) await writer.flush();
+    }
+    await writer.close();
+    const result = await verifyAuditLog(dir);
+    expect(result.kind).toBe('intact');
+    expect(result.summary.records).toBe(31);
+  });
+
   it('seals a torn last line at start-up without rewriting it, and verify accepts only the sealed form', async () => {
     const dir = tempDir();
     await writeLog(dir, 5);
