@@ -250,3 +250,22 @@ describe('CONNECT, keep alive and bad connections', () => {
     await endAll(healthy.client);
   }, 60_000);
 });
+
+describe('graceful shutdown', () => {
+  it('stopping the broker sends DISCONNECT 0x8B to v5 clients, closes 3.1.1 clients and publishes no will', async () => {
+    const broker = await startBroker();
+    const watcher = await connectClient(broker.url, { clientId: 'shutdown-watcher', protocolVersion: 4 });
+    await watcher.client.subscribeAsync('shutdown/#', { qos: 0 });
+    const v5 = await rawConnect(broker.port, 'shutdown-v5', 5, {
+      will: { topic: 'shutdown/will', payload: Buffer.from('w'), qos: 0, retain: false },
+    });
+    const v4 = await rawConnect(broker.port, 'shutdown-v4', 4);
+    await broker.stop();
+    expect((await v5.client.next('disconnect')).reasonCode).toBe(0x8b);
+    await v5.client.waitClosed();
+    await v4.client.waitClosed();
+    expect(watcher.received.on('shutdown/will')).toEqual([]);
+    expect(broker.audit.events.some((e) => e.event.action === 'broker.stopped')).toBe(true);
+    await endAll(watcher.client);
+  });
+});
