@@ -54,15 +54,8 @@ export interface TestUser {
   superuser?: boolean;
 }
 
-/**
- * A real password-file authentication chain (argon2id hashes, the same registry the broker uses), started.
- * Passed to `startBroker({ authenticator })` until the broker builds chains from `authentication:` itself.
- */
-export async function passwordFileChain(
-  dir: TempDir,
-  users: Record<string, TestUser>,
-  events: AuditEvent[] = [],
-): Promise<AuthenticationChain> {
+/** Writes `users.yaml` in the password-file format with argon2id hashes (cheap parameters: tests only). */
+export async function writePasswordFile(dir: TempDir, users: Record<string, TestUser>): Promise<string> {
   const entries: string[] = ['users:'];
   for (const [name, user] of Object.entries(users)) {
     const hash = await hashPassword(new Secret(user.password), { memoryCost: 1024, timeCost: 1, parallelism: 1 });
@@ -70,7 +63,19 @@ export async function passwordFileChain(
     if (user.groups) entries.push(`    groups: ${JSON.stringify(user.groups)}`);
     if (user.superuser) entries.push('    superuser: true');
   }
-  const file = dir.write('users.yaml', entries.join('\n') + '\n');
+  return dir.write('users.yaml', entries.join('\n') + '\n');
+}
+
+/**
+ * A real password-file authentication chain built with the same registry the broker uses, started; for
+ * `startBroker({ authenticator })` where a test needs the chain outside the configuration.
+ */
+export async function passwordFileChain(
+  dir: TempDir,
+  users: Record<string, TestUser>,
+  events: AuditEvent[] = [],
+): Promise<AuthenticationChain> {
+  const file = await writePasswordFile(dir, users);
   const verification = createVerificationServices(verificationConfigSchema.parse({}), (e) => events.push(e));
   const chain = createBuiltinRegistry().parseAndBuild(
     { anonymous: false, steps: [{ type: 'password-file', file, unknown_user: 'deny', watch: false }] },
@@ -96,7 +101,7 @@ export interface PolicyBrokerOptions extends Omit<TestBrokerOptions, 'authorizer
   policy: string;
   /** Extra keys of the `authorization:` section (policy_files is set to the temporary policy file). */
   authorization?: Record<string, unknown>;
-  /** Named users: a real password-file chain on the test listener. */
+  /** Named users: the broker's `authentication:` chain gets one password-file step holding them. */
   users?: Record<string, TestUser>;
 }
 
@@ -107,9 +112,8 @@ export interface PolicyBrokerOptions extends Omit<TestBrokerOptions, 'authorizer
 export async function startPolicyBroker(options: PolicyBrokerOptions): Promise<PolicyBroker> {
   const dir = tempDir();
   const policyFile = dir.write('site.policy.yaml', options.policy);
-  const chain = options.users ? await passwordFileChain(dir, options.users) : undefined;
-  const { policy: _policy, authorization, users: _users, ...rest } = options;
-  const config = {
+  const { policy: _policy, authorization, users, ...rest } = options;
+  const config: Record<string, unknown> = {
     ...(rest.config ?? {}),
     authorization: {
       watch: false,
@@ -117,17 +121,18 @@ export async function startPolicyBroker(options: PolicyBrokerOptions): Promise<P
       ...(authorization ?? {}),
       policy_files: [policyFile],
     },
-  } as TestBrokerOptions['config'];
+  };
+  if (users) {
+    // The broker's own chain from configuration: the path a deployment takes (docs/authentication.md).
+    config.authentication = {
+      anonymous: false,
+      steps: [{ type: 'password-file', file: await writePasswordFile(dir, users), unknown_user: 'deny', watch: false }],
+    };
+  }
   let broker: TestBroker;
   try {
-    broker = await startBroker({
-      ...rest,
-      config,
-      authenticator: chain ?? rest.authenticator,
-      listener: { ...(chain ? { anonymous: false } : {}), ...(rest.listener ?? {}) },
-    });
+    broker = await startBroker({ ...rest, config: config as TestBrokerOptions['config'] });
   } catch (error) {
-    await chain?.stop();
     dir.cleanup();
     throw error;
   }
@@ -139,7 +144,6 @@ export async function startPolicyBroker(options: PolicyBrokerOptions): Promise<P
     rewrite: (text) => writeFileSync(policyFile, text),
     async stop() {
       await broker.stop();
-      await chain?.stop();
       dir.cleanup();
     },
   };

@@ -1,0 +1,106 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { connectClient, endAll, spawnMosquittoSub, type Connected } from '../../helpers/mqtt-clients.js';
+import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broker.js';
+
+const POLICY = `version: 1
+rules:
+  - name: write-anywhere-in-r
+    allow: [publish, subscribe]
+    subjects: all
+    topics: ['r/#']
+
+  - name: read-public
+    allow: receive
+    subjects: all
+    topics: ['r/public/#']
+
+  - name: secrets-not-readable
+    deny: receive
+    subjects: { clients: ['reader-*'] }
+    topics: ['r/secret/#']
+`;
+
+describe('receive rules on retained and live deliveries', () => {
+  let pb: PolicyBroker | undefined;
+  const clients: Connected[] = [];
+  afterEach(async () => {
+    await endAll(...clients.splice(0).map((c) => c.client));
+    await pb?.stop();
+    pb = undefined;
+  });
+
+  async function connect(clientId: string, protocolVersion: 4 | 5 = 5): Promise<Connected> {
+    const c = await connectClient(pb!.broker.url, { clientId, protocolVersion });
+    clients.push(c);
+    return c;
+  }
+
+  async function seedRetained(): Promise<Connected> {
+    const writer = await connect('writer');
+    await writer.client.publishAsync('r/public/a', 'public', { qos: 1, retain: true });
+    await writer.client.publishAsync('r/secret/b', 'secret', { qos: 1, retain: true });
+    expect(pb!.broker.server.broker.retained.size).toBe(2);
+    return writer;
+  }
+
+  it.each([5, 4] as const)(
+    'sends on subscribe only the retained messages that receive allows (MQTT %i)',
+    async (version) => {
+      pb = await startPolicyBroker({ policy: POLICY });
+      const writer = await seedRetained();
+      const reader = await connect(`reader-${version}`, version);
+      await reader.client.subscribeAsync('r/#', { qos: 1 });
+      const audit = await pb.broker.waitForAudit('authz.retained_denied');
+      expect(audit.mqtt?.topic).toBe('r/secret/b');
+      expect(audit.mqtt?.client_id).toBe(`reader-${version}`);
+      expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
+      await reader.received.waitForTopic('r/public/a');
+      await writer.client.publishAsync('r/public/marker', 'm', { qos: 1 });
+      await reader.received.waitForTopic('r/public/marker');
+      expect(reader.received.on('r/public/a').map((m) => m.packet.retain)).toEqual([true]);
+      expect(reader.received.on('r/secret/b')).toEqual([]);
+    },
+  );
+
+  it('mosquitto_sub receives only the readable retained message', async () => {
+    pb = await startPolicyBroker({ policy: POLICY });
+    const writer = await seedRetained();
+    const sub = spawnMosquittoSub([
+      ...['-h', '127.0.0.1', '-p', String(pb.broker.port), '-V', 'mqttv311', '-i', 'reader-mosq'],
+      ...['-t', 'r/#', '-q', '1'],
+    ]);
+    try {
+      await sub.subscribed;
+      await writer.client.publishAsync('r/public/marker', 'm', { qos: 1 });
+      const lines = await sub.waitForLines(2);
+      expect(lines).toEqual(['r/public/a public', 'r/public/marker m']);
+    } finally {
+      sub.kill('SIGKILL');
+    }
+  });
+
+  it('filters live deliveries too with check_receive_on_delivery: true, recording each refusal', async () => {
+    pb = await startPolicyBroker({ policy: POLICY, config: { check_receive_on_delivery: true } });
+    const reader = await connect('reader-live');
+    await reader.client.subscribeAsync('r/#', { qos: 1 });
+    const writer = await connect('writer');
+    await writer.client.publishAsync('r/secret/live', 'live secret', { qos: 1 });
+    await writer.client.publishAsync('r/public/live', 'live public', { qos: 1 });
+    await reader.received.waitForTopic('r/public/live');
+    expect(reader.received.on('r/secret/live')).toEqual([]);
+    const audit = await pb.broker.waitForAudit('authz.receive_denied');
+    expect(audit.mqtt?.topic).toBe('r/secret/live');
+    expect(audit.mqtt?.client_id).toBe('reader-live');
+    expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
+  });
+
+  it('without check_receive_on_delivery, live deliveries follow the subscription alone (the documented default)', async () => {
+    pb = await startPolicyBroker({ policy: POLICY });
+    const reader = await connect('reader-default');
+    await reader.client.subscribeAsync('r/#', { qos: 1 });
+    const writer = await connect('writer');
+    await writer.client.publishAsync('r/secret/live', 'live secret', { qos: 1 });
+    await reader.received.waitForTopic('r/secret/live');
+    expect(pb.broker.audit.events.some((e) => e.event.action === 'authz.receive_denied')).toBe(false);
+  });
+});
