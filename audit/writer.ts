@@ -284,10 +284,13 @@ export class AuditWriter implements AuditSink {
     const seals: TornRegion[] = [];
     for (let i = files.length - 1; i >= 0; i--) {
       const name = (files[i] as { name: string }).name;
-      const tail = readFileTail(join(this.opts.directory, name), 64);
+      const tail = readFileTail(join(this.opts.directory, name), 1);
       if (tail.torn) seals.unshift({ file: name, ...tail.torn });
-      if (tail.lastLines.length === 0) continue;
-      const record = tail.lastLines.map((line) => parseRecordLine(line)).find((r) => r !== undefined);
+      const newest = tail.lastLines[0];
+      if (newest === undefined) continue;
+      // A crash tears only the last line; a complete line that is not a record was damaged by someone else, and
+      // continuing from an older record would hide that.
+      const record = parseRecordLine(newest);
       if (!record) {
         throw new BulwarkError(
           'BULWARK_ERR_AUDIT',

@@ -287,3 +287,12 @@ describe('audit writer and verify on an intact log', () => {
     expect(() => loadSigningKey(join(dir, 'missing.key'), false)).toThrow(/does not exist/);
   });
 });
+
+describe('audit writer start-up on a damaged log', () => {
+  it('refuses to start when the newest complete line is not a record', async () => {
+    const dir = tempDir();
+    await writeLog(dir, 2);
+    appendFileSync(auditFiles(dir)[0] as string, 'not a record\n');
+    await expect(openAuditWriter(writerOptions(dir))).rejects.toThrow(/holds no readable record/);
+  });
+});
