@@ -1,12 +1,13 @@
 import type { Duplex } from 'node:stream';
 import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
 import type { AuditEvent, AuditSink } from '../audit/events.js';
+import { authnDecisionEvent } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
 import { Connection } from './connection/connection.js';
 import type { ListenerRuntime } from './listener.js';
 import type { Logger } from './log.js';
-import { ReasonCode, type ReasonName } from './protocol/reason-codes.js';
+import type { ReasonName } from './protocol/reason-codes.js';
 import { isExpired, type Message, type QoS } from './routing/message.js';
 import { RetainedStore } from './routing/retained-store.js';
 import type { Subscription } from './routing/subscription.js';
@@ -610,20 +611,9 @@ export class Broker {
   }
 
   recordAuthentication(connection: Connection, attempt: ConnectAttempt, result: ChainResult): void {
-    const steps = result.steps.map((s) => ({
-      id: s.id,
-      type: s.type,
-      answer: s.answer,
-      duration_ms: s.durationMs,
-      detail: s.detail,
-    }));
+    if (result.kind === 'continue') return;
+    this.audit.record(authnDecisionEvent(attempt, result));
     if (result.kind === 'allow') {
-      this.audit.record({
-        ...this.base(connection),
-        user: { name: result.identity.username ?? attempt.username, groups: result.identity.groups },
-        event: { action: 'authn.allowed', outcome: 'success', code: 'success' },
-        authn: { by: result.identity.authenticator, steps, method: attempt.authMethod },
-      });
       this.log.info(
         {
           clientId: connection.clientId,
@@ -636,44 +626,22 @@ export class Broker {
       );
       return;
     }
-    if (result.kind === 'deny') {
-      this.stats.connectRefused++;
-      this.audit.record({
-        ...this.base(connection),
-        event: { action: 'authn.denied', outcome: 'failure', reason: result.detail, code: result.reason },
-        mqtt: { ...this.base(connection).mqtt, reason_code: ReasonCode[result.reason] },
-        authn: { by: result.decidedBy, steps, method: attempt.authMethod },
-      });
-      this.log.info(
-        {
-          clientId: connection.clientId,
-          username: attempt.username,
-          peer: connection.peerLabel,
-          reason: result.reason,
-          detail: result.detail,
-        },
-        'connection refused',
-      );
-    }
+    this.stats.connectRefused++;
+    this.log.info(
+      {
+        clientId: connection.clientId,
+        username: attempt.username,
+        peer: connection.peerLabel,
+        reason: result.reason,
+        detail: result.detail,
+      },
+      'connection refused',
+    );
   }
 
   recordReauthentication(connection: Connection, result: ChainResult): void {
-    if (result.kind === 'continue') return;
-    const steps = result.steps.map((s) => ({
-      id: s.id,
-      type: s.type,
-      answer: s.answer,
-      duration_ms: s.durationMs,
-      detail: s.detail,
-    }));
-    this.audit.record({
-      ...this.base(connection),
-      event:
-        result.kind === 'allow'
-          ? { action: 'authn.reauth_allowed', outcome: 'success' }
-          : { action: 'authn.reauth_denied', outcome: 'failure', reason: result.detail, code: result.reason },
-      authn: { steps, method: connection.attempt?.authMethod },
-    });
+    if (result.kind === 'continue' || !connection.attempt) return;
+    this.audit.record(authnDecisionEvent(connection.attempt, result, true));
   }
 
   private recordDisconnect(connection: Connection): void {

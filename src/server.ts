@@ -1,12 +1,12 @@
 import type net from 'node:net';
-import { AuthenticationChain } from '../authn/chain.js';
+import { allowsAnonymous, AuthenticationChains } from './authentication.js';
 import type { ConnectAuthenticator } from '../authn/types.js';
 import { MemoryAuditSink, type AuditSink } from '../audit/events.js';
 import type { AuthzDecision, Authorizer } from '../authz/types.js';
 import { createAuthorization, type AuthorizationSubsystem } from '../authz/create.js';
 import { policyEventToAudit } from '../authz/policy-manager.js';
 import { Broker } from './broker.js';
-import type { BrokerConfig, ListenerConfig } from './config/schema.js';
+import type { BrokerConfig } from './config/schema.js';
 import { listenerName, type ListenerRuntime } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import type { ConnectGuard } from './seams.js';
@@ -41,6 +41,7 @@ export class BulwarkServer {
   readonly sys: SysTopics;
   readonly store: SessionStore | undefined;
   private authorization: AuthorizationSubsystem | undefined;
+  private readonly chains: AuthenticationChains;
   private started = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
 
@@ -70,12 +71,13 @@ export class BulwarkServer {
       audit: options.audit ?? new MemoryAuditSink(),
       guard: options.guard,
     });
+    this.chains = new AuthenticationChains(config, this.broker.audit, this.log, options.baseDir ?? process.cwd());
     for (const listenerConfig of config.listeners) {
       const name = listenerName(listenerConfig);
       this.listeners.push({
         name,
         config: listenerConfig,
-        authenticator: options.authenticators?.get(name) ?? buildChain(listenerConfig),
+        authenticator: options.authenticators?.get(name) ?? this.chains.chainFor(listenerConfig),
         server: undefined,
         address: undefined,
       });
@@ -124,6 +126,7 @@ export class BulwarkServer {
       this.authorization.authorizer.onChange(() => this.broker.reevaluateSubscriptions());
     }
     this.broker.checkReceive = config.check_receive_on_delivery;
+    await this.chains.start();
     for (const listener of this.listeners) {
       const server = this.createServer(listener);
       listener.server = server;
@@ -167,6 +170,7 @@ export class BulwarkServer {
     await Promise.all(closing);
     await this.store?.close(this.broker);
     await this.authorization?.stop();
+    await this.chains.stop();
     this.broker.audit.record({ event: { action: 'broker.stopped', outcome: 'success' }, actor: 'broker' });
   }
 
@@ -179,13 +183,9 @@ export class BulwarkServer {
   describe(): string[] {
     return this.listeners.map((l) => {
       const a = l.address;
-      return `${l.name}: ${l.config.transport}://${a?.host ?? l.config.host}:${a?.port ?? l.config.port} anonymous=${l.config.anonymous ? 'allowed' : 'refused'}`;
+      return `${l.name}: ${l.config.transport}://${a?.host ?? l.config.host}:${a?.port ?? l.config.port} anonymous=${allowsAnonymous(this.options.config, l.config) ? 'allowed' : 'refused'}`;
     });
   }
-}
-
-function buildChain(listener: ListenerConfig): ConnectAuthenticator {
-  return new AuthenticationChain({ steps: [], anonymous: listener.anonymous });
 }
 
 /** Until `start()` has loaded the policy nothing is allowed: the broker accepts no client before then anyway. */

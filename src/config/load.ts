@@ -7,7 +7,9 @@ import { configSchema, type BrokerConfig } from './schema.js';
 /** The configuration used when `bulwark start` gets no file: Mosquitto 2's local-only default. */
 export function localOnlyConfig(): BrokerConfig {
   return configSchema.parse({
-    listeners: [{ name: 'local', transport: 'tcp', host: '127.0.0.1', port: 1883, anonymous: true }],
+    listeners: [{ name: 'local', transport: 'tcp', host: '127.0.0.1', port: 1883 }],
+    // Only the loopback listener exists, so anonymous clients are allowed only there (Mosquitto 2's default).
+    authentication: { anonymous: true },
   });
 }
 

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { authorizationConfigSchema } from '../../authz/config.js';
+import { authenticationConfigSchema } from '../../authn/config.js';
+import { authenticatorRegistry } from '../authentication.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -166,17 +168,11 @@ export const listenerSchema = z
     transport: z.enum(['tcp', 'tls', 'ws', 'wss']).default('tcp').describe('Transport of the listener.'),
     host: z.string().default('127.0.0.1').describe('Address to bind: `0.0.0.0`, `::`, `127.0.0.1`, `::1`, ...'),
     port: port.describe('TCP port; 0 picks a free port (tests).'),
-    anonymous: z
-      .boolean()
-      .default(false)
-      .describe(
-        'Allow clients that no authenticator claims. Off unless set; the no-config local mode turns it on for 127.0.0.1 only.',
-      ),
-    authentication: z
-      .array(z.unknown())
+    authentication: authenticatorRegistry
+      .chainSchema()
       .optional()
       .describe(
-        "This listener's authentication chain; defaults to the global `authentication` chain. See docs/authentication.md.",
+        "This listener's own authentication chain (`anonymous`, `steps`); without it the global `authentication` chain applies. See docs/authentication.md.",
       ),
     websocket_path: z
       .string()
@@ -190,7 +186,7 @@ export const listenerSchema = z
         'What a 3.1.1 client gets when a PUBLISH is denied: disconnected (default, so it notices) or the message silently dropped.',
       ),
   })
-  .passthrough();
+  .strict();
 
 export const configSchema = z
   .object({
@@ -207,10 +203,11 @@ export const configSchema = z
       .min(1)
       .describe('Where the broker listens. Each listener has its own transport, chain and limits.'),
     limits: limitsSchema.default(limitsSchema.parse({})).describe('Protocol limits, the same for every listener.'),
-    authentication: z
-      .array(z.unknown())
-      .default([])
-      .describe('The global authentication chain, in order. See docs/authentication.md.'),
+    authentication: authenticationConfigSchema(authenticatorRegistry)
+      .prefault({})
+      .describe(
+        'The global authentication chain (`anonymous`, `steps`, in order) and the shared verification bounds. See docs/authentication.md.',
+      ),
     authorization: authorizationConfigSchema
       .prefault({})
       .describe('Policy sources, decision cache and reload. See docs/policy.md.'),

@@ -43,11 +43,10 @@ export async function startBroker(options: TestBrokerOptions = {}): Promise<Test
     sys_interval_seconds: 0,
     // In-memory unless a test is about persistence: fast, and nothing left on disk.
     persistence: { durability: 'none' },
+    authentication: { anonymous: true },
     ...rest,
     limits: { ...(limits ?? {}) },
-    listeners: [
-      { name: 'test', transport: 'tcp', host: '127.0.0.1', port: 0, anonymous: true, ...(options.listener ?? {}) },
-    ],
+    listeners: [{ name: 'test', transport: 'tcp', host: '127.0.0.1', port: 0, ...(options.listener ?? {}) }],
   });
   const audit = new MemoryAuditSink();
   const server = new BulwarkServer({

@@ -162,7 +162,7 @@ describe('abuse protection in a running broker', () => {
       });
       const { broker } = await brokerWithGuard(
         { flapping: { enabled: false } },
-        { authenticator, listener: { anonymous: false } },
+        { authenticator, config: { authentication: { anonymous: false } } },
       );
       const login = (password: string) =>
         connackOf(broker.port, 'alice-phone', 5, { username: 'alice', password: Buffer.from(password) });

@@ -30,8 +30,9 @@ async function brokerSetup(durability: string): Promise<{ dir: string; config: s
       'limits:',
       '  max_inflight: 100',
       '  receive_maximum: 100',
+      'authentication: { anonymous: true }',
       'listeners:',
-      `  - { name: local, port: ${port}, anonymous: true }`,
+      `  - { name: local, port: ${port} }`,
       '',
     ].join('\n'),
   );
