@@ -21,6 +21,8 @@ export type StartOutcome = { ok: true; broker: BrokerHandle } | { ok: false; rea
 export interface Placement {
   /** `taskset -c` core list for the broker, or undefined to leave scheduling to the kernel. */
   cpu: string | undefined;
+  /** Scheduling priority (`nice -n`), so that other load on a shared machine distorts the run less. */
+  nice?: number | undefined;
 }
 
 export interface BulwarkStart {
@@ -32,23 +34,34 @@ export interface BulwarkStart {
   placement: Placement;
   /** Write a V8 CPU profile of the broker into this directory (`node --cpu-prof`). */
   cpuProfileDir?: string;
-  /** The listener's `anonymous` flag (default true: local bench clients carry no credentials). */
+  /** Whether anonymous clients are admitted (default true: local bench clients carry no credentials). */
   anonymous?: boolean;
+  /** Where that flag lives: the chain (`authentication.anonymous`) or, in older builds, the listener. */
+  anonymousStyle?: AnonymousStyle;
 }
 
-/** The configuration every Bulwark run starts from: one anonymous loopback listener, quiet logs. */
-export function bulwarkBaseConfig(dir: string, port: number, anonymous = true): Record<string, unknown> {
+export type AnonymousStyle = 'chain' | 'listener';
+
+/** The configuration every Bulwark run starts from: one loopback listener, anonymous clients, quiet logs. */
+export function bulwarkBaseConfig(
+  dir: string,
+  port: number,
+  anonymous = true,
+  style: AnonymousStyle = 'chain',
+): Record<string, unknown> {
+  const listener = { name: 'bench', transport: 'tcp', host: '127.0.0.1', port };
   return {
     data_dir: join(dir, 'data'),
     log_level: 'warn',
-    listeners: [{ name: 'bench', transport: 'tcp', host: '127.0.0.1', port, anonymous }],
+    listeners: [style === 'listener' ? { ...listener, anonymous } : listener],
+    ...(style === 'chain' ? { authentication: { anonymous } } : {}),
     limits: { receive_maximum: 64, max_inflight: 64, max_queued_messages: 10_000 },
   };
 }
 
 export async function startBulwark(o: BulwarkStart): Promise<StartOutcome> {
   mkdirSync(o.dir, { recursive: true });
-  const base = bulwarkBaseConfig(o.dir, o.port, o.anonymous ?? true);
+  const base = bulwarkBaseConfig(o.dir, o.port, o.anonymous ?? true, o.anonymousStyle ?? 'chain');
   const config = deepMerge(base, o.config);
   const file = join(o.dir, 'bulwark.yaml');
   writeFileSync(file, stringify(config));
@@ -101,7 +114,7 @@ async function launch(
   dir: string,
   placement: Placement,
 ): Promise<StartOutcome> {
-  const pinned = placement.cpu !== undefined ? ['taskset', '-c', placement.cpu, ...argv] : argv;
+  const pinned = withPlacement(argv, placement);
   // Raise the soft descriptor limit to the hard one (idle-connection scenarios); `exec` keeps the pid.
   const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...pinned], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -130,6 +143,12 @@ async function launch(
   }
   await stopChild(child, exited);
   return { ok: false, reason: `${kind} did not listen on ${port} within 15 s: ${lastLine(tail)}` };
+}
+
+/** `nice -n N taskset -c CPU argv...`, each part only when asked for. */
+export function withPlacement(argv: string[], placement: Placement): string[] {
+  const pinned = placement.cpu !== undefined ? ['taskset', '-c', placement.cpu, ...argv] : argv;
+  return placement.nice !== undefined ? ['nice', '-n', String(placement.nice), ...pinned] : pinned;
 }
 
 function lastLine(text: string): string {

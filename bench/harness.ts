@@ -1,4 +1,11 @@
-import { startBulwark, startMosquitto, type BrokerHandle, type BrokerKind, type StartOutcome } from './brokers.js';
+import {
+  startBulwark,
+  startMosquitto,
+  type AnonymousStyle,
+  type BrokerHandle,
+  type BrokerKind,
+  type StartOutcome,
+} from './brokers.js';
 import { runLoadgen, type LoadgenRun } from './loadgen-process.js';
 import type { Job } from './loadgen/jobs.js';
 import type { BenchContext, Measurement } from './scenario.js';
@@ -19,17 +26,28 @@ export async function startBroker(
 ): Promise<StartOutcome> {
   const port = kind === 'mosquitto' && ctx.mosquittoPort !== undefined ? ctx.mosquittoPort : await ctx.nextPort();
   const dir = ctx.nextDir(kind);
-  const placement = { cpu: ctx.brokerCpu };
+  const placement = { cpu: ctx.brokerCpu, nice: ctx.nice };
   if (kind === 'bulwark') {
-    return startBulwark({
-      repoRoot: ctx.repoRoot,
-      dir,
-      port,
-      config: variant.bulwark ?? {},
-      ...(variant.anonymous !== undefined ? { anonymous: variant.anonymous } : {}),
-      placement,
-      ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
-    });
+    // The anonymous flag moved from the listener to the chain; a build that refuses one shape gets the other.
+    const known = ctx.memo.get('anonymous-style') as AnonymousStyle | undefined;
+    let outcome: StartOutcome = { ok: false, reason: 'not started' };
+    for (const style of known ? [known] : (['chain', 'listener'] as const)) {
+      outcome = await startBulwark({
+        repoRoot: ctx.repoRoot,
+        dir,
+        port,
+        config: variant.bulwark ?? {},
+        ...(variant.anonymous !== undefined ? { anonymous: variant.anonymous } : {}),
+        anonymousStyle: style,
+        placement,
+        ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
+      });
+      if (outcome.ok || !/invalid configuration.*authentication/.test(outcome.reason)) {
+        if (outcome.ok && !variant.bulwark?.authentication) ctx.memo.set('anonymous-style', style);
+        break;
+      }
+    }
+    return outcome;
   }
   return startMosquitto({
     dir,
@@ -70,6 +88,7 @@ export function loadgen(
   return runLoadgen(job, {
     repoRoot: ctx.repoRoot,
     cpu: ctx.loadgenCpu,
+    nice: ctx.nice,
     brokerPid: broker.pid,
     timeoutMs: jobTimeoutMs(ctx),
     ...(onHeld ? { onHeld } : {}),
@@ -127,22 +146,15 @@ export async function withFirstWorking(
       await started.broker.stop();
     }
   }
-  const reason = `not available in this build (${reasons.join('; ')})`;
+  const short = reasons.map((r) => (r.length > 200 ? `${r.slice(0, 197)}...` : r));
+  const reason = `not available in this build (${short.join('; ')})`;
   ctx.memo.set(memoKey, reason);
   return { ...emptyMeasurement(), skipped: reason };
 }
 
-/** Waiting for a CPU above this share of the window means other processes distorted the run. */
-export const CONTENDED = 0.1;
-
-/** Copies the CPU accounting of a load-generator run into a measurement, with a note when the CPU was contended. */
+/** Copies the CPU accounting of a load-generator run into a measurement (the table shows the waits). */
 export function absorbCpu(into: Measurement, run: LoadgenRun): void {
   if (run.brokerCpu !== undefined) into.brokerCpu = run.brokerCpu;
   if (run.brokerWait !== undefined) into.brokerWait = run.brokerWait;
   if (run.loadgenWait !== undefined) into.loadgenWait = run.loadgenWait;
-  const worst = Math.max(run.brokerWait ?? 0, run.loadgenWait ?? 0);
-  if (worst >= CONTENDED)
-    into.notes.push(
-      `CPU contended: broker waited ${Math.round((run.brokerWait ?? 0) * 100)}%, load generator ${Math.round((run.loadgenWait ?? 0) * 100)}% of the window for a core`,
-    );
 }

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Job, JobResult, LoadgenMessage, OrchestratorMessage } from './loadgen/jobs.js';
+import { withPlacement } from './brokers.js';
 import { processCpuMs, processRunQueueWaitMs } from './proc.js';
 
 export interface LoadgenRun {
@@ -17,6 +18,7 @@ export interface LoadgenOptions {
   repoRoot: string;
   /** `taskset -c` core list for the load generator. */
   cpu: string | undefined;
+  nice: number | undefined;
   brokerPid: number;
   /** Idle-connection jobs: called while the connections are held; resolves when they may be closed. */
   onHeld?: (connected: number) => Promise<void>;
@@ -26,7 +28,7 @@ export interface LoadgenOptions {
 /** Runs one job in a fresh load-generator process (pinned to its own core) and collects its result. */
 export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
   const script = join(o.repoRoot, 'dist/bench/loadgen/main.js');
-  const argv = [...(o.cpu !== undefined ? ['taskset', '-c', o.cpu] : []), process.execPath, script];
+  const argv = withPlacement([process.execPath, script], { cpu: o.cpu, nice: o.nice });
   const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...argv], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

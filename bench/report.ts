@@ -2,6 +2,9 @@ import type { BrokerKind } from './brokers.js';
 import type { Measurement, MetricSpec, Scenario } from './scenario.js';
 import { median, ratio } from './stats.js';
 
+/** Waiting for a CPU above this share of the window means other processes distorted the run. */
+export const CONTENDED = 0.1;
+
 export interface RoundRecord {
   round: number;
   scenario: string;
@@ -158,6 +161,13 @@ export function renderTable(
       .trimEnd();
   const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
   const notes = summaries.flatMap((s) => s.notes.map((n) => `  ${s.name}: ${n}`));
+  const waits = summaries.flatMap((s) => [...Object.values(s.brokerWait), ...Object.values(s.loadgenWait)]);
+  const worst = Math.max(0, ...waits);
+  if (worst >= CONTENDED)
+    notes.unshift(
+      `  CPU contended: broker or load generator waited up to ${Math.round(worst * 100)}% of a window for a core ` +
+        '(other processes on the machine); absolute numbers are low and noisy, compare ratios only',
+    );
   if (notes.length > 0) out.push('', 'notes:', ...notes);
   out.push(
     '',

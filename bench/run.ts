@@ -35,6 +35,14 @@ function commandWorks(cmd: string, args: string[]): { ok: boolean; output: strin
   return { ok: r.error === undefined, output: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
 
+/** `nice` if this user may raise priority to `level` (root, CAP_SYS_NICE), checked by trying it. */
+function permittedNice(level: number): number | undefined {
+  const r = spawnSync('nice', ['-n', String(level), 'sh', '-c', 'cut -d" " -f19 /proc/self/stat'], {
+    encoding: 'utf8',
+  });
+  return r.status === 0 && Number(r.stdout.trim()) === level ? level : undefined;
+}
+
 function describeMeasurement(m: Measurement): string {
   if (m.skipped) return `skipped: ${m.skipped}`;
   if (m.error) return `error: ${m.error}`;
@@ -78,6 +86,8 @@ async function main(options: BenchOptions): Promise<number> {
       `not pinned to cores (${taskset ? `${cores} core(s)` : 'taskset not found'}): broker and load generator share the CPU`,
     );
   const fdLimit = openFileLimit();
+  const nice = options.priority ? permittedNice(-10) : undefined;
+  if (options.priority && nice === undefined) notes.push('priority not raised (nice -10 not permitted)');
   const workDir = mkdtempSync(join(os.tmpdir(), 'bulwark-bench-'));
   // Mosquitto started as root drops to its own user before it reads its password file.
   chmodSync(workDir, 0o755);
@@ -91,6 +101,7 @@ async function main(options: BenchOptions): Promise<number> {
     workDir,
     brokerCpu: pinned ? '0' : undefined,
     loadgenCpu: pinned ? '1' : undefined,
+    nice,
     durations,
     quick: options.quick,
     big: options.big,
@@ -105,7 +116,7 @@ async function main(options: BenchOptions): Promise<number> {
   for (const n of notes) console.error(`bench: ${n}`);
   console.error(
     `bench: ${selected.length} scenario(s) × ${brokers.join(', ')} × ${options.rounds} round(s), ${durations.durationMs / 1000} s windows; ` +
-      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}`,
+      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}${nice !== undefined ? `, nice ${nice}` : ''}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}`,
   );
 
   const loadBefore = loadAverage();
@@ -162,6 +173,7 @@ async function main(options: BenchOptions): Promise<number> {
       openFileLimit: fdLimit,
       loadAverage: { before: loadBefore, after: loadAfter },
       pinned: pinned ? { broker: ctx.brokerCpu, loadgen: ctx.loadgenCpu } : undefined,
+      nice,
     },
     options: { ...options, durations },
     notes,

@@ -43,6 +43,8 @@ export interface BenchContext {
   workDir: string;
   brokerCpu: string | undefined;
   loadgenCpu: string | undefined;
+  /** `nice -n` for brokers and load generator (same for both brokers), or undefined. */
+  nice: number | undefined;
   durations: Durations;
   quick: boolean;
   big: boolean;

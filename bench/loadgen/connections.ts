@@ -61,17 +61,18 @@ export async function runConnectStorm(job: ConnectStormJob, mark: Mark): Promise
   let accepted = 0;
   let refused = 0;
   let failed = 0;
-  let k = 0;
   const cpuStart = process.cpuUsage();
   mark('window-start');
   const t0 = performance.now();
   const deadline = t0 + job.durationMs;
-  const worker = async (): Promise<void> => {
+  // Worker w is one known device: the same client id and credentials on every reconnect, as in a real storm
+  // after a network blip (and what a verification cache keyed on the credential is for).
+  const worker = async (_: unknown, w: number): Promise<void> => {
+    const c = job.credentials.length > 0 ? job.credentials[w % job.credentials.length] : undefined;
+    const clientId = `storm-${process.pid}-${w}`;
     while (performance.now() < deadline) {
-      const n = k++;
-      const c = job.credentials.length > 0 ? job.credentials[n % job.credentials.length] : undefined;
       const { client, returnCode } = await RawClient.open(job.port, {
-        clientId: `storm-${process.pid}-${n}`,
+        clientId,
         ...(c ? { username: c.username, password: c.password } : {}),
       });
       if (returnCode === 0) {
