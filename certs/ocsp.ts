@@ -232,12 +232,15 @@ export function createOcspResponse(options: OcspResponseOptions): Buffer {
   const issuerDer = certificateDer(options.issuer.certificatePem);
   const certDer = certificateDer(options.certificatePem);
   const issuerParsed = parseCertificate(issuerDer);
-  const thisUpdate = options.thisUpdate ?? new Date(Date.now() - 60_000);
+  // Whole seconds: OpenSSL misreads GeneralizedTime fractions when comparing this and next update.
+  const seconds = (d: Date): Date => new Date(Math.floor(d.getTime() / 1000) * 1000);
+  const thisUpdate = seconds(options.thisUpdate ?? new Date(Date.now() - 60_000));
+  const nextUpdate = options.nextUpdate === undefined ? undefined : seconds(options.nextUpdate);
   const certStatus =
     options.status === 'good'
       ? new CertStatus({ good: null })
       : options.status === 'revoked'
-        ? new CertStatus({ revoked: new RevokedInfo({ revocationTime: options.revokedAt ?? thisUpdate }) })
+        ? new CertStatus({ revoked: new RevokedInfo({ revocationTime: seconds(options.revokedAt ?? thisUpdate) }) })
         : new CertStatus({ unknown: null });
   const tbsResponseData = new ResponseData({
     responderID: new ResponderID({ byName: issuerParsed.tbsCertificate.subject }),
@@ -247,7 +250,7 @@ export function createOcspResponse(options: OcspResponseOptions): Buffer {
         certID: computeCertId(certDer, issuerDer, options.certIdHash ?? 'sha1'),
         certStatus,
         thisUpdate,
-        nextUpdate: options.nextUpdate,
+        nextUpdate,
       }),
     ],
   });
