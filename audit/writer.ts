@@ -156,6 +156,7 @@ export class AuditWriter implements AuditSink {
   private retryTimer: NodeJS.Timeout | undefined;
   private syncTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  private retrying = false;
   private closed = false;
   private lastAlarmLogAt = Number.NEGATIVE_INFINITY;
   private outageDropped = 0;
@@ -361,10 +362,12 @@ export class AuditWriter implements AuditSink {
   // ---- the worker -----------------------------------------------------------------------------------------
 
   private async run(): Promise<void> {
-    while (!this.stat.failing && this.hasWork()) {
+    while ((!this.stat.failing || this.retrying) && this.hasWork()) {
       try {
         if (this.file && this.shouldRotate(this.file)) await this.rotate();
         const written = await this.writeBatch();
+        // Only a write that succeeded ends an outage; `failing` must not flicker while a retry is in flight.
+        if (written) this.stat.failing = false;
         if (written) await this.afterWrite();
       } catch (error: unknown) {
         this.fail(error);
@@ -659,6 +662,7 @@ export class AuditWriter implements AuditSink {
    */
   private fail(error: unknown): void {
     this.countFailure(error);
+    this.retrying = false;
     const wasFailing = this.stat.failing;
     this.stat.failing = true;
     const now = this.now();
@@ -689,8 +693,17 @@ export class AuditWriter implements AuditSink {
   }
 
   private async retry(): Promise<void> {
-    this.stat.failing = false;
-    await this.kick();
+    if (!this.hasWork()) {
+      // Nothing queued (a failed fsync): probe the disk with a checkpoint, a record worth having anyway.
+      this.lastWasCheckpoint = false;
+      this.checkpointDue ??= 'interval';
+    }
+    this.retrying = true;
+    try {
+      await this.kick();
+    } finally {
+      this.retrying = false;
+    }
     if (this.stat.failing) return;
     this.logger.warn(
       { dir: this.opts.directory, dropped: this.outageDropped, failures: this.outageFailures },
