@@ -160,6 +160,44 @@ cases:
     const [again] = await reader.client.subscribeAsync('news/#', { qos: 1 }).catch(() => [{ qos: 0x87 }]);
     expect(again!.qos).toBe(0x87);
   });
+
+  it('revokes the subscription of a session that was offline during the swap, before it receives anything', async () => {
+    await start();
+    const options = {
+      clientId: 'offline-reader',
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    };
+    const first = await connectClient(pb!.broker.url, options);
+    await first.client.subscribeAsync('news/#', { qos: 1 });
+    await first.client.endAsync();
+    pb!.rewrite(WITHOUT_NEWS_READERS);
+    await pb!.broker.waitForAudit('policy.reloaded', (e) => e.labels?.trigger === 'watch');
+    const desk = await connect('desk');
+    await desk.client.publishAsync('news/while-away', 'w', { qos: 1 });
+    const again = await connectClient(pb!.broker.url, options);
+    clients.push(again);
+    expect(again.connack.sessionPresent).toBe(true);
+    await desk.client.publishAsync('news/after-return', 'r', { qos: 1 });
+    // A later message the reader may get: once it arrives, the news messages would have arrived too.
+    await again.client.subscribeAsync('open/#', { qos: 1 });
+    await desk.client.publishAsync('open/marker', 'm2', { qos: 1 });
+    await again.received.waitForTopic('open/marker');
+    expect(again.received.messages.filter((m) => m.topic.startsWith('news/')).map((m) => m.topic)).toEqual([]);
+    const session = pb!.broker.server.broker.sessions.get('offline-reader')!;
+    expect([...session.subscriptions.keys()]).toEqual(['open/#']);
+  });
+
+  it('records policy.reload_failed with trigger sighup when the broker is asked to reload a broken file', async () => {
+    await start();
+    // Watching is on; write and reload explicitly, as SIGHUP does (the watcher may fire too: both are rejected).
+    pb!.rewrite('rules: [');
+    await pb!.broker.server.reloadPolicy('sighup');
+    const failed = await pb!.broker.waitForAudit('policy.reload_failed', (e) => e.labels?.trigger === 'sighup');
+    expect(failed.policy?.error).toMatch(new RegExp(`^${escape(pb!.policyFile)}:1:\\d+: error: `));
+    expect(failed.policy?.old_hash).toBe(reloads('policy.reloaded')[0]?.policy?.new_hash);
+  });
 });
 
 function escape(text: string): string {

@@ -94,6 +94,22 @@ describe('receive rules on retained and live deliveries', () => {
     expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
   });
 
+  it('with check_receive_on_delivery: true, messages queued for an offline session are checked before they are sent', async () => {
+    pb = await startPolicyBroker({ policy: POLICY, config: { check_receive_on_delivery: true } });
+    const options = { clientId: 'reader-offline', protocolVersion: 5 as const, clean: false };
+    const first = await connectClient(pb.broker.url, { ...options, properties: { sessionExpiryInterval: 300 } });
+    await first.client.subscribeAsync('r/#', { qos: 1 });
+    await first.client.endAsync();
+    const writer = await connect('writer');
+    await writer.client.publishAsync('r/secret/queued', 'queued secret', { qos: 1 });
+    await writer.client.publishAsync('r/public/queued', 'queued public', { qos: 1 });
+    const again = await connectClient(pb.broker.url, { ...options, properties: { sessionExpiryInterval: 300 } });
+    clients.push(again);
+    expect(again.connack.sessionPresent).toBe(true);
+    await again.received.waitForTopic('r/public/queued');
+    expect(again.received.on('r/secret/queued')).toEqual([]);
+  });
+
   it('without check_receive_on_delivery, live deliveries follow the subscription alone (the documented default)', async () => {
     pb = await startPolicyBroker({ policy: POLICY });
     const reader = await connect('reader-default');
