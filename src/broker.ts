@@ -148,7 +148,11 @@ export class Broker {
       const old = session.connection;
       this.log.info({ clientId, peer: connection.peerLabel }, 'session taken over by a new connection');
       old.close('sessionTakenOver', 'another connection used this client identifier');
-      this.detachConnection(session, false);
+      // [MQTT-3.1.4-3] the old connection's will is handled as for any abnormal end; its delay still applies, and a
+      // resumed session cancels a delayed will below.
+      this.detachConnection(session, true);
+      // A session with expiry 0 ended with its connection: start from nothing.
+      session = this.sessions.get(clientId);
     }
     if (session) this.cancelExpiry(session);
     if (session && cleanStart) {

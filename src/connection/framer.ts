@@ -1,3 +1,5 @@
+import { isUtf8 } from 'node:buffer';
+
 /**
  * Splits the byte stream into whole MQTT packets before the codec sees them, so the maximum packet size is
  * enforced from the fixed header alone (before the body is buffered) and the codec always parses whole frames.
@@ -48,6 +50,12 @@ export class Framer {
       const total = i - offset + remaining;
       if (total > this.maxPacketSize) return { kind: 'tooLarge', size: total };
       if (offset + total > length) break;
+      if (data[offset]! >> 4 === 3 && remaining >= 2) {
+        // [MQTT-1.5.4-1] the codec decodes ill-formed UTF-8 leniently, so PUBLISH topics are checked as bytes here.
+        const topicLength = data.readUInt16BE(i);
+        const topicEnd = Math.min(i + 2 + topicLength, offset + total);
+        if (!isUtf8(data.subarray(i + 2, topicEnd))) return { kind: 'malformed', why: 'topic name is not valid UTF-8' };
+      }
       offset += total;
     }
     if (offset < length) this.pending = data.subarray(offset);

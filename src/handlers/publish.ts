@@ -13,6 +13,11 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): P
   const broker = connection.broker;
   const limits = broker.limits;
   const qos = packet.qos;
+  if (packet.properties?.subscriptionIdentifier !== undefined) {
+    // [MQTT-3.3.4-6] a PUBLISH from a client must not carry a Subscription Identifier.
+    connection.protocolViolation('protocolError', 'subscription identifier in a client PUBLISH');
+    return;
+  }
   const topic = resolveTopic(connection, packet);
   if (topic === undefined) return;
 

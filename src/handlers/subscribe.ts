@@ -35,6 +35,8 @@ export function handleSubscribe(connection: Connection, packet: ISubscribePacket
     return;
   }
   const checks: FilterCheck[] = [];
+  // Filters this SUBSCRIBE adds, so the subscription limit also holds within one packet.
+  const newFilters = new Set<string>();
   let asynchronous = false;
   for (const request of packet.subscriptions) {
     const check: FilterCheck = {
@@ -68,11 +70,13 @@ export function handleSubscribe(connection: Connection, packet: ISubscribePacket
       continue;
     }
     const session = connection.session!;
-    if (!session.subscriptions.has(request.topic) && session.subscriptions.size >= limits.max_subscriptions) {
+    const isNew = !session.subscriptions.has(request.topic) && !newFilters.has(request.topic);
+    if (isNew && session.subscriptions.size + newFilters.size >= limits.max_subscriptions) {
       check.refusal = 'quotaExceeded';
       check.detail = `at most ${limits.max_subscriptions} subscriptions per session`;
       continue;
     }
+    if (isNew) newFilters.add(request.topic);
     const qos = Math.min(request.qos, limits.max_qos) as QoS;
     check.decision = broker.authorizeSubscribe(connection, check.filter, qos, check.shareGroup);
     if (check.decision instanceof Promise) asynchronous = true;

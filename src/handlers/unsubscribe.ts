@@ -17,9 +17,6 @@ export function handleUnsubscribe(connection: Connection, packet: IUnsubscribePa
     if (subscription) broker.removeSubscription(subscription);
     codes.push(subscription ? ReasonCode.success : ReasonCode.noSubscriptionExisted);
   }
-  connection.writePacket({
-    cmd: 'unsuback',
-    messageId: packet.messageId,
-    reasonCode: connection.isV5 ? codes : undefined,
-  } as Parameters<Connection['writePacket']>[0]);
+  // mqtt-packet encodes v5 UNSUBACK reason codes from `granted` (and ignores them for 3.1.1).
+  connection.writePacket({ cmd: 'unsuback', messageId: packet.messageId, granted: codes });
 }

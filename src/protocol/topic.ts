@@ -13,7 +13,7 @@ const SLASH = 0x2f;
 
 /**
  * [MQTT-4.7.3-1] non-empty, [MQTT-4.7.1-1] no wildcards in a topic name, [MQTT-1.5.4-2] no U+0000.
- * U+FFFD is refused as well: the decoder maps invalid UTF-8 to it, so it stands for [MQTT-1.5.4-1].
+ * Ill-formed UTF-8 in a PUBLISH topic is refused from its bytes by the framer, so U+FFFD here is a real character.
  */
 export function checkTopicName(topic: string, maxLength = MAX_TOPIC_BYTES): TopicProblem | undefined {
   const length = topic.length;
@@ -23,12 +23,14 @@ export function checkTopicName(topic: string, maxLength = MAX_TOPIC_BYTES): Topi
     const c = topic.charCodeAt(i);
     if (c === PLUS || c === HASH) return 'wildcard';
     if (c === 0) return 'nullCharacter';
-    if (c === 0xfffd) return 'replacementCharacter';
   }
   return undefined;
 }
 
-/** [MQTT-4.7.1-2] `#` last and alone in its level; [MQTT-4.7.1-3] `+` alone in its level. */
+/**
+ * [MQTT-4.7.1-2] `#` last and alone in its level; [MQTT-4.7.1-3] `+` alone in its level. Filters are not seen as
+ * bytes, so U+FFFD (the decoder's stand-in for ill-formed UTF-8) is refused as [MQTT-1.5.4-1].
+ */
 export function checkTopicFilter(filter: string, maxLength = MAX_TOPIC_BYTES): TopicProblem | undefined {
   const length = filter.length;
   if (length === 0) return 'empty';
