@@ -189,6 +189,26 @@ cases:
     expect([...session.subscriptions.keys()]).toEqual(['open/#']);
   });
 
+  it('does not publish a will whose topic the policy stopped allowing after CONNECT', async () => {
+    await start();
+    const reader = await connect('reader');
+    await reader.client.subscribeAsync(['news/#', 'open/#'], { qos: 1 });
+    const desk = await connectClient(pb!.broker.url, {
+      clientId: 'desk',
+      protocolVersion: 5,
+      will: { topic: 'news/desk-offline', payload: Buffer.from('desk gone'), qos: 1, retain: false },
+    });
+    clients.push(desk);
+    pb!.rewrite(BASE.replace(/ {2}- name: news-desk[\s\S]*$/, ''));
+    await pb!.broker.waitForAudit('policy.reloaded', (e) => e.labels?.trigger === 'watch');
+    desk.client.stream.destroy();
+    await pb!.broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'desk');
+    const other = await connect('other');
+    await other.client.publishAsync('open/marker', 'm', { qos: 1 });
+    await reader.received.waitForTopic('open/marker');
+    expect(reader.received.on('news/desk-offline')).toEqual([]);
+  });
+
   it('records policy.reload_failed with trigger sighup when the broker is asked to reload a broken file', async () => {
     await start();
     // Watching is on; write and reload explicitly, as SIGHUP does (the watcher may fire too: both are rejected).
