@@ -1,4 +1,4 @@
-import { absorbCpu, loadgen, withBroker } from '../harness.js';
+import { absorbCpu, loadgen, saturationNote, withBroker } from '../harness.js';
 import { openFileLimit, processRssBytes } from '../proc.js';
 import { emptyMeasurement, type Scenario } from '../scenario.js';
 
@@ -47,7 +47,7 @@ export const idleScenario: Scenario = {
       m.lost = r.failed;
       m.loadgenCpu = r.loadgenCpu;
       absorbCpu(m, run);
-      m.notes.push(...r.errors);
+      m.notes.push(...saturationNote(r.loadgenCpu), ...r.errors);
       return m;
     }),
 };
