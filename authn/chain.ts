@@ -221,7 +221,8 @@ export class AuthenticationChain implements ConnectAuthenticator {
       case 'allow': {
         records.push(record(step, 'allow', durationMs));
         const identity: Identity = { ...outcome.identity, clientId: attempt.clientId, authenticator: id };
-        return { kind: 'allow', identity, steps: records };
+        // SCRAM's server-final message travels to CONNACK (or the AUTH that ends a re-authentication).
+        return { kind: 'allow', identity, steps: records, ...(outcome.authData ? { authData: outcome.authData } : {}) };
       }
       case 'deny':
         records.push(record(step, 'deny', durationMs, outcome.detail));

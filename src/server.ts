@@ -13,6 +13,8 @@ import type { ConnectGuard } from './seams.js';
 import { SysTopics } from './sys/sys-topics.js';
 import { createTcpServer, listen } from './transport/tcp.js';
 import { createWebSocketServer } from './transport/websocket.js';
+import { SecureListener } from './transport/secure-listener.js';
+import { createProxiedServer } from './transport/proxied.js';
 import { SessionStore, type LoadedJournal } from './persistence/store.js';
 import { restoreState, type RestoreSummary } from './persistence/restore.js';
 
@@ -41,6 +43,7 @@ export class BulwarkServer {
   readonly sys: SysTopics;
   readonly store: SessionStore | undefined;
   private authorization: AuthorizationSubsystem | undefined;
+  private readonly secureListeners: SecureListener[] = [];
   private readonly chains: AuthenticationChains;
   private started = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
@@ -128,7 +131,7 @@ export class BulwarkServer {
     this.broker.checkReceive = config.check_receive_on_delivery;
     await this.chains.start();
     for (const listener of this.listeners) {
-      const server = this.createServer(listener);
+      const server = await this.createServer(listener);
       listener.server = server;
       listener.address = await listen(server, listener.config.host, listener.config.port);
     }
@@ -143,17 +146,34 @@ export class BulwarkServer {
     this.broker.audit.record({ event: { action: 'broker.started', outcome: 'success' }, actor: 'broker' });
   }
 
-  private createServer(listener: ListenerRuntime): net.Server {
-    switch (listener.config.transport) {
+  private async createServer(listener: ListenerRuntime): Promise<net.Server> {
+    const c = listener.config;
+    const broker = this.broker;
+    let secure: SecureListener | undefined;
+    if (c.tls) {
+      secure = await SecureListener.create(
+        { tls: c.tls, psk: c.psk, ocsp: c.ocsp_stapling },
+        listener.name,
+        this.options.baseDir ?? process.cwd(),
+        (event) => broker.audit.record(event),
+      );
+      this.secureListeners.push(secure);
+    }
+    const proxy = c.proxy_protocol?.enabled ? c.proxy_protocol : undefined;
+    switch (c.transport) {
       case 'tcp':
-        return createTcpServer(this.broker, listener);
+        return proxy ? createProxiedServer(broker, listener, proxy, undefined) : createTcpServer(broker, listener);
+      case 'tls': {
+        const tlsServer = secure!.createTlsServer(broker, listener);
+        return proxy ? createProxiedServer(broker, listener, proxy, tlsServer) : tlsServer;
+      }
       case 'ws':
-        return createWebSocketServer(this.broker, listener, {
-          path: listener.config.websocket_path,
-          maxPayload: this.broker.limits.max_packet_size,
+        return createWebSocketServer(broker, listener, {
+          path: c.websocket_path,
+          maxPayload: broker.limits.max_packet_size,
         });
-      default:
-        throw new Error(`transport ${listener.config.transport} is not available yet`);
+      case 'wss':
+        return secure!.createWssServer(broker, listener, c.websocket_path);
     }
   }
 
@@ -171,6 +191,7 @@ export class BulwarkServer {
     await this.store?.close(this.broker);
     await this.authorization?.stop();
     await this.chains.stop();
+    for (const secure of this.secureListeners) await secure.close();
     this.broker.audit.record({ event: { action: 'broker.stopped', outcome: 'success' }, actor: 'broker' });
   }
 

@@ -2,6 +2,10 @@ import { z } from 'zod';
 import { authorizationConfigSchema } from '../../authz/config.js';
 import { authenticationConfigSchema } from '../../authn/config.js';
 import { authenticatorRegistry } from '../authentication.js';
+import { pskListenerSchema } from '../../authn/psk/index.js';
+import { ocspStaplingSchema } from '../transport/ocsp-stapling.js';
+import { proxyProtocolSchema } from '../transport/proxy-protocol.js';
+import { tlsSettingsSchema } from '../transport/tls-context.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -174,6 +178,16 @@ export const listenerSchema = z
       .describe(
         "This listener's own authentication chain (`anonymous`, `steps`); without it the global `authentication` chain applies. See docs/authentication.md.",
       ),
+    tls: tlsSettingsSchema
+      .optional()
+      .describe('tls/wss: certificate, key, client CA, CRL, versions and ciphers. See docs/tls.md.'),
+    psk: pskListenerSchema.optional().describe('tls: TLS-PSK identities and keys for this listener. See docs/tls.md.'),
+    ocsp_stapling: ocspStaplingSchema
+      .optional()
+      .describe('tls/wss: staple an OCSP response for the server certificate.'),
+    proxy_protocol: proxyProtocolSchema
+      .optional()
+      .describe('tcp/tls: expect a PROXY protocol v1/v2 header from trusted load balancers.'),
     websocket_path: z
       .string()
       .startsWith('/')
@@ -186,7 +200,26 @@ export const listenerSchema = z
         'What a 3.1.1 client gets when a PUBLISH is denied: disconnected (default, so it notices) or the message silently dropped.',
       ),
   })
-  .strict();
+  .strict()
+  .superRefine((listener, ctx) => {
+    if ((listener.transport === 'tls' || listener.transport === 'wss') && !listener.tls) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tls'],
+        message: `a ${listener.transport} listener needs a tls section (cert_file, key_file)`,
+      });
+    }
+    if (listener.psk && listener.transport !== 'tls') {
+      ctx.addIssue({ code: 'custom', path: ['psk'], message: 'psk needs transport: tls' });
+    }
+    if (listener.proxy_protocol?.enabled && (listener.transport === 'ws' || listener.transport === 'wss')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['proxy_protocol'],
+        message: 'PROXY protocol is supported on tcp and tls listeners',
+      });
+    }
+  });
 
 export const configSchema = z
   .object({

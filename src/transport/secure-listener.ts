@@ -1,0 +1,196 @@
+import https from 'node:https';
+import type net from 'node:net';
+import { isAbsolute, resolve } from 'node:path';
+import tls, { type TLSSocket } from 'node:tls';
+import type { AuditEvent } from '../../audit/events.js';
+import type { TlsPeerInfo } from '../../authn/types.js';
+import {
+  createPskServerHooks,
+  PSK_CIPHERS,
+  PskStore,
+  type PskListenerSettings,
+  type PskServerHooks,
+} from '../../authn/psk/index.js';
+import type { Broker } from '../broker.js';
+import type { ListenerRuntime } from '../listener.js';
+import { createOcspStapler, ocspEventToAudit, type OcspStapler, type OcspStaplingSettings } from './ocsp-stapling.js';
+import { classifyRefusal, tlsPeerInfo } from './peer-certificate.js';
+import {
+  createTlsContextManager,
+  tlsContextOptionsFrom,
+  tlsEventToAudit,
+  type TlsContextManager,
+  type TlsSettings,
+} from './tls-context.js';
+import { createWebSocketServer } from './websocket.js';
+import { peerOf } from './tcp.js';
+
+export interface SecureListenerSettings {
+  tls: TlsSettings;
+  psk: PskListenerSettings | undefined;
+  ocsp: OcspStaplingSettings | undefined;
+}
+
+/** Addresses learned from a PROXY header, keyed by the raw socket the TLS socket wraps. */
+export const proxiedPeers = new WeakMap<net.Socket, { address: string; port: number }>();
+
+function peerOfTls(socket: TLSSocket): { address: string; port: number } {
+  const parent = (socket as unknown as { _parent?: net.Socket })._parent;
+  return (parent && proxiedPeers.get(parent)) ?? peerOf(socket);
+}
+
+/**
+ * Everything a `tls` or `wss` listener owns: the hot-reloading context, the PSK store and the OCSP stapler.
+ * A refused client certificate is recorded with OpenSSL's reason before the socket is closed: under TLS 1.3 a
+ * handshake-level refusal would only show up as ECONNRESET, so certificates are verified but not enforced by
+ * OpenSSL (`rejectUnauthorized: false`) and enforced here, after recording.
+ */
+export class SecureListener {
+  private constructor(
+    readonly manager: TlsContextManager,
+    readonly psk: { store: PskStore; hooks: PskServerHooks } | undefined,
+    readonly stapler: OcspStapler | undefined,
+    private readonly settings: SecureListenerSettings,
+  ) {}
+
+  static async create(
+    settings: SecureListenerSettings,
+    listener: string,
+    baseDir: string,
+    audit: (e: AuditEvent) => void,
+  ): Promise<SecureListener> {
+    const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+    const options = tlsContextOptionsFrom(settings.tls, path);
+    let psk: { store: PskStore; hooks: PskServerHooks } | undefined;
+    if (settings.psk) {
+      const store = new PskStore({
+        file: path(settings.psk.file),
+        watch: settings.psk.watch,
+        debounceMs: settings.psk.reload_debounce_ms,
+        onEvent: audit,
+      });
+      await store.start();
+      const hooks = createPskServerHooks(store);
+      psk = { store, hooks };
+      options.pskCallback = hooks.pskCallback;
+      if (settings.psk.identity_hint !== undefined) options.pskIdentityHint = settings.psk.identity_hint;
+      // TLS 1.3 PSK works only with SHA-256 suites, which the server must prefer (PLATFORM.md).
+      if (settings.tls.ciphers === undefined) {
+        options.ciphers = PSK_CIPHERS;
+        options.honorCipherOrder = true;
+      }
+    }
+    let stapler: OcspStapler | undefined;
+    const manager = await createTlsContextManager(options, (event) => {
+      audit(tlsEventToAudit(event, listener));
+      if (event.action === 'tls.reloaded' && stapler) void stapler.setCertificate(manager.certificatePem);
+    });
+    const ocsp = settings.ocsp;
+    if (ocsp?.enabled) {
+      stapler = createOcspStapler(
+        {
+          certificatePem: manager.certificatePem,
+          source: ocsp.response_file
+            ? { kind: 'file', file: path(ocsp.response_file) }
+            : ocsp.responder_url
+              ? { kind: 'url', url: ocsp.responder_url }
+              : { kind: 'aia' },
+          fetchTimeoutMs: ocsp.fetch_timeout_ms,
+          retryMs: ocsp.retry_ms,
+          maxAgeMs: ocsp.max_age_ms,
+        },
+        (event) => audit(ocspEventToAudit(event, listener)),
+      );
+      await stapler.start();
+    }
+    return new SecureListener(manager, psk, stapler, settings);
+  }
+
+  /** TLS peer facts for the authentication chain; undefined when the handshake must be refused (already recorded). */
+  private admit(socket: TLSSocket, broker: Broker, listener: ListenerRuntime): TlsPeerInfo | undefined {
+    const info = tlsPeerInfo(socket, this.psk?.hooks.identityOf(socket));
+    if (this.settings.tls.require_certificate && info.pskIdentity === undefined && !info.authorized) {
+      const refusal = classifyRefusal(info) ?? {
+        refusal: 'invalid',
+        code: 'UNKNOWN',
+        message: 'certificate not verified',
+      };
+      const peer = peerOfTls(socket);
+      broker.audit.record({
+        event: { action: 'tls.handshake_refused', outcome: 'failure', reason: refusal.message, code: refusal.refusal },
+        client: { ip: peer.address, port: peer.port },
+        mqtt: { listener: listener.name },
+        tls: {
+          error: refusal.code,
+          subject: info.certificate?.subjectDn,
+          fingerprint: info.certificate?.fingerprint256,
+        },
+      });
+      broker.log.info(
+        { peer: `${peer.address}:${peer.port}`, listener: listener.name, refusal: refusal.refusal, code: refusal.code },
+        'TLS client refused',
+      );
+      socket.destroy();
+      return undefined;
+    }
+    return info;
+  }
+
+  private watchHandshakeErrors(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
+    server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      const peer = peerOfTls(socket);
+      broker.audit.record({
+        event: {
+          action: 'tls.handshake_refused',
+          outcome: 'failure',
+          reason: error.message.slice(0, 200),
+          code: error.code ?? 'handshake_failed',
+        },
+        client: { ip: peer.address, port: peer.port },
+        mqtt: { listener: listener.name },
+        tls: { error: error.code ?? error.message.slice(0, 100) },
+      });
+      broker.log.info(
+        { peer: `${peer.address}:${peer.port}`, listener: listener.name, code: error.code },
+        'TLS handshake failed',
+      );
+    });
+  }
+
+  createTlsServer(broker: Broker, listener: ListenerRuntime): tls.Server {
+    const server = tls.createServer(this.manager.serverOptions(), (socket) => {
+      const info = this.admit(socket, broker, listener);
+      if (info) broker.accept(socket, listener, peerOfTls(socket), info);
+    });
+    this.attach(server, broker, listener);
+    return server;
+  }
+
+  createWssServer(broker: Broker, listener: ListenerRuntime, path: string): https.Server {
+    const httpsServer = https.createServer(this.manager.serverOptions());
+    this.attach(httpsServer, broker, listener);
+    createWebSocketServer(
+      broker,
+      listener,
+      { path, maxPayload: broker.limits.max_packet_size },
+      httpsServer,
+      (socket) => {
+        const tlsSocket = socket as TLSSocket;
+        return this.admit(tlsSocket, broker, listener);
+      },
+    );
+    return httpsServer;
+  }
+
+  private attach(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
+    this.manager.attach(server as tls.Server);
+    this.stapler?.attach(server as tls.Server);
+    this.watchHandshakeErrors(server, broker, listener);
+  }
+
+  async close(): Promise<void> {
+    this.manager.close();
+    this.stapler?.close();
+    await this.psk?.store.stop();
+  }
+}
