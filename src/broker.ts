@@ -9,12 +9,13 @@ import type { ListenerRuntime } from './listener.js';
 import type { Logger } from './log.js';
 import type { ReasonName } from './protocol/reason-codes.js';
 import { isExpired, type Message, type QoS } from './routing/message.js';
+import { topicMatches } from './protocol/topic.js';
 import { RetainedStore } from './routing/retained-store.js';
 import type { Subscription } from './routing/subscription.js';
 import { SubscriptionTree, type SharedGroup } from './routing/subscription-tree.js';
 import { guardClientOf, type ConnectGuard } from './seams.js';
 import type { Outbound } from './session/outbound.js';
-import { Session, type SessionEvents } from './session/session.js';
+import { Session, type PendingWill, type SessionEvents } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
 import type { SessionStore } from './persistence/store.js';
 
@@ -218,12 +219,12 @@ export class Broker {
       const remaining = Math.max(0, will.delaySeconds - (now - offlineSince) / 1000);
       if (remaining === 0) {
         session.will = undefined;
-        this.publishWill(session, will.message, will.expirySeconds);
+        this.publishWill(session, will);
       } else {
         will.timer = setTimeout(() => {
           if (session.will !== will) return;
           session.will = undefined;
-          this.publishWill(session, will.message, will.expirySeconds);
+          this.publishWill(session, will);
           if (session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
         }, remaining * 1000);
         will.timer.unref();
@@ -310,7 +311,7 @@ export class Broker {
     if (will) {
       if (will.timer) clearTimeout(will.timer);
       session.will = undefined;
-      this.publishWill(session, will.message, will.expirySeconds);
+      this.publishWill(session, will);
     }
   }
 
@@ -319,22 +320,106 @@ export class Broker {
     const delay = Math.min(will.delaySeconds, session.expiryInterval);
     if (delay === 0) {
       session.will = undefined;
-      this.publishWill(session, will.message, will.expirySeconds);
+      this.publishWill(session, will);
       return;
     }
     will.timer = setTimeout(() => {
       if (session.will !== will) return;
       session.will = undefined;
-      this.publishWill(session, will.message, will.expirySeconds);
+      this.publishWill(session, will);
     }, delay * 1000);
     will.timer.unref();
   }
 
-  private publishWill(session: Session, message: Message, expirySeconds: number | undefined): void {
-    const published: Message =
-      expirySeconds !== undefined ? { ...message, expiresAt: Date.now() + expirySeconds * 1000 } : message;
-    this.log.info({ clientId: session.clientId, topic: message.topic }, 'publishing will message');
-    this.publish(published);
+  private publishWill(session: Session, will: PendingWill): void {
+    const message =
+      will.expirySeconds !== undefined
+        ? { ...will.message, expiresAt: Date.now() + will.expirySeconds * 1000 }
+        : will.message;
+    const who = will.authorizedFor;
+    if (!who) {
+      // Restored from the store: it was authorized at CONNECT and no identity survives a restart.
+      this.log.info({ clientId: session.clientId, topic: message.topic }, 'publishing will message');
+      this.publish(message);
+      return;
+    }
+    const request: AccessRequest = {
+      identity: who.identity,
+      listener: who.listener,
+      peerAddress: who.peerAddress,
+      action: 'publish',
+      topic: message.topic,
+      qos: message.qos,
+      retain: message.retain,
+      sharedGroup: undefined,
+    };
+    const send = (decision: AuthzDecision): void => {
+      if (!decision.allowed) {
+        this.audit.record({
+          event: { action: 'authz.will_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+          user: who.identity.username !== undefined ? { name: who.identity.username } : undefined,
+          client: { ip: who.peerAddress },
+          mqtt: { client_id: session.clientId, listener: who.listener, topic: message.topic, qos: message.qos },
+          authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+        });
+        this.log.info(
+          { clientId: session.clientId, topic: message.topic, reason: decision.reason },
+          'will not published: no longer allowed',
+        );
+        return;
+      }
+      this.log.info({ clientId: session.clientId, topic: message.topic }, 'publishing will message');
+      this.publish(message);
+    };
+    let decision: AuthzDecision | Promise<AuthzDecision>;
+    try {
+      decision = this.authorizer.check(request);
+    } catch {
+      decision = { allowed: false, reason: 'authorization source failed (fail closed)' };
+    }
+    if (decision instanceof Promise)
+      decision.then(send, () => send({ allowed: false, reason: 'authorization source failed (fail closed)' }));
+    else send(decision);
+  }
+
+  /**
+   * A resumed session is checked against the current policy with the new connection's identity before anything is
+   * sent: subscriptions no longer allowed are removed (the policy may have changed while it was offline, or
+   * another identity now uses the client id); with `check_receive_on_delivery`, queued messages are checked too.
+   */
+  async recheckResumedSession(connection: Connection, session: Session): Promise<void> {
+    const subscriptions = [...session.subscriptions.values()];
+    const decisions = await Promise.all(
+      subscriptions.map((s) => this.authorizeSubscribe(connection, s.filter, s.qos, s.shareGroup)),
+    );
+    let revoked = false;
+    decisions.forEach((decision, i) => {
+      const subscription = subscriptions[i]!;
+      if (decision.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
+      this.removeSubscription(subscription);
+      this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, decision);
+      revoked = true;
+    });
+    const pending = [...session.queue, ...[...session.inflight.values()].filter((o) => o.state === 'publish')];
+    if (revoked) {
+      // Messages that only a revoked subscription brought are not delivered either.
+      const remaining = [...session.subscriptions.values()];
+      for (const out of pending) {
+        if (!remaining.some((s) => topicMatches(s.filter, out.message.topic))) session.discard(out);
+      }
+    }
+    if (!this.checkReceive) return;
+    const receive = await Promise.all(
+      pending.map((o) =>
+        this.authorize(connection.identity!, connection, 'receive', o.message.topic, o.qos, o.retain, o.shareGroup),
+      ),
+    );
+    receive.forEach((decision, i) => {
+      if (decision.allowed) return;
+      const out = pending[i]!;
+      session.discard(out);
+      this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, decision);
+    });
   }
 
   /** Messages that came through shared subscriptions go to another member of the group ([MQTT-4.8.2-?]). */
@@ -702,8 +787,8 @@ export class Broker {
     this.recordAuthz('authz.subscribe_denied', connection, filter, qos, decision);
   }
 
-  recordWillDenied(connection: Connection, topic: string, reason: string): void {
-    this.recordAuthz('authz.will_denied', connection, topic, 0, { allowed: false, reason });
+  recordWillDenied(connection: Connection, topic: string, decision: AuthzDecision): void {
+    this.recordAuthz('authz.will_denied', connection, topic, 0, decision);
   }
 
   // --- shutdown ----------------------------------------------------------------------------------------

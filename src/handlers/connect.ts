@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { Secret } from '../../authn/secret.js';
 import type { ChainResult, ConnectAttempt } from '../../authn/types.js';
+import type { AuthzDecision } from '../../authz/types.js';
 import type { Connection } from '../connection/connection.js';
 import { ReasonCode, v3ConnackCode, type ReasonName } from '../protocol/reason-codes.js';
 import { checkTopicName } from '../protocol/topic.js';
@@ -240,22 +241,35 @@ function authorizeWill(ctx: ConnectContext): StepResult | Promise<StepResult> {
   const will = ctx.will;
   if (!will) return OK;
   const decision = ctx.connection.broker.authorizePublish(ctx.connection, will.topic, will.qos, will.retain);
-  const judge = (allowed: boolean, reason: string): StepResult => {
-    if (allowed) return OK;
-    ctx.connection.broker.recordWillDenied(ctx.connection, will.topic, reason);
+  const judge = (d: AuthzDecision): StepResult => {
+    if (d.allowed) return OK;
+    ctx.connection.broker.recordWillDenied(ctx.connection, will.topic, d);
     return { ok: false, reason: 'notAuthorized', detail: `will topic ${will.topic} not allowed` };
   };
-  if (decision instanceof Promise) return decision.then((d) => judge(d.allowed, d.reason));
-  return judge(decision.allowed, decision.reason);
+  if (decision instanceof Promise) return decision.then(judge);
+  return judge(decision);
 }
 
 /** Takeover, clean start or resume, then CONNACK and redelivery. */
-function openSession(ctx: ConnectContext): StepResult {
+async function openSession(ctx: ConnectContext): Promise<StepResult> {
   const { connection, packet } = ctx;
   const broker = connection.broker;
   const { session, present } = broker.openSession(connection, ctx.cleanStart, ctx.sessionExpiry);
+  // A resumed session meets today's policy and this connection's identity before anything is sent.
+  if (present) await broker.recheckResumedSession(connection, session);
+  if (connection.state === 'closed') return OK;
   if (ctx.will)
-    session.will = { message: ctx.will, delaySeconds: ctx.willDelay, expirySeconds: ctx.willExpiry, timer: undefined };
+    session.will = {
+      message: ctx.will,
+      delaySeconds: ctx.willDelay,
+      expirySeconds: ctx.willExpiry,
+      timer: undefined,
+      authorizedFor: {
+        identity: connection.identity!,
+        listener: connection.listener.name,
+        peerAddress: connection.peer.address,
+      },
+    };
   else session.will = undefined;
   const v5 = packet.protocolVersion === 5;
   const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };

@@ -1,3 +1,4 @@
+import type { Identity } from '../../authn/types.js';
 import { isExpired, type Message } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 import type { Outbound, OutboundJournal, SessionLink } from './outbound.js';
@@ -22,6 +23,8 @@ export interface PendingWill {
   delaySeconds: number;
   /** Message Expiry Interval, counted from when the will is published. */
   expirySeconds: number | undefined;
+  /** Who set the will, so it is authorized again when it is published (the policy may have changed since). */
+  authorizedFor?: { identity: Identity; listener: string; peerAddress: string };
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -177,6 +180,15 @@ export class Session {
       }
     }
     return taken;
+  }
+
+  /** Drops a queued or in-flight message that may not be delivered after all (policy re-check on resume). */
+  discard(out: Outbound): void {
+    const index = this.queue.indexOf(out);
+    if (index >= 0) this.queue.splice(index, 1);
+    else if (this.inflight.get(out.packetId) === out) this.inflight.delete(out.packetId);
+    else return;
+    if (out.qos > 0) this.journal?.removed(this.clientId, out);
   }
 
   allocatePacketId(): number {
