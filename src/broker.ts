@@ -13,7 +13,7 @@ import { topicMatches } from './protocol/topic.js';
 import { RetainedStore } from './routing/retained-store.js';
 import type { Subscription } from './routing/subscription.js';
 import { SubscriptionTree, type SharedGroup } from './routing/subscription-tree.js';
-import { guardClientOf, type ConnectGuard } from './seams.js';
+import { guardClientOf, type ConnectGuard, type GuardClient, type GuardVerdict } from './seams.js';
 import type { Outbound } from './session/outbound.js';
 import { Session, type PendingWill, type SessionEvents } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
@@ -133,8 +133,24 @@ export class Broker {
     return this.guard.checkConnect(guardClientOf(attempt, connection.identity?.attributes['jwt.sub']));
   }
 
-  guardRecordAuthentication(connection: Connection, ok: boolean): void {
-    if (this.guard && connection.attempt) this.guard.recordAuthResult(guardClientOf(connection.attempt), ok);
+  /**
+   * Tells the guard how authentication ended. A backend failure is not a wrong password, so it is not counted.
+   * The guard may still refuse an allowed client: its login tripped client-id or username flapping, or its
+   * identity (a JWT subject) is on the block list.
+   */
+  guardAfterAuthentication(connection: Connection, result: Exclude<ChainResult, { kind: 'continue' }>): GuardVerdict {
+    const guard = this.guard;
+    if (!guard || !connection.attempt) return { kind: 'pass' };
+    if (result.kind === 'deny' && result.reason === 'serverUnavailable') return { kind: 'pass' };
+    const client = guardClientOf(
+      connection.attempt,
+      result.kind === 'allow' ? result.identity.attributes['jwt.sub'] : undefined,
+    );
+    const verdict = guard.recordAuthResult(client, result.kind === 'allow');
+    if (result.kind !== 'allow') return { kind: 'pass' };
+    if (verdict && verdict.kind === 'refuse') return verdict;
+    if (client.jwtSubject !== undefined && guard.checkBlocklist) return guard.checkBlocklist(client);
+    return { kind: 'pass' };
   }
 
   /** [MQTT-3.1.4-3] takeover: the old connection is told 0x8E and closed; clean start discards the old session. */
@@ -578,7 +594,53 @@ export class Broker {
     }
   }
 
-  /** Whether live deliveries pass `receive` rules too (config `authorization.check_receive`). */
+  /** Which allowed decisions are recorded (audit `record_publish_allowed`, `record_subscribe_allowed`). */
+  allowedAudit: { publish(): boolean; subscribe(): boolean } = { publish: () => false, subscribe: () => false };
+  /** Audit `include_payload`: allowed and denied publish records carry the payload (base64). */
+  auditPayloads = false;
+
+  /** Disconnects every live client a new ban matches, on every dimension (not only the client id). */
+  disconnectBanned(matches: (client: GuardClient) => boolean, reason: string): void {
+    for (const connection of this.connections) {
+      if (connection.state !== 'connected' || !connection.attempt) continue;
+      if (!matches(guardClientOf(connection.attempt, connection.identity?.attributes['jwt.sub']))) continue;
+      this.log.info({ clientId: connection.clientId, reason }, 'disconnecting client: banned');
+      connection.close('administrativeAction', `banned: ${reason}`);
+    }
+  }
+
+  recordPublishAllowed(
+    connection: Connection,
+    topic: string,
+    qos: number,
+    retain: boolean,
+    payload: Buffer,
+    decision: AuthzDecision,
+  ): void {
+    this.audit.record({
+      ...this.base(connection),
+      event: { action: 'authz.publish_allowed', outcome: 'success', reason: decision.reason },
+      mqtt: {
+        ...this.base(connection).mqtt,
+        topic,
+        qos,
+        retain,
+        ...(this.auditPayloads ? { payload: payload.toString('base64') } : {}),
+      },
+      authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+    });
+  }
+
+  recordSubscribeAllowed(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
+    this.audit.record({
+      ...this.base(connection),
+      event: { action: 'authz.subscribe_allowed', outcome: 'success', reason: decision.reason },
+      mqtt: { ...this.base(connection).mqtt, topic: filter, qos },
+      authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+    });
+  }
+
+  /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
   checkReceive = false;
 
   private deliverIfReceivable(subscription: Subscription, out: Outbound): void {

@@ -20,7 +20,10 @@ export type GuardVerdict =
  */
 export interface ConnectGuard {
   checkConnect(client: GuardClient): GuardVerdict;
-  recordAuthResult(client: GuardClient, ok: boolean): void;
+  /** May refuse a client whose successful login trips flapping on its client id or username. */
+  recordAuthResult(client: GuardClient, ok: boolean): GuardVerdict | void;
+  /** Checks the block list again once the identity is known (a JWT subject). */
+  checkBlocklist?(client: GuardClient): GuardVerdict;
 }
 
 export function guardClientOf(attempt: ConnectAttempt, jwtSubject?: string): GuardClient {

@@ -2,6 +2,13 @@ import type net from 'node:net';
 import { allowsAnonymous, AuthenticationChains } from './authentication.js';
 import type { ConnectAuthenticator } from '../authn/types.js';
 import { MemoryAuditSink, type AuditSink } from '../audit/events.js';
+import { createAllowedDecisionFilter } from '../audit/sampler.js';
+import { auditWriterOptions, openAuditWriter, type AuditWriter } from '../audit/writer.js';
+import { AdminServer } from './admin/server.js';
+import { registerBanCommands } from './admin/ban-commands.js';
+import { SwitchableAuditSink } from './audit-sink.js';
+import { matchesClient } from './guard/blocklist.js';
+import { Guard } from './guard/guard.js';
 import type { AuthzDecision, Authorizer } from '../authz/types.js';
 import { createAuthorization, type AuthorizationSubsystem } from '../authz/create.js';
 import { policyEventToAudit } from '../authz/policy-manager.js';
@@ -47,10 +54,15 @@ export class BulwarkServer {
   private readonly chains: AuthenticationChains;
   private started = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
+  private readonly audit = new SwitchableAuditSink();
+  private auditWriter: AuditWriter | undefined;
+  private guard: Guard | undefined;
+  private admin: AdminServer | undefined;
 
   constructor(readonly options: ServerOptions) {
     const config = options.config;
     this.log = options.log ?? createLogger(config.log_level);
+    if (options.audit) this.audit.attach(options.audit);
     const persistence = config.persistence;
     let loaded: LoadedJournal | undefined;
     if (persistence.durability !== 'none') {
@@ -71,7 +83,7 @@ export class BulwarkServer {
       config,
       log: this.log,
       authorizer: options.authorizer ?? refuseUntilStarted,
-      audit: options.audit ?? new MemoryAuditSink(),
+      audit: this.audit,
       guard: options.guard,
     });
     this.chains = new AuthenticationChains(config, this.broker.audit, this.log, options.baseDir ?? process.cwd());
@@ -117,8 +129,38 @@ export class BulwarkServer {
 
   async start(): Promise<void> {
     const config = this.options.config;
+    const dataDir = config.data_dir;
+    if (!this.options.audit) {
+      if (config.audit.enabled) {
+        this.auditWriter = await openAuditWriter(auditWriterOptions(config.audit, dataDir, { logger: this.log }));
+        this.audit.attach(this.auditWriter);
+        const writer = this.auditWriter;
+        this.sys.add('$SYS/broker/audit/written', () => String(writer.stats().written));
+        this.sys.add('$SYS/broker/audit/dropped', () => String(writer.stats().dropped));
+        this.sys.add('$SYS/broker/audit/failures', () => String(writer.stats().failures));
+        this.sys.add('$SYS/broker/audit/writable', () => String(writer.writable));
+      } else {
+        this.log.warn('audit log disabled by configuration: security decisions are only in the structured log');
+        this.audit.attach(new MemoryAuditSink(1000));
+      }
+    }
+    this.broker.allowedAudit = createAllowedDecisionFilter(config.audit);
+    this.broker.auditPayloads = config.audit.include_payload;
+    if (!this.options.guard) {
+      this.guard = await Guard.open({
+        config: config.guard,
+        dataDir,
+        onEvent: (event) => this.audit.record(event),
+        log: this.log,
+      });
+      this.guard.start();
+      this.broker.guard = this.guard;
+      this.guard.onBanAdded((entry) =>
+        this.broker.disconnectBanned((client) => matchesClient(entry, client), entry.reason),
+      );
+    }
     if (!this.options.authorizer) {
-      const audit = this.broker.audit;
+      const audit = this.audit;
       this.authorization = createAuthorization(config.authorization, {
         baseDir: this.options.baseDir ?? process.cwd(),
         logger: this.log,
@@ -136,6 +178,7 @@ export class BulwarkServer {
       listener.address = await listen(server, listener.config.host, listener.config.port);
     }
     if (this.store) await this.store.compact(this.broker);
+    await this.startAdmin(dataDir);
     this.sys.start();
     this.maintenanceTimer = setInterval(() => {
       this.broker.retained.sweep(Date.now());
@@ -189,10 +232,31 @@ export class BulwarkServer {
     await this.broker.closeAllConnections();
     await Promise.all(closing);
     await this.store?.close(this.broker);
+    await this.admin?.stop();
+    await this.guard?.stop();
     await this.authorization?.stop();
     await this.chains.stop();
     for (const secure of this.secureListeners) await secure.close();
     this.broker.audit.record({ event: { action: 'broker.stopped', outcome: 'success' }, actor: 'broker' });
+    // Last: the shutdown checkpoint signs everything recorded before it.
+    await this.auditWriter?.close();
+  }
+
+  /** The local control channel (`bulwark ban`, `bulwark policy reload`): a Unix socket only the operator can reach. */
+  private async startAdmin(dataDir: string): Promise<void> {
+    if (process.platform === 'win32') return;
+    const admin = new AdminServer({ dataDir, onAudit: (event) => this.audit.record(event), log: this.log });
+    if (this.guard) registerBanCommands(admin, this.guard);
+    admin.register(
+      'policy.reload',
+      async () => {
+        const result = await this.authorization?.manager.reload('cli');
+        return { ok: true, result: result ?? { kind: 'unchanged' } };
+      },
+      're-read the policy files (a failure keeps the running policy)',
+    );
+    await admin.start();
+    this.admin = admin;
   }
 
   /** SIGHUP and `bulwark policy reload`: re-read the policy files; a failure keeps the running policy. */

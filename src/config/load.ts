@@ -10,6 +10,9 @@ export function localOnlyConfig(): BrokerConfig {
     listeners: [{ name: 'local', transport: 'tcp', host: '127.0.0.1', port: 1883 }],
     // Only the loopback listener exists, so anonymous clients are allowed only there (Mosquitto 2's default).
     authentication: { anonymous: true },
+    // Every client of the local-only mode is on loopback: counting them as one flapping address would lock out
+    // a developer's test scripts. The block list still applies.
+    guard: { exempt_networks: ['127.0.0.0/8', '::1/128'] },
   });
 }
 

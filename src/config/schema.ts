@@ -6,6 +6,8 @@ import { pskListenerSchema } from '../../authn/psk/index.js';
 import { ocspStaplingSchema } from '../transport/ocsp-stapling.js';
 import { proxyProtocolSchema } from '../transport/proxy-protocol.js';
 import { tlsSettingsSchema } from '../transport/tls-context.js';
+import { auditConfigSchema } from '../../audit/config.js';
+import { guardConfigSchema } from '../guard/config.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -250,8 +252,12 @@ export const configSchema = z
       .describe(
         'Also check `receive` rules on every live delivery, not only on retained messages sent at subscribe time. Costs one policy check per delivery.',
       ),
-    audit: z.unknown().optional().describe('Audit log settings. See docs/audit.md.'),
-    guard: z.unknown().optional().describe('Abuse protection. See docs/abuse-protection.md.'),
+    audit: auditConfigSchema.prefault({}).describe('The tamper-evident audit log. See docs/audit.md.'),
+    guard: guardConfigSchema
+      .prefault({})
+      .describe(
+        'Abuse protection: block list, flapping detection, brute-force throttling. See docs/abuse-protection.md.',
+      ),
     persistence: persistenceSchema
       .default(persistenceSchema.parse({}))
       .describe('Durability of sessions and retained messages. See docs/persistence.md.'),

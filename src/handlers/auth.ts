@@ -31,7 +31,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     if (result.kind !== 'continue') connection.pendingConnect = undefined;
     if (result.kind === 'deny') {
       broker.recordAuthentication(connection, attempt, result);
-      broker.guardRecordAuthentication(connection, false);
+      broker.guardAfterAuthentication(connection, result);
       refuseConnect(ctx, { ok: false, reason: result.reason, detail: result.detail, audited: true });
       return;
     }

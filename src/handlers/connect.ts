@@ -70,7 +70,11 @@ export async function continueAfterAuthentication(ctx: ConnectContext, result: C
     });
     return;
   }
-  connection.broker.guardRecordAuthentication(connection, result.kind === 'allow');
+  const verdict = connection.broker.guardAfterAuthentication(connection, result);
+  if (result.kind === 'allow' && verdict.kind === 'refuse') {
+    // The guard recorded why; the client is refused as banned or rate-limited.
+    return refuseConnect(ctx, { ok: false, reason: verdict.reason, detail: verdict.detail, audited: true });
+  }
   if (result.kind === 'deny') {
     connection.broker.recordAuthentication(connection, ctx.attempt, result);
     return refuseConnect(ctx, { ok: false, reason: result.reason, detail: result.detail, audited: true });

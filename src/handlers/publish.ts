@@ -82,6 +82,8 @@ function complete(connection: Connection, packet: IPublishPacket, topic: string,
     expiresAt: expiry !== undefined ? now + expiry * 1000 : undefined,
     publisherId: connection.clientId,
   };
+  if (broker.allowedAudit.publish())
+    broker.recordPublishAllowed(connection, topic, packet.qos, packet.retain, message.payload, decision);
   const store = broker.store;
   const before = store?.lastSeq ?? 0;
   broker.publish(message);

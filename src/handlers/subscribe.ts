@@ -128,6 +128,7 @@ function finish(
       retainHandling: connection.isV5 ? ((check.request.rh ?? 0) as 0 | 1 | 2) : 0,
       subscriptionId,
     };
+    if (broker.allowedAudit.subscribe()) broker.recordSubscribeAllowed(connection, check.request.topic, qos, decision);
     const isNew = broker.addSubscription(subscription);
     granted.push(qos);
     if (subscription.shareGroup === undefined) retainedFor.push({ subscription, isNew });

@@ -1,9 +1,12 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import type { ConnectAuthenticator } from '../../authn/types.js';
 import { MemoryAuditSink, type AuditEvent } from '../../audit/events.js';
 import type { Authorizer } from '../../authz/types.js';
-import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
+import { configSchema } from '../../src/config/schema.js';
 import type { ConnectGuard } from '../../src/seams.js';
 import { BulwarkServer } from '../../src/server.js';
 
@@ -21,7 +24,8 @@ export interface TestBroker {
 }
 
 export interface TestBrokerOptions {
-  config?: Partial<Omit<BrokerConfig, 'limits'>> & { limits?: Partial<BrokerConfig['limits']> };
+  /** Configuration as a YAML file would give it (input form: defaults apply). */
+  config?: Record<string, unknown> & { limits?: Record<string, unknown> };
   listener?: Record<string, unknown>;
   authorizer?: Authorizer;
   authenticator?: ConnectAuthenticator;
@@ -44,6 +48,9 @@ export async function startBroker(options: TestBrokerOptions = {}): Promise<Test
     // In-memory unless a test is about persistence: fast, and nothing left on disk.
     persistence: { durability: 'none' },
     authentication: { anonymous: true },
+    // Each broker gets its own data directory (block list, admin socket); loopback is not counted as flapping.
+    data_dir: mkdtempSync(join(tmpdir(), 'bulwark-test-data-')),
+    guard: { exempt_networks: ['127.0.0.0/8', '::1/128'] },
     ...rest,
     limits: { ...(limits ?? {}) },
     listeners: [{ name: 'test', transport: 'tcp', host: '127.0.0.1', port: 0, ...(options.listener ?? {}) }],

@@ -98,7 +98,7 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
     client.on('error', () => undefined);
     let connected = false;
     client.on('connect', () => (connected = true));
-    await new Promise((resolve) => client.once('close', resolve));
+    await new Promise<void>((resolve) => client.once('close', () => resolve()));
     client.end(true);
     expect(connected).toBe(false);
     const event = await strict.waitForAudit('tls.handshake_refused', (e) => e.event.code === refusal);
