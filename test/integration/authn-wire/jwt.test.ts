@@ -1,0 +1,157 @@
+import type { IDisconnectPacket } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CODES,
+  es256Key,
+  JwksServer,
+  OPEN_POLICY,
+  SecretLedger,
+  signToken,
+  tryConnect,
+  type SigningKey,
+} from '../../helpers/authn-wire.js';
+import type { TestBroker } from '../../helpers/broker.js';
+import { waitClientClosed } from '../../helpers/mqtt-clients.js';
+import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
+
+const ledger = new SecretLedger();
+let dir: TempDir;
+let jwks: JwksServer;
+let broker: TestBroker;
+let k1: SigningKey;
+let k2: SigningKey;
+
+const nowS = (): number => Math.floor(Date.now() / 1000);
+/** Registers the token with the leak check before it is used. */
+const token = async (key: SigningKey, sub: string, expS: number): Promise<string> =>
+  ledger.secret(await signToken(key, sub, expS));
+
+let seq = 0;
+const cid = (): string => `jwt-wire-${++seq}`;
+
+beforeAll(async () => {
+  dir = tempDir('bulwark-authn-wire-jwt-');
+  jwks = new JwksServer();
+  const url = await jwks.start();
+  k1 = await es256Key('key-1');
+  k2 = await es256Key('key-2');
+  jwks.keys = [k1.jwk];
+  broker = await ledger.broker({
+    config: {
+      authentication: {
+        anonymous: false,
+        steps: [
+          {
+            type: 'jwt',
+            algorithms: ['ES256'],
+            jwks_url: url,
+            issuer: 'idp',
+            audience: 'bulwark',
+            // Rotation is picked up at the first unknown kid; no skew, so expiry is exactly `exp`.
+            jwks_min_refetch_ms: 0,
+            clock_skew_s: 0,
+            jwks_timeout_ms: 1_000,
+          },
+        ],
+      },
+      authorization: { watch: false, policy_files: [dir.write('open.policy.yaml', OPEN_POLICY)] },
+    },
+  });
+});
+
+afterAll(async () => {
+  await broker?.stop();
+  await jwks?.stop();
+  dir?.cleanup();
+});
+
+describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
+  for (const v of [5, 4] as const) {
+    it(`accepts a signed token and takes the user name from sub (MQTT ${v === 5 ? '5' : '3.1.1'})`, async () => {
+      const clientId = cid();
+      const r = await tryConnect(broker.url, {
+        protocolVersion: v,
+        clientId,
+        username: 'ignored',
+        password: await token(k1, 'device-7', nowS() + 300),
+      });
+      expect(r.code).toBe(0);
+      await r.client.endAsync();
+      const e = broker.audit.events.find((x) => x.event.action === 'authn.allowed' && x.mqtt?.client_id === clientId);
+      expect(e?.user?.name).toBe('device-7');
+    });
+
+    it(`refuses a tampered token and an expired one as bad user name or password (MQTT ${v === 5 ? '5' : '3.1.1'})`, async () => {
+      const good = await token(k1, 'device-7', nowS() + 300);
+      const [h, p, s] = good.split('.') as [string, string, string];
+      const tampered = ledger.secret(`${h}.${p}.${s.slice(0, -4)}${s.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`);
+      expect((await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: tampered })).code).toBe(
+        CODES.badUserNameOrPassword[v],
+      );
+      const expired = await token(k1, 'device-7', nowS() - 60);
+      expect((await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: expired })).code).toBe(
+        CODES.badUserNameOrPassword[v],
+      );
+    });
+  }
+
+  it('follows a key rotation to a new kid without a restart, and refuses the retired key afterwards', async () => {
+    const before = jwks.fetches;
+    jwks.keys = [k2.jwk];
+    const r = await tryConnect(broker.url, {
+      protocolVersion: 5,
+      clientId: cid(),
+      username: 'd',
+      password: await token(k2, 'device-8', nowS() + 300),
+    });
+    expect(r.code).toBe(0);
+    await r.client.endAsync();
+    expect(jwks.fetches).toBeGreaterThan(before);
+    const old = await tryConnect(broker.url, {
+      protocolVersion: 5,
+      clientId: cid(),
+      username: 'd',
+      password: await token(k1, 'device-7', nowS() + 300),
+    });
+    expect(old.code).toBe(0x86);
+    jwks.keys = [k1.jwk, k2.jwk];
+  });
+
+  it('disconnects an MQTT 5 client whose token expires while connected, with DISCONNECT and a reason string', async () => {
+    // `exp` has one-second resolution: the token runs out within about two seconds.
+    const r = await tryConnect(broker.url, {
+      protocolVersion: 5,
+      clientId: cid(),
+      username: 'd',
+      password: await token(k1, 'short-lived', nowS() + 2),
+    });
+    expect(r.code).toBe(0);
+    const disconnect = await new Promise<IDisconnectPacket>((resolve) => r.client.once('disconnect', resolve));
+    expect(disconnect.reasonCode).toBe(0x87);
+    expect(disconnect.properties?.reasonString).toBe('credential expired');
+    await waitClientClosed(r.client);
+    r.client.end(true);
+  });
+
+  it('closes an MQTT 3.1.1 client whose token expires while connected', async () => {
+    const r = await tryConnect(broker.url, {
+      protocolVersion: 4,
+      clientId: cid(),
+      username: 'd',
+      password: await token(k1, 'short-lived-311', nowS() + 2),
+    });
+    expect(r.code).toBe(0);
+    expect(r.client.connected).toBe(true);
+    await waitClientClosed(r.client, 6_000);
+    r.client.end(true);
+    await broker.waitForLog((l) => l.msg === 'disconnecting client: credential expired');
+  });
+});
+
+describe('secrets', () => {
+  it('never appear in any log line or audit event these tests produced', () => {
+    expect(ledger.secrets.size).toBeGreaterThan(5);
+    expect(ledger.corpus().length).toBeGreaterThan(10);
+    expect(ledger.leaks()).toEqual([]);
+  });
+});
