@@ -10,7 +10,7 @@ command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || need+=(python3-paho-mqtt)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "provision: installing ${need[*]}"

@@ -10,6 +10,7 @@ type Registrar = (program: Command) => void;
  */
 const commands: Record<string, () => Promise<Registrar>> = {
   start: async () => (await import('./start.js')).registerStartCommand,
+  config: async () => (await import('./config.js')).registerConfigCommand,
   passwd: async () => (await import('../../authn/password-file/cli.js')).registerPasswdCommand,
   policy: async () => (await import('../../authz/cli.js')).registerPolicyCommand,
   audit: async () => (await import('../../audit/cli.js')).registerAuditCommand,

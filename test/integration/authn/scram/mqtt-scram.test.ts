@@ -29,7 +29,7 @@ beforeAll(async () => {
     chainForwardsAuthData = final.kind === 'allow' && final.authData !== undefined;
   }
   if (!chainForwardsAuthData) console.warn('[skip] authn/chain.ts drops the allow outcome authData (server-final)');
-  broker = await startBroker({ authenticator: chain, listener: { anonymous: false } });
+  broker = await startBroker({ authenticator: chain, config: { authentication: { anonymous: false } } });
 });
 
 afterAll(async () => {

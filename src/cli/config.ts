@@ -1,0 +1,29 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.js';
+import { renderConfigurationReference } from '../config/reference.js';
+import { BulwarkError } from '../errors.js';
+
+export function registerConfigCommand(program: Command): void {
+  const config = program
+    .command('config')
+    .description('Check a configuration file, or print the configuration reference');
+  config
+    .command('check')
+    .argument('<file>', 'YAML configuration file')
+    .description('Validate a configuration file without starting the broker; exits non-zero naming file:line:column')
+    .action((file: string) => {
+      try {
+        loadConfigFile(file);
+        console.log(`${file}: OK`);
+      } catch (error) {
+        console.error(error instanceof BulwarkError ? error.describe() : (error as Error).message);
+        process.exitCode = 1;
+      }
+    });
+  config
+    .command('reference')
+    .description('Print the configuration reference (docs/configuration.md) generated from the schema')
+    .action(() => {
+      process.stdout.write(renderConfigurationReference());
+    });
+}

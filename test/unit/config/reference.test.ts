@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseConfigText, localOnlyConfig } from '../../../src/config/load.js';
+import { renderConfigurationReference } from '../../../src/config/reference.js';
+import { BulwarkError } from '../../../src/errors.js';
+
+describe('configuration', () => {
+  it('docs/configuration.md is the reference generated from the schema (run `bulwark config reference`)', () => {
+    const committed = readFileSync(resolve(import.meta.dirname, '../../../docs/configuration.md'), 'utf8');
+    expect(committed).toBe(renderConfigurationReference());
+  });
+
+  it('the reference documents every top-level key and the authenticator types', () => {
+    const text = renderConfigurationReference();
+    for (const key of [
+      'listeners[].tls.cert_file',
+      'limits.max_packet_size',
+      'persistence.durability',
+      'audit',
+      'guard',
+      'authorization.policy_files',
+    ]) {
+      expect(text).toContain(`\`${key}`);
+    }
+    for (const type of ['password-file', 'jwt', 'postgres', 'mysql', 'x509', 'psk', 'ldap', 'scram'])
+      expect(text).toContain(`type: ${type}`);
+  });
+
+  it('the local-only default listens on 127.0.0.1:1883 with anonymous clients, in sync durability', () => {
+    const config = localOnlyConfig();
+    expect(config.listeners).toHaveLength(1);
+    expect(config.listeners[0]).toMatchObject({ host: '127.0.0.1', port: 1883, transport: 'tcp' });
+    expect((config.authentication as { anonymous: boolean }).anonymous).toBe(true);
+    expect(config.persistence.durability).toBe('sync');
+    expect(config.data_dir).toBe('./data');
+  });
+
+  it.each([
+    ['listeners:\n  - port: 70000\n', 'bulwark.yaml:2:11', 'listeners.0.port'],
+    ['listeners:\n  - port: 1883\n    transport: tls\n', 'bulwark.yaml:2:5', 'listeners.0.tls'],
+    [
+      'listeners:\n  - port: 1883\npersistence:\n  durability: sometimes\n',
+      'bulwark.yaml:4:15',
+      'persistence.durability',
+    ],
+    ['listeners: []\n', 'bulwark.yaml:1:1', 'listeners'],
+    [
+      'listeners:\n  - port: 1883\nauthentication:\n  steps:\n    - type: kerberos\n',
+      'bulwark.yaml:5',
+      'authentication.steps.0',
+    ],
+  ])('refuses %j at %s naming %s', (text, where, key) => {
+    try {
+      parseConfigText(text, 'bulwark.yaml');
+      expect.unreachable('the configuration must be refused');
+    } catch (error) {
+      expect(error).toBeInstanceOf(BulwarkError);
+      const described = (error as BulwarkError).describe();
+      expect(described).toContain(where);
+      expect(described).toContain(key);
+    }
+  });
+});
