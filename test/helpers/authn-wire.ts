@@ -171,7 +171,13 @@ export async function es256Key(kid: string): Promise<SigningKey> {
 }
 
 /** A token for `sub`, expiring at `expSeconds` (epoch seconds). */
-export function signToken(key: SigningKey, sub: string, expSeconds: number, issuer = 'idp', audience = 'bulwark'): Promise<string> {
+export function signToken(
+  key: SigningKey,
+  sub: string,
+  expSeconds: number,
+  issuer = 'idp',
+  audience = 'bulwark',
+): Promise<string> {
   return new SignJWT({ sub })
     .setProtectedHeader({ alg: 'ES256', kid: key.kid })
     .setIssuer(issuer)

@@ -32,7 +32,13 @@ const pw = {
 };
 
 /** A password-file step; `unknown_user: ignore` so the chain moves on for names it does not hold. */
-const fileStep = (id: string, file: string) => ({ type: 'password-file', id, file, unknown_user: 'ignore', watch: false });
+const fileStep = (id: string, file: string) => ({
+  type: 'password-file',
+  id,
+  file,
+  unknown_user: 'ignore',
+  watch: false,
+});
 
 const brokerWith = (authentication: Record<string, unknown>, listener?: Record<string, unknown>) =>
   ledger.broker({
@@ -114,7 +120,12 @@ describe('the chain over the wire', () => {
         const r = await tryConnect(broker.url, { protocolVersion: v, clientId, username: 'bob', password: pw.bob });
         expect(r.code).toBe(0);
         await r.client.endAsync();
-        const e = lastDecision(broker, clientId);
+        const decisions = broker.audit.events.filter(
+          (x) => x.event.action.startsWith('authn.') && x.mqtt?.client_id === clientId,
+        );
+        // One event per decision, naming every step consulted, not one per step.
+        expect(decisions).toHaveLength(1);
+        const e = decisions[0];
         expect(e?.authn?.by).toBe('secondary');
         expect(e?.authn?.steps?.map((s) => [s.id, s.answer])).toEqual([
           ['primary', 'ignore'],

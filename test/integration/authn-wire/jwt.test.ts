@@ -85,13 +85,13 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
       const good = await token(k1, 'device-7', nowS() + 300);
       const [h, p, s] = good.split('.') as [string, string, string];
       const tampered = ledger.secret(`${h}.${p}.${s.slice(0, -4)}${s.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`);
-      expect((await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: tampered })).code).toBe(
-        CODES.badUserNameOrPassword[v],
-      );
+      expect(
+        (await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: tampered })).code,
+      ).toBe(CODES.badUserNameOrPassword[v]);
       const expired = await token(k1, 'device-7', nowS() - 60);
-      expect((await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: expired })).code).toBe(
-        CODES.badUserNameOrPassword[v],
-      );
+      expect(
+        (await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: expired })).code,
+      ).toBe(CODES.badUserNameOrPassword[v]);
     });
   }
 
