@@ -9,6 +9,7 @@ import { remainingExpirySeconds } from '../routing/message.js';
 import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import { Framer } from './framer.js';
+import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { dispatchPacket } from '../handlers/index.js';
 import type { ConnectContext } from '../handlers/connect.js';
 
@@ -417,13 +418,25 @@ export class Connection implements SessionLink {
    * per-subscriber field (packet id, properties, DUP) is involved.
    */
   private encodePublish(packet: IPublishPacket, out: Outbound, shareable: boolean): Buffer {
-    if (!shareable || out.qos !== 0) return mqtt.generate(packet, { protocolVersion: this.protocolVersion });
-    const key = this.protocolVersion * 2 + (out.retain ? 1 : 0);
-    const message = out.message;
-    const cache = (message.encodedCache ??= new Map());
+    const version = this.protocolVersion;
+    const encode = (): Buffer =>
+      packet.properties === undefined
+        ? encodePublishWithoutProperties(
+            packet.topic,
+            out.message.payload,
+            out.qos,
+            out.retain,
+            packet.dup ?? false,
+            out.packetId,
+            version,
+          )
+        : mqtt.generate(packet, { protocolVersion: version });
+    if (!shareable || out.qos !== 0) return encode();
+    const key = version * 2 + (out.retain ? 1 : 0);
+    const cache = (out.message.encodedCache ??= new Map());
     let bytes = cache.get(key);
     if (!bytes) {
-      bytes = mqtt.generate(packet, { protocolVersion: this.protocolVersion });
+      bytes = encode();
       cache.set(key, bytes);
     }
     return bytes;

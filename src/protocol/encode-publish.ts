@@ -1,0 +1,39 @@
+/**
+ * PUBLISH encoding for the delivery hot path: no properties (all 3.1/3.1.1 deliveries, and MQTT 5 deliveries
+ * without forwarded properties). mqtt-packet's generic encoder cost about a fifth of the CPU of a fan-in
+ * benchmark; this writes the packet with one allocation. Packets with MQTT 5 properties still go through
+ * mqtt-packet. Byte-for-byte equality with mqtt-packet is checked by a unit test.
+ */
+export function encodePublishWithoutProperties(
+  topic: string,
+  payload: Buffer,
+  qos: 0 | 1 | 2,
+  retain: boolean,
+  dup: boolean,
+  packetId: number,
+  protocolVersion: 3 | 4 | 5,
+): Buffer {
+  const topicLength = Buffer.byteLength(topic, 'utf8');
+  const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + (protocolVersion === 5 ? 1 : 0) + payload.length;
+  const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4;
+  const out = Buffer.allocUnsafe(1 + lengthBytes + remaining);
+  out[0] = 0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 0x01 : 0);
+  let offset = 1;
+  let value = remaining;
+  do {
+    let byte = value % 128;
+    value = Math.floor(value / 128);
+    if (value > 0) byte |= 0x80;
+    out[offset++] = byte;
+  } while (value > 0);
+  out.writeUInt16BE(topicLength, offset);
+  offset += 2;
+  offset += out.write(topic, offset, 'utf8');
+  if (qos > 0) {
+    out.writeUInt16BE(packetId, offset);
+    offset += 2;
+  }
+  if (protocolVersion === 5) out[offset++] = 0;
+  payload.copy(out, offset);
+  return out;
+}
