@@ -12,7 +12,7 @@ import {
   writeUsers,
 } from '../../helpers/authn-wire.js';
 import type { TestBroker } from '../../helpers/broker.js';
-import { runMosquitto } from '../../helpers/mqtt-clients.js';
+import { rawConnect, runMosquitto } from '../../helpers/mqtt-clients.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 import { startPostgres } from '../../helpers/services/postgres.js';
 import type { SqlServiceInfo, Started } from '../../helpers/services/types.js';
@@ -142,6 +142,30 @@ describe('the chain over the wire', () => {
       });
     });
   }
+
+  for (const v of [5, 4] as const) {
+    it(`refuses an empty password as bad user name or password without asking later steps (MQTT ${v === 5 ? '5' : '3.1.1'})`, async () => {
+      const clientId = cid();
+      const { client, connack } = await rawConnect(broker.port, clientId, v, {
+        username: 'bob',
+        password: Buffer.alloc(0),
+      });
+      client.end();
+      expect(v === 5 ? connack.reasonCode : connack.returnCode).toBe(CODES.badUserNameOrPassword[v]);
+      expect(lastDecision(broker, clientId)?.authn?.steps?.map((s) => s.id)).toEqual(['primary']);
+    });
+  }
+
+  it('skips a step whose when.listeners does not name this listener', async () => {
+    const scoped = await brokerWith({
+      anonymous: false,
+      steps: [{ ...fileStep('other-only', secondaryFile), when: { listeners: ['other'] } }],
+    });
+    const clientId = cid();
+    const r = await tryConnect(scoped.url, { protocolVersion: 5, clientId, username: 'bob', password: pw.bob });
+    expect(r.code).toBe(0x87);
+    expect(lastDecision(scoped, clientId)?.authn?.steps?.[0]?.answer).toBe('skipped');
+  });
 
   it('publishes with mosquitto_pub using an imported mosquitto_passwd hash and an argon2id hash, in both versions', async () => {
     for (const version of ['5', '311']) {

@@ -1,6 +1,7 @@
 import type { IDisconnectPacket } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  closedPort,
   CODES,
   es256Key,
   JwksServer,
@@ -146,6 +147,42 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
     r.client.end(true);
     await broker.waitForLog((l) => l.msg === 'disconnecting client: credential expired');
   });
+});
+
+describe('a JWKS endpoint that cannot be reached', () => {
+  for (const v of [5, 4] as const) {
+    it(`fails closed with server unavailable (MQTT ${v === 5 ? '5' : '3.1.1'})`, async () => {
+      const down = await ledger.broker({
+        config: {
+          authentication: {
+            anonymous: true,
+            steps: [
+              {
+                type: 'jwt',
+                algorithms: ['ES256'],
+                jwks_url: `http://127.0.0.1:${await closedPort()}/jwks.json`,
+                issuer: 'idp',
+                audience: 'bulwark',
+                jwks_timeout_ms: 500,
+              },
+            ],
+          },
+        },
+      });
+      try {
+        const r = await tryConnect(down.url, {
+          protocolVersion: v,
+          clientId: cid(),
+          username: 'd',
+          password: await token(k1, 'device-7', nowS() + 300),
+        });
+        // Even with anonymous access on: an outage must not downgrade a token holder to anonymous.
+        expect(r.code).toBe(CODES.serverUnavailable[v]);
+      } finally {
+        await down.stop();
+      }
+    });
+  }
 });
 
 describe('secrets', () => {
