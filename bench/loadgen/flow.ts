@@ -35,7 +35,11 @@ export async function runFlow(job: FlowJob, mark: Mark): Promise<FlowResult> {
 
   const subscribers: RawClient[] = [];
   for (let s = 0; s < S; s++) {
-    const { client, returnCode } = await RawClient.open(job.port, { clientId: `${run}-sub-${s}`, ...creds(job) });
+    const { client, returnCode } = await RawClient.open(job.port, {
+      clientId: `${run}-sub-${s}`,
+      persistent: job.persistentSubscribers === true,
+      ...creds(job),
+    });
     if (returnCode !== 0) throw new Error(`subscriber ${s}: CONNACK ${returnCode}`);
     const granted = await client.subscribe(filter, job.qos);
     if (granted !== job.qos) throw new Error(`subscriber ${s}: SUBACK ${granted} for QoS ${job.qos}`);

@@ -18,6 +18,8 @@ export interface FlowJob {
   /** Give up waiting for outstanding deliveries after this long without progress. */
   drainMs: number;
   credentials?: { username: string; password: string };
+  /** Subscribers use persistent sessions, so every message is journaled (durability scenarios). */
+  persistentSubscribers?: boolean;
 }
 
 export interface LatencyJob {

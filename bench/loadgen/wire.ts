@@ -20,6 +20,8 @@ export interface ConnectOptions {
   username?: string;
   password?: string;
   keepalive?: number;
+  /** Clean session 0: a persistent session, which the broker's store must make durable. */
+  persistent?: boolean;
 }
 
 export function connectPacket(o: ConnectOptions): Buffer {
@@ -27,7 +29,7 @@ export function connectPacket(o: ConnectOptions): Buffer {
     cmd: 'connect',
     protocolId: 'MQTT',
     protocolVersion: 4,
-    clean: true,
+    clean: o.persistent !== true,
     clientId: o.clientId,
     keepalive: o.keepalive ?? 300,
     ...(o.username !== undefined ? { username: o.username } : {}),

@@ -82,3 +82,41 @@ export const flowScenarios: Scenario[] = [
     'deliveries/s',
   ),
 ];
+
+/**
+ * QoS 1 fan-in into a persistent subscriber under each durability mode (issue 3): `none` keeps nothing, `periodic`
+ * writes at once and flushes on an interval, `sync` acknowledges only after fdatasync (group commit).
+ */
+export const durabilityScenario: Scenario = {
+  name: 'durability-qos1',
+  description: 'Fan-in QoS 1 into a persistent-session subscriber, per persistence.durability mode',
+  brokers: ['bulwark'],
+  metrics: [
+    { key: 'none', label: 'durability none', unit: 'msg/s', better: 'higher' },
+    { key: 'periodic', label: 'durability periodic (vs none)', unit: 'msg/s', better: 'higher', baselineKey: 'none' },
+    { key: 'sync', label: 'durability sync (vs none)', unit: 'msg/s', better: 'higher', baselineKey: 'none' },
+  ],
+  run: async (kind, ctx) => {
+    const m = emptyMeasurement();
+    for (const mode of ['none', 'periodic', 'sync'] as const) {
+      const one = await withBroker(kind, ctx, { bulwark: { persistence: { durability: mode } } }, async (broker) => {
+        const job = {
+          ...flowJob({ shape: 'fanin', publishers: 8, subscribers: 1, qos: 1 }, broker.port, ctx),
+          persistentSubscribers: true,
+        };
+        const run = await loadgen(job, ctx, broker);
+        const r = emptyMeasurement();
+        if (run.error || !run.result || run.result.kind !== 'flow') return { ...r, error: run.error ?? 'no result' };
+        r.metrics[mode] = run.result.rate;
+        r.lost = run.result.lost;
+        r.duplicates = run.result.duplicates;
+        return r;
+      });
+      if (one.error) m.notes.push(`${mode}: ${one.error}`);
+      Object.assign(m.metrics, one.metrics);
+      m.lost += one.lost;
+      m.duplicates += one.duplicates;
+    }
+    return m;
+  },
+};

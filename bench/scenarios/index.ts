@@ -1,12 +1,13 @@
 import type { Scenario } from '../scenario.js';
 import { auditScenario, authzScenario, connectAuthScenario } from './auth.js';
-import { flowScenarios } from './flow.js';
+import { durabilityScenario, flowScenarios } from './flow.js';
 import { idleScenario } from './idle.js';
 import { latencyScenario } from './latency.js';
 
 /** Every scenario, in the order a full run executes them. */
 export const scenarios: readonly Scenario[] = [
   ...flowScenarios,
+  durabilityScenario,
   latencyScenario,
   idleScenario,
   connectAuthScenario,
