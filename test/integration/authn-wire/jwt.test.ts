@@ -13,11 +13,13 @@ import {
 } from '../../helpers/authn-wire.js';
 import type { TestBroker } from '../../helpers/broker.js';
 import { waitClientClosed } from '../../helpers/mqtt-clients.js';
+import { connectPacket, RawClient } from '../../helpers/raw-client.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 
 const ledger = new SecretLedger();
 let dir: TempDir;
 let jwks: JwksServer;
+let jwksUrl = '';
 let broker: TestBroker;
 let k1: SigningKey;
 let k2: SigningKey;
@@ -34,6 +36,7 @@ beforeAll(async () => {
   dir = tempDir('bulwark-authn-wire-jwt-');
   jwks = new JwksServer();
   const url = await jwks.start();
+  jwksUrl = url;
   k1 = await es256Key('key-1');
   k2 = await es256Key('key-2');
   jwks.keys = [k1.jwk];
@@ -146,6 +149,45 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
     await waitClientClosed(r.client, 6_000);
     r.client.end(true);
     await broker.waitForLog((l) => l.msg === 'disconnecting client: credential expired');
+  });
+});
+
+describe('clock skew and the expiry timer', () => {
+  it('does not accept a token inside the clock-skew window only to disconnect it as expired at once', async () => {
+    // Default clock_skew_s (30): a token that ran out 10 s ago is still accepted at CONNECT. The expiry timer must
+    // honour the same tolerance, or every reconnect is accepted and kicked again: a reconnect loop.
+    const skewed = await ledger.broker({
+      config: {
+        authentication: {
+          anonymous: false,
+          steps: [
+            {
+              type: 'jwt',
+              algorithms: ['ES256'],
+              jwks_url: jwksUrl,
+              issuer: 'idp',
+              audience: 'bulwark',
+            },
+          ],
+        },
+      },
+    });
+    try {
+      const client = await RawClient.connect(skewed.port, 5);
+      const t = await token(k1, 'device-skew', nowS() - 10);
+      client.send(connectPacket(cid(), { protocolVersion: 5, username: 'd', password: Buffer.from(t) }), 5);
+      const connack = await client.next('connack');
+      if (connack.reasonCode === 0) {
+        // Accepted: then it must stay connected (until exp + skew), not get DISCONNECT 0x87 straight away.
+        const kicked = await client.next('disconnect', 500).catch(() => undefined);
+        expect(kicked).toBeUndefined();
+      } else {
+        expect(connack.reasonCode).toBe(0x86);
+      }
+      client.end();
+    } finally {
+      await skewed.stop();
+    }
   });
 });
 
