@@ -1,3 +1,4 @@
+import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../audit/events.js';
@@ -216,6 +217,34 @@ describe('anonymous and per-listener chains', () => {
     );
     expect((await tryConnect(broker.url, { protocolVersion: 5, clientId: cid() })).code).toBe(0x87);
     const r = await tryConnect(broker.url, { protocolVersion: 5, clientId: cid(), username: 'bob', password: pw.bob });
+    expect(r.code).toBe(0);
+    await r.client.endAsync();
+  });
+});
+
+describe('a password changed in the file while the broker runs', () => {
+  it('refuses the old password and accepts the new one without a restart, though the old one was cached', async () => {
+    const oldPw = ledger.password('old');
+    const newPw = ledger.password('new');
+    const file = writeUsers(dir, 'live.yaml', { carol: { hash: await argonHash(oldPw) } });
+    const broker = await brokerWith({
+      anonymous: false,
+      steps: [{ type: 'password-file', id: 'live', file, unknown_user: 'deny', watch: true, reload_debounce_ms: 20 }],
+    });
+    const login = (password: string, v: 4 | 5 = 5) =>
+      tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'carol', password });
+    for (let i = 0; i < 2; i++) {
+      const r = await login(oldPw);
+      expect(r.code).toBe(0);
+      await r.client.endAsync();
+    }
+    // Written next to the file and renamed over it, as editors and `bulwark passwd` do.
+    const next = writeUsers(dir, 'live.yaml.tmp', { carol: { hash: await argonHash(newPw) } });
+    renameSync(next, file);
+    await broker.waitForAudit('credentials.reloaded');
+    expect((await login(oldPw)).code).toBe(0x86);
+    expect((await login(oldPw, 4)).code).toBe(4);
+    const r = await login(newPw);
     expect(r.code).toBe(0);
     await r.client.endAsync();
   });

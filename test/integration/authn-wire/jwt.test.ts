@@ -152,6 +152,45 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
   });
 });
 
+describe('a token bound to the client id', () => {
+  it('refuses a token whose claim names another client id as not authorized, in both versions', async () => {
+    const bound = await ledger.broker({
+      config: {
+        authentication: {
+          anonymous: false,
+          steps: [
+            {
+              type: 'jwt',
+              algorithms: ['ES256'],
+              jwks_url: jwksUrl,
+              issuer: 'idp',
+              audience: 'bulwark',
+              require_equal: { clientid: 'sub' },
+            },
+          ],
+        },
+      },
+    });
+    try {
+      const t = await token(k1, 'meter-1', nowS() + 300);
+      for (const v of [5, 4] as const) {
+        const other = await tryConnect(bound.url, {
+          protocolVersion: v,
+          clientId: 'meter-2',
+          username: 'd',
+          password: t,
+        });
+        expect(other.code).toBe(CODES.notAuthorized[v]);
+      }
+      const own = await tryConnect(bound.url, { protocolVersion: 5, clientId: 'meter-1', username: 'd', password: t });
+      expect(own.code).toBe(0);
+      await own.client.endAsync();
+    } finally {
+      await bound.stop();
+    }
+  });
+});
+
 describe('clock skew and the expiry timer', () => {
   it('does not accept a token inside the clock-skew window only to disconnect it as expired at once', async () => {
     // Default clock_skew_s (30): a token that ran out 10 s ago is still accepted at CONNECT. The expiry timer must
