@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -186,6 +187,70 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
     expect(await got).toBe('secure');
     await sub.endAsync();
     await pub.endAsync();
+  });
+
+  it('listens on IPv6 loopback over TLS, and the audit log records the IPv6 peer', async () => {
+    const v6 = await startBroker({
+      listener: {
+        host: '::1',
+        transport: 'tls',
+        tls: { cert_file: pki.server.certFile, key_file: pki.server.keyFile },
+      },
+    });
+    try {
+      const client = await mqtt.connectAsync(`mqtts://[::1]:${v6.port}`, {
+        ...tlsOptions(),
+        clientId: 'ipv6-client',
+        protocolVersion: 5,
+      });
+      const allowed = await v6.waitForAudit('authn.allowed', (e) => e.mqtt?.client_id === 'ipv6-client');
+      expect(allowed.client?.ip).toBe('::1');
+      await client.endAsync();
+    } finally {
+      await v6.stop();
+    }
+  });
+
+  it('rotates the server certificate without a restart while a connected client keeps working', async () => {
+    const certFile = join(pki.dir, 'live-cert.pem');
+    const keyFile = join(pki.dir, 'live-key.pem');
+    writeFileSync(certFile, readFileSync(pki.server.certFile));
+    writeFileSync(keyFile, readFileSync(pki.server.keyFile));
+    const live = await startBroker({
+      listener: { transport: 'tls', tls: { cert_file: certFile, key_file: keyFile, reload_debounce_ms: 50 } },
+    });
+    try {
+      const fingerprintOf = async (): Promise<string> => {
+        const socket = tls.connect({
+          host: '127.0.0.1',
+          port: live.port,
+          ca: readFileSync(pki.caFile),
+          servername: 'localhost',
+        });
+        await new Promise((resolve) => socket.once('secureConnect', resolve));
+        const fingerprint = socket.getPeerCertificate().fingerprint256;
+        socket.destroy();
+        return fingerprint;
+      };
+      const before = await fingerprintOf();
+      const stays = await mqtt.connectAsync(`mqtts://127.0.0.1:${live.port}`, {
+        ...tlsOptions(),
+        clientId: 'stays',
+        protocolVersion: 5,
+      });
+      writeFileSync(keyFile, readFileSync(pki.serverRotated.keyFile));
+      writeFileSync(certFile, readFileSync(pki.serverRotated.certFile));
+      await live.waitForAudit('tls.reloaded');
+      const after = await fingerprintOf();
+      expect(after).not.toBe(before);
+      await stays.subscribeAsync('rotate/#', { qos: 1 });
+      const got = new Promise<string>((resolve) => stays.on('message', (_t, p) => resolve(p.toString())));
+      await stays.publishAsync('rotate/x', 'still connected', { qos: 1 });
+      expect(await got).toBe('still connected');
+      await stays.endAsync();
+    } finally {
+      await live.stop();
+    }
   });
 
   it('a PROXY v1 header from a trusted proxy gives the real client address to authentication and audit', async () => {
