@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { CODES, OPEN_POLICY, SecretLedger, tryConnect } from '../../helpers/authn-wire.js';
+import { closedPort, CODES, OPEN_POLICY, SecretLedger, tryConnect } from '../../helpers/authn-wire.js';
 import type { TestBroker } from '../../helpers/broker.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 import { SLAPD_SEED } from '../../helpers/services/slapd.js';
@@ -119,6 +119,38 @@ describe('LDAP bind through mqtt.js against a real slapd', () => {
     expect(r.code).toBe(0);
     await r.client.endAsync();
   });
+});
+
+describe('a directory that cannot be reached', () => {
+  for (const v of [5, 4] as const) {
+    it(`fails closed with server unavailable (MQTT ${v === 5 ? '5' : '3.1.1'})`, async () => {
+      const down = await ledger.broker({
+        config: {
+          authentication: {
+            anonymous: true,
+            steps: [
+              ldapStep(`ldap://127.0.0.1:${await closedPort()}`, {
+                allow_plaintext: true,
+                connect_timeout_ms: 300,
+                groups: undefined,
+              }),
+            ],
+          },
+        },
+      });
+      try {
+        const r = await tryConnect(down.url, {
+          protocolVersion: v,
+          clientId: cid(),
+          username: 'alice',
+          password: SLAPD_SEED.users.alice.password,
+        });
+        expect(r.code).toBe(CODES.serverUnavailable[v]);
+      } finally {
+        await down.stop();
+      }
+    });
+  }
 });
 
 describe('secrets', () => {
