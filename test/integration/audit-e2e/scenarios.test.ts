@@ -24,6 +24,7 @@ const PASSWORDS = {
   carol: 'carol-Pw-Qd5Tg2Wj9Xe',
 };
 const WRONG_PASSWORD = 'wrong-Pw-Bz8Ku3Np6Af';
+const DAVE_PASSWORD = 'dave-Pw-Hc6Rx1Mv4Ua';
 
 const POLICY = `version: 1
 rules:
@@ -216,6 +217,33 @@ describe('the audit log of a real broker process driven by real clients', () => 
     await has('client.disconnected', (r) => field(r, 'mqtt.client_id') === 'bob-1');
     await endAll(bob.client);
 
+    // guard.blocked: the banned client id tries again; guard.unbanned: the operator lifts the ban.
+    await expect(
+      connectClient(url, { clientId: 'bob-1', username: 'bob', password: PASSWORDS.bob, protocolVersion: 5 }),
+    ).rejects.toThrow();
+    await has('guard.blocked');
+    const unbanned = await runCli(['ban', 'delete', '--client-id', 'bob-1', '--data-dir', dataDir]);
+    cliOutput += unbanned.stdout + unbanned.stderr;
+    expect(unbanned.code, unbanned.stderr).toBe(0);
+    await has('guard.unbanned');
+
+    // guard.throttled: five wrong passwords for one username (the default limit); the sixth try is refused early.
+    for (let i = 0; i < 5; i++)
+      await expect(
+        connectClient(url, { clientId: `eve-${i}`, username: 'eve', password: WRONG_PASSWORD, protocolVersion: 5 }),
+      ).rejects.toThrow();
+    await has('guard.throttled');
+    await expect(
+      connectClient(url, { clientId: 'eve-5', username: 'eve', password: WRONG_PASSWORD, protocolVersion: 5 }),
+    ).rejects.toThrow();
+    await has('guard.throttle_refused');
+
+    // credentials.reloaded: a user added with `bulwark passwd` while the broker runs.
+    const added = await runCli(['passwd', usersFile, 'add', 'dave', '--password-stdin'], { input: DAVE_PASSWORD });
+    cliOutput += added.stdout + added.stderr;
+    expect(added.code, added.stderr).toBe(0);
+    await has('credentials.reloaded');
+
     // tls.handshake_refused: an expired client certificate on the mTLS listener; then a good one with a password.
     await tlsAttempt(broker.ports['secure']!, pki.caFile, pki.clients.expired);
     await has('tls.handshake_refused');
@@ -371,6 +399,42 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(String(field(gone, 'event.reason'))).toMatch(/administrative|banned/i);
   });
 
+  it('records a connect refused by the ban, and the ban lifted by the operator', () => {
+    const blocked = one('guard.blocked');
+    expect(field(blocked, 'event.outcome')).toBe('failure');
+    expect(field(blocked, 'event.code')).toBe('banned');
+    expect(field(blocked, 'mqtt.client_id')).toBe('bob-1');
+    expect(field(blocked, 'guard.key')).toBe('bob-1');
+    expect(field(blocked, 'guard.dimension')).toBe('client_id');
+    // Recorded once: the CONNECT step does not add a second authn.denied for the same refusal.
+    expect(byAction(records, 'guard.blocked')).toHaveLength(1);
+    const lifted = one('guard.unbanned');
+    expect(field(lifted, 'guard.key')).toBe('bob-1');
+    expect(field(lifted, 'guard.dimension')).toBe('client_id');
+    expect(field(lifted, 'actor')).toBe(`cli:${uid}@unix-socket`);
+    expect(one('admin.command', (x) => field(x, 'labels.command') === 'ban.delete')).toBeDefined();
+  });
+
+  it('records the brute-force lockout and the attempt it refused', () => {
+    const locked = one('guard.throttled');
+    expect(field(locked, 'guard.dimension')).toBe('username');
+    expect(field(locked, 'guard.key')).toBe('eve');
+    expect(field(locked, 'guard.count')).toBe(5);
+    expect(field(locked, 'actor')).toBe('guard:throttle');
+    expect(byAction(records, 'authn.denied').filter((r) => field(r, 'user.name') === 'eve')).toHaveLength(5);
+    const refused = one('guard.throttle_refused');
+    expect(field(refused, 'mqtt.client_id')).toBe('eve-5');
+    expect(field(refused, 'event.code')).toBe('connectionRateExceeded');
+  });
+
+  it('records a credentials reload with the new content hash', () => {
+    const r = one('credentials.reloaded');
+    expect(field(r, 'event.outcome')).toBe('success');
+    expect(String(field(r, 'policy.file'))).toContain('users.yaml');
+    expect(field(r, 'policy.new_hash')).toBeDefined();
+    expect(field(r, 'policy.new_hash')).not.toBe(field(r, 'policy.old_hash'));
+  });
+
   it('records a refused TLS handshake with the OpenSSL reason', () => {
     const r = one('tls.handshake_refused');
     expect(field(r, 'event.outcome')).toBe('failure');
@@ -433,7 +497,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
   it('never writes a test password to the audit log, the broker output or the CLI output', () => {
     const everything = [auditText(auditDir), brokerOutput, cliOutput];
     expect(everything[0]!.length).toBeGreaterThan(0);
-    for (const secret of [...Object.values(PASSWORDS), WRONG_PASSWORD]) {
+    for (const secret of [...Object.values(PASSWORDS), WRONG_PASSWORD, DAVE_PASSWORD]) {
       for (const text of everything) expect(text.includes(secret), `found a test password`).toBe(false);
       const b64 = Buffer.from(secret).toString('base64');
       for (const text of everything) expect(text.includes(b64), `found a base64 test password`).toBe(false);
@@ -457,6 +521,11 @@ describe('the audit log of a real broker process driven by real clients', () => 
       'policy.reloaded',
       'policy.reload_failed',
       'tls.handshake_refused',
+      'guard.blocked',
+      'guard.unbanned',
+      'guard.throttled',
+      'guard.throttle_refused',
+      'credentials.reloaded',
       'audit.checkpoint',
     ])
       expect(produced.has(action), action).toBe(true);
