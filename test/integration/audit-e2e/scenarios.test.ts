@@ -1,4 +1,5 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -54,7 +55,8 @@ rules:
     topics: ['sensors/private/#']
 `;
 
-const POLICY_EDITED = `${POLICY}
+// Readers narrowed to bob (carol's live subscription is revoked), and a rule added.
+const POLICY_EDITED = `${POLICY.replace('subjects: { users: [bob, carol] }\n    topics', 'subjects: { users: [bob] }\n    topics')}
   - name: carol-publishes
     allow: publish
     subjects: { users: [carol] }
@@ -103,6 +105,8 @@ describe('the audit log of a real broker process driven by real clients', () => 
   let pki: TestPki;
   let broker: YamlBroker | undefined;
   let policyFile: string;
+  let serverCert = '';
+  let serverKey = '';
   let dataDir: string;
   let auditDir: string;
   let records: AuditRecord[] = [];
@@ -123,6 +127,10 @@ describe('the audit log of a real broker process driven by real clients', () => 
       expect(added.code, added.stderr).toBe(0);
     }
     policyFile = dir.write('site.policy.yaml', POLICY);
+    // The server certificate in a folder of its own, so that it can be replaced to provoke a TLS reload.
+    mkdirSync(dir.file('tls'));
+    serverCert = dir.write('tls/server.crt', readFileSync(pki.server.chainFile, 'utf8'));
+    serverKey = dir.write('tls/server.key', readFileSync(pki.server.keyFile, 'utf8'));
     policyRules = Object.fromEntries(
       ['no-forbidden', 'private-hidden', 'alice-sensors'].map((n) => [n, ruleAt(policyFile, n)]),
     );
@@ -134,13 +142,18 @@ describe('the audit log of a real broker process driven by real clients', () => 
         'persistence: { durability: none }',
         'listeners:',
         '  - { name: main, transport: tcp, host: 127.0.0.1, port: 0 }',
+        '  - name: lb',
+        '    transport: tcp',
+        '    host: 127.0.0.1',
+        '    port: 0',
+        "    proxy_protocol: { enabled: true, trusted_proxies: ['127.0.0.1'] }",
         '  - name: secure',
         '    transport: tls',
         '    host: 127.0.0.1',
         '    port: 0',
         '    tls:',
-        `      cert_file: ${JSON.stringify(pki.server.chainFile)}`,
-        `      key_file: ${JSON.stringify(pki.server.keyFile)}`,
+        `      cert_file: ${JSON.stringify(serverCert)}`,
+        `      key_file: ${JSON.stringify(serverKey)}`,
         `      ca_file: ${JSON.stringify(pki.caFile)}`,
         '      require_certificate: true',
         'authentication:',
@@ -258,10 +271,36 @@ describe('the audit log of a real broker process driven by real clients', () => 
     });
     await endAll(carol.client);
 
+    // proxy.header_refused: a malformed PROXY v1 header from a trusted proxy.
+    await new Promise<void>((resolve) => {
+      const socket = netConnect(broker!.ports['lb']!, '127.0.0.1', () =>
+        socket.write('PROXY TCP4 999.1.1.1 127.0.0.1 5000 1883\r\n'),
+      );
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve());
+    });
+    await has('proxy.header_refused');
+
+    // tls.reloaded: the server certificate replaced on disk.
+    replaceFile(serverKey, readFileSync(pki.serverRotated.keyFile, 'utf8'));
+    replaceFile(serverCert, readFileSync(pki.serverRotated.chainFile, 'utf8'));
+    await has('tls.reloaded');
+
+    // authz.subscription_revoked: carol's live subscription loses its rule in the reload below.
+    const carolLive = await connectClient(url, {
+      clientId: 'carol-live',
+      username: 'carol',
+      password: PASSWORDS.carol,
+      protocolVersion: 5,
+    });
+    await carolLive.client.subscribeAsync('sensors/#', { qos: 0 });
+
     // policy.reloaded after an edit and SIGHUP; policy.reload_failed for a broken file.
     replaceFile(policyFile, POLICY_EDITED);
     broker.child.kill('SIGHUP');
     await has('policy.reloaded', (r) => field(r, 'labels.trigger') === 'sighup');
+    await has('authz.subscription_revoked');
+    await endAll(carolLive.client);
     replaceFile(policyFile, POLICY_BROKEN);
     broker.child.kill('SIGHUP');
     await has('policy.reload_failed');
@@ -450,6 +489,31 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(field(r, 'user.name')).toBe('carol');
   });
 
+  it('records a PROXY header refused with its reason', () => {
+    const r = one('proxy.header_refused');
+    expect(field(r, 'event.outcome')).toBe('failure');
+    expect(field(r, 'mqtt.listener')).toBe('lb');
+    expect(field(r, 'client.ip')).toMatch(/127\.0\.0\.1$/);
+    expect(typeof field(r, 'event.code')).toBe('string');
+    expect(typeof field(r, 'event.reason')).toBe('string');
+  });
+
+  it('records a certificate reload with the new certificate', () => {
+    const r = one('tls.reloaded');
+    expect(field(r, 'event.outcome')).toBe('success');
+    expect(field(r, 'mqtt.listener')).toBe('secure');
+    expect(field(r, 'tls.fingerprint')).toBe(pki.serverRotated.fingerprint256);
+  });
+
+  it('records a live subscription revoked by a policy reload', () => {
+    const r = one('authz.subscription_revoked');
+    expect(field(r, 'mqtt.client_id')).toBe('carol-live');
+    expect(field(r, 'mqtt.topic')).toBe('sensors/#');
+    expect(field(r, 'user.name')).toBe('carol');
+    const reload = one('policy.reloaded', (x) => field(x, 'labels.trigger') === 'sighup');
+    expect(r['seq'] as number).toBeGreaterThan(reload['seq'] as number);
+  });
+
   it('records a policy reload with the old and the new content hash', () => {
     const startup = one('policy.reloaded', (x) => field(x, 'labels.trigger') === 'startup');
     const r = one('policy.reloaded', (x) => field(x, 'labels.trigger') === 'sighup');
@@ -494,6 +558,21 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(auditText(auditDir)).toContain(lines[0]!);
   });
 
+  it('never writes a private key to the audit log or the broker output', () => {
+    const keyBodies = [
+      pki.server.keyFile,
+      pki.serverRotated.keyFile,
+      pki.clients.good.keyFile,
+      `${dataDir}/audit-signing.key`,
+    ]
+      .map((f) => readFileSync(f, 'utf8').replace(/-----[^-]+-----|\s/g, ''))
+      .map((body) => body.slice(0, 40));
+    for (const body of keyBodies) {
+      expect(body.length).toBe(40);
+      for (const text of [auditText(auditDir), brokerOutput]) expect(text.includes(body)).toBe(false);
+    }
+  });
+
   it('never writes a test password to the audit log, the broker output or the CLI output', () => {
     const everything = [auditText(auditDir), brokerOutput, cliOutput];
     expect(everything[0]!.length).toBeGreaterThan(0);
@@ -526,6 +605,9 @@ describe('the audit log of a real broker process driven by real clients', () => 
       'guard.throttled',
       'guard.throttle_refused',
       'credentials.reloaded',
+      'proxy.header_refused',
+      'tls.reloaded',
+      'authz.subscription_revoked',
       'audit.checkpoint',
     ])
       expect(produced.has(action), action).toBe(true);
