@@ -54,6 +54,7 @@ export class BulwarkServer {
   private readonly chains: AuthenticationChains;
   private started = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
+  private connectionTimer: NodeJS.Timeout | undefined;
   private readonly audit = new SwitchableAuditSink();
   private auditWriter: AuditWriter | undefined;
   private guard: Guard | undefined;
@@ -185,6 +186,12 @@ export class BulwarkServer {
       this.store?.maybeCompact(this.broker);
     }, 10_000);
     this.maintenanceTimer.unref();
+    // One timer for every connection's connect timeout and keep alive.
+    this.connectionTimer = setInterval(() => {
+      const now = Date.now();
+      for (const connection of this.broker.connections) connection.checkTimers(now);
+    }, 250);
+    this.connectionTimer.unref();
     this.started = true;
     this.broker.audit.record({ event: { action: 'broker.started', outcome: 'success' }, actor: 'broker' });
   }
@@ -226,6 +233,7 @@ export class BulwarkServer {
     this.started = false;
     this.sys.stop();
     if (this.maintenanceTimer) clearInterval(this.maintenanceTimer);
+    if (this.connectionTimer) clearInterval(this.connectionTimer);
     const closing = this.listeners.map(
       (l) => new Promise<void>((resolve) => (l.server ? l.server.close(() => resolve()) : resolve())),
     );

@@ -8,7 +8,8 @@ import { ReasonCode, type ReasonName } from '../protocol/reason-codes.js';
 import { remainingExpirySeconds } from '../routing/message.js';
 import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
-import { Framer } from './framer.js';
+import { Framer, firstFrameLength } from './framer.js';
+import { parseFrames, type PacketSink } from './codec.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { dispatchPacket } from '../handlers/index.js';
 import type { ConnectContext } from '../handlers/connect.js';
@@ -43,8 +44,9 @@ export class Connection implements SessionLink {
   clientMaximumPacketSize = 268_435_460;
   clientTopicAliasMaximum = 0;
   requestProblemInformation = true;
-  readonly inboundAliases = new Map<number, string>();
-  readonly outboundAliases = new Map<string, number>();
+  /** Topic aliases, created on first use: most clients never use them. */
+  inboundAliases: Map<number, string> | undefined;
+  outboundAliases: Map<string, number> | undefined;
   /** QoS 1/2 PUBLISH received and not yet acknowledged: bounded by the broker's Receive Maximum. */
   inboundUnacknowledged = 0;
   /** Set by a clean DISCONNECT (0x00): the will is not published. */
@@ -52,15 +54,20 @@ export class Connection implements SessionLink {
   closeReason: string | undefined;
   readonly connectedAt = Date.now();
 
-  private readonly parser: ReturnType<typeof mqtt.parser>;
   private readonly framer: Framer;
+  private readonly sink: PacketSink = {
+    onPacket: (packet) => this.onPacket(packet),
+    onParseError: (error) => this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`),
+  };
   private backlog: Packet[] | undefined;
   private readonly deferredAcks: { packet: Packet; seq: number }[] = [];
   private busy = false;
   private corked = false;
   private lastReceived = Date.now();
-  private keepaliveTimer: NodeJS.Timeout | undefined;
-  private connectTimer: NodeJS.Timeout | undefined;
+  /** Epoch ms by which CONNECT must have been accepted; 0 once connected. */
+  private connectDeadline = 0;
+  /** Silence after which the client is disconnected; 0 for keep alive 0. */
+  private keepaliveLimitMs = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -72,25 +79,13 @@ export class Connection implements SessionLink {
   ) {
     const limits = broker.limits;
     this.framer = new Framer(limits.max_packet_size);
-    this.parser = mqtt.parser({ protocolVersion: 4 });
-    this.parser.on('packet', (packet: Packet) => this.onPacket(packet));
-    this.parser.on('error', (error: Error) =>
-      this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`),
-    );
     (socket as Partial<Socket>).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error: Error) => {
       this.closeReason ??= `socket error: ${error.message}`;
     });
     socket.on('close', () => this.onSocketClosed());
-    this.connectTimer = setTimeout(() => {
-      this.closeReason = 'no CONNECT within the connect timeout';
-      broker.log.info(
-        { peer: this.peerLabel, listener: listener.name },
-        'closing connection: no CONNECT within the connect timeout',
-      );
-      this.destroy();
-    }, limits.connect_timeout_ms);
+    this.connectDeadline = Date.now() + limits.connect_timeout_ms;
   }
 
   get peerLabel(): string {
@@ -132,10 +127,17 @@ export class Connection implements SessionLink {
       this.protocolViolation('malformedPacket', `malformed packet: ${result.why}`);
       return;
     }
-    if (result.frames) {
-      if (this.state === 'awaiting-connect' && !this.checkFirstPacket(result.frames)) return;
-      this.parser.parse(result.frames);
+    let frames = result.frames;
+    if (!frames) return;
+    if (this.state === 'awaiting-connect') {
+      if (!this.checkFirstPacket(frames)) return;
+      // CONNECT decides the protocol version the rest of the stream is parsed with.
+      const connectLength = firstFrameLength(frames);
+      parseFrames(4, frames.subarray(0, connectLength), this.sink);
+      frames = frames.subarray(connectLength);
+      if (frames.length === 0 || (this.state as ConnectionState) === 'closed') return;
     }
+    parseFrames(this.protocolVersion, frames, this.sink);
   }
 
   /** [MQTT-3.1.0-1] the first packet must be CONNECT; an unknown protocol level gets CONNACK 0x84 / rc 1. */
@@ -184,7 +186,6 @@ export class Connection implements SessionLink {
       const version = packet.protocolVersion;
       if (version === 3 || version === 4 || version === 5) {
         this.protocolVersion = version;
-        (this.parser as unknown as { settings: { protocolVersion: number } }).settings.protocolVersion = version;
       }
     }
     if (this.busy || (this.state === 'authenticating' && packet.cmd !== 'auth' && packet.cmd !== 'disconnect')) {
@@ -237,27 +238,35 @@ export class Connection implements SessionLink {
   /** Called when CONNACK 0x00 has been sent. */
   onConnected(): void {
     this.state = 'connected';
-    if (this.connectTimer) clearTimeout(this.connectTimer);
-    this.connectTimer = undefined;
+    this.connectDeadline = 0;
     this.framer.setMaxPacketSize(this.broker.limits.max_packet_size);
-    if (this.keepalive > 0) {
-      // [MQTT-3.1.2-24] close after one and a half keep alive periods without a packet.
-      const periodMs = this.keepalive * 1500;
-      this.keepaliveTimer = setInterval(
-        () => {
-          if (Date.now() - this.lastReceived > periodMs) {
-            this.broker.log.info(
-              { clientId: this.clientId, peer: this.peerLabel },
-              'disconnecting client: keep alive timeout',
-            );
-            this.close('keepAliveTimeout', 'keep alive timeout');
-          }
-        },
-        Math.max(250, periodMs / 2),
-      );
-      this.keepaliveTimer.unref();
-    }
+    // [MQTT-3.1.2-24] close after one and a half keep alive periods without a packet (checked by `checkTimers`).
+    this.keepaliveLimitMs = this.keepalive * 1500;
     this.scheduleCredentialExpiry();
+  }
+
+  /**
+   * Connect timeout and keep alive, checked for every connection by one broker-wide timer rather than a timer per
+   * connection (each costs memory on tens of thousands of idle connections).
+   */
+  checkTimers(now: number): void {
+    if (this.state === 'closed') return;
+    if (this.connectDeadline > 0 && now >= this.connectDeadline) {
+      this.closeReason = 'no CONNECT within the connect timeout';
+      this.broker.log.info(
+        { peer: this.peerLabel, listener: this.listener.name },
+        'closing connection: no CONNECT within the connect timeout',
+      );
+      this.destroy();
+      return;
+    }
+    if (this.state === 'connected' && this.keepaliveLimitMs > 0 && now - this.lastReceived > this.keepaliveLimitMs) {
+      this.broker.log.info(
+        { clientId: this.clientId, peer: this.peerLabel },
+        'disconnecting client: keep alive timeout',
+      );
+      this.close('keepAliveTimeout', 'keep alive timeout');
+    }
   }
 
   /** A credential with an expiry (JWT `exp`) disconnects the client when it runs out. */
@@ -320,8 +329,6 @@ export class Connection implements SessionLink {
 
   private onSocketClosed(): void {
     this.state = 'closed';
-    if (this.connectTimer) clearTimeout(this.connectTimer);
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.backlog = undefined;
     this.broker.onConnectionClosed(this);
@@ -380,13 +387,14 @@ export class Connection implements SessionLink {
             out.subscriptionIds.length === 1 ? out.subscriptionIds[0]! : [...out.subscriptionIds];
         }
         if (this.clientTopicAliasMaximum > 0) {
-          const alias = this.outboundAliases.get(topic);
+          const aliases = (this.outboundAliases ??= new Map());
+          const alias = aliases.get(topic);
           if (alias !== undefined) {
             properties.topicAlias = alias;
             topic = '';
-          } else if (this.outboundAliases.size < this.clientTopicAliasMaximum) {
-            const next = this.outboundAliases.size + 1;
-            this.outboundAliases.set(topic, next);
+          } else if (aliases.size < this.clientTopicAliasMaximum) {
+            const next = aliases.size + 1;
+            aliases.set(topic, next);
             properties.topicAlias = next;
           }
         }
@@ -404,7 +412,7 @@ export class Connection implements SessionLink {
     };
     const bytes = this.encodePublish(packet, out, properties === undefined && !dup);
     if (bytes.length > this.clientMaximumPacketSize) {
-      if (properties?.topicAlias !== undefined && topic !== '') this.outboundAliases.delete(topic);
+      if (properties?.topicAlias !== undefined && topic !== '') this.outboundAliases?.delete(topic);
       this.broker.stats.messagesDiscarded++;
       return false;
     }

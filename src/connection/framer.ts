@@ -62,3 +62,17 @@ export class Framer {
     return { kind: 'frames', frames: offset > 0 ? data.subarray(0, offset) : undefined };
   }
 }
+
+/** Length of the first whole frame in `frames` (which the framer returned, so it is complete and valid). */
+export function firstFrameLength(frames: Buffer): number {
+  let multiplier = 1;
+  let remaining = 0;
+  let i = 1;
+  for (;;) {
+    const byte = frames[i++]!;
+    remaining += (byte & 0x7f) * multiplier;
+    multiplier *= 128;
+    if ((byte & 0x80) === 0) break;
+  }
+  return i + remaining;
+}

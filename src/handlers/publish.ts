@@ -146,10 +146,10 @@ function resolveTopic(connection: Connection, packet: IPublishPacket): string | 
     return undefined;
   }
   if (packet.topic.length > 0) {
-    connection.inboundAliases.set(alias, packet.topic);
+    (connection.inboundAliases ??= new Map()).set(alias, packet.topic);
     return packet.topic;
   }
-  const topic = connection.inboundAliases.get(alias);
+  const topic = connection.inboundAliases?.get(alias);
   if (topic === undefined) {
     connection.protocolViolation('protocolError', `topic alias ${alias} has not been set`);
     return undefined;
