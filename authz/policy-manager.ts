@@ -58,7 +58,14 @@ export function policyEventToAudit(e: PolicyEvent): AuditEvent {
       new_hash: e.newHash,
       error: e.action === 'policy.reload_failed' ? e.error : undefined,
     },
-    actor: e.trigger === 'cli' ? 'cli' : 'broker',
+    actor:
+      e.trigger === 'cli'
+        ? 'cli'
+        : e.trigger === 'sighup'
+          ? 'signal:SIGHUP'
+          : e.trigger === 'watch'
+            ? 'file-watch'
+            : 'broker',
     labels: { trigger: e.trigger },
   };
 }

@@ -3,6 +3,7 @@ import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../auth
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
+import { DEFAULT_DENY_RULE } from '../authz/model.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
 import { Connection } from './connection/connection.js';
 import type { ListenerRuntime } from './listener.js';
@@ -376,7 +377,7 @@ export class Broker {
           user: who.identity.username !== undefined ? { name: who.identity.username } : undefined,
           client: { ip: who.peerAddress },
           mqtt: { client_id: session.clientId, listener: who.listener, topic: message.topic, qos: message.qos },
-          authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+          authz: authzFields(decision),
         });
         this.log.info(
           { clientId: session.clientId, topic: message.topic, reason: decision.reason },
@@ -627,7 +628,7 @@ export class Broker {
         retain,
         ...(this.auditPayloads ? { payload: payload.toString('base64') } : {}),
       },
-      authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+      authz: authzFields(decision),
     });
   }
 
@@ -636,7 +637,7 @@ export class Broker {
       ...this.base(connection),
       event: { action: 'authz.subscribe_allowed', outcome: 'success', reason: decision.reason },
       mqtt: { ...this.base(connection).mqtt, topic: filter, qos },
-      authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+      authz: authzFields(decision),
     });
   }
 
@@ -825,7 +826,7 @@ export class Broker {
       ...this.base(connection),
       event: { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
       mqtt: { ...this.base(connection).mqtt, topic, qos },
-      authz: { rule: decision.rule?.location, rule_name: decision.rule?.name, source: decision.rule?.source },
+      authz: authzFields(decision),
     });
     this.log.info(
       { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
@@ -871,4 +872,11 @@ export class Broker {
     }
     await Promise.all(closing);
   }
+}
+
+/** The `authz` part of an audit record: the deciding rule as `file:line`, or `default-deny` when none matched. */
+function authzFields(decision: AuthzDecision): NonNullable<AuditEvent['authz']> {
+  const rule = decision.rule;
+  if (!rule) return { rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
+  return { rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
 }

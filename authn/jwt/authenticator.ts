@@ -136,7 +136,8 @@ export class JwtAuthenticator implements Authenticator {
         superuser: false,
         anonymous: false,
         authenticator: this.id,
-        ...(typeof payload.exp === 'number' ? { expiresAt: payload.exp * 1000 } : {}),
+        // The same skew that admitted the token at CONNECT applies to the disconnect, or it would be cut off at once.
+        ...(typeof payload.exp === 'number' ? { expiresAt: (payload.exp + this.options.clockSkewS) * 1000 } : {}),
         ...(claims.acl !== undefined && payload[claims.acl] !== undefined ? { aclRules: payload[claims.acl] } : {}),
       },
     };

@@ -60,8 +60,6 @@ export function registerStartCommand(program: Command): void {
         );
         process.exit(1);
       }
-      for (const line of server.describe()) server.log.info({ listener: line }, `listening: ${line}`);
-      console.error(`bulwark: ready; ${server.describe().join('; ')}; data in ${config.data_dir}`);
       let stopping = false;
       const shutdown = (signal: string): void => {
         if (stopping) return;
@@ -81,5 +79,8 @@ export function registerStartCommand(program: Command): void {
         server.log.info('SIGHUP: reloading the policy');
         void server.reloadPolicy('sighup');
       });
+      // The ready line comes after the signal handlers, so a supervisor's immediate SIGTERM is a graceful stop.
+      for (const line of server.describe()) server.log.info({ listener: line }, `listening: ${line}`);
+      console.error(`bulwark: ready; ${server.describe().join('; ')}; data in ${config.data_dir}`);
     });
 }

@@ -36,6 +36,8 @@ export class Connection implements SessionLink {
   /** The CONNECT as authenticated, kept for re-authentication and policy re-evaluation. */
   attempt: ConnectAttempt | undefined;
   exchange: ChainExchangeState | undefined;
+  /** True between AUTH 0x19 and the end of that re-authentication exchange. */
+  reauthenticating = false;
   /** The CONNECT waiting for an enhanced authentication exchange to finish. */
   pendingConnect: ConnectContext | undefined;
   keepalive = 0;

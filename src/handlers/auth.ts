@@ -28,7 +28,10 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
       return;
     }
     const result = await chain.continueExchange(connection.exchange, attempt, data, false);
-    if (result.kind !== 'continue') connection.pendingConnect = undefined;
+    if (result.kind !== 'continue') {
+      connection.pendingConnect = undefined;
+      connection.exchange = undefined;
+    }
     if (result.kind === 'deny') {
       broker.recordAuthentication(connection, attempt, result);
       broker.guardAfterAuthentication(connection, result);
@@ -46,8 +49,9 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   }
   let result: ChainResult;
   if (code === ReasonCode.reAuthenticate) {
+    connection.reauthenticating = true;
     result = await chain.authenticate({ ...attempt, authData: data });
-  } else if (code === ReasonCode.continueAuthentication && connection.exchange) {
+  } else if (code === ReasonCode.continueAuthentication && connection.exchange && connection.reauthenticating) {
     result = await chain.continueExchange(connection.exchange, attempt, data, true);
   } else {
     connection.protocolViolation('protocolError', 'unexpected AUTH reason code');
@@ -64,6 +68,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     return;
   }
   connection.exchange = undefined;
+  connection.reauthenticating = false;
   if (result.kind === 'allow' && result.identity.username !== connection.identity?.username) {
     // Re-authentication proves the same client again; it must not turn the connection into another user.
     result = {

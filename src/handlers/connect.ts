@@ -60,6 +60,8 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
 export async function continueAfterAuthentication(ctx: ConnectContext, result: ChainResult): Promise<void> {
   const connection = ctx.connection;
   if (connection.state === 'closed') return;
+  // A finished exchange must not be continued later: re-authentication starts afresh with AUTH 0x19.
+  if (result.kind !== 'continue') connection.exchange = undefined;
   if (result.kind === 'continue') {
     connection.exchange = result.state;
     connection.pendingConnect = ctx;
