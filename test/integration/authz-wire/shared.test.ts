@@ -86,6 +86,6 @@ describe('shared subscriptions with a `shared` condition', () => {
     ).toEqual([0x87]);
     const audit = await pb.broker.waitForAudit('authz.subscribe_denied');
     expect(audit.mqtt?.topic).toBe('$share/workers/jobs/#');
-    expect(audit.authz?.rule).toBeUndefined();
+    expect(audit.authz?.rule).toBe('default-deny');
   });
 });

@@ -52,7 +52,7 @@ describe('$SYS and other broker topics', () => {
     expect((await log.ack('puback', id!)).reasonCode).toBe(0x87);
     const audit = await pb.broker.waitForAudit('authz.publish_denied');
     expect(audit.mqtt?.topic).toBe('$SYS/broker/forged');
-    expect(audit.authz?.rule).toBeUndefined();
+    expect(audit.authz?.rule).toBe('default-deny');
     await forger.client.publishAsync('ordinary/marker', 'm', { qos: 1 });
     expect(monitor.received.on('$SYS/broker/forged')).toEqual([]);
   });

@@ -54,7 +54,7 @@ describe('MQTT 3.1.1 clients against the policy', () => {
     const denied = pb.broker.audit.events.filter((e) => e.event.action === 'authz.subscribe_denied');
     expect(denied.map((e) => [e.mqtt?.topic, e.mqtt?.protocol_version, e.authz?.rule])).toEqual([
       ['vault/gold', 4, pb.rule('vault-closed')],
-      ['nowhere/#', 4, undefined],
+      ['nowhere/#', 4, 'default-deny'],
     ]);
   });
 

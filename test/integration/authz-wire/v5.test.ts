@@ -81,7 +81,7 @@ describe('MQTT 5 clients against the policy', () => {
     expect((await log.ack('puback', id!)).reasonCode).toBe(0x87);
     const audit = await pb.broker.waitForAudit('authz.publish_denied');
     expect(audit.mqtt?.topic).toBe('feed/news');
-    expect(audit.authz?.rule).toBeUndefined();
+    expect(audit.authz?.rule).toBe('default-deny');
     await marker(1);
     expect(subscriber.received.on('feed/news')).toEqual([]);
   });
@@ -107,7 +107,7 @@ describe('MQTT 5 clients against the policy', () => {
     const denied = pb.broker.audit.events.filter((e) => e.event.action === 'authz.subscribe_denied');
     expect(denied.map((e) => [e.mqtt?.topic, e.authz?.rule])).toEqual([
       ['vault/gold', pb.rule('vault-closed')],
-      ['elsewhere/#', undefined],
+      ['elsewhere/#', 'default-deny'],
     ]);
     // The granted filters really route, the refused ones are not in the session.
     const session = pb.broker.server.broker.sessions.get('v5-pub')!;

@@ -122,6 +122,32 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
     client.end(true);
   });
 
+  it('mosquitto_pub with --cafile/--cert/--key is authenticated by its certificate; without a certificate it is refused', async () => {
+    const run = (args: string[]): Promise<number | null> =>
+      new Promise((resolve) => {
+        const child = spawn('mosquitto_pub', [
+          '-h',
+          'localhost',
+          '-p',
+          String(mtls.port),
+          '--cafile',
+          pki.caFile,
+          '-t',
+          'mtls/x',
+          '-m',
+          'hi',
+          ...args,
+        ]);
+        child.on('exit', resolve);
+      });
+    await run(['--cert', pki.clients.good.certFile, '--key', pki.clients.good.keyFile, '-i', 'mosq-cert']);
+    const allowed = await mtls.waitForAudit('authn.allowed', (e) => e.mqtt?.client_id === 'mosq-cert');
+    expect(allowed.authn?.by).toBe('x509');
+    expect(await run(['-i', 'mosq-nocert', '-V', 'mqttv5'])).not.toBe(0);
+    const denied = await mtls.waitForAudit('authn.denied', (e) => e.mqtt?.client_id === 'mosq-nocert');
+    expect(denied.event.code).toBe('notAuthorized');
+  });
+
   it('mosquitto_pub connects with --psk and the PSK identity becomes the username', async () => {
     const code = await new Promise<number | null>((resolve) => {
       const child = spawn('mosquitto_pub', [

@@ -65,7 +65,7 @@ describe('jwt authenticator', () => {
       groups: ['sensors'],
       attributes: { 'jwt.sub': 'dev-7', 'jwt.tenant': 'acme' },
       aclRules: [{ allow: 'publish', topic: 't/#' }],
-      expiresAt: (nowS + 600) * 1000,
+      expiresAt: (nowS + 600 + 30) * 1000,
     });
   });
 
