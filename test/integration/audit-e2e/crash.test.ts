@@ -81,7 +81,8 @@ describe('the audit log after kill -9 during heavy logging', () => {
     const [file] = await waitForFiles(auditDir, 1);
     // Kill while the writer is busy: well into the flood, not before it.
     const deadline = Date.now() + 30_000;
-    while (statSync(file!).size < 512 * 1024 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    // 768 KiB is well over the 1,000 records the checks below expect (about 500 bytes a record).
+    while (statSync(file!).size < 768 * 1024 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     await broker.kill9();
     floods.forEach((f) => f.stop());
     await Promise.all(floods.map((f) => f.done));
