@@ -439,7 +439,7 @@ export class Broker {
     });
   }
 
-  /** Messages that came through shared subscriptions go to another member of the group ([MQTT-4.8.2-?]). */
+  /** Messages that came through shared subscriptions go to another member of the group. */
   private redistributeShared(session: Session): void {
     for (const subscription of session.subscriptions.values()) {
       if (subscription.shareGroup === undefined) continue;

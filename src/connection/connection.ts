@@ -119,6 +119,22 @@ export class Connection implements SessionLink {
     }
     const result = this.framer.push(chunk);
     if (result.kind === 'tooLarge') {
+      if (this.state === 'awaiting-connect' && protocolLevelOf(chunk) === 5) {
+        // An MQTT 5 client sending an oversize CONNECT is told why: CONNACK 0x95, then close (MQTT 5 section 3.2.2.2).
+        this.closeReason = `CONNECT of ${result.size} bytes exceeds the maximum packet size`;
+        this.broker.log.info(
+          { peer: this.peerLabel, size: result.size },
+          'refusing connection: CONNECT exceeds the maximum packet size',
+        );
+        this.state = 'closed';
+        this.socket.end(
+          mqtt.generate(
+            { cmd: 'connack', reasonCode: ReasonCode.packetTooLarge, sessionPresent: false },
+            { protocolVersion: 5 },
+          ),
+        );
+        return;
+      }
       this.protocolViolation(
         'packetTooLarge',
         `packet of ${result.size} bytes exceeds the maximum of ${this.broker.limits.max_packet_size}`,
@@ -148,14 +164,8 @@ export class Connection implements SessionLink {
       this.rejectFirstPacket();
       return false;
     }
-    // Fixed header (1 byte + 1..4 length bytes), then protocol name length (2) + name, then the level.
-    let i = 1;
-    while (i < 5 && (frames[i]! & 0x80) !== 0) i++;
-    i++;
-    const nameLength = frames.length > i + 1 ? frames.readUInt16BE(i) : -1;
-    const levelAt = i + 2 + nameLength;
-    if (nameLength >= 0 && levelAt < frames.length) {
-      const level = frames[levelAt]! & 0x7f;
+    const level = protocolLevelOf(frames);
+    if (level !== undefined) {
       if (level !== 3 && level !== 4 && level !== 5) {
         // [MQTT-3.1.2-2] respond with 0x84 (v5) / return code 1 (3.1.1), then close.
         const packet =
@@ -488,4 +498,16 @@ export class Connection implements SessionLink {
   reasonProperties(detail: string | undefined): { reasonString: string } | undefined {
     return this.isV5 && this.requestProblemInformation && detail ? { reasonString: detail } : undefined;
   }
+}
+
+/** The protocol level byte of a CONNECT at the start of `bytes`, when enough of it has arrived. */
+function protocolLevelOf(bytes: Buffer): number | undefined {
+  if (bytes.length < 2 || bytes[0]! >> 4 !== 1) return undefined;
+  // Fixed header (1 byte + 1..4 length bytes), then protocol name length (2) + name, then the level.
+  let i = 1;
+  while (i < 5 && i < bytes.length && (bytes[i]! & 0x80) !== 0) i++;
+  i++;
+  if (bytes.length < i + 2) return undefined;
+  const levelAt = i + 2 + bytes.readUInt16BE(i);
+  return levelAt < bytes.length ? bytes[levelAt]! & 0x7f : undefined;
 }

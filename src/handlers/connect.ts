@@ -242,7 +242,7 @@ function checkGuard(ctx: ConnectContext): StepResult {
   return { ok: false, reason: verdict.reason, detail: verdict.detail, audited: true };
 }
 
-/** [MQTT-3.1.2-?] a will the client may not publish refuses the CONNECT with 0x87. */
+/** MQTT 5 section 3.2.2.2 (0x87): a will the client may not publish refuses the CONNECT with 0x87. */
 function authorizeWill(ctx: ConnectContext): StepResult | Promise<StepResult> {
   const will = ctx.will;
   if (!will) return OK;

@@ -3,7 +3,7 @@ import type { Connection } from '../connection/connection.js';
 
 /**
  * DISCONNECT from the client. [MQTT-3.14.4-3] a normal disconnect (0x00) discards the will; 0x04 asks for it to
- * be published. [MQTT-3.14.2-?] a session expiry of 0 in CONNECT cannot be raised here: protocol error.
+ * be published. MQTT 5 section 3.14.2.2.2: a session expiry of 0 in CONNECT cannot be raised here: protocol error.
  */
 export function handleDisconnect(connection: Connection, packet: IDisconnectPacket): void {
   const session = connection.session!;

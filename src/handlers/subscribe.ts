@@ -30,7 +30,7 @@ export function handleSubscribe(connection: Connection, packet: ISubscribePacket
   }
   const subscriptionId = packet.properties?.subscriptionIdentifier;
   if (subscriptionId !== undefined && (Array.isArray(subscriptionId) || subscriptionId === 0)) {
-    // [MQTT-3.8.2-?] a Subscription Identifier of 0 is a protocol error.
+    // MQTT 5 section 3.8.2.1.2: a Subscription Identifier of 0 is a protocol error.
     connection.protocolViolation('protocolError', 'invalid subscription identifier');
     return;
   }

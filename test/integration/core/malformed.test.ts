@@ -114,6 +114,21 @@ describe('malformed and forbidden input', () => {
     },
   );
 
+  it('an MQTT 5 CONNECT over the maximum packet size gets CONNACK 0x95, then the connection closes', async () => {
+    const client = await RawClient.connect(broker.port, 5);
+    client.send(
+      connectPacket('too-big', {
+        protocolVersion: 5,
+        will: { topic: 'w', payload: Buffer.alloc(4096), qos: 0, retain: false },
+      }),
+      5,
+    );
+    const connack = await client.next('connack');
+    expect(connack.reasonCode).toBe(0x95);
+    await client.waitClosed();
+    await broker.waitForLog((l) => l.msg === 'refusing connection: CONNECT exceeds the maximum packet size');
+  });
+
   it('survives a seeded stream of random mutations of valid packets', async () => {
     let seed = 0x2545f491;
     const random = (): number => {
