@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,17 @@ afterAll(async () => {
   rmSync(ownDir, { recursive: true, force: true });
 });
 
+/** SIGSTOP, then wait until the kernel reports the process stopped, so no request is answered after this returns. */
+async function stopProcess(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  for (let i = 0; i < 200; i++) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/^\d+ \(.*\) T /.test(stat)) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`process ${pid} did not stop`);
+}
+
 describe.skipIf(!slapd)('ldap authenticator when the directory misbehaves', () => {
   it('throws while the directory is stopped and recovers after it resumes, without a restart', async () => {
     const pid = own?.pid ?? 0;
@@ -37,7 +48,7 @@ describe.skipIf(!slapd)('ldap authenticator when the directory misbehaves', () =
     });
     // Warm the pools so the stall hits established connections as well as new ones.
     expect((await a.authenticate(login('alice', alice.password), deadline())).kind).toBe('allow');
-    process.kill(pid, 'SIGSTOP');
+    await stopProcess(pid);
     try {
       await expect(a.authenticate(login('bob', bob.password), deadline(3000))).rejects.toThrow();
       await expect(a.authenticate(login('carol', carol.password), deadline(3000))).rejects.toThrow();
@@ -58,7 +69,7 @@ describe.skipIf(!slapd)('ldap authenticator when the directory misbehaves', () =
         operationTimeoutMs: 10_000,
       },
     });
-    process.kill(pid, 'SIGSTOP');
+    await stopProcess(pid);
     try {
       await expect(a.authenticate(login('alice', alice.password), deadline(200))).rejects.toThrow();
     } finally {
