@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { databaseTlsSchema } from '../authn/sql/config.js';
 
 const onError = z
   .enum(['deny', 'next'])
@@ -34,15 +35,7 @@ const sqlShape = (type: 'postgres' | 'mysql', defaultPort: number) => ({
     .describe('File holding the database password (first line). Preferred over `password`, which sits in the config.'),
   password: z.string().optional().describe('Database password inline; prefer `password_file`.'),
   pool_size: z.number().int().min(1).max(256).default(4).describe('Connections kept open.'),
-  tls: z
-    .object({
-      ca_file: z.string().optional().describe('CA bundle to verify the database certificate.'),
-      server_name: z.string().optional().describe('Expected server name.'),
-      reject_unauthorized: z.boolean().default(true).describe('Refuse an unverified database certificate.'),
-    })
-    .strict()
-    .optional()
-    .describe('Connect over TLS.'),
+  tls: databaseTlsSchema.optional().describe('Connect over TLS.'),
   query: z
     .string()
     .min(1)

@@ -10,6 +10,15 @@ import { MysqlBackend } from './mysql-backend.js';
 import { PostgresBackend } from './postgres-backend.js';
 import { compileQuery } from './query-template.js';
 
+/** TLS to a SQL backend; shared by the SQL authenticators and the SQL policy sources. */
+export const databaseTlsSchema = z
+  .object({
+    ca_file: z.string().optional().describe('CA bundle to verify the database certificate.'),
+    server_name: z.string().optional().describe('Expected server name (SNI/verification).'),
+    reject_unauthorized: z.boolean().default(true).describe('Refuse an unverified database certificate.'),
+  })
+  .strict();
+
 const sqlSettingsShape = (defaultPort: number) => ({
   host: z.string().min(1).default('127.0.0.1').describe('Database host.'),
   port: z.number().int().min(1).max(65_535).default(defaultPort).describe('Database port.'),
@@ -29,15 +38,7 @@ const sqlSettingsShape = (defaultPort: number) => ({
     .max(60_000)
     .default(2_000)
     .describe('Per-query deadline; the connection is discarded on expiry.'),
-  tls: z
-    .object({
-      ca_file: z.string().optional().describe('CA bundle to verify the database certificate.'),
-      server_name: z.string().optional().describe('Expected server name (SNI/verification).'),
-      reject_unauthorized: z.boolean().default(true).describe('Refuse an unverified database certificate.'),
-    })
-    .strict()
-    .optional()
-    .describe('Connect over TLS.'),
+  tls: databaseTlsSchema.optional().describe('Connect over TLS.'),
   query: z
     .string()
     .min(1)

@@ -3,19 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+import { freePort } from '../../helpers/services/postgres.js';
 import { runCli, startCliBroker } from '../../helpers/cli.js';
-import net from 'node:net';
 
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-cli-'));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('bulwark start', () => {
   it('describes every command and option in --help', async () => {

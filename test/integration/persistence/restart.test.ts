@@ -1,20 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../../helpers/services/postgres.js';
 import { runCli, startCliBroker } from '../../helpers/cli.js';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function brokerSetup(durability: string): Promise<{ dir: string; config: string; port: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-persist-'));
