@@ -78,7 +78,7 @@ export const auditRecordSchema = z
         rule: z.string().optional().describe('The deciding rule as `file:line`, or `default-deny`.'),
         rule_name: z.string().optional().describe('The rule’s name, when it has one.'),
         source: z.string().optional().describe('Authorization source id, e.g. `file`, `sql`, `jwt-acl`.'),
-        action: z.string().optional().describe('publish, subscribe, receive, will or retained.'),
+        action: z.string().optional().describe('connect, publish, subscribe, receive, will or retained.'),
         explanation: z.string().optional().describe('How the decision was reached.'),
       })
       .strict()

@@ -1,10 +1,14 @@
 import type { Identity } from '../authn/types.js';
 import type { AccessRequest, AuthzDecision } from './types.js';
 
-/** 3 actions × 3 QoS × retain × shared. */
-const SLOTS = 36;
+/** 3 topic actions × 3 QoS × retain × shared, plus one slot of its own for `connect`. */
+const SLOTS = 37;
+const CONNECT_SLOT = 36;
 
 function slotOf(req: AccessRequest): number {
+  // A connect decision lives in its own slot, so it can never be read back as (or overwrite) a topic decision,
+  // whatever its topic field holds.
+  if (req.action === 'connect') return CONNECT_SLOT;
   const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
   return a * 12 + req.qos * 4 + (req.retain ? 2 : 0) + (req.sharedGroup !== undefined ? 1 : 0);
 }
@@ -18,8 +22,9 @@ interface ClientEntry {
 }
 
 /**
- * Bounded cache of final decisions keyed by (client, action, qos, retain, shared, topic). Lookups allocate
- * nothing: per client, one map per (action, qos, retain, shared) slot, keyed by the topic string.
+ * Bounded cache of final decisions keyed by (client, action, qos, retain, shared, topic), and (client, connect).
+ * Lookups allocate nothing: per client, one map per (action, qos, retain, shared) slot, keyed by the topic string;
+ * connect decisions have a slot of their own.
  *
  * A client's entries belong to one identity object: a request carrying another identity (a reconnect under
  * the same client id) drops them, so a cached answer never outlives the connection it was computed for, even

@@ -27,7 +27,7 @@ function plural(n: number, word: string): string {
 /** `bulwark policy check FILE...`: every problem with file:line:column; 1 when there is any error. */
 export async function policyCheck(files: readonly string[], io: CliIo = processIo): Promise<number> {
   const set = await loadPolicySet(files, { runCases: false });
-  const diagnostics = [...set.diagnostics, ...lintRules(set.rules)];
+  const diagnostics = [...set.diagnostics, ...lintRules(set.rules, files)];
   for (const d of diagnostics) (d.severity === 'error' ? io.err : io.out)(formatDiagnostic(d));
   const errors = diagnostics.filter((d) => d.severity === 'error').length;
   const warnings = diagnostics.length - errors;
@@ -77,6 +77,7 @@ export interface ExplainOptions {
   listener?: string;
   authenticator?: string;
   superuser?: boolean;
+  connect?: boolean;
   publish?: string;
   subscribe?: string;
   receive?: string;
@@ -86,17 +87,22 @@ export interface ExplainOptions {
 
 /** Builds the request `policy explain` describes; an error message when the options do not describe one. */
 export function explainRequest(o: ExplainOptions): AccessRequest | string {
-  const chosen = (['publish', 'subscribe', 'receive'] as const).filter((a) => o[a] !== undefined);
-  if (chosen.length !== 1) return 'give exactly one of --publish, --subscribe, --receive';
+  const chosen: AccessAction[] = (['publish', 'subscribe', 'receive'] as const).filter((a) => o[a] !== undefined);
+  if (o.connect === true) chosen.push('connect');
+  if (chosen.length !== 1) return 'give exactly one of --connect, --publish, --subscribe, --receive';
   const action = chosen[0] as AccessAction;
-  let topic = o[action] as string;
+  if (action === 'connect' && (o.retain === true || (o.qos !== undefined && o.qos !== '0'))) {
+    return '--qos and --retain do not apply to --connect';
+  }
+  // A connect request has no topic: it asks whether this identity may be connected at all.
+  let topic = action === 'connect' ? '' : (o[action] as string);
   let sharedGroup: string | undefined;
   if (action === 'subscribe') {
     const split = splitShared(topic);
     if (!split || !isValidFilter(split.topic)) return `"${topic}" is not a valid topic filter`;
     topic = split.topic;
     sharedGroup = split.sharedGroup;
-  } else if (!isValidTopicName(topic)) return `"${topic}" is not a valid topic name`;
+  } else if (action !== 'connect' && !isValidTopicName(topic)) return `"${topic}" is not a valid topic name`;
   const qos = o.qos === undefined ? 0 : Number(o.qos);
   if (qos !== 0 && qos !== 1 && qos !== 2) return '--qos must be 0, 1 or 2';
   const ip = o.ip ?? '127.0.0.1';
@@ -183,6 +189,7 @@ export function registerPolicyCommand(program: Command): void {
     .option('--listener <name>', 'listener name', 'default')
     .option('--authenticator <id>', 'authenticator that admitted the client')
     .option('--superuser', 'the identity is a superuser')
+    .option('--connect', 'explain whether the client may connect (and stay connected)')
     .option('--publish <topic>', 'explain a publish to this topic')
     .option('--subscribe <filter>', 'explain a subscription to this filter ($share/group/filter allowed)')
     .option('--receive <topic>', 'explain delivery of a message on this topic')

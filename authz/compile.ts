@@ -47,7 +47,7 @@ export interface CompiledRule {
   readonly index: number;
   readonly spec: RuleSpec;
   readonly effect: Effect;
-  /** Bit 0 publish, 1 subscribe, 2 receive. */
+  /** Bit 0 publish, 1 subscribe, 2 receive, 3 connect. */
   readonly actionMask: number;
   readonly subjects: CompiledSubjects;
   readonly patterns: readonly TopicPattern[];
@@ -60,8 +60,10 @@ export interface CompiledRule {
 }
 
 export function actionBit(action: AccessAction): number {
-  return action === 'publish' ? 1 : action === 'subscribe' ? 2 : 4;
+  return action === 'publish' ? 1 : action === 'subscribe' ? 2 : action === 'receive' ? 4 : 8;
 }
+
+export const CONNECT_BIT = 8;
 
 function textMatcher(set: TextSet | undefined): TextMatcher | undefined {
   return set ? { exact: new Set(set.exact), prefixes: set.prefixes } : undefined;
@@ -286,6 +288,9 @@ export class CompiledPolicy {
   readonly superuserVerdict: Verdict;
   readonly #deny: Bucket[] = [emptyBucket(), emptyBucket(), emptyBucket()];
   readonly #allow: Bucket[] = [emptyBucket(), emptyBucket(), emptyBucket()];
+  /** Connect rules have no topic to index by: two lists in file order, walked by subjects only. */
+  readonly #connectDeny: CompiledRule[] = [];
+  readonly #connectAllow: CompiledRule[] = [];
 
   constructor(specs: readonly RuleSpec[], opts: CompileOptions) {
     this.sourceId = opts.sourceId;
@@ -300,6 +305,10 @@ export class CompiledPolicy {
       reason: 'superuser (the policy enables superusers)',
     });
     for (const rule of this.rules) {
+      if (rule.actionMask & CONNECT_BIT) {
+        (rule.effect === 'deny' ? this.#connectDeny : this.#connectAllow).push(rule);
+        continue;
+      }
       const buckets = rule.effect === 'deny' ? this.#deny : this.#allow;
       for (let a = 0; a < 3; a++) if (rule.actionMask & (1 << a)) addToBucket(buckets[a] as Bucket, rule);
     }
@@ -309,10 +318,18 @@ export class CompiledPolicy {
     return new CompiledPolicy([], { sourceId, superusers: false, hash: 'empty' });
   }
 
-  /** The deciding verdict, or undefined when no rule matches. Synchronous; allocates only the topic's levels. */
+  /**
+   * The deciding verdict, or undefined when no rule matches. Synchronous; allocates only the topic's levels (and
+   * nothing at all for `connect`).
+   */
   decide(req: AccessRequest): Verdict | undefined {
     if (this.superusers && req.identity.superuser) return this.superuserVerdict;
     if (this.rules.length === 0) return undefined;
+    if (req.action === 'connect') {
+      // The same order as every other action: any matching deny, then the first matching allow.
+      const denied = firstBySubject(this.#connectDeny, req);
+      return denied !== undefined ? denied.verdict : firstBySubject(this.#connectAllow, req)?.verdict;
+    }
     const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
     const levels = req.topic.split('/');
     const denied = this.#first(this.#deny[a] as Bucket, req, levels);
@@ -363,6 +380,14 @@ export class CompiledPolicy {
     }
     return undefined;
   }
+}
+
+function firstBySubject(rules: readonly CompiledRule[], req: AccessRequest): CompiledRule | undefined {
+  for (let i = 0; i < rules.length; i++) {
+    const rule = rules[i] as CompiledRule;
+    if (subjectMatches(rule.subjects, req)) return rule;
+  }
+  return undefined;
 }
 
 export { DEFAULT_DENY_RULE };

@@ -40,7 +40,7 @@ const sqlShape = (type: 'postgres' | 'mysql', defaultPort: number) => ({
     .string()
     .min(1)
     .describe(
-      'Parameterised query with ${username}, ${clientid}, ${peerhost} (sent as parameters, never spliced). Returns rows with permission (allow|deny), action (publish|subscribe|receive|all, or a comma list), topic (policy-file filter grammar, placeholders allowed), and optionally qos (0-2 or a comma list) and retain (boolean).',
+      'Parameterised query with ${username}, ${clientid}, ${peerhost} (sent as parameters, never spliced). Returns rows with permission (allow|deny), action (connect; or publish|subscribe|receive|all, or a comma list of these), topic (policy-file filter grammar, placeholders allowed; ignored for connect rows), and optionally qos (0-2 or a comma list) and retain (boolean). `all` does not include connect.',
     ),
   cache_ttl_ms: z
     .number()

@@ -53,6 +53,7 @@ function considerRule(rule: CompiledRule, req: AccessRequest, levels: readonly s
   }
   const subject = subjectMismatch(rule.subjects, req);
   if (subject) return { ...base, matched: false, why: `subject does not match: ${subject}` };
+  if (req.action === 'connect') return { ...base, matched: true, why: 'subjects match (connect rules have no topic)' };
   const condition = conditionMismatch(rule, req);
   if (condition) return { ...base, matched: false, why: `condition does not hold: ${condition}` };
   const hit = topicMatches(rule, req, levels);
@@ -98,6 +99,9 @@ export function summarizeExplanation(e: Explanation): string {
 function describeRequest(req: AccessRequest): string {
   const id = req.identity;
   const who = id.anonymous ? 'anonymous' : `user ${JSON.stringify(id.username ?? null)}`;
+  if (req.action === 'connect') {
+    return `${who}, client "${id.clientId}", connect on listener "${req.listener}" from ${req.peerAddress}`;
+  }
   const shared = req.sharedGroup !== undefined ? ` (shared group ${req.sharedGroup})` : '';
   return `${who}, client "${id.clientId}", ${req.action} "${req.topic}"${shared} qos ${req.qos}${req.retain ? ' retain' : ''}`;
 }

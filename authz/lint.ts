@@ -53,13 +53,26 @@ function where(rule: RuleSpec): string {
   return `${rule.position.file}:${rule.position.line}`;
 }
 
+export const NO_CONNECT_WARNING = 'no rule allows connect: every client will be refused with CONNACK 0x87';
+
 /**
  * Review warnings for `policy check`: rules that can never decide because another rule matches everything they
- * match, `#` grants to anonymous or all clients, deny rules that placeholders can defeat, and conditions that
- * cannot apply to the rule's actions.
+ * match, `#` grants to anonymous or all clients, deny rules that placeholders can defeat, conditions that
+ * cannot apply to the rule's actions, and a policy in which no rule allows `connect`. `files` (the files loaded,
+ * in order) gives the last warning a position.
  */
-export function lintRules(rules: readonly RuleSpec[]): Diagnostic[] {
+export function lintRules(rules: readonly RuleSpec[], files: readonly string[] = []): Diagnostic[] {
   const out: Diagnostic[] = [];
+  if (!rules.some((r) => r.effect === 'allow' && r.actions.includes('connect'))) {
+    const file = files[0] ?? rules[0]?.position.file;
+    out.push({
+      severity: 'warning',
+      code: 'POLICY_WARNING',
+      message: NO_CONNECT_WARNING,
+      position: file !== undefined ? { file, line: 1, column: 1 } : undefined,
+      hint: 'add a rule such as "allow: connect" with the subjects that may connect',
+    });
+  }
   const warn = (rule: RuleSpec, message: string, hint?: string, position = rule.position): void => {
     out.push({ severity: 'warning', code: 'POLICY_WARNING', message, position, hint });
   };

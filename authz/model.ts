@@ -1,6 +1,6 @@
 import type { Identity } from '../authn/types.js';
 import type { SourcePosition } from '../src/errors.js';
-import type { AccessAction } from './types.js';
+import type { AccessAction, TopicAction } from './types.js';
 
 /**
  * The policy language as parsed, before compilation. Every element keeps the position it was written at, so
@@ -8,7 +8,9 @@ import type { AccessAction } from './types.js';
  */
 export type Effect = 'allow' | 'deny';
 
-export const ACTIONS: readonly AccessAction[] = ['publish', 'subscribe', 'receive'];
+export const ACTIONS: readonly AccessAction[] = ['connect', 'publish', 'subscribe', 'receive'];
+/** The actions a rule with topics may list; `connect` rules have no topics and stand alone. */
+export const TOPIC_ACTIONS: readonly TopicAction[] = ['publish', 'subscribe', 'receive'];
 
 /** Names a case may expect that are not rules. */
 export const DEFAULT_DENY_RULE = 'default-deny';
@@ -45,8 +47,10 @@ export interface ConditionSpec {
 export interface RuleSpec {
   name: string;
   effect: Effect;
+  /** Either `['connect']` alone, or topic actions only (the parser refuses a mix). */
   actions: readonly AccessAction[];
   subjects: SubjectSpec;
+  /** Empty for a connect rule. */
   topics: readonly string[];
   topicPositions: readonly SourcePosition[];
   conditions: ConditionSpec;

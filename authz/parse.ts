@@ -220,17 +220,31 @@ export function parseCidr(text: string): { address: string; prefix: number; type
   return { address, prefix, type: family === 4 ? 'ipv4' : 'ipv6' };
 }
 
+const CONNECT_MIXED = 'connect rules have no topics; write a separate rule';
+
 function parseActions(r: Reader, node: unknown, what: string, fallback?: SourcePosition): AccessAction[] | undefined {
   const list = stringList(r, node, `${what} actions`, fallback);
   if (!list) return undefined;
   const out: AccessAction[] = [];
+  let connectNode: unknown;
   for (const { value, node: item } of list) {
     const action = ACTIONS.find((a) => a === value);
     if (!action) {
-      r.error(item, `${what}: unknown action "${value}"`, 'actions are publish, subscribe and receive', fallback);
+      r.error(
+        item,
+        `${what}: unknown action "${value}"`,
+        'actions are connect, publish, subscribe and receive',
+        fallback,
+      );
       return undefined;
     }
+    if (action === 'connect') connectNode ??= item;
     if (!out.includes(action)) out.push(action);
+  }
+  if (connectNode !== undefined && out.length > 1) {
+    // A connect decision has no topic, so a rule granting both would mean two different things under one name.
+    r.error(connectNode, `${what}: ${CONNECT_MIXED}`, 'e.g. "allow: connect" with the same subjects', fallback);
+    return undefined;
   }
   return out;
 }
@@ -349,7 +363,18 @@ function parseRule(
   const topicsEntry = f.get('topics');
   const topics: string[] = [];
   const topicPositions: SourcePosition[] = [];
-  if (!topicsEntry) {
+  const isConnect = actions !== undefined && actions[0] === 'connect';
+  if (isConnect) {
+    if (topicsEntry) {
+      r.error(topicsEntry.key, `${what}: connect rules have no topics`, 'remove "topics:"', fallback);
+      ok = false;
+    }
+    const whenEntry = f.get('when');
+    if (whenEntry) {
+      r.error(whenEntry.key, `${what}: connect rules have no conditions`, 'remove "when:"', fallback);
+      ok = false;
+    }
+  } else if (!topicsEntry) {
     r.error(node, `${what} has no topics`, 'e.g. topics: ["sensors/${username}/#"]', fallback);
     ok = false;
   } else if (isScalar(topicsEntry.value) && topicsEntry.value.value === null) {
@@ -383,7 +408,7 @@ function parseRule(
     }
   }
   let conditions: ConditionSpec = {};
-  const when = f.get('when');
+  const when = isConnect ? undefined : f.get('when');
   if (when) {
     const c = parseConditions(r, when.value, what, fallback);
     if (c) conditions = c;
@@ -424,7 +449,18 @@ const IDENTITY_KEYS = [
   'superuser',
   'anonymous',
 ] as const;
-const CASE_KEYS = ['name', 'identity', 'publish', 'subscribe', 'receive', 'qos', 'retain', 'expect', 'rule'] as const;
+const CASE_KEYS = [
+  'name',
+  'identity',
+  'connect',
+  'publish',
+  'subscribe',
+  'receive',
+  'qos',
+  'retain',
+  'expect',
+  'rule',
+] as const;
 
 export interface RequestSubject {
   identity: Identity;
@@ -551,13 +587,34 @@ function parseCase(r: Reader, node: unknown, index: number): CaseSpec | undefine
   const what = name ? `case "${name}"` : label;
   const subject = parseCaseIdentity(r, f.get('identity')?.value, what);
   if (!subject) ok = false;
-  const present = (['publish', 'subscribe', 'receive'] as const).filter((a) => f.has(a));
+  const present = ACTIONS.filter((a) => f.has(a));
   let action: AccessAction | undefined;
   let topic: string | undefined;
   let sharedGroup: string | undefined;
   if (present.length !== 1) {
-    r.error(node, `${what} needs exactly one of publish, subscribe, receive`, 'e.g. "publish: sensors/a/temp"');
+    r.error(
+      node,
+      `${what} needs exactly one of connect, publish, subscribe, receive`,
+      'e.g. "publish: sensors/a/temp" or "connect: true"',
+    );
     ok = false;
+  } else if (present[0] === 'connect') {
+    action = 'connect';
+    topic = '';
+    const entry = f.get('connect');
+    const v = boolOf(r, entry?.value, `${what} connect`);
+    if (v === undefined) ok = false;
+    else if (!v) {
+      r.error(entry?.value, `${what}: write "connect: true" and say the outcome with expect`, 'expect: deny');
+      ok = false;
+    }
+    for (const key of ['qos', 'retain'] as const) {
+      const extra = f.get(key);
+      if (extra) {
+        r.error(extra.key, `${what}: ${key} does not apply to a connect case`, `remove "${key}:"`);
+        ok = false;
+      }
+    }
   } else {
     action = present[0] as AccessAction;
     const entry = f.get(action);

@@ -1,10 +1,14 @@
 import type { Identity } from '../authn/types.js';
 
-export type AccessAction = 'publish' | 'subscribe' | 'receive';
+export type AccessAction = 'connect' | 'publish' | 'subscribe' | 'receive';
+
+/** The actions that concern a topic; `connect` concerns the connection itself. */
+export type TopicAction = Exclude<AccessAction, 'connect'>;
 
 /**
  * One authorization question. `topic` is a topic name for publish and receive, a topic filter (without the
- * `$share/group/` prefix, which is in `sharedGroup`) for subscribe.
+ * `$share/group/` prefix, which is in `sharedGroup`) for subscribe. For `connect` (may this client stay
+ * connected?) `topic` is `''`, `qos` 0, `retain` false and `sharedGroup` undefined.
  */
 export interface AccessRequest {
   identity: Identity;

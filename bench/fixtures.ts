@@ -48,16 +48,20 @@ export function mosquittoPasswordFile(dir: string, users: readonly Credential[])
 }
 
 /**
- * A policy of `count` rules: `count - 1` rules for other users' device topics (which the evaluator has to get
- * past or index away), then the one rule that lets the bench's anonymous clients use `bench/#`. Everything else,
- * `probe/#` included, falls to the default deny, which is how the bench detects that authorization is wired.
+ * A policy of `count` rules: one rule that lets every bench client connect, `count - 2` rules for other users'
+ * device topics (which the evaluator has to get past or index away), then the one rule that lets the bench's
+ * anonymous clients use `bench/#`. Everything else, `probe/#` included, falls to the default deny, which is how the
+ * bench detects that authorization is wired.
  */
 export function policyFile(dir: string, count: number): string {
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `policy-${count}.yaml`);
+  // The name changed when connect rules were introduced, so a cached file without one is never reused.
+  const file = join(dir, `policy-connect-${count}.yaml`);
   if (existsSync(file)) return file;
-  const rules: Record<string, unknown>[] = [];
-  for (let i = 0; i < count - 1; i++) {
+  const rules: Record<string, unknown>[] = [
+    { name: 'bench-connect', allow: 'connect', subjects: 'all', why: 'Every bench client may connect.' },
+  ];
+  for (let i = 0; i < count - 2; i++) {
     rules.push({
       name: `fleet-${i}`,
       allow: ['publish', 'subscribe'],

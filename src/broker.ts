@@ -8,7 +8,7 @@ import type { BrokerConfig, Limits } from './config/schema.js';
 import { Connection } from './connection/connection.js';
 import type { ListenerRuntime } from './listener.js';
 import type { Logger } from './log.js';
-import type { ReasonName } from './protocol/reason-codes.js';
+import { ReasonCode, v3ConnackCode, type ReasonName } from './protocol/reason-codes.js';
 import { isExpired, type Message, type QoS } from './routing/message.js';
 import { topicMatches } from './protocol/topic.js';
 import { RetainedStore } from './routing/retained-store.js';
@@ -671,29 +671,94 @@ export class Broker {
   // --- authorization -----------------------------------------------------------------------------------
 
   /**
-   * After a policy swap or source change: every live subscription is checked again; those no longer allowed
-   * stop receiving at once and are removed (MQTT has no server-initiated unsubscribe, so the client is not told).
+   * After a policy swap or source change (`Authorizer.onChange`): every connected client is asked `connect` again,
+   * and one no longer allowed is disconnected (`authz.connection_revoked`, then MQTT 5 DISCONNECT 0x87; 3.1.1 has
+   * no server DISCONNECT, so the network connection is closed). For clients still allowed, every live subscription
+   * is checked again; those no longer allowed stop receiving at once and are removed (MQTT has no server-initiated
+   * unsubscribe, so the client is not told). Synchronous answers apply before this returns; asynchronous ones
+   * (SQL misses) when they arrive, provided the connection still has the identity they were asked for.
+   *
+   * A client whose CONNECT is being decided (authenticated, CONNACK not yet sent) was judged by the previous
+   * policy: it is re-checked the same way once its CONNACK is out (`settleConnect`).
    */
-  reevaluateSubscriptions(): void {
+  reevaluateAuthorization(): void {
     for (const connection of this.connections) {
-      const session = connection.session;
-      if (connection.state !== 'connected' || !session || !connection.identity) continue;
-      for (const subscription of [...session.subscriptions.values()]) {
-        const decision = this.authorizeSubscribe(
-          connection,
-          subscription.filter,
-          subscription.qos,
-          subscription.shareGroup,
-        );
-        const apply = (d: AuthzDecision): void => {
-          if (d.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
-          this.removeSubscription(subscription);
-          this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, d);
-        };
-        if (decision instanceof Promise) decision.then(apply, () => undefined);
-        else apply(decision);
-      }
+      if (connection.state === 'authenticating' && connection.identity) this.connectRecheck.add(connection);
+      else this.reevaluateConnection(connection);
     }
+  }
+
+  /** Connections that were mid-CONNECT during a policy change. */
+  private readonly connectRecheck = new WeakSet<Connection>();
+
+  /** After the CONNACK: applies a policy change that happened while this CONNECT was being decided. */
+  settleConnect(connection: Connection): void {
+    if (!this.connectRecheck.delete(connection)) return;
+    this.reevaluateConnection(connection);
+  }
+
+  private reevaluateConnection(connection: Connection): void {
+    const identity = connection.identity;
+    if (connection.state !== 'connected' || !connection.session || !identity) return;
+    const decision = this.authorizeConnect(connection);
+    const apply = (d: AuthzDecision): void => {
+      if (connection.state !== 'connected' || connection.identity !== identity) return;
+      if (!d.allowed) this.revokeConnection(connection, d);
+      else this.reevaluateSubscriptionsOf(connection);
+    };
+    if (decision instanceof Promise) decision.then(apply, () => undefined);
+    else apply(decision);
+  }
+
+  private reevaluateSubscriptionsOf(connection: Connection): void {
+    const session = connection.session;
+    if (connection.state !== 'connected' || !session || !connection.identity) return;
+    for (const subscription of [...session.subscriptions.values()]) {
+      const decision = this.authorizeSubscribe(
+        connection,
+        subscription.filter,
+        subscription.qos,
+        subscription.shareGroup,
+      );
+      const apply = (d: AuthzDecision): void => {
+        if (d.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
+        this.removeSubscription(subscription);
+        this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, d);
+      };
+      if (decision instanceof Promise) decision.then(apply, () => undefined);
+      else apply(decision);
+    }
+  }
+
+  /**
+   * May this connection's identity be connected? Asked after authentication at CONNECT, after every policy swap
+   * or source change, and after a successful re-authentication. Synchronous for file rules and cache hits.
+   */
+  authorizeConnect(connection: Connection): AuthzDecision | Promise<AuthzDecision> {
+    return this.authorize(connection.identity!, connection, 'connect', '', 0, false, undefined);
+  }
+
+  /**
+   * A connected client the policy no longer allows: recorded (`authz.connection_revoked`, naming the deciding rule),
+   * then told DISCONNECT 0x87 (MQTT 5) and closed. Its will follows the usual rule for a connection the server ends:
+   * it is published only if the current policy allows that publish for the identity.
+   */
+  revokeConnection(connection: Connection, decision: AuthzDecision): void {
+    if (connection.state === 'closed') return;
+    this.audit.record({
+      ...this.base(connection),
+      event: { action: 'authz.connection_revoked', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      mqtt: {
+        ...this.base(connection).mqtt,
+        ...(connection.isV5 ? { reason_code: ReasonCode.notAuthorized } : {}),
+      },
+      authz: { ...authzFields(decision), action: 'connect' },
+    });
+    this.log.info(
+      { clientId: connection.clientId, rule: authzFields(decision).rule, reason: decision.reason },
+      'disconnecting client: connection no longer allowed by the authorization policy',
+    );
+    connection.close('notAuthorized', 'connection no longer allowed by the authorization policy');
   }
 
   authorizePublish(
@@ -852,6 +917,24 @@ export class Broker {
 
   recordWillDenied(connection: Connection, topic: string, decision: AuthzDecision): void {
     this.recordAuthz('authz.will_denied', connection, topic, 0, decision);
+  }
+
+  /** A CONNECT refused because the policy does not allow the authenticated identity to connect. */
+  recordConnectDenied(connection: Connection, decision: AuthzDecision): void {
+    const rule = authzFields(decision);
+    this.audit.record({
+      ...this.base(connection),
+      event: { action: 'authz.connect_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      mqtt: {
+        ...this.base(connection).mqtt,
+        reason_code: connection.isV5 ? ReasonCode.notAuthorized : v3ConnackCode('notAuthorized'),
+      },
+      authz: { ...rule, action: 'connect' },
+    });
+    this.log.info(
+      { clientId: connection.clientId, peer: connection.peerLabel, rule: rule.rule, reason: decision.reason },
+      'connection refused: not allowed to connect by the authorization policy',
+    );
   }
 
   // --- shutdown ----------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ export class BulwarkServer {
       });
       await this.authorization.start();
       this.broker.authorizer = this.authorization.authorizer;
-      this.authorization.authorizer.onChange(() => this.broker.reevaluateSubscriptions());
+      this.authorization.authorizer.onChange(() => this.broker.reevaluateAuthorization());
     }
     this.broker.checkReceive = config.check_receive_on_delivery;
     await this.chains.start();

@@ -3,7 +3,7 @@ import type { Secret } from '../../authn/secret.js';
 import { BulwarkError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { CompiledPolicy } from '../compile.js';
-import { ACTIONS, type RuleSpec } from '../model.js';
+import { ACTIONS, TOPIC_ACTIONS, type RuleSpec } from '../model.js';
 import { parseTopicPattern } from '../topic.js';
 import type { AccessAction, AccessRequest, AuthzOutcome, AuthzSource } from '../types.js';
 
@@ -82,17 +82,22 @@ function column(row: Record<string, unknown>, name: string): unknown {
   return undefined;
 }
 
+/**
+ * `connect` alone, or topic actions. `all` (and `pubsub`) mean the three topic actions only: a row such as
+ * `deny all secret/#` is about topics and must not refuse the connection, so connect is granted or refused only
+ * by a row whose action is exactly `connect`.
+ */
 function parseActions(v: unknown): AccessAction[] | undefined {
   if (typeof v !== 'string') return undefined;
   const s = v.trim().toLowerCase();
-  if (s === 'all') return [...ACTIONS];
-  if (s === 'pubsub') return ['publish', 'subscribe', 'receive'];
+  if (s === 'all' || s === 'pubsub') return [...TOPIC_ACTIONS];
   const out: AccessAction[] = [];
   for (const part of s.split(',')) {
     const a = ACTIONS.find((x) => x === part.trim());
     if (!a) return undefined;
     if (!out.includes(a)) out.push(a);
   }
+  if (out.includes('connect') && out.length > 1) return undefined;
   return out.length > 0 ? out : undefined;
 }
 
@@ -116,8 +121,9 @@ function parseRetain(v: unknown): boolean | undefined | 'bad' {
 }
 
 /**
- * Turns ACL rows (permission, action, topic, optional qos and retain) into rules. A row that does not parse makes
- * the whole lookup fail, so a damaged table denies rather than silently dropping a deny row.
+ * Turns ACL rows (permission, action, topic, optional qos and retain) into rules. A row whose action is `connect`
+ * answers connect requests; its other columns are ignored. A row that does not parse makes the whole lookup fail,
+ * so a damaged table denies rather than silently dropping a deny row.
  */
 export function rowsToRules(rows: ReadonlyArray<Record<string, unknown>>, sourceId: string): RuleSpec[] {
   return rows.map((row, i) => {
@@ -130,8 +136,22 @@ export function rowsToRules(rows: ReadonlyArray<Record<string, unknown>>, source
     if (!actions) {
       throw new BulwarkError(
         'BULWARK_ERR_POLICY_INVALID',
-        `${where}: action must be publish, subscribe, receive or all`,
+        `${where}: action must be connect (alone), or publish, subscribe, receive, all or a comma list of them`,
       );
+    }
+    const position = { file: sourceId, line: i + 1, column: 0 };
+    if (actions[0] === 'connect') {
+      // A connect row answers "may this client connect?"; topic, qos and retain say nothing about that.
+      return {
+        name: `row-${i + 1}`,
+        effect: permission,
+        actions,
+        subjects: { all: true },
+        topics: [],
+        topicPositions: [],
+        conditions: {},
+        position,
+      };
     }
     const topic = column(row, 'topic');
     if (typeof topic !== 'string' || !parseTopicPattern(topic).ok) {
@@ -141,7 +161,6 @@ export function rowsToRules(rows: ReadonlyArray<Record<string, unknown>>, source
     if (qos === false) throw new BulwarkError('BULWARK_ERR_POLICY_INVALID', `${where}: qos must be 0, 1, 2 or a list`);
     const retain = parseRetain(column(row, 'retain'));
     if (retain === 'bad') throw new BulwarkError('BULWARK_ERR_POLICY_INVALID', `${where}: retain must be boolean`);
-    const position = { file: sourceId, line: i + 1, column: 0 };
     return {
       name: `row-${i + 1}`,
       effect: permission,

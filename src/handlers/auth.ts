@@ -84,8 +84,16 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     connection.close(result.reason, `re-authentication failed: ${result.detail}`);
     return;
   }
-  connection.identity = result.identity;
+  const identity = result.identity;
+  connection.identity = identity;
   connection.scheduleCredentialExpiry();
+  // The new identity may carry other groups or attributes: it must still be allowed to connect.
+  const decision = await broker.authorizeConnect(connection);
+  if (connection.state !== 'connected' || connection.identity !== identity) return;
+  if (!decision.allowed) {
+    broker.revokeConnection(connection, decision);
+    return;
+  }
   connection.writePacket({
     cmd: 'auth',
     reasonCode: ReasonCode.success,

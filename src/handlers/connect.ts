@@ -33,8 +33,8 @@ const OK: StepResult = { ok: true };
 
 /** Before authentication: cheap checks first, so a refused client costs as little as possible. */
 const preAuthSteps: readonly ConnectStep[] = [validateConnect, checkGuard];
-/** After the chain allowed the client. */
-const postAuthSteps: readonly ConnectStep[] = [authorizeWill, openSession];
+/** After the chain (and the guard) allowed the client: may this identity connect, may it leave this will. */
+const postAuthSteps: readonly ConnectStep[] = [authorizeConnect, authorizeWill, openSession];
 
 export async function handleConnect(connection: Connection, packet: IConnectPacket): Promise<void> {
   connection.state = 'authenticating';
@@ -242,6 +242,22 @@ function checkGuard(ctx: ConnectContext): StepResult {
   return { ok: false, reason: verdict.reason, detail: verdict.detail, audited: true };
 }
 
+/**
+ * The policy's `connect` action, asked with the authenticated identity: a client the policy does not allow is
+ * refused with 0x87 (MQTT 5 section 3.2.2.2), 0x05 on 3.1.1 and 3.1 (the one mapping in protocol/reason-codes.ts).
+ */
+function authorizeConnect(ctx: ConnectContext): StepResult | Promise<StepResult> {
+  const broker = ctx.connection.broker;
+  const decision = broker.authorizeConnect(ctx.connection);
+  const judge = (d: AuthzDecision): StepResult => {
+    if (d.allowed) return OK;
+    broker.recordConnectDenied(ctx.connection, d);
+    return { ok: false, reason: 'notAuthorized', detail: 'not allowed to connect by the authorization policy' };
+  };
+  if (decision instanceof Promise) return decision.then(judge);
+  return judge(decision);
+}
+
 /** MQTT 5 section 3.2.2.2 (0x87): a will the client may not publish refuses the CONNECT with 0x87. */
 function authorizeWill(ctx: ConnectContext): StepResult | Promise<StepResult> {
   const will = ctx.will;
@@ -302,6 +318,7 @@ async function openSession(ctx: ConnectContext): Promise<StepResult> {
   connection.writePacket(connack);
   connection.onConnected();
   broker.onSessionOpened(connection, session);
+  broker.settleConnect(connection);
   return OK;
 }
 

@@ -66,6 +66,11 @@ export class SecretLedger {
 /** A policy letting every authenticated client publish, subscribe and receive ordinary topics. */
 export const OPEN_POLICY = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: authenticated-everything
     allow: [publish, subscribe, receive]
     subjects: all

@@ -16,6 +16,11 @@ import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 
 const POLICY = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: load-open
     allow: [publish, subscribe, receive]
     subjects: all

@@ -29,6 +29,11 @@ const DAVE_PASSWORD = 'dave-Pw-Hc6Rx1Mv4Ua';
 
 const POLICY = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: alice-sensors
     allow: [publish, subscribe, receive]
     subjects: { users: [alice] }
@@ -63,9 +68,14 @@ const POLICY_EDITED = `${POLICY.replace('subjects: { users: [bob, carol] }\n    
     topics: ['sensors/carol/#']
 `;
 
-// `alow` on line 8, column 5: a typo the loader must refuse with file:line:column.
+// `alow` on line 13, column 5: a typo the loader must refuse with file:line:column.
 const POLICY_BROKEN = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: alice-sensors
     allow: [publish, subscribe, receive]
     subjects: { users: [alice] }
@@ -539,7 +549,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
     const r = one('policy.reload_failed');
     expect(field(r, 'event.outcome')).toBe('failure');
     const error = String(field(r, 'policy.error'));
-    expect(error.startsWith(`${policyFile}:8:5: `), error).toBe(true);
+    expect(error.startsWith(`${policyFile}:13:5: `), error).toBe(true);
     expect(error).toContain('alow');
     expect(field(r, 'policy.file')).toBe(policyFile);
     // The old rules stay live: the hash kept is the one the SIGHUP reload put in force.

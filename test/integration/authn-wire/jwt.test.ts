@@ -169,6 +169,7 @@ describe('a token bound to the client id', () => {
             },
           ],
         },
+        authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] },
       },
     });
     try {
@@ -209,6 +210,7 @@ describe('clock skew and the expiry timer', () => {
             },
           ],
         },
+        authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] },
       },
     });
     try {

@@ -5,6 +5,11 @@ import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broke
 
 const DEVICES = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: device-own-prefix
     allow: [publish, subscribe, receive]
     subjects: all
@@ -13,6 +18,11 @@ rules:
 
 const TENANTS = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: tenant-own-prefix
     allow: [publish, subscribe, receive]
     subjects: { anonymous: false }

@@ -6,6 +6,11 @@ import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broke
 
 const BASE = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: open-area
     allow: [publish, subscribe, receive]
     subjects: all
@@ -32,6 +37,11 @@ const WITH_BETA = `${BASE}
 /** news readers removed: live subscriptions to news/# must stop. */
 const WITHOUT_NEWS_READERS = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: open-area
     allow: [publish, subscribe, receive]
     subjects: all

@@ -4,6 +4,11 @@ import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broke
 
 const POLICY = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: write-anywhere-in-r
     allow: [publish, subscribe]
     subjects: all

@@ -5,6 +5,11 @@ import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broke
 
 const POLICY = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: producers-write-jobs
     allow: publish
     subjects: { clients: ['producer-*'] }

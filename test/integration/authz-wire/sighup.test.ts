@@ -8,6 +8,11 @@ import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 
 const BASE = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: open-area
     allow: [publish, subscribe, receive]
     subjects: all

@@ -8,6 +8,11 @@ import { ruleAt, startPolicyBroker, type PolicyBroker } from '../../helpers/poli
 /** Everything ordinary is open to everyone; nothing names `$SYS`. */
 const OPEN_POLICY = `version: 1
 rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+    why: These tests are about topic rules; every client may connect.
+
   - name: everything-ordinary
     allow: [publish, subscribe, receive]
     subjects: all

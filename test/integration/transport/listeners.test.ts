@@ -27,8 +27,29 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
       crl_file: pki.crlFile,
     };
     const x509Chain = { anonymous: false, steps: [{ type: 'x509', identity_source: 'cn' }] };
-    mtls = await startBroker({ listener: { transport: 'tls', tls, authentication: x509Chain } });
+    // Certificate clients, and anonymous clients whose PROXY header names the documentation network, may connect.
+    const connectPolicy = join(pki.dir, 'connect.policy.yaml');
+    writeFileSync(
+      connectPolicy,
+      [
+        'version: 1',
+        'rules:',
+        '  - name: certificate-clients-connect',
+        '    allow: connect',
+        '    subjects: { authenticators: [x509] }',
+        '  - name: proxied-clients-connect',
+        '    allow: connect',
+        '    subjects: { anonymous: true, addresses: [203.0.113.0/24] }',
+        '',
+      ].join('\n'),
+    );
+    const withConnectPolicy = { authorization: { policy_files: [connectPolicy] } };
+    mtls = await startBroker({
+      config: withConnectPolicy,
+      listener: { transport: 'tls', tls, authentication: x509Chain },
+    });
     strict = await startBroker({
+      config: withConnectPolicy,
       listener: { transport: 'tls', tls: { ...tls, require_certificate: true }, authentication: x509Chain },
     });
     const pskFile = join(pki.dir, 'psk.txt');
@@ -39,6 +60,9 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
       [
         'version: 1',
         'rules:',
+        '  - name: devices-connect',
+        '    allow: connect',
+        '    subjects: { users: [device-7] }',
         '  - name: devices-publish',
         '    allow: publish',
         '    subjects: { users: [device-7] }',
@@ -59,6 +83,7 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
       listener: { transport: 'wss', tls: { cert_file: pki.server.certFile, key_file: pki.server.keyFile } },
     });
     proxied = await startBroker({
+      config: withConnectPolicy,
       listener: { transport: 'tcp', proxy_protocol: { enabled: true, trusted_proxies: ['127.0.0.1/32'] } },
     });
   });

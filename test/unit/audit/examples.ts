@@ -213,6 +213,47 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     actor: 'broker',
     labels: { uptime_s: '86400' },
   },
+  {
+    event: {
+      action: 'authz.connect_denied',
+      outcome: 'failure',
+      reason: 'denied by rule "quarantined-certificates-cannot-connect" (policies/site.yaml:6)',
+      code: 'notAuthorized',
+    },
+    client: { ip: '10.0.4.18', port: 53980 },
+    user: { name: 'sensor-18' },
+    mqtt: { client_id: 'sensor-18', listener: 'mqtts', protocol_version: 5, reason_code: 135 },
+    authz: {
+      rule: 'policies/site.yaml:6',
+      rule_name: 'quarantined-certificates-cannot-connect',
+      source: 'file',
+      action: 'connect',
+    },
+  },
+  {
+    event: {
+      action: 'authz.subscription_revoked',
+      outcome: 'failure',
+      reason: 'no rule matched (default deny)',
+      code: 'notAuthorized',
+    },
+    client: { ip: '10.0.4.31', port: 51200 },
+    user: { name: 'dashboard' },
+    mqtt: { client_id: 'dash-2', listener: 'mqtt', protocol_version: 5, topic: 'plant/+/setpoints/#', qos: 0 },
+    authz: { rule: 'default-deny', rule_name: 'default-deny' },
+  },
+  {
+    event: {
+      action: 'authz.connection_revoked',
+      outcome: 'failure',
+      reason: 'no rule matched (default deny)',
+      code: 'notAuthorized',
+    },
+    client: { ip: '10.0.4.17', port: 53122 },
+    user: { name: 'sensor-17' },
+    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5, reason_code: 135 },
+    authz: { rule: 'default-deny', rule_name: 'default-deny', action: 'connect' },
+  },
 ];
 
 /** What the writer records during an outage of its disk (the others it produces itself in the generator). */

@@ -49,8 +49,12 @@ cases:
 describe('bulwark policy check', () => {
   it('exits 0 and summarises a valid file', async () => {
     const io = capture();
-    expect(await policyCheck([write('site.policy.yaml', site)], io)).toBe(0);
-    expect(io.stdout.at(-1)).toBe('0 errors, 0 warnings; 2 rules, 2 cases in 1 file');
+    const connect = write(
+      'connect.policy.yaml',
+      'rules:\n  - name: users-connect\n    allow: connect\n    subjects: { anonymous: false }\n',
+    );
+    expect(await policyCheck([write('site.policy.yaml', site), connect], io)).toBe(0);
+    expect(io.stdout.at(-1)).toBe('0 errors, 0 warnings; 3 rules, 2 cases in 2 files');
   });
 
   it('prints every error with file:line:column and exits non-zero', async () => {
@@ -61,7 +65,7 @@ describe('bulwark policy check', () => {
     const io = capture();
     expect(await policyCheck([file], io)).toBe(1);
     expect(io.stderr).toContain(
-      `${file}:3:12: error: rule "a": unknown action "fly" (actions are publish, subscribe and receive)`,
+      `${file}:3:12: error: rule "a": unknown action "fly" (actions are connect, publish, subscribe and receive)`,
     );
     expect(io.stderr.some((l) => l.startsWith(`${file}:8:17: error: rule "b" subjects: unknown key "user"`))).toBe(
       true,
@@ -134,7 +138,7 @@ describe('bulwark policy check', () => {
   it('does not warn about shadowing that a narrower condition prevents', async () => {
     const file = write(
       'ok.policy.yaml',
-      "rules:\n  - name: qos0\n    allow: publish\n    subjects: all\n    topics: ['a/#']\n    when: { qos: 0 }\n  - name: any\n    allow: publish\n    subjects: all\n    topics: ['a/b']\n",
+      "rules:\n  - name: qos0\n    allow: publish\n    subjects: all\n    topics: ['a/#']\n    when: { qos: 0 }\n  - name: any\n    allow: publish\n    subjects: all\n    topics: ['a/b']\n  - name: everyone-connects\n    allow: connect\n    subjects: all\n",
     );
     const io = capture();
     expect(await policyCheck([file], io)).toBe(0);

@@ -229,7 +229,7 @@ const errors: ErrorCase[] = [
   {
     what: 'case without an action',
     text: `rules:\n${okRule}cases:\n  - name: c\n    expect: allow\n`,
-    message: /exactly one of publish, subscribe, receive/,
+    message: /exactly one of connect, publish, subscribe, receive/,
     line: 7,
     column: 5,
   },
