@@ -276,3 +276,81 @@ describe('bulwark policy explain', () => {
     expect(policy?.commands.map((c) => c.name())).toEqual(['check', 'test', 'explain']);
   });
 });
+
+describe('connect on the command line', () => {
+  const connectPolicy = `version: 1
+rules:
+  - name: staff-connect
+    allow: connect
+    subjects: { groups: [staff] }
+  - name: banned
+    deny: connect
+    subjects: { users: [mallory] }
+cases:
+  - name: staff may connect
+    identity: { user: alice, groups: [staff] }
+    connect: true
+    expect: allow
+    rule: staff-connect
+  - name: mallory may not, staff or not
+    identity: { user: mallory, groups: [staff] }
+    connect: true
+    expect: deny
+    rule: banned
+`;
+
+  it('policy check warns when no rule allows connect, naming the first file', async () => {
+    const file = write('topics.policy.yaml', site);
+    const io = capture();
+    expect(await policyCheck([file], io)).toBe(0);
+    expect(io.stdout).toContain(
+      `${file}:1:1: warning: no rule allows connect: every client will be refused with CONNACK 0x87 (add a rule such as "allow: connect" with the subjects that may connect)`,
+    );
+    const ok = capture();
+    expect(await policyCheck([write('connect.policy.yaml', connectPolicy)], ok)).toBe(0);
+    expect(ok.stdout.some((l) => l.includes('no rule allows connect'))).toBe(false);
+  });
+
+  it('policy test runs connect cases and names the rule that actually decided a failing one', async () => {
+    const io = capture();
+    expect(await policyTest([write('connect.policy.yaml', connectPolicy)], io)).toBe(0);
+    expect(io.stdout.at(-1)).toBe('2 passed, 0 failed');
+    const wrong = connectPolicy.replace('    expect: deny\n    rule: banned', '    expect: allow');
+    const failing = capture();
+    const file = write('wrong.policy.yaml', wrong);
+    expect(await policyTest([file], failing)).toBe(1);
+    expect(failing.stderr[0]).toBe(
+      `${file}:15:5: FAIL mallory may not, staff or not: expected allow, got deny by rule "banned" (${file}:6)`,
+    );
+  });
+
+  it('policy explain --connect explains a connect decision rule by rule', async () => {
+    const file = write('connect.policy.yaml', connectPolicy);
+    const io = capture();
+    expect(
+      await policyExplain([file], { user: 'mallory', client: 'm1', group: ['staff'], connect: true, qos: '0' }, io),
+    ).toBe(0);
+    const text = io.stdout.join('\n');
+    expect(text).toContain('request:  user "mallory", client "m1", connect on listener "default" from 127.0.0.1');
+    expect(text).toContain('decision: DENY');
+    expect(text).toContain(`decided by: rule "banned" at ${file}:6`);
+    expect(text).toContain(`MATCH allow staff-connect (${file}:3): subjects match (connect rules have no topic)`);
+    expect(text).toContain(`MATCH deny  banned (${file}:6): subjects match (connect rules have no topic)`);
+  });
+
+  it('policy explain refuses --connect together with a topic action, --qos or --retain', async () => {
+    const io = capture();
+    expect(await policyExplain([], { connect: true, publish: 'a' }, io)).toBe(2);
+    expect(io.stderr[0]).toBe('give exactly one of --connect, --publish, --subscribe, --receive');
+    expect(await policyExplain([], { connect: true, retain: true }, io)).toBe(2);
+    expect(await policyExplain([], { connect: true, qos: '1' }, io)).toBe(2);
+    expect(io.stderr.at(-1)).toBe('--qos and --retain do not apply to --connect');
+  });
+
+  it('registers --connect on policy explain', () => {
+    const program = new Command('bulwark');
+    registerPolicyCommand(program);
+    const explain = program.commands.find((c) => c.name() === 'policy')?.commands.find((c) => c.name() === 'explain');
+    expect(explain?.options.map((o) => o.long)).toContain('--connect');
+  });
+});

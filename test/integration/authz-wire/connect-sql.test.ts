@@ -1,0 +1,103 @@
+import { randomBytes } from 'node:crypto';
+import type { IDisconnectPacket } from 'mqtt';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { connectClient, endAll, type Connected } from '../../helpers/mqtt-clients.js';
+import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broker.js';
+import type { SqlServiceInfo } from '../../helpers/services/types.js';
+
+const POLICY = `version: 1
+rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+  - name: chat
+    allow: [publish, subscribe, receive]
+    subjects: all
+    topics: ['chat/#']
+`;
+
+/**
+ * A PostgreSQL ACL source in front of the policy file, with no row cache: every connect check after a policy change
+ * is a query, so the broker's re-check is asynchronous, as it is for any SQL cache miss.
+ */
+describe('connect rows in a PostgreSQL ACL table', () => {
+  const info = inject('postgres');
+  const table = `connect_acl_${randomBytes(4).toString('hex')}`;
+  let db: pg.Client;
+  let pb: PolicyBroker;
+  const clients: Connected[] = [];
+
+  const service = (): SqlServiceInfo => {
+    // The harness could not start the database: fail with its reason rather than pass silently.
+    if ('missing' in info) throw new Error(`postgres unavailable: ${info.missing}`);
+    return info;
+  };
+
+  beforeAll(async () => {
+    const s = service();
+    db = new pg.Client({ host: s.host, port: s.port, user: s.user, password: s.password, database: s.database });
+    await db.connect();
+    await db.query(
+      `CREATE TABLE ${table} (clientid VARCHAR(64), permission VARCHAR(8) NOT NULL, action VARCHAR(32) NOT NULL, topic VARCHAR(255))`,
+    );
+    await db.query(`INSERT INTO ${table} VALUES ('sql-banned', 'deny', 'connect', NULL)`);
+    pb = await startPolicyBroker({
+      policy: POLICY,
+      authorization: {
+        sources: [
+          {
+            type: 'postgres',
+            id: 'acl-db',
+            host: s.host,
+            port: s.port,
+            user: s.user,
+            password: s.password,
+            database: s.database,
+            query: `SELECT permission, action, topic FROM ${table} WHERE clientid = \${clientid}`,
+            cache_ttl_ms: 0,
+          },
+          { type: 'file' },
+        ],
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await endAll(...clients.map((c) => c.client));
+    await pb?.stop();
+    await db?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => undefined);
+    await db?.end();
+  });
+
+  it('refuses at CONNECT a client a deny connect row names, naming the row', async () => {
+    const error = await connectClient(pb.broker.url, { clientId: 'sql-banned', protocolVersion: 5 }).then(
+      () => undefined,
+      (e: { code?: number }) => e,
+    );
+    expect(error?.code).toBe(0x87);
+    const denied = await pb.broker.waitForAudit('authz.connect_denied', (e) => e.mqtt?.client_id === 'sql-banned');
+    expect(denied.authz).toMatchObject({ rule: 'acl-db:1', rule_name: 'row-1', source: 'acl-db', action: 'connect' });
+  });
+
+  it('disconnects a connected client once a deny connect row exists and the policy changes (asynchronous check)', async () => {
+    const doomed = await connectClient(pb.broker.url, { clientId: 'sql-doomed', protocolVersion: 5 });
+    clients.push(doomed);
+    const keeper = await connectClient(pb.broker.url, { clientId: 'sql-keeper', protocolVersion: 5 });
+    clients.push(keeper);
+    await keeper.client.subscribeAsync('chat/#', { qos: 1 });
+    await db.query(`INSERT INTO ${table} VALUES ('sql-doomed', 'deny', 'connect', NULL)`);
+    const disconnect = new Promise<IDisconnectPacket>((resolve) => doomed.client.once('disconnect', resolve));
+    pb.rewrite(`${POLICY}\n# reviewed\n`);
+    await pb.broker.server.reloadPolicy('cli');
+    expect((await disconnect).reasonCode).toBe(0x87);
+    const revoked = await pb.broker.waitForAudit('authz.connection_revoked', (e) => e.mqtt?.client_id === 'sql-doomed');
+    expect(revoked.authz).toMatchObject({ rule: 'acl-db:1', source: 'acl-db', action: 'connect' });
+    // A row of another client does not touch this one, which keeps its subscription.
+    const publisher = await connectClient(pb.broker.url, { clientId: 'sql-pub', protocolVersion: 5 });
+    clients.push(publisher);
+    await publisher.client.publishAsync('chat/after', 'x', { qos: 1 });
+    await keeper.received.waitForTopic('chat/after');
+    expect(keeper.client.connected).toBe(true);
+  });
+});
