@@ -114,7 +114,7 @@ interface PendingDeletion {
   event: AuditEvent;
 }
 
-type BatchItem = { kind: 'event' } | { kind: 'internal' } | { kind: 'checkpoint' };
+type BatchItem = { kind: 'event' } | { kind: 'internal' } | { kind: 'checkpoint'; reason: string };
 
 const ALARM_LOG_EVERY_MS = 10_000;
 
@@ -413,7 +413,8 @@ export class AuditWriter implements AuditSink {
       const saved = this.checkpointDue;
       this.checkpointDue = undefined;
       const ok = await this.writeBatch({ checkpointOnly: 'rotation' });
-      this.checkpointDue = saved;
+      // close() may have run while the rotation checkpoint was being written; its request must survive.
+      this.checkpointDue = this.closing ? 'shutdown' : saved;
       if (!ok) return;
     }
     await this.closeFile(this.opts.fsync !== 'never');
@@ -459,7 +460,7 @@ export class AuditWriter implements AuditSink {
     };
 
     if (only) {
-      push(checkpointEvent(only.checkpointOnly), stamp, { kind: 'checkpoint' });
+      push(checkpointEvent(only.checkpointOnly), stamp, { kind: 'checkpoint', reason: only.checkpointOnly });
     } else {
       for (const seal of this.pendingSeals) push(sealEvent(seal), stamp, { kind: 'internal' });
       for (const event of this.internal) push(event, stamp, { kind: 'internal' });
@@ -475,7 +476,7 @@ export class AuditWriter implements AuditSink {
         queueDrained &&
         (this.checkpointDue === 'shutdown' || items.length > 0 || !this.lastWasCheckpoint)
       ) {
-        push(checkpointEvent(this.checkpointDue), stamp, { kind: 'checkpoint' });
+        push(checkpointEvent(this.checkpointDue), stamp, { kind: 'checkpoint', reason: this.checkpointDue });
       } else if (this.checkpointDue && queueDrained) {
         this.checkpointDue = undefined;
       }
@@ -543,7 +544,9 @@ export class AuditWriter implements AuditSink {
     this.stat.written += items.length;
     const last = items[items.length - 1];
     this.lastWasCheckpoint = last?.kind === 'checkpoint';
-    if (this.lastWasCheckpoint) this.checkpointDue = undefined;
+    // close() may have asked for the shutdown checkpoint while this batch was being written: only a shutdown
+    // checkpoint satisfies it, so the log still ends with one.
+    if (last?.kind === 'checkpoint' && (last.reason === 'shutdown' || !this.closing)) this.checkpointDue = undefined;
   }
 
   private async afterWrite(): Promise<void> {
