@@ -37,6 +37,8 @@ export interface AuditEvent {
   guard?: { key?: string; dimension?: string; count?: number; window_ms?: number; until?: string; dry_run?: boolean };
   tls?: { error?: string; subject?: string; fingerprint?: string };
   policy?: { file?: string; old_hash?: string; new_hash?: string; error?: string };
+  /** `config.changed`: key paths (never values) that changed, took effect now, or wait for a restart. */
+  config?: { changed?: readonly string[]; applied?: readonly string[]; restart_required?: readonly string[] };
   /** Who performed an administrative action: `cli:root@unix-socket`, `broker`, ... */
   actor?: string;
   /** The audit log's own bookkeeping (checkpoints, sealed torn tails, retention, dropped events). See docs/audit.md. */

@@ -111,6 +111,21 @@ export const auditRecordSchema = z
       })
       .strict()
       .optional(),
+    config: z
+      .object({
+        changed: z
+          .array(z.string())
+          .optional()
+          .describe('Configuration keys whose value changed (`log_level`, `audit.fsync`, `listeners`), never values.'),
+        applied: z.array(z.string()).optional().describe('Of those, the keys the running broker applied at once.'),
+        restart_required: z
+          .array(z.string())
+          .optional()
+          .describe('Of those, the keys that keep their old value until the broker is restarted.'),
+      })
+      .strict()
+      .optional()
+      .describe('`config.changed`: what a configuration reload changed, by key path.'),
     actor: z.string().optional().describe('Who performed an administrative action: `cli:root@unix-socket`, `broker`…'),
     audit: z
       .object({

@@ -14,6 +14,7 @@ import { createAuthorization, type AuthorizationSubsystem } from '../authz/creat
 import { policyEventToAudit } from '../authz/policy-manager.js';
 import { Broker } from './broker.js';
 import type { BrokerConfig } from './config/schema.js';
+import { applyLiveKeys, planConfigReload, type ConfigReloadPlan } from './config/reload.js';
 import { listenerName, type ListenerRuntime } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import type { ConnectGuard } from './seams.js';
@@ -59,6 +60,8 @@ export class BulwarkServer {
   private auditWriter: AuditWriter | undefined;
   private guard: Guard | undefined;
   private admin: AdminServer | undefined;
+  /** The configuration as changed by `reloadConfig` (undefined until the first reload). */
+  private runningConfig: BrokerConfig | undefined;
 
   constructor(readonly options: ServerOptions) {
     const config = options.config;
@@ -270,6 +273,25 @@ export class BulwarkServer {
   /** SIGHUP and `bulwark policy reload`: re-read the policy files; a failure keeps the running policy. */
   async reloadPolicy(trigger: 'sighup' | 'cli'): Promise<void> {
     await this.authorization?.manager.reload(trigger);
+  }
+
+  /**
+   * SIGHUP with a configuration file: takes over the keys that can change live (src/config/reload.ts) from a
+   * re-read, validated configuration and returns what changed, what was applied and what needs a restart, by key
+   * path. Compared with what the broker runs, so a change that waits for a restart is reported on every reload
+   * until then. The caller records `config.changed` and reloads the policy.
+   */
+  reloadConfig(next: BrokerConfig): ConfigReloadPlan {
+    const running = this.runningConfig ?? this.options.config;
+    const plan = planConfigReload(running, next);
+    for (const key of plan.applied) {
+      if (key === 'log_level') this.log.level = next.log_level;
+      else if (key === 'check_receive_on_delivery') this.broker.checkReceive = next.check_receive_on_delivery;
+      else if (key === 'audit.include_payload') this.broker.auditPayloads = next.audit.include_payload;
+      else this.broker.allowedAudit = createAllowedDecisionFilter(next.audit);
+    }
+    this.runningConfig = applyLiveKeys(running, next, plan.applied);
+    return plan;
   }
 
   /** A one-line summary of where the broker listens and what protects each listener. */

@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfigFile, localOnlyConfig } from '../config/load.js';
+import { loadConfigFile, localOnlyConfig, parseConfigText } from '../config/load.js';
+import { configChangedEvent, configRefusedEvent, contentHash, type ReloadContext } from '../config/reload.js';
 import type { BrokerConfig } from '../config/schema.js';
 import { BulwarkError } from '../errors.js';
 import { BulwarkServer } from '../server.js';
@@ -14,7 +16,11 @@ export interface StartOptions {
 
 /** Configuration from the file (or the local-only default), with command-line overrides applied. */
 export function resolveStartConfig(options: StartOptions): BrokerConfig {
-  const config = options.config ? loadConfigFile(options.config) : localOnlyConfig();
+  return applyOverrides(options.config ? loadConfigFile(options.config) : localOnlyConfig(), options);
+}
+
+/** Command-line options win over the file, at start and on every reload alike. */
+function applyOverrides(config: BrokerConfig, options: StartOptions): BrokerConfig {
   if (options.port !== undefined) {
     const port = Number(options.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535)
@@ -23,6 +29,57 @@ export function resolveStartConfig(options: StartOptions): BrokerConfig {
   }
   if (options.dataDir !== undefined) config.data_dir = options.dataDir;
   return config;
+}
+
+/**
+ * SIGHUP: re-read the configuration file. A file that does not validate is refused (logged with
+ * `file:line:column`, recorded as `config.changed` failure) and the broker keeps running as it is; a valid,
+ * changed file is applied as far as it can be live and recorded with both content hashes and the changed key
+ * paths. The policy is reloaded either way, as before configuration reload existed.
+ */
+async function reloadOnSignal(server: BulwarkServer, options: StartOptions, state: { hash: string }): Promise<void> {
+  const file = options.config;
+  if (file === undefined) {
+    server.log.info('SIGHUP: reloading the policy');
+    await server.reloadPolicy('sighup');
+    return;
+  }
+  server.log.info({ file }, 'SIGHUP: re-reading the configuration and reloading the policy');
+  const ctx: ReloadContext = { file, oldHash: state.hash, newHash: undefined, actor: 'signal:SIGHUP' };
+  let next: BrokerConfig | undefined;
+  try {
+    const content = readFileSync(file);
+    ctx.newHash = contentHash(content);
+    if (ctx.newHash !== state.hash) next = applyOverrides(parseConfigText(content.toString('utf8'), file), options);
+  } catch (error: unknown) {
+    const message =
+      error instanceof BulwarkError
+        ? error.describe()
+        : `${file}:0:0: cannot read configuration: ${(error as NodeJS.ErrnoException).code ?? 'error'}`;
+    server.log.error(
+      { file, error: message },
+      `configuration reload refused, the running configuration stays: ${message}`,
+    );
+    server.broker.audit.record(configRefusedEvent(ctx, message));
+  }
+  if (next) {
+    const plan = server.reloadConfig(next);
+    state.hash = ctx.newHash as string;
+    server.broker.audit.record(configChangedEvent(ctx, plan));
+    server.log.info(
+      { file, changed: plan.changed, applied: plan.applied, restart_required: plan.restartRequired },
+      `configuration reloaded: ${plan.changed.length} settings changed, ${plan.applied.length} applied now`,
+    );
+    if (plan.restartRequired.length > 0) {
+      server.log.warn(
+        { file, restart_required: plan.restartRequired },
+        `configuration changed, but these settings take effect only after a restart: ${plan.restartRequired.join(', ')}`,
+      );
+    }
+  } else if (ctx.newHash === state.hash) {
+    server.log.info({ file }, 'configuration file unchanged');
+  }
+  await server.reloadPolicy('sighup');
 }
 
 export function registerStartCommand(program: Command): void {
@@ -38,8 +95,11 @@ export function registerStartCommand(program: Command): void {
     .option('--repair', 'start from a damaged store, keeping every readable record and logging what was dropped')
     .action(async (options: StartOptions) => {
       let config: BrokerConfig;
+      // What SIGHUP compares the file with: the content the broker started from.
+      const loaded = { hash: '' };
       try {
         config = resolveStartConfig(options);
+        if (options.config) loaded.hash = contentHash(readFileSync(options.config));
       } catch (error) {
         console.error(
           `bulwark: invalid configuration: ${error instanceof BulwarkError ? error.describe() : (error as Error).message}`,
@@ -75,9 +135,12 @@ export function registerStartCommand(program: Command): void {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      // Reloads run one after another: a second SIGHUP during a reload waits for it.
+      let reloading: Promise<void> = Promise.resolve();
       process.on('SIGHUP', () => {
-        server.log.info('SIGHUP: reloading the policy');
-        void server.reloadPolicy('sighup');
+        reloading = reloading
+          .then(() => reloadOnSignal(server, options, loaded))
+          .catch((error: unknown) => server.log.error({ error: (error as Error).message }, 'SIGHUP reload failed'));
       });
       // The ready line comes after the signal handlers, so a supervisor's immediate SIGTERM is a graceful stop.
       for (const line of server.describe()) server.log.info({ listener: line }, `listening: ${line}`);

@@ -199,8 +199,21 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     tls: { error: 'CERT_HAS_EXPIRED', subject: 'CN=old-device,OU=sensors', fingerprint: '1D:77:…:E0' },
   },
   {
-    event: { action: 'config.changed', outcome: 'success', reason: 'listeners.mqtts.max_connections 1000 → 2000' },
-    policy: { file: 'bulwark.yaml', old_hash: 'sha256:51aa…', new_hash: 'sha256:62bb…' },
+    event: {
+      action: 'config.changed',
+      outcome: 'success',
+      reason: 'configuration file re-read: 3 settings changed, 1 applied now, 2 take effect after a restart',
+    },
+    policy: {
+      file: '/etc/bulwark/bulwark.yaml',
+      old_hash: '51aa0c3e7d6bb0c1f7e1c0a4a8d45be2a0b3a1f42de1b6c8e1e9c1f0b47a6d21',
+      new_hash: '62bb91d04e3f2a7c5b8e9d0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d',
+    },
+    config: {
+      changed: ['audit.fsync', 'limits.max_packet_size', 'log_level'],
+      applied: ['log_level'],
+      restart_required: ['audit.fsync', 'limits.max_packet_size'],
+    },
     actor: 'signal:SIGHUP',
   },
   {
