@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import argon2 from 'argon2';
@@ -160,9 +160,18 @@ describe('abuse protection in a running broker', () => {
         steps: [{ authenticator: step, onError: 'deny', timeoutMs: 5000 }],
         anonymous: false,
       });
+      // alice may connect once the guard lets her through (the default policy admits only anonymous local clients).
+      const policy = join(dataDir, 'users.policy.yaml');
+      writeFileSync(
+        policy,
+        'rules:\n  - name: users-connect\n    allow: connect\n    subjects: { anonymous: false }\n',
+      );
       const { broker } = await brokerWithGuard(
         { flapping: { enabled: false } },
-        { authenticator, config: { authentication: { anonymous: false } } },
+        {
+          authenticator,
+          config: { authentication: { anonymous: false }, authorization: { watch: false, policy_files: [policy] } },
+        },
       );
       const login = (password: string) =>
         connackOf(broker.port, 'alice-phone', 5, { username: 'alice', password: Buffer.from(password) });

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import mqtt, { type IConnackPacket, type IDisconnectPacket, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthenticationChain } from '../../../../authn/chain.js';
@@ -9,6 +12,7 @@ import { attempt, MemoryStore } from '../../../unit/authn/scram/fixtures.js';
 
 let broker: TestBroker;
 let chain: AuthenticationChain;
+let dir: string | undefined;
 /** Whether the chain hands the step's final data (server-final) through to the broker. */
 let chainForwardsAuthData = false;
 
@@ -29,11 +33,19 @@ beforeAll(async () => {
     chainForwardsAuthData = final.kind === 'allow' && final.authData !== undefined;
   }
   if (!chainForwardsAuthData) console.warn('[skip] authn/chain.ts drops the allow outcome authData (server-final)');
-  broker = await startBroker({ authenticator: chain, config: { authentication: { anonymous: false } } });
+  // alice may connect: the default policy admits only anonymous local clients.
+  dir = mkdtempSync(join(tmpdir(), 'bulwark-mqtt-scram-'));
+  const policy = join(dir, 'users.policy.yaml');
+  writeFileSync(policy, 'rules:\n  - name: users-connect\n    allow: connect\n    subjects: { anonymous: false }\n');
+  broker = await startBroker({
+    authenticator: chain,
+    config: { authentication: { anonymous: false }, authorization: { watch: false, policy_files: [policy] } },
+  });
 });
 
 afterAll(async () => {
   await broker?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 interface Connected {
