@@ -48,6 +48,26 @@ export function mosquittoPasswordFile(dir: string, users: readonly Credential[])
 }
 
 /**
+ * A policy that lets every authenticated client connect (and do nothing else): for the reconnect storm, whose
+ * known clients log in with passwords, which the default policy (anonymous local clients only) refuses at CONNECT.
+ * Use it as `authorization: { policy_files: [connectPolicyFile(dir)] }` next to the `authentication:` variant.
+ */
+export function connectPolicyFile(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'users-connect.yaml');
+  const rules = [
+    {
+      name: 'users-connect',
+      allow: 'connect',
+      subjects: { anonymous: false },
+      why: 'The storm measures authentication: every known client may connect.',
+    },
+  ];
+  writeFileSync(file, stringify({ version: 1, rules }));
+  return file;
+}
+
+/**
  * A policy of `count` rules: one rule that lets every bench client connect, `count - 2` rules for other users'
  * device topics (which the evaluator has to get past or index away), then the one rule that lets the bench's
  * anonymous clients use `bench/#`. Everything else, `probe/#` included, falls to the default deny, which is how the
