@@ -51,7 +51,7 @@ class WorkerScanner implements BlockScanner {
   private nextId = 0;
 
   constructor(url: URL, threads: number) {
-    this.depth = threads * 2;
+    this.depth = (threads + 1) * 2;
     this.workers = Array.from({ length: threads }, () => {
       const worker = new Worker(url);
       worker.on('message', (message: { id: number; memory: ArrayBuffer; end: number; result: ScanResult }) => {
@@ -75,7 +75,11 @@ class WorkerScanner implements BlockScanner {
 
   scan(buf: Buffer, end: number): Promise<ScannedBlock> {
     const id = this.nextId++;
-    const worker = this.workers[id % this.workers.length] as Worker;
+    // The calling thread takes its share of blocks too: on a two-core machine one worker and this thread keep both
+    // cores busy without a third thread competing for them.
+    const slot = id % (this.workers.length + 1);
+    if (slot === this.workers.length) return Promise.resolve({ buf, end, result: scanBlock(buf, 0, end) });
+    const worker = this.workers[slot] as Worker;
     const memory = buf.buffer as ArrayBuffer;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -98,7 +102,7 @@ class WorkerScanner implements BlockScanner {
  * (the test runner) the scan runs on the calling thread, with the same code.
  */
 export function createBlockScanner(totalBytes: number, threads: number | undefined): BlockScanner {
-  const wanted = threads ?? (totalBytes >= THREADS_FROM_BYTES ? Math.min(availableParallelism(), 4) : 0);
+  const wanted = threads ?? (totalBytes >= THREADS_FROM_BYTES ? Math.min(availableParallelism() - 1, 3) : 0);
   if (wanted < 1 || !import.meta.url.endsWith('.js')) return new InlineScanner();
   const url = new URL('./verify-worker.js', import.meta.url);
   if (!existsSync(fileURLToPath(url))) return new InlineScanner();

@@ -70,8 +70,8 @@ export interface VerifyOptions {
   /** The broker is running: accept an unsigned tail after the last checkpoint and a partial last line. */
   live?: boolean;
   /**
-   * Worker threads for hashing: 0 checks on the calling thread; default: up to 4 (one per core) for logs of
-   * 32 MiB and more, when running from the built JavaScript.
+   * Worker threads that check blocks beside the calling thread: 0 checks on the calling thread only; default: one
+   * per further core (at most 3) for logs of 32 MiB and more, when running from the built JavaScript.
    */
   threads?: number;
   /** Bytes read at a time (default 8 MiB); a line longer than this is read whole all the same. */
