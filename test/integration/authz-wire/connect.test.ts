@@ -2,6 +2,8 @@ import type { IDisconnectPacket } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChainResult, ConnectAttempt, ConnectAuthenticator, Identity } from '../../../authn/types.js';
 import type { AuditEvent } from '../../../audit/events.js';
+import type { AccessRequest, Authorizer, AuthzDecision } from '../../../authz/types.js';
+import { startBroker } from '../../helpers/broker.js';
 import { connectClient, endAll, waitClientClosed, type Connected } from '../../helpers/mqtt-clients.js';
 import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broker.js';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
@@ -35,6 +37,11 @@ const DOOMED_DENIED = `${BASE}
     deny: connect
     subjects: { clients: ['doomed-*'] }
 `;
+
+async function waitFor(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!done()) throw new Error(`timed out waiting for ${what}`);
+}
 
 /** The CONNECT error mqtt.js reports: its code is the CONNACK reason code (5) or return code (3.1.1). */
 async function refusal(url: string, clientId: string, protocolVersion: 4 | 5): Promise<number | undefined> {
@@ -201,6 +208,48 @@ describe('the connect action over the wire', () => {
       expect(pb.broker.audit.events.some((e) => e.event.action === 'authz.connection_revoked')).toBe(false);
       expect(keeper.client.connected).toBe(true);
       expect(doomed5.client.connected).toBe(true);
+    });
+  });
+
+  describe('a policy change while a CONNECT is being decided', () => {
+    it('re-checks the client right after its CONNACK and disconnects it if the new answer is no', async () => {
+      // An authorizer implementing the real interface whose first connect answer is held back, as a slow SQL
+      // source's would be; `allowed` is what the "policy" says at the moment of each check.
+      let allowed = true;
+      let release: (() => void) | undefined;
+      let asked = 0;
+      const authorizer: Authorizer = {
+        check(req: AccessRequest): AuthzDecision | Promise<AuthzDecision> {
+          if (req.action !== 'connect') return { allowed: true, reason: 'topics are not under test' };
+          asked++;
+          const decision: AuthzDecision = allowed
+            ? { allowed: true, reason: 'allowed', rule: { source: 'test', name: 'gate', location: 'gate.yaml:1' } }
+            : { allowed: false, reason: 'revoked', rule: { source: 'test', name: 'gate', location: 'gate.yaml:1' } };
+          if (asked > 1) return decision;
+          return new Promise((resolve) => (release = () => resolve(decision)));
+        },
+        onChange: () => undefined,
+        invalidate: () => undefined,
+      };
+      const broker = await startBroker({ authorizer });
+      try {
+        const client = await RawClient.connect(broker.port, 5);
+        client.send(connectPacket('in-flight', { protocolVersion: 5 }), 5);
+        await waitFor(() => release !== undefined, 'the connect check');
+        // The swap lands while the first answer (allow, from the old policy) is still on its way.
+        allowed = false;
+        broker.server.broker.reevaluateAuthorization();
+        release!();
+        expect((await client.next('connack')).reasonCode).toBe(0);
+        const disconnect = await client.next('disconnect');
+        expect(disconnect.reasonCode).toBe(0x87);
+        await client.waitClosed();
+        const revoked = await broker.waitForAudit('authz.connection_revoked', (e) => e.mqtt?.client_id === 'in-flight');
+        expect(revoked.authz).toMatchObject({ rule: 'gate.yaml:1', action: 'connect' });
+        expect(asked).toBe(2);
+      } finally {
+        await broker.stop();
+      }
     });
   });
 
