@@ -31,6 +31,15 @@ describe('shipped policies', () => {
     expect(set.policy).toBeDefined();
   });
 
+  it.each(files)('%s says who may connect, why, and has connect cases for both outcomes', async (name) => {
+    const set = await loadPolicySet([join(dir, name)], { runCases: true });
+    const connectRules = set.rules.filter((r) => r.actions.includes('connect'));
+    expect(connectRules.some((r) => r.effect === 'allow')).toBe(true);
+    for (const r of connectRules) expect(r.why, `rule ${r.name} explains itself`).toBeTruthy();
+    const outcomes = new Set(set.cases.filter((c) => c.action === 'connect').map((c) => c.expect));
+    expect([...outcomes].sort()).toEqual(['allow', 'deny']);
+  });
+
   it('no case file sits in policies/ without its policy', () => {
     const cases = readdirSync(dir).filter((f) => f.endsWith('.cases.yaml'));
     for (const c of cases) expect(files).toContain(c.replace('.cases.yaml', '.policy.yaml'));
