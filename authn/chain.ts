@@ -11,6 +11,8 @@ import {
   type EnhancedAuthenticator,
   type Identity,
   type StepRecord,
+  NO_ATTRIBUTES,
+  NO_GROUPS,
 } from './types.js';
 
 /** What a step needs to see in the CONNECT before it is consulted; a step whose precondition fails is skipped. */
@@ -271,8 +273,8 @@ export class AuthenticationChain implements ConnectAuthenticator {
     const identity: Identity = {
       clientId: attempt.clientId,
       username: undefined,
-      groups: [],
-      attributes: {},
+      groups: NO_GROUPS,
+      attributes: NO_ATTRIBUTES,
       superuser: false,
       anonymous: true,
       authenticator: 'anonymous',
