@@ -11,6 +11,8 @@ import {
   type EnhancedAuthenticator,
   type Identity,
   type StepRecord,
+  NO_ATTRIBUTES,
+  NO_GROUPS,
 } from './types.js';
 
 /** What a step needs to see in the CONNECT before it is consulted; a step whose precondition fails is skipped. */
@@ -244,12 +246,17 @@ export class AuthenticationChain implements ConnectAuthenticator {
 
   async #run(step: ChainStep, call: (signal: AbortSignal) => Promise<AuthnOutcome>): Promise<StepRun> {
     const started = performance.now();
-    const signal = AbortSignal.timeout(step.timeoutMs);
+    // One controller and one timer, cleared as soon as the step answers. `AbortSignal.timeout` would leave a timer
+    // per step pending for the whole timeout: thousands of them in a reconnect storm.
+    const controller = new AbortController();
+    const signal = controller.signal;
     const elapsed = (): number => Math.round((performance.now() - started) * 1000) / 1000;
-    let onAbort: (() => void) | undefined;
+    let timer: NodeJS.Timeout | undefined;
     const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(new StepTimeoutError(`no answer within ${step.timeoutMs} ms`));
-      signal.addEventListener('abort', onAbort, { once: true });
+      timer = setTimeout(() => {
+        controller.abort(new DOMException(`no answer within ${step.timeoutMs} ms`, 'TimeoutError'));
+        reject(new StepTimeoutError(`no answer within ${step.timeoutMs} ms`));
+      }, step.timeoutMs);
     });
     try {
       const outcome = await Promise.race([call(signal), aborted]);
@@ -260,7 +267,7 @@ export class AuthenticationChain implements ConnectAuthenticator {
       }
       return { kind: 'error', detail: describeError(error), durationMs: elapsed() };
     } finally {
-      if (onAbort) signal.removeEventListener('abort', onAbort);
+      clearTimeout(timer);
       aborted.catch(() => undefined);
     }
   }
@@ -271,8 +278,8 @@ export class AuthenticationChain implements ConnectAuthenticator {
     const identity: Identity = {
       clientId: attempt.clientId,
       username: undefined,
-      groups: [],
-      attributes: {},
+      groups: NO_GROUPS,
+      attributes: NO_ATTRIBUTES,
       superuser: false,
       anonymous: true,
       authenticator: 'anonymous',

@@ -48,6 +48,10 @@ export interface ConnectAttempt {
   authData: Buffer | undefined;
 }
 
+/** Shared, frozen empties for identities without groups or attributes: one object instead of one per connection. */
+export const NO_GROUPS: readonly string[] = Object.freeze([]);
+export const NO_ATTRIBUTES: Readonly<Record<string, string>> = Object.freeze({});
+
 /**
  * Who a client is once the chain allowed it. Policies (authz) read every field; the audit log records all of
  * them except attributes marked secret by their authenticator (none are today).

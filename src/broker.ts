@@ -16,7 +16,7 @@ import type { Subscription } from './routing/subscription.js';
 import { SubscriptionTree, type SharedGroup } from './routing/subscription-tree.js';
 import { guardClientOf, type ConnectGuard, type GuardClient, type GuardVerdict } from './seams.js';
 import type { Outbound } from './session/outbound.js';
-import { Session, type PendingWill, type SessionEvents } from './session/session.js';
+import { Session, type PendingWill, type SessionEvents, type SessionLimits } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
 import type { SessionStore } from './persistence/store.js';
 
@@ -44,6 +44,7 @@ interface MergedDelivery {
  */
 export class Broker {
   readonly limits: Limits;
+  private sessionLimits: SessionLimits | undefined;
   readonly stats = new BrokerStats();
   readonly sessions = new Map<string, Session>();
   readonly connections = new Set<Connection>();
@@ -199,11 +200,12 @@ export class Broker {
       clientId,
       protocolVersion,
       expiryInterval,
-      {
+      // One object for every session: the limits are broker-wide, and an idle session should cost no more than it must.
+      (this.sessionLimits ??= {
         maxQueuedMessages: this.limits.max_queued_messages,
         queueOverflow: this.limits.queue_overflow,
         queueQos0: this.limits.queue_qos0_messages,
-      },
+      }),
       this.sessionEvents,
     );
     this.sessions.set(clientId, session);

@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../../audit/events.js';
 import { Secret } from '../secret.js';
-import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../types.js';
+import { NO_ATTRIBUTES, type Authenticator, type AuthnOutcome, type ConnectAttempt } from '../types.js';
 import { hashPassword, needsRehash, type Argon2Params } from '../verify/password-hash.js';
 import type { VerificationServices } from '../verify/services.js';
 import { verifyPasswordBounded } from '../verify/verify-password.js';
@@ -91,7 +91,7 @@ export class PasswordFileAuthenticator implements Authenticator {
         clientId: attempt.clientId,
         username,
         groups: user.groups,
-        attributes: {},
+        attributes: NO_ATTRIBUTES,
         superuser: user.superuser,
         anonymous: false,
         authenticator: this.id,

@@ -1,4 +1,4 @@
-import mqtt, { type Packet } from 'mqtt-packet';
+import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet';
 
 export interface PacketSink {
   onPacket(packet: Packet): void;
@@ -59,5 +59,123 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
     parser = new SharedParser(protocolVersion);
     parsers.set(protocolVersion, parser);
   }
-  parser.parse(frames, sink);
+  // The common packets (PUBLISH without properties, short acknowledgements) are decoded here; runs of anything
+  // else go to mqtt-packet in order. Its generic parser (a buffer list, `debug` calls, one state machine step per
+  // field) was about 30% of the broker's CPU at QoS 0 fan-in.
+  let slowFrom = -1;
+  let i = 0;
+  const length = frames.length;
+  while (i < length) {
+    const first = frames[i]!;
+    let remaining = 0;
+    let multiplier = 1;
+    let j = i + 1;
+    for (;;) {
+      const byte = frames[j++]!;
+      remaining += (byte & 0x7f) * multiplier;
+      multiplier *= 128;
+      if ((byte & 0x80) === 0) break;
+    }
+    const end = j + remaining;
+    const type = first >> 4;
+    const decoded =
+      type === 3
+        ? decodePublish(protocolVersion, first, frames, j, end, remaining)
+        : type >= 4 && type <= 7
+          ? decodeShortAck(protocolVersion, type, first, frames, j, remaining)
+          : type === 12
+            ? decodePingreq(first, remaining)
+            : undefined;
+    if (decoded) {
+      if (slowFrom >= 0) {
+        parser.parse(frames.subarray(slowFrom, i), sink);
+        slowFrom = -1;
+      }
+      if (decoded instanceof Error) {
+        // As with mqtt-packet's errors, nothing after a malformed packet is decoded: the connection is closing.
+        sink.onParseError(decoded);
+        return;
+      }
+      sink.onPacket(decoded);
+    } else if (slowFrom < 0) slowFrom = i;
+    i = end;
+  }
+  if (slowFrom >= 0) parser.parse(slowFrom === 0 ? frames : frames.subarray(slowFrom), sink);
+}
+
+/**
+ * A PUBLISH without MQTT 5 properties, as mqtt-packet would decode it, or the error that makes it malformed;
+ * undefined when it carries properties, which mqtt-packet then decodes. Stricter than mqtt-packet in one place:
+ * a QoS 1/2 PUBLISH too short for its packet id is malformed (mqtt-packet reads the id as -1).
+ */
+function decodePublish(
+  protocolVersion: 3 | 4 | 5,
+  first: number,
+  frames: Buffer,
+  start: number,
+  end: number,
+  remaining: number,
+): IPublishPacket | Error | undefined {
+  const qos = (first >> 1) & 3;
+  if (qos === 3) return new Error('Packet must not have both QoS bits set to 1');
+  if (end - start < 2) return new Error('Cannot parse topic');
+  const topicEnd = start + 2 + ((frames[start]! << 8) | frames[start + 1]!);
+  if (topicEnd > end) return new Error('Cannot parse topic');
+  let pos = topicEnd;
+  let messageId: number | undefined;
+  if (qos > 0) {
+    if (pos + 2 > end) return new Error('Cannot parse messageId');
+    messageId = (frames[pos]! << 8) | frames[pos + 1]!;
+    pos += 2;
+  }
+  if (protocolVersion === 5) {
+    if (pos >= end) return new Error('Cannot parse properties length');
+    if (frames[pos] !== 0) return undefined;
+    pos += 1;
+  }
+  const packet: IPublishPacket = {
+    cmd: 'publish',
+    retain: (first & 1) !== 0,
+    qos: qos as 0 | 1 | 2,
+    dup: (first & 8) !== 0,
+    length: remaining,
+    topic: frames.toString('utf8', start + 2, topicEnd),
+    payload: frames.subarray(pos, end),
+  };
+  if (messageId !== undefined) packet.messageId = messageId;
+  return packet;
+}
+
+/** Header flags each acknowledgement must carry [MQTT-2.2.2-1]: PUBREL 0b0010, the others 0. */
+const ACK_FLAGS = [0, 0, 0, 0, 0, 0, 2, 0];
+const ACK_NAMES = ['', '', '', '', 'puback', 'pubrec', 'pubrel', 'pubcomp'] as const;
+
+/** PUBACK, PUBREC, PUBREL or PUBCOMP of exactly two bytes (a packet id; MQTT 5: reason Success, no properties). */
+function decodeShortAck(
+  protocolVersion: 3 | 4 | 5,
+  type: number,
+  first: number,
+  frames: Buffer,
+  start: number,
+  remaining: number,
+): Packet | undefined {
+  if (remaining !== 2 || (first & 0x0f) !== ACK_FLAGS[type]) return undefined;
+  const packet = {
+    cmd: ACK_NAMES[type] as 'puback',
+    retain: (first & 1) !== 0,
+    qos: ((first >> 1) & 3) as 0 | 1 | 2,
+    dup: (first & 8) !== 0,
+    length: 2,
+    messageId: (frames[start]! << 8) | frames[start + 1]!,
+  } as Packet & { reasonCode?: number };
+  // mqtt-packet gives MQTT 5 acknowledgements without a reason byte the implied Success, and 3.1.1 ones none.
+  if (protocolVersion === 5) packet.reasonCode = 0;
+  return packet;
+}
+
+/** [MQTT-3.12.1] PINGREQ has no variable header and no payload; mqtt-packet ignored a non-zero remaining length. */
+function decodePingreq(first: number, remaining: number): Packet | Error | undefined {
+  if ((first & 0x0f) !== 0) return undefined;
+  if (remaining !== 0) return new Error(`PINGREQ with a remaining length of ${remaining}`);
+  return { cmd: 'pingreq', retain: false, qos: 0, dup: false, length: 0 } as Packet;
 }

@@ -22,10 +22,30 @@ const MAX_BACKLOG_PACKETS = 1000;
 let connectionCounter = 0;
 
 /**
+ * Socket events go to three functions shared by every connection, which find their connection on the socket:
+ * three closures per connection cost ~200 bytes each idle connection would carry for its lifetime.
+ */
+const OWNER = Symbol('bulwark.connection');
+type OwnedSocket = Duplex & { [OWNER]: Connection };
+
+function onSocketData(this: Duplex, chunk: Buffer): void {
+  (this as OwnedSocket)[OWNER].onData(chunk);
+}
+
+function onSocketError(this: Duplex, error: Error): void {
+  const connection = (this as OwnedSocket)[OWNER];
+  connection.closeReason ??= `socket error: ${error.message}`;
+}
+
+function onSocketClose(this: Duplex): void {
+  (this as OwnedSocket)[OWNER].onSocketClosed();
+}
+
+/**
  * One network connection: owns the framer and codec, the protocol state, keep alive and the output buffer.
  * Packet semantics live in `handlers/`; session state lives in `Session`, which outlives the connection.
  */
-export class Connection implements SessionLink {
+export class Connection implements SessionLink, PacketSink {
   readonly id = ++connectionCounter;
   state: ConnectionState = 'awaiting-connect';
   protocolVersion: 3 | 4 | 5 = 4;
@@ -57,12 +77,8 @@ export class Connection implements SessionLink {
   readonly connectedAt = Date.now();
 
   private readonly framer: Framer;
-  private readonly sink: PacketSink = {
-    onPacket: (packet) => this.onPacket(packet),
-    onParseError: (error) => this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`),
-  };
   private backlog: Packet[] | undefined;
-  private readonly deferredAcks: { packet: Packet; seq: number }[] = [];
+  private deferredAcks: { packet: Packet; seq: number }[] | undefined;
   private busy = false;
   private corked = false;
   private lastReceived = Date.now();
@@ -82,11 +98,10 @@ export class Connection implements SessionLink {
     const limits = broker.limits;
     this.framer = new Framer(limits.max_packet_size);
     (socket as Partial<Socket>).setNoDelay?.(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error: Error) => {
-      this.closeReason ??= `socket error: ${error.message}`;
-    });
-    socket.on('close', () => this.onSocketClosed());
+    (socket as OwnedSocket)[OWNER] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
     this.connectDeadline = Date.now() + limits.connect_timeout_ms;
   }
 
@@ -104,7 +119,7 @@ export class Connection implements SessionLink {
 
   // --- input -------------------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  onData(chunk: Buffer): void {
     this.lastReceived = Date.now();
     this.broker.stats.bytesReceived += chunk.length;
     if (
@@ -151,11 +166,11 @@ export class Connection implements SessionLink {
       if (!this.checkFirstPacket(frames)) return;
       // CONNECT decides the protocol version the rest of the stream is parsed with.
       const connectLength = firstFrameLength(frames);
-      parseFrames(4, frames.subarray(0, connectLength), this.sink);
+      parseFrames(4, frames.subarray(0, connectLength), this);
       frames = frames.subarray(connectLength);
       if (frames.length === 0 || (this.state as ConnectionState) === 'closed') return;
     }
-    parseFrames(this.protocolVersion, frames, this.sink);
+    parseFrames(this.protocolVersion, frames, this);
   }
 
   /** [MQTT-3.1.0-1] the first packet must be CONNECT; an unknown protocol level gets CONNACK 0x84 / rc 1. */
@@ -191,7 +206,12 @@ export class Connection implements SessionLink {
     this.destroy();
   }
 
-  private onPacket(packet: Packet): void {
+  /** The connection is its own packet sink: a separate object with two closures cost ~200 bytes per connection. */
+  onParseError(error: Error): void {
+    this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`);
+  }
+
+  onPacket(packet: Packet): void {
     if (this.state === 'closed') return;
     if (packet.cmd === 'connect') {
       // The codec needs the version to parse what follows CONNECT in the same chunk.
@@ -255,6 +275,8 @@ export class Connection implements SessionLink {
     // [MQTT-3.1.2-24] close after one and a half keep alive periods without a packet (checked by `checkTimers`).
     this.keepaliveLimitMs = this.keepalive * 1500;
     this.scheduleCredentialExpiry();
+    // The password has done its work; a long-lived connection should not keep a secret in memory for its lifetime.
+    if (this.attempt) this.attempt.password = undefined;
   }
 
   /**
@@ -339,7 +361,7 @@ export class Connection implements SessionLink {
     this.socket.destroy();
   }
 
-  private onSocketClosed(): void {
+  onSocketClosed(): void {
     this.state = 'closed';
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.backlog = undefined;
@@ -468,11 +490,12 @@ export class Connection implements SessionLink {
    */
   sendAck(packet: Packet, seq: number): void {
     const store = this.broker.store;
-    if (this.deferredAcks.length === 0 && (!store || seq <= store.durableSeq)) {
+    const deferred = this.deferredAcks;
+    if ((!deferred || deferred.length === 0) && (!store || seq <= store.durableSeq)) {
       this.writePacket(packet);
       return;
     }
-    this.deferredAcks.push({ packet, seq });
+    (this.deferredAcks ??= []).push({ packet, seq });
     const wait = (): void => {
       store!.durableThrough(seq).then(
         () => this.releaseAcks(),
@@ -484,8 +507,9 @@ export class Connection implements SessionLink {
 
   private releaseAcks(): void {
     const durable = this.broker.store?.durableSeq ?? Number.MAX_SAFE_INTEGER;
-    while (this.deferredAcks.length > 0 && this.deferredAcks[0]!.seq <= durable) {
-      const next = this.deferredAcks.shift()!;
+    const deferred = this.deferredAcks;
+    while (deferred && deferred.length > 0 && deferred[0]!.seq <= durable) {
+      const next = deferred.shift()!;
       if (this.state !== 'closed') this.writePacket(next.packet);
     }
   }

@@ -1,4 +1,4 @@
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 
 /**
  * IP addresses as numbers so CIDR checks are a mask and a map lookup. IPv4-mapped IPv6 addresses
@@ -10,16 +10,34 @@ export type IpAddress = { family: 4; value: number } | { family: 6; value: bigin
 const MAPPED_PREFIX = 0xffffn << 32n;
 const V6_ALL = (1n << 128n) - 1n;
 
+/**
+ * Dotted-quad IPv4 by hand: every CONNECT parses its peer address for the block list, flapping and throttling, and
+ * `isIPv4` + `split` + `map` was 2% of connection set-up. Same grammar as `net.isIPv4`: four decimal octets of at
+ * most 255, no leading zeros, nothing else.
+ */
 function parseIpv4(text: string): number | undefined {
-  if (!isIPv4(text)) return undefined;
-  const parts = text.split('.').map(Number);
-  return (
-    (((parts[0] as number) << 24) |
-      ((parts[1] as number) << 16) |
-      ((parts[2] as number) << 8) |
-      (parts[3] as number)) >>>
-    0
-  );
+  const length = text.length;
+  if (length < 7 || length > 15) return undefined;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || dots === 3) return undefined;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits > 0 && octet === 0) return undefined;
+      octet = octet * 10 + (c - 0x30);
+      if (++digits > 3 || octet > 255) return undefined;
+    } else return undefined;
+  }
+  if (dots !== 3 || digits === 0) return undefined;
+  return value * 256 + octet;
 }
 
 function parseIpv6(text: string): bigint | undefined {

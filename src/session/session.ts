@@ -33,13 +33,13 @@ export interface PendingWill {
  * offline queue ([MQTT-4.1]). It outlives its connection when the session expiry interval is non-zero.
  */
 export class Session {
-  readonly subscriptions = new Map<string, Subscription>();
-  /** Outgoing QoS 1/2 messages by packet id, in send order (Map keeps insertion order for redelivery). */
-  readonly inflight = new Map<number, Outbound>();
+  // The three collections are created on first use: an empty Map or Set still costs ~200 bytes of hash table, and
+  // an idle device that never subscribes, never receives QoS 1/2 and never sends QoS 2 needs none of them.
+  #subscriptions: Map<string, Subscription> | undefined;
+  #inflight: Map<number, Outbound> | undefined;
+  #inboundQos2: Set<number> | undefined;
   /** Messages waiting for a free slot in the send window or for the client to reconnect. */
   readonly queue: Outbound[] = [];
-  /** Incoming QoS 2 packet ids received (PUBREC sent) and not yet released: exactly-once on the inbound side. */
-  readonly inboundQos2 = new Set<number>();
   link: SessionLink | undefined;
   /** The connection object currently attached, for takeover and disconnect; typed loosely to avoid a cycle. */
   connection:
@@ -74,6 +74,20 @@ export class Session {
   ) {
     this.protocolVersion = protocolVersion;
     this.expiryInterval = expiryInterval;
+  }
+
+  get subscriptions(): Map<string, Subscription> {
+    return (this.#subscriptions ??= new Map());
+  }
+
+  /** Outgoing QoS 1/2 messages by packet id, in send order (Map keeps insertion order for redelivery). */
+  get inflight(): Map<number, Outbound> {
+    return (this.#inflight ??= new Map());
+  }
+
+  /** Incoming QoS 2 packet ids received (PUBREC sent) and not yet released: exactly-once on the inbound side. */
+  get inboundQos2(): Set<number> {
+    return (this.#inboundQos2 ??= new Set());
   }
 
   get connected(): boolean {
@@ -122,7 +136,7 @@ export class Session {
   /** On reconnect: [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP and PUBREL, in order, then the queue. */
   resume(link: SessionLink, now: number): void {
     this.link = link;
-    for (const out of [...this.inflight.values()]) {
+    for (const out of this.#inflight ? [...this.#inflight.values()] : []) {
       if (out.state === 'pubrel') link.sendPubrel(out.packetId);
       else if (isExpired(out.message, now)) {
         this.inflight.delete(out.packetId);
@@ -149,7 +163,7 @@ export class Session {
     const now = Date.now();
     while (this.queue.length > 0) {
       const next = this.queue[0]!;
-      if (next.qos > 0 && this.inflight.size >= link.sendQuota) return;
+      if (next.qos > 0 && (this.#inflight?.size ?? 0) >= link.sendQuota) return;
       this.queue.shift();
       if (isExpired(next.message, now)) {
         if (next.qos > 0) this.journal?.removed(this.clientId, next);

@@ -35,6 +35,8 @@ function corpus(): Case[] {
     add('PUBLISH with U+0000 in the topic', frame(0x30, [0, 3, 0x61, 0, 0x62, ...v5Props]), 0x81);
     add('PUBLISH with an empty topic and no alias', frame(0x30, [0, 0, ...v5Props]), 0x82);
     add('PUBLISH whose topic length runs past the packet', frame(0x30, [0, 50, 0x61]), 0x81);
+    add('QoS 1 PUBLISH too short for its packet id', frame(0x32, [...str('a'), 0]), 0x81);
+    add('PINGREQ with a remaining length of 1', frame(0xc0, [0]), 0x81);
     add('SUBSCRIBE with wrong fixed-header flags', frame(0x80, [0, 1, ...v5Props, ...str('a'), 0]), 0x81);
     add('SUBSCRIBE without any filter', frame(0x82, [0, 1, ...v5Props]), 0x82);
     add('SUBSCRIBE asking for QoS 3', frame(0x82, [0, 1, ...v5Props, ...str('a'), 3]), 0x81);

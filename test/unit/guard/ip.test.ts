@@ -1,8 +1,44 @@
+import { isIPv4 } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { cidrContains, formatCidr, networkOf, normalizeIp, parseCidr, parseIp } from '../../../src/guard/ip.js';
 import { formatDuration, parseDuration } from '../../../src/guard/duration.js';
 
 describe('ip addresses', () => {
+  it('accepts exactly the IPv4 texts node:net accepts, with the right value', () => {
+    const texts = [
+      '0.0.0.0',
+      '255.255.255.255',
+      '192.0.2.1',
+      '10.1.2.3',
+      '1.2.3.4',
+      '127.0.0.1',
+      '256.1.1.1',
+      '1.2.3.256',
+      '01.2.3.4',
+      '1.02.3.4',
+      '1.2.3.00',
+      '1.2.3',
+      '1.2.3.4.5',
+      '1..3.4',
+      '.1.2.3',
+      '1.2.3.',
+      '1.2.3.4 ',
+      'a.b.c.d',
+      '1.2.3.-4',
+      '1234.1.1.1',
+      '',
+      '1.2.3.4/8',
+      '999.999.999.999',
+      '0.0.0.00',
+    ];
+    for (const text of texts) {
+      const parsed = parseIp(text);
+      expect({ text, v4: parsed?.family === 4 }).toEqual({ text, v4: isIPv4(text.trim()) });
+    }
+    expect(parseIp('192.0.2.1')).toEqual({ family: 4, value: 0xc0000201 });
+    expect(parseIp('255.255.255.255')).toEqual({ family: 4, value: 0xffffffff });
+  });
+
   it.each([
     ['192.0.2.1', '192.0.2.1'],
     ['::ffff:192.0.2.1', '192.0.2.1'],

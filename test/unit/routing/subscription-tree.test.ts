@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Subscription } from '../../../src/routing/subscription.js';
 import { SubscriptionTree } from '../../../src/routing/subscription-tree.js';
 import { Session } from '../../../src/session/session.js';
+import { topicMatches } from '../../../src/protocol/topic.js';
 
 const events = { onQueueOverflow: () => undefined, onDiscarded: () => undefined };
 const limits = { maxQueuedMessages: 10, queueOverflow: 'drop-new' as const, queueQos0: false };
@@ -74,5 +75,49 @@ describe('subscription tree', () => {
     b.connection = undefined;
     expect(group.pick()!.session.clientId).toBe('a');
     expect(group.pick()!.session.clientId).toBe('a');
+  });
+});
+
+describe('route cache', () => {
+  it('answers exactly as a plain filter match through a random run of subscribes, unsubscribes and publishes', () => {
+    // A seeded walk: the cache must never serve a route that a subscribe or unsubscribe has changed.
+    let seed = 42;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff;
+      return seed % n;
+    };
+    const levels = ['a', 'b', 'c', '$SYS'];
+    const filters = ['a/b', 'a/+', 'a/#', '#', '+/b/c', 'a/b/c', '+', 'b/#', '$SYS/#', '+/+', 'c'];
+    const topics = ['a', 'a/b', 'a/b/c', 'b', 'b/b/c', 'c', '$SYS/a', 'a/c', 'c/b/c'];
+    const tree = new SubscriptionTree();
+    const sessions = ['s1', 's2', 's3'].map(session);
+    const live = new Map<string, Subscription>();
+    for (let step = 0; step < 3000; step++) {
+      const op = random(3);
+      const s = sessions[random(sessions.length)]!;
+      const filter = filters[random(filters.length)]!;
+      const key = `${s.clientId}:${filter}`;
+      if (op === 0) {
+        const subscription = sub(s, filter);
+        tree.add(subscription);
+        live.set(key, subscription);
+      } else if (op === 1) {
+        const subscription = live.get(key);
+        if (subscription) {
+          tree.remove(subscription);
+          live.delete(key);
+        }
+      } else {
+        const topic =
+          random(4) === 0
+            ? `${levels[random(levels.length)]}/${topics[random(topics.length)]}`
+            : topics[random(topics.length)]!;
+        const expected = [...live.values()]
+          .filter((x) => topicMatches(x.filter, topic))
+          .map((x) => `${x.session.clientId}:${x.filter}`)
+          .sort();
+        expect({ step, topic, got: matched(tree, topic) }).toEqual({ step, topic, got: expected });
+      }
+    }
   });
 });
