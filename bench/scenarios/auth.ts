@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BrokerHandle } from '../brokers.js';
-import { bulwarkPasswordFile, mosquittoPasswordFile, policyFile } from '../fixtures.js';
+import { bulwarkPasswordFile, connectPolicyFile, mosquittoPasswordFile, policyFile } from '../fixtures.js';
 import { absorbCpu, loadgen, saturationNote, withBroker, withFirstWorking, type Candidate } from '../harness.js';
 import { connectCode, publishAcked, subscribeCode } from '../probe.js';
 import { emptyMeasurement, type BenchContext, type Measurement, type Scenario } from '../scenario.js';
@@ -43,17 +43,25 @@ async function passwordsEnforced(ctx: BenchContext, broker: BrokerHandle): Promi
   return undefined;
 }
 
-function chainCandidates(file: string, verification?: Record<string, unknown>): Candidate[] {
+function chainCandidates(file: string, policy: string, verification?: Record<string, unknown>): Candidate[] {
   const step = { type: 'password-file', file, unknown_user: 'deny' };
   const v = verification ? { verification } : {};
+  // The default policy admits anonymous local clients only; the storm's known users need a rule to connect.
+  const authorization = { policy_files: [policy] };
   return [
     {
       label: 'authentication: {steps: [password-file]}',
-      variant: { anonymous: false, bulwark: { authentication: { anonymous: false, steps: [step], ...v } } },
+      variant: {
+        anonymous: false,
+        bulwark: { authentication: { anonymous: false, steps: [step], ...v }, authorization },
+      },
     },
     {
       label: 'authentication: [password-file]',
-      variant: { anonymous: false, bulwark: { authentication: [step], ...(verification ? { verification } : {}) } },
+      variant: {
+        anonymous: false,
+        bulwark: { authentication: [step], ...(verification ? { verification } : {}), authorization },
+      },
     },
   ];
 }
@@ -92,12 +100,13 @@ export const connectAuthScenario: Scenario = {
     } catch (error) {
       return { ...emptyMeasurement(), skipped: `bulwark passwd failed: ${(error as Error).message.split('\n')[0]}` };
     }
+    const policy = connectPolicyFile(secrets);
     const m = emptyMeasurement();
     const cached = await withFirstWorking(
       kind,
       ctx,
       'authn-chain',
-      chainCandidates(file),
+      chainCandidates(file, policy),
       (b) => passwordsEnforced(ctx, b),
       async (b) => {
         await storm(ctx, b, 'cached', m);
@@ -109,7 +118,7 @@ export const connectAuthScenario: Scenario = {
       kind,
       ctx,
       'authn-cache-off',
-      chainCandidates(file, { cache_max_entries: 0 }),
+      chainCandidates(file, policy, { cache_max_entries: 0 }),
       (b) => passwordsEnforced(ctx, b),
       async (b) => {
         await storm(ctx, b, 'uncached', m);
