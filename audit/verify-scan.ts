@@ -43,6 +43,7 @@ export interface ScanResult {
 /** `,"hash":"` + 64 hex + `"}`: the last bytes of every line (see record.ts). */
 const SUFFIX = 75;
 const HASH_MARK = Buffer.from(',"hash":"', 'latin1');
+const TIMESTAMP_START = Buffer.from('{"@timestamp":"', 'latin1');
 const TRUE = Buffer.from('true', 'latin1');
 const FALSE = Buffer.from('false', 'latin1');
 const NULL = Buffer.from('null', 'latin1');
@@ -80,7 +81,9 @@ class LineScanner {
   /** True when the line [s, e) is an ordinary record in canonical form whose stated hash is right. */
   check(buf: Buffer, s: number, e: number): boolean {
     const bodyEnd = e - SUFFIX;
-    if (bodyEnd - s < 2 || buf[s] !== 0x7b) return false;
+    // The exact path reads only lines that begin with `{"@timestamp":"`, as every record the writer writes does.
+    if (bodyEnd - s < TIMESTAMP_START.length) return false;
+    for (let i = 0; i < TIMESTAMP_START.length; i++) if (buf[s + i] !== TIMESTAMP_START[i]) return false;
     for (let i = 0; i < HASH_MARK.length; i++) if (buf[bodyEnd + i] !== HASH_MARK[i]) return false;
     // The stated hash needs no check of its own: it must equal the computed hex digest below.
     const hashStart = bodyEnd + HASH_MARK.length;

@@ -57,6 +57,8 @@ describe('the fast verify scan accepts only canonical, hash-correct ordinary rec
     ['no seq', `{"@timestamp":"t","event":{"action":"a"},"prev_hash":"${PREV}"}`],
     ['a short prev_hash', `{"@timestamp":"t","event":{"action":"a"},"prev_hash":"abc","seq":7}`],
     ['a 16-digit integer', withLabels('{"n":1234567890123456}')],
+    // Canonical, but a key sorting before @timestamp is not a record the exact path reads.
+    ['a member sorting before @timestamp', `{"!x":1,"@timestamp":"t",${base}}`],
   ];
 
   for (const [name, body] of cases) {
