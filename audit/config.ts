@@ -1,4 +1,6 @@
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
+import { databaseTlsSchema } from '../authn/sql/config.js';
 
 const DURATION = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -54,6 +56,47 @@ const allowedRecording = z
   .enum(['none', 'sampled', 'all'])
   .default('none')
   .describe('none: allowed decisions are not recorded; sampled: one in `allowed_sample_every`; all: every one');
+
+/** A SQL identifier, optionally schema-qualified: the table name is part of the statement, never a parameter. */
+const SQL_TABLE = /^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/;
+
+/** `audit.mirror`: a copy of every record in PostgreSQL, for queries and off-host retention. */
+export const auditMirrorSchema = z
+  .object({
+    type: z.literal('postgres').describe('Where records are mirrored: `postgres`.'),
+    host: z.string().min(1).default('127.0.0.1').describe('Database host.'),
+    port: z.number().int().min(1).max(65_535).default(5432).describe('Database port.'),
+    database: z.string().min(1).describe('Database name.'),
+    user: z.string().min(1).describe('Database role of the broker: grant it INSERT on the table and nothing else.'),
+    password_file: z
+      .string()
+      .refine((f) => isAbsolute(f), 'must be an absolute path')
+      .optional()
+      .describe('Absolute path of a file holding the password (first line). Without it, no password is sent.'),
+    table: z
+      .string()
+      .regex(SQL_TABLE, 'must be a table name, optionally schema-qualified (letters, digits, underscores)')
+      .default('bulwark_audit')
+      .describe('Table the records go to (see docs/audit.md for its definition and grants).'),
+    tls: databaseTlsSchema.optional().describe('Connect over TLS.'),
+    queue_max: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000_000)
+      .default(100_000)
+      .describe(
+        'Records waiting for the database at most; beyond it records are dropped from the mirror (counted and logged), never from the file log.',
+      ),
+    batch_max_records: z.number().int().min(1).max(10_000).default(500).describe('Records per INSERT at most.'),
+    connect_timeout: duration('Connection establishment deadline.', 5_000),
+    query_timeout: duration('Deadline of one INSERT.', 10_000),
+    retry_initial: duration('First retry delay after a failed INSERT.', 1_000),
+    retry_max: duration('Longest retry delay.', 60_000),
+  })
+  .strict();
+
+export type AuditMirrorConfig = z.output<typeof auditMirrorSchema>;
 
 /** The `audit:` section of the broker configuration. */
 export const auditConfigSchema = z
@@ -126,6 +169,11 @@ export const auditConfigSchema = z
       .boolean()
       .default(false)
       .describe('Record PUBLISH payloads (base64) in denial records. Off by default: payloads can hold secrets.'),
+    mirror: auditMirrorSchema
+      .optional()
+      .describe(
+        'Also write every record to PostgreSQL (JSONB plus indexed columns), through a bounded queue: a slow or failing database never blocks or loses the file log. See docs/audit.md.',
+      ),
   })
   .strict()
   .describe('Tamper-evident audit log: see docs/audit.md');

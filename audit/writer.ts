@@ -9,6 +9,7 @@ import { AuditAction } from './actions.js';
 import type { AuditConfig } from './config.js';
 import type { AuditEvent, AuditSink } from './events.js';
 import { auditFileName, listAuditFiles, readFileTail } from './files.js';
+import { PostgresAuditMirror, type AuditMirror, type AuditMirrorStats } from './mirror.js';
 import { GENESIS_HASH, checkpointMessage, encodeRecord, parseRecordLine } from './record.js';
 import { loadSigningKey, type SigningKey } from './signing-key.js';
 
@@ -39,6 +40,8 @@ export interface AuditWriterOptions {
   now?: () => number;
   /** Called when the writer starts or stops failing, so the broker can raise or clear its `$SYS` alarm. */
   onStateChange?: (stats: AuditWriterStats) => void;
+  /** Gets every line once it is written to the file (`audit.mirror`); closed with the writer. */
+  mirror?: AuditMirror;
 }
 
 /** Counters for `$SYS/broker/audit/*` and the metrics endpoint. */
@@ -60,6 +63,8 @@ export interface AuditWriterStats {
   /** Sequence number of the last record written. */
   seq: number;
   file: string | undefined;
+  /** With `audit.mirror`: the mirror's own counters. */
+  mirror?: AuditMirrorStats;
 }
 
 /** Builds writer options from the `audit:` configuration section; loads or creates the signing key. */
@@ -69,6 +74,9 @@ export function auditWriterOptions(
   extras: Pick<AuditWriterOptions, 'logger' | 'now' | 'onStateChange'> = {},
 ): AuditWriterOptions {
   const keyFile = config.signing_key_file ?? join(dataDir, 'audit-signing.key');
+  const mirror = config.mirror
+    ? new PostgresAuditMirror({ config: config.mirror, logger: extras.logger ?? silentLogger })
+    : undefined;
   return {
     directory: config.directory ?? join(dataDir, 'audit'),
     signingKey: loadSigningKey(keyFile, config.signing_key_file === undefined),
@@ -85,6 +93,7 @@ export function auditWriterOptions(
     rotateMaxAgeMs: config.rotate_max_age,
     retentionMaxFiles: config.retention_max_files,
     retentionMaxAgeMs: config.retention_max_age,
+    ...(mirror ? { mirror } : {}),
     ...extras,
   };
 }
@@ -194,6 +203,7 @@ export class AuditWriter implements AuditSink {
       writable: this.writable,
       seq: this.headSeq,
       file: this.file?.name,
+      ...(this.opts.mirror ? { mirror: this.opts.mirror.stats() } : {}),
     };
   }
 
@@ -256,6 +266,7 @@ export class AuditWriter implements AuditSink {
     }
     await this.closeFile(true);
     this.closed = true;
+    await this.opts.mirror?.close();
   }
 
   async start(): Promise<void> {
@@ -505,6 +516,8 @@ export class AuditWriter implements AuditSink {
       items.slice(0, complete),
       complete > 0 ? { seq: this.headSeq + complete, hash: hashes[complete - 1] as string } : undefined,
     );
+    // The mirror gets what the file has; it only queues, so a slow database never holds the writer up.
+    if (complete > 0) this.opts.mirror?.enqueue(lines.slice(0, complete));
 
     if (writeError !== undefined) {
       const completeBytes = Buffer.byteLength(lines.slice(0, complete).join(''), 'utf8');
