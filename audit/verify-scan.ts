@@ -74,6 +74,8 @@ class LineScanner {
   private limit = 0;
   seq = -1;
   prevStart = -1;
+  /** The last checked line's prev_hash equals the hash stated at the end of the line right before it. */
+  linked = false;
   private timestamp = false;
   private action = false;
   private scratch = Buffer.alloc(4096);
@@ -105,15 +107,35 @@ class LineScanner {
     if (this.seq < 0 || this.prevStart < 0 || !this.timestamp || !this.action) return false;
 
     // hash = SHA-256(prev_hash "\n" body "}"), the body being the line up to the suffix (record.ts chainHash).
-    const bodyLength = bodyEnd - s;
-    const n = 64 + 1 + bodyLength + 1;
-    if (this.scratch.length < n) this.scratch = Buffer.alloc(Math.max(n, this.scratch.length * 2));
-    const scratch = this.scratch;
-    buf.copy(scratch, 0, this.prevStart, this.prevStart + 64);
-    scratch[64] = 0x0a;
-    buf.copy(scratch, 65, s, bodyEnd);
-    scratch[n - 1] = 0x7d;
-    const digest = oneShotHash('sha256', scratch.subarray(0, n), 'hex');
+    const prev = this.prevStart;
+    let digest: string;
+    this.linked =
+      s >= 67 &&
+      buf[s - 1] === 0x0a &&
+      buf[s - 2] === 0x7d &&
+      buf[s - 3] === 0x22 &&
+      buf.compare(buf, prev, prev + 64, s - 67, s - 3) === 0;
+    if (this.linked) {
+      // The line before ends with `<its hash>"}\n` and that hash is this line's prev_hash: moved two bytes on,
+      // it sits right before "\n" and this body, so the input is hashed where it lies instead of being copied.
+      // Every byte is put back before returning.
+      buf.copyWithin(s - 65, s - 67, s - 3);
+      buf[bodyEnd] = 0x7d;
+      digest = oneShotHash('sha256', buf.subarray(s - 65, bodyEnd + 1), 'hex');
+      buf[bodyEnd] = 0x2c;
+      buf.copyWithin(s - 67, s - 65, s - 1);
+      buf[s - 3] = 0x22;
+      buf[s - 2] = 0x7d;
+    } else {
+      const n = 64 + 1 + (bodyEnd - s) + 1;
+      if (this.scratch.length < n) this.scratch = Buffer.alloc(Math.max(n, this.scratch.length * 2));
+      const scratch = this.scratch;
+      buf.copy(scratch, 0, prev, prev + 64);
+      scratch[64] = 0x0a;
+      buf.copy(scratch, 65, s, bodyEnd);
+      scratch[n - 1] = 0x7d;
+      digest = oneShotHash('sha256', scratch.subarray(0, n), 'hex');
+    }
     for (let i = 0; i < 64; i++) if (digest.charCodeAt(i) !== buf[hashStart + i]) return false;
     return true;
   }
@@ -384,7 +406,8 @@ export function scanBlock(buf: Buffer, start: number, end: number): ScanResult {
       if (
         run &&
         seq === run.lastSeq + 1 &&
-        buf.compare(buf, prevStart, prevStart + 64, runHashAt, runHashAt + 64) === 0
+        ((scanner.linked && runHashAt === pos - 67) ||
+          buf.compare(buf, prevStart, prevStart + 64, runHashAt, runHashAt + 64) === 0)
       ) {
         run.count++;
         run.lastSeq = seq;
