@@ -143,6 +143,11 @@ export class BulwarkServer {
         this.sys.add('$SYS/broker/audit/dropped', () => String(writer.stats().dropped));
         this.sys.add('$SYS/broker/audit/failures', () => String(writer.stats().failures));
         this.sys.add('$SYS/broker/audit/writable', () => String(writer.writable));
+        if (config.audit.mirror) {
+          // The mirror's health beside the file log's: a reviewer relying on the database must see its drops.
+          for (const key of ['queued', 'written', 'dropped', 'failures'] as const)
+            this.sys.add(`$SYS/broker/audit/mirror/${key}`, () => String(writer.stats().mirror?.[key] ?? 0));
+        }
       } else {
         this.log.warn('audit log disabled by configuration: security decisions are only in the structured log');
         this.audit.attach(new MemoryAuditSink(1000));
