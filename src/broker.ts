@@ -42,9 +42,14 @@ interface MergedDelivery {
  * The broker's shared state and the operations handlers call: sessions, routing, retained messages, wills,
  * and the seams to authorization, abuse protection and the audit log.
  */
+/** Queue-overflow log lines per session at most this often. */
+const QUEUE_OVERFLOW_LOG_INTERVAL_MS = 10_000;
+
 export class Broker {
   readonly limits: Limits;
   private sessionLimits: SessionLimits | undefined;
+  /** When each session's queue overflow was last logged, and the drops since then. */
+  private readonly overflowLogged = new WeakMap<Session, { at: number; unlogged: number }>();
   readonly stats = new BrokerStats();
   readonly sessions = new Map<string, Session>();
   readonly connections = new Set<Connection>();
@@ -90,10 +95,25 @@ export class Broker {
     this.sessionEvents = {
       onQueueOverflow: (session) => {
         this.stats.messagesDropped++;
+        // A subscriber that cannot keep up drops thousands of messages a second: one line per drop would flood the
+        // log (and the disk under it). The first drop is logged at once, then at most one line per interval per
+        // session, each saying how many drops it stands for; `$SYS/broker/messages/dropped` counts every one.
+        const now = Date.now();
+        const last = this.overflowLogged.get(session);
+        if (last && now - last.at < QUEUE_OVERFLOW_LOG_INTERVAL_MS) {
+          last.unlogged++;
+          return;
+        }
         this.log.warn(
-          { clientId: session.clientId, limit: this.limits.max_queued_messages, policy: this.limits.queue_overflow },
+          {
+            clientId: session.clientId,
+            limit: this.limits.max_queued_messages,
+            policy: this.limits.queue_overflow,
+            dropped: 1 + (last?.unlogged ?? 0),
+          },
           'session queue full: message dropped',
         );
+        this.overflowLogged.set(session, { at: now, unlogged: 0 });
       },
       onDiscarded: () => {
         this.stats.messagesDiscarded++;
