@@ -1,6 +1,6 @@
 import { createHash, sign } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../src/log.js';
 import { silentLogger } from '../src/log.js';
@@ -15,6 +15,22 @@ import { loadSigningKey, type SigningKey } from './signing-key.js';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 export type FailurePolicy = 'fail-closed' | 'continue';
+
+/** The part of an open audit file the writer uses; `node:fs/promises` FileHandle satisfies it. */
+export interface AuditFileHandle {
+  /** May write fewer bytes than asked (a full disk tears the batch at any byte); the writer loops. */
+  write(buffer: Buffer, offset: number, length: number): Promise<{ bytesWritten: number }>;
+  datasync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How the writer creates audit files; tests inject one to make a failing disk fail at an exact byte or call. */
+export interface AuditFileSystem {
+  /** Called with flags `ax` only: a new file, never an existing one. */
+  open(path: string, flags: 'ax', mode: number): Promise<AuditFileHandle>;
+}
+
+const nodeFileSystem: AuditFileSystem = { open: (path, flags, mode) => open(path, flags, mode) };
 
 export interface AuditWriterOptions {
   directory: string;
@@ -42,6 +58,8 @@ export interface AuditWriterOptions {
   onStateChange?: (stats: AuditWriterStats) => void;
   /** Gets every line once it is written to the file (`audit.mirror`); closed with the writer. */
   mirror?: AuditMirror;
+  /** Creates the audit files; `node:fs/promises` unless a test injects failures. */
+  fileSystem?: AuditFileSystem;
 }
 
 /** Counters for `$SYS/broker/audit/*` and the metrics endpoint. */
@@ -112,7 +130,7 @@ interface TornRegion {
 
 interface OpenFile {
   name: string;
-  handle: FileHandle;
+  handle: AuditFileHandle;
   size: number;
   createdAt: number;
   dirty: boolean;
@@ -165,7 +183,10 @@ export class AuditWriter implements AuditSink {
   private retryTimer: NodeJS.Timeout | undefined;
   private syncTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  private closePromise: Promise<void> | undefined;
   private retrying = false;
+  /** From the first failed attempt until a write succeeds; unlike `failing`, close() does not clear it. */
+  private outage = false;
   private closed = false;
   private lastAlarmLogAt = Number.NEGATIVE_INFINITY;
   private outageDropped = 0;
@@ -245,8 +266,13 @@ export class AuditWriter implements AuditSink {
   }
 
   /** Writes the queue and a shutdown checkpoint, then closes the file. Events recorded afterwards are dropped. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    // A second caller waits for the same shutdown instead of closing the file under the first one.
+    this.closePromise ??= this.shutdown();
+    return this.closePromise;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closing = true;
     this.clearTimers();
     this.checkpointDue = 'shutdown';
@@ -255,7 +281,9 @@ export class AuditWriter implements AuditSink {
       this.stat.failing = false;
     }
     await this.flush();
-    if (this.hasWork()) {
+    // From here on record() drops and counts: nothing may be queued that no worker will ever write.
+    this.closed = true;
+    if (this.queue.length > 0) {
       const lost = this.queue.length;
       this.queue = [];
       this.drop(lost);
@@ -265,7 +293,6 @@ export class AuditWriter implements AuditSink {
       );
     }
     await this.closeFile(true);
-    this.closed = true;
     await this.opts.mirror?.close();
   }
 
@@ -376,9 +403,8 @@ export class AuditWriter implements AuditSink {
     while ((!this.stat.failing || this.retrying) && this.hasWork()) {
       try {
         if (this.file && this.shouldRotate(this.file)) await this.rotate();
+        // writeBatch() itself ends an outage once a batch is on disk (see writeSucceeded()).
         const written = await this.writeBatch();
-        // Only a write that succeeded ends an outage; `failing` must not flicker while a retry is in flight.
-        if (written) this.stat.failing = false;
         if (written) await this.afterWrite();
       } catch (error: unknown) {
         this.fail(error);
@@ -405,11 +431,24 @@ export class AuditWriter implements AuditSink {
       return;
     }
     try {
-      await file.handle.datasync();
-      file.dirty = false;
+      await this.syncFile(file);
       this.lastSyncAt = this.now();
     } catch (error: unknown) {
       this.fail(error);
+    }
+  }
+
+  /**
+   * A failed fdatasync leaves the file's unsynced bytes unknown (Linux may drop the dirty pages), so the file is
+   * abandoned: the next record starts a new file rather than landing after bytes that may be missing or torn.
+   */
+  private async syncFile(file: OpenFile): Promise<void> {
+    try {
+      await file.handle.datasync();
+      file.dirty = false;
+    } catch (error: unknown) {
+      if (this.file === file) await this.closeFile(false);
+      throw error;
     }
   }
 
@@ -423,10 +462,15 @@ export class AuditWriter implements AuditSink {
     if (!this.lastWasCheckpoint) {
       const saved = this.checkpointDue;
       this.checkpointDue = undefined;
-      const ok = await this.writeBatch({ checkpointOnly: 'rotation' });
-      // close() may have run while the rotation checkpoint was being written; its request must survive.
-      this.checkpointDue = this.closing ? 'shutdown' : saved;
-      if (!ok) return;
+      try {
+        await this.writeBatch({ checkpointOnly: 'rotation' });
+      } finally {
+        // close() may have run while the rotation checkpoint was being written, and a failed write must not
+        // swallow a pending request either: it must survive.
+        this.checkpointDue = this.closing ? 'shutdown' : saved;
+      }
+      // A torn rotation checkpoint already closed the file; its seal starts the next one.
+      if (!this.file) return;
     }
     await this.closeFile(this.opts.fsync !== 'never');
     this.planRetention();
@@ -530,11 +574,13 @@ export class AuditWriter implements AuditSink {
           length: torn.length,
           sha256: sha256Hex(torn),
         });
-        await this.closeFile(false);
+        // The complete records before the tear are kept, so they are synced like any other (`interval` too).
+        await this.closeFile(this.opts.fsync !== 'never');
       }
       throw writeError;
     }
     await this.syncPerPolicy(file);
+    this.writeSucceeded();
     return true;
   }
 
@@ -564,8 +610,42 @@ export class AuditWriter implements AuditSink {
 
   private async afterWrite(): Promise<void> {
     if (this.stat.failing) return;
-    this.retryDelay = this.opts.retryInitialMs;
     if (this.pendingDeletions.length > 0 && this.internal.length === 0) await this.deletePlannedFiles();
+  }
+
+  /**
+   * A batch is in the file and synced per policy: the first one after failures ends the outage. The recovery
+   * record is queued here, inside the worker, so it is written in this same run and before the shutdown
+   * checkpoint; queued from outside the worker it could land after the checkpoint of a concurrent close().
+   */
+  private writeSucceeded(): void {
+    // Only a write that succeeded ends an outage; `failing` must not flicker while a retry is in flight.
+    this.stat.failing = false;
+    this.retryDelay = this.opts.retryInitialMs;
+    if (!this.outage) return;
+    this.outage = false;
+    this.logger.warn(
+      { dir: this.opts.directory, dropped: this.outageDropped, failures: this.outageFailures },
+      'audit log writable again',
+    );
+    this.pushInternal({
+      event: {
+        action: AuditAction.auditWriteRecovered,
+        outcome: 'success',
+        reason: `audit log writable again after ${this.outageFailures} failed attempts; ${this.outageDropped} events dropped`,
+      },
+      actor: 'audit-writer',
+      audit: { dropped: this.outageDropped, failures: this.outageFailures, reason: this.stat.lastError },
+    });
+    this.outageDropped = 0;
+    this.outageFailures = 0;
+    this.opts.onStateChange?.(this.stats());
+  }
+
+  /** Queues a writer record; while closing, the log must still end with a shutdown checkpoint after it. */
+  private pushInternal(event: AuditEvent): void {
+    this.internal.push(event);
+    if (this.closing) this.checkpointDue = 'shutdown';
   }
 
   private async syncPerPolicy(file: OpenFile): Promise<void> {
@@ -573,8 +653,7 @@ export class AuditWriter implements AuditSink {
     if (policy === 'never') return;
     // With `interval`, a later batch, rotation, close or the idle timer in syncIfDue() syncs it.
     if (policy === 'interval' && this.now() - this.lastSyncAt < this.opts.fsyncIntervalMs && !this.closing) return;
-    await file.handle.datasync();
-    file.dirty = false;
+    await this.syncFile(file);
     this.lastSyncAt = this.now();
   }
 
@@ -584,7 +663,7 @@ export class AuditWriter implements AuditSink {
     while (existsSync(join(this.opts.directory, auditFileName(firstSeq, generation)))) generation++;
     const name = auditFileName(firstSeq, generation);
     // 'ax': O_APPEND so every write lands at the end, O_EXCL so an existing file is never reopened for writing.
-    const handle = await open(join(this.opts.directory, name), 'ax', 0o640);
+    const handle = await (this.opts.fileSystem ?? nodeFileSystem).open(join(this.opts.directory, name), 'ax', 0o640);
     this.file = { name, handle, size: 0, createdAt: this.now(), dirty: false };
     if (this.opts.fsync !== 'never') await syncDirectory(this.opts.directory);
     return this.file;
@@ -638,17 +717,14 @@ export class AuditWriter implements AuditSink {
         audit: { file: f.name, first_seq: f.firstSeq, last_seq: last.seq, last_hash: last.hash, reason },
       };
       this.pendingDeletions.push({ name: f.name, event });
-      this.internal.push(event);
+      this.pushInternal(event);
       remaining--;
     }
     if (this.pendingDeletions.length > 0 && !this.closing) this.schedule(0);
   }
 
   private async deletePlannedFiles(): Promise<void> {
-    if (this.file?.dirty) {
-      await this.file.handle.datasync();
-      this.file.dirty = false;
-    }
+    if (this.file?.dirty) await this.syncFile(this.file);
     const deletions = this.pendingDeletions;
     this.pendingDeletions = [];
     for (const d of deletions) {
@@ -678,6 +754,7 @@ export class AuditWriter implements AuditSink {
    */
   private fail(error: unknown): void {
     this.countFailure(error);
+    this.outage = true;
     this.retrying = false;
     const wasFailing = this.stat.failing;
     this.stat.failing = true;
@@ -708,9 +785,14 @@ export class AuditWriter implements AuditSink {
     }, delay);
   }
 
+  /**
+   * One retry attempt. Recovery itself (clearing `failing`, the `audit.write_recovered` record) happens in the
+   * worker at the first successful write, never here after the run: code here would race a concurrent close().
+   */
   private async retry(): Promise<void> {
-    if (!this.hasWork()) {
-      // Nothing queued (a failed fsync): probe the disk with a checkpoint, a record worth having anyway.
+    if (this.queue.length === 0 && this.internal.length === 0 && this.pendingSeals.length === 0) {
+      // Nothing queued (a failed fsync): probe the disk with a checkpoint, a record worth having anyway. A
+      // pending checkpoint alone is not enough: after a checkpoint it would be skipped and nothing written.
       this.lastWasCheckpoint = false;
       this.checkpointDue ??= 'interval';
     }
@@ -720,24 +802,6 @@ export class AuditWriter implements AuditSink {
     } finally {
       this.retrying = false;
     }
-    if (this.stat.failing) return;
-    this.logger.warn(
-      { dir: this.opts.directory, dropped: this.outageDropped, failures: this.outageFailures },
-      'audit log writable again',
-    );
-    this.internal.push({
-      event: {
-        action: AuditAction.auditWriteRecovered,
-        outcome: 'success',
-        reason: `audit log writable again after ${this.outageFailures} failed attempts; ${this.outageDropped} events dropped`,
-      },
-      actor: 'audit-writer',
-      audit: { dropped: this.outageDropped, failures: this.outageFailures, reason: this.stat.lastError },
-    });
-    this.outageDropped = 0;
-    this.outageFailures = 0;
-    this.opts.onStateChange?.(this.stats());
-    await this.kick();
   }
 
   private drop(n: number): void {
