@@ -406,13 +406,38 @@ export class AuditWriter implements AuditSink {
         // writeBatch() itself ends an outage once a batch is on disk (see writeSucceeded()).
         const written = await this.writeBatch();
         if (written) await this.afterWrite();
+        if (written && this.onlyEventsQueued()) break;
       } catch (error: unknown) {
         this.fail(error);
       }
     }
     if (this.stat.failing) return;
-    if (this.queue.length > 0 && !this.closing) this.schedule(this.opts.batchDelayMs);
+    if (this.queue.length > 0 && !this.closing) this.schedule(this.untilOldestBatchDue());
     await this.syncIfDue();
+  }
+
+  /**
+   * Group commit under load: once a batch is on disk, events that arrived meanwhile wait for their own bounded
+   * delay (`batch_delay`) instead of being written at once. Writing back to back made a busy broker pay a write and
+   * an fdatasync for every one or two records (a reconnect storm ran at 1,317 connects/s with `fsync: always`,
+   * 1,937 with `never`). A full batch, internal records, a checkpoint, shutdown and `flush()` still write at once.
+   */
+  private onlyEventsQueued(): boolean {
+    return (
+      !this.closing &&
+      !this.stat.failing &&
+      this.queue.length < this.opts.batchMaxRecords &&
+      this.internal.length === 0 &&
+      this.pendingSeals.length === 0 &&
+      this.checkpointDue === undefined
+    );
+  }
+
+  /** How long until the oldest queued event has waited `batch_delay`. */
+  private untilOldestBatchDue(): number {
+    const oldest = this.queue[0];
+    if (!oldest) return this.opts.batchDelayMs;
+    return Math.max(0, Date.parse(oldest.timestamp) + this.opts.batchDelayMs - this.now());
   }
 
   /** `fsync: interval`: an idle writer still syncs what it wrote within the interval. */
