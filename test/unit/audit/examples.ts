@@ -156,6 +156,40 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     guard: { key: '198.51.100.4', dimension: 'ip', count: 51, window_ms: 1000 },
   },
   {
+    event: {
+      action: 'guard.blocked',
+      outcome: 'failure',
+      reason: 'block list: client_id (stolen device)',
+      code: 'banned',
+    },
+    client: { ip: '198.51.100.7', port: 50412 },
+    mqtt: { client_id: 'device-042' },
+    guard: { key: 'device-042', dimension: 'client_id', until: '2026-11-26T10:00:00.000Z' },
+    labels: { by: 'cli:root@unix-socket' },
+  },
+  {
+    event: {
+      action: 'guard.throttle_refused',
+      outcome: 'failure',
+      reason: 'username throttled after failed authentications',
+      code: 'banned',
+    },
+    client: { ip: '203.0.113.9', port: 40111 },
+    mqtt: { client_id: 'dash-1' },
+    user: { name: 'alice' },
+    guard: { key: 'alice', dimension: 'username', until: '2026-11-25T10:05:00.000Z' },
+  },
+  {
+    event: {
+      action: 'proxy.header_refused',
+      outcome: 'failure',
+      reason: '192.0.2.50 is not a trusted proxy',
+      code: 'untrusted_proxy',
+    },
+    client: { ip: '192.0.2.50', port: 33000 },
+    mqtt: { listener: 'mqtt-behind-lb' },
+  },
+  {
     event: { action: 'policy.reloaded', outcome: 'success' },
     policy: { file: 'policies/site.yaml', old_hash: 'sha256:9b7e41c2…', new_hash: 'sha256:0f4d11aa…' },
     actor: 'cli:root@unix-socket',
