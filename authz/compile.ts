@@ -37,7 +37,7 @@ export interface CompiledSubjects {
   groups?: TextMatcher;
   authenticators?: TextMatcher;
   listeners?: TextMatcher;
-  addresses?: BlockList;
+  addresses?: AddressBlocks;
   attributes?: ReadonlyArray<readonly [string, TextMatcher]>;
   superuser?: boolean;
   anonymous?: boolean;
@@ -77,20 +77,47 @@ export function matchText(m: TextMatcher, value: string | undefined): boolean {
   return false;
 }
 
-export function addressIn(list: BlockList, address: string): boolean {
-  try {
-    return list.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
-  } catch {
-    return false;
+/** Answers remembered per address string, at most this many per rule; the cache starts over when full. */
+const ADDRESS_ANSWERS = 1024;
+
+/**
+ * A rule's `addresses:` blocks. `BlockList.check` builds a `SocketAddress` object on every call (about 3% of a
+ * connect); a client asks with the same address on every check, so answers are remembered, bounded.
+ */
+export class AddressBlocks {
+  readonly #list = new BlockList();
+  readonly #answers = new Map<string, boolean>();
+
+  addSubnet(address: string, prefix: number, type: 'ipv4' | 'ipv6'): void {
+    this.#list.addSubnet(address, prefix, type);
+    this.#answers.clear();
   }
+
+  has(address: string): boolean {
+    const known = this.#answers.get(address);
+    if (known !== undefined) return known;
+    let answer: boolean;
+    try {
+      answer = this.#list.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
+    } catch {
+      answer = false;
+    }
+    if (this.#answers.size >= ADDRESS_ANSWERS) this.#answers.clear();
+    this.#answers.set(address, answer);
+    return answer;
+  }
+}
+
+export function addressIn(list: AddressBlocks, address: string): boolean {
+  return list.has(address);
 }
 
 function compileSubjects(rule: RuleSpec): CompiledSubjects {
   const s = rule.subjects;
   if (s.all) return { all: true };
-  let addresses: BlockList | undefined;
+  let addresses: AddressBlocks | undefined;
   if (s.addresses) {
-    addresses = new BlockList();
+    addresses = new AddressBlocks();
     for (const a of s.addresses) {
       const c = parseCidr(a);
       if (c) addresses.addSubnet(c.address, c.prefix, c.type);
