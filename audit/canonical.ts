@@ -29,6 +29,20 @@ function write(value: unknown): string | undefined {
   }
 }
 
+/** Member names quoted once: records reuse the same few dozen names, so each is `JSON.stringify`d once. */
+const QUOTED_NAMES = new Map<string, string>();
+const QUOTED_NAMES_MAX = 4096;
+
+function quotedName(key: string): string {
+  let quoted = QUOTED_NAMES.get(key);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(key);
+    // Attribute names can come from certificates and tokens: bounded, so they cannot grow it without end.
+    if (QUOTED_NAMES.size < QUOTED_NAMES_MAX) QUOTED_NAMES.set(key, quoted);
+  }
+  return quoted;
+}
+
 function writeObject(value: object): string {
   // A Secret (authn/secret.ts) or Date serialises through toJSON, so it can never leak its plaintext here.
   const withToJson = value as { toJSON?: unknown };
@@ -37,17 +51,26 @@ function writeObject(value: object): string {
     return write(replaced) ?? 'null';
   }
   if (Array.isArray(value)) {
-    const items = value.map((item: unknown) => write(item) ?? 'null');
-    return `[${items.join(',')}]`;
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      out += write(value[i] as unknown) ?? 'null';
+    }
+    return `${out}]`;
   }
   const record = value as Record<string, unknown>;
-  const keys = Object.keys(record).sort();
+  const keys = Object.keys(record);
+  if (keys.length > 1) keys.sort();
   let out = '{';
   let first = true;
-  for (const key of keys) {
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string;
     const member = write(record[key]);
     if (member === undefined) continue;
-    out += `${first ? '' : ','}${JSON.stringify(key)}:${member}`;
+    if (!first) out += ',';
+    out += quotedName(key);
+    out += ':';
+    out += member;
     first = false;
   }
   return `${out}}`;
