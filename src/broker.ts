@@ -732,7 +732,12 @@ export class Broker {
     else apply(decision);
   }
 
-  private reevaluateSubscriptionsOf(connection: Connection): void {
+  /**
+   * Checks every live subscription of this connection again, with its current identity: after a policy change, and
+   * after a re-authentication that may have changed the identity's groups or attributes. Those no longer allowed
+   * stop receiving at once and are removed (`authz.subscription_revoked`).
+   */
+  reevaluateSubscriptionsOf(connection: Connection): void {
     const session = connection.session;
     if (connection.state !== 'connected' || !session || !connection.identity) return;
     for (const subscription of [...session.subscriptions.values()]) {

@@ -99,4 +99,6 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     reasonCode: ReasonCode.success,
     properties: { authenticationMethod: attempt.authMethod, authenticationData: result.authData },
   });
+  // What the old identity subscribed to, the new one must still be allowed to receive.
+  broker.reevaluateSubscriptionsOf(connection);
 }

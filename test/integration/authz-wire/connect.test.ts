@@ -330,6 +330,45 @@ rules:
       expect(reauth).toBeLessThan(events.indexOf(revoked));
     });
 
+    it('removes subscriptions the new identity may no longer receive, keeping the others', async () => {
+      const policy = `version: 1
+rules:
+  - name: anyone-connect
+    allow: connect
+    subjects: all
+  - name: staff-board
+    allow: [subscribe, receive]
+    subjects: { groups: [staff] }
+    topics: ['board/#']
+  - name: everyone-news
+    allow: [subscribe, receive]
+    subjects: all
+    topics: ['news/#']
+`;
+      pb = await startPolicyBroker({ policy, authenticator: groupsAuthenticator });
+      const client = await connectAs('staff');
+      client.send(
+        {
+          cmd: 'subscribe',
+          messageId: 1,
+          subscriptions: [
+            { topic: 'board/#', qos: 0 },
+            { topic: 'news/#', qos: 0 },
+          ],
+        },
+        5,
+      );
+      expect((await client.next('suback')).granted).toEqual([0, 0]);
+      reauthenticate(client, 'visitors');
+      expect((await client.next('auth')).reasonCode).toBe(0);
+      const revoked = await pb.broker.waitForAudit('authz.subscription_revoked', (e) => e.mqtt?.client_id === 'pat-1');
+      expect(revoked.mqtt?.topic).toBe('board/#');
+      const session = pb.broker.server.broker.sessions.get('pat-1')!;
+      expect([...session.subscriptions.keys()]).toEqual(['news/#']);
+      expect(client.closed).toBe(false);
+      client.end();
+    });
+
     it('answers AUTH success and stays connected when the new identity may still connect', async () => {
       pb = await startPolicyBroker({ policy: STAFF_ONLY, authenticator: groupsAuthenticator });
       const client = await connectAs('staff');
