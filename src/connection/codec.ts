@@ -1,4 +1,5 @@
 import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet';
+import { frameEnd } from './framer.js';
 
 export interface PacketSink {
   onPacket(packet: Packet): void;
@@ -67,16 +68,11 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
   const length = frames.length;
   while (i < length) {
     const first = frames[i]!;
-    let remaining = 0;
-    let multiplier = 1;
+    const end = frameEnd(frames, i);
+    // The body starts after the remaining-length bytes: those with the continuation bit, then one without.
     let j = i + 1;
-    for (;;) {
-      const byte = frames[j++]!;
-      remaining += (byte & 0x7f) * multiplier;
-      multiplier *= 128;
-      if ((byte & 0x80) === 0) break;
-    }
-    const end = j + remaining;
+    while ((frames[j++]! & 0x80) !== 0);
+    const remaining = end - j;
     const type = first >> 4;
     const decoded =
       type === 3

@@ -8,7 +8,7 @@ import { ReasonCode, type ReasonName } from '../protocol/reason-codes.js';
 import { remainingExpirySeconds } from '../routing/message.js';
 import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
-import { Framer, firstFrameLength } from './framer.js';
+import { Framer, frameEnd } from './framer.js';
 import { parseFrames, type PacketSink } from './codec.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { dispatchPacket } from '../handlers/index.js';
@@ -165,7 +165,7 @@ export class Connection implements SessionLink, PacketSink {
     if (this.state === 'awaiting-connect') {
       if (!this.checkFirstPacket(frames)) return;
       // CONNECT decides the protocol version the rest of the stream is parsed with.
-      const connectLength = firstFrameLength(frames);
+      const connectLength = frameEnd(frames, 0);
       parseFrames(4, frames.subarray(0, connectLength), this);
       frames = frames.subarray(connectLength);
       if (frames.length === 0 || (this.state as ConnectionState) === 'closed') return;

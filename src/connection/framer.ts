@@ -63,11 +63,14 @@ export class Framer {
   }
 }
 
-/** Length of the first whole frame in `frames` (which the framer returned, so it is complete and valid). */
-export function firstFrameLength(frames: Buffer): number {
+/**
+ * Where the frame starting at `offset` ends (exclusive). `frames` is what the framer returned, so every frame in it
+ * is complete and its remaining length valid.
+ */
+export function frameEnd(frames: Buffer, offset: number): number {
   let multiplier = 1;
   let remaining = 0;
-  let i = 1;
+  let i = offset + 1;
   for (;;) {
     const byte = frames[i++]!;
     remaining += (byte & 0x7f) * multiplier;
