@@ -38,13 +38,13 @@ interface MergedDelivery {
   subscriptionIds: number[];
 }
 
+/** Queue-overflow log lines per session at most this often. */
+const QUEUE_OVERFLOW_LOG_INTERVAL_MS = 10_000;
+
 /**
  * The broker's shared state and the operations handlers call: sessions, routing, retained messages, wills,
  * and the seams to authorization, abuse protection and the audit log.
  */
-/** Queue-overflow log lines per session at most this often. */
-const QUEUE_OVERFLOW_LOG_INTERVAL_MS = 10_000;
-
 export class Broker {
   readonly limits: Limits;
   private sessionLimits: SessionLimits | undefined;
@@ -772,17 +772,15 @@ export class Broker {
    */
   revokeConnection(connection: Connection, decision: AuthzDecision): void {
     if (connection.state === 'closed') return;
-    this.audit.record({
-      ...this.base(connection),
-      event: { action: 'authz.connection_revoked', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
-      mqtt: {
-        ...this.base(connection).mqtt,
-        ...(connection.isV5 ? { reason_code: ReasonCode.notAuthorized } : {}),
-      },
-      authz: { ...authzFields(decision), action: 'connect' },
-    });
+    // 3.1.1 has no server DISCONNECT, so no reason code reaches the client.
+    const rule = this.recordConnectDecision(
+      'authz.connection_revoked',
+      connection,
+      decision,
+      connection.isV5 ? ReasonCode.notAuthorized : undefined,
+    );
     this.log.info(
-      { clientId: connection.clientId, rule: authzFields(decision).rule, reason: decision.reason },
+      { clientId: connection.clientId, rule, reason: decision.reason },
       'disconnecting client: connection no longer allowed by the authorization policy',
     );
     connection.close('notAuthorized', 'connection no longer allowed by the authorization policy');
@@ -948,20 +946,34 @@ export class Broker {
 
   /** A CONNECT refused because the policy does not allow the authenticated identity to connect. */
   recordConnectDenied(connection: Connection, decision: AuthzDecision): void {
-    const rule = authzFields(decision);
-    this.audit.record({
-      ...this.base(connection),
-      event: { action: 'authz.connect_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
-      mqtt: {
-        ...this.base(connection).mqtt,
-        reason_code: connection.isV5 ? ReasonCode.notAuthorized : v3ConnackCode('notAuthorized'),
-      },
-      authz: { ...rule, action: 'connect' },
-    });
+    const rule = this.recordConnectDecision(
+      'authz.connect_denied',
+      connection,
+      decision,
+      connection.isV5 ? ReasonCode.notAuthorized : v3ConnackCode('notAuthorized'),
+    );
     this.log.info(
-      { clientId: connection.clientId, peer: connection.peerLabel, rule: rule.rule, reason: decision.reason },
+      { clientId: connection.clientId, peer: connection.peerLabel, rule, reason: decision.reason },
       'connection refused: not allowed to connect by the authorization policy',
     );
+  }
+
+  /** The audit record of a `connect` refusal, at CONNECT or later; returns the deciding rule for the log line. */
+  private recordConnectDecision(
+    action: 'authz.connect_denied' | 'authz.connection_revoked',
+    connection: Connection,
+    decision: AuthzDecision,
+    reasonCode: number | undefined,
+  ): string | undefined {
+    const base = this.base(connection);
+    const authz = authzFields(decision);
+    this.audit.record({
+      ...base,
+      event: { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      mqtt: { ...base.mqtt, ...(reasonCode !== undefined ? { reason_code: reasonCode } : {}) },
+      authz: { ...authz, action: 'connect' },
+    });
+    return authz.rule;
   }
 
   // --- shutdown ----------------------------------------------------------------------------------------
