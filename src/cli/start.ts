@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfigFile, localOnlyConfig, parseConfigText } from '../config/load.js';
+import { localOnlyConfig, parseConfigText, readConfigFile } from '../config/load.js';
 import { configChangedEvent, configRefusedEvent, contentHash, type ReloadContext } from '../config/reload.js';
 import type { BrokerConfig } from '../config/schema.js';
 import { BulwarkError } from '../errors.js';
@@ -14,9 +14,17 @@ export interface StartOptions {
   repair?: boolean;
 }
 
-/** Configuration from the file (or the local-only default), with command-line overrides applied. */
-export function resolveStartConfig(options: StartOptions): BrokerConfig {
-  return applyOverrides(options.config ? loadConfigFile(options.config) : localOnlyConfig(), options);
+/**
+ * Configuration from the file (or the local-only default), with command-line overrides applied, and the SHA-256 of
+ * the file's content: read once, so the hash SIGHUP compares against is of exactly what the broker parsed.
+ */
+export function resolveStartConfig(options: StartOptions): { config: BrokerConfig; hash: string } {
+  if (!options.config) return { config: applyOverrides(localOnlyConfig(), options), hash: '' };
+  const content = readConfigFile(options.config);
+  return {
+    config: applyOverrides(parseConfigText(content.toString('utf8'), options.config), options),
+    hash: contentHash(content),
+  };
 }
 
 /** Command-line options win over the file, at start and on every reload alike. */
@@ -98,8 +106,9 @@ export function registerStartCommand(program: Command): void {
       // What SIGHUP compares the file with: the content the broker started from.
       const loaded = { hash: '' };
       try {
-        config = resolveStartConfig(options);
-        if (options.config) loaded.hash = contentHash(readFileSync(options.config));
+        const resolved = resolveStartConfig(options);
+        config = resolved.config;
+        loaded.hash = resolved.hash;
       } catch (error) {
         console.error(
           `bulwark: invalid configuration: ${error instanceof BulwarkError ? error.describe() : (error as Error).message}`,

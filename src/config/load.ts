@@ -18,9 +18,13 @@ export function localOnlyConfig(): BrokerConfig {
 
 /** Reads and validates a YAML file; every problem is reported as `file:line:column`, the key and what is wrong. */
 export function loadConfigFile(file: string): BrokerConfig {
-  let text: string;
+  return parseConfigText(readConfigFile(file).toString('utf8'), file);
+}
+
+/** The file's bytes, for callers that must parse and hash the very same content (`bulwark start`, SIGHUP). */
+export function readConfigFile(file: string): Buffer {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file);
   } catch (error) {
     throw new BulwarkError('BULWARK_ERR_CONFIG_PARSE', `cannot read configuration: ${(error as Error).message}`, {
       file,
@@ -28,7 +32,6 @@ export function loadConfigFile(file: string): BrokerConfig {
       column: 0,
     });
   }
-  return parseConfigText(text, file);
 }
 
 export function parseConfigText(text: string, file: string): BrokerConfig {
