@@ -289,12 +289,15 @@ export class BulwarkServer {
   reloadConfig(next: BrokerConfig): ConfigReloadPlan {
     const running = this.runningConfig ?? this.options.config;
     const plan = planConfigReload(running, next);
+    let samplingChanged = false;
     for (const key of plan.applied) {
       if (key === 'log_level') this.log.level = next.log_level;
       else if (key === 'check_receive_on_delivery') this.broker.checkReceive = next.check_receive_on_delivery;
       else if (key === 'audit.include_payload') this.broker.auditPayloads = next.audit.include_payload;
-      else this.broker.allowedAudit = createAllowedDecisionFilter(next.audit);
+      else samplingChanged = true;
     }
+    // One filter from all the sampling keys together, however many of them changed.
+    if (samplingChanged) this.broker.allowedAudit = createAllowedDecisionFilter(next.audit);
     this.runningConfig = applyLiveKeys(running, next, plan.applied);
     return plan;
   }
