@@ -3,55 +3,7 @@ import type { AuditEvent } from '../../../audit/events.js';
 import { connectClient, endAll, type Connected } from '../../helpers/mqtt-clients.js';
 import { PacketLog, publishNoWait } from '../../helpers/packet-log.js';
 import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broker.js';
-
-const BASE = `version: 1
-rules:
-  - name: everyone-connects
-    allow: connect
-    subjects: all
-    why: These tests are about topic rules; every client may connect.
-
-  - name: open-area
-    allow: [publish, subscribe, receive]
-    subjects: all
-    topics: ['open/#']
-
-  - name: news-readers
-    allow: [subscribe, receive]
-    subjects: all
-    topics: ['news/#']
-
-  - name: news-desk
-    allow: publish
-    subjects: { clients: ['desk'] }
-    topics: ['news/#']
-`;
-
-const WITH_BETA = `${BASE}
-  - name: beta-opened
-    allow: [publish, subscribe, receive]
-    subjects: all
-    topics: ['beta/#']
-`;
-
-/** news readers removed: live subscriptions to news/# must stop. */
-const WITHOUT_NEWS_READERS = `version: 1
-rules:
-  - name: everyone-connects
-    allow: connect
-    subjects: all
-    why: These tests are about topic rules; every client may connect.
-
-  - name: open-area
-    allow: [publish, subscribe, receive]
-    subjects: all
-    topics: ['open/#']
-
-  - name: news-desk
-    allow: publish
-    subjects: { clients: ['desk'] }
-    topics: ['news/#']
-`;
+import { BASE, WITH_BETA, WITHOUT_NEWS_READERS } from './reload-policies.js';
 
 describe('policy reload on file change', () => {
   let pb: PolicyBroker | undefined;

@@ -5,36 +5,7 @@ import { startCliBroker } from '../../helpers/cli.js';
 import { connectClient, endAll, type Connected } from '../../helpers/mqtt-clients.js';
 import { PacketLog, publishNoWait } from '../../helpers/packet-log.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
-
-const BASE = `version: 1
-rules:
-  - name: everyone-connects
-    allow: connect
-    subjects: all
-    why: These tests are about topic rules; every client may connect.
-
-  - name: open-area
-    allow: [publish, subscribe, receive]
-    subjects: all
-    topics: ['open/#']
-
-  - name: news-readers
-    allow: [subscribe, receive]
-    subjects: all
-    topics: ['news/#']
-
-  - name: news-desk
-    allow: publish
-    subjects: { clients: ['desk'] }
-    topics: ['news/#']
-`;
-
-const WITH_BETA = `${BASE}
-  - name: beta-opened
-    allow: [publish, subscribe, receive]
-    subjects: all
-    topics: ['beta/#']
-`;
+import { BASE, WITH_BETA, WITHOUT_NEWS_READERS } from './reload-policies.js';
 
 /** `bulwark start -c` with file watching off, so only SIGHUP can reload the policy. */
 interface CliBroker {
@@ -155,7 +126,7 @@ describe('policy reload on SIGHUP (bulwark start)', () => {
     const desk = await connect(cli, 'desk');
     await desk.client.publishAsync('news/before', 'b', { qos: 1 });
     await reader.received.waitForTopic('news/before');
-    writeFileSync(cli.policyFile, BASE.replace(/ {2}- name: news-readers[\s\S]*?(?= {2}- name: news-desk)/, ''));
+    writeFileSync(cli.policyFile, WITHOUT_NEWS_READERS);
     cli.child.kill('SIGHUP');
     await cli.waitForLog((l) => l.event === 'policy.reloaded' && l.trigger === 'sighup', 'policy.reloaded');
     const revoked = await cli.waitForLog(
