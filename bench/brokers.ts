@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -34,6 +34,10 @@ export interface BulwarkStart {
   placement: Placement;
   /** Write a V8 CPU profile of the broker into this directory (`node --cpu-prof`). */
   cpuProfileDir?: string;
+  /** Extra `node` options (`--trace-gc`, heap sizing flags). */
+  nodeOptions?: string[];
+  /** Append the broker's stdout and stderr to this file. */
+  outputFile?: string;
   /** Whether anonymous clients are admitted (default true: local bench clients carry no credentials). */
   anonymous?: boolean;
   /** Where that flag lives: the chain (`authentication.anonymous`) or, in older builds, the listener. */
@@ -72,12 +76,13 @@ export async function startBulwark(o: BulwarkStart): Promise<StartOutcome> {
   const node = [
     process.execPath,
     ...(o.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfileDir] : []),
+    ...(o.nodeOptions ?? []),
     join(o.repoRoot, 'dist/src/cli/main.js'),
     'start',
     '-c',
     file,
   ];
-  return launch('bulwark', node, o.port, o.dir, o.placement);
+  return launch('bulwark', node, o.port, o.dir, o.placement, o.outputFile);
 }
 
 export interface MosquittoStart {
@@ -117,6 +122,7 @@ async function launch(
   port: number,
   dir: string,
   placement: Placement,
+  outputFile?: string,
 ): Promise<StartOutcome> {
   const pinned = withPlacement(argv, placement);
   // Raise the soft descriptor limit to the hard one (idle-connection scenarios); `exec` keeps the pid.
@@ -126,6 +132,7 @@ async function launch(
   let tail = '';
   const keep = (chunk: Buffer): void => {
     tail = (tail + chunk.toString()).slice(-4000);
+    if (outputFile) appendFileSync(outputFile, chunk);
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);

@@ -1,3 +1,4 @@
+import { basename, join } from 'node:path';
 import {
   startBulwark,
   startMosquitto,
@@ -41,6 +42,8 @@ export async function startBroker(
         anonymousStyle: style,
         placement,
         ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
+        nodeOptions: ctx.nodeOptions,
+        ...(ctx.brokerOutputDir ? { outputFile: join(ctx.brokerOutputDir, `${basename(dir)}.log`) } : {}),
       });
       if (outcome.ok || !/invalid configuration.*authentication/.test(outcome.reason)) {
         if (outcome.ok && !variant.bulwark?.authentication) ctx.memo.set('anonymous-style', style);

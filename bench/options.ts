@@ -11,6 +11,10 @@ export interface BenchOptions {
   rounds: number;
   durationMs: number;
   cpuProfileDir: string | undefined;
+  /** Extra `node` options for every Bulwark process (e.g. `--trace-gc`, `--max-semi-space-size=4`). */
+  nodeOptions: string[];
+  /** Directory for each Bulwark process's stdout and stderr (otherwise only the last lines are kept, for errors). */
+  brokerOutputDir: string | undefined;
   /** Raise the priority of brokers and load generator (nice -10) where permitted; --no-priority turns it off. */
   priority: boolean;
   out: string | undefined;
@@ -26,6 +30,8 @@ export const USAGE = `usage: node dist/bench/run.js [options]
   --big                        50,000 idle connections instead of 10,000
   --no-priority                do not raise the priority (nice -10) of brokers and load generator
   --cpu-prof DIR               write a V8 CPU profile of every Bulwark process into DIR
+  --node-option FLAG           pass FLAG to every Bulwark process's node (repeatable), e.g. --trace-gc
+  --broker-output DIR          keep every Bulwark process's stdout and stderr in DIR (one file per start)
   --out FILE                   JSON results file (default bench/results/<timestamp>.json)`;
 
 /** Parses argv; throws an Error with a one-line message on bad input. */
@@ -40,6 +46,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       quick: { type: 'boolean', default: false },
       big: { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
+      'node-option': { type: 'string', multiple: true },
+      'broker-output': { type: 'string' },
       'no-priority': { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -75,6 +83,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     rounds,
     durationMs: Math.round(seconds * 1000),
     cpuProfileDir: values['cpu-prof'],
+    nodeOptions: values['node-option'] ?? [],
+    brokerOutputDir: values['broker-output'],
     priority: !(values['no-priority'] ?? false),
     out: values.out,
   };

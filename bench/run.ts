@@ -96,6 +96,7 @@ async function main(options: BenchOptions): Promise<number> {
     ? { warmupMs: 300, durationMs: options.durationMs, drainMs: 2000 }
     : { warmupMs: 1000, durationMs: options.durationMs, drainMs: 3000 };
   if (options.cpuProfileDir) mkdirSync(options.cpuProfileDir, { recursive: true });
+  if (options.brokerOutputDir) mkdirSync(options.brokerOutputDir, { recursive: true });
   const ctx: BenchContext = {
     repoRoot,
     workDir,
@@ -107,6 +108,8 @@ async function main(options: BenchOptions): Promise<number> {
     big: options.big,
     credentials: benchCredentials(8),
     cpuProfileDir: options.cpuProfileDir ? resolve(options.cpuProfileDir) : undefined,
+    nodeOptions: options.nodeOptions,
+    brokerOutputDir: options.brokerOutputDir ? resolve(options.brokerOutputDir) : undefined,
     nextDir: (label) => join(workDir, `${String(++counter).padStart(3, '0')}-${label}`),
     nextPort: freePort,
     mosquittoPort: options.against.find((a) => a.kind === 'mosquitto')?.port,

@@ -51,6 +51,10 @@ export interface BenchContext {
   credentials: Credential[];
   /** Directory for `node --cpu-prof` output of every Bulwark process, when profiling. */
   cpuProfileDir: string | undefined;
+  /** Extra `node` options for every Bulwark process. */
+  nodeOptions: string[];
+  /** Where each Bulwark process's output is kept, when asked. */
+  brokerOutputDir: string | undefined;
   /** Fresh directory per broker start. */
   nextDir(label: string): string;
   nextPort(): Promise<number>;
