@@ -352,6 +352,5 @@ export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, {
   connection.closeReason = result.detail;
   connection.writePacket(packet);
   connection.state = 'closed';
-  connection.socket.end();
-  setTimeout(() => connection.socket.destroy(), 2000).unref();
+  connection.endSocket(2000);
 }

@@ -21,5 +21,5 @@ export function handleDisconnect(connection: Connection, packet: IDisconnectPack
   connection.disconnectedCleanly = (packet.reasonCode ?? 0) !== 0x04;
   connection.closeReason = `client disconnected (reason 0x${(packet.reasonCode ?? 0).toString(16).padStart(2, '0')})`;
   connection.state = 'closed';
-  connection.socket.end();
+  connection.endSocket();
 }

@@ -1,0 +1,112 @@
+import mqtt, { type Packet } from 'mqtt-packet';
+import { Duplex } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBroker, type TestBroker } from '../../helpers/broker.js';
+
+/** A socket that records each write the broker makes, so the tests see how packets were batched. */
+class RecordingSocket extends Duplex {
+  readonly writes: Buffer[] = [];
+  ended = false;
+  endedAfterWrites = -1;
+
+  override _read(): void {}
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    this.writes.push(chunk);
+    done();
+  }
+
+  override _final(done: (error?: Error | null) => void): void {
+    this.ended = true;
+    this.endedAfterWrites = this.writes.length;
+    done();
+  }
+
+  packets(): Packet[] {
+    const parser = mqtt.parser({ protocolVersion: 4 });
+    const seen: Packet[] = [];
+    parser.on('packet', (p: Packet) => seen.push(p));
+    for (const w of this.writes) parser.parse(w);
+    return seen;
+  }
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('socket writes', () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startBroker();
+  });
+  afterAll(() => broker.stop());
+
+  function accept(): RecordingSocket {
+    const socket = new RecordingSocket();
+    broker.server.broker.accept(socket, broker.server.listeners[0]!, { address: '127.0.0.1', port: 1 }, undefined);
+    return socket;
+  }
+
+  const connect = (clientId: string): Buffer =>
+    mqtt.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean: true, keepalive: 60 });
+  const publish = (id: number, payload: Buffer): Buffer =>
+    mqtt.generate({ cmd: 'publish', topic: 'w/c', payload, qos: 1, retain: false, dup: false, messageId: id });
+
+  it('sends every packet answered within one tick as one write, in order', async () => {
+    const socket = accept();
+    socket.push(connect('coalesce-1'));
+    for (let i = 0; i < 20 && socket.writes.length === 0; i++) await tick();
+    expect(socket.packets().map((p) => p.cmd)).toEqual(['connack']);
+    const before = socket.writes.length;
+    socket.push(Buffer.concat([1, 2, 3, 4, 5].map((id) => publish(id, Buffer.from('x')))));
+    for (let i = 0; i < 20 && socket.writes.length === before; i++) await tick();
+    await tick();
+    expect(socket.writes.length - before).toBe(1);
+    const acks = socket.packets().slice(1);
+    expect(acks.map((p) => [p.cmd, p.messageId])).toEqual([1, 2, 3, 4, 5].map((id) => ['puback', id]));
+    socket.destroy();
+  });
+
+  it('writes a batch larger than the copy limit buffer by buffer, still in order', async () => {
+    const sub = accept();
+    sub.push(connect('coalesce-sub'));
+    sub.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/c', qos: 0 }] }));
+    const pub = accept();
+    pub.push(connect('coalesce-pub'));
+    for (let i = 0; i < 50 && sub.packets().length < 2; i++) await tick();
+    expect(sub.packets().map((p) => p.cmd)).toEqual(['connack', 'suback']);
+    const before = sub.writes.length;
+    // Three 100 KiB messages delivered in one tick: 300 KiB is past the 256 KiB that is copied into one buffer.
+    const big = Buffer.alloc(100 * 1024, 0x61);
+    pub.push(Buffer.concat([1, 2, 3].map((id) => publish(id, big))));
+    for (let i = 0; i < 50 && sub.packets().length < 5; i++) await tick();
+    expect(sub.writes.length - before).toBe(3);
+    expect(
+      sub
+        .packets()
+        .slice(2)
+        .map((p) => (p.cmd === 'publish' ? p.payload.length : -1)),
+    ).toEqual([big.length, big.length, big.length]);
+    sub.destroy();
+    pub.destroy();
+  });
+
+  it('sends a refusal CONNACK before it ends the stream', async () => {
+    const socket = accept();
+    // MQTT 3.1 allows client ids of at most 23 characters: CONNACK return code 2, then the stream ends.
+    socket.push(
+      mqtt.generate({
+        cmd: 'connect',
+        protocolId: 'MQIsdp',
+        protocolVersion: 3,
+        clientId: 'x'.repeat(30),
+        clean: true,
+        keepalive: 0,
+      }),
+    );
+    for (let i = 0; i < 50 && !socket.ended; i++) await tick();
+    expect(socket.ended).toBe(true);
+    expect(socket.endedAfterWrites).toBe(1);
+    const [connack] = socket.packets();
+    expect(connack).toMatchObject({ cmd: 'connack', returnCode: 2 });
+  });
+});
