@@ -235,6 +235,25 @@ describe('decision cache', () => {
     expect(cache.get(c)).toBe(d);
   });
 
+  it('keeps exact recency when repeated hits by the newest client and topic skip the reordering', () => {
+    const cache = new DecisionCache(3);
+    const d: AuthzDecision = { allowed: true, reason: 'x' };
+    const a1 = request('publish', 't/1', { identity: identity({ clientId: 'a' }) });
+    const a2 = { ...a1, topic: 't/2' };
+    const b = request('publish', 't/1', { identity: identity({ clientId: 'b' }) });
+    cache.set(a1, d);
+    cache.set(a2, d);
+    cache.get(a1); // t/1 moves behind t/2
+    cache.get(a1); // already newest: nothing moves
+    cache.set(b, d);
+    cache.get(a1); // a moves behind b again
+    cache.set(request('publish', 't/1', { identity: identity({ clientId: 'c' }) }), d);
+    expect(cache.get(b)).toBeUndefined(); // b was the least recently used client
+    cache.set(request('publish', 't/1', { identity: identity({ clientId: 'e' }) }), d);
+    expect(cache.get(a2)).toBeUndefined(); // a's older topic went first
+    expect(cache.get(a1)).toBe(d);
+  });
+
   it('a bound of 0 disables caching', () => {
     const src = new CountingSource('s', (r) => allowT.authorize(r));
     const chain = new ChainAuthorizer([bind(src)], { cacheMaxEntries: 0 });
