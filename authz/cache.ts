@@ -1,14 +1,10 @@
 import type { Identity } from '../authn/types.js';
 import type { AccessRequest, AuthzDecision } from './types.js';
 
-/** 3 topic actions × 3 QoS × retain × shared, plus one slot of its own for `connect`. */
-const SLOTS = 37;
-const CONNECT_SLOT = 36;
+/** 3 topic actions × 3 QoS × retain × shared. */
+const SLOTS = 36;
 
 function slotOf(req: AccessRequest): number {
-  // A connect decision lives in its own slot, so it can never be read back as (or overwrite) a topic decision,
-  // whatever its topic field holds.
-  if (req.action === 'connect') return CONNECT_SLOT;
   const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
   return a * 12 + req.qos * 4 + (req.retain ? 2 : 0) + (req.sharedGroup !== undefined ? 1 : 0);
 }
@@ -25,9 +21,12 @@ interface ClientEntry {
 }
 
 /**
- * Bounded cache of final decisions keyed by (client, action, qos, retain, shared, topic), and (client, connect).
- * Lookups allocate nothing: per client, one map per (action, qos, retain, shared) slot, keyed by the topic string;
- * connect decisions have a slot of their own.
+ * Bounded cache of final topic decisions keyed by (client, action, qos, retain, shared, topic). Lookups allocate
+ * nothing: per client, one map per (action, qos, retain, shared) slot, keyed by the topic string.
+ *
+ * Connect decisions are never cached: a connection asks once, and every later check (a policy swap, a
+ * re-authentication) comes with the cache already dropped or a new identity. Caching them held a client entry
+ * and a map for every idle connection, about 0.6 KiB each, for nothing.
  *
  * A client's entries belong to one identity object: a request carrying another identity (a reconnect under
  * the same client id) drops them, so a cached answer never outlives the connection it was computed for, even
@@ -46,7 +45,7 @@ export class DecisionCache {
   }
 
   get(req: AccessRequest): AuthzDecision | undefined {
-    if (this.maxEntries <= 0) return undefined;
+    if (this.maxEntries <= 0 || req.action === 'connect') return undefined;
     const entry = this.#clients.get(req.identity.clientId);
     if (!entry) return undefined;
     if (entry.identity !== req.identity || entry.listener !== req.listener || entry.peerAddress !== req.peerAddress) {
@@ -75,7 +74,7 @@ export class DecisionCache {
   }
 
   set(req: AccessRequest, decision: AuthzDecision): void {
-    if (this.maxEntries <= 0) return;
+    if (this.maxEntries <= 0 || req.action === 'connect') return;
     const clientId = req.identity.clientId;
     let entry = this.#clients.get(clientId);
     if (entry && entry.identity !== req.identity) {

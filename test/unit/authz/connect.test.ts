@@ -259,8 +259,8 @@ describe('evaluating connect', () => {
   });
 });
 
-describe('connect decisions in the decision cache', () => {
-  it('keeps a connect decision apart from a topic decision of the same client', () => {
+describe('connect decisions and the decision cache', () => {
+  it('never stores a connect decision, and keeps the topic decisions of the same client', () => {
     const cache = new DecisionCache(100);
     const id = identity();
     const allow: AuthzDecision = { allowed: true, reason: 'connect allowed' };
@@ -268,12 +268,12 @@ describe('connect decisions in the decision cache', () => {
     // A publish on the empty topic cannot exist on the wire, but the cache must not rely on that.
     cache.set(request('connect', '', { identity: id }), allow);
     cache.set(request('publish', '', { identity: id }), deny);
-    expect(cache.get(request('connect', '', { identity: id }))).toBe(allow);
+    expect(cache.get(request('connect', '', { identity: id }))).toBeUndefined();
     expect(cache.get(request('publish', '', { identity: id }))).toBe(deny);
-    expect(cache.get(request('receive', '', { identity: id }))).toBeUndefined();
+    expect(cache.size).toBe(1);
   });
 
-  it('serves a repeated connect check from the cache, and a policy swap drops it', () => {
+  it('asks the sources on every connect check, so a policy swap is seen at once', () => {
     let policy = policyFrom(`rules:\n${allowConnect('a', 'all')}`);
     let calls = 0;
     const source = {
@@ -287,11 +287,12 @@ describe('connect decisions in the decision cache', () => {
     const req = connect();
     expect(chain.check(req)).toMatchObject({ allowed: true });
     expect(chain.check(req)).toMatchObject({ allowed: true });
-    expect(calls).toBe(1);
+    expect(calls).toBe(2);
+    expect(chain.cacheSize).toBe(0);
     policy = policyFrom(`rules:\n${denyConnect('gone', 'all')}`);
     chain.changed();
     expect(chain.check(req)).toMatchObject({ allowed: false, rule: { name: 'gone' } });
-    expect(calls).toBe(2);
+    expect(calls).toBe(3);
   });
 });
 
