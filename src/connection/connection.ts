@@ -20,6 +20,11 @@ export type ConnectionState = 'awaiting-connect' | 'authenticating' | 'connected
 /** Packets held while CONNECT is being authenticated or an asynchronous check runs ([MQTT-3.1.4-7]). */
 const MAX_BACKLOG_PACKETS = 1000;
 
+// mqtt-packet's first encode builds a table of 65,536 two-byte buffers for packet ids (about 6 MiB of heap for
+// the process's lifetime). The hot packets (PUBLISH, acknowledgements) are encoded by hand, so the rare ones
+// mqtt-packet still writes can allocate their two bytes instead.
+mqtt.writeToStream.cacheNumbers = false;
+
 /** Up to this many bytes queued in one tick are copied into one buffer; more are written under cork instead. */
 const COALESCE_LIMIT_BYTES = 256 * 1024;
 
