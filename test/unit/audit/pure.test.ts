@@ -28,6 +28,37 @@ describe('canonical JSON', () => {
   });
 });
 
+describe('canonical member order', () => {
+  /** The reference: members re-inserted in the order the built-in sort gives their names. */
+  function reference(value: Record<string, number>): string {
+    const sorted: Record<string, number> = {};
+    for (const k of Object.keys(value).sort()) sorted[k] = value[k] as number;
+    return JSON.stringify(sorted);
+  }
+
+  it('orders names exactly as Array.prototype.sort does, for small and large objects', () => {
+    // Deterministic pseudo-random names over ASCII, Latin-1, a BMP character and a surrogate pair.
+    // (No digits: integer-like names are ordered first by JSON.stringify itself, which the reference relies on.)
+    const alphabet = ['a', 'b', 'B', '_', '@', 'é', 'ü', '中', '\u{1f600}', 'aa', 'ab'];
+    let seed = 7;
+    const next = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    for (const size of [0, 1, 2, 3, 8, 20, 32, 33, 60]) {
+      for (let round = 0; round < 20; round++) {
+        const value: Record<string, number> = {};
+        while (Object.keys(value).length < size) {
+          let name = '';
+          for (let len = 1 + next(4); len > 0; len--) name += alphabet[next(alphabet.length)];
+          value[name] = next(1000);
+        }
+        expect(canonicalJson(value)).toBe(reference(value));
+      }
+    }
+  });
+});
+
 describe('record lines', () => {
   it('puts the hash last so the hashed body is the line minus its suffix', () => {
     const { line, hash } = encodeRecord(
