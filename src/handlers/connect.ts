@@ -41,7 +41,9 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   const ctx = createContext(connection, packet);
   if (!ctx) return;
   for (const step of preAuthSteps) {
-    const result = await step(ctx);
+    // Steps answer synchronously in the common case; awaiting a plain value would still cost a promise and a turn.
+    let result = step(ctx);
+    if (result instanceof Promise) result = await result;
     if (!result.ok) return refuseConnect(ctx, result);
   }
   const chain = connection.listener.authenticator;
@@ -84,7 +86,8 @@ export async function continueAfterAuthentication(ctx: ConnectContext, result: C
   ctx.authResult = result;
   connection.identity = result.identity;
   for (const step of postAuthSteps) {
-    const outcome = await step(ctx);
+    let outcome = step(ctx);
+    if (outcome instanceof Promise) outcome = await outcome;
     if (!outcome.ok) {
       connection.broker.recordAuthentication(connection, ctx.attempt, {
         kind: 'deny',
