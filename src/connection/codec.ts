@@ -1,4 +1,4 @@
-import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet';
+import mqtt, { type IConnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
 import { frameEnd } from './framer.js';
 
 export interface PacketSink {
@@ -60,7 +60,8 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
     parser = new SharedParser(protocolVersion);
     parsers.set(protocolVersion, parser);
   }
-  // The common packets (PUBLISH without properties, short acknowledgements) are decoded here; runs of anything
+  // The common packets (PUBLISH without properties, short acknowledgements, a plain 3.1.1 CONNECT) are decoded
+  // here; runs of anything
   // else go to mqtt-packet in order. Its generic parser (a buffer list, `debug` calls, one state machine step per
   // field) was about 30% of the broker's CPU at QoS 0 fan-in.
   let slowFrom = -1;
@@ -81,7 +82,9 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
           ? decodeShortAck(protocolVersion, type, first, frames, j, remaining)
           : type === 12
             ? decodePingreq(first, remaining)
-            : undefined;
+            : type === 1
+              ? decodePlainConnect(first, frames, j, end, remaining)
+              : undefined;
     if (decoded) {
       if (slowFrom >= 0) {
         parser.parse(frames.subarray(slowFrom, i), sink);
@@ -174,4 +177,73 @@ function decodePingreq(first: number, remaining: number): Packet | Error | undef
   if ((first & 0x0f) !== 0) return undefined;
   if (remaining !== 0) return new Error(`PINGREQ with a remaining length of ${remaining}`);
   return { cmd: 'pingreq', retain: false, qos: 0, dup: false, length: 0 } as Packet;
+}
+
+/** Connect flags this decoder leaves to mqtt-packet: reserved bit 0, and the will flag, QoS and retain. */
+const WILL_OR_RESERVED_FLAGS = 0x01 | 0x04 | 0x18 | 0x20;
+
+/**
+ * A well-formed MQTT 3.1 / 3.1.1 CONNECT without a will, exactly as mqtt-packet would decode it; undefined for
+ * anything else (MQTT 5, a will, bridge mode, a reserved bit, any length that does not add up), which mqtt-packet
+ * then decodes or refuses with its own error. A reconnect storm is all CONNECTs, and mqtt-packet's generic parser
+ * (a buffer list copy per string, `debug` calls) was about a sixth of the bytes the broker allocated per connect.
+ */
+function decodePlainConnect(
+  first: number,
+  frames: Buffer,
+  start: number,
+  end: number,
+  remaining: number,
+): IConnectPacket | undefined {
+  if ((first & 0x0f) !== 0 || end - start < 2) return undefined;
+  const nameLength = (frames[start]! << 8) | frames[start + 1]!;
+  let pos = start + 2 + nameLength;
+  // Protocol name, level, flags and keep alive must all be there.
+  if (pos + 4 > end) return undefined;
+  const protocolId = frames.toString('latin1', start + 2, pos);
+  if (protocolId !== 'MQTT' && protocolId !== 'MQIsdp') return undefined;
+  const protocolVersion = frames[pos]!;
+  if (protocolVersion !== 3 && protocolVersion !== 4) return undefined;
+  const flags = frames[pos + 1]!;
+  if ((flags & WILL_OR_RESERVED_FLAGS) !== 0) return undefined;
+  const keepalive = (frames[pos + 2]! << 8) | frames[pos + 3]!;
+  pos += 4;
+  const clientIdEnd = stringEnd(frames, pos, end);
+  if (clientIdEnd < 0) return undefined;
+  const packet: IConnectPacket = {
+    cmd: 'connect',
+    retain: false,
+    qos: 0,
+    dup: false,
+    length: remaining,
+    topic: null,
+    payload: null,
+    protocolId,
+    protocolVersion,
+    clean: (flags & 0x02) !== 0,
+    keepalive,
+    clientId: frames.toString('utf8', pos + 2, clientIdEnd),
+  } as IConnectPacket;
+  pos = clientIdEnd;
+  if ((flags & 0x80) !== 0) {
+    const usernameEnd = stringEnd(frames, pos, end);
+    if (usernameEnd < 0) return undefined;
+    packet.username = frames.toString('utf8', pos + 2, usernameEnd);
+    pos = usernameEnd;
+  }
+  if ((flags & 0x40) !== 0) {
+    const passwordEnd = stringEnd(frames, pos, end);
+    if (passwordEnd < 0) return undefined;
+    // A copy, so a packet kept for an enhanced-authentication exchange does not keep the whole read buffer alive.
+    packet.password = Buffer.from(frames.subarray(pos + 2, passwordEnd));
+    pos = passwordEnd;
+  }
+  return pos === end ? packet : undefined;
+}
+
+/** End of the length-prefixed field at `pos`, or -1 when it does not fit before `end`. */
+function stringEnd(frames: Buffer, pos: number, end: number): number {
+  if (pos + 2 > end) return -1;
+  const fieldEnd = pos + 2 + ((frames[pos]! << 8) | frames[pos + 1]!);
+  return fieldEnd > end ? -1 : fieldEnd;
 }

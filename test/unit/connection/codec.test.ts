@@ -155,3 +155,96 @@ describe('fast decoding of PUBLISH and acknowledgements', () => {
     }
   });
 });
+
+describe('fast decoding of CONNECT', () => {
+  const decodeOne = (bytes: Buffer): { packets: Packet[]; errors: string[] } => {
+    const sink = recorder();
+    parseFrames(4, bytes, sink);
+    return { packets: sink.packets, errors: sink.errors };
+  };
+
+  /** A CONNECT written byte by byte, for shapes mqtt-packet's encoder will not produce. */
+  function rawConnect(name: string, level: number, flags: number, fields: Buffer[], extra = Buffer.alloc(0)): Buffer {
+    const field = (b: Buffer): Buffer => Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
+    const body = Buffer.concat([
+      field(Buffer.from(name)),
+      Buffer.from([level, flags, 0, 30]),
+      ...fields.map(field),
+      extra,
+    ]);
+    return Buffer.concat([Buffer.from([0x10, body.length]), body]);
+  }
+
+  it('decodes every plain MQTT 3.1 and 3.1.1 CONNECT exactly as mqtt-packet does', () => {
+    let count = 0;
+    for (const [protocolId, protocolVersion] of [
+      ['MQIsdp', 3],
+      ['MQTT', 4],
+    ] as const)
+      for (const clean of [true, false])
+        for (const keepalive of [0, 60, 65535])
+          for (const clientId of ['', 'c', 'client-ünï-トピック', 'x'.repeat(300)])
+            for (const username of [undefined, '', 'user', 'ünï'])
+              for (const password of username === undefined
+                ? [undefined]
+                : [undefined, Buffer.alloc(0), Buffer.from([0, 0xff, 0x61, 0x80])]) {
+                if (clientId === '' && (!clean || protocolVersion === 3)) continue; // mqtt-packet will not encode it
+                const bytes = mqtt.generate({
+                  cmd: 'connect',
+                  protocolId,
+                  protocolVersion,
+                  clean,
+                  keepalive,
+                  clientId,
+                  ...(username !== undefined ? { username } : {}),
+                  ...(password !== undefined ? { password } : {}),
+                });
+                const ours = decodeOne(bytes);
+                const expected = reference(4, bytes);
+                expect(ours.errors).toEqual([]);
+                expect(ours.packets.map(comparable)).toEqual(expected.packets.map(comparable));
+                count++;
+              }
+    expect(count).toBeGreaterThan(300);
+  });
+
+  it('a password without a user name is decoded as mqtt-packet decodes it (the broker refuses it later)', () => {
+    const bytes = rawConnect('MQTT', 4, 0x42, [Buffer.from('c'), Buffer.from('secret')]);
+    expect(decodeOne(bytes).packets.map(comparable)).toEqual(reference(4, bytes).packets.map(comparable));
+  });
+
+  it('copies the password out of the read buffer', () => {
+    const bytes = rawConnect('MQTT', 4, 0xc2, [Buffer.from('c'), Buffer.from('u'), Buffer.from('pw')]);
+    const [packet] = decodeOne(bytes).packets;
+    bytes.fill(0);
+    expect((packet as { password?: Buffer }).password?.toString()).toBe('pw');
+  });
+
+  it('leaves every other CONNECT to mqtt-packet, with its own result or error', () => {
+    const cases = [
+      mqtt.generate({ cmd: 'connect', protocolVersion: 5, clientId: 'v5', properties: { sessionExpiryInterval: 9 } }),
+      mqtt.generate({ cmd: 'connect', protocolVersion: 5, clientId: 'v5-plain' }),
+      mqtt.generate({
+        cmd: 'connect',
+        clientId: 'w',
+        will: { topic: 'will/t', payload: Buffer.from('bye'), qos: 1, retain: true },
+      }),
+      rawConnect('MQTT', 0x84, 0x02, [Buffer.from('bridge')]), // bridge mode
+      rawConnect('MQTT', 4, 0x03, [Buffer.from('reserved')]), // reserved flag bit set
+      rawConnect('MQTT', 4, 0x12, [Buffer.from('willqos-without-will')]),
+      rawConnect('MQTX', 4, 0x02, [Buffer.from('name')]),
+      rawConnect('MQTT', 6, 0x02, [Buffer.from('level')]),
+      rawConnect('MQTT', 4, 0x82, []), // user name flag, no client id or user name
+      rawConnect('MQTT', 4, 0x02, [Buffer.from('c')], Buffer.from([1, 2])), // bytes after the last field
+    ];
+    for (const bytes of cases) {
+      const ours = decodeOne(bytes);
+      const expected = reference(4, bytes);
+      expect({ hex: bytes.toString('hex'), ...ours, packets: ours.packets.map(comparable) }).toEqual({
+        hex: bytes.toString('hex'),
+        ...expected,
+        packets: expected.packets.map(comparable),
+      });
+    }
+  });
+});
