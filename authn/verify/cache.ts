@@ -43,14 +43,20 @@ export class VerificationCache<T> {
   }
 
   key(parts: CacheKeyParts): string {
-    const h = createHmac('sha256', this.#hmacKey);
-    for (const p of [parts.authenticator, parts.username, parts.credentialVersion]) {
-      h.update(String(Buffer.byteLength(p)))
-        .update(':')
-        .update(p);
-    }
-    h.update(String(parts.secret.length)).update(':').update(parts.secret.reveal());
-    return h.digest('base64url');
+    // Each field is length-prefixed (`<bytes>:<field>`), so no two different tuples feed the HMAC the same
+    // bytes. One buffer and one update: a dozen small updates were most of the cost of a cached verification.
+    const { authenticator, username, credentialVersion } = parts;
+    const secret = parts.secret.reveal();
+    const head =
+      `${Buffer.byteLength(authenticator)}:${authenticator}${Buffer.byteLength(username)}:${username}` +
+      `${Buffer.byteLength(credentialVersion)}:${credentialVersion}${secret.length}:`;
+    const headLength = Buffer.byteLength(head);
+    const input = Buffer.alloc(headLength + secret.length);
+    input.write(head, 0, 'utf8');
+    secret.copy(input, headLength);
+    const key = createHmac('sha256', this.#hmacKey).update(input).digest('base64url');
+    input.fill(0);
+    return key;
   }
 
   get(key: string): T | undefined {
