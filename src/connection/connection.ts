@@ -10,7 +10,7 @@ import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import { Framer, frameEnd } from './framer.js';
 import { parseFrames, type PacketSink } from './codec.js';
-import { encodeShortAck } from '../protocol/encode-ack.js';
+import { encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { dispatchPacket } from '../handlers/index.js';
 import type { ConnectContext } from '../handlers/connect.js';
@@ -397,7 +397,10 @@ export class Connection implements SessionLink, PacketSink {
 
   /** Writes a packet; writes within one tick are coalesced into one socket write (see `writeBytes`). */
   writePacket(packet: Packet): void {
-    this.writeBytes(encodeShortAck(packet) ?? mqtt.generate(packet, { protocolVersion: this.protocolVersion }));
+    this.writeBytes(
+      encodeShortPacket(packet, this.protocolVersion) ??
+        mqtt.generate(packet, { protocolVersion: this.protocolVersion }),
+    );
   }
 
   /**
