@@ -115,7 +115,10 @@ export class AuthenticationChain implements ConnectAuthenticator {
   async authenticate(attempt: ConnectAttempt): Promise<ChainResult> {
     if (attempt.authMethod !== undefined) return this.#authenticateEnhanced(attempt, attempt.authMethod);
     const records: StepRecord[] = [];
-    for (const step of this.#steps) {
+    // Indexed: a for-of over an array across an await allocates an iterator result per step, per connect.
+    const steps = this.#steps;
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i]!;
       const decided = await this.#consult(step, attempt, records, (signal) =>
         step.authenticator.authenticate(attempt, signal),
       );

@@ -40,7 +40,8 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   connection.state = 'authenticating';
   const ctx = createContext(connection, packet);
   if (!ctx) return;
-  for (const step of preAuthSteps) {
+  for (let i = 0; i < preAuthSteps.length; i++) {
+    const step = preAuthSteps[i]!;
     // Steps answer synchronously in the common case; awaiting a plain value would still cost a promise and a turn.
     let result = step(ctx);
     if (result instanceof Promise) result = await result;
@@ -85,7 +86,8 @@ export async function continueAfterAuthentication(ctx: ConnectContext, result: C
   }
   ctx.authResult = result;
   connection.identity = result.identity;
-  for (const step of postAuthSteps) {
+  for (let i = 0; i < postAuthSteps.length; i++) {
+    const step = postAuthSteps[i]!;
     let outcome = step(ctx);
     if (outcome instanceof Promise) outcome = await outcome;
     if (!outcome.ok) {
