@@ -95,6 +95,7 @@ export function loadgen(
     brokerPid: broker.pid,
     timeoutMs: jobTimeoutMs(ctx),
     ...(onHeld ? { onHeld } : {}),
+    ...(ctx.nativeLoadgen ? { nativeBinary: ctx.nativeLoadgen } : {}),
   });
 }
 

@@ -1,5 +1,6 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import type { Job, JobResult, LoadgenMessage, OrchestratorMessage } from './loadgen/jobs.js';
 import { withPlacement } from './brokers.js';
 import { processCpuMs, processRunQueueWaitMs } from './proc.js';
@@ -23,15 +24,24 @@ export interface LoadgenOptions {
   /** Idle-connection jobs: called while the connections are held; resolves when they may be closed. */
   onHeld?: (connected: number) => Promise<void>;
   timeoutMs: number;
+  /**
+   * The C connect load generator, for idle and connect-storm jobs (the Node one saturates its core below what
+   * Mosquitto accepts). It speaks the same messages as JSON lines on stdout and stdin.
+   */
+  nativeBinary?: string;
 }
 
 /** Runs one job in a fresh load-generator process (pinned to its own core) and collects its result. */
 export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
-  const script = join(o.repoRoot, 'dist/bench/loadgen/main.js');
-  const argv = withPlacement([process.execPath, script], { cpu: o.cpu, nice: o.nice });
+  const native = o.nativeBinary !== undefined && (job.kind === 'idle' || job.kind === 'connect-storm');
+  const command = native
+    ? [o.nativeBinary as string, ...nativeArguments(job)]
+    : [process.execPath, join(o.repoRoot, 'dist/bench/loadgen/main.js')];
+  const argv = withPlacement(command, { cpu: o.cpu, nice: o.nice });
   const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...argv], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    stdio: native ? ['pipe', 'pipe', 'inherit'] : ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+  const channel = native ? lineChannel(child) : ipcChannel(child);
   return new Promise((resolve) => {
     const run: LoadgenRun = {};
     let windowStart:
@@ -50,8 +60,7 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
       run.error = `load generator timed out after ${Math.round(o.timeoutMs / 1000)} s`;
       finish();
     }, o.timeoutMs);
-    child.on('message', (raw: unknown) => {
-      const m = raw as LoadgenMessage;
+    channel.onMessage((m) => {
       switch (m.type) {
         case 'mark':
           if (m.phase === 'window-start')
@@ -76,10 +85,7 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
           }
           break;
         case 'held':
-          void (o.onHeld ?? (() => Promise.resolve()))(m.connected).then(() => {
-            const release: OrchestratorMessage = { type: 'release' };
-            child.send(release);
-          });
+          void (o.onHeld ?? (() => Promise.resolve()))(m.connected).then(() => channel.send({ type: 'release' }));
           break;
         case 'result':
           run.result = m.result;
@@ -95,9 +101,55 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
       if (!run.result && !run.error) run.error = `load generator exited with code ${code}`;
       finish();
     });
-    child.once('spawn', () => {
-      const message: OrchestratorMessage = { type: 'job', job };
-      child.send(message);
-    });
+    // The native load generator takes its job on the command line.
+    if (!native) child.once('spawn', () => channel.send({ type: 'job', job }));
   });
+}
+
+interface Channel {
+  onMessage(handler: (m: LoadgenMessage) => void): void;
+  send(message: OrchestratorMessage): void;
+}
+
+function ipcChannel(child: ChildProcess): Channel {
+  return {
+    onMessage: (handler) => child.on('message', (raw: unknown) => handler(raw as LoadgenMessage)),
+    send: (message) => child.send(message),
+  };
+}
+
+/** The same messages as JSON lines; a line that is not one becomes an error message. */
+function lineChannel(child: ChildProcess): Channel {
+  return {
+    onMessage: (handler) => {
+      const lines = createInterface({ input: child.stdout! });
+      lines.on('line', (line) => {
+        try {
+          handler(JSON.parse(line) as LoadgenMessage);
+        } catch {
+          handler({ type: 'error', message: `load generator wrote: ${line.slice(0, 200)}` });
+        }
+      });
+    },
+    send: (message) => {
+      child.stdin?.write(`${JSON.stringify(message)}\n`);
+    },
+  };
+}
+
+function nativeArguments(job: Job): string[] {
+  switch (job.kind) {
+    case 'idle':
+      return ['idle', String(job.port), String(job.connections), String(job.concurrency)];
+    case 'connect-storm':
+      return [
+        'storm',
+        String(job.port),
+        String(job.durationMs),
+        String(job.concurrency),
+        ...job.credentials.flatMap((c) => [c.username, c.password]),
+      ];
+    default:
+      throw new Error(`the native load generator does not run ${job.kind} jobs`);
+  }
 }

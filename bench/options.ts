@@ -15,6 +15,8 @@ export interface BenchOptions {
   nodeOptions: string[];
   /** Directory for each Bulwark process's stdout and stderr (otherwise only the last lines are kept, for errors). */
   brokerOutputDir: string | undefined;
+  /** Run the connect scenarios with the Node load generator instead of the C one. */
+  nodeLoadgen: boolean;
   /** Raise the priority of brokers and load generator (nice -10) where permitted; --no-priority turns it off. */
   priority: boolean;
   out: string | undefined;
@@ -28,6 +30,7 @@ export const USAGE = `usage: node dist/bench/run.js [options]
   --duration S                 measurement window per run in seconds (default 5; --quick: 1)
   --quick                      short runs and 500 idle connections: a smoke test in seconds
   --big                        50,000 idle connections instead of 10,000
+  --node-loadgen               connect scenarios use the Node load generator, not the C one built per run
   --no-priority                do not raise the priority (nice -10) of brokers and load generator
   --cpu-prof DIR               write a V8 CPU profile of every Bulwark process into DIR
   --node-option FLAG           pass FLAG to every Bulwark process's node (repeatable), e.g. --trace-gc
@@ -49,6 +52,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       'node-option': { type: 'string', multiple: true },
       'broker-output': { type: 'string' },
       'no-priority': { type: 'boolean', default: false },
+      'node-loadgen': { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -86,6 +90,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     nodeOptions: values['node-option'] ?? [],
     brokerOutputDir: values['broker-output'],
     priority: !(values['no-priority'] ?? false),
+    nodeLoadgen: values['node-loadgen'] ?? false,
     out: values.out,
   };
 }

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BrokerKind } from './brokers.js';
 import { benchCredentials } from './fixtures.js';
+import { buildNativeLoadgen } from './native-loadgen.js';
 import { parseBenchOptions, USAGE, type BenchOptions } from './options.js';
 import { loadAverage, openFileLimit } from './proc.js';
 import { renderTable, summarize, type RoundRecord } from './report.js';
@@ -91,6 +92,12 @@ async function main(options: BenchOptions): Promise<number> {
   const workDir = mkdtempSync(join(os.tmpdir(), 'bulwark-bench-'));
   // Mosquitto started as root drops to its own user before it reads its password file.
   chmodSync(workDir, 0o755);
+  const native = options.nodeLoadgen
+    ? ({ ok: false, reason: '--node-loadgen' } as const)
+    : buildNativeLoadgen(repoRoot, workDir);
+  const connectLoadgen = native.ok ? 'native (C)' : `node (${native.reason})`;
+  if (!native.ok && !options.nodeLoadgen)
+    notes.push(`connect scenarios use the Node load generator: ${native.reason}; their rates may be its ceiling`);
   let counter = 0;
   const durations = options.quick
     ? { warmupMs: 300, durationMs: options.durationMs, drainMs: 2000 }
@@ -108,6 +115,7 @@ async function main(options: BenchOptions): Promise<number> {
     big: options.big,
     credentials: benchCredentials(8),
     cpuProfileDir: options.cpuProfileDir ? resolve(options.cpuProfileDir) : undefined,
+    nativeLoadgen: native.ok ? native.binary : undefined,
     nodeOptions: options.nodeOptions,
     brokerOutputDir: options.brokerOutputDir ? resolve(options.brokerOutputDir) : undefined,
     nextDir: (label) => join(workDir, `${String(++counter).padStart(3, '0')}-${label}`),
@@ -119,7 +127,7 @@ async function main(options: BenchOptions): Promise<number> {
   for (const n of notes) console.error(`bench: ${n}`);
   console.error(
     `bench: ${selected.length} scenario(s) × ${brokers.join(', ')} × ${options.rounds} round(s), ${durations.durationMs / 1000} s windows; ` +
-      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}${nice !== undefined ? `, nice ${nice}` : ''}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}`,
+      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}${nice !== undefined ? `, nice ${nice}` : ''}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}; connect load generator ${connectLoadgen}`,
   );
 
   const loadBefore = loadAverage();
@@ -174,6 +182,7 @@ async function main(options: BenchOptions): Promise<number> {
       node: process.version,
       mosquitto: mosquittoVersion,
       openFileLimit: fdLimit,
+      connectLoadgen,
       loadAverage: { before: loadBefore, after: loadAfter },
       pinned: pinned ? { broker: ctx.brokerCpu, loadgen: ctx.loadgenCpu } : undefined,
       nice,

@@ -51,6 +51,8 @@ export interface BenchContext {
   credentials: Credential[];
   /** Directory for `node --cpu-prof` output of every Bulwark process, when profiling. */
   cpuProfileDir: string | undefined;
+  /** The C connect load generator built for this run, when a compiler was there (idle and storm jobs). */
+  nativeLoadgen: string | undefined;
   /** Extra `node` options for every Bulwark process. */
   nodeOptions: string[];
   /** Where each Bulwark process's output is kept, when asked. */

@@ -16,6 +16,7 @@ interface SmokeReport {
     duplicates: { bulwark?: number };
   }[];
   records: { measurement: { error?: string; skipped?: string } }[];
+  machine: { connectLoadgen: string };
 }
 
 /**
@@ -44,5 +45,22 @@ describe('bench smoke', () => {
     expect(throughput).toBeGreaterThan(0);
     expect(fanin?.lost.bulwark).toBe(0);
     expect(fanin?.duplicates.bulwark).toBe(0);
+  }, 120_000);
+
+  it('a quick idle-connection run with the C connect load generator holds every client', async () => {
+    const out = join(dir, 'idle.json');
+    await run(
+      process.execPath,
+      [join(repoRoot, 'dist/bench/run.js'), '--quick', '--scenario', 'idle-connections', '--out', out],
+      { cwd: repoRoot, timeout: 110_000 },
+    );
+    const report = JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+    // The machines this suite runs on have a C compiler (node-gyp needs one); without it the bench says so.
+    expect(report.machine.connectLoadgen).toBe('native (C)');
+    expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
+    const idle = report.summaries.find((s) => s.name === 'idle-connections');
+    expect(idle?.metrics.find((m) => m.key === 'connections')?.medians.bulwark).toBe(500);
+    expect(idle?.metrics.find((m) => m.key === 'connectRate')?.medians.bulwark).toBeGreaterThan(0);
+    expect(idle?.lost.bulwark).toBe(0);
   }, 120_000);
 });
