@@ -505,31 +505,43 @@ export class Connection implements SessionLink, PacketSink {
 
   /**
    * Fan-out encodes each PUBLISH once per (version, QoS 0, retain flag) and shares the bytes when no
-   * per-subscriber field (packet id, properties, DUP) is involved.
+   * per-subscriber field (packet id, properties, DUP) is involved. The first encoding is kept on the message
+   * itself; a map is made only when subscribers need a second one (mixed protocol versions or retain flags), so a
+   * message with one subscriber pays for no cache.
    */
   private encodePublish(packet: IPublishPacket, out: Outbound, shareable: boolean): Buffer {
-    const version = this.protocolVersion;
-    const encode = (): Buffer =>
-      packet.properties === undefined
-        ? encodePublishWithoutProperties(
-            packet.topic,
-            out.message.payload,
-            out.qos,
-            out.retain,
-            packet.dup ?? false,
-            out.packetId,
-            version,
-          )
-        : mqtt.generate(packet, { protocolVersion: version });
-    if (!shareable || out.qos !== 0) return encode();
-    const key = version * 2 + (out.retain ? 1 : 0);
-    const cache = (out.message.encodedCache ??= new Map());
-    let bytes = cache.get(key);
+    if (!shareable || out.qos !== 0) return this.encodeFresh(packet, out);
+    const message = out.message;
+    const key = this.protocolVersion * 2 + (out.retain ? 1 : 0);
+    if (message.encodedKey === key) return message.encoded!;
+    if (message.encodedKey === undefined) {
+      const bytes = this.encodeFresh(packet, out);
+      message.encodedKey = key;
+      message.encoded = bytes;
+      return bytes;
+    }
+    const others = (message.encodedOthers ??= new Map());
+    let bytes = others.get(key);
     if (!bytes) {
-      bytes = encode();
-      cache.set(key, bytes);
+      bytes = this.encodeFresh(packet, out);
+      others.set(key, bytes);
     }
     return bytes;
+  }
+
+  private encodeFresh(packet: IPublishPacket, out: Outbound): Buffer {
+    const version = this.protocolVersion;
+    return packet.properties === undefined
+      ? encodePublishWithoutProperties(
+          packet.topic,
+          out.message.payload,
+          out.qos,
+          out.retain,
+          packet.dup ?? false,
+          out.packetId,
+          version,
+        )
+      : mqtt.generate(packet, { protocolVersion: version });
   }
 
   /**

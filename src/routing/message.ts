@@ -22,8 +22,13 @@ export interface Message {
   readonly expiresAt: number | undefined;
   /** Client id of the publisher, for No Local; undefined for messages the broker itself publishes. */
   readonly publisherId: string | undefined;
-  /** Encoded PUBLISH packets shared by every subscriber that needs the same bytes (fan-out encodes once). */
-  encodedCache?: Map<number, Buffer>;
+  /**
+   * Encoded PUBLISH packets shared by every subscriber that needs the same bytes (fan-out encodes once): the first
+   * (protocol version, retain) variant inline, any further ones in a map.
+   */
+  encodedKey?: number;
+  encoded?: Buffer;
+  encodedOthers?: Map<number, Buffer>;
 }
 
 export function forwardedProperties(packet: IPublishPacket): ForwardedProperties | undefined {

@@ -22,8 +22,8 @@ class RecordingSocket extends Duplex {
     done();
   }
 
-  packets(): Packet[] {
-    const parser = mqtt.parser({ protocolVersion: 4 });
+  packets(protocolVersion = 4): Packet[] {
+    const parser = mqtt.parser({ protocolVersion });
     const seen: Packet[] = [];
     parser.on('packet', (p: Packet) => seen.push(p));
     for (const w of this.writes) parser.parse(w);
@@ -87,6 +87,43 @@ describe('socket writes', () => {
         .map((p) => (p.cmd === 'publish' ? p.payload.length : -1)),
     ).toEqual([big.length, big.length, big.length]);
     sub.destroy();
+    pub.destroy();
+  });
+
+  it('encodes a QoS 0 message once per protocol version and hands each subscriber the bytes of its own version', async () => {
+    const subscriber = (clientId: string, protocolVersion: 4 | 5): RecordingSocket => {
+      const socket = accept();
+      socket.push(
+        mqtt.generate(
+          { cmd: 'connect', protocolId: 'MQTT', protocolVersion, clientId, clean: true, keepalive: 60 },
+          { protocolVersion },
+        ),
+      );
+      socket.push(
+        mqtt.generate(
+          { cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'shared/enc', qos: 0 }] },
+          { protocolVersion },
+        ),
+      );
+      return socket;
+    };
+    const subs = [subscriber('enc-a', 4), subscriber('enc-b', 5), subscriber('enc-c', 4), subscriber('enc-d', 5)];
+    const versions = [4, 5, 4, 5] as const;
+    for (let i = 0; i < 50 && subs.some((s, k) => s.packets(versions[k]).length < 2); i++) await tick();
+    const pub = accept();
+    pub.push(connect('enc-pub'));
+    const payload = Buffer.from('same bytes for every subscriber of a version');
+    pub.push(mqtt.generate({ cmd: 'publish', topic: 'shared/enc', payload, qos: 0, retain: false, dup: false }));
+    for (let i = 0; i < 50 && subs.some((s, k) => s.packets(versions[k]).length < 3); i++) await tick();
+    subs.forEach((s, k) => {
+      const v = versions[k]!;
+      const expected = mqtt.generate(
+        { cmd: 'publish', topic: 'shared/enc', payload, qos: 0, retain: false, dup: false },
+        { protocolVersion: v },
+      );
+      expect(Buffer.concat(s.writes).subarray(-expected.length).equals(expected)).toBe(true);
+      s.destroy();
+    });
     pub.destroy();
   });
 
