@@ -67,6 +67,12 @@ export function bulwarkBaseConfig(
   };
 }
 
+/**
+ * The `node` options the broker ships with: the shebang of `dist/src/cli/main.js` and `npm start` use the same (a
+ * test keeps the three equal), so the bench measures the broker as operators run it.
+ */
+export const BULWARK_NODE_OPTIONS: readonly string[] = ['--max-semi-space-size=2'];
+
 export async function startBulwark(o: BulwarkStart): Promise<StartOutcome> {
   mkdirSync(o.dir, { recursive: true });
   const base = bulwarkBaseConfig(o.dir, o.port, o.anonymous ?? true, o.anonymousStyle ?? 'chain');
@@ -75,6 +81,7 @@ export async function startBulwark(o: BulwarkStart): Promise<StartOutcome> {
   writeFileSync(file, stringify(config));
   const node = [
     process.execPath,
+    ...BULWARK_NODE_OPTIONS,
     ...(o.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfileDir] : []),
     ...(o.nodeOptions ?? []),
     join(o.repoRoot, 'dist/src/cli/main.js'),
