@@ -36,7 +36,7 @@ describe('short packet encoder', () => {
       parser.on('packet', (p: Packet) => seen.push(p));
       for (const cmd of cmds) parser.parse(encodeShortPacket({ cmd, messageId: 77 } as Packet, v)!);
       expect(seen.map((p) => [p.cmd, p.messageId])).toEqual(cmds.map((c) => [c, 77]));
-      if (v === 5) for (const p of seen) expect([undefined, 0]).toContain(p.reasonCode);
+      if (v === 5) for (const p of seen) expect([undefined, 0]).toContain((p as { reasonCode?: number }).reasonCode);
     }
   });
 
