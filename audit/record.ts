@@ -53,8 +53,8 @@ export function splitLine(line: string): { body: string; hash: string } | undefi
   return { body: `${line.slice(0, suffixStart)}}`, hash };
 }
 
-/** Parses a line into a record when it has the shape the writer writes; does not check the hash. */
-export function parseRecordLine(line: string): AuditRecord | undefined {
+/** A line parsed as a JSON object, or undefined when it is not valid JSON or not an object. */
+export function parseJsonObject(line: string): Record<string, unknown> | undefined {
   let parsed: unknown;
   try {
     parsed = JSON.parse(line);
@@ -62,12 +62,18 @@ export function parseRecordLine(line: string): AuditRecord | undefined {
     return undefined;
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
-  const r = parsed as Record<string, unknown>;
+  return parsed as Record<string, unknown>;
+}
+
+/** Parses a line into a record when it has the shape the writer writes; does not check the hash. */
+export function parseRecordLine(line: string): AuditRecord | undefined {
+  const r = parseJsonObject(line);
+  if (!r) return undefined;
   if (typeof r.seq !== 'number' || typeof r.prev_hash !== 'string' || typeof r.hash !== 'string') return undefined;
   if (typeof r['@timestamp'] !== 'string') return undefined;
   const event = r.event as Record<string, unknown> | undefined;
   if (typeof event !== 'object' || event === null || typeof event.action !== 'string') return undefined;
-  return parsed as AuditRecord;
+  return r as unknown as AuditRecord;
 }
 
 /** The exact bytes a checkpoint signs; the prefix keeps the signature from being valid for anything else. */

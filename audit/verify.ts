@@ -11,6 +11,7 @@ import {
   HASH_SUFFIX_LENGTH,
   chainHash,
   checkpointMessage,
+  parseJsonObject,
   parseRecordLine,
   type AuditRecord,
 } from './record.js';
@@ -589,14 +590,9 @@ function readLine(line: string): LineFacts | undefined {
 
 /** The line is exactly the canonical JSON of its record with the hash member appended last (record.ts). */
 function isCanonical(line: string): boolean {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(line);
-  } catch {
-    return false;
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return false;
-  const { hash, ...rest } = parsed as Record<string, unknown>;
+  const parsed = parseJsonObject(line);
+  if (!parsed) return false;
+  const { hash, ...rest } = parsed;
   if (typeof hash !== 'string') return false;
   const body = canonicalJson(rest);
   return (
