@@ -174,6 +174,13 @@ static int read_connack(struct conn *c) {
   return c->ack[3];
 }
 
+/* One readiness event of a handshake: CONNECT once connected, then the CONNACK. Returns the return code, -2 while
+ * the handshake goes on, or -1 if the connection failed or closed first. */
+static int advance(struct conn *c, int storm) {
+  if (c->state == CONNECTING) return on_writable(c, storm) == 0 ? -2 : -1;
+  return read_connack(c);
+}
+
 static void record_refusal(int rc) {
   char text[64];
   if (rc < 0) snprintf(text, sizeof text, "closed before CONNACK");
@@ -203,14 +210,8 @@ static int run_idle(long connections, int concurrency) {
     int n = epoll_wait(epfd, events, 256, 1000);
     for (int i = 0; i < n; i++) {
       struct conn *c = events[i].data.ptr;
-      int rc;
-      if (c->state == CONNECTING) {
-        if (on_writable(c, 0) == 0) continue;
-        rc = -1;
-      } else {
-        rc = read_connack(c);
-        if (rc == -2) continue;
-      }
+      int rc = advance(c, 0);
+      if (rc == -2) continue;
       in_flight--;
       finished++;
       if (rc == 0) {
@@ -265,14 +266,8 @@ static int run_storm(double duration_ms, int concurrency) {
     for (int i = 0; i < n; i++) {
       struct conn *c = events[i].data.ptr;
       int worker = c->worker;
-      int rc;
-      if (c->state == CONNECTING) {
-        if (on_writable(c, 1) == 0) continue;
-        rc = -1;
-      } else {
-        rc = read_connack(c);
-        if (rc == -2) continue;
-      }
+      int rc = advance(c, 1);
+      if (rc == -2) continue;
       if (rc == 0) {
         accepted++;
         /* Like the Node load generator's `end(DISCONNECT)`: a clean disconnect, then our side closes. */
