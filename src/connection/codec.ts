@@ -117,9 +117,8 @@ function decodePublish(
 ): IPublishPacket | Error | undefined {
   const qos = (first >> 1) & 3;
   if (qos === 3) return new Error('Packet must not have both QoS bits set to 1');
-  if (end - start < 2) return new Error('Cannot parse topic');
-  const topicEnd = start + 2 + ((frames[start]! << 8) | frames[start + 1]!);
-  if (topicEnd > end) return new Error('Cannot parse topic');
+  const topicEnd = stringEnd(frames, start, end);
+  if (topicEnd < 0) return new Error('Cannot parse topic');
   let pos = topicEnd;
   let messageId: number | undefined;
   if (qos > 0) {
