@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 
-export type BrokerKind = 'bulwark' | 'mosquitto';
+export type BrokerKind = 'bulwark' | 'mosquitto' | 'aedes';
 
 export interface BrokerHandle {
   kind: BrokerKind;
@@ -121,6 +122,43 @@ export async function startMosquitto(o: MosquittoStart): Promise<StartOutcome> {
   const file = join(o.dir, 'mosquitto.conf');
   writeFileSync(file, lines.join('\n') + '\n');
   return launch('mosquitto', ['mosquitto', '-c', file], o.port, o.dir, o.placement);
+}
+
+export interface AedesStart {
+  repoRoot: string;
+  dir: string;
+  port: number;
+  placement: Placement;
+  /** A Mosquitto password file (`$7$`, PBKDF2-SHA512): clients must log in; otherwise anonymous clients. */
+  passwordFile?: string;
+}
+
+/**
+ * aedes (a dev dependency, bench only) in its own `node` process, `dist/bench/aedes-broker.js`: plain TCP on
+ * 127.0.0.1 with TCP_NODELAY, in-memory persistence, anonymous clients unless a password file is given. Plain
+ * `node` without Bulwark's heap options: aedes is measured as it ships.
+ */
+export async function startAedes(o: AedesStart): Promise<StartOutcome> {
+  mkdirSync(o.dir, { recursive: true });
+  const argv = [
+    process.execPath,
+    join(o.repoRoot, 'dist/bench/aedes-broker.js'),
+    String(o.port),
+    ...(o.passwordFile ? ['--password-file', o.passwordFile] : []),
+  ];
+  return launch('aedes', argv, o.port, o.dir, o.placement);
+}
+
+/** The installed aedes version, or undefined when it is not installed (`npm ci` installs it as a dev dependency). */
+export function aedesVersion(): string | undefined {
+  try {
+    // The package exports only its entry point, so its package.json is found next to it.
+    const entry = createRequire(import.meta.url).resolve('aedes');
+    const pkg = JSON.parse(readFileSync(join(dirname(entry), 'package.json'), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return undefined;
+  }
 }
 
 async function launch(

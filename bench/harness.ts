@@ -1,5 +1,6 @@
 import { basename, join } from 'node:path';
 import {
+  startAedes,
   startBulwark,
   startMosquitto,
   type AnonymousStyle,
@@ -17,6 +18,7 @@ export interface BrokerVariant {
   bulwark?: Record<string, unknown>;
   /** Bulwark listener's `anonymous` flag; default true. */
   anonymous?: boolean;
+  /** A Mosquitto password file (PBKDF2-SHA512): Mosquitto reads it, and so does the aedes launcher. */
   mosquittoPasswordFile?: string;
 }
 
@@ -25,7 +27,8 @@ export async function startBroker(
   ctx: BenchContext,
   variant: BrokerVariant = {},
 ): Promise<StartOutcome> {
-  const port = kind === 'mosquitto' && ctx.mosquittoPort !== undefined ? ctx.mosquittoPort : await ctx.nextPort();
+  const fixed = kind === 'mosquitto' ? ctx.mosquittoPort : kind === 'aedes' ? ctx.aedesPort : undefined;
+  const port = fixed ?? (await ctx.nextPort());
   const dir = ctx.nextDir(kind);
   const placement = { cpu: ctx.brokerCpu, nice: ctx.nice };
   if (kind === 'bulwark') {
@@ -52,6 +55,14 @@ export async function startBroker(
     }
     return outcome;
   }
+  if (kind === 'aedes')
+    return startAedes({
+      repoRoot: ctx.repoRoot,
+      dir,
+      port,
+      placement,
+      ...(variant.mosquittoPasswordFile ? { passwordFile: variant.mosquittoPasswordFile } : {}),
+    });
   return startMosquitto({
     dir,
     port,

@@ -2,9 +2,8 @@ import { parseArgs } from 'node:util';
 import type { BrokerKind } from './brokers.js';
 
 export interface BenchOptions {
-  against: { kind: BrokerKind; port?: number }[];
-  /** Requested but not runnable here (e.g. aedes, which is not installed): reported and left out. */
-  unavailable: string[];
+  /** Brokers run beside Bulwark, each at most once, with the loopback port asked for (else a free one per start). */
+  against: { kind: Exclude<BrokerKind, 'bulwark'>; port?: number }[];
   quick: boolean;
   big: boolean;
   scenarios: string[];
@@ -24,7 +23,7 @@ export interface BenchOptions {
 
 export const USAGE = `usage: node dist/bench/run.js [options]
   --against mosquitto[:PORT]   also run Mosquitto (Debian's package) on a loopback port (repeatable)
-  --against aedes              accepted, but aedes is not installed: reported as skipped
+  --against aedes[:PORT]       also run aedes (a dev dependency) on a loopback port (repeatable)
   --scenario NAME              run only this scenario (repeatable)
   --rounds N                   interleaved rounds, medians reported (default 3; --quick: 1)
   --duration S                 measurement window per run in seconds (default 5; --quick: 1)
@@ -60,18 +59,26 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
   });
   if (values.help) throw new Error(USAGE);
   const against: BenchOptions['against'] = [];
-  const unavailable: string[] = [];
   for (const a of values.against ?? []) {
-    const [name, portText] = a.split(':');
-    if (name === 'mosquitto') {
-      const port = portText === undefined ? undefined : Number(portText);
-      if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535))
-        throw new Error(`--against ${a}: not a port number`);
-      against.push({ kind: 'mosquitto', ...(port !== undefined ? { port } : {}) });
-    } else if (name === 'aedes') {
-      unavailable.push('aedes: not installed (the bench does not install packages); skipped');
-    } else throw new Error(`--against ${a}: unknown broker (mosquitto, aedes)`);
+    const colon = a.indexOf(':');
+    const name = colon < 0 ? a : a.slice(0, colon);
+    const portText = colon < 0 ? undefined : a.slice(colon + 1);
+    if (name !== 'mosquitto' && name !== 'aedes') throw new Error(`--against ${a}: unknown broker (mosquitto, aedes)`);
+    const port = portText === undefined ? undefined : Number(portText);
+    if (port !== undefined && (!/^\d+$/.test(portText ?? '') || port < 1 || port > 65535))
+      throw new Error(`--against ${a}: not a port number`);
+    const earlier = against.find((x) => x.kind === name);
+    if (earlier) {
+      // Repeating a broker adds nothing; repeating it with a different port is a contradiction.
+      if (port !== undefined && earlier.port !== undefined && port !== earlier.port)
+        throw new Error(`--against ${a}: ${name} already given port ${earlier.port}`);
+      if (port !== undefined) earlier.port = port;
+      continue;
+    }
+    against.push({ kind: name, ...(port !== undefined ? { port } : {}) });
   }
+  const ports = against.flatMap((x) => (x.port !== undefined ? [x.port] : []));
+  if (new Set(ports).size < ports.length) throw new Error('--against: mosquitto and aedes cannot share a port');
   const quick = values.quick ?? false;
   const rounds = values.rounds === undefined ? (quick ? 1 : 3) : Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) throw new Error(`--rounds ${values.rounds}: 1 to 100`);
@@ -80,7 +87,6 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     throw new Error(`--duration ${values.duration}: seconds, 0 to 600`);
   return {
     against,
-    unavailable,
     quick,
     big: values.big ?? false,
     scenarios: values.scenario ?? [],

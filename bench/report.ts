@@ -21,6 +21,9 @@ export interface MetricSummary {
   /** Bulwark over Mosquitto (or over the Bulwark baseline metric when there is no Mosquitto counterpart). */
   ratio?: number;
   ratioAgainst?: string;
+  /** Bulwark over aedes (same metric, or the `compareTo` one), when aedes ran: a field of its own, so `ratio` keeps
+   * meaning what it meant in older result files. */
+  ratioAedes?: number;
 }
 
 export interface ScenarioSummary {
@@ -93,6 +96,8 @@ export function summarize(
           out.ratioAgainst = `bulwark ${spec.baselineKey}`;
         }
       }
+      const ra = ratio(medians.bulwark, medianOf('aedes', spec.compareTo ?? spec.key));
+      if (ra !== undefined) out.ratioAedes = ra;
       return out;
     });
     return {
@@ -126,11 +131,13 @@ export function renderTable(
   brokers: readonly BrokerKind[],
   specs: readonly Scenario[],
 ): string {
+  const withAedes = brokers.includes('aedes');
   const header = [
     'scenario',
     'metric',
     ...brokers.map((b) => `${b} (median)`),
     'ratio',
+    ...(withAedes ? ['vs aedes'] : []),
     'lost',
     'broker CPU',
     'loadgen CPU',
@@ -147,6 +154,7 @@ export function renderTable(
         m.ratio === undefined
           ? '-'
           : `${m.ratio.toFixed(2)}×${m.ratioAgainst === 'mosquitto' ? '' : ` ${m.ratioAgainst}`}`,
+        ...(withAedes ? [m.ratioAedes === undefined ? '-' : `${m.ratioAedes.toFixed(2)}×`] : []),
         i === 0 ? brokers.map((b) => fmt(s.lost[b])).join(' / ') : '',
         i === 0 ? brokers.map((b) => pct(s.brokerCpu[b], s.brokerWait[b])).join(' / ') : '',
         i === 0 ? brokers.map((b) => pct(s.loadgenCpu[b], s.loadgenWait[b])).join(' / ') : '',

@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BrokerKind } from './brokers.js';
+import { aedesVersion, type BrokerKind } from './brokers.js';
 import { benchCredentials } from './fixtures.js';
 import { buildNativeLoadgen } from './native-loadgen.js';
 import { parseBenchOptions, USAGE, type BenchOptions } from './options.js';
@@ -14,8 +14,9 @@ import type { BenchContext, Measurement, Scenario } from './scenario.js';
 import { scenarios as allScenarios } from './scenarios/index.js';
 
 /**
- * `npm run bench`: Bulwark (and, when asked, Mosquitto) run the same scenarios in turn, interleaved over
- * several rounds; medians and Bulwark/Mosquitto ratios go to the terminal and to bench/results/<timestamp>.json.
+ * `npm run bench`: Bulwark (and, when asked, Mosquitto and aedes) run the same scenarios in turn, interleaved over
+ * several rounds; medians and Bulwark/Mosquitto and Bulwark/aedes ratios go to the terminal and to
+ * bench/results/<timestamp>.json.
  */
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -68,8 +69,9 @@ async function main(options: BenchOptions): Promise<number> {
     return 2;
   }
   const brokers: BrokerKind[] = ['bulwark'];
-  const notes: string[] = [...options.unavailable];
+  const notes: string[] = [];
   let mosquittoVersion: string | undefined;
+  let aedes: string | undefined;
   if (options.against.some((a) => a.kind === 'mosquitto')) {
     const probe = commandWorks('mosquitto', ['-h']);
     const m = /mosquitto version (\S+)/.exec(probe.output);
@@ -77,6 +79,11 @@ async function main(options: BenchOptions): Promise<number> {
       mosquittoVersion = m[1];
       brokers.push('mosquitto');
     } else notes.push('mosquitto: not installed; skipped');
+  }
+  if (options.against.some((a) => a.kind === 'aedes')) {
+    aedes = aedesVersion();
+    if (aedes === undefined) notes.push('aedes: not installed (npm ci installs it as a dev dependency); skipped');
+    else brokers.push('aedes');
   }
 
   const cores = os.availableParallelism();
@@ -121,6 +128,7 @@ async function main(options: BenchOptions): Promise<number> {
     nextDir: (label) => join(workDir, `${String(++counter).padStart(3, '0')}-${label}`),
     nextPort: freePort,
     mosquittoPort: options.against.find((a) => a.kind === 'mosquitto')?.port,
+    aedesPort: options.against.find((a) => a.kind === 'aedes')?.port,
     memo: new Map(),
     log: (line) => console.error(line),
   };
@@ -181,6 +189,7 @@ async function main(options: BenchOptions): Promise<number> {
       kernel: os.release(),
       node: process.version,
       mosquitto: mosquittoVersion,
+      aedes,
       openFileLimit: fdLimit,
       connectLoadgen,
       loadAverage: { before: loadBefore, after: loadAfter },

@@ -7,7 +7,7 @@ export interface MetricSpec {
   label: string;
   unit: string;
   better: 'higher' | 'lower';
-  /** The Mosquitto metric this one is compared with (default: the same key). */
+  /** The Mosquitto (and aedes) metric this one is compared with (default: the same key). */
   compareTo?: string;
   /** Without a Mosquitto counterpart: compare with this metric of the same broker (e.g. the plain run). */
   baselineKey?: string;
@@ -62,6 +62,8 @@ export interface BenchContext {
   nextPort(): Promise<number>;
   /** Fixed port for Mosquitto (`--against mosquitto:PORT`); otherwise a free one per start. */
   mosquittoPort: number | undefined;
+  /** Fixed port for aedes (`--against aedes:PORT`); otherwise a free one per start. */
+  aedesPort: number | undefined;
   /** Feature detections remembered across rounds (which configuration shape works, or why none does). */
   memo: Map<string, unknown>;
   log(line: string): void;

@@ -50,7 +50,7 @@ function flowScenario(name: string, description: string, shape: FlowShape, unit:
   return {
     name,
     description,
-    brokers: ['bulwark', 'mosquitto'],
+    brokers: ['bulwark', 'mosquitto', 'aedes'],
     metrics: [{ key: 'rate', label: 'throughput', unit, better: 'higher' }],
     run: (kind, ctx) => measureFlow(kind, ctx, shape),
   };

@@ -8,7 +8,7 @@ const FD_MARGIN = 256;
 export const idleScenario: Scenario = {
   name: 'idle-connections',
   description: '10,000 idle clients (50,000 with --big): connect rate and resident memory per connection',
-  brokers: ['bulwark', 'mosquitto'],
+  brokers: ['bulwark', 'mosquitto', 'aedes'],
   metrics: [
     { key: 'connectRate', label: 'connect rate', unit: 'conn/s', better: 'higher' },
     { key: 'rssPerConnectionKiB', label: 'RSS per connection', unit: 'KiB', better: 'lower', decimals: 2 },
