@@ -11,12 +11,12 @@ const repoRoot = resolve(import.meta.dirname, '../../..');
 interface SmokeReport {
   summaries: {
     name: string;
-    metrics: { key: string; medians: { bulwark?: number } }[];
-    lost: { bulwark?: number };
-    duplicates: { bulwark?: number };
+    metrics: { key: string; medians: { bulwark?: number; aedes?: number }; ratioAedes?: number }[];
+    lost: { bulwark?: number; aedes?: number };
+    duplicates: { bulwark?: number; aedes?: number };
   }[];
-  records: { measurement: { error?: string; skipped?: string } }[];
-  machine: { connectLoadgen: string };
+  records: { broker: string; measurement: { error?: string; skipped?: string } }[];
+  machine: { connectLoadgen: string; aedes?: string };
 }
 
 /**
@@ -62,5 +62,26 @@ describe('bench smoke', () => {
     expect(idle?.metrics.find((m) => m.key === 'connections')?.medians.bulwark).toBe(500);
     expect(idle?.metrics.find((m) => m.key === 'connectRate')?.medians.bulwark).toBeGreaterThan(0);
     expect(idle?.lost.bulwark).toBe(0);
+  }, 120_000);
+
+  it('a quick QoS 2 fan-in run against aedes reports aedes beside Bulwark with the Bulwark/aedes ratio', async () => {
+    const out = join(dir, 'aedes.json');
+    await run(
+      process.execPath,
+      [join(repoRoot, 'dist/bench/run.js'), '--quick', '--scenario', 'fanin-qos2', '--against', 'aedes', '--out', out],
+      { cwd: repoRoot, timeout: 110_000 },
+    );
+    const report = JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+    expect(report.machine.aedes).toBe('1.2.0');
+    expect(report.records.map((r) => [r.broker, r.measurement.error ?? r.measurement.skipped])).toEqual([
+      ['bulwark', undefined],
+      ['aedes', undefined],
+    ]);
+    const fanin = report.summaries.find((s) => s.name === 'fanin-qos2');
+    const rate = fanin?.metrics.find((m) => m.key === 'rate');
+    expect(rate?.medians.aedes).toBeGreaterThan(0);
+    expect(rate?.ratioAedes).toBeGreaterThan(0);
+    expect(fanin?.lost.aedes).toBe(0);
+    expect(fanin?.duplicates.aedes).toBe(0);
   }, 120_000);
 });

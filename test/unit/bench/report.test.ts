@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import type { BrokerKind } from '../../../bench/brokers.js';
+import { renderTable, summarize, type RoundRecord } from '../../../bench/report.js';
+import { emptyMeasurement, type Scenario } from '../../../bench/scenario.js';
+
+const flow: Scenario = {
+  name: 'fanin-qos2',
+  description: 'fan-in',
+  brokers: ['bulwark', 'mosquitto', 'aedes'],
+  metrics: [{ key: 'rate', label: 'throughput', unit: 'msg/s', better: 'higher' }],
+  run: () => Promise.resolve(emptyMeasurement()),
+};
+const bulwarkOnly: Scenario = { ...flow, name: 'authz', brokers: ['bulwark'] };
+
+function record(scenario: string, broker: BrokerKind, round: number, rate: number): RoundRecord {
+  return { round, scenario, broker, measurement: { ...emptyMeasurement(), metrics: { rate } } };
+}
+
+describe('bench report with aedes', () => {
+  const brokers: BrokerKind[] = ['bulwark', 'mosquitto', 'aedes'];
+  const records = [
+    ...[300, 100, 200].map((r, i) => record('fanin-qos2', 'bulwark', i + 1, r)),
+    ...[150, 50, 100].map((r, i) => record('fanin-qos2', 'mosquitto', i + 1, r)),
+    ...[40, 80, 60].map((r, i) => record('fanin-qos2', 'aedes', i + 1, r)),
+    record('authz', 'bulwark', 1, 500),
+  ];
+  const [fanin, authz] = summarize([flow, bulwarkOnly], brokers, records);
+
+  it('keeps the Bulwark/Mosquitto ratio where it was and puts Bulwark/aedes beside it', () => {
+    const rate = fanin?.metrics[0];
+    expect(rate?.medians).toEqual({ bulwark: 200, mosquitto: 100, aedes: 60 });
+    expect(rate?.ratio).toBe(2);
+    expect(rate?.ratioAgainst).toBe('mosquitto');
+    expect(rate?.ratioAedes).toBeCloseTo(200 / 60);
+  });
+
+  it('leaves aedes out of a Bulwark-only scenario', () => {
+    expect(authz?.metrics[0]?.medians).toEqual({ bulwark: 500 });
+    expect(authz?.metrics[0]?.ratioAedes).toBeUndefined();
+    expect(authz?.lost.aedes).toBeUndefined();
+  });
+
+  it('shows an aedes median column and a "vs aedes" ratio column only when aedes ran', () => {
+    const table = renderTable(
+      [fanin, authz].filter((s) => s !== undefined),
+      brokers,
+      [flow, bulwarkOnly],
+    );
+    const [header, , faninRow] = table.split('\n');
+    expect(header).toMatch(/aedes \(median\).*ratio\s+vs aedes/);
+    expect(faninRow).toContain('3.33×');
+    const without = renderTable(summarize([flow], ['bulwark', 'mosquitto'], records), ['bulwark', 'mosquitto'], [flow]);
+    expect(without).not.toContain('aedes');
+  });
+});
