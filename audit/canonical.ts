@@ -9,6 +9,21 @@ export function canonicalJson(value: unknown): string {
   return out === undefined ? 'null' : out;
 }
 
+/**
+ * `canonicalJson({ ...value, ...extra })` without building the merged object: a record is its event plus the
+ * chain members, and the spread copy was a third of serialising a reconnect storm's records. A member of `extra`
+ * replaces the one of the same name in `value`, as in the spread.
+ */
+export function canonicalJsonWith(value: Record<string, unknown>, extra: Record<string, unknown>): string {
+  const keys = Object.keys(value);
+  const extraKeys = Object.keys(extra);
+  for (let i = 0; i < extraKeys.length; i++) {
+    const key = extraKeys[i] as string;
+    if (!Object.prototype.hasOwnProperty.call(value, key)) keys.push(key);
+  }
+  return writeMembers(keys, value, extra);
+}
+
 function write(value: unknown): string | undefined {
   if (value === null) return 'null';
   switch (typeof value) {
@@ -80,13 +95,22 @@ function writeObject(value: object): string {
     return `${out}]`;
   }
   const record = value as Record<string, unknown>;
-  const keys = Object.keys(record);
+  return writeMembers(Object.keys(record), record, undefined);
+}
+
+function writeMembers(
+  keys: string[],
+  record: Record<string, unknown>,
+  extra: Record<string, unknown> | undefined,
+): string {
   sortKeys(keys);
   let out = '{';
   let first = true;
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i] as string;
-    const member = write(record[key]);
+    const member = write(
+      extra !== undefined && Object.prototype.hasOwnProperty.call(extra, key) ? extra[key] : record[key],
+    );
     if (member === undefined) continue;
     if (!first) out += ',';
     out += quotedName(key);

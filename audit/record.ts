@@ -1,6 +1,6 @@
 import { createHash, hash as oneShotHash } from 'node:crypto';
 import type { AuditEvent } from './events.js';
-import { canonicalJson } from './canonical.js';
+import { canonicalJsonWith } from './canonical.js';
 
 /** `prev_hash` of the very first record of a log. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -38,7 +38,11 @@ export function encodeRecord(
   seq: number,
   prevHash: string,
 ): { line: string; hash: string } {
-  const body = canonicalJson({ ...event, '@timestamp': timestamp, seq, prev_hash: prevHash });
+  const body = canonicalJsonWith(event as unknown as Record<string, unknown>, {
+    '@timestamp': timestamp,
+    seq,
+    prev_hash: prevHash,
+  });
   const hash = chainHash(prevHash, body);
   return { line: `${body.slice(0, -1)}${HASH_SUFFIX_PREFIX}${hash}"}\n`, hash };
 }

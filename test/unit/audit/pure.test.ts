@@ -2,7 +2,7 @@ import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../../../authn/secret.js';
-import { canonicalJson } from '../../../audit/canonical.js';
+import { canonicalJson, canonicalJsonWith } from '../../../audit/canonical.js';
 import { auditConfigSchema, parseDuration, parseSize } from '../../../audit/config.js';
 import { auditFileName, parseAuditFileName, readFileTail } from '../../../audit/files.js';
 import { csvCell, printable } from '../../../audit/format.js';
@@ -25,6 +25,23 @@ describe('canonical JSON', () => {
     [{ é: 1, e: 2, E: 3 }, '{"E":3,"e":2,"é":1}'],
   ])('canonicalises %j', (value, expected) => {
     expect(canonicalJson(value)).toBe(expected);
+  });
+});
+
+describe('canonical JSON with added members', () => {
+  it.each([
+    [
+      { event: { action: 'x' }, z: 1 },
+      { '@timestamp': 't', seq: 3, prev_hash: 'h' },
+    ],
+    [
+      { seq: 'from the event', a: undefined, b: [1, { d: 2, c: 1 }] },
+      { seq: 7, a: 'extra' },
+    ],
+    [{}, { only: true }],
+    [{ only: null }, {}],
+  ])('serialises %j with %j exactly as the spread object', (value, extra) => {
+    expect(canonicalJsonWith(value, extra)).toBe(canonicalJson({ ...value, ...extra }));
   });
 });
 
