@@ -179,6 +179,8 @@ export class AuditWriter implements AuditSink {
   private timerAt = Number.POSITIVE_INFINITY;
   private checkpointTimer: NodeJS.Timeout | undefined;
   private lastSyncAt = 0;
+  private stampAt = Number.NaN;
+  private stamp = '';
   private retryDelay: number;
   private retryTimer: NodeJS.Timeout | undefined;
   private syncTimer: NodeJS.Timeout | undefined;
@@ -235,7 +237,7 @@ export class AuditWriter implements AuditSink {
         this.drop(1);
         return;
       }
-      this.queue.push({ event, timestamp: new Date(this.now()).toISOString() });
+      this.queue.push({ event, timestamp: this.timestamp() });
       if (this.closing) {
         // Recorded while shutting down: the log must still end with a shutdown checkpoint, after this event.
         this.checkpointDue = 'shutdown';
@@ -245,6 +247,16 @@ export class AuditWriter implements AuditSink {
     } catch {
       this.drop(1);
     }
+  }
+
+  /** The ISO 8601 stamp of now; a storm records many events per millisecond, so the last one is reused. */
+  private timestamp(): string {
+    const now = this.now();
+    if (now !== this.stampAt) {
+      this.stampAt = now;
+      this.stamp = new Date(now).toISOString();
+    }
+    return this.stamp;
   }
 
   /** Appends a signed checkpoint now (also done on the configured interval, at rotation and at shutdown). */
@@ -520,7 +532,7 @@ export class AuditWriter implements AuditSink {
       hashes.push(hash);
       items.push(item);
     };
-    const stamp = new Date(this.now()).toISOString();
+    const stamp = this.timestamp();
     const checkpointEvent = (reason: string): AuditEvent => {
       const signature = sign(null, checkpointMessage(seq, hash), this.opts.signingKey.privateKey).toString('base64');
       return {
