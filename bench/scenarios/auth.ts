@@ -4,7 +4,7 @@ import type { BrokerHandle } from '../brokers.js';
 import { bulwarkPasswordFile, connectPolicyFile, mosquittoPasswordFile, policyFile } from '../fixtures.js';
 import { absorbCpu, loadgen, saturationNote, withBroker, withFirstWorking, type Candidate } from '../harness.js';
 import { connectCode, publishAcked, subscribeCode } from '../probe.js';
-import { emptyMeasurement, type BenchContext, type Measurement, type Scenario } from '../scenario.js';
+import { emptyMeasurement, type BenchContext, type Measurement, type MetricSpec, type Scenario } from '../scenario.js';
 import { measureFlow, flowJob, type FlowShape } from './flow.js';
 
 const STORM_CONCURRENCY = 32;
@@ -26,6 +26,8 @@ async function storm(ctx: BenchContext, broker: BrokerHandle, key: string, into:
     return;
   }
   into.metrics[key] = run.result.rate;
+  const cpu = cpuPerMessageUs(run.result.rate, run.brokerCpu);
+  if (cpu !== undefined) into.metrics[`${key}CpuUs`] = cpu;
   into.lost += run.result.refused + run.result.failed;
   into.loadgenCpu = run.result.loadgenCpu;
   absorbCpu(into, run);
@@ -156,6 +158,26 @@ function policyCandidates(file: string): Candidate[] {
   ];
 }
 
+/**
+ * Broker CPU time per message, in microseconds. Throughput alone moved ±25% between broker starts on a shared
+ * machine (a window where the broker waits for its core delivers less), so variants of one broker are compared by
+ * what each message cost: the CPU the broker used in the window over the messages it carried.
+ */
+export function cpuPerMessageUs(rate: number, brokerCpu: number | undefined): number | undefined {
+  return brokerCpu !== undefined && brokerCpu > 0 && rate > 0 ? (brokerCpu * 1e6) / rate : undefined;
+}
+
+function cpuMetric(key: string, label: string, baselineKey?: string): MetricSpec {
+  return {
+    key: `${key}CpuUs`,
+    label,
+    unit: 'µs/msg',
+    better: 'lower',
+    decimals: 2,
+    ...(baselineKey ? { baselineKey: `${baselineKey}CpuUs` } : {}),
+  };
+}
+
 async function flowOn(ctx: BenchContext, broker: BrokerHandle, key: string, into: Measurement): Promise<void> {
   const run = await loadgen(flowJob(FANIN_QOS0, broker.port, ctx), ctx, broker);
   if (run.error || !run.result || run.result.kind !== 'flow') {
@@ -163,6 +185,8 @@ async function flowOn(ctx: BenchContext, broker: BrokerHandle, key: string, into
     return;
   }
   into.metrics[key] = run.result.rate;
+  const cpu = cpuPerMessageUs(run.result.rate, run.brokerCpu);
+  if (cpu !== undefined) into.metrics[`${key}CpuUs`] = cpu;
   into.lost += run.result.lost;
   into.duplicates += run.result.duplicates;
   into.loadgenCpu = run.result.loadgenCpu;
@@ -185,6 +209,9 @@ export const authzScenario: Scenario = {
       better: 'higher',
       baselineKey: 'plain',
     },
+    cpuMetric('plain', 'broker CPU per message, default configuration'),
+    cpuMetric('rules10', 'broker CPU per message, 10 rules (vs default)', 'plain'),
+    cpuMetric('rules10000', 'broker CPU per message, 10,000 rules (vs default)', 'plain'),
   ],
   run: async (kind, ctx) => {
     const policies = join(ctx.workDir, 'policies');
@@ -201,7 +228,11 @@ export const authzScenario: Scenario = {
       if (r.skipped) return r;
     }
     const plain = await measureFlow(kind, ctx, FANIN_QOS0);
-    if (plain.metrics.rate !== undefined) m.metrics.plain = plain.metrics.rate;
+    if (plain.metrics.rate !== undefined) {
+      m.metrics.plain = plain.metrics.rate;
+      const cpu = cpuPerMessageUs(plain.metrics.rate, plain.brokerCpu);
+      if (cpu !== undefined) m.metrics.plainCpuUs = cpu;
+    }
     m.lost += plain.lost;
     return m;
   },
@@ -242,6 +273,8 @@ export const auditScenario: Scenario = {
       better: 'higher',
       baselineKey: 'allowedOff',
     },
+    cpuMetric('allowedOff', 'broker CPU per message, allowed publishes not recorded'),
+    cpuMetric('allowedOn', 'broker CPU per message, every allowed publish recorded (vs off)', 'allowedOff'),
   ],
   run: async (kind, ctx) => {
     const m = emptyMeasurement();
