@@ -90,10 +90,13 @@ export function summarize(
         out.ratio = r;
         out.ratioAgainst = 'mosquitto';
       } else if (spec.baselineKey) {
-        const rb = ratio(medians.bulwark, medianOf('bulwark', spec.baselineKey));
+        // Paired: each round's variant over the same round's baseline, then the median. The machine's speed drifts
+        // between rounds, and a ratio of medians taken from different rounds carried that drift into the verdict.
+        const baselineKey = spec.baselineKey;
+        const rb = median(of('bulwark').map((m) => ratio(m.metrics[spec.key], m.metrics[baselineKey]) ?? NaN));
         if (rb !== undefined) {
           out.ratio = rb;
-          out.ratioAgainst = `bulwark ${spec.baselineKey}`;
+          out.ratioAgainst = `bulwark ${baselineKey}, per round`;
         }
       }
       const ra = ratio(medians.bulwark, medianOf('aedes', spec.compareTo ?? spec.key));

@@ -53,3 +53,30 @@ describe('bench report with aedes', () => {
     expect(without).not.toContain('aedes');
   });
 });
+
+describe('bench report of a variant against its baseline', () => {
+  const authz: Scenario = {
+    name: 'authz',
+    description: 'rules',
+    brokers: ['bulwark'],
+    metrics: [
+      { key: 'plain', label: 'default', unit: 'msg/s', better: 'higher' },
+      { key: 'rules', label: 'rules', unit: 'msg/s', better: 'higher', baselineKey: 'plain' },
+    ],
+    run: () => Promise.resolve(emptyMeasurement()),
+  };
+  const round = (n: number, plain: number, rules: number): RoundRecord => ({
+    round: n,
+    scenario: 'authz',
+    broker: 'bulwark',
+    measurement: { ...emptyMeasurement(), metrics: { plain, rules } },
+  });
+
+  it('takes the median of each round against its own baseline, not the ratio of medians from different rounds', () => {
+    // Per round: 0.9, 0.95, 0.333; the ratio of the medians (190 / 200) would say 0.95.
+    const [summary] = summarize([authz], ['bulwark'], [round(1, 100, 90), round(2, 200, 190), round(3, 300, 100)]);
+    const rules = summary?.metrics[1];
+    expect(rules?.ratio).toBeCloseTo(0.9, 10);
+    expect(rules?.ratioAgainst).toBe('bulwark plain, per round');
+  });
+});
