@@ -26,8 +26,6 @@ async function storm(ctx: BenchContext, broker: BrokerHandle, key: string, into:
     return;
   }
   into.metrics[key] = run.result.rate;
-  const cpu = cpuPerMessageUs(run.result.rate, run.brokerCpu);
-  if (cpu !== undefined) into.metrics[`${key}CpuUs`] = cpu;
   into.lost += run.result.refused + run.result.failed;
   into.loadgenCpu = run.result.loadgenCpu;
   absorbCpu(into, run);
