@@ -54,13 +54,23 @@ export class Framer {
         // [MQTT-1.5.4-1] the codec decodes ill-formed UTF-8 leniently, so PUBLISH topics are checked as bytes here.
         const topicLength = data.readUInt16BE(i);
         const topicEnd = Math.min(i + 2 + topicLength, offset + total);
-        if (!isUtf8(data.subarray(i + 2, topicEnd))) return { kind: 'malformed', why: 'topic name is not valid UTF-8' };
+        if (!isAscii(data, i + 2, topicEnd) && !isUtf8(data.subarray(i + 2, topicEnd)))
+          return { kind: 'malformed', why: 'topic name is not valid UTF-8' };
       }
       offset += total;
     }
     if (offset < length) this.pending = data.subarray(offset);
     return { kind: 'frames', frames: offset > 0 ? data.subarray(0, offset) : undefined };
   }
+}
+
+/**
+ * Whether bytes `start..end` are all ASCII, which is always valid UTF-8. Most topics are, and checking them in place
+ * spares the Buffer view `isUtf8` needs for every PUBLISH.
+ */
+function isAscii(data: Buffer, start: number, end: number): boolean {
+  for (let k = start; k < end; k++) if (data[k]! >= 0x80) return false;
+  return true;
 }
 
 /**

@@ -47,4 +47,20 @@ describe('framer', () => {
     const rest = framer.push(frame.subarray(2));
     expect(rest.kind === 'frames' && rest.frames?.length).toBe(frame.length);
   });
+
+  it('passes ASCII and well-formed multi-byte topics and refuses ill-formed UTF-8 anywhere in the topic', () => {
+    const withTopic = (topic: Buffer): Buffer => {
+      const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from('x')]);
+      return Buffer.concat([Buffer.from([0x30, body.length]), body]);
+    };
+    const kind = (topic: Buffer): string => new Framer(1024).push(withTopic(topic)).kind;
+    expect(kind(Buffer.from('plant/line-7/temperature'))).toBe('frames');
+    expect(kind(Buffer.from('usine/température/€/😀'))).toBe('frames');
+    // 0xC3 0x28: a lead byte followed by a non-continuation byte, after and before an ASCII run.
+    expect(kind(Buffer.from([0x61, 0x2f, 0xc3, 0x28]))).toBe('malformed');
+    expect(kind(Buffer.from([0xc3, 0x28, 0x61, 0x62]))).toBe('malformed');
+    // An unpaired surrogate encoded as UTF-8 (CESU) and an overlong '/' are not UTF-8 either.
+    expect(kind(Buffer.from([0x61, 0xed, 0xa0, 0x80]))).toBe('malformed');
+    expect(kind(Buffer.from([0xc0, 0xaf]))).toBe('malformed');
+  });
 });
