@@ -24,6 +24,11 @@ export interface MetricSummary {
   /** Bulwark over aedes (same metric, or the `compareTo` one), when aedes ran: a field of its own, so `ratio` keeps
    * meaning what it meant in older result files. */
   ratioAedes?: number;
+  /**
+   * Bulwark over Mosquitto within each round, then the median. The two brokers run back to back in every round, so
+   * this pairs runs made under the same machine conditions; it is reported beside `ratio`, which it does not replace.
+   */
+  ratioPerRound?: number;
 }
 
 export interface ScenarioSummary {
@@ -99,6 +104,17 @@ export function summarize(
           out.ratioAgainst = `bulwark ${baselineKey}, per round`;
         }
       }
+      if (out.ratioAgainst === 'mosquitto') {
+        const mosquittoKey = spec.compareTo ?? spec.key;
+        const perRound = mine
+          .filter((r) => r.broker === 'bulwark')
+          .map((b) => {
+            const m = mine.find((r) => r.broker === 'mosquitto' && r.round === b.round);
+            return ratio(b.measurement.metrics[spec.key], m?.measurement.metrics[mosquittoKey]) ?? NaN;
+          });
+        const rp = median(perRound);
+        if (rp !== undefined) out.ratioPerRound = rp;
+      }
       const ra = ratio(medians.bulwark, medianOf('aedes', spec.compareTo ?? spec.key));
       if (ra !== undefined) out.ratioAedes = ra;
       return out;
@@ -156,7 +172,11 @@ export function renderTable(
         ...brokers.map((b) => fmt(m.medians[b], decimals)),
         m.ratio === undefined
           ? '-'
-          : `${m.ratio.toFixed(2)}×${m.ratioAgainst === 'mosquitto' ? '' : ` ${m.ratioAgainst}`}`,
+          : `${m.ratio.toFixed(2)}×${m.ratioAgainst === 'mosquitto' ? '' : ` ${m.ratioAgainst}`}` +
+            // Shown only where pairing the rounds changes the figure (with one round it never does).
+            (m.ratioPerRound === undefined || m.ratioPerRound.toFixed(2) === m.ratio.toFixed(2)
+              ? ''
+              : ` (${m.ratioPerRound.toFixed(2)}× per round)`),
         ...(withAedes ? [m.ratioAedes === undefined ? '-' : `${m.ratioAedes.toFixed(2)}×`] : []),
         i === 0 ? brokers.map((b) => fmt(s.lost[b])).join(' / ') : '',
         i === 0 ? brokers.map((b) => pct(s.brokerCpu[b], s.brokerWait[b])).join(' / ') : '',

@@ -80,3 +80,31 @@ describe('bench report of a variant against its baseline', () => {
     expect(rules?.ratioAgainst).toBe('bulwark plain, per round');
   });
 });
+
+describe('bench report of Bulwark against Mosquitto round by round', () => {
+  const latency: Scenario = {
+    name: 'latency-qos1',
+    description: 'latency',
+    brokers: ['bulwark', 'mosquitto'],
+    metrics: [{ key: 'p99', label: 'p99', unit: 'ms', better: 'lower', decimals: 3 }],
+    run: () => Promise.resolve(emptyMeasurement()),
+  };
+  const at = (broker: BrokerKind, round: number, p99: number): RoundRecord => ({
+    round,
+    scenario: 'latency-qos1',
+    broker,
+    measurement: { ...emptyMeasurement(), metrics: { p99 } },
+  });
+  // Round 2 was a noisy moment for both; round 1 for Bulwark only.
+  const records = [at('bulwark', 1, 2.4), at('mosquitto', 1, 1.5), at('bulwark', 2, 3.5), at('mosquitto', 2, 11)];
+  records.push(at('bulwark', 3, 1.5), at('mosquitto', 3, 1.55));
+  const [summary] = summarize([latency], ['bulwark', 'mosquitto'], records);
+
+  it('keeps the ratio of medians and adds the median of the per-round ratios beside it', () => {
+    const p99 = summary?.metrics[0];
+    expect(p99?.ratio).toBeCloseTo(2.4 / 1.55, 10);
+    expect(p99?.ratioPerRound).toBeCloseTo(1.5 / 1.55, 10);
+    const table = renderTable(summary ? [summary] : [], ['bulwark', 'mosquitto'], [latency]);
+    expect(table).toContain('1.55× (0.97× per round)');
+  });
+});
