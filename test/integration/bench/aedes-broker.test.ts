@@ -5,19 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../../helpers/services/postgres.js';
 
 const repoRoot = resolve(import.meta.dirname, '../../..');
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const server = net.createServer();
-    server.once('error', rej);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => res(port));
-    });
-  });
-}
 
 /** Starts the compiled launcher and resolves once it accepts TCP connections. */
 async function launch(args: string[]): Promise<{ child: ChildProcess; port: number }> {
