@@ -34,17 +34,28 @@ function rule(
   };
 }
 
+/**
+ * Where the tenants' topics start. `own-level`: each tenant has its own first topic level (`tenant-7/#`), which the
+ * compiled policy indexes, so a check looks at a handful of rules. `shared-level`: every tenant is under one first
+ * level (`fleet/tenant-7/#`), the worst case for that index: a check walks the tenants' rules in file order.
+ */
+export type TenantLayout = 'own-level' | 'shared-level';
+
+function tenantPrefix(layout: TenantLayout, tenant: number): string {
+  return layout === 'own-level' ? `tenant-${tenant}` : `fleet/tenant-${tenant}`;
+}
+
 /** A policy shaped like a large multi-tenant deployment: one prefix per tenant, a few global rules. */
-export function benchmarkPolicy(rules: number): CompiledPolicy {
+export function benchmarkPolicy(rules: number, layout: TenantLayout = 'own-level'): CompiledPolicy {
   const specs: RuleSpec[] = [rule('deny-sys-writes', 'deny', undefined, '$SYS/#', 1)];
   specs.push(rule('own-prefix', 'allow', undefined, 'users/${username}/#', 2));
   for (let i = specs.length; i < rules; i++) {
-    specs.push(rule(`tenant-${i}`, 'allow', [`user-${i}`], `tenant-${i}/#`, i + 1));
+    specs.push(rule(`tenant-${i}`, 'allow', [`user-${i}`], `${tenantPrefix(layout, i)}/#`, i + 1));
   }
   return new CompiledPolicy(specs.slice(0, Math.max(rules, 1)), { sourceId: 'bench', superusers: false });
 }
 
-function requests(rules: number, count: number): AccessRequest[] {
+function requests(rules: number, count: number, layout: TenantLayout): AccessRequest[] {
   const out: AccessRequest[] = [];
   // One identity object per connected client, as the broker keeps it for the connection's lifetime.
   const identities = new Map<number, Identity>();
@@ -65,7 +76,7 @@ function requests(rules: number, count: number): AccessRequest[] {
       listener: 'default',
       peerAddress: '127.0.0.1',
       action: 'publish',
-      topic: i % 3 === 0 ? `users/user-${t}/telemetry` : `tenant-${t}/devices/d${i % 7}/temp`,
+      topic: i % 3 === 0 ? `users/user-${t}/telemetry` : `${tenantPrefix(layout, t)}/devices/d${i % 7}/temp`,
       qos: 1,
       retain: false,
       sharedGroup: undefined,
@@ -91,9 +102,13 @@ function measure(authorizer: ChainAuthorizer, reqs: readonly AccessRequest[], ch
 }
 
 /** Publish checks per second for a policy of `rules` rules, without and with the decision cache. */
-export function benchmarkAuthz(rules: number, checks = 200_000): AuthzBenchmarkResult {
-  const policy = benchmarkPolicy(rules);
-  const reqs = requests(rules, 1_000);
+export function benchmarkAuthz(
+  rules: number,
+  checks = 200_000,
+  layout: TenantLayout = 'own-level',
+): AuthzBenchmarkResult {
+  const policy = benchmarkPolicy(rules, layout);
+  const reqs = requests(rules, 1_000, layout);
   const source = new StaticPolicySource(policy);
   const binding = { source, onError: 'deny' as const, timeoutMs: 1_000, cacheable: true };
   const uncached = new ChainAuthorizer([binding], { cacheMaxEntries: 0 });

@@ -1,5 +1,6 @@
 import type { Scenario } from '../scenario.js';
 import { auditScenario, authzScenario, connectAuthScenario } from './auth.js';
+import { authzEvaluatorScenario } from './authz-evaluator.js';
 import { durabilityScenario, flowScenarios } from './flow.js';
 import { idleScenario } from './idle.js';
 import { latencyScenario } from './latency.js';
@@ -12,5 +13,6 @@ export const scenarios: readonly Scenario[] = [
   idleScenario,
   connectAuthScenario,
   authzScenario,
+  authzEvaluatorScenario,
   auditScenario,
 ];
