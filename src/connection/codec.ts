@@ -14,19 +14,37 @@ export interface PacketSink {
 class SharedParser {
   private readonly parser: ReturnType<typeof mqtt.parser>;
   private current: PacketSink | undefined;
+  private stopped = false;
   /** mqtt-packet replaces its settings with every CONNECT it parses; a shared parser must keep its version. */
   private readonly settings: { protocolVersion: number };
 
   constructor(protocolVersion: 3 | 4 | 5) {
     this.parser = mqtt.parser({ protocolVersion });
-    this.parser.on('packet', (packet: Packet) => this.current?.onPacket(packet));
+    this.parser.on('packet', (packet: Packet) => {
+      if (this.stopped) return;
+      // mqtt-packet stops reading a CONNECT after its last field and drops what follows; Mosquitto refuses such a
+      // packet (surplus data), and so do we: a CONNECT is exactly its fields. `_pos` is how far it read.
+      if (packet.cmd === 'connect') {
+        const read = (this.parser as unknown as { _pos: number })._pos;
+        const length = packet.length ?? read;
+        if (read !== length) {
+          this.stopped = true;
+          this.current?.onParseError(new Error(`CONNECT has ${length - read} bytes after its last field`));
+          return;
+        }
+      }
+      this.current?.onPacket(packet);
+    });
     this.parser.on('error', (error: Error) => this.current?.onParseError(error));
     this.settings = { protocolVersion };
   }
 
-  parse(frames: Buffer, sink: PacketSink): void {
+  /** False when the frames held a malformed packet (reported to the sink): nothing after it may be decoded. */
+  parse(frames: Buffer, sink: PacketSink): boolean {
     const previous = this.current;
     this.current = sink;
+    // As after mqtt-packet's own errors, nothing after a malformed packet reaches the sink: it is closing.
+    this.stopped = false;
     try {
       this.parser.parse(frames);
       const state = this.parser as unknown as {
@@ -39,12 +57,16 @@ class SharedParser {
         // mqtt-packet's own reset keeps the read offset; the next connection must start from a clean parser.
         state._resetState();
         state._pos = 0;
-      } else if (state._list.length > 0) {
+        return false;
+      }
+      if (state._list.length > 0) {
         // Whole frames must leave nothing behind; anything left means a packet shorter than its own length field.
         state._resetState();
         state._pos = 0;
         sink.onParseError(new Error('packet content does not match its length'));
+        return false;
       }
+      return !this.stopped;
     } finally {
       this.current = previous;
       (this.parser as unknown as { settings: unknown }).settings = this.settings;
@@ -87,7 +109,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
               : undefined;
     if (decoded) {
       if (slowFrom >= 0) {
-        parser.parse(frames.subarray(slowFrom, i), sink);
+        if (!parser.parse(frames.subarray(slowFrom, i), sink)) return;
         slowFrom = -1;
       }
       if (decoded instanceof Error) {

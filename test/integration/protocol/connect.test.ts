@@ -139,6 +139,24 @@ describe('CONNECT, keep alive and bad connections', () => {
     await logged('closing connection: first packet is not CONNECT');
   });
 
+  it.each([4, 5] as const)(
+    'v%i: a CONNECT with bytes after its last field is malformed: closed without CONNACK, with a log line',
+    async (version) => {
+      const client = await RawClient.connect(broker.port, version);
+      const connect = handmadeConnect('MQTT', version, `surplus-${version}`);
+      const withSurplus = Buffer.concat([connect, Buffer.from([0xde, 0xad, 0xbe])]);
+      withSurplus[1] = (withSurplus[1] as number) + 3;
+      client.sendBytes(withSurplus);
+      await client.waitClosed();
+      expect(client.packets).toEqual([]);
+      const line = await logged(
+        'closing connection: protocol violation',
+        (l) => typeof l.detail === 'string' && l.detail.includes('3 bytes after its last field'),
+      );
+      expect(line.reason).toBe('malformedPacket');
+    },
+  );
+
   it.each([4, 5] as const)('v%i: a second CONNECT is a protocol violation', async (version) => {
     const id = `second-connect-${version}`;
     const { client } = await rawConnect(broker.port, id, version, { keepalive: 30 });

@@ -235,7 +235,6 @@ describe('fast decoding of CONNECT', () => {
       rawConnect('MQTX', 4, 0x02, [Buffer.from('name')]),
       rawConnect('MQTT', 6, 0x02, [Buffer.from('level')]),
       rawConnect('MQTT', 4, 0x82, []), // user name flag, no client id or user name
-      rawConnect('MQTT', 4, 0x02, [Buffer.from('c')], Buffer.from([1, 2])), // bytes after the last field
     ];
     for (const bytes of cases) {
       const ours = decodeOne(bytes);
@@ -246,5 +245,53 @@ describe('fast decoding of CONNECT', () => {
         packets: expected.packets.map(comparable),
       });
     }
+  });
+
+  it('refuses a CONNECT with bytes after its last field (mqtt-packet drops them), and decodes nothing after it', () => {
+    const trailing = Buffer.from([1, 2]);
+    const withSurplus = (packet: Buffer): Buffer => {
+      // Two more bytes in the body: the remaining length (one byte here) grows by two.
+      const out = Buffer.concat([packet, trailing]);
+      out[1] = (out[1] as number) + trailing.length;
+      return out;
+    };
+    const cases: [3 | 4 | 5, Buffer][] = [
+      [4, rawConnect('MQTT', 4, 0x02, [Buffer.from('c')], trailing)],
+      [4, rawConnect('MQIsdp', 3, 0xc2, [Buffer.from('c'), Buffer.from('u'), Buffer.from('pw')], trailing)],
+      [
+        4,
+        withSurplus(
+          mqtt.generate({
+            cmd: 'connect',
+            clientId: 'w',
+            will: { topic: 'w/t', payload: Buffer.from('x'), qos: 0, retain: false },
+          }),
+        ),
+      ],
+      [
+        5,
+        withSurplus(
+          mqtt.generate({
+            cmd: 'connect',
+            protocolVersion: 5,
+            clientId: 'v5',
+            properties: { sessionExpiryInterval: 9 },
+          }),
+        ),
+      ],
+    ];
+    for (const [version, bytes] of cases) {
+      // mqtt-packet itself accepts them: the check is ours.
+      expect(reference(version === 5 ? 5 : 4, bytes).packets.map((p) => p.cmd)).toEqual(['connect']);
+      const sink = recorder();
+      parseFrames(version, Buffer.concat([bytes, mqtt.generate({ cmd: 'pingreq' })]), sink);
+      expect(sink.errors).toEqual(['CONNECT has 2 bytes after its last field']);
+      expect(sink.packets).toEqual([]);
+    }
+    // The shared parser is clean for the next connection.
+    const next = recorder();
+    parseFrames(4, rawConnect('MQTT', 4, 0x02, [Buffer.from('ok')]), next);
+    expect(next.errors).toEqual([]);
+    expect(next.packets.map((p) => p.cmd)).toEqual(['connect']);
   });
 });
