@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgDriver } from '../src/sql-drivers.js';
 import { BulwarkError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
 import type { AuditMirrorConfig } from './config.js';
@@ -65,7 +66,7 @@ export class PostgresAuditMirror implements AuditMirror {
     const c = options.config;
     this.now = options.now ?? Date.now;
     this.retryDelay = c.retry_initial;
-    this.pool = new pg.Pool({
+    this.pool = new (pgDriver().Pool)({
       host: c.host,
       port: c.port,
       database: c.database,

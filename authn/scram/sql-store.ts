@@ -1,5 +1,4 @@
-import mysql from 'mysql2/promise';
-import pg from 'pg';
+import { mysqlDriver, pgDriver } from '../../src/sql-drivers.js';
 import type { ScramCredentialStore } from './credential-store.js';
 import { decodeScramCredential } from './credential-format.js';
 import {
@@ -101,7 +100,7 @@ function wrapped(query: SqlQuery, wrap: SqlConnectionOptions['wrap']): SqlQuery 
 }
 
 export function createPostgresScramStore(options: SqlConnectionOptions): ScramSqlStore {
-  const pool = new pg.Pool({
+  const pool = new (pgDriver().Pool)({
     host: options.host,
     port: options.port,
     user: options.user,
@@ -127,7 +126,7 @@ export function createPostgresScramStore(options: SqlConnectionOptions): ScramSq
 }
 
 export function createMysqlScramStore(options: SqlConnectionOptions): ScramSqlStore {
-  const pool = mysql.createPool({
+  const pool = mysqlDriver().createPool({
     host: options.host,
     port: options.port,
     user: options.user,

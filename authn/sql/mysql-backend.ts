@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import mysql from 'mysql2/promise';
+import type mysql from 'mysql2/promise';
+import { mysqlDriver } from '../../src/sql-drivers.js';
 import { raceAbort } from '../verify/coalesce.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
 
@@ -9,7 +10,7 @@ export class MysqlBackend implements SqlBackend {
 
   constructor(settings: SqlConnectionSettings) {
     this.#queryTimeoutMs = settings.queryTimeoutMs;
-    this.#pool = mysql.createPool({
+    this.#pool = mysqlDriver().createPool({
       host: settings.host,
       port: settings.port,
       database: settings.database,

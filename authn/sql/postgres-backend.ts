@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgDriver } from '../../src/sql-drivers.js';
 import { raceAbort } from '../verify/coalesce.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
 
@@ -7,7 +8,7 @@ export class PostgresBackend implements SqlBackend {
   readonly #pool: pg.Pool;
 
   constructor(settings: SqlConnectionSettings) {
-    this.#pool = new pg.Pool({
+    this.#pool = new (pgDriver().Pool)({
       host: settings.host,
       port: settings.port,
       database: settings.database,
