@@ -3,7 +3,7 @@ import { authorizationConfigSchema } from '../../authz/config.js';
 import { authenticationConfigSchema } from '../../authn/config.js';
 import { authenticatorRegistry } from '../authentication.js';
 import { pskListenerSchema } from '../../authn/psk/index.js';
-import { ocspStaplingSchema } from '../transport/ocsp-stapling.js';
+import { ocspStaplingSchema } from '../transport/ocsp-stapling-config.js';
 import { proxyProtocolSchema } from '../transport/proxy-protocol.js';
 import { tlsSettingsSchema } from '../transport/tls-context.js';
 import { auditConfigSchema } from '../../audit/config.js';

@@ -13,7 +13,8 @@ import {
 } from '../../authn/psk/index.js';
 import type { Broker } from '../broker.js';
 import type { ListenerRuntime } from '../listener.js';
-import { createOcspStapler, ocspEventToAudit, type OcspStapler, type OcspStaplingSettings } from './ocsp-stapling.js';
+import type { OcspStapler } from './ocsp-stapling.js';
+import type { OcspStaplingSettings } from './ocsp-stapling-config.js';
 import { classifyRefusal, tlsPeerInfo } from './peer-certificate.js';
 import {
   createTlsContextManager,
@@ -87,6 +88,8 @@ export class SecureListener {
     });
     const ocsp = settings.ocsp;
     if (ocsp?.enabled) {
+      // Loaded only for a listener that staples: the stapler brings @peculiar/x509 and the ASN.1 modules.
+      const { createOcspStapler, ocspEventToAudit } = await import('./ocsp-stapling.js');
       stapler = createOcspStapler(
         {
           certificatePem: manager.certificatePem,

@@ -1,13 +1,25 @@
-import 'reflect-metadata';
 import { X509Certificate as NodeX509Certificate, createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { type SecureVersion, type Server, type TLSSocket, type TlsOptions, createSecureContext } from 'node:tls';
-import { X509Crl } from '@peculiar/x509';
+import type { X509Crl } from '@peculiar/x509';
 import { z } from 'zod';
 import type { AuditEvent } from '../../audit/events.js';
 import { BulwarkError } from '../errors.js';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * @peculiar/x509's CRL parser, loaded the first time a listener has a CRL file: with the ASN.1 modules it brings it
+ * is about 19 MB of resident memory, which a broker without CRLs should not carry. It needs the Reflect metadata
+ * polyfill loaded first.
+ */
+function crlParser(): typeof X509Crl {
+  require('reflect-metadata');
+  return (require('@peculiar/x509') as { X509Crl: typeof X509Crl }).X509Crl;
+}
 
 export const tlsSettingsSchema = z
   .object({
@@ -228,7 +240,7 @@ function validate(options: TlsContextOptions, material: Material, base: TlsOptio
     crl = { count: material.crl.length };
     for (const pem of material.crl) {
       try {
-        const parsed = new X509Crl(pem);
+        const parsed = new (crlParser())(pem);
         const next = parsed.nextUpdate;
         if (next && (crl.nextUpdate === undefined || next < crl.nextUpdate)) crl.nextUpdate = next;
         if (next && next.getTime() <= now)

@@ -24,7 +24,7 @@ process.on('exit', () => {
 `;
 
 describe('start-up footprint', () => {
-  it('a broker without SQL backends, SCRAM SQL stores or an audit mirror never loads the pg or mysql2 drivers', async () => {
+  it('a broker without SQL backends, an audit mirror, CRLs or OCSP stapling never loads pg, mysql2 or @peculiar/x509', async () => {
     const preload = join(dir, 'loaded.mjs');
     writeFileSync(preload, PRELOAD);
     const port = await freePort();
@@ -50,8 +50,10 @@ describe('start-up footprint', () => {
     const packages = JSON.parse(line?.[1] ?? '[]') as string[];
     // The hook sees the broker's CommonJS dependencies at all (mqtt-packet is on every broker's path)...
     expect(packages).toContain('mqtt-packet');
-    // ...and the SQL drivers are not among them.
+    // ...and the SQL drivers and the X.509/ASN.1 stack are not among them.
     expect(packages).not.toContain('pg');
     expect(packages).not.toContain('mysql2');
+    expect(packages).not.toContain('@peculiar/x509');
+    expect(packages).not.toContain('@peculiar/asn1-ocsp');
   }, 30_000);
 });
