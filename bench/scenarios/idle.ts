@@ -33,7 +33,7 @@ export const idleScenario: Scenario = {
     },
     {
       key: 'rssSettledPerConnectionKiB',
-      label: 'RSS per connection, settled (20 s)',
+      label: 'RSS per connection, settled',
       unit: 'KiB',
       better: 'lower',
       decimals: 2,
