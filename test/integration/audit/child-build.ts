@@ -16,6 +16,7 @@ export function buildWriterForChild(outDir: string): void {
       .map((n) => `audit/${n}`),
     'src/errors.ts',
     'src/log.ts',
+    'src/sql-drivers.ts',
   ];
   for (const rel of sources) {
     const out = ts.transpileModule(readFileSync(join(ROOT, rel), 'utf8'), {
