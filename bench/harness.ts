@@ -119,6 +119,22 @@ export function saturationNote(loadgenCpu: number | undefined): string[] {
     : [];
 }
 
+/** Below this share of its core neither a broker nor a load generator limits a run that should saturate one. */
+export const IDLE = 0.6;
+
+/**
+ * A connect run is meant to saturate the broker or the load generator. When neither was busy something else set the
+ * pace: in some Mosquitto rounds both sat at 30–40% while the rate fell to a third (the kernel's handling of the
+ * previous run's closed connections, or other load). Said in the notes, so a reader weighs that round accordingly.
+ */
+export function unsaturatedNote(brokerCpu: number | undefined, loadgenCpu: number | undefined): string[] {
+  return brokerCpu !== undefined && loadgenCpu !== undefined && brokerCpu < IDLE && loadgenCpu < IDLE
+    ? [
+        `neither the broker (${Math.round(brokerCpu * 100)}% CPU) nor the load generator (${Math.round(loadgenCpu * 100)}%) was busy: something outside both limited this round`,
+      ]
+    : [];
+}
+
 export interface Candidate {
   /** How this configuration shape is described in a skip message. */
   label: string;

@@ -2,7 +2,15 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BrokerHandle, BrokerKind } from '../brokers.js';
 import { bulwarkPasswordFile, connectPolicyFile, mosquittoPasswordFile, policyFile } from '../fixtures.js';
-import { absorbCpu, loadgen, saturationNote, withBroker, withFirstWorking, type Candidate } from '../harness.js';
+import {
+  absorbCpu,
+  loadgen,
+  saturationNote,
+  unsaturatedNote,
+  withBroker,
+  withFirstWorking,
+  type Candidate,
+} from '../harness.js';
 import { connectCode, publishAcked, subscribeCode } from '../probe.js';
 import { emptyMeasurement, type BenchContext, type Measurement, type MetricSpec, type Scenario } from '../scenario.js';
 import { measureFlow, flowJob, type FlowShape } from './flow.js';
@@ -29,7 +37,11 @@ async function storm(ctx: BenchContext, broker: BrokerHandle, key: string, into:
   into.lost += run.result.refused + run.result.failed;
   into.loadgenCpu = run.result.loadgenCpu;
   absorbCpu(into, run);
-  into.notes.push(...saturationNote(run.result.loadgenCpu), ...run.result.errors.map((e) => `${key}: ${e}`));
+  into.notes.push(
+    ...saturationNote(run.result.loadgenCpu),
+    ...unsaturatedNote(run.brokerCpu, run.result.loadgenCpu).map((n) => `${key}: ${n}`),
+    ...run.result.errors.map((e) => `${key}: ${e}`),
+  );
 }
 
 /** Answers undefined when a wrong password is refused and a right one accepted. */

@@ -1,4 +1,4 @@
-import { absorbCpu, loadgen, saturationNote, withBroker } from '../harness.js';
+import { absorbCpu, loadgen, saturationNote, unsaturatedNote, withBroker } from '../harness.js';
 import { openFileLimit, processRssBytes } from '../proc.js';
 import { emptyMeasurement, type Scenario } from '../scenario.js';
 
@@ -80,7 +80,7 @@ export const idleScenario: Scenario = {
       m.lost = r.failed;
       m.loadgenCpu = r.loadgenCpu;
       absorbCpu(m, run);
-      m.notes.push(...saturationNote(r.loadgenCpu), ...r.errors);
+      m.notes.push(...saturationNote(r.loadgenCpu), ...unsaturatedNote(m.brokerCpu, r.loadgenCpu), ...r.errors);
       return m;
     }),
 };
