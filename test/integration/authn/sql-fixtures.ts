@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import mysql from 'mysql2/promise';
@@ -114,7 +115,35 @@ export function freeze(pid: number): number[] {
     .map(Number);
   const all = [pid, ...children];
   for (const p of all) process.kill(p, 'SIGSTOP');
+  // kill() only queues the signal and wakes one thread; until that thread runs, another (say, a connection thread
+  // woken by a query) can still answer. On a loaded machine that window let a "frozen" MariaDB reply, so wait until
+  // every thread shows as stopped.
+  for (const p of all) waitStopped(p);
   return all;
+}
+
+function waitStopped(pid: number, timeoutMs = 5_000): void {
+  const deadline = Date.now() + timeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let stopped = true;
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        // The state letter follows the parenthesised command name, which may itself contain spaces.
+        const state = stat.charAt(stat.lastIndexOf(')') + 2);
+        if (state !== 'T' && state !== 't') {
+          stopped = false;
+          break;
+        }
+      }
+    } catch {
+      return; // Gone, or a thread exited while we read: nothing left to wait for.
+    }
+    if (stopped) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not stop within ${timeoutMs} ms`);
+    Atomics.wait(pause, 0, 0, 5);
+  }
 }
 
 export function thaw(pids: number[]): void {
