@@ -640,31 +640,29 @@ export class Broker {
     payload: Buffer,
     decision: AuthzDecision,
   ): void {
-    const mqtt = mqttFieldsOf(connection);
-    mqtt.topic = topic;
-    mqtt.qos = qos;
-    mqtt.retain = retain;
-    if (this.auditPayloads) mqtt.payload = payload.toString('base64');
-    this.audit.record({
-      client: clientFieldsOf(connection),
-      user: userFieldsOf(connection),
-      event: { action: 'authz.publish_allowed', outcome: 'success', reason: decision.reason },
-      mqtt,
-      authz: authzFields(decision),
+    const record = connectionEvent(connection, {
+      action: 'authz.publish_allowed',
+      outcome: 'success',
+      reason: decision.reason,
     });
+    record.mqtt.topic = topic;
+    record.mqtt.qos = qos;
+    record.mqtt.retain = retain;
+    if (this.auditPayloads) record.mqtt.payload = payload.toString('base64');
+    record.authz = authzFields(decision);
+    this.audit.record(record);
   }
 
   recordSubscribeAllowed(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
-    const mqtt = mqttFieldsOf(connection);
-    mqtt.topic = filter;
-    mqtt.qos = qos;
-    this.audit.record({
-      client: clientFieldsOf(connection),
-      user: userFieldsOf(connection),
-      event: { action: 'authz.subscribe_allowed', outcome: 'success', reason: decision.reason },
-      mqtt,
-      authz: authzFields(decision),
+    const record = connectionEvent(connection, {
+      action: 'authz.subscribe_allowed',
+      outcome: 'success',
+      reason: decision.reason,
     });
+    record.mqtt.topic = filter;
+    record.mqtt.qos = qos;
+    record.authz = authzFields(decision);
+    this.audit.record(record);
   }
 
   /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
@@ -879,16 +877,13 @@ export class Broker {
   }
 
   private recordDisconnect(connection: Connection): void {
-    this.audit.record({
-      client: clientFieldsOf(connection),
-      user: userFieldsOf(connection),
-      mqtt: mqttFieldsOf(connection),
-      event: {
+    this.audit.record(
+      connectionEvent(connection, {
         action: 'client.disconnected',
         outcome: 'success',
         reason: connection.closeReason ?? 'connection closed',
-      },
-    });
+      }),
+    );
     this.log.info(
       {
         clientId: connection.clientId,
@@ -906,16 +901,16 @@ export class Broker {
     qos: number,
     decision: AuthzDecision,
   ): void {
-    const mqtt = mqttFieldsOf(connection);
-    mqtt.topic = topic;
-    mqtt.qos = qos;
-    this.audit.record({
-      client: clientFieldsOf(connection),
-      user: userFieldsOf(connection),
-      event: { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
-      mqtt,
-      authz: authzFields(decision),
+    const record = connectionEvent(connection, {
+      action,
+      outcome: 'failure',
+      reason: decision.reason,
+      code: 'notAuthorized',
     });
+    record.mqtt.topic = topic;
+    record.mqtt.qos = qos;
+    record.authz = authzFields(decision);
+    this.audit.record(record);
     this.log.info(
       { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
       'authorization denied',
@@ -963,19 +958,18 @@ export class Broker {
     decision: AuthzDecision,
     reasonCode: number | undefined,
   ): string | undefined {
-    const authz = authzFields(decision);
-    const rule = authz.rule;
-    authz.action = 'connect';
-    const mqtt = mqttFieldsOf(connection);
-    if (reasonCode !== undefined) mqtt.reason_code = reasonCode;
-    this.audit.record({
-      client: clientFieldsOf(connection),
-      user: userFieldsOf(connection),
-      event: { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
-      mqtt,
-      authz,
+    const record = connectionEvent(connection, {
+      action,
+      outcome: 'failure',
+      reason: decision.reason,
+      code: 'notAuthorized',
     });
-    return rule;
+    if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
+    const authz = authzFields(decision);
+    authz.action = 'connect';
+    record.authz = authz;
+    this.audit.record(record);
+    return authz.rule;
   }
 
   // --- shutdown ----------------------------------------------------------------------------------------
@@ -998,24 +992,24 @@ export class Broker {
   }
 }
 
-/*
- * A connection's parts of an audit record, each a fresh object literal that callers complete by assignment. The
- * record* methods used to spread one shared base object (twice, for `mqtt`); object spread was most of the broker's
- * own cost of recording every allowed publish.
+/**
+ * An audit event about a connection (`client`, `user`, `mqtt` from it), a fresh literal that callers complete by
+ * assignment (`mqtt.topic`, `authz`). The record* methods used to spread one shared base object (twice, for
+ * `mqtt`); object spread was most of the broker's own cost of recording every allowed publish.
  */
-function clientFieldsOf(connection: Connection): NonNullable<AuditEvent['client']> {
-  return { ip: connection.peer.address, port: connection.peer.port };
-}
-
-function userFieldsOf(connection: Connection): AuditEvent['user'] {
-  return connection.username !== undefined ? { name: connection.username } : undefined;
-}
-
-function mqttFieldsOf(connection: Connection): NonNullable<AuditEvent['mqtt']> {
+function connectionEvent(
+  connection: Connection,
+  event: AuditEvent['event'],
+): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
   return {
-    client_id: connection.clientId,
-    listener: connection.listener.name,
-    protocol_version: connection.protocolVersion,
+    event,
+    client: { ip: connection.peer.address, port: connection.peer.port },
+    user: connection.username !== undefined ? { name: connection.username } : undefined,
+    mqtt: {
+      client_id: connection.clientId,
+      listener: connection.listener.name,
+      protocol_version: connection.protocolVersion,
+    },
   };
 }
 
