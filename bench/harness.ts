@@ -119,6 +119,18 @@ export function saturationNote(loadgenCpu: number | undefined): string[] {
     : [];
 }
 
+/**
+ * `items` rotated by one more place on every call with the same `key` (per run, through `ctx.memo`): variants of
+ * one broker start in a different order each round, so the machine slowing down or speeding up over a round does
+ * not always favour the same one.
+ */
+export function rotatedPerRound<T>(ctx: BenchContext, key: string, items: readonly T[]): T[] {
+  const turn = (ctx.memo.get(key) as number | undefined) ?? 0;
+  ctx.memo.set(key, turn + 1);
+  const start = items.length === 0 ? 0 : turn % items.length;
+  return [...items.slice(start), ...items.slice(0, start)];
+}
+
 /** Below this share of its core neither a broker nor a load generator limits a run that should saturate one. */
 export const IDLE = 0.6;
 

@@ -5,6 +5,7 @@ import { bulwarkPasswordFile, connectPolicyFile, mosquittoPasswordFile, policyFi
 import {
   absorbCpu,
   loadgen,
+  rotatedPerRound,
   saturationNote,
   unsaturatedNote,
   withBroker,
@@ -13,7 +14,7 @@ import {
 } from '../harness.js';
 import { connectCode, publishAcked, subscribeCode } from '../probe.js';
 import { emptyMeasurement, type BenchContext, type Measurement, type MetricSpec, type Scenario } from '../scenario.js';
-import { measureFlow, flowJob, type FlowShape } from './flow.js';
+import { flowJob, type FlowShape } from './flow.js';
 
 const STORM_CONCURRENCY = 32;
 
@@ -245,22 +246,16 @@ export const authzScenario: Scenario = {
       () => ruleVariant(kind, ctx, policyFile(policies, 10), 'rules10', m),
       () => ruleVariant(kind, ctx, policyFile(policies, 10_000), 'rules10000', m),
       async () => {
-        const plain = await measureFlow(kind, ctx, FANIN_QOS0);
-        if (plain.metrics.rate !== undefined) {
-          m.metrics.plain = plain.metrics.rate;
-          const cpu = cpuPerMessageUs(plain.metrics.rate, plain.brokerCpu);
-          if (cpu !== undefined) m.metrics.plainCpuUs = cpu;
-        }
-        m.lost += plain.lost;
+        const plain = await withBroker(kind, ctx, {}, async (b) => {
+          await flowOn(ctx, b, 'plain', m);
+          return m;
+        });
+        if (plain.error) m.notes.push(`plain: ${plain.error}`);
         return undefined;
       },
     ];
-    // Each round starts with the next variant, so the machine slowing down or speeding up over a round does not
-    // always favour the same one.
-    const turn = (ctx.memo.get('authz-turn') as number | undefined) ?? 0;
-    ctx.memo.set('authz-turn', turn + 1);
-    for (let i = 0; i < variants.length; i++) {
-      const skipped = await variants[(turn + i) % variants.length]!();
+    for (const variant of rotatedPerRound(ctx, 'authz-turn', variants)) {
+      const skipped = await variant();
       if (skipped) return skipped;
     }
     return m;

@@ -1,4 +1,5 @@
 import { benchmarkAuthz, type TenantLayout } from '../../authz/bench.js';
+import { rotatedPerRound } from '../harness.js';
 import { emptyMeasurement, type MetricSpec, type Scenario } from '../scenario.js';
 
 interface Variant {
@@ -41,10 +42,7 @@ export const authzEvaluatorScenario: Scenario = {
     // A walk of 10,000 rules takes microseconds, so that variant runs fewer checks to keep the run short.
     const checksFor = (v: Variant): number =>
       (ctx.quick ? 0.1 : 1) * (v.layout === 'shared-level' && v.rules > 1000 ? 20_000 : 200_000);
-    const turn = (ctx.memo.get('authz-evaluator-turn') as number | undefined) ?? 0;
-    ctx.memo.set('authz-evaluator-turn', turn + 1);
-    for (let i = 0; i < VARIANTS.length; i++) {
-      const v = VARIANTS[(turn + i) % VARIANTS.length]!;
+    for (const v of rotatedPerRound(ctx, 'authz-evaluator-turn', VARIANTS)) {
       // Best of three: a microbenchmark's slower runs measure the machine's interruptions, not the evaluator.
       let best = 0;
       for (let attempt = 0; attempt < 3; attempt++) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { saturationNote, unsaturatedNote } from '../../../bench/harness.js';
+import { rotatedPerRound, saturationNote, unsaturatedNote } from '../../../bench/harness.js';
+import type { BenchContext } from '../../../bench/scenario.js';
 
 describe('bench notes on what limited a run', () => {
   it('says so when neither the broker nor the load generator was busy', () => {
@@ -17,5 +18,18 @@ describe('bench notes on what limited a run', () => {
   it('flags a saturated load generator as a lower bound', () => {
     expect(saturationNote(0.95)).toHaveLength(1);
     expect(saturationNote(0.5)).toEqual([]);
+  });
+});
+
+describe('variants rotated per round', () => {
+  it('starts each call with the next item, per key, and keeps every item once', () => {
+    const ctx = { memo: new Map<string, unknown>() } as unknown as BenchContext;
+    const items = ['a', 'b', 'c'];
+    expect(rotatedPerRound(ctx, 'k', items)).toEqual(['a', 'b', 'c']);
+    expect(rotatedPerRound(ctx, 'k', items)).toEqual(['b', 'c', 'a']);
+    expect(rotatedPerRound(ctx, 'other', items)).toEqual(['a', 'b', 'c']);
+    expect(rotatedPerRound(ctx, 'k', items)).toEqual(['c', 'a', 'b']);
+    expect(rotatedPerRound(ctx, 'k', items)).toEqual(['a', 'b', 'c']);
+    expect(items).toEqual(['a', 'b', 'c']);
   });
 });
