@@ -28,17 +28,18 @@ describe('bench smoke', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+  /** Runs the compiled bench with `--quick` and `args`, and reads the JSON report it wrote to `name`. */
+  async function quickRun(name: string, args: string[]): Promise<SmokeReport> {
+    const out = join(dir, name);
+    await run(process.execPath, [join(repoRoot, 'dist/bench/run.js'), '--quick', ...args, '--out', out], {
+      cwd: repoRoot,
+      timeout: 110_000,
+    });
+    return JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+  }
+
   it('a quick QoS 1 fan-in run writes a JSON report with positive throughput and no lost messages', async () => {
-    const out = join(dir, 'result.json');
-    await run(
-      process.execPath,
-      [join(repoRoot, 'dist/bench/run.js'), '--quick', '--scenario', 'fanin-qos1', '--out', out],
-      {
-        cwd: repoRoot,
-        timeout: 110_000,
-      },
-    );
-    const report = JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+    const report = await quickRun('result.json', ['--scenario', 'fanin-qos1']);
     expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
     const fanin = report.summaries.find((s) => s.name === 'fanin-qos1');
     const throughput = fanin?.metrics.find((m) => m.key === 'rate')?.medians.bulwark;
@@ -48,13 +49,7 @@ describe('bench smoke', () => {
   }, 120_000);
 
   it('a quick idle-connection run with the C connect load generator holds every client', async () => {
-    const out = join(dir, 'idle.json');
-    await run(
-      process.execPath,
-      [join(repoRoot, 'dist/bench/run.js'), '--quick', '--scenario', 'idle-connections', '--out', out],
-      { cwd: repoRoot, timeout: 110_000 },
-    );
-    const report = JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+    const report = await quickRun('idle.json', ['--scenario', 'idle-connections']);
     // The machines this suite runs on have a C compiler (node-gyp needs one); without it the bench says so.
     expect(report.machine.connectLoadgen).toBe('native (C)');
     expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
@@ -69,13 +64,7 @@ describe('bench smoke', () => {
   }, 120_000);
 
   it('a quick QoS 2 fan-in run against aedes reports aedes beside Bulwark with the Bulwark/aedes ratio', async () => {
-    const out = join(dir, 'aedes.json');
-    await run(
-      process.execPath,
-      [join(repoRoot, 'dist/bench/run.js'), '--quick', '--scenario', 'fanin-qos2', '--against', 'aedes', '--out', out],
-      { cwd: repoRoot, timeout: 110_000 },
-    );
-    const report = JSON.parse(readFileSync(out, 'utf8')) as SmokeReport;
+    const report = await quickRun('aedes.json', ['--scenario', 'fanin-qos2', '--against', 'aedes']);
     expect(report.machine.aedes).toBe('1.2.0');
     expect(report.records.map((r) => [r.broker, r.measurement.error ?? r.measurement.skipped])).toEqual([
       ['bulwark', undefined],
