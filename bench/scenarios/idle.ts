@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { absorbCpu, loadgen, saturationNote, unsaturatedNote, withBroker } from '../harness.js';
 import { openFileLimit, processRssBytes } from '../proc.js';
 import { emptyMeasurement, type Scenario } from '../scenario.js';
@@ -84,7 +85,3 @@ export const idleScenario: Scenario = {
       return m;
     }),
 };
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
