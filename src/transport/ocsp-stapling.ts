@@ -7,8 +7,6 @@ import type { AuditEvent } from '../../audit/events.js';
 import { type OcspCertStatus, createOcspRequest, parseOcspResponse } from '../../certs/ocsp.js';
 import { decodePemBlocks } from '../../certs/pem.js';
 
-export { ocspStaplingSchema, type OcspStaplingSettings } from './ocsp-stapling-config.js';
-
 export type OcspSource = { kind: 'aia' } | { kind: 'url'; url: string } | { kind: 'file'; file: string };
 
 export interface OcspStaplerOptions {
