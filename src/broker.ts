@@ -1,4 +1,4 @@
-import type { Duplex } from 'node:stream';
+import type { ByteStream } from './connection/byte-stream.js';
 import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
@@ -128,7 +128,7 @@ export class Broker {
   // --- connections -------------------------------------------------------------------------------------
 
   accept(
-    socket: Duplex,
+    socket: ByteStream,
     listener: ListenerRuntime,
     peer: { address: string; port: number },
     tls: TlsPeerInfo | undefined,

@@ -1,4 +1,3 @@
-import type net from 'node:net';
 import { allowsAnonymous, AuthenticationChains } from './authentication.js';
 import type { ConnectAuthenticator } from '../authn/types.js';
 import { MemoryAuditSink, type AuditSink } from '../audit/events.js';
@@ -15,7 +14,7 @@ import { policyEventToAudit } from '../authz/policy-manager.js';
 import { Broker } from './broker.js';
 import type { BrokerConfig } from './config/schema.js';
 import { applyLiveKeys, planConfigReload, type ConfigReloadPlan } from './config/reload.js';
-import { listenerName, type ListenerRuntime } from './listener.js';
+import { listenerName, type ListenerRuntime, type ListeningServer } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import type { ConnectGuard } from './seams.js';
 import { SysTopics } from './sys/sys-topics.js';
@@ -204,7 +203,7 @@ export class BulwarkServer {
     this.broker.audit.record({ event: { action: 'broker.started', outcome: 'success' }, actor: 'broker' });
   }
 
-  private async createServer(listener: ListenerRuntime): Promise<net.Server> {
+  private async createServer(listener: ListenerRuntime): Promise<ListeningServer> {
     const c = listener.config;
     const broker = this.broker;
     let secure: SecureListener | undefined;

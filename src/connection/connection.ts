@@ -1,8 +1,8 @@
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import mqtt, { type IPublishPacket, type Packet } from 'mqtt-packet';
 import type { ChainExchangeState, ConnectAttempt, Identity, TlsPeerInfo } from '../../authn/types.js';
 import type { Broker } from '../broker.js';
+import type { ByteStream } from './byte-stream.js';
 import type { ListenerRuntime } from '../listener.js';
 import { ReasonCode, type ReasonName } from '../protocol/reason-codes.js';
 import { remainingExpirySeconds } from '../routing/message.js';
@@ -39,18 +39,18 @@ let connectionCounter = 0;
  * three closures per connection cost ~200 bytes each idle connection would carry for its lifetime.
  */
 const OWNER = Symbol('bulwark.connection');
-type OwnedSocket = Duplex & { [OWNER]: Connection };
+type OwnedSocket = ByteStream & { [OWNER]: Connection };
 
-function onSocketData(this: Duplex, chunk: Buffer): void {
+function onSocketData(this: ByteStream, chunk: Buffer): void {
   (this as OwnedSocket)[OWNER].onData(chunk);
 }
 
-function onSocketError(this: Duplex, error: Error): void {
+function onSocketError(this: ByteStream, error: Error): void {
   const connection = (this as OwnedSocket)[OWNER];
   connection.closeReason ??= `socket error: ${error.message}`;
 }
 
-function onSocketClose(this: Duplex): void {
+function onSocketClose(this: ByteStream): void {
   (this as OwnedSocket)[OWNER].onSocketClosed();
 }
 
@@ -106,7 +106,7 @@ export class Connection implements SessionLink, PacketSink {
 
   constructor(
     readonly broker: Broker,
-    readonly socket: Duplex,
+    readonly socket: ByteStream,
     readonly listener: ListenerRuntime,
     readonly peer: { address: string; port: number },
     readonly tls: TlsPeerInfo | undefined,

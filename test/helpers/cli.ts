@@ -30,9 +30,17 @@ export function runCli(
 }
 
 /** Starts `bulwark start ...` and resolves once it prints its ready line. */
-export function startCliBroker(args: string[], cwd?: string): Promise<{ child: ChildProcess; output: () => string }> {
+export function startCliBroker(
+  args: string[],
+  cwd?: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CLI, 'start', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'start', ...args], {
+      cwd,
+      env: env ? { ...process.env, ...env } : undefined,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     const onData = (d: Buffer): void => {
       output += d.toString();

@@ -1,0 +1,24 @@
+/**
+ * What a `Connection` needs from its transport: bytes in, bytes out, a bound on what is buffered, and an end.
+ * `net.Socket`, `tls.TLSSocket` and the WebSocket stream are Node Duplexes and fit as they are; plain TCP listeners
+ * hand over a `HandleSocket` (src/transport/handle-socket.ts), which drives Node's TCP handle without a stream.
+ */
+export interface ByteStream {
+  readonly destroyed: boolean;
+  /** Bytes accepted by `write` and not yet handed to the kernel. */
+  readonly writableLength: number;
+  write(data: Buffer): boolean;
+  /** Sends what is queued, then half-closes; the stream closes once the peer has too. */
+  end(): unknown;
+  /** Writes `data`, then ends as `end()`. */
+  end(data: Buffer): unknown;
+  /** Closes now: what is queued is dropped, `close` follows. */
+  destroy(): unknown;
+  /** Holds writes until `uncork`, which hands them to the kernel together. */
+  cork(): void;
+  uncork(): void;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+}

@@ -1,0 +1,190 @@
+import { EventEmitter } from 'node:events';
+import { getSystemErrorMap, getSystemErrorName } from 'node:util';
+import type { ByteStream } from '../connection/byte-stream.js';
+import type { ShutdownRequest, Status, TcpHandle, TcpHandles, WriteRequest } from './tcp-handles.js';
+
+/** The socket a native handle belongs to, kept on the handle as `net` does, so the callbacks below can be shared. */
+const OWNER = Symbol('bulwark.handle-socket');
+type OwnedHandle = TcpHandle & { [OWNER]: HandleSocket };
+
+/** An error shaped as `net` shapes it (`read ECONNRESET`, with `code`, `errno`, `syscall`), for logs and audit. */
+export function uvError(status: Status, syscall: string, detail?: string): NodeJS.ErrnoException {
+  let code = `E${-status}`;
+  let text = '';
+  try {
+    code = getSystemErrorName(status);
+    text = getSystemErrorMap().get(status)?.[1] ?? '';
+  } catch {
+    // Not a known errno: keep the number.
+  }
+  const message = detail === undefined ? `${syscall} ${code}` : `${syscall} ${code}: ${text} ${detail}`;
+  return Object.assign(new Error(message), { code, errno: status, syscall });
+}
+
+function onHandleRead(this: TcpHandle, buffer: ArrayBuffer | undefined): void {
+  (this as OwnedHandle)[OWNER].onRead(buffer);
+}
+
+function onWriteComplete(this: WriteRequest, status: Status): void {
+  this.buffer = undefined;
+  (this.handle as OwnedHandle)[OWNER].onWriteDone(status);
+}
+
+function onShutdownComplete(this: ShutdownRequest, status: Status): void {
+  (this.handle as OwnedHandle)[OWNER].onShutdownDone(status);
+}
+
+function onHandleClosed(this: TcpHandle): void {
+  (this as OwnedHandle)[OWNER].onClosed();
+}
+
+/**
+ * An accepted TCP connection driven through its native handle. It keeps the semantics the broker relied on from
+ * `net.Socket` (with `allowHalfOpen` off): `data`, then at most one `error`, then exactly one `close`, always after
+ * the handle is closed; `end()` sends what is queued before the FIN, and the peer's FIN ends our side too. Writes go
+ * to libuv directly: what the kernel takes at once is done, the rest stays queued in libuv (`writableLength`) and
+ * its buffer stays referenced until the write completes.
+ */
+export class HandleSocket extends EventEmitter implements ByteStream {
+  destroyed = false;
+  /** `end()` was called: no more writes; libuv sends the FIN once the queued writes are done. */
+  private ending = false;
+  private finSent = false;
+  private peerEnded = false;
+  private corked: Buffer[] | undefined;
+  private corkedBytes = 0;
+
+  constructor(
+    private readonly handles: TcpHandles,
+    private readonly handle: TcpHandle,
+    private readonly owner: { socketClosed(): void },
+  ) {
+    super();
+    (handle as OwnedHandle)[OWNER] = this;
+    handle.onread = onHandleRead;
+  }
+
+  /** Starts reading; separate from the constructor so the connection's listeners are in place first. */
+  start(): void {
+    const status = this.handle.readStart();
+    if (status !== 0) this.fail(status, 'read');
+  }
+
+  get writableLength(): number {
+    return this.destroyed ? 0 : this.handle.writeQueueSize + this.corkedBytes;
+  }
+
+  setNoDelay(enable = true): void {
+    if (!this.destroyed) this.handle.setNoDelay(enable);
+  }
+
+  write(data: Buffer): boolean {
+    if (this.destroyed || this.ending) return false;
+    if (this.corked) {
+      this.corked.push(data);
+      this.corkedBytes += data.length;
+      return true;
+    }
+    const request = this.handles.createWriteRequest(this.handle);
+    request.oncomplete = onWriteComplete;
+    return this.dispatched(request, this.handle.writeBuffer(request, data), data);
+  }
+
+  cork(): void {
+    if (!this.destroyed) this.corked ??= [];
+  }
+
+  uncork(): void {
+    const chunks = this.corked;
+    if (!chunks) return;
+    this.corked = undefined;
+    this.corkedBytes = 0;
+    if (chunks.length === 0 || this.destroyed) return;
+    if (chunks.length === 1) {
+      this.write(chunks[0]!);
+      return;
+    }
+    const request = this.handles.createWriteRequest(this.handle);
+    request.oncomplete = onWriteComplete;
+    this.dispatched(request, this.handle.writev(request, chunks, true), chunks);
+  }
+
+  end(data?: Buffer): this {
+    if (data) this.write(data);
+    if (this.ending || this.destroyed) return this;
+    this.uncork();
+    this.ending = true;
+    this.sendFin();
+    return this;
+  }
+
+  destroy(): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.corked = undefined;
+    this.corkedBytes = 0;
+    // Writes still queued in libuv complete with ECANCELED; their callbacks see `destroyed` and stop there.
+    this.handle.close(onHandleClosed);
+    return this;
+  }
+
+  private dispatched(request: WriteRequest, status: Status, data: Buffer | Buffer[]): boolean {
+    if (status !== 0) {
+      this.fail(status, 'write');
+      return false;
+    }
+    if (this.handles.lastWriteWasAsync()) request.buffer = data;
+    return true;
+  }
+
+  /** `uv_shutdown` waits for the writes queued before it, so what was written goes out before the FIN. */
+  private sendFin(): void {
+    const request = this.handles.createShutdownRequest(this.handle);
+    request.oncomplete = onShutdownComplete;
+    // Fails when the peer is already gone (ENOTCONN): nothing is left to say to it.
+    if (this.handle.shutdown(request) !== 0) this.destroy();
+  }
+
+  private fail(status: Status, syscall: string): void {
+    if (this.destroyed) return;
+    if (this.listenerCount('error') > 0) this.emit('error', uvError(status, syscall));
+    this.destroy();
+  }
+
+  /** @internal libuv reported a read. */
+  onRead(buffer: ArrayBuffer | undefined): void {
+    const status = this.handles.lastReadStatus();
+    if (status > 0) {
+      if (!this.destroyed && buffer) this.emit('data', Buffer.from(buffer, this.handles.lastReadOffset(), status));
+      return;
+    }
+    if (status === 0) return;
+    if (status !== this.handles.eof) {
+      this.fail(status, 'read');
+      return;
+    }
+    // The peer's FIN: no half-open connections, as `net` with `allowHalfOpen: false`.
+    this.peerEnded = true;
+    if (this.destroyed) return;
+    if (!this.ending) this.end();
+    else if (this.finSent) this.destroy();
+  }
+
+  /** @internal a write that did not complete at once has. */
+  onWriteDone(status: Status): void {
+    if (status < 0) this.fail(status, 'write');
+  }
+
+  /** @internal our FIN is out. */
+  onShutdownDone(status: Status): void {
+    this.finSent = true;
+    if (this.destroyed) return;
+    if (status < 0 || this.peerEnded) this.destroy();
+  }
+
+  /** @internal the handle is closed: the descriptor is released. */
+  onClosed(): void {
+    this.owner.socketClosed();
+    this.emit('close');
+  }
+}
