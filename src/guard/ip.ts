@@ -5,7 +5,7 @@ import { isIPv6 } from 'node:net';
  * (`::ffff:192.0.2.1`, what a dual-stack listener reports for an IPv4 peer) are folded into IPv4: otherwise a ban on
  * `192.0.2.1` would not match the same host arriving through an IPv6 socket.
  */
-export type IpAddress = { family: 4; value: number } | { family: 6; value: bigint };
+export type IpAddress = { readonly family: 4; readonly value: number } | { readonly family: 6; readonly value: bigint };
 
 const MAPPED_PREFIX = 0xffffn << 32n;
 const V6_ALL = (1n << 128n) - 1n;
@@ -60,7 +60,24 @@ function parseIpv6(text: string): bigint | undefined {
   return value;
 }
 
+/**
+ * A CONNECT parses its peer address four times (block list, flapping, throttle, the guard's keys), so the last
+ * answer is kept. Callers treat the returned object as immutable; `maskIp` and the others build new ones.
+ */
+let lastParsedText: string | undefined;
+let lastParsed: IpAddress | undefined;
+let lastNormalizedText: string | undefined;
+let lastNormalized: string | undefined;
+
 export function parseIp(text: string): IpAddress | undefined {
+  if (text === lastParsedText) return lastParsed;
+  const parsed = parseIpUncached(text);
+  lastParsedText = text;
+  lastParsed = parsed;
+  return parsed;
+}
+
+function parseIpUncached(text: string): IpAddress | undefined {
   const bare = text.trim();
   const v4 = parseIpv4(bare);
   if (v4 !== undefined) return { family: 4, value: v4 };
@@ -102,8 +119,11 @@ export function formatIp(ip: IpAddress): string {
 
 /** The canonical text of an address (lower-case, compressed, IPv4-mapped folded), or undefined if not an address. */
 export function normalizeIp(text: string): string | undefined {
+  if (text === lastNormalizedText) return lastNormalized;
   const ip = parseIp(text);
-  return ip === undefined ? undefined : formatIp(ip);
+  lastNormalizedText = text;
+  lastNormalized = ip === undefined ? undefined : formatIp(ip);
+  return lastNormalized;
 }
 
 export interface Cidr {
