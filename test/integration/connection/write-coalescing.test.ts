@@ -66,6 +66,25 @@ describe('socket writes', () => {
     socket.destroy();
   });
 
+  it('flushes every connection written to in a tick once, in the order written, and again in later ticks', async () => {
+    const sockets = [accept(), accept(), accept()];
+    const connections = [...broker.server.broker.connections].filter((c) =>
+      sockets.includes(c.socket as RecordingSocket),
+    );
+    expect(connections).toHaveLength(3);
+    const pingresp = Buffer.from([0xd0, 0x00]);
+    for (let round = 1; round <= 3; round++) {
+      for (const c of connections) c.writeBytes(pingresp);
+      connections[0]!.writeBytes(pingresp);
+      expect(sockets.map((s) => s.writes.length)).toEqual([round - 1, round - 1, round - 1]);
+      await tick();
+      // The first connection's two packets of this tick went out as one write.
+      expect(sockets.map((s) => s.writes.length)).toEqual([round, round, round]);
+      expect(sockets[0]!.writes.at(-1)).toEqual(Buffer.concat([pingresp, pingresp]));
+    }
+    for (const s of sockets) s.destroy();
+  });
+
   it('writes a batch larger than the copy limit buffer by buffer, still in order', async () => {
     const sub = accept();
     sub.push(connect('coalesce-sub'));
