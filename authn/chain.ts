@@ -112,8 +112,14 @@ export class AuthenticationChain implements ConnectAuthenticator {
     return this.#steps.some((s) => isEnhanced(s.authenticator) && s.authenticator.methods.includes(method));
   }
 
-  async authenticate(attempt: ConnectAttempt): Promise<ChainResult> {
+  /** A chain without steps (anonymous only, or refuse all) answers at once, without a promise. */
+  authenticate(attempt: ConnectAttempt): ChainResult | Promise<ChainResult> {
     if (attempt.authMethod !== undefined) return this.#authenticateEnhanced(attempt, attempt.authMethod);
+    if (this.#steps.length === 0) return this.#nobodyAnswered(attempt, []);
+    return this.#authenticateSteps(attempt);
+  }
+
+  async #authenticateSteps(attempt: ConnectAttempt): Promise<ChainResult> {
     const records: StepRecord[] = [];
     // Indexed: a for-of over an array across an await allocates an iterator result per step, per connect.
     const steps = this.#steps;

@@ -158,7 +158,8 @@ export interface ChainExchangeState {
  * What the broker calls. One instance per listener (listeners without their own chain share the global one).
  */
 export interface ConnectAuthenticator {
-  authenticate(attempt: ConnectAttempt): Promise<ChainResult>;
+  /** A value when the answer needs no waiting (a chain without steps), a promise otherwise. */
+  authenticate(attempt: ConnectAttempt): ChainResult | Promise<ChainResult>;
   /** Continue an enhanced authentication exchange with the client's AUTH packet. */
   continueExchange(
     exchange: ChainExchangeState,

@@ -7,6 +7,7 @@ import type { Connection } from '../connection/connection.js';
 import { ReasonCode, v3ConnackCode, type ReasonName } from '../protocol/reason-codes.js';
 import { checkTopicName } from '../protocol/topic.js';
 import { forwardedProperties, type Message, type QoS } from '../routing/message.js';
+import type { Session } from '../session/session.js';
 
 /** Everything the CONNECT steps share. */
 export interface ConnectContext {
@@ -36,18 +37,25 @@ const preAuthSteps: readonly ConnectStep[] = [validateConnect, checkGuard];
 /** After the chain (and the guard) allowed the client: may this identity connect, may it leave this will. */
 const postAuthSteps: readonly ConnectStep[] = [authorizeConnect, authorizeWill, openSession];
 
-export async function handleConnect(connection: Connection, packet: IConnectPacket): Promise<void> {
+/**
+ * CONNECT runs synchronously until a step has to wait: an anonymous or cached connect is answered in the same turn,
+ * with no promise. A step that returns a promise continues the rest from its answer.
+ */
+export function handleConnect(connection: Connection, packet: IConnectPacket): void | Promise<void> {
   connection.state = 'authenticating';
   const ctx = createContext(connection, packet);
   if (!ctx) return;
-  for (let i = 0; i < preAuthSteps.length; i++) {
-    const step = preAuthSteps[i]!;
-    // Steps answer synchronously in the common case; awaiting a plain value would still cost a promise and a turn.
-    let result = step(ctx);
-    if (result instanceof Promise) result = await result;
+  return runPreAuthSteps(ctx, 0);
+}
+
+function runPreAuthSteps(ctx: ConnectContext, from: number): void | Promise<void> {
+  for (let i = from; i < preAuthSteps.length; i++) {
+    const result = preAuthSteps[i]!(ctx);
+    if (result instanceof Promise)
+      return result.then((r) => (r.ok ? runPreAuthSteps(ctx, i + 1) : refuseConnect(ctx, r)));
     if (!result.ok) return refuseConnect(ctx, result);
   }
-  const chain = connection.listener.authenticator;
+  const chain = ctx.connection.listener.authenticator;
   if (ctx.attempt.authMethod !== undefined && !chain.supportsMethod(ctx.attempt.authMethod)) {
     return refuseConnect(ctx, {
       ok: false,
@@ -55,12 +63,13 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
       detail: `authentication method ${ctx.attempt.authMethod} is not supported`,
     });
   }
-  const result = await chain.authenticate(ctx.attempt);
-  await continueAfterAuthentication(ctx, result);
+  const result = chain.authenticate(ctx.attempt);
+  if (result instanceof Promise) return result.then((r) => continueAfterAuthentication(ctx, r));
+  return continueAfterAuthentication(ctx, result);
 }
 
 /** Shared by CONNECT and by AUTH packets of an enhanced authentication exchange. */
-export async function continueAfterAuthentication(ctx: ConnectContext, result: ChainResult): Promise<void> {
+export function continueAfterAuthentication(ctx: ConnectContext, result: ChainResult): void | Promise<void> {
   const connection = ctx.connection;
   if (connection.state === 'closed') return;
   // A finished exchange must not be continued later: re-authentication starts afresh with AUTH 0x19.
@@ -86,22 +95,39 @@ export async function continueAfterAuthentication(ctx: ConnectContext, result: C
   }
   ctx.authResult = result;
   connection.identity = result.identity;
-  for (let i = 0; i < postAuthSteps.length; i++) {
-    const step = postAuthSteps[i]!;
-    let outcome = step(ctx);
-    if (outcome instanceof Promise) outcome = await outcome;
-    if (!outcome.ok) {
-      connection.broker.recordAuthentication(connection, ctx.attempt, {
-        kind: 'deny',
-        reason: outcome.reason,
-        detail: outcome.detail,
-        decidedBy: 'broker',
-        steps: result.steps,
-      });
-      return refuseConnect(ctx, { ...outcome, audited: true });
-    }
+  return runPostAuthSteps(ctx, result, 0);
+}
+
+function runPostAuthSteps(
+  ctx: ConnectContext,
+  result: Extract<ChainResult, { kind: 'allow' }>,
+  from: number,
+): void | Promise<void> {
+  for (let i = from; i < postAuthSteps.length; i++) {
+    const outcome = postAuthSteps[i]!(ctx);
+    if (outcome instanceof Promise)
+      return outcome.then((o) =>
+        o.ok ? runPostAuthSteps(ctx, result, i + 1) : refuseAfterAuthentication(ctx, result, o),
+      );
+    if (!outcome.ok) return refuseAfterAuthentication(ctx, result, outcome);
   }
-  connection.broker.recordAuthentication(connection, ctx.attempt, result);
+  ctx.connection.broker.recordAuthentication(ctx.connection, ctx.attempt, result);
+}
+
+/** The chain allowed the client but a later step (policy, will, session) did not: recorded as the broker's deny. */
+function refuseAfterAuthentication(
+  ctx: ConnectContext,
+  result: Extract<ChainResult, { kind: 'allow' }>,
+  outcome: Extract<StepResult, { ok: false }>,
+): void {
+  ctx.connection.broker.recordAuthentication(ctx.connection, ctx.attempt, {
+    kind: 'deny',
+    reason: outcome.reason,
+    detail: outcome.detail,
+    decidedBy: 'broker',
+    steps: result.steps,
+  });
+  refuseConnect(ctx, { ...outcome, audited: true });
 }
 
 function createContext(connection: Connection, packet: IConnectPacket): ConnectContext | undefined {
@@ -278,12 +304,18 @@ function authorizeWill(ctx: ConnectContext): StepResult | Promise<StepResult> {
 }
 
 /** Takeover, clean start or resume, then CONNACK and redelivery. */
-async function openSession(ctx: ConnectContext): Promise<StepResult> {
-  const { connection, packet } = ctx;
+function openSession(ctx: ConnectContext): StepResult | Promise<StepResult> {
+  const connection = ctx.connection;
   const broker = connection.broker;
   const { session, present } = broker.openSession(connection, ctx.cleanStart, ctx.sessionExpiry);
   // A resumed session meets today's policy and this connection's identity before anything is sent.
-  if (present) await broker.recheckResumedSession(connection, session);
+  if (present) return broker.recheckResumedSession(connection, session).then(() => acceptSession(ctx, session, true));
+  return acceptSession(ctx, session, false);
+}
+
+function acceptSession(ctx: ConnectContext, session: Session, present: boolean): StepResult {
+  const { connection, packet } = ctx;
+  const broker = connection.broker;
   if (connection.state === 'closed') return OK;
   if (ctx.will)
     session.will = {

@@ -72,7 +72,7 @@ for (const b of backends) {
       rmSync(workDir, { recursive: true, force: true });
     }, 60_000);
 
-    const login = (): Promise<ChainResult> =>
+    const login = async (): Promise<ChainResult> =>
       chain.authenticate(attempt({ username: 'bcrypt-user', password: new Secret('sql-bcrypt-pw') }));
 
     it('denies serverUnavailable while the database is frozen, fails fast once the breaker opens, and recovers without a restart', async (ctx) => {
