@@ -112,18 +112,35 @@ export class AuthenticationChain implements ConnectAuthenticator {
     return this.#steps.some((s) => isEnhanced(s.authenticator) && s.authenticator.methods.includes(method));
   }
 
-  /** A chain without steps (anonymous only, or refuse all) answers at once, without a promise. */
+  /**
+   * Answers without a promise while the steps do: steps skipped by their preconditions, and steps with a quick
+   * answer (a cached verification). From the first step that has to run, the rest of the chain is asynchronous.
+   */
   authenticate(attempt: ConnectAttempt): ChainResult | Promise<ChainResult> {
     if (attempt.authMethod !== undefined) return this.#authenticateEnhanced(attempt, attempt.authMethod);
-    if (this.#steps.length === 0) return this.#nobodyAnswered(attempt, []);
-    return this.#authenticateSteps(attempt);
-  }
-
-  async #authenticateSteps(attempt: ConnectAttempt): Promise<ChainResult> {
     const records: StepRecord[] = [];
-    // Indexed: a for-of over an array across an await allocates an iterator result per step, per connect.
     const steps = this.#steps;
     for (let i = 0; i < steps.length; i++) {
+      const step = steps[i]!;
+      const skip = preconditionFailure(step.when, attempt);
+      if (skip !== undefined) {
+        records.push(record(step, 'skipped', 0, skip));
+        continue;
+      }
+      const started = performance.now();
+      const outcome = step.authenticator.quickAnswer?.(attempt);
+      if (outcome === undefined) return this.#authenticateFrom(i, attempt, records);
+      const durationMs = Math.round((performance.now() - started) * 1000) / 1000;
+      const decided = this.#decide(step, { kind: 'outcome', outcome, durationMs }, attempt, records, undefined);
+      if (decided) return decided;
+    }
+    return this.#nobodyAnswered(attempt, records);
+  }
+
+  async #authenticateFrom(first: number, attempt: ConnectAttempt, records: StepRecord[]): Promise<ChainResult> {
+    // Indexed: a for-of over an array across an await allocates an iterator result per step, per connect.
+    const steps = this.#steps;
+    for (let i = first; i < steps.length; i++) {
       const step = steps[i]!;
       const decided = await this.#consult(step, attempt, records, (signal) =>
         step.authenticator.authenticate(attempt, signal),

@@ -3,7 +3,8 @@ import { Secret } from '../secret.js';
 import { NO_ATTRIBUTES, type Authenticator, type AuthnOutcome, type ConnectAttempt } from '../types.js';
 import { hashPassword, needsRehash, type Argon2Params } from '../verify/password-hash.js';
 import type { VerificationServices } from '../verify/services.js';
-import { verifyPasswordBounded } from '../verify/verify-password.js';
+import { isVerifiedRecently, verifyPasswordBounded } from '../verify/verify-password.js';
+import type { PasswordFileUser } from './format.js';
 import { PasswordFileStore } from './store.js';
 
 export interface PasswordFileOptions {
@@ -48,6 +49,37 @@ export class PasswordFileAuthenticator implements Authenticator {
     return this.store.stop();
   }
 
+  /** A known user whose password was verified against the same stored hash moments ago is allowed at once. */
+  quickAnswer(attempt: ConnectAttempt): AuthnOutcome | undefined {
+    const { username, password } = attempt;
+    if (username === undefined || password === undefined || password.isEmpty) return undefined;
+    const user = this.store.lookup(username);
+    if (!user) return undefined;
+    const verification = {
+      authenticator: this.id,
+      username,
+      password,
+      credential: { hash: user.hash, algorithm: 'auto' as const },
+    };
+    if (!isVerifiedRecently(this.options.verification, verification)) return undefined;
+    return this.#allow(attempt, username, user);
+  }
+
+  #allow(attempt: ConnectAttempt, username: string, user: PasswordFileUser): AuthnOutcome {
+    return {
+      kind: 'allow',
+      identity: {
+        clientId: attempt.clientId,
+        username,
+        groups: user.groups,
+        attributes: NO_ATTRIBUTES,
+        superuser: user.superuser,
+        anonymous: false,
+        authenticator: this.id,
+      },
+    };
+  }
+
   async authenticate(attempt: ConnectAttempt, signal: AbortSignal): Promise<AuthnOutcome> {
     const { username, password } = attempt;
     if (username === undefined) return { kind: 'ignore', detail: 'no username presented' };
@@ -85,18 +117,7 @@ export class PasswordFileAuthenticator implements Authenticator {
     if (this.options.rehash && !check.cached && needsRehash(user.hash, this.options.argon2)) {
       this.#rehash(username, user.hash, password);
     }
-    return {
-      kind: 'allow',
-      identity: {
-        clientId: attempt.clientId,
-        username,
-        groups: user.groups,
-        attributes: NO_ATTRIBUTES,
-        superuser: user.superuser,
-        anonymous: false,
-        authenticator: this.id,
-      },
-    };
+    return this.#allow(attempt, username, user);
   }
 
   /** Fire-and-forget: the login has succeeded already; a failed rehash is reported, never fatal. */

@@ -13,15 +13,16 @@ export interface PasswordVerification {
 export type VerifiedPassword = HashCheck & { cached: boolean };
 
 /**
- * Verifies a password through the shared machinery: the cache first (keyed by the stored credential too, so a
- * changed hash misses), then coalesced with identical in-flight attempts, then bounded by the hash pool.
+ * Whether this exact password was verified against this stored credential recently: the cache alone, no hashing
+ * and no waiting, so an authenticator can answer a known client's reconnect without a promise.
  */
-export async function verifyPasswordBounded(
-  services: VerificationServices,
-  v: PasswordVerification,
-): Promise<VerifiedPassword> {
+export function isVerifiedRecently(services: VerificationServices, v: Omit<PasswordVerification, 'signal'>): boolean {
+  return services.cache.enabled && services.cache.get(cacheKey(services, v)) === true;
+}
+
+function cacheKey(services: VerificationServices, v: Omit<PasswordVerification, 'signal'>): string {
   const c = v.credential;
-  const key = services.cache.key({
+  return services.cache.key({
     authenticator: v.authenticator,
     username: v.username,
     secret: v.password,
@@ -34,6 +35,18 @@ export async function verifyPasswordBounded(
       c.encoding ?? '',
     ].join('\u0000'),
   });
+}
+
+/**
+ * Verifies a password through the shared machinery: the cache first (keyed by the stored credential too, so a
+ * changed hash misses), then coalesced with identical in-flight attempts, then bounded by the hash pool.
+ */
+export async function verifyPasswordBounded(
+  services: VerificationServices,
+  v: PasswordVerification,
+): Promise<VerifiedPassword> {
+  const c = v.credential;
+  const key = cacheKey(services, v);
   if (services.cache.get(key) === true) return { kind: 'match', cached: true };
   const check = await services.coalesce(
     `pw:${key}`,

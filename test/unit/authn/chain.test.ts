@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AuthenticationChain, type ChainStep } from '../../../authn/chain.js';
 import { Secret } from '../../../authn/secret.js';
-import type { ChainResult, StepRecord } from '../../../authn/types.js';
+import type { AuthnOutcome, ChainResult, StepRecord } from '../../../authn/types.js';
 import { attempt, FakeAuthenticator, FakeEnhanced, type Script } from './fakes.js';
 
 function chainOf(scripts: Script[], opts: { anonymous?: boolean; onError?: ('deny' | 'next')[] } = {}) {
@@ -187,6 +187,77 @@ describe('authentication chain algebra', () => {
           anonymous: false,
         }),
     ).toThrow(/duplicate/);
+  });
+});
+
+describe('quick answers', () => {
+  /** A step that knows some answers without waiting, as the password file does for a cached verification. */
+  class QuickFake extends FakeAuthenticator {
+    quickCalls = 0;
+    constructor(
+      id: string,
+      script: 'allow' | 'deny' | 'ignore',
+      private readonly quick: 'allow' | 'ignore' | undefined,
+    ) {
+      super(id, script);
+    }
+    quickAnswer(a: ReturnType<typeof attempt>): AuthnOutcome | undefined {
+      this.quickCalls++;
+      if (this.quick === 'ignore') return { kind: 'ignore', detail: 'not mine' };
+      if (this.quick === 'allow')
+        return {
+          kind: 'allow',
+          identity: {
+            clientId: a.clientId,
+            username: a.username,
+            groups: [],
+            attributes: {},
+            superuser: false,
+            anonymous: false,
+            authenticator: 'x',
+          },
+        };
+      return undefined;
+    }
+  }
+  const chainOfQuick = (...fakes: FakeAuthenticator[]) =>
+    new AuthenticationChain({
+      steps: fakes.map((authenticator) => ({ authenticator, onError: 'deny' as const, timeoutMs: 30 })),
+      anonymous: false,
+    });
+
+  it('a quick answer decides without a promise and without running the step', () => {
+    const quick = new QuickFake('cached', 'deny', 'allow');
+    const result = chainOfQuick(quick).authenticate(attempt({ username: 'u' }));
+    expect(result).not.toBeInstanceOf(Promise);
+    const r = result as ChainResult;
+    expect(r.kind).toBe('allow');
+    expect(r.kind === 'allow' && r.identity.authenticator).toBe('cached');
+    expect(r.steps.map((s) => [s.id, s.answer])).toEqual([['cached', 'allow']]);
+    expect(r.steps[0]!.durationMs).toBeGreaterThanOrEqual(0);
+    expect(quick.calls).toBe(0);
+  });
+
+  it('a quick ignore goes on to the next step synchronously; a step without a quick answer runs in full', async () => {
+    const first = new QuickFake('first', 'ignore', 'ignore');
+    const second = new QuickFake('second', 'allow', undefined);
+    const result = chainOfQuick(first, second).authenticate(attempt({ username: 'u' }));
+    expect(result).toBeInstanceOf(Promise);
+    const r = await result;
+    expect(answers(r)).toEqual(['ignore', 'allow']);
+    expect([first.calls, second.quickCalls, second.calls]).toEqual([0, 1, 1]);
+  });
+
+  it('a step skipped by its preconditions is not asked for a quick answer', () => {
+    const guarded = new QuickFake('guarded', 'allow', 'allow');
+    const chain = new AuthenticationChain({
+      steps: [{ authenticator: guarded, onError: 'deny', timeoutMs: 30, when: { requires: ['certificate'] } }],
+      anonymous: true,
+    });
+    const r = chain.authenticate(attempt({ username: 'u' })) as ChainResult;
+    expect(answers(r)).toEqual(['skipped']);
+    expect(r.kind === 'allow' && r.identity.anonymous).toBe(true);
+    expect(guarded.quickCalls).toBe(0);
   });
 });
 

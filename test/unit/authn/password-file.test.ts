@@ -121,6 +121,28 @@ describe('password file authenticator', () => {
     expect((await login(a, 'alice', 'pf-new')).kind).toBe('allow');
   });
 
+  it('answers quickly only what authenticate has just verified: the same user, password and stored hash', async () => {
+    const a = await make(`users:\n  alice:\n    hash: ${await bcrypt.hash('pf-q', 4)}\n    groups: [lab]\n`);
+    const quick = (username: string, password: string) =>
+      a.quickAnswer(attempt({ username, password: new Secret(password) }));
+    expect(quick('alice', 'pf-q')).toBeUndefined();
+    expect((await login(a, 'alice', 'pf-q')).kind).toBe('allow');
+    const answer = quick('alice', 'pf-q');
+    expect(answer?.kind === 'allow' && answer.identity).toMatchObject({
+      username: 'alice',
+      groups: ['lab'],
+      authenticator: 'users',
+      anonymous: false,
+    });
+    expect(quick('alice', 'pf-wrong')).toBeUndefined();
+    expect(quick('bob', 'pf-q')).toBeUndefined();
+    expect(a.quickAnswer(attempt({ username: 'alice', password: new Secret('') }))).toBeUndefined();
+    writeFileSync(file, `users:\n  alice:\n    hash: ${await bcrypt.hash('pf-q', 4)}\n`);
+    await a.store.reload();
+    // A new hash of the same password is a new credential: verified again before it is answered quickly.
+    expect(quick('alice', 'pf-q')).toBeUndefined();
+  });
+
   it('rehashes an imported bcrypt hash to argon2id after a successful login', async () => {
     const a = await make(
       `# operators' comment\nusers:\n  bob:\n    hash: '${await bcrypt.hash('pf-rehash', 4)}'\n    groups: [ops]\n`,
