@@ -16,6 +16,7 @@ import type { BrokerConfig } from './config/schema.js';
 import { applyLiveKeys, planConfigReload, type ConfigReloadPlan } from './config/reload.js';
 import { listenerName, type ListenerRuntime, type ListeningServer } from './listener.js';
 import { createLogger, type Logger } from './log.js';
+import { compactHeap, LARGE_POLICY_RULES } from './compact-heap.js';
 import type { ConnectGuard } from './seams.js';
 import { SysTopics } from './sys/sys-topics.js';
 import { createTcpServer, listen } from './transport/tcp.js';
@@ -174,6 +175,7 @@ export class BulwarkServer {
         logger: this.log,
         onPolicyEvent: (event) => audit.record(policyEventToAudit(event)),
       });
+      this.authorization.manager.onChange((next) => this.compactAfterLargePolicy(next.rules.length));
       await this.authorization.start();
       this.broker.authorizer = this.authorization.authorizer;
       this.authorization.authorizer.onChange(() => this.broker.reevaluateAuthorization());
@@ -232,6 +234,21 @@ export class BulwarkServer {
       case 'wss':
         return secure!.createWssServer(broker, listener, c.websocket_path);
     }
+  }
+
+  /** After a large policy is swapped in: see `compactHeap` for why, and the log line says what it cost. */
+  private compactAfterLargePolicy(rules: number): void {
+    if (rules < LARGE_POLICY_RULES) return;
+    const started = performance.now();
+    if (!compactHeap()) return;
+    this.log.info(
+      {
+        rules,
+        ms: Math.round(performance.now() - started),
+        heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576),
+      },
+      'heap compacted after loading a large policy',
+    );
   }
 
   /** Stop accepting, tell v5 clients 0x8B, close every connection, then release resources. */
