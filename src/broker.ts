@@ -640,29 +640,14 @@ export class Broker {
     payload: Buffer,
     decision: AuthzDecision,
   ): void {
-    const record = connectionEvent(connection, {
-      action: 'authz.publish_allowed',
-      outcome: 'success',
-      reason: decision.reason,
-    });
-    record.mqtt.topic = topic;
-    record.mqtt.qos = qos;
+    const record = topicDecisionEvent(connection, 'authz.publish_allowed', topic, qos, decision);
     record.mqtt.retain = retain;
     if (this.auditPayloads) record.mqtt.payload = payload.toString('base64');
-    record.authz = authzFields(decision);
     this.audit.record(record);
   }
 
   recordSubscribeAllowed(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
-    const record = connectionEvent(connection, {
-      action: 'authz.subscribe_allowed',
-      outcome: 'success',
-      reason: decision.reason,
-    });
-    record.mqtt.topic = filter;
-    record.mqtt.qos = qos;
-    record.authz = authzFields(decision);
-    this.audit.record(record);
+    this.audit.record(topicDecisionEvent(connection, 'authz.subscribe_allowed', filter, qos, decision));
   }
 
   /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
@@ -901,16 +886,7 @@ export class Broker {
     qos: number,
     decision: AuthzDecision,
   ): void {
-    const record = connectionEvent(connection, {
-      action,
-      outcome: 'failure',
-      reason: decision.reason,
-      code: 'notAuthorized',
-    });
-    record.mqtt.topic = topic;
-    record.mqtt.qos = qos;
-    record.authz = authzFields(decision);
-    this.audit.record(record);
+    this.audit.record(topicDecisionEvent(connection, action, topic, qos, decision));
     this.log.info(
       { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
       'authorization denied',
@@ -1011,6 +987,29 @@ function connectionEvent(
       protocol_version: connection.protocolVersion,
     },
   };
+}
+
+/**
+ * The record of a policy decision on a topic or filter: allowed (`success`) or denied (`failure`, code
+ * `notAuthorized`), with the topic, the QoS and the deciding rule.
+ */
+function topicDecisionEvent(
+  connection: Connection,
+  action: string,
+  topic: string,
+  qos: number,
+  decision: AuthzDecision,
+): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
+  const record = connectionEvent(
+    connection,
+    decision.allowed
+      ? { action, outcome: 'success', reason: decision.reason }
+      : { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+  );
+  record.mqtt.topic = topic;
+  record.mqtt.qos = qos;
+  record.authz = authzFields(decision);
+  return record;
 }
 
 /** The `authz` part of an audit record: the deciding rule as `file:line`, or `default-deny` when none matched. */
