@@ -3,9 +3,10 @@ import { isIP } from 'node:net';
 import { HandleSocket, uvError } from './handle-socket.js';
 import type { Status, TcpHandle, TcpHandles } from './tcp-handles.js';
 
+/** The accepted client's address, named as `net.Socket` names it, so `peerOf` reads both. */
 export interface Peer {
-  address: string | undefined;
-  port: number;
+  remoteAddress: string | undefined;
+  remotePort: number;
 }
 
 const OWNER = Symbol('bulwark.handle-server');
@@ -92,8 +93,8 @@ export class HandleServer {
     this.open++;
     const socket = new HandleSocket(this.handles, client, this);
     this.onSocket(socket, {
-      address: typeof name['address'] === 'string' ? name['address'] : undefined,
-      port: typeof name['port'] === 'number' ? name['port'] : 0,
+      remoteAddress: typeof name['address'] === 'string' ? name['address'] : undefined,
+      remotePort: typeof name['port'] === 'number' ? name['port'] : 0,
     });
     if (!socket.destroyed) socket.start();
   }

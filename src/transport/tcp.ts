@@ -28,7 +28,7 @@ export function createTcpServer(broker: Broker, listener: ListenerRuntime): List
       return new HandleServer(
         handles,
         (socket, peer) => {
-          broker.accept(socket, listener, { address: normalizeAddress(peer.address), port: peer.port }, undefined);
+          broker.accept(socket, listener, peerOf(peer), undefined);
         },
         (error) => broker.log.warn({ listener: listener.name, err: error }, 'accepting a connection failed'),
       );

@@ -96,7 +96,7 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     const s = await serve();
     const client = await dial(s.port);
     const a = await s.next();
-    expect(a.peer).toEqual({ address: '127.0.0.1', port: client.localPort });
+    expect(a.peer).toEqual({ remoteAddress: '127.0.0.1', remotePort: client.localPort });
     const sent = randomBytes(256 * 1024);
     client.write(sent);
     await until(() => Buffer.concat(a.data).length === sent.length, 'all bytes');
@@ -225,7 +225,7 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     expect(v6.host).toBe('::1');
     const client = await dial(v6.port, '::1');
     const a = await v6.next();
-    expect(a.peer.address).toBe('::1');
+    expect(a.peer.remoteAddress).toBe('::1');
     client.destroy();
     const named = await serve('localhost');
     expect(['127.0.0.1', '::1']).toContain(named.host);
