@@ -9,6 +9,7 @@ import type { Authorizer } from '../../authz/types.js';
 import { configSchema } from '../../src/config/schema.js';
 import type { ConnectGuard } from '../../src/seams.js';
 import { BulwarkServer } from '../../src/server.js';
+import { until } from './until.js';
 
 export interface TestBroker {
   server: BulwarkServer;
@@ -66,14 +67,6 @@ export async function startBroker(options: TestBrokerOptions = {}): Promise<Test
   });
   await server.start();
   const port = server.listeners[0]!.address!.port;
-  const poll = async <T>(find: () => T | undefined, what: string): Promise<T> => {
-    for (let i = 0; i < 500; i++) {
-      const found = find();
-      if (found !== undefined) return found;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error(`timed out waiting for ${what}`);
-  };
   return {
     server,
     port,
@@ -82,7 +75,7 @@ export async function startBroker(options: TestBrokerOptions = {}): Promise<Test
     logs,
     stop: () => server.stop(),
     waitForAudit: (action, where) =>
-      poll(() => audit.events.find((e) => e.event.action === action && (!where || where(e))), `audit ${action}`),
-    waitForLog: (where) => poll(() => logs.find(where), 'log line'),
+      until(() => audit.events.find((e) => e.event.action === action && (!where || where(e))), `audit ${action}`),
+    waitForLog: (where) => until(() => logs.find(where), 'log line'),
   };
 }

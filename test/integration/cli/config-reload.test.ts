@@ -8,6 +8,7 @@ import { auditRecordSchema } from '../../../audit/record-schema.js';
 import { startCliBroker } from '../../helpers/cli.js';
 import { connectClient, endAll } from '../../helpers/mqtt-clients.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
+import { until } from '../../helpers/until.js';
 
 const POLICY = `version: 1
 rules:
@@ -39,15 +40,6 @@ function configText(dir: TempDir, policyFile: string, extra: string[] = [], logL
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
-
-async function until<T>(probe: () => T | undefined, what: string): Promise<T> {
-  for (let i = 0; i < 1000; i++) {
-    const found = probe();
-    if (found !== undefined) return found;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('configuration reload on SIGHUP (bulwark start -c)', () => {
   let dir: TempDir | undefined;
@@ -107,10 +99,14 @@ describe('configuration reload on SIGHUP (bulwark start -c)', () => {
     writeFileSync(b.configFile, after);
     running!.kill('SIGHUP');
 
-    const [record] = await until(() => {
-      const r = b.records('config.changed');
-      return r.length > 0 ? r : undefined;
-    }, 'config.changed');
+    const [record] = await until(
+      () => {
+        const r = b.records('config.changed');
+        return r.length > 0 ? r : undefined;
+      },
+      'config.changed',
+      10_000,
+    );
     expect(auditRecordSchema.safeParse(record).error).toBeUndefined();
     expect(record).toMatchObject({
       event: { action: 'config.changed', outcome: 'success' },
@@ -126,12 +122,13 @@ describe('configuration reload on SIGHUP (bulwark start -c)', () => {
     const warning = await until(
       () => b.logs().find((l) => String(l.msg).startsWith('configuration changed, but these settings')),
       'the restart warning',
+      10_000,
     );
     expect(warning).toMatchObject({ level: 40, restart_required: ['limits.max_packet_size'] });
     // log_level: warn took effect before the reload logged its summary at info level, so that line is absent.
     expect(b.logs().some((l) => String(l.msg).startsWith('configuration reloaded'))).toBe(false);
     // The policy is reloaded on SIGHUP as before.
-    await until(() => (b.records('policy.reloaded').length > 0 ? true : undefined), 'policy.reloaded');
+    await until(() => (b.records('policy.reloaded').length > 0 ? true : undefined), 'policy.reloaded', 10_000);
   });
 
   it('an invalid file is refused with its position, recorded as a failure, and the broker keeps serving', async () => {
@@ -146,14 +143,19 @@ describe('configuration reload on SIGHUP (bulwark start -c)', () => {
     const logged = await until(
       () => b.logs().find((l) => String(l.msg).startsWith('configuration reload refused')),
       'the refusal log line',
+      10_000,
     );
     expect(logged.level).toBe(50);
     expect(String(logged.msg)).toContain(`${position}: log_level:`);
 
-    const [record] = await until(() => {
-      const r = b.records('config.changed');
-      return r.length > 0 ? r : undefined;
-    }, 'config.changed');
+    const [record] = await until(
+      () => {
+        const r = b.records('config.changed');
+        return r.length > 0 ? r : undefined;
+      },
+      'config.changed',
+      10_000,
+    );
     expect(auditRecordSchema.safeParse(record).error).toBeUndefined();
     expect(record).toMatchObject({
       event: { action: 'config.changed', outcome: 'failure' },
@@ -171,7 +173,7 @@ describe('configuration reload on SIGHUP (bulwark start -c)', () => {
     // Fixing the file later is compared with what was last loaded, not with the refused content.
     writeFileSync(b.configFile, before.replace('log_level: info', 'log_level: debug'));
     running!.kill('SIGHUP');
-    const second = await until(() => b.records('config.changed')[1], 'the second config.changed');
+    const second = await until(() => b.records('config.changed')[1], 'the second config.changed', 10_000);
     expect(second).toMatchObject({
       event: { outcome: 'success' },
       policy: { old_hash: sha256(before) },

@@ -6,6 +6,7 @@ import mqtt from 'mqtt';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../../helpers/services/postgres.js';
 import { runCli, startCliBroker } from '../../helpers/cli.js';
+import { until } from '../../helpers/until.js';
 
 async function brokerSetup(durability: string): Promise<{ dir: string; config: string; port: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-persist-'));
@@ -41,14 +42,6 @@ function collect(url: string, options: mqtt.IClientOptions): { client: mqtt.Mqtt
   const client = mqtt.connect(url, { reconnectPeriod: 0, ...options });
   client.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`));
   return { client, received };
-}
-
-async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('persistence across restarts', () => {
@@ -88,7 +81,7 @@ describe('persistence across restarts', () => {
       properties: { sessionExpiryInterval: 3600 },
     });
     const b = collect(url, { clientId: 'keep-v4', protocolVersion: 4, clean: false });
-    await until(() => a.received.length >= 20 && b.received.length >= 20, 'queued messages after restart');
+    await until(() => a.received.length >= 20 && b.received.length >= 20, 'queued messages after restart', 15_000);
     await new Promise((r) => setTimeout(r, 200));
     const expected = (topic: string): string[] => Array.from({ length: 20 }, (_, i) => `${topic} m${i}`);
     expect(a.received).toEqual(expected('r/v5/x'));
@@ -130,7 +123,7 @@ describe('persistence across restarts', () => {
       }
     };
     const pumpTimer = setInterval(pump, 2);
-    await until(() => acknowledged.length >= 300, 'publisher acknowledgements');
+    await until(() => acknowledged.length >= 300, 'publisher acknowledgements', 15_000);
     broker.child.kill('SIGKILL');
     await exited(broker.child);
     clearInterval(pumpTimer);
@@ -145,10 +138,14 @@ describe('persistence across restarts', () => {
       properties: { sessionExpiryInterval: 3600 },
     });
     const got = new Set<string>();
-    await until(() => {
-      for (const r of after.received) got.add(r);
-      return acked.every((m) => got.has(m));
-    }, `all ${acked.length} acknowledged messages after the crash`);
+    await until(
+      () => {
+        for (const r of after.received) got.add(r);
+        return acked.every((m) => got.has(m));
+      },
+      `all ${acked.length} acknowledged messages after the crash`,
+      15_000,
+    );
     expect(acked.filter((m) => !got.has(m))).toEqual([]);
     const qos2 = after.received.filter((r) => r.startsWith('crash/q2'));
     expect(new Set(qos2).size).toBe(qos2.length);

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { HandleServer, type Peer } from '../../../src/transport/handle-server.js';
 import type { HandleSocket } from '../../../src/transport/handle-socket.js';
 import { tcpHandles } from '../../../src/transport/tcp-handles.js';
+import { until } from '../../helpers/until.js';
 
 /**
  * The direct socket layer against real kernel sockets: `net` clients on loopback talk to a `HandleServer`, and
@@ -82,14 +83,6 @@ function readAll(client: net.Socket): Promise<Buffer> {
   client.on('data', (c: Buffer) => chunks.push(c));
   return new Promise((resolve) => client.on('end', () => resolve(Buffer.concat(chunks))));
 }
-
-const until = async (check: () => boolean, what: string): Promise<void> => {
-  for (let i = 0; i < 500; i++) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-};
 
 describe('socket_layer direct: HandleServer and HandleSocket on real sockets', () => {
   it('delivers what the client sends, in order, and reports the peer as net would', async () => {
