@@ -99,14 +99,7 @@ describe('configuration reload on SIGHUP (bulwark start -c)', () => {
     writeFileSync(b.configFile, after);
     running!.kill('SIGHUP');
 
-    const [record] = await until(
-      () => {
-        const r = b.records('config.changed');
-        return r.length > 0 ? r : undefined;
-      },
-      'config.changed',
-      10_000,
-    );
+    const record = await until(() => b.records('config.changed')[0], 'config.changed', 10_000);
     expect(auditRecordSchema.safeParse(record).error).toBeUndefined();
     expect(record).toMatchObject({
       event: { action: 'config.changed', outcome: 'success' },
@@ -148,14 +141,7 @@ describe('configuration reload on SIGHUP (bulwark start -c)', () => {
     expect(logged.level).toBe(50);
     expect(String(logged.msg)).toContain(`${position}: log_level:`);
 
-    const [record] = await until(
-      () => {
-        const r = b.records('config.changed');
-        return r.length > 0 ? r : undefined;
-      },
-      'config.changed',
-      10_000,
-    );
+    const record = await until(() => b.records('config.changed')[0], 'config.changed', 10_000);
     expect(auditRecordSchema.safeParse(record).error).toBeUndefined();
     expect(record).toMatchObject({
       event: { action: 'config.changed', outcome: 'failure' },
