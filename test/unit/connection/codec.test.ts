@@ -156,6 +156,49 @@ describe('fast decoding of PUBLISH and acknowledgements', () => {
   });
 });
 
+describe('fast decoding of DISCONNECT', () => {
+  for (const version of [4, 5] as const) {
+    it(`decodes every MQTT ${version === 5 ? '5' : '3.1.1'} DISCONNECT, with a body or without, exactly as mqtt-packet does`, () => {
+      const disconnects = [
+        mqtt.generate({ cmd: 'disconnect' }, { protocolVersion: version }),
+        // No body: reason code 0 and no properties may be left out [MQTT-3.14.2.1].
+        Buffer.from([0xe0, 0]),
+        ...(version === 5
+          ? [
+              Buffer.from([0xe0, 1, 0]),
+              Buffer.from([0xe0, 2, 0, 0]),
+              mqtt.generate({ cmd: 'disconnect', reasonCode: 0x04 }, { protocolVersion: 5 }),
+              mqtt.generate(
+                { cmd: 'disconnect', reasonCode: 0x8e, properties: { reasonString: 'taken over' } },
+                { protocolVersion: 5 },
+              ),
+            ]
+          : []),
+      ];
+      // Every member, null ones included (mqtt-packet's are instances of its Packet class, ours plain objects).
+      const members = (packets: Packet[]) => packets.map((p) => ({ ...p }));
+      // One at a time: mqtt-packet reads an MQTT 5 DISCONNECT's missing reason code from the next packet's bytes.
+      for (const bytes of disconnects) {
+        const expected = reference(version, bytes);
+        const sink = recorder();
+        parseFrames(version, bytes, sink);
+        expect(sink.errors).toEqual([]);
+        expect(sink.packets).toHaveLength(1);
+        expect(members(sink.packets)).toStrictEqual(members(expected.packets));
+      }
+    });
+  }
+
+  it('leaves a DISCONNECT with header flags set to mqtt-packet, which refuses it', () => {
+    const bytes = Buffer.from([0xe1, 0]);
+    const sink = recorder();
+    parseFrames(4, bytes, sink);
+    expect(sink.packets).toEqual([]);
+    expect(sink.errors).toEqual(reference(4, bytes).errors);
+    expect(sink.errors).toHaveLength(1);
+  });
+});
+
 describe('fast decoding of CONNECT', () => {
   const decodeOne = (bytes: Buffer): { packets: Packet[]; errors: string[] } => {
     const sink = recorder();
