@@ -56,11 +56,25 @@ describe('bench smoke', () => {
     const idle = report.summaries.find((s) => s.name === 'idle-connections');
     expect(idle?.metrics.find((m) => m.key === 'connections')?.medians.bulwark).toBe(500);
     expect(idle?.metrics.find((m) => m.key === 'connectRate')?.medians.bulwark).toBeGreaterThan(0);
+    // The second burst connects the same number of clients again, after the first has been closed.
+    expect(idle?.metrics.find((m) => m.key === 'connectRateWarm')?.medians.bulwark).toBeGreaterThan(0);
     // Quick runs settle for 1 s only, so the settled figure is not meaningful here; it must still be measured.
     expect(idle?.metrics.find((m) => m.key === 'rssSettledPerConnectionKiB')?.medians.bulwark).toEqual(
       expect.any(Number),
     );
     expect(idle?.lost.bulwark).toBe(0);
+  }, 120_000);
+
+  it('a quick reconnect storm measures the warm-up storm and the storm after it, with no connect refused', async () => {
+    const report = await quickRun('storm.json', ['--scenario', 'connect-auth']);
+    expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
+    const storm = report.summaries.find((s) => s.name === 'connect-auth');
+    const median = (key: string) => storm?.metrics.find((m) => m.key === key)?.medians.bulwark;
+    expect(median('cachedFirst')).toBeGreaterThan(0);
+    expect(median('cached')).toBeGreaterThan(0);
+    expect(median('uncached')).toBeGreaterThan(0);
+    // Refused or failed connects in either storm count as lost: every bench user has the right password.
+    expect(storm?.lost.bulwark).toBe(0);
   }, 120_000);
 
   it('a quick QoS 2 fan-in run against aedes reports aedes beside Bulwark with the Bulwark/aedes ratio', async () => {
