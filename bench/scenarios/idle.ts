@@ -96,7 +96,11 @@ export const idleScenario: Scenario = {
       // hold the clients. The first burst pays for compiling the connect path and growing the heap, as a burst
       // right after a restart does; the second is what every later reconnect wave costs.
       await sleep(WARM_GAP_MS);
-      const warm = await loadgen({ kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY }, ctx, broker);
+      const warm = await loadgen(
+        { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY },
+        ctx,
+        broker,
+      );
       if (warm.error || !warm.result || warm.result.kind !== 'idle') {
         m.notes.push(`second burst: ${warm.error ?? 'no result'}`);
         return m;
