@@ -35,9 +35,9 @@ function rule(
 }
 
 /**
- * Where the tenants' topics start. `own-level`: each tenant has its own first topic level (`tenant-7/#`), which the
- * compiled policy indexes, so a check looks at a handful of rules. `shared-level`: every tenant is under one first
- * level (`fleet/tenant-7/#`), the worst case for that index: a check walks the tenants' rules in file order.
+ * Where the tenants' topics start. `own-level`: each tenant has its own first topic level (`tenant-7/#`).
+ * `shared-level`: every tenant is under one first level (`fleet/tenant-7/#`), which scanned every tenant's rule
+ * while the compiled policy indexed the first level only; its index now follows all literal levels.
  */
 export type TenantLayout = 'own-level' | 'shared-level';
 

@@ -260,35 +260,75 @@ export function compileRule(spec: RuleSpec, index: number, sourceId: string): Co
   };
 }
 
-interface Bucket {
-  byFirst: Map<string, number[]>;
-  /** Rules with a pattern whose first level is a wildcard or placeholder. */
-  other: number[];
-  /** Every rule for the action, for subscriptions whose own first level is a wildcard. */
-  all: number[];
+/**
+ * Rules of one action and effect, indexed by the literal levels their topic patterns start with: a trie over
+ * those levels. A rule sits in the node where its pattern's literal prefix ends (the next level is a wildcard or a
+ * placeholder, or the pattern ends), so a topic meets exactly the rules on its own path. Ten thousand tenants under
+ * one first level (`fleet/tenant-N/#`) are thus as cheap to check as ten thousand first levels; indexing by the
+ * first level alone scanned all of them for every topic under `fleet`.
+ */
+interface IndexNode {
+  /** Rules whose pattern's literal prefix ends here, ascending. */
+  here: number[];
+  /** Every rule in this node and below it, ascending: for a subscription filter with a wildcard at the next level. */
+  below: number[];
+  children: Map<string, IndexNode> | undefined;
 }
 
-const EMPTY: readonly number[] = [];
-
-function emptyBucket(): Bucket {
-  return { byFirst: new Map(), other: [], all: [] };
+function emptyNode(): IndexNode {
+  return { here: [], below: [], children: undefined };
 }
 
-function addToBucket(bucket: Bucket, rule: CompiledRule): void {
-  bucket.all.push(rule.index);
-  const pushOnce = (list: number[]): void => {
-    if (list[list.length - 1] !== rule.index) list.push(rule.index);
-  };
+/** Appends a rule index unless it is already last (rules are added in file order, so a repeat is always last). */
+function pushOnce(list: number[], index: number): void {
+  if (list[list.length - 1] !== index) list.push(index);
+}
+
+function addToIndex(root: IndexNode, rule: CompiledRule): void {
   for (const p of rule.patterns) {
-    if (p.kinds[0] === LEVEL_LITERAL) {
-      const first = p.values[0] as string;
-      let list = bucket.byFirst.get(first);
-      if (!list) {
-        list = [];
-        bucket.byFirst.set(first, list);
+    let node = root;
+    pushOnce(node.below, rule.index);
+    for (let k = 0; k < p.kinds.length && p.kinds[k] === LEVEL_LITERAL; k++) {
+      const level = p.values[k] as string;
+      node.children ??= new Map();
+      let child = node.children.get(level);
+      if (!child) {
+        child = emptyNode();
+        node.children.set(level, child);
       }
-      pushOnce(list);
-    } else pushOnce(bucket.other);
+      node = child;
+      pushOnce(node.below, rule.index);
+    }
+    pushOnce(node.here, rule.index);
+  }
+}
+
+/**
+ * The candidate lists a topic meets, gathered into `out` (reused: checks are synchronous): the `here` list of each
+ * node on its path, and, where a subscription filter has a wildcard, every rule below that point.
+ */
+function candidateLists(
+  root: IndexNode,
+  subscribe: boolean,
+  levels: readonly string[],
+  out: (readonly number[])[],
+): void {
+  out.length = 0;
+  let node = root;
+  for (let k = 0; ; k++) {
+    const level = levels[k];
+    if (level === undefined) {
+      out.push(node.here);
+      return;
+    }
+    if (subscribe && (level === '+' || level === '#')) {
+      out.push(node.below);
+      return;
+    }
+    out.push(node.here);
+    const child = node.children?.get(level);
+    if (!child) return;
+    node = child;
   }
 }
 
@@ -300,7 +340,7 @@ export interface CompileOptions {
 }
 
 /**
- * A policy compiled for the per-message path: rules indexed by action, effect and literal first level, so a
+ * A policy compiled for the per-message path: rules indexed by action, effect and literal topic levels, so a
  * check touches only rules that can match, and returns preallocated verdicts.
  *
  * Evaluation order (docs/policy.md): superuser bypass if the policy enables it; then any matching deny wins (the
@@ -313,8 +353,8 @@ export class CompiledPolicy {
   readonly files: readonly string[];
   readonly sourceId: string;
   readonly superuserVerdict: Verdict;
-  readonly #deny: Bucket[] = [emptyBucket(), emptyBucket(), emptyBucket()];
-  readonly #allow: Bucket[] = [emptyBucket(), emptyBucket(), emptyBucket()];
+  readonly #deny: IndexNode[] = [emptyNode(), emptyNode(), emptyNode()];
+  readonly #allow: IndexNode[] = [emptyNode(), emptyNode(), emptyNode()];
   /** Connect rules have no topic to index by: two lists in file order, walked by subjects only. */
   readonly #connectDeny: CompiledRule[] = [];
   readonly #connectAllow: CompiledRule[] = [];
@@ -337,7 +377,7 @@ export class CompiledPolicy {
         continue;
       }
       const buckets = rule.effect === 'deny' ? this.#deny : this.#allow;
-      for (let a = 0; a < 3; a++) if (rule.actionMask & (1 << a)) addToBucket(buckets[a] as Bucket, rule);
+      for (let a = 0; a < 3; a++) if (rule.actionMask & (1 << a)) addToIndex(buckets[a] as IndexNode, rule);
     }
   }
 
@@ -359,9 +399,9 @@ export class CompiledPolicy {
     }
     const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
     const levels = req.topic.split('/');
-    const denied = this.#first(this.#deny[a] as Bucket, req, levels);
+    const denied = this.#first(this.#deny[a] as IndexNode, req, levels);
     if (denied) return denied.verdict;
-    const allowed = this.#first(this.#allow[a] as Bucket, req, levels);
+    const allowed = this.#first(this.#allow[a] as IndexNode, req, levels);
     return allowed?.verdict;
   }
 
@@ -369,33 +409,44 @@ export class CompiledPolicy {
     return this.decide(req) ?? NOMATCH;
   }
 
-  #first(bucket: Bucket, req: AccessRequest, levels: readonly string[]): CompiledRule | undefined {
-    const first = levels[0] as string;
-    let xs: readonly number[];
-    let ys: readonly number[];
-    if (req.action === 'subscribe' && (first === '+' || first === '#')) {
-      xs = bucket.all;
-      ys = EMPTY;
-    } else {
-      xs = bucket.byFirst.get(first) ?? EMPTY;
-      ys = bucket.other;
+  /**
+   * The rules a check of `req` looks at, in file order: what the index narrows the policy to before subjects,
+   * conditions and topics are compared. For tests and diagnostics; `decide` does not allocate this list.
+   */
+  candidatesFor(req: AccessRequest): number[] {
+    if (req.action === 'connect')
+      return [...this.#connectDeny, ...this.#connectAllow].map((r) => r.index).sort((x, y) => x - y);
+    const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
+    const lists: (readonly number[])[] = [];
+    const found = new Set<number>();
+    for (const root of [this.#deny[a], this.#allow[a]] as IndexNode[]) {
+      candidateLists(root, req.action === 'subscribe', req.topic.split('/'), lists);
+      for (const list of lists) for (const i of list) found.add(i);
     }
-    // Merge the two ascending index lists so rules are tried in file order.
-    let i = 0;
-    let j = 0;
+    return [...found].sort((x, y) => x - y);
+  }
+
+  #first(root: IndexNode, req: AccessRequest, levels: readonly string[]): CompiledRule | undefined {
+    const lists = SCRATCH_LISTS;
+    candidateLists(root, req.action === 'subscribe', levels, lists);
+    const at = SCRATCH_POSITIONS;
+    at.length = lists.length;
+    at.fill(0);
+    // Merge the ascending lists so rules are tried in file order; a rule with several patterns may be in several.
     let last = -1;
-    while (i < xs.length || j < ys.length) {
-      const x = i < xs.length ? (xs[i] as number) : Infinity;
-      const y = j < ys.length ? (ys[j] as number) : Infinity;
-      let idx: number;
-      if (x <= y) {
-        idx = x;
-        i++;
-        if (x === y) j++;
-      } else {
-        idx = y;
-        j++;
+    for (;;) {
+      let idx = Infinity;
+      let from = -1;
+      for (let l = 0; l < lists.length; l++) {
+        const list = lists[l] as readonly number[];
+        const i = at[l] as number;
+        if (i < list.length && (list[i] as number) < idx) {
+          idx = list[i] as number;
+          from = l;
+        }
       }
+      if (from < 0) return undefined;
+      at[from] = (at[from] as number) + 1;
       if (idx === last) continue;
       last = idx;
       const rule = this.rules[idx] as CompiledRule;
@@ -405,9 +456,12 @@ export class CompiledPolicy {
       if (rule.shared !== undefined && rule.shared !== (req.sharedGroup !== undefined)) continue;
       if (topicMatches(rule, req, levels)) return rule;
     }
-    return undefined;
   }
 }
+
+/** Reused by every check (they are synchronous), so a check allocates nothing for its candidate lists. */
+const SCRATCH_LISTS: (readonly number[])[] = [];
+const SCRATCH_POSITIONS: number[] = [];
 
 function firstBySubject(rules: readonly CompiledRule[], req: AccessRequest): CompiledRule | undefined {
   for (let i = 0; i < rules.length; i++) {

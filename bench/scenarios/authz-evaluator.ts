@@ -23,8 +23,8 @@ function metric(key: string, label: string, baselineKey?: string): MetricSpec {
  * The policy evaluator on its own, in the bench's process (no broker, no sockets): publish checks per second with
  * 10 and 10,000 rules and the decision cache off (`authz/bench.ts`). The end-to-end `authz` scenario publishes to a
  * few topics, so every message after the first is a decision-cache hit and the rules are never walked; this one
- * shows what a cache miss costs, for a policy whose tenants each have their own first topic level (which the
- * compiled policy indexes) and for one where all tenants share it (the index cannot help: the worst case).
+ * shows what a cache miss costs, for a policy whose tenants each have their own first topic level and for one
+ * where all tenants share it (`fleet/tenant-N/#`: the worst case while the index followed the first level only).
  */
 export const authzEvaluatorScenario: Scenario = {
   name: 'authz-evaluator',

@@ -551,6 +551,105 @@ describe('evaluator index', () => {
     expect(policy.decide(request('subscribe', 'c/x'))?.rule.name).toBe('wild');
   });
 
+  it('finds rules by literal levels below a shared first level, and every rule below a wildcard of a filter', () => {
+    const policy = policyFrom(
+      'rules:\n' +
+        pubAll('tenant-1', 'all', "['fleet/tenant-1/#']") +
+        pubAll('tenant-2', 'all', "['fleet/tenant-2/#']") +
+        rule('deny-cmd', "deny: [publish, subscribe]\nsubjects: all\ntopics: ['fleet/tenant-2/cmd/+']") +
+        pubAll('own', 'all', "['fleet/${username}/#']"),
+    );
+    expect(policy.decide(request('publish', 'fleet/tenant-1/x'))?.rule.name).toBe('tenant-1');
+    expect(policy.decide(request('publish', 'fleet/tenant-2/x'))?.rule.name).toBe('tenant-2');
+    expect(policy.decide(request('publish', 'fleet/tenant-2/cmd/reboot'))?.rule.name).toBe('deny-cmd');
+    expect(policy.decide(request('publish', 'fleet/alice/x'))?.rule.name).toBe('own');
+    expect(policy.decide(request('publish', 'fleet/tenant-3/x'))).toBeUndefined();
+    // A filter with a wildcard under `fleet` overlaps the deny three levels down, which the index must still find.
+    expect(policy.decide(request('subscribe', 'fleet/+/cmd/#'))?.rule.name).toBe('deny-cmd');
+    expect(policy.decide(request('subscribe', 'fleet/tenant-2/#'))?.rule.name).toBe('deny-cmd');
+    expect(policy.decide(request('subscribe', 'fleet/tenant-1/#'))?.rule.name).toBe('tenant-1');
+  });
+
+  it("narrows a thousand tenants under one first level to the rules on the topic's own path", () => {
+    let text = 'rules:\n' + pubAll('any-status', 'all', "['+/status']");
+    for (let t = 0; t < 1000; t++) text += pubAll(`tenant-${t}`, 'all', `['fleet/tenant-${t}/#']`);
+    text += pubAll('fleet-status', 'all', "['fleet/+/status']");
+    const policy = policyFrom(text);
+    const names = (req: AccessRequest) => policy.candidatesFor(req).map((i) => policy.rules[i]?.ref.name);
+    expect(names(request('publish', 'fleet/tenant-7/x'))).toEqual(['any-status', 'tenant-7', 'fleet-status']);
+    // `fleet/+/status` ends its literal prefix at `fleet`, so every topic through `fleet` meets it; no tenant does.
+    expect(names(request('publish', 'fleet'))).toEqual(['any-status', 'fleet-status']);
+    expect(names(request('subscribe', 'fleet/tenant-999/#'))).toEqual(['any-status', 'tenant-999', 'fleet-status']);
+    // A wildcard where the tenants differ leaves all of them: each may overlap the filter.
+    expect(names(request('subscribe', 'fleet/+/x'))).toHaveLength(1002);
+    expect(policy.decide(request('publish', 'fleet/tenant-7/x'))?.rule.name).toBe('tenant-7');
+  });
+
+  it('decides exactly as the rule-by-rule walk for hundreds of random policies and requests', () => {
+    // A fixed seed: a failure names the policy and request, and reruns the same.
+    let seed = 0x2f6e2b1;
+    const random = (n: number): number => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return (((t ^ (t >>> 14)) >>> 0) % n) as number;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[random(xs.length)] as T;
+    const literal = ['a', 'b', 'c', 'alice'];
+    const ruleLevel = [...literal, '+', '${username}', '${clientid}'];
+    const pattern = (): string => {
+      const levels = Array.from({ length: 1 + random(4) }, () => pick(ruleLevel));
+      if (random(3) === 0) levels.push('#');
+      return levels.join('/');
+    };
+    const topic = (filter: boolean): string => {
+      const levels = Array.from({ length: 1 + random(4) }, () =>
+        filter && random(4) === 0 ? '+' : pick([...literal, 'c1', 'x']),
+      );
+      if (filter && random(4) === 0) levels.push('#');
+      return levels.join('/');
+    };
+    const actionSets = [
+      '[publish]',
+      '[subscribe]',
+      '[receive]',
+      '[publish, subscribe]',
+      '[publish, subscribe, receive]',
+    ];
+    let checks = 0;
+    for (let p = 0; p < 300; p++) {
+      let text = 'rules:\n';
+      const count = 1 + random(20);
+      for (let r = 0; r < count; r++) {
+        const topics = Array.from({ length: 1 + random(2) }, () => `'${pattern()}'`).join(', ');
+        const subjects = pick(['all', '{ users: [alice] }', '{ users: [bob] }']);
+        text += rule(
+          `r${r}`,
+          `${pick(['allow', 'deny'])}: ${pick(actionSets)}\nsubjects: ${subjects}\ntopics: [${topics}]`,
+        );
+      }
+      const policy = policyFrom(text);
+      for (let q = 0; q < 40; q++) {
+        const action = pick(['publish', 'subscribe', 'receive'] as const);
+        const req = request(action, topic(action === 'subscribe'), {
+          identity: identity({ username: pick(['alice', 'bob']) }),
+        });
+        const indexed = policy.decide(req) ?? DEFAULT_DENY;
+        const walked = explainAccess(policy, req).decision;
+        if (indexed !== walked) {
+          expect({ policy: text, action, topic: req.topic, indexed: indexed.rule?.name }).toEqual({
+            policy: text,
+            action,
+            topic: req.topic,
+            indexed: walked.rule?.name,
+          });
+        }
+        checks++;
+      }
+    }
+    expect(checks).toBe(12_000);
+  });
+
   it('returns the same preallocated verdict object for repeated checks', () => {
     const policy = policyFrom('rules:\n' + pubAll('a', 'all'));
     expect(policy.decide(request('publish', 't/1'))).toBe(policy.decide(request('publish', 't/2')));
