@@ -304,30 +304,31 @@ function addToIndex(root: IndexNode, rule: CompiledRule): void {
 }
 
 /**
- * The candidate lists a topic meets, gathered into `out` (reused: checks are synchronous): the `here` list of each
- * node on its path, and, where a subscription filter has a wildcard, every rule below that point.
+ * The candidate lists a topic meets, written to `out` from index 0 (reused: checks are synchronous); answers how
+ * many. The non-empty `here` list of each node on the topic's path, and, where a subscription filter has a
+ * wildcard, every rule below that point.
  */
 function candidateLists(
   root: IndexNode,
   subscribe: boolean,
   levels: readonly string[],
   out: (readonly number[])[],
-): void {
-  out.length = 0;
+): number {
+  let n = 0;
   let node = root;
   for (let k = 0; ; k++) {
     const level = levels[k];
     if (level === undefined) {
-      out.push(node.here);
-      return;
+      if (node.here.length > 0) out[n++] = node.here;
+      return n;
     }
     if (subscribe && (level === '+' || level === '#')) {
-      out.push(node.below);
-      return;
+      if (node.below.length > 0) out[n++] = node.below;
+      return n;
     }
-    out.push(node.here);
+    if (node.here.length > 0) out[n++] = node.here;
     const child = node.children?.get(level);
-    if (!child) return;
+    if (!child) return n;
     node = child;
   }
 }
@@ -420,27 +421,37 @@ export class CompiledPolicy {
     const lists: (readonly number[])[] = [];
     const found = new Set<number>();
     for (const root of [this.#deny[a], this.#allow[a]] as IndexNode[]) {
-      candidateLists(root, req.action === 'subscribe', req.topic.split('/'), lists);
-      for (const list of lists) for (const i of list) found.add(i);
+      const count = candidateLists(root, req.action === 'subscribe', req.topic.split('/'), lists);
+      for (const list of lists.slice(0, count)) for (const i of list) found.add(i);
     }
     return [...found].sort((x, y) => x - y);
   }
 
   #first(root: IndexNode, req: AccessRequest, levels: readonly string[]): CompiledRule | undefined {
     const lists = SCRATCH_LISTS;
-    candidateLists(root, req.action === 'subscribe', levels, lists);
+    const count = candidateLists(root, req.action === 'subscribe', levels, lists);
+    // Usually one or two lists are non-empty (the topic's own node, a wildcard rule near the root): those are
+    // walked or merged directly; more are merged by always taking the smallest head.
+    if (count === 0) return undefined;
+    if (count === 1) {
+      const only = lists[0] as readonly number[];
+      for (let i = 0; i < only.length; i++) {
+        const rule = this.#matching(only[i] as number, req, levels);
+        if (rule) return rule;
+      }
+      return undefined;
+    }
     const at = SCRATCH_POSITIONS;
-    at.length = lists.length;
-    at.fill(0);
+    for (let l = 0; l < count; l++) at[l] = 0;
     // Merge the ascending lists so rules are tried in file order; a rule with several patterns may be in several.
     let last = -1;
     for (;;) {
-      let idx = Infinity;
       let from = -1;
-      for (let l = 0; l < lists.length; l++) {
+      let idx = 0;
+      for (let l = 0; l < count; l++) {
         const list = lists[l] as readonly number[];
         const i = at[l] as number;
-        if (i < list.length && (list[i] as number) < idx) {
+        if (i < list.length && (from < 0 || (list[i] as number) < idx)) {
           idx = list[i] as number;
           from = l;
         }
@@ -449,13 +460,19 @@ export class CompiledPolicy {
       at[from] = (at[from] as number) + 1;
       if (idx === last) continue;
       last = idx;
-      const rule = this.rules[idx] as CompiledRule;
-      if (!subjectMatches(rule.subjects, req)) continue;
-      if ((rule.qosMask & (1 << req.qos)) === 0) continue;
-      if (rule.retain !== undefined && rule.retain !== req.retain) continue;
-      if (rule.shared !== undefined && rule.shared !== (req.sharedGroup !== undefined)) continue;
-      if (topicMatches(rule, req, levels)) return rule;
+      const rule = this.#matching(idx, req, levels);
+      if (rule) return rule;
     }
+  }
+
+  /** The rule at `idx` when it matches the request: subjects, conditions, then the topic. */
+  #matching(idx: number, req: AccessRequest, levels: readonly string[]): CompiledRule | undefined {
+    const rule = this.rules[idx] as CompiledRule;
+    if (!subjectMatches(rule.subjects, req)) return undefined;
+    if ((rule.qosMask & (1 << req.qos)) === 0) return undefined;
+    if (rule.retain !== undefined && rule.retain !== req.retain) return undefined;
+    if (rule.shared !== undefined && rule.shared !== (req.sharedGroup !== undefined)) return undefined;
+    return topicMatches(rule, req, levels) ? rule : undefined;
   }
 }
 
