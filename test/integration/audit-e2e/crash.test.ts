@@ -42,16 +42,18 @@ function flood(c: Connected, topic: string): { stop(): void; done: Promise<numbe
 }
 
 describe('the audit log after kill -9 during heavy logging', () => {
-  let dir: TempDir | undefined;
+  // Each test makes its own directory; all are removed at the end (one variable kept only the last).
+  const dirs: TempDir[] = [];
   let broker: YamlBroker | undefined;
 
   afterAll(async () => {
     await broker?.kill9();
-    dir?.cleanup();
+    for (const dir of dirs) dir.cleanup();
   });
 
   async function setup(): Promise<{ config: string; dataDir: string; auditDir: string }> {
-    dir = tempDir('bulwark-audit-crash-');
+    const dir = tempDir('bulwark-audit-crash-');
+    dirs.push(dir);
     const dataDir = dir.file('data');
     const policyFile = dir.write('open.policy.yaml', POLICY);
     const config = dir.write(
