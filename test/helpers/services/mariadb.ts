@@ -44,6 +44,8 @@ export async function startMariaDb(workDir: string): Promise<Started<SqlServiceI
       `datadir=${dataDir}`,
       `socket=${socket}`,
       `pid-file=${pidFile}`,
+      // Its own: as user mysql it cannot write to a TMPDIR owned by root (the test run's folder).
+      `tmpdir=${workDir}`,
       `port=${port}`,
       'bind-address=127.0.0.1',
       ...(owner ? ['user=mysql'] : []),
