@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { absorbCpu, loadgen, saturationNote, unsaturatedNote, withBroker } from '../harness.js';
+import { absorbCpu, cpuPerMessageUs, loadgen, saturationNote, unsaturatedNote, withBroker } from '../harness.js';
 import { openFileLimit, processRssBytes } from '../proc.js';
 import { emptyMeasurement, type Scenario } from '../scenario.js';
 
@@ -35,6 +35,20 @@ export const idleScenario: Scenario = {
   metrics: [
     { key: 'connectRate', label: 'connect rate, first burst after start', unit: 'conn/s', better: 'higher' },
     { key: 'connectRateWarm', label: 'connect rate, second burst', unit: 'conn/s', better: 'higher' },
+    {
+      key: 'cpuPerConnectUs',
+      label: 'broker CPU per connect, first burst',
+      unit: 'µs',
+      better: 'lower',
+      decimals: 1,
+    },
+    {
+      key: 'cpuPerConnectWarmUs',
+      label: 'broker CPU per connect, second burst',
+      unit: 'µs',
+      better: 'lower',
+      decimals: 1,
+    },
     {
       key: 'rssPerConnectionKiB',
       label: 'RSS per connection, 1.5 s after the burst',
@@ -83,6 +97,9 @@ export const idleScenario: Scenario = {
       if (run.error || !run.result || run.result.kind !== 'idle') return { ...m, error: run.error ?? 'no result' };
       const r = run.result;
       m.metrics.connectRate = r.connectRate;
+      // What a connect cost the broker, all its threads: unlike the rate, not bounded by a saturated load generator.
+      const cpu = cpuPerMessageUs(r.connectRate, run.brokerCpu);
+      if (cpu !== undefined) m.metrics.cpuPerConnectUs = cpu;
       m.metrics.connections = held;
       if (before !== undefined && during !== undefined && held > 0)
         m.metrics.rssPerConnectionKiB = (during - before) / 1024 / held;
@@ -106,6 +123,8 @@ export const idleScenario: Scenario = {
         return m;
       }
       m.metrics.connectRateWarm = warm.result.connectRate;
+      const warmCpu = cpuPerMessageUs(warm.result.connectRate, warm.brokerCpu);
+      if (warmCpu !== undefined) m.metrics.cpuPerConnectWarmUs = warmCpu;
       m.lost += warm.result.failed;
       m.notes.push(...warm.result.errors.map((e) => `second burst: ${e}`));
       return m;

@@ -58,6 +58,15 @@ describe('bench smoke', () => {
     expect(idle?.metrics.find((m) => m.key === 'connectRate')?.medians.bulwark).toBeGreaterThan(0);
     // The second burst connects the same number of clients again, after the first has been closed.
     expect(idle?.metrics.find((m) => m.key === 'connectRateWarm')?.medians.bulwark).toBeGreaterThan(0);
+    // A connect costs the broker some CPU, and less than the whole window's worth per client.
+    for (const key of ['cpuPerConnectUs', 'cpuPerConnectWarmUs']) {
+      const us = idle?.metrics.find((m) => m.key === key)?.medians.bulwark;
+      expect({ key, positive: (us ?? 0) > 0, belowOneSecond: (us ?? Infinity) < 1e6 }).toEqual({
+        key,
+        positive: true,
+        belowOneSecond: true,
+      });
+    }
     // Quick runs settle for 1 s only, so the settled figure is not meaningful here; it must still be measured.
     expect(idle?.metrics.find((m) => m.key === 'rssSettledPerConnectionKiB')?.medians.bulwark).toEqual(
       expect.any(Number),
@@ -72,6 +81,7 @@ describe('bench smoke', () => {
     const median = (key: string) => storm?.metrics.find((m) => m.key === key)?.medians.bulwark;
     expect(median('cachedFirst')).toBeGreaterThan(0);
     expect(median('cached')).toBeGreaterThan(0);
+    expect(median('cachedCpuUs')).toBeGreaterThan(0);
     expect(median('uncached')).toBeGreaterThan(0);
     // Refused or failed connects in either storm count as lost: every bench user has the right password.
     expect(storm?.lost.bulwark).toBe(0);

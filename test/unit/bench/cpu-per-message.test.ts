@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cpuPerMessageUs } from '../../../bench/scenarios/auth.js';
+import { cpuPerMessageUs } from '../../../bench/harness.js';
 
 describe('broker CPU per message', () => {
   it('is the CPU share of the window over the messages carried, in microseconds', () => {
