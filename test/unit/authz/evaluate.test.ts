@@ -596,7 +596,7 @@ describe('evaluator index', () => {
     };
     const pick = <T>(xs: readonly T[]): T => xs[random(xs.length)] as T;
     const literal = ['a', 'b', 'c', 'alice'];
-    const ruleLevel = [...literal, '+', '${username}', '${clientid}'];
+    const ruleLevel = [...literal, '+', '${username}', '${clientid}', '${group}', '${attr.jwt.site}'];
     const pattern = (): string => {
       const levels = Array.from({ length: 1 + random(4) }, () => pick(ruleLevel));
       if (random(3) === 0) levels.push('#');
@@ -622,17 +622,24 @@ describe('evaluator index', () => {
       const count = 1 + random(20);
       for (let r = 0; r < count; r++) {
         const topics = Array.from({ length: 1 + random(2) }, () => `'${pattern()}'`).join(', ');
-        const subjects = pick(['all', '{ users: [alice] }', '{ users: [bob] }']);
+        const subjects = pick(['all', '{ users: [alice] }', '{ users: [bob] }', '{ groups: [ops] }']);
+        const when = pick(['', '\nwhen: { qos: [0, 1] }', '\nwhen: { retain: false }']);
         text += rule(
           `r${r}`,
-          `${pick(['allow', 'deny'])}: ${pick(actionSets)}\nsubjects: ${subjects}\ntopics: [${topics}]`,
+          `${pick(['allow', 'deny'])}: ${pick(actionSets)}\nsubjects: ${subjects}\ntopics: [${topics}]${when}`,
         );
       }
       const policy = policyFrom(text);
       for (let q = 0; q < 40; q++) {
         const action = pick(['publish', 'subscribe', 'receive'] as const);
         const req = request(action, topic(action === 'subscribe'), {
-          identity: identity({ username: pick(['alice', 'bob']) }),
+          identity: identity({
+            username: pick(['alice', 'bob']),
+            groups: pick([[], ['ops'], ['a', 'ops']]),
+            attributes: pick<Record<string, string>>([{}, { 'jwt.site': 'b' }]),
+          }),
+          qos: pick([0, 1, 2] as const),
+          retain: action === 'publish' && random(2) === 0,
         });
         const indexed = policy.decide(req) ?? DEFAULT_DENY;
         const walked = explainAccess(policy, req).decision;
