@@ -17,6 +17,9 @@ import type { ConnectContext } from '../handlers/connect.js';
 
 export type ConnectionState = 'awaiting-connect' | 'authenticating' | 'connected' | 'closed';
 
+/** How long a closing connection may wait for the peer to read our last bytes and close its side. */
+export const CLOSE_GRACE_MS = 2_000;
+
 /** Packets held while CONNECT is being authenticated or an asynchronous check runs ([MQTT-3.1.4-7]). */
 const MAX_BACKLOG_PACKETS = 1000;
 
@@ -115,6 +118,8 @@ export class Connection implements SessionLink, PacketSink {
   /** Silence after which the client is disconnected; 0 for keep alive 0. */
   private keepaliveLimitMs = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** Set once the connection is ending: destroys the socket if the peer has not closed within the grace. */
+  private closeTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly broker: Broker,
@@ -360,17 +365,18 @@ export class Connection implements SessionLink, PacketSink {
       this.writePacket({ cmd: 'disconnect', reasonCode: ReasonCode[reason], properties: { reasonString: detail } });
     }
     this.state = 'closed';
-    this.endSocket(2000);
+    this.endSocket();
   }
 
   /**
-   * Sends what this tick queued, then half-closes. With `graceMs`, the socket is destroyed after that long: a
-   * client that never reads would keep `end()` pending forever.
+   * Sends what this tick queued, then half-closes, and closes for good after `CLOSE_GRACE_MS`: the half-close waits
+   * for the peer's FIN, and a client that never reads, or never closes its side after its own DISCONNECT, would
+   * otherwise keep the socket, and the broker's record of its connection, open forever.
    */
-  endSocket(graceMs?: number): void {
+  endSocket(): void {
     this.flush();
     this.socket.end();
-    if (graceMs !== undefined) setTimeout(() => this.socket.destroy(), graceMs).unref();
+    this.closeTimer ??= setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
   }
 
   /** A protocol violation: v5 clients get DISCONNECT with the reason (when past CONNECT), then close. */
@@ -401,6 +407,7 @@ export class Connection implements SessionLink, PacketSink {
   onSocketClosed(): void {
     this.state = 'closed';
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.closeTimer) clearTimeout(this.closeTimer);
     this.backlog = undefined;
     this.broker.onConnectionClosed(this);
   }

@@ -389,5 +389,5 @@ export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, {
   connection.closeReason = result.detail;
   connection.writePacket(packet);
   connection.state = 'closed';
-  connection.endSocket(2000);
+  connection.endSocket();
 }

@@ -4,6 +4,8 @@ import type { Connection } from '../connection/connection.js';
 /**
  * DISCONNECT from the client. [MQTT-3.14.4-3] a normal disconnect (0x00) discards the will; 0x04 asks for it to
  * be published. MQTT 5 section 3.14.2.2.2: a session expiry of 0 in CONNECT cannot be raised here: protocol error.
+ * The server SHOULD close the network connection if the client has not (MQTT 5 section 3.14.4): it is closed for
+ * good after the close grace even when the client keeps its side open.
  */
 export function handleDisconnect(connection: Connection, packet: IDisconnectPacket): void {
   const session = connection.session!;

@@ -1,6 +1,8 @@
 import mqttPacket from 'mqtt-packet';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import { until } from '../../helpers/until.js';
 import {
   connectClient,
   endAll,
@@ -267,6 +269,37 @@ describe('CONNECT, keep alive and bad connections', () => {
     flood.end();
     await endAll(healthy.client);
   }, 60_000);
+});
+
+describe('DISCONNECT from a client that keeps its side open', () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startBroker();
+  });
+  afterAll(async () => {
+    await broker.stop();
+  });
+
+  it('is closed by the broker within the close grace, and its disconnect is recorded', async () => {
+    // allowHalfOpen: the broker's FIN does not make this socket answer with its own, as a careless client's would not.
+    const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    const received: Buffer[] = [];
+    socket.on('data', (d: Buffer) => received.push(d));
+    let ended = false;
+    socket.on('end', () => (ended = true));
+    socket.write(mqttPacket.generate(connectPacket('half-open')));
+    await until(() => Buffer.concat(received).length >= 4, 'CONNACK');
+    expect(broker.server.broker.stats.clientsConnected).toBe(1);
+    socket.write(Buffer.from([0xe0, 0]));
+    // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; the server SHOULD close the network connection.
+    const event = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'half-open');
+    expect(event.event.reason).toBe('client disconnected (reason 0x00)');
+    expect(ended).toBe(true);
+    expect(broker.server.broker.stats.clientsConnected).toBe(0);
+    socket.destroy();
+  });
 });
 
 describe('graceful shutdown', () => {
