@@ -1,12 +1,14 @@
 import type { Identity } from '../authn/types.js';
+import { topicActionIndex } from './compile.js';
 import type { AccessRequest, AuthzDecision } from './types.js';
 
 /** 3 topic actions × 3 QoS × retain × shared. */
 const SLOTS = 36;
 
 function slotOf(req: AccessRequest): number {
-  const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
-  return a * 12 + req.qos * 4 + (req.retain ? 2 : 0) + (req.sharedGroup !== undefined ? 1 : 0);
+  return (
+    topicActionIndex(req.action) * 12 + req.qos * 4 + (req.retain ? 2 : 0) + (req.sharedGroup !== undefined ? 1 : 0)
+  );
 }
 
 interface ClientEntry {

@@ -65,6 +65,11 @@ export function actionBit(action: AccessAction): number {
 
 export const CONNECT_BIT = 8;
 
+/** 0, 1 or 2 for publish, subscribe or receive: where a topic action's index and cached decisions are kept. */
+export function topicActionIndex(action: AccessAction): 0 | 1 | 2 {
+  return action === 'publish' ? 0 : action === 'subscribe' ? 1 : 2;
+}
+
 function textMatcher(set: TextSet | undefined): TextMatcher | undefined {
   return set ? { exact: new Set(set.exact), prefixes: set.prefixes } : undefined;
 }
@@ -398,7 +403,7 @@ export class CompiledPolicy {
       const denied = firstBySubject(this.#connectDeny, req);
       return denied !== undefined ? denied.verdict : firstBySubject(this.#connectAllow, req)?.verdict;
     }
-    const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
+    const a = topicActionIndex(req.action);
     const levels = req.topic.split('/');
     const denied = this.#first(this.#deny[a] as IndexNode, req, levels);
     if (denied) return denied.verdict;
@@ -417,11 +422,12 @@ export class CompiledPolicy {
   candidatesFor(req: AccessRequest): number[] {
     if (req.action === 'connect')
       return [...this.#connectDeny, ...this.#connectAllow].map((r) => r.index).sort((x, y) => x - y);
-    const a = req.action === 'publish' ? 0 : req.action === 'subscribe' ? 1 : 2;
+    const a = topicActionIndex(req.action);
+    const levels = req.topic.split('/');
     const lists: (readonly number[])[] = [];
     const found = new Set<number>();
     for (const root of [this.#deny[a], this.#allow[a]] as IndexNode[]) {
-      const count = candidateLists(root, req.action === 'subscribe', req.topic.split('/'), lists);
+      const count = candidateLists(root, req.action === 'subscribe', levels, lists);
       for (const list of lists.slice(0, count)) for (const i of list) found.add(i);
     }
     return [...found].sort((x, y) => x - y);
