@@ -214,13 +214,12 @@ function decodeNormalDisconnect(
   remaining: number,
 ): Packet | undefined {
   if ((first & 0x0f) !== 0) return undefined;
-  if (protocolVersion !== 5) {
-    if (remaining !== 0) return undefined;
-    return { cmd: 'disconnect', retain: false, qos: 0, dup: false, length: 0, topic: null, payload: null } as Packet;
-  }
-  if (remaining > 2 || (remaining >= 1 && frames[start] !== 0) || (remaining === 2 && frames[start + 1] !== 0))
-    return undefined;
-  return {
+  const normal =
+    protocolVersion !== 5
+      ? remaining === 0
+      : remaining <= 2 && (remaining < 1 || frames[start] === 0) && (remaining < 2 || frames[start + 1] === 0);
+  if (!normal) return undefined;
+  const packet = {
     cmd: 'disconnect',
     retain: false,
     qos: 0,
@@ -228,8 +227,8 @@ function decodeNormalDisconnect(
     length: remaining,
     topic: null,
     payload: null,
-    reasonCode: 0,
-  } as Packet;
+  };
+  return (protocolVersion === 5 ? Object.assign(packet, { reasonCode: 0 }) : packet) as Packet;
 }
 
 /** Connect flags this decoder leaves to mqtt-packet: reserved bit 0, and the will flag, QoS and retain. */
