@@ -10,7 +10,7 @@ import {
 } from './brokers.js';
 import { runLoadgen, type LoadgenRun } from './loadgen-process.js';
 import type { Job } from './loadgen/jobs.js';
-import type { BenchContext, Measurement } from './scenario.js';
+import type { BenchContext, Measurement, MetricSpec } from './scenario.js';
 import { emptyMeasurement } from './scenario.js';
 
 export interface BrokerVariant {
@@ -209,4 +209,9 @@ export function absorbCpu(into: Measurement, run: LoadgenRun): void {
  */
 export function cpuPerMessageUs(rate: number, brokerCpu: number | undefined): number | undefined {
   return brokerCpu !== undefined && brokerCpu > 0 && rate > 0 ? (brokerCpu * 1e6) / rate : undefined;
+}
+
+/** A broker-CPU-per-connect metric (µs, lower is better), optionally compared with another broker's own key. */
+export function cpuPerConnectMetric(key: string, label: string, compareTo?: string): MetricSpec {
+  return { key, label, unit: 'µs', better: 'lower', decimals: 1, ...(compareTo ? { compareTo } : {}) };
 }

@@ -1,5 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { absorbCpu, cpuPerMessageUs, loadgen, saturationNote, unsaturatedNote, withBroker } from '../harness.js';
+import {
+  absorbCpu,
+  cpuPerConnectMetric,
+  cpuPerMessageUs,
+  loadgen,
+  saturationNote,
+  unsaturatedNote,
+  withBroker,
+} from '../harness.js';
 import { openFileLimit, processRssBytes } from '../proc.js';
 import { emptyMeasurement, type Scenario } from '../scenario.js';
 
@@ -35,20 +43,8 @@ export const idleScenario: Scenario = {
   metrics: [
     { key: 'connectRate', label: 'connect rate, first burst after start', unit: 'conn/s', better: 'higher' },
     { key: 'connectRateWarm', label: 'connect rate, second burst', unit: 'conn/s', better: 'higher' },
-    {
-      key: 'cpuPerConnectUs',
-      label: 'broker CPU per connect, first burst',
-      unit: 'µs',
-      better: 'lower',
-      decimals: 1,
-    },
-    {
-      key: 'cpuPerConnectWarmUs',
-      label: 'broker CPU per connect, second burst',
-      unit: 'µs',
-      better: 'lower',
-      decimals: 1,
-    },
+    cpuPerConnectMetric('cpuPerConnectUs', 'broker CPU per connect, first burst'),
+    cpuPerConnectMetric('cpuPerConnectWarmUs', 'broker CPU per connect, second burst'),
     {
       key: 'rssPerConnectionKiB',
       label: 'RSS per connection, 1.5 s after the burst',
@@ -82,18 +78,14 @@ export const idleScenario: Scenario = {
       let during: number | undefined;
       let settled: number | undefined;
       let held = 0;
-      const run = await loadgen(
-        { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY },
-        ctx,
-        broker,
-        async (n) => {
-          held = n;
-          await sleep(afterBurstMs);
-          during = processRssBytes(broker.pid);
-          await sleep(settleMs - afterBurstMs);
-          settled = processRssBytes(broker.pid);
-        },
-      );
+      const burst = { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY } as const;
+      const run = await loadgen(burst, ctx, broker, async (n) => {
+        held = n;
+        await sleep(afterBurstMs);
+        during = processRssBytes(broker.pid);
+        await sleep(settleMs - afterBurstMs);
+        settled = processRssBytes(broker.pid);
+      });
       if (run.error || !run.result || run.result.kind !== 'idle') return { ...m, error: run.error ?? 'no result' };
       const r = run.result;
       m.metrics.connectRate = r.connectRate;
@@ -113,11 +105,7 @@ export const idleScenario: Scenario = {
       // hold the clients. The first burst pays for compiling the connect path and growing the heap, as a burst
       // right after a restart does; the second is what every later reconnect wave costs.
       await sleep(WARM_GAP_MS);
-      const warm = await loadgen(
-        { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY },
-        ctx,
-        broker,
-      );
+      const warm = await loadgen(burst, ctx, broker);
       if (warm.error || !warm.result || warm.result.kind !== 'idle') {
         m.notes.push(`second burst: ${warm.error ?? 'no result'}`);
         return m;
