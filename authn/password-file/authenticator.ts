@@ -1,7 +1,7 @@
 import type { AuditEvent } from '../../audit/events.js';
 import { Secret } from '../secret.js';
 import { NO_ATTRIBUTES, type Authenticator, type AuthnOutcome, type ConnectAttempt } from '../types.js';
-import { hashPassword, needsRehash, type Argon2Params } from '../verify/password-hash.js';
+import { hashPassword, needsRehash, type Argon2Params, type StoredCredential } from '../verify/password-hash.js';
 import type { VerificationServices } from '../verify/services.js';
 import { isVerifiedRecently, verifyPasswordBounded } from '../verify/verify-password.js';
 import type { PasswordFileUser } from './format.js';
@@ -19,6 +19,21 @@ export interface PasswordFileOptions {
   reloadDebounceMs: number;
   verification: VerificationServices;
   onEvent: (event: AuditEvent) => void;
+}
+
+/**
+ * One credential object per loaded user, so the verification cache can reuse what it derives from it (a reload
+ * replaces the user objects, and with them these).
+ */
+const CREDENTIALS = new WeakMap<PasswordFileUser, StoredCredential>();
+
+function credentialOf(user: PasswordFileUser): StoredCredential {
+  let credential = CREDENTIALS.get(user);
+  if (credential === undefined) {
+    credential = { hash: user.hash, algorithm: 'auto' };
+    CREDENTIALS.set(user, credential);
+  }
+  return credential;
 }
 
 /**
@@ -59,7 +74,7 @@ export class PasswordFileAuthenticator implements Authenticator {
       authenticator: this.id,
       username,
       password,
-      credential: { hash: user.hash, algorithm: 'auto' as const },
+      credential: credentialOf(user),
     };
     if (!isVerifiedRecently(this.options.verification, verification)) return undefined;
     return this.#allow(attempt, username, user);
@@ -103,7 +118,7 @@ export class PasswordFileAuthenticator implements Authenticator {
       authenticator: this.id,
       username,
       password,
-      credential: { hash: user.hash, algorithm: 'auto' },
+      credential: credentialOf(user),
       signal,
     });
     if (check.kind === 'unsupported') {

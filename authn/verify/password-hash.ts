@@ -20,16 +20,16 @@ export const HASH_ALGORITHMS = [
 export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
 
 export interface StoredCredential {
-  hash: string;
-  algorithm: HashAlgorithm;
+  readonly hash: string;
+  readonly algorithm: HashAlgorithm;
   /** For the salted algorithms that keep the salt apart from the hash (SQL tables). */
-  salt?: string;
+  readonly salt?: string;
   /** PBKDF2 iterations when they are not part of the hash string. */
-  iterations?: number;
+  readonly iterations?: number;
   /** sha256/sha512: whether the salt is hashed before (`prefix`) or after (`suffix`) the password. */
-  saltPosition?: 'prefix' | 'suffix';
+  readonly saltPosition?: 'prefix' | 'suffix';
   /** Encoding of a bare digest (sha*, pbkdf2-*); the salt is used as the UTF-8 string it is. */
-  encoding?: 'hex' | 'base64';
+  readonly encoding?: 'hex' | 'base64';
 }
 
 export type HashCheck = { kind: 'match' } | { kind: 'mismatch' } | { kind: 'unsupported'; detail: string };

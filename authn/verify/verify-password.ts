@@ -21,20 +21,26 @@ export function isVerifiedRecently(services: VerificationServices, v: Omit<Passw
 }
 
 function cacheKey(services: VerificationServices, v: Omit<PasswordVerification, 'signal'>): string {
-  const c = v.credential;
   return services.cache.key({
     authenticator: v.authenticator,
     username: v.username,
     secret: v.password,
-    credentialVersion: [
-      c.algorithm,
-      c.hash,
-      c.salt ?? '',
-      c.iterations ?? '',
-      c.saltPosition ?? '',
-      c.encoding ?? '',
-    ].join('\u0000'),
+    credentialVersion: credentialVersion(v.credential),
   });
+}
+
+/** A stored credential is never changed once built (its fields are readonly), so its version string is built once. */
+const VERSIONS = new WeakMap<StoredCredential, string>();
+
+function credentialVersion(c: StoredCredential): string {
+  let version = VERSIONS.get(c);
+  if (version === undefined) {
+    version = [c.algorithm, c.hash, c.salt ?? '', c.iterations ?? '', c.saltPosition ?? '', c.encoding ?? ''].join(
+      '\u0000',
+    );
+    VERSIONS.set(c, version);
+  }
+  return version;
 }
 
 /**
