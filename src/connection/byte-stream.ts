@@ -14,6 +14,12 @@ export interface ByteStream {
   end(data: Buffer): unknown;
   /** Closes now: what is queued is dropped, `close` follows. */
   destroy(): unknown;
+  /**
+   * Closes now if every byte written is already in the kernel, which still sends it before the FIN; false, and
+   * nothing done, while bytes wait in user space. Only a stream whose writes end in the kernel as they are (plain
+   * TCP) offers it: TLS and WebSocket frame their own closing.
+   */
+  closeIfWritten?(): boolean;
   /** Holds writes until `uncork`, which hands them to the kernel together. */
   cork(): void;
   uncork(): void;

@@ -379,6 +379,16 @@ export class Connection implements SessionLink, PacketSink {
     this.closeTimer ??= setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
   }
 
+  /**
+   * After the client's own DISCONNECT: it has nothing more to say and will not read a FIN-wait out, so once what
+   * this tick queued is in the kernel the socket is closed at once, as Mosquitto does, instead of half-closed and
+   * waited on; the kernel still delivers those bytes before its FIN. Streams that cannot tell fall back to `endSocket`.
+   */
+  endAfterClientDisconnect(): void {
+    this.flush();
+    if (this.socket.closeIfWritten?.() !== true) this.endSocket();
+  }
+
   /** A protocol violation: v5 clients get DISCONNECT with the reason (when past CONNECT), then close. */
   protocolViolation(reason: ReasonName, detail: string): void {
     if (this.state === 'closed') return;

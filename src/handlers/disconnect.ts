@@ -4,8 +4,8 @@ import type { Connection } from '../connection/connection.js';
 /**
  * DISCONNECT from the client. [MQTT-3.14.4-3] a normal disconnect (0x00) discards the will; 0x04 asks for it to
  * be published. MQTT 5 section 3.14.2.2.2: a session expiry of 0 in CONNECT cannot be raised here: protocol error.
- * The server SHOULD close the network connection if the client has not (MQTT 5 section 3.14.4): it is closed for
- * good after the close grace even when the client keeps its side open.
+ * The server SHOULD close the network connection if the client has not (MQTT 5 section 3.14.4): it is closed at
+ * once, or, where bytes are still on their way out, after they are sent or the close grace has passed.
  */
 export function handleDisconnect(connection: Connection, packet: IDisconnectPacket): void {
   const session = connection.session!;
@@ -23,5 +23,5 @@ export function handleDisconnect(connection: Connection, packet: IDisconnectPack
   connection.disconnectedCleanly = (packet.reasonCode ?? 0) !== 0x04;
   connection.closeReason = `client disconnected (reason 0x${(packet.reasonCode ?? 0).toString(16).padStart(2, '0')})`;
   connection.state = 'closed';
-  connection.endSocket();
+  connection.endAfterClientDisconnect();
 }

@@ -150,6 +150,13 @@ export class HandleSocket implements ByteStream {
     return this;
   }
 
+  closeIfWritten(): boolean {
+    if (this.destroyed) return true;
+    if (this.handle.writeQueueSize > 0 || this.corkedBytes > 0) return false;
+    this.destroy();
+    return true;
+  }
+
   private dispatched(request: WriteRequest, status: Status, data: Buffer | Buffer[]): boolean {
     if (status !== 0) {
       this.fail(status, 'write');

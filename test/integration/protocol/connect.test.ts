@@ -1,4 +1,5 @@
 import mqttPacket from 'mqtt-packet';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
@@ -271,6 +272,18 @@ describe('CONNECT, keep alive and bad connections', () => {
   }, 60_000);
 });
 
+/** The broker's end of a loopback connection as /proc/net/tcp lists it (ports in hex, big-endian). */
+function brokerSideOf(brokerPort: number, clientPort: number): { state: string; inode: string } | undefined {
+  const hex = (port: number): string => port.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1]?.endsWith(`:${hex(brokerPort)}`) && f[2]?.endsWith(`:${hex(clientPort)}`)) {
+      return { state: f[3]!, inode: f[9]! };
+    }
+  }
+  return undefined;
+}
+
 describe('DISCONNECT from a client that keeps its side open', () => {
   let broker: TestBroker;
   beforeAll(async () => {
@@ -298,6 +311,41 @@ describe('DISCONNECT from a client that keeps its side open', () => {
     expect(event.event.reason).toBe('client disconnected (reason 0x00)');
     expect(ended).toBe(true);
     expect(broker.server.broker.stats.clientsConnected).toBe(0);
+    socket.destroy();
+  });
+
+  it('closes its socket at once instead of waiting for the client: the FIN comes from a closed descriptor', async () => {
+    const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    const received: Buffer[] = [];
+    socket.on('data', (d: Buffer) => received.push(d));
+    const ended = new Promise<void>((resolve) => socket.once('end', resolve));
+    socket.write(mqttPacket.generate(connectPacket('closed-at-once')));
+    await until(() => Buffer.concat(received).length >= 4, 'CONNACK');
+    socket.write(Buffer.from([0xe0, 0]));
+    await ended;
+    // A half-closed socket still belongs to the broker's descriptor (inode set); a closed one is the kernel's alone.
+    const row = brokerSideOf(broker.port, socket.localPort!);
+    expect(row, 'the broker side of the connection in /proc/net/tcp').toBeDefined();
+    expect(row!.inode).toBe('0');
+    socket.destroy();
+  });
+
+  it('still delivers what it queued in the same tick as the DISCONNECT before closing', async () => {
+    const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    const received: Buffer[] = [];
+    socket.on('data', (d: Buffer) => received.push(d));
+    const ended = new Promise<void>((resolve) => socket.once('end', resolve));
+    socket.write(mqttPacket.generate(connectPacket('ping-then-disconnect')));
+    await until(() => Buffer.concat(received).length >= 4, 'CONNACK');
+    const connackLength = Buffer.concat(received).length;
+    // PINGREQ and DISCONNECT in one segment: the PINGRESP is queued, then the connection closes in the same tick.
+    socket.write(Buffer.from([0xc0, 0, 0xe0, 0]));
+    await ended;
+    expect([...Buffer.concat(received).subarray(connackLength)]).toEqual([0xd0, 0]);
     socket.destroy();
   });
 });

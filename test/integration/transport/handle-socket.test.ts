@@ -158,6 +158,36 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     client.destroy();
   });
 
+  it('closeIfWritten() closes once everything written is in the kernel, which still delivers it before the FIN', async () => {
+    const s = await serve();
+    const client = await dial(s.port);
+    const a = await s.next();
+    const received = readAll(client);
+    expect(a.socket.write(Buffer.from('in the kernel'))).toBe(true);
+    expect(a.socket.closeIfWritten()).toBe(true);
+    expect((await received).toString()).toBe('in the kernel');
+    await until(() => a.events.includes('close'), 'close');
+    expect(a.events).toEqual(['close']);
+    client.destroy();
+  });
+
+  it('closeIfWritten() refuses, and leaves the socket open, while writes still wait in user space', async () => {
+    const s = await serve();
+    const client = await dial(s.port);
+    client.pause();
+    const a = await s.next();
+    const chunks = Array.from({ length: 64 }, () => randomBytes(256 * 1024));
+    for (const chunk of chunks) a.socket.write(chunk);
+    expect(a.socket.closeIfWritten()).toBe(false);
+    expect(a.socket.destroyed).toBe(false);
+    const received = readAll(client);
+    client.resume();
+    a.socket.end();
+    expect((await received).length).toBe(64 * 256 * 1024);
+    client.destroy();
+    await until(() => a.events.includes('close'), 'close');
+  });
+
   it('a reset by the peer is reported as net reports it (read ECONNRESET), then closes once', async () => {
     const s = await serve();
     const client = await dial(s.port);
