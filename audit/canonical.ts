@@ -95,7 +95,44 @@ function writeObject(value: object): string {
     return `${out}]`;
   }
   const record = value as Record<string, unknown>;
+  if (stringifiesCanonically(record)) return JSON.stringify(record);
   return writeMembers(Object.keys(record), record, undefined);
+}
+
+/**
+ * Whether `JSON.stringify` already writes this value canonically: every object in it has its members in sorted
+ * order (UTF-16 code units, as `sortKeys`), and it holds nothing JSON.stringify would write differently from this
+ * writer: a `toJSON` (its result may be unsorted), a bigint (JSON.stringify throws), a function or symbol (a case
+ * not worth proving equal). The events recorded for every connection are built in that order, so one native call
+ * writes each of their members instead of a string concatenation per value; anything else is sorted as before.
+ */
+function stringifiesCanonically(value: unknown): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+    case 'undefined':
+      return true;
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) return true;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!stringifiesCanonically(value[i] as unknown)) return false;
+    return true;
+  }
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
+  const record = value as Record<string, unknown>;
+  let previous = '';
+  // for-in walks own members in Object.keys order (and would add inherited ones, which only makes this stricter).
+  for (const key in record) {
+    if (key < previous) return false;
+    previous = key;
+    if (!stringifiesCanonically(record[key])) return false;
+  }
+  return true;
 }
 
 function writeMembers(

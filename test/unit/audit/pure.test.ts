@@ -76,6 +76,85 @@ describe('canonical member order', () => {
   });
 });
 
+describe('canonical JSON of nested values, sorted or not', () => {
+  /** An independent reference: toJSON first, members sorted at every level, JSON.stringify for the scalars. */
+  function reference(value: unknown): string | undefined {
+    if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+      return reference((value as { toJSON: () => unknown }).toJSON());
+    }
+    if (typeof value === 'bigint') return JSON.stringify(value.toString());
+    if (typeof value === 'function' || typeof value === 'symbol' || value === undefined) return undefined;
+    if (value === null || typeof value !== 'object') return JSON.stringify(value);
+    if (Array.isArray(value)) return `[${value.map((v: unknown) => reference(v) ?? 'null').join(',')}]`;
+    const record = value as Record<string, unknown>;
+    const members = Object.keys(record)
+      .sort()
+      .flatMap((k) => {
+        const v = reference(record[k]);
+        return v === undefined ? [] : [`${JSON.stringify(k)}:${v}`];
+      });
+    return `{${members.join(',')}}`;
+  }
+
+  it('matches the reference for objects built in sorted order (written natively) and in any other order', () => {
+    let seed = 11;
+    const next = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const names = ['a', 'b', 'B', '_', '@', 'é', '中', '\u{1f600}', 'ab', '1', '10', '9', ''];
+    const scalars: unknown[] = [
+      'x',
+      'q"\\\n\u2028',
+      0,
+      -0,
+      1e21,
+      0.1,
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      true,
+      null,
+      undefined,
+      10n,
+      () => 1,
+      new Secret('hunter2'),
+      new Date(0),
+      { toJSON: () => ({ b: 1, a: [2, { d: 1, c: 2 }] }) },
+      new (class Replaced {
+        toJSON(): unknown {
+          return { z: 1, y: { x: 2, w: 3 } };
+        }
+      })(),
+    ];
+    let sortedObjects = 0;
+    const build = (depth: number): unknown => {
+      const kind = depth > 2 ? 0 : next(4);
+      if (kind === 0) return scalars[next(scalars.length)];
+      if (kind === 1) return Array.from({ length: next(4) }, () => build(depth + 1));
+      const keys = [...new Set(Array.from({ length: next(6) }, () => names[next(names.length)] as string))];
+      // Half the objects get their members in sorted order, the shape the writer serialises with JSON.stringify.
+      if (next(2) === 0) {
+        keys.sort();
+        sortedObjects++;
+      }
+      const o: Record<string, unknown> = {};
+      for (const k of keys) o[k] = build(depth + 1);
+      return o;
+    };
+    for (let i = 0; i < 3000; i++) {
+      const value = build(0);
+      expect(canonicalJson(value)).toBe(reference(value) ?? 'null');
+      const extra = { '@timestamp': 't', seq: i, prev_hash: 'h' };
+      // A record's event is a plain object: its own toJSON would be a member here, not a replacement.
+      const plain = typeof (value as { toJSON?: unknown } | null)?.toJSON !== 'function';
+      if (value !== null && typeof value === 'object' && !Array.isArray(value) && plain) {
+        expect(canonicalJsonWith(value as Record<string, unknown>, extra)).toBe(reference({ ...value, ...extra }));
+      }
+    }
+    expect(sortedObjects).toBeGreaterThan(1000);
+  });
+});
+
 describe('record lines', () => {
   it('puts the hash last so the hashed body is the line minus its suffix', () => {
     const { line, hash } = encodeRecord(

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AuthenticationChain, type ChainStep } from '../../../authn/chain.js';
 import { Secret } from '../../../authn/secret.js';
-import type { AuthnOutcome, ChainResult, StepRecord } from '../../../authn/types.js';
+import type { AuthnOutcome, ChainResult, ConnectAttempt, StepRecord } from '../../../authn/types.js';
 import { attempt, FakeAuthenticator, FakeEnhanced, type Script } from './fakes.js';
 
 function chainOf(scripts: Script[], opts: { anonymous?: boolean; onError?: ('deny' | 'next')[] } = {}) {
@@ -396,5 +396,22 @@ describe('authentication decision event', () => {
       },
     });
     expect(JSON.stringify(e)).not.toContain('correct horse');
+  });
+
+  it('builds every member in canonical order, so the audit writer serialises each with one JSON.stringify', async () => {
+    const { authnDecisionEvent } = await import('../../../authn/decision-event.js');
+    const { canonicalJson } = await import('../../../audit/canonical.js');
+    const cases: [Script[], Partial<ConnectAttempt>][] = [
+      [['ignore', 'allow'], {}],
+      [['ignore', 'deny'], { authMethod: 'SCRAM-SHA-256' }],
+    ];
+    for (const [scripts, extra] of cases) {
+      const a = attempt({ username: 'bob', ...extra });
+      const r = await chainOf(scripts).chain.authenticate(a);
+      if (r.kind === 'continue') throw new Error('unexpected');
+      const e = authnDecisionEvent(a, r);
+      expect(Object.keys(e.authn ?? {}).length).toBeGreaterThan(extra.authMethod ? 2 : 1);
+      for (const member of Object.values(e)) expect(JSON.stringify(member)).toBe(canonicalJson(member));
+    }
   });
 });
