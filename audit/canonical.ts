@@ -21,7 +21,31 @@ export function canonicalJsonWith(value: Record<string, unknown>, extra: Record<
     const key = extraKeys[i] as string;
     if (!Object.prototype.hasOwnProperty.call(value, key)) keys.push(key);
   }
-  return writeMembers(keys, value, extra);
+  sortKeys(keys);
+  const merged = mergedInOrder(keys, value, extra);
+  return merged === undefined ? writeMembers(keys, value, extra) : JSON.stringify(merged);
+}
+
+/**
+ * The record's members as one object in sorted order, for one JSON.stringify of the whole record, or undefined
+ * when JSON.stringify would not write it canonically. Names that start with a digit are left to the sorting
+ * writer because V8 orders integer-like names numerically; `__proto__` because assigning it sets the prototype.
+ */
+function mergedInOrder(
+  keys: string[],
+  value: Record<string, unknown>,
+  extra: Record<string, unknown>,
+): Record<string, unknown> | undefined {
+  const merged: Record<string, unknown> = {};
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string;
+    const first = key.charCodeAt(0);
+    if ((first >= 48 && first <= 57) || key === '__proto__') return undefined;
+    const member = Object.prototype.hasOwnProperty.call(extra, key) ? extra[key] : value[key];
+    if (!stringifiesCanonically(member)) return undefined;
+    merged[key] = member;
+  }
+  return merged;
 }
 
 function write(value: unknown): string | undefined {

@@ -40,6 +40,8 @@ describe('canonical JSON with added members', () => {
     ],
     [{}, { only: true }],
     [{ only: null }, {}],
+    [JSON.parse('{"__proto__":{"a":2,"b":1},"z":1}') as Record<string, unknown>, { seq: 1 }],
+    [{ '10': 'ten', '9': 'nine', a: 1 }, { seq: 2 }],
   ])('serialises %j with %j exactly as the spread object', (value, extra) => {
     expect(canonicalJsonWith(value, extra)).toBe(canonicalJson({ ...value, ...extra }));
   });
