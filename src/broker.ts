@@ -1,9 +1,9 @@
 import type { ByteStream } from './connection/byte-stream.js';
 import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
-import type { AuditEvent, AuditSink } from '../audit/events.js';
+import type { AuditSink } from '../audit/events.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
-import { DEFAULT_DENY_RULE } from '../authz/model.js';
+import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
 import { Connection } from './connection/connection.js';
 import type { ListenerRuntime } from './listener.js';
@@ -966,55 +966,4 @@ export class Broker {
     }
     await Promise.all(closing);
   }
-}
-
-/**
- * An audit event about a connection (`client`, `user`, `mqtt` from it), a fresh literal that callers complete by
- * assignment (`mqtt.topic`, `authz`). The record* methods used to spread one shared base object (twice, for
- * `mqtt`); object spread was most of the broker's own cost of recording every allowed publish.
- */
-function connectionEvent(
-  connection: Connection,
-  event: AuditEvent['event'],
-): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
-  return {
-    event,
-    client: { ip: connection.peer.address, port: connection.peer.port },
-    user: connection.username !== undefined ? { name: connection.username } : undefined,
-    mqtt: {
-      client_id: connection.clientId,
-      listener: connection.listener.name,
-      protocol_version: connection.protocolVersion,
-    },
-  };
-}
-
-/**
- * The record of a policy decision on a topic or filter: allowed (`success`) or denied (`failure`, code
- * `notAuthorized`), with the topic, the QoS and the deciding rule.
- */
-function topicDecisionEvent(
-  connection: Connection,
-  action: string,
-  topic: string,
-  qos: number,
-  decision: AuthzDecision,
-): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
-  const record = connectionEvent(
-    connection,
-    decision.allowed
-      ? { action, outcome: 'success', reason: decision.reason }
-      : { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
-  );
-  record.mqtt.topic = topic;
-  record.mqtt.qos = qos;
-  record.authz = authzFields(decision);
-  return record;
-}
-
-/** The `authz` part of an audit record: the deciding rule as `file:line`, or `default-deny` when none matched. */
-function authzFields(decision: AuthzDecision): NonNullable<AuditEvent['authz']> {
-  const rule = decision.rule;
-  if (!rule) return { rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
-  return { rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
 }

@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalJson } from '../../../audit/canonical.js';
+import type { AuthzDecision } from '../../../authz/types.js';
+import { connectionEvent, topicDecisionEvent, type ConnectionFacts } from '../../../src/connection-events.js';
+
+const connection = (username: string | undefined): ConnectionFacts => ({
+  peer: { address: '192.0.2.7', port: 50123 },
+  username,
+  clientId: 'sensor-1',
+  listener: { name: 'tcp' },
+  protocolVersion: 5,
+});
+
+const allowed: AuthzDecision = {
+  allowed: true,
+  reason: 'rule matched',
+  rule: { name: 'sensors-publish', location: 'policies/a.yaml:12', source: 'policies/a.yaml' },
+};
+const denied: AuthzDecision = { allowed: false, reason: 'no rule matched (default deny)' };
+
+describe('connection audit events', () => {
+  it('name the peer, user, client id, listener and protocol, and the topic, QoS and deciding rule', () => {
+    const e = topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, allowed);
+    expect(e).toEqual({
+      event: { action: 'authz.publish_allowed', outcome: 'success', reason: 'rule matched' },
+      client: { ip: '192.0.2.7', port: 50123 },
+      user: { name: 'alice' },
+      mqtt: { client_id: 'sensor-1', listener: 'tcp', protocol_version: 5, qos: 1, topic: 'site/1/temp' },
+      authz: { rule: 'policies/a.yaml:12', rule_name: 'sensors-publish', source: 'policies/a.yaml' },
+    });
+    expect(topicDecisionEvent(connection(undefined), 'authz.publish_denied', 't', 0, denied)).toMatchObject({
+      event: { code: 'notAuthorized', outcome: 'failure' },
+      authz: { rule: 'default-deny' },
+    });
+  });
+
+  it('are built in canonical member order, so the audit writer serialises each member with one JSON.stringify', () => {
+    const events = [
+      connectionEvent(connection('alice'), { action: 'client.disconnected', outcome: 'success', reason: 'x' }),
+      connectionEvent(connection(undefined), { action: 'client.disconnected', outcome: 'success' }),
+      topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, allowed),
+      topicDecisionEvent(connection('bob'), 'authz.subscribe_denied', 'site/#', 2, denied),
+    ];
+    for (const e of events) {
+      for (const member of Object.values(e)) {
+        if (member !== undefined) expect(JSON.stringify(member)).toBe(canonicalJson(member));
+      }
+    }
+  });
+});
