@@ -284,6 +284,26 @@ function brokerSideOf(brokerPort: number, clientPort: number): { state: string; 
   return undefined;
 }
 
+/**
+ * A raw client past its CONNACK whose socket stays open after the broker's FIN (allowHalfOpen: it does not answer
+ * with its own, as a careless client's would not).
+ */
+async function halfOpenClient(
+  port: number,
+  clientId: string,
+): Promise<{ socket: net.Socket; received: () => Buffer; ended: Promise<void>; connackLength: number }> {
+  const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve) => socket.once('connect', resolve));
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  const ended = new Promise<void>((resolve) => socket.once('end', resolve));
+  socket.write(mqttPacket.generate(connectPacket(clientId)));
+  const received = (): Buffer => Buffer.concat(chunks);
+  await until(() => received().length >= 4, 'CONNACK');
+  return { socket, received, ended, connackLength: received().length };
+}
+
 describe('DISCONNECT from a client that keeps its side open', () => {
   let broker: TestBroker;
   beforeAll(async () => {
@@ -293,60 +313,47 @@ describe('DISCONNECT from a client that keeps its side open', () => {
     await broker.stop();
   });
 
-  it('is closed by the broker within the close grace, and its disconnect is recorded', async () => {
-    // allowHalfOpen: the broker's FIN does not make this socket answer with its own, as a careless client's would not.
-    const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
-    socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.once('connect', resolve));
-    const received: Buffer[] = [];
-    socket.on('data', (d: Buffer) => received.push(d));
-    let ended = false;
-    socket.on('end', () => (ended = true));
-    socket.write(mqttPacket.generate(connectPacket('half-open')));
-    await until(() => Buffer.concat(received).length >= 4, 'CONNACK');
+  it('is closed by the broker, and its disconnect is recorded', async () => {
+    const client = await halfOpenClient(broker.port, 'half-open');
     expect(broker.server.broker.stats.clientsConnected).toBe(1);
-    socket.write(Buffer.from([0xe0, 0]));
+    client.socket.write(Buffer.from([0xe0, 0]));
     // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; the server SHOULD close the network connection.
     const event = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'half-open');
     expect(event.event.reason).toBe('client disconnected (reason 0x00)');
-    expect(ended).toBe(true);
+    await client.ended;
     expect(broker.server.broker.stats.clientsConnected).toBe(0);
-    socket.destroy();
+    client.socket.destroy();
   });
 
   it('closes its socket at once instead of waiting for the client: the FIN comes from a closed descriptor', async () => {
-    const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
-    socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.once('connect', resolve));
-    const received: Buffer[] = [];
-    socket.on('data', (d: Buffer) => received.push(d));
-    const ended = new Promise<void>((resolve) => socket.once('end', resolve));
-    socket.write(mqttPacket.generate(connectPacket('closed-at-once')));
-    await until(() => Buffer.concat(received).length >= 4, 'CONNACK');
-    socket.write(Buffer.from([0xe0, 0]));
-    await ended;
+    const client = await halfOpenClient(broker.port, 'closed-at-once');
+    client.socket.write(Buffer.from([0xe0, 0]));
+    await client.ended;
     // A half-closed socket still belongs to the broker's descriptor (inode set); a closed one is the kernel's alone.
-    const row = brokerSideOf(broker.port, socket.localPort!);
+    const row = brokerSideOf(broker.port, client.socket.localPort!);
     expect(row, 'the broker side of the connection in /proc/net/tcp').toBeDefined();
     expect(row!.inode).toBe('0');
-    socket.destroy();
+    client.socket.destroy();
+  });
+
+  it('a connection the broker ends itself is destroyed after CLOSE_GRACE_MS when the client never closes', async () => {
+    const client = await halfOpenClient(broker.port, 'ended-by-broker');
+    // A second CONNECT is a protocol violation: the broker half-closes and waits for the client's FIN, with a deadline.
+    client.socket.write(mqttPacket.generate(connectPacket('ended-by-broker')));
+    await client.ended;
+    const event = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'ended-by-broker');
+    expect(event.event.reason).toContain('CONNECT');
+    expect(brokerSideOf(broker.port, client.socket.localPort!)?.inode ?? '0').toBe('0');
+    client.socket.destroy();
   });
 
   it('still delivers what it queued in the same tick as the DISCONNECT before closing', async () => {
-    const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
-    socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.once('connect', resolve));
-    const received: Buffer[] = [];
-    socket.on('data', (d: Buffer) => received.push(d));
-    const ended = new Promise<void>((resolve) => socket.once('end', resolve));
-    socket.write(mqttPacket.generate(connectPacket('ping-then-disconnect')));
-    await until(() => Buffer.concat(received).length >= 4, 'CONNACK');
-    const connackLength = Buffer.concat(received).length;
+    const client = await halfOpenClient(broker.port, 'ping-then-disconnect');
     // PINGREQ and DISCONNECT in one segment: the PINGRESP is queued, then the connection closes in the same tick.
-    socket.write(Buffer.from([0xc0, 0, 0xe0, 0]));
-    await ended;
-    expect([...Buffer.concat(received).subarray(connackLength)]).toEqual([0xd0, 0]);
-    socket.destroy();
+    client.socket.write(Buffer.from([0xc0, 0, 0xe0, 0]));
+    await client.ended;
+    expect([...client.received().subarray(client.connackLength)]).toEqual([0xd0, 0]);
+    client.socket.destroy();
   });
 });
 
