@@ -830,20 +830,24 @@ export class Broker {
   recordAuthentication(connection: Connection, attempt: ConnectAttempt, result: ChainResult): void {
     if (result.kind === 'continue') return;
     this.audit.record(authnDecisionEvent(attempt, result));
+    // One of these per connect: at `warn` (as the benchmark runs) not even the log object is built.
+    const logging = this.log.isLevelEnabled('info');
     if (result.kind === 'allow') {
-      this.log.info(
-        {
-          clientId: connection.clientId,
-          username: attempt.username,
-          peer: connection.peerLabel,
-          listener: connection.listener.name,
-          by: result.identity.authenticator,
-        },
-        'client connected',
-      );
+      if (logging)
+        this.log.info(
+          {
+            clientId: connection.clientId,
+            username: attempt.username,
+            peer: connection.peerLabel,
+            listener: connection.listener.name,
+            by: result.identity.authenticator,
+          },
+          'client connected',
+        );
       return;
     }
     this.stats.connectRefused++;
+    if (!logging) return;
     this.log.info(
       {
         clientId: connection.clientId,
@@ -869,6 +873,7 @@ export class Broker {
         reason: connection.closeReason ?? 'connection closed',
       }),
     );
+    if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
         clientId: connection.clientId,
