@@ -45,14 +45,18 @@ class Argon2Step implements Authenticator {
 let dataDir: string;
 let t: number;
 let running: TestBroker[];
+let guards: Guard[];
 
 beforeEach(() => {
   dataDir = mkdtempSync(join(tmpdir(), 'bw-guard-broker-'));
   t = Date.parse('2026-01-01T00:00:00Z');
   running = [];
+  guards = [];
 });
 afterEach(async () => {
   for (const broker of running) await broker.stop();
+  // A guard's block list may still be saving into the data directory (a purge, a ban): it must finish first.
+  for (const guard of guards) await guard.stop();
   rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -70,6 +74,7 @@ async function brokerWithGuard(config: GuardConfigInput = {}, extra: Parameters<
     now: () => t,
     onEvent: (e) => (late.broker ? late.broker.audit.record(e) : early.push(e)),
   });
+  guards.push(guard);
   guard.onBanAdded((entry: BanEntry) => {
     for (const connection of late.broker?.server.broker.connections ?? []) {
       if (connection.state !== 'connected' || connection.attempt === undefined) continue;
