@@ -380,9 +380,9 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
-   * After the client's own DISCONNECT: it has nothing more to say and will not read a FIN-wait out, so once what
-   * this tick queued is in the kernel the socket is closed at once, as Mosquitto does, instead of half-closed and
-   * waited on; the kernel still delivers those bytes before its FIN. Streams that cannot tell fall back to `endSocket`.
+   * After the client's own DISCONNECT the client has nothing more to say, so once what this tick queued is in the
+   * kernel the socket is closed at once (as Mosquitto does) instead of half-closed and kept until the client's FIN;
+   * the kernel still delivers those bytes before its own FIN. Streams that cannot tell take `endSocket`'s path.
    */
   endAfterClientDisconnect(): void {
     this.flush();
