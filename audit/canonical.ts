@@ -41,7 +41,7 @@ function mergedInOrder(
     const key = keys[i] as string;
     const first = key.charCodeAt(0);
     if ((first >= 48 && first <= 57) || key === '__proto__') return undefined;
-    const member = Object.prototype.hasOwnProperty.call(extra, key) ? extra[key] : value[key];
+    const member = memberOf(key, value, extra);
     if (!stringifiesCanonically(member)) return undefined;
     merged[key] = member;
   }
@@ -120,7 +120,9 @@ function writeObject(value: object): string {
   }
   const record = value as Record<string, unknown>;
   if (stringifiesCanonically(record)) return JSON.stringify(record);
-  return writeMembers(Object.keys(record), record, undefined);
+  const keys = Object.keys(record);
+  sortKeys(keys);
+  return writeMembers(keys, record, undefined);
 }
 
 /**
@@ -159,19 +161,22 @@ function stringifiesCanonically(value: unknown): boolean {
   return true;
 }
 
+/** A member of the spread `{ ...record, ...extra }`, without building it. */
+function memberOf(key: string, record: Record<string, unknown>, extra: Record<string, unknown> | undefined): unknown {
+  return extra !== undefined && Object.prototype.hasOwnProperty.call(extra, key) ? extra[key] : record[key];
+}
+
+/** Writes the members named by `keys`, which the caller has sorted. */
 function writeMembers(
   keys: string[],
   record: Record<string, unknown>,
   extra: Record<string, unknown> | undefined,
 ): string {
-  sortKeys(keys);
   let out = '{';
   let first = true;
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i] as string;
-    const member = write(
-      extra !== undefined && Object.prototype.hasOwnProperty.call(extra, key) ? extra[key] : record[key],
-    );
+    const member = write(memberOf(key, record, extra));
     if (member === undefined) continue;
     if (!first) out += ',';
     out += quotedName(key);
