@@ -152,7 +152,7 @@ export class HandleSocket implements ByteStream {
 
   closeIfWritten(): boolean {
     if (this.destroyed) return true;
-    if (this.handle.writeQueueSize > 0 || this.corkedBytes > 0) return false;
+    if (this.writableLength > 0) return false;
     this.destroy();
     return true;
   }
