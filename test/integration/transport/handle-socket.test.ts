@@ -84,6 +84,13 @@ function readAll(client: net.Socket): Promise<Buffer> {
   return new Promise((resolve) => client.on('end', () => resolve(Buffer.concat(chunks))));
 }
 
+/** 16 MiB, more than loopback socket buffers hold: with the peer paused, the rest waits in libuv. */
+function writeBeyondTheKernel(socket: HandleSocket): Buffer[] {
+  const chunks = Array.from({ length: 64 }, () => randomBytes(256 * 1024));
+  for (const chunk of chunks) expect(socket.write(chunk)).toBe(true);
+  return chunks;
+}
+
 describe('socket_layer direct: HandleServer and HandleSocket on real sockets', () => {
   it('delivers what the client sends, in order, and reports the peer as net would', async () => {
     const s = await serve();
@@ -102,9 +109,8 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     const client = await dial(s.port);
     client.pause();
     const a = await s.next();
-    const chunks = Array.from({ length: 64 }, () => randomBytes(256 * 1024));
-    for (const chunk of chunks) expect(a.socket.write(chunk)).toBe(true);
-    // 16 MiB cannot fit in loopback socket buffers: the rest waits in libuv, and the bound sees it.
+    const chunks = writeBeyondTheKernel(a.socket);
+    // The bound sees what waits in libuv.
     expect(a.socket.writableLength).toBeGreaterThan(1024 * 1024);
     const received = readAll(client);
     client.resume();
@@ -176,8 +182,7 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     const client = await dial(s.port);
     client.pause();
     const a = await s.next();
-    const chunks = Array.from({ length: 64 }, () => randomBytes(256 * 1024));
-    for (const chunk of chunks) a.socket.write(chunk);
+    writeBeyondTheKernel(a.socket);
     expect(a.socket.closeIfWritten()).toBe(false);
     expect(a.socket.destroyed).toBe(false);
     const received = readAll(client);
@@ -202,7 +207,7 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     const client = await dial(s.port);
     client.pause();
     const a = await s.next();
-    for (let i = 0; i < 64; i++) a.socket.write(randomBytes(256 * 1024));
+    writeBeyondTheKernel(a.socket);
     expect(a.socket.writableLength).toBeGreaterThan(0);
     a.socket.destroy();
     a.socket.destroy();
