@@ -10,6 +10,33 @@ class RetainedNode {
 }
 
 /**
+ * A buffer whose memory is its own. A decoded payload is a view into the whole read it arrived in (up to 64 KiB of
+ * other clients' packets); a retained message lives until replaced, so keeping the view would hold that whole
+ * read for a few payload bytes, and `max_payload_bytes`-style accounting would count only the payload. Copied into
+ * a buffer of exactly its size (not Node's shared 8 KiB pool, which would pin a slab the same way).
+ */
+function owned(bytes: Buffer): Buffer {
+  if (bytes.byteLength === bytes.buffer.byteLength) return bytes;
+  const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
+  bytes.copy(copy);
+  return copy;
+}
+
+function withOwnedBytes(message: Message): Message {
+  const payload = owned(message.payload);
+  const correlationData = message.properties?.correlationData;
+  const ownedCorrelation = correlationData === undefined ? undefined : owned(correlationData);
+  if (payload === message.payload && ownedCorrelation === correlationData) return message;
+  // Encodings cached on the message may sit in Node's shared pool too; the copy encodes afresh when first sent.
+  const { encodedKey: _key, encoded: _encoded, encodedOthers: _others, ...rest } = message;
+  const properties =
+    ownedCorrelation === correlationData
+      ? message.properties
+      : { ...message.properties, correlationData: ownedCorrelation };
+  return { ...rest, payload, properties };
+}
+
+/**
  * Retained messages by topic, in a trie so a SUBSCRIBE with wildcards visits only the matching branches.
  * Expired messages are dropped lazily when met, and by `sweep()` on a schedule.
  */
@@ -45,9 +72,10 @@ export class RetainedStore {
     }
     if (node.message) this.bytes -= node.message.payload.length;
     else this.count++;
-    node.message = message;
-    this.bytes += message.payload.length;
-    this.onChange?.(message.topic, message);
+    const kept = withOwnedBytes(message);
+    node.message = kept;
+    this.bytes += kept.payload.length;
+    this.onChange?.(kept.topic, kept);
   }
 
   delete(topic: string): void {

@@ -26,6 +26,40 @@ describe('retained store', () => {
     expect(store.get('a/b')).toBeUndefined();
   });
 
+  it('keeps a payload that is a view into a larger read as a copy of its own bytes, with its correlation data', () => {
+    // A decoded PUBLISH's payload is a view into the whole read it arrived in: 64 KiB here, for 5 payload bytes.
+    const read = Buffer.alloc(65_536, 0x2e);
+    read.write('hello', 1000);
+    read.write('corr', 2000);
+    const viewed: Message = {
+      ...message('a/b', ''),
+      payload: read.subarray(1000, 1005),
+      properties: { contentType: 'text/plain', correlationData: read.subarray(2000, 2004) },
+      encoded: read.subarray(0, 20),
+      encodedKey: 4,
+    };
+    const seen: (Message | undefined)[] = [];
+    const store = new RetainedStore((_topic, m) => seen.push(m));
+    store.set(viewed);
+    read.fill(0);
+    const kept = store.get('a/b')!;
+    expect(kept.payload.toString()).toBe('hello');
+    expect(kept.payload.buffer.byteLength).toBe(5);
+    expect(kept.properties?.correlationData?.toString()).toBe('corr');
+    expect(kept.properties?.correlationData?.buffer.byteLength).toBe(4);
+    expect(kept.properties?.contentType).toBe('text/plain');
+    expect(kept.encoded).toBeUndefined();
+    expect(store.payloadBytes).toBe(5);
+    expect(seen).toEqual([kept]);
+  });
+
+  it('keeps a message whose buffers are already their own as it is', () => {
+    const own: Message = { ...message('a/b', ''), payload: Buffer.allocUnsafeSlow(3).fill(1) };
+    const store = new RetainedStore();
+    store.set(own);
+    expect(store.get('a/b')).toBe(own);
+  });
+
   it('matches filters with wildcards, keeping $ topics from leading wildcards', () => {
     const store = new RetainedStore();
     for (const t of ['a', 'a/b', 'a/b/c', 'x/b', '$SYS/v']) store.set(message(t, 'p'));
