@@ -153,6 +153,8 @@ export class Blocklist {
    * CONNECT before authentication: exact lookups, one mask per CIDR prefix length in use, then the regexes.
    */
   check(client: GuardClient, now: number): BanEntry | undefined {
+    // Most brokers run with an empty list; parsing the address for nothing was 1.7% of an anonymous connect.
+    if (this.all.size === 0) return undefined;
     const prepared = prepareClient(client);
     const live = (c: CompiledEntry | undefined): BanEntry | undefined =>
       c !== undefined && c.untilMs > now ? c.entry : undefined;
