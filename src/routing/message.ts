@@ -29,6 +29,52 @@ export interface Message {
   encodedKey?: number;
   encoded?: Buffer;
   encodedOthers?: Map<number, Buffer>;
+  /** This message with buffers of its own (`withOwnedBytes`), made once and shared by every queue that keeps it. */
+  ownedCopy?: Message;
+}
+
+/**
+ * A decoded payload is a view into the whole read it arrived in: up to 64 KiB of other clients' packets. Kept
+ * past the tick (retained, queued for an absent client) the view would hold that whole read for a few payload
+ * bytes, and the limits that count payload bytes would not see it. A view that wastes more than 1 KiB and more
+ * than its own size is copied.
+ */
+const TOLERATED_WASTE_BYTES = 1024;
+
+function ownsItsBytes(bytes: Buffer): boolean {
+  const waste = bytes.buffer.byteLength - bytes.byteLength;
+  return waste <= TOLERATED_WASTE_BYTES || waste <= bytes.byteLength;
+}
+
+/** A copy of exactly its size, not in Node's shared 8 KiB pool (which a long-lived slice would pin the same way). */
+function ownCopy(bytes: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
+  bytes.copy(copy);
+  return copy;
+}
+
+/** The message itself when its payload and correlation data own their memory; else a copy that does, made once. */
+export function withOwnedBytes(message: Message): Message {
+  if (message.ownedCopy !== undefined) return message.ownedCopy;
+  const correlationData = message.properties?.correlationData;
+  const payloadOwned = ownsItsBytes(message.payload);
+  const correlationOwned = correlationData === undefined || ownsItsBytes(correlationData);
+  if (payloadOwned && correlationOwned) return message;
+  const properties = correlationOwned
+    ? message.properties
+    : { ...message.properties, correlationData: ownCopy(correlationData!) };
+  // The cached encodings are left behind: they may sit in a shared pool too, and the copy encodes on first send.
+  const copy: Message = {
+    topic: message.topic,
+    payload: payloadOwned ? message.payload : ownCopy(message.payload),
+    qos: message.qos,
+    retain: message.retain,
+    properties,
+    expiresAt: message.expiresAt,
+    publisherId: message.publisherId,
+  };
+  message.ownedCopy = copy;
+  return copy;
 }
 
 export function forwardedProperties(packet: IPublishPacket): ForwardedProperties | undefined {

@@ -1,4 +1,4 @@
-import { isExpired, type Message } from './message.js';
+import { isExpired, withOwnedBytes, type Message } from './message.js';
 
 class RetainedNode {
   readonly children = new Map<string, RetainedNode>();
@@ -7,33 +7,6 @@ class RetainedNode {
     readonly parent: RetainedNode | undefined,
     readonly level: string,
   ) {}
-}
-
-/**
- * A buffer whose memory is its own. A decoded payload is a view into the whole read it arrived in (up to 64 KiB of
- * other clients' packets); a retained message lives until replaced, so keeping the view would hold that whole
- * read for a few payload bytes, and `max_payload_bytes`-style accounting would count only the payload. Copied into
- * a buffer of exactly its size (not Node's shared 8 KiB pool, which would pin a slab the same way).
- */
-function owned(bytes: Buffer): Buffer {
-  if (bytes.byteLength === bytes.buffer.byteLength) return bytes;
-  const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
-  bytes.copy(copy);
-  return copy;
-}
-
-function withOwnedBytes(message: Message): Message {
-  const payload = owned(message.payload);
-  const correlationData = message.properties?.correlationData;
-  const ownedCorrelation = correlationData === undefined ? undefined : owned(correlationData);
-  if (payload === message.payload && ownedCorrelation === correlationData) return message;
-  // Encodings cached on the message may sit in Node's shared pool too; the copy encodes afresh when first sent.
-  const { encodedKey: _key, encoded: _encoded, encodedOthers: _others, ...rest } = message;
-  const properties =
-    ownedCorrelation === correlationData
-      ? message.properties
-      : { ...message.properties, correlationData: ownedCorrelation };
-  return { ...rest, payload, properties };
 }
 
 /**

@@ -2,7 +2,8 @@ import type { Message, QoS } from '../routing/message.js';
 
 /** A message on its way to one subscriber: queued, in flight, or awaiting PUBCOMP. */
 export interface Outbound {
-  readonly message: Message;
+  /** Replaced only by `withOwnedBytes` (the same message, in memory of its own) when the client is away. */
+  message: Message;
   readonly qos: QoS;
   /** The RETAIN flag as this subscriber sees it (retain-as-published, or 1 for retained-on-subscribe). */
   readonly retain: boolean;

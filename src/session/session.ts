@@ -1,5 +1,5 @@
 import type { Identity } from '../../authn/types.js';
-import { isExpired, type Message } from '../routing/message.js';
+import { isExpired, withOwnedBytes, type Message } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 import type { Outbound, OutboundJournal, SessionLink } from './outbound.js';
 
@@ -154,6 +154,9 @@ export class Session {
     this.link = undefined;
     this.connection = undefined;
     this.offlineSince = Date.now();
+    // What waits for the client's return may wait for the whole session expiry: see `withOwnedBytes`.
+    for (const out of this.queue) out.message = withOwnedBytes(out.message);
+    if (this.#inflight) for (const out of this.#inflight.values()) out.message = withOwnedBytes(out.message);
   }
 
   /** Moves queued messages into the send window while it has room. */
@@ -239,6 +242,7 @@ export class Session {
       if (dropped.qos > 0) this.journal?.removed(this.clientId, dropped);
       this.events.onQueueOverflow(this, dropped);
     }
+    if (!this.link) out.message = withOwnedBytes(out.message);
     this.queue.push(out);
     if (out.qos > 0) this.journal?.added(this.clientId, out);
   }

@@ -53,11 +53,17 @@ describe('retained store', () => {
     expect(seen).toEqual([kept]);
   });
 
-  it('keeps a message whose buffers are already their own as it is', () => {
-    const own: Message = { ...message('a/b', ''), payload: Buffer.allocUnsafeSlow(3).fill(1) };
+  it('keeps a message whose buffers waste at most 1 KiB beside them as it is', () => {
+    // A PUBLISH read on its own: the payload shares its buffer only with the packet's header and topic.
+    const alone = Buffer.alloc(1024 + 40);
+    const own: Message = { ...message('a/b', ''), payload: alone.subarray(1024) };
     const store = new RetainedStore();
     store.set(own);
     expect(store.get('a/b')).toBe(own);
+    const wasteful: Message = { ...message('a/b', ''), payload: Buffer.alloc(1024 + 41).subarray(1025) };
+    store.set(wasteful);
+    expect(store.get('a/b')).not.toBe(wasteful);
+    expect(store.get('a/b')?.payload.buffer.byteLength).toBe(40);
   });
 
   it('matches filters with wildcards, keeping $ topics from leading wildcards', () => {

@@ -133,4 +133,42 @@ describe('session delivery state machine', () => {
     session.deliver(out(message(1, 0)));
     expect(session.queue).toHaveLength(0);
   });
+
+  describe('messages kept for an absent client own their bytes', () => {
+    // A decoded payload is a view into the read it arrived in; 64 KiB here for a few payload bytes.
+    const viewed = (n: number): Message => {
+      const read = Buffer.alloc(65_536);
+      const text = `payload-${n}`;
+      read.write(text, 100);
+      return { ...message(n), payload: read.subarray(100, 100 + text.length) };
+    };
+
+    it('copies what is queued while the client is away, once per message for every session', () => {
+      const a = makeSession().session;
+      const b = makeSession().session;
+      const m = viewed(1);
+      a.deliver(out(m));
+      b.deliver(out(m));
+      const kept = a.queue[0]!.message;
+      expect(kept).not.toBe(m);
+      expect(kept.payload.toString()).toBe('payload-1');
+      expect(kept.payload.buffer.byteLength).toBe('payload-1'.length);
+      expect(b.queue[0]!.message).toBe(kept);
+    });
+
+    it('leaves what a connected client is about to receive as it is, and copies it when the client leaves', () => {
+      const { session } = makeSession();
+      session.link = new RecordingLink(1);
+      const inFlight = viewed(1);
+      const waiting = viewed(2);
+      session.deliver(out(inFlight));
+      session.deliver(out(waiting));
+      expect(session.inflight.get(1)?.message).toBe(inFlight);
+      expect(session.queue[0]!.message).toBe(waiting);
+      session.detach();
+      expect(session.inflight.get(1)?.message.payload.buffer.byteLength).toBe('payload-1'.length);
+      expect(session.queue[0]!.message.payload.buffer.byteLength).toBe('payload-2'.length);
+      expect(session.queue[0]!.message.payload.toString()).toBe('payload-2');
+    });
+  });
 });
