@@ -29,22 +29,34 @@ describe('messages kept for later own their bytes', () => {
       }),
     );
 
-  async function publishBehindNoise(client: RawClient, kept: Packet): Promise<void> {
-    client.sendBytes(Buffer.concat([...noise(100), mqtt.generate(kept), mqtt.generate({ cmd: 'pingreq' })]));
-    await client.next('pingresp');
+  /** Connects a publisher and sends the kept message behind 100 PUBLISH packets of 600 bytes, all in one write. */
+  async function publishBehindNoise(
+    clientId: string,
+    kept: { topic: string; payload: string; qos: 0 | 1; retain: boolean },
+  ): Promise<RawClient> {
+    const publisher = await RawClient.connect(broker.port);
+    publisher.send(connectPacket(clientId));
+    await publisher.next('connack');
+    const packet = {
+      cmd: 'publish',
+      topic: kept.topic,
+      payload: Buffer.from(kept.payload),
+      qos: kept.qos,
+      retain: kept.retain,
+      dup: false,
+      ...(kept.qos > 0 ? { messageId: 7 } : {}),
+    } as Packet;
+    publisher.sendBytes(Buffer.concat([...noise(100), mqtt.generate(packet), mqtt.generate({ cmd: 'pingreq' })]));
+    await publisher.next('pingresp');
+    return publisher;
   }
 
   it('a retained message published behind other packets keeps only its payload', async () => {
-    const publisher = await RawClient.connect(broker.port);
-    publisher.send(connectPacket('owned-retain-publisher'));
-    await publisher.next('connack');
-    await publishBehindNoise(publisher, {
-      cmd: 'publish',
+    const publisher = await publishBehindNoise('owned-retain-publisher', {
       topic: 'owned/retained',
-      payload: Buffer.from('kept'),
+      payload: 'kept',
       qos: 0,
       retain: true,
-      dup: false,
     });
     const retained = broker.server.broker.retained.get('owned/retained');
     expect(retained?.payload.toString()).toBe('kept');
@@ -63,17 +75,11 @@ describe('messages kept for later own their bytes', () => {
     const session = broker.server.broker.sessions.get('owned-away')!;
     await expect.poll(() => session.connected).toBe(false);
 
-    const publisher = await RawClient.connect(broker.port);
-    publisher.send(connectPacket('owned-queue-publisher'));
-    await publisher.next('connack');
-    await publishBehindNoise(publisher, {
-      cmd: 'publish',
+    const publisher = await publishBehindNoise('owned-queue-publisher', {
       topic: 'owned/queued',
-      payload: Buffer.from('for later'),
+      payload: 'for later',
       qos: 1,
-      messageId: 7,
       retain: false,
-      dup: false,
     });
     await publisher.next('puback');
     const queued = session.queue.map((out) => out.message.payload);
