@@ -112,7 +112,7 @@ export class Connection implements SessionLink, PacketSink {
   private pendingFirst: Buffer | undefined;
   private pendingAll: Buffer[] | undefined;
   private pendingBytes = 0;
-  /** Inside `onData`: what is written is flushed when the read has been handled, not queued for the tick. */
+  /** A read that began before the client was connected is being handled: `onData` flushes when it returns. */
   private flushesAfterRead = false;
   private lastReceived = Date.now();
   /** Epoch ms by which CONNECT must have been accepted; 0 once connected. */
