@@ -74,12 +74,13 @@ describe('bench smoke', () => {
     expect(idle?.lost.bulwark).toBe(0);
   }, 120_000);
 
-  it('a quick reconnect storm measures the warm-up storm and the storm after it, with no connect refused', async () => {
+  it('a quick reconnect storm measures the warm-up storm, the ramp and the storm after them, with no connect refused', async () => {
     const report = await quickRun('storm.json', ['--scenario', 'connect-auth']);
     expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
     const storm = report.summaries.find((s) => s.name === 'connect-auth');
     const median = (key: string) => storm?.metrics.find((m) => m.key === key)?.medians.bulwark;
     expect(median('cachedFirst')).toBeGreaterThan(0);
+    expect(median('cachedRamp')).toBeGreaterThan(0);
     expect(median('cached')).toBeGreaterThan(0);
     expect(median('cachedCpuUs')).toBeGreaterThan(0);
     expect(median('uncached')).toBeGreaterThan(0);
