@@ -20,6 +20,9 @@ export interface ByteStream {
    * TCP) offers it: TLS and WebSocket frame their own closing.
    */
   closeIfWritten?(): boolean;
+  /** Stops reading from the peer: no `data` until `resume`, and TCP's flow control holds the client back. */
+  pause(): unknown;
+  resume(): unknown;
   /** Holds writes until `uncork`, which hands them to the kernel together. */
   cork(): void;
   uncork(): void;

@@ -108,6 +108,8 @@ export class Connection implements SessionLink, PacketSink {
   private backlog: Packet[] | undefined;
   private deferredAcks: { packet: Packet; seq: number }[] | undefined;
   private busy = false;
+  /** The socket's reads are paused while `busy` holds packets back (see `stopReading`). */
+  private readingStopped = false;
   /** Bytes written and not yet sent (see `writeBytes`): the first buffer, then all of them once two. */
   private pendingFirst: Buffer | undefined;
   private pendingAll: Buffer[] | undefined;
@@ -276,7 +278,18 @@ export class Connection implements SessionLink, PacketSink {
         this.protocolVersion = version;
       }
     }
-    if (this.busy || (this.state === 'authenticating' && packet.cmd !== 'auth' && packet.cmd !== 'disconnect')) {
+    const heldForAuthentication =
+      this.state === 'authenticating' && packet.cmd !== 'auth' && packet.cmd !== 'disconnect';
+    if (heldForAuthentication && this.attempt?.authMethod !== undefined) {
+      // Enhanced authentication waits on the client's AUTH packets; anything else it sends before CONNACK is a
+      // protocol error, not something to hold (and buffer) until the exchange ends. Mosquitto refuses it too.
+      this.protocolViolation(
+        'protocolError',
+        `${packet.cmd.toUpperCase()} before CONNACK after an authentication method [MQTT-3.1.2-30]`,
+      );
+      return;
+    }
+    if (this.busy || heldForAuthentication) {
       this.backlog ??= [];
       if (this.backlog.length >= MAX_BACKLOG_PACKETS) {
         this.protocolViolation(
@@ -286,9 +299,23 @@ export class Connection implements SessionLink, PacketSink {
         return;
       }
       this.backlog.push(packet);
+      this.stopReading();
       return;
     }
     this.run(packet);
+  }
+
+  /**
+   * While an asynchronous step (an LDAP, SQL or JWKS authentication, a remote authorization source) holds packets
+   * back, the socket is not read: what the client sends next waits in its own TCP window instead of the broker's
+   * memory. Without this, a client could follow its CONNECT with up to `MAX_BACKLOG_PACKETS` packets of
+   * `max_packet_size` each (1 GiB at the defaults) before it was even authenticated. What is held is at most
+   * what the reads before the pause had already brought in.
+   */
+  private stopReading(): void {
+    if (this.readingStopped || !this.busy) return;
+    this.readingStopped = true;
+    this.socket.pause();
   }
 
   private run(packet: Packet): void {
@@ -318,6 +345,11 @@ export class Connection implements SessionLink, PacketSink {
         return;
       const next = this.backlog.shift()!;
       this.run(next);
+    }
+    if (this.readingStopped && !this.busy && this.state !== 'closed') {
+      this.readingStopped = false;
+      this.lastReceived = Date.now();
+      this.socket.resume();
     }
   }
 
@@ -350,7 +382,13 @@ export class Connection implements SessionLink, PacketSink {
       this.destroy();
       return;
     }
-    if (this.state === 'connected' && this.keepaliveLimitMs > 0 && now - this.lastReceived > this.keepaliveLimitMs) {
+    // While its reads are paused the broker is the one not listening: a client is not silent for that.
+    if (
+      this.state === 'connected' &&
+      !this.readingStopped &&
+      this.keepaliveLimitMs > 0 &&
+      now - this.lastReceived > this.keepaliveLimitMs
+    ) {
       this.broker.log.info(
         { clientId: this.clientId, peer: this.peerLabel },
         'disconnecting client: keep alive timeout',

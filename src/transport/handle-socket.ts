@@ -60,6 +60,7 @@ export class HandleSocket implements ByteStream {
   private peerEnded = false;
   private corked: Buffer[] | undefined;
   private corkedBytes = 0;
+  private paused = false;
 
   constructor(
     private readonly handles: TcpHandles,
@@ -74,6 +75,23 @@ export class HandleSocket implements ByteStream {
   start(): void {
     const status = this.handle.readStart();
     if (status !== 0) this.fail(status, 'read');
+  }
+
+  pause(): this {
+    if (!this.destroyed && !this.paused) {
+      this.paused = true;
+      this.handle.readStop();
+    }
+    return this;
+  }
+
+  resume(): this {
+    if (!this.destroyed && this.paused) {
+      this.paused = false;
+      const status = this.handle.readStart();
+      if (status !== 0) this.fail(status, 'read');
+    }
+    return this;
   }
 
   on(event: 'data', listener: (chunk: Buffer) => void): this;

@@ -150,10 +150,14 @@ export async function closedPort(): Promise<number> {
 export class JwksServer {
   keys: JWK[] = [];
   fetches = 0;
+  /** While set, every answer waits for it: an identity provider that is slow to answer. */
+  hold: Promise<void> | undefined;
   readonly server: Server = createHttpServer((_req, res) => {
     this.fetches++;
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ keys: this.keys }));
+    void (this.hold ?? Promise.resolve()).then(() => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ keys: this.keys }));
+    });
   });
   async start(): Promise<string> {
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));

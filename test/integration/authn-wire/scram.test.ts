@@ -7,6 +7,7 @@ import type { TestBroker } from '../../helpers/broker.js';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
 import { ScramClient, scramForMqtt, type MqttAuthPacket } from '../../helpers/scram-client.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
+import { until } from '../../helpers/until.js';
 
 const ledger = new SecretLedger();
 let dir: TempDir;
@@ -132,6 +133,41 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
     // Never answer: the broker must not keep a half-authenticated connection.
     await client.waitClosed(CONNECT_TIMEOUT_MS + 5_000);
     expect(client.packets.some((p) => p.cmd === 'connack' && p.reasonCode === 0)).toBe(false);
+  });
+
+  it('closes a client that sends PUBLISH before CONNACK during the exchange [MQTT-3.1.2-30], delivering nothing', async () => {
+    const clientId = cid();
+    const watcher = await scramConnect('SHA-256', scramPw);
+    expect(watcher.code).toBe(0);
+    const delivered: string[] = [];
+    watcher.client.on('message', (topic) => delivered.push(topic));
+    await watcher.client.subscribeAsync('early/#');
+    const client = await RawClient.connect(broker.port, 5);
+    const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: scramPw });
+    client.send(
+      connectPacket(clientId, {
+        protocolVersion: 5,
+        properties: { authenticationMethod: 'SCRAM-SHA-256', authenticationData: scram.clientFirst() },
+      }),
+      5,
+    );
+    expect((await client.next('auth')).reasonCode).toBe(0x18);
+    // A client that named an authentication method may send only AUTH or DISCONNECT until its CONNACK.
+    client.send(
+      { cmd: 'publish', topic: 'early/data', payload: Buffer.from('too soon'), qos: 0, dup: false, retain: false },
+      5,
+    );
+    await client.waitClosed();
+    const line = await broker.waitForLog(
+      (l) => l.msg === 'closing connection: protocol violation' && l.clientId === clientId,
+    );
+    expect(line).toMatchObject({ reason: 'protocolError', detail: expect.stringContaining('MQTT-3.1.2-30') });
+    expect(client.packets.some((p) => p.cmd === 'connack' && p.reasonCode === 0)).toBe(false);
+    // The watcher's own round trip after the refusal: had the early PUBLISH been routed, it would be here first.
+    await watcher.client.publishAsync('early/after', 'x', { qos: 1 });
+    await until(() => delivered.includes('early/after'), "the watcher's own message");
+    expect(delivered).toEqual(['early/after']);
+    await watcher.client.endAsync();
   });
 
   it('re-authenticates a connected client with AUTH 0x19, and disconnects it with 0x87 when the new proof is wrong', async () => {

@@ -4,6 +4,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectClient, endAll, type Connected } from '../../helpers/mqtt-clients.js';
 import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broker.js';
+import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+import { burstOfPublishes, settledWritableLength } from '../../helpers/read-pause.js';
+import { until } from '../../helpers/until.js';
 import type { SqlServiceInfo } from '../../helpers/services/types.js';
 
 const POLICY = `version: 1
@@ -100,4 +103,98 @@ describe('connect rows in a PostgreSQL ACL table', () => {
     await keeper.received.waitForTopic('chat/after');
     expect(keeper.client.connected).toBe(true);
   });
+});
+
+/**
+ * A connected client's PUBLISH waits on its authorization check while the ACL table is locked. The broker stops
+ * reading that client meanwhile (its data waits in its own socket, not in the broker), does not count the pause
+ * against the client's keep alive, and delivers everything once the check answers.
+ */
+describe('a publish waiting on a locked PostgreSQL ACL table', () => {
+  const info = inject('postgres');
+  const table = `publish_acl_${randomBytes(4).toString('hex')}`;
+  const PACKETS = 64;
+  const PAYLOAD_BYTES = 512 * 1024;
+  let db: pg.Client;
+  let pb: PolicyBroker;
+  let subscriber: Connected | undefined;
+
+  beforeAll(async () => {
+    if ('missing' in info) throw new Error(`postgres unavailable: ${info.missing}`);
+    db = new pg.Client({
+      host: info.host,
+      port: info.port,
+      user: info.user,
+      password: info.password,
+      database: info.database,
+    });
+    await db.connect();
+    await db.query(
+      `CREATE TABLE ${table} (clientid VARCHAR(64), permission VARCHAR(8) NOT NULL, action VARCHAR(32) NOT NULL, topic VARCHAR(255))`,
+    );
+    pb = await startPolicyBroker({
+      policy: POLICY,
+      authorization: {
+        sources: [
+          {
+            type: 'postgres',
+            id: 'acl-db',
+            host: info.host,
+            port: info.port,
+            user: info.user,
+            password: info.password,
+            database: info.database,
+            query: `SELECT permission, action, topic FROM ${table} WHERE clientid = \${clientid}`,
+            cache_ttl_ms: 0,
+            timeout_ms: 30_000,
+          },
+          { type: 'file' },
+        ],
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await subscriber?.client.endAsync(true);
+    await pb?.stop();
+    await db?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => undefined);
+    await db?.end();
+  });
+
+  it('stops reading the client, keeps it past its keep alive, and delivers all 32 MiB in order', async () => {
+    subscriber = await connectClient(pb.broker.url, { clientId: 'sql-bp-sub', protocolVersion: 5 });
+    await subscriber.client.subscribeAsync('chat/bp', { qos: 0 });
+    const timedOut = (): boolean =>
+      pb.broker.logs.some((l) => l.msg === 'disconnecting client: keep alive timeout' && l.clientId === 'sql-bp-pub');
+    const publisher = await RawClient.connect(pb.broker.port, 4);
+    publisher.send(connectPacket('sql-bp-pub', { keepalive: 1 }));
+    expect((await publisher.next('connack')).returnCode).toBe(0);
+
+    await db.query('BEGIN');
+    await db.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+    try {
+      publisher.sendBytes(burstOfPublishes('chat/bp', PACKETS, PAYLOAD_BYTES));
+      const unsent = await settledWritableLength(publisher.socket);
+      expect(unsent).toBeGreaterThan((PACKETS * PAYLOAD_BYTES) / 2);
+      // Past one and a half keep alive periods (and the broker's 250 ms timer): the client sent all along, the
+      // broker was the one not reading, so it must not be disconnected for silence.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      expect(timedOut()).toBe(false);
+      expect(publisher.closed).toBe(false);
+    } finally {
+      await db.query('COMMIT');
+    }
+    const delivered = await until(
+      () => {
+        const got = subscriber!.received.messages.filter((m) => m.topic === 'chat/bp');
+        return got.length === PACKETS && got;
+      },
+      `${PACKETS} deliveries`,
+      30_000,
+    );
+    expect(delivered.map((m) => Buffer.from(m.packet.payload).readUInt32BE(0))).toEqual([...Array(PACKETS).keys()]);
+    expect(publisher.closed).toBe(false);
+    expect(timedOut()).toBe(false);
+    publisher.end();
+  }, 60_000);
 });
