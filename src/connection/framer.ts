@@ -9,8 +9,14 @@ export type FrameResult =
   | { kind: 'tooLarge'; size: number }
   | { kind: 'malformed'; why: string };
 
+const NO_FRAMES: FrameResult = { kind: 'frames', frames: undefined };
+
 export class Framer {
-  private pending: Buffer | undefined;
+  /** The start of a frame not yet complete: its header, or its header and the part of its body read so far. */
+  private pending: Buffer[] | undefined;
+  private pendingBytes = 0;
+  /** The whole length of that frame, once its header is complete (0 before). */
+  private pendingFrameBytes = 0;
 
   constructor(private maxPacketSize: number) {}
 
@@ -19,14 +25,25 @@ export class Framer {
   }
 
   get bufferedBytes(): number {
-    return this.pending?.length ?? 0;
+    return this.pendingBytes;
   }
 
   /** Returns the run of complete frames in arrival order (possibly none), keeping any partial tail. */
   push(chunk: Buffer): FrameResult {
-    const data = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
-    this.pending = undefined;
+    let data = chunk;
+    if (this.pending) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+      // A large packet arrives over many reads: its pieces are joined once, when it is complete. Joining at every
+      // read copied it over and over (a 64 MiB packet in 64 KiB reads: 32 GiB of copying).
+      if (this.pendingFrameBytes > 0 && this.pendingBytes < this.pendingFrameBytes) return NO_FRAMES;
+      data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = undefined;
+      this.pendingBytes = 0;
+      this.pendingFrameBytes = 0;
+    }
     let offset = 0;
+    let incompleteFrameBytes = 0;
     const length = data.length;
     while (offset < length) {
       if (length - offset < 2) break;
@@ -49,7 +66,10 @@ export class Framer {
       if (!complete) break;
       const total = i - offset + remaining;
       if (total > this.maxPacketSize) return { kind: 'tooLarge', size: total };
-      if (offset + total > length) break;
+      if (offset + total > length) {
+        incompleteFrameBytes = total;
+        break;
+      }
       if (data[offset]! >> 4 === 3 && remaining >= 2) {
         // [MQTT-1.5.4-1] the codec decodes ill-formed UTF-8 leniently, so PUBLISH topics are checked as bytes here.
         const topicLength = data.readUInt16BE(i);
@@ -59,8 +79,12 @@ export class Framer {
       }
       offset += total;
     }
-    if (offset < length) this.pending = data.subarray(offset);
-    return { kind: 'frames', frames: offset > 0 ? data.subarray(0, offset) : undefined };
+    if (offset < length) {
+      this.pending = [offset === 0 ? data : data.subarray(offset)];
+      this.pendingBytes = length - offset;
+      this.pendingFrameBytes = incompleteFrameBytes;
+    }
+    return offset > 0 ? { kind: 'frames', frames: data.subarray(0, offset) } : NO_FRAMES;
   }
 }
 

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { Framer } from '../../../src/connection/framer.js';
+import { describe, expect, it, vi } from 'vitest';
+import { Framer, frameEnd } from '../../../src/connection/framer.js';
 
 const publish = (payloadLength: number): Buffer => {
   const body = Buffer.alloc(3 + payloadLength, 0x61);
@@ -38,6 +38,55 @@ describe('framer', () => {
   it('refuses a remaining length longer than four bytes', () => {
     const framer = new Framer(1 << 28);
     expect(framer.push(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])).kind).toBe('malformed');
+  });
+
+  it('joins a packet that arrives over many reads once, when it is complete, not at every read', () => {
+    const framer = new Framer(1 << 21);
+    const frame = publish(1 << 20);
+    const concat = vi.spyOn(Buffer, 'concat');
+    try {
+      const results = [];
+      for (let at = 0; at < frame.length; at += 65_536) results.push(framer.push(frame.subarray(at, at + 65_536)));
+      expect(results.slice(0, -1).every((r) => r.kind === 'frames' && r.frames === undefined)).toBe(true);
+      const last = results.at(-1)!;
+      expect(last.kind === 'frames' && last.frames?.equals(frame)).toBe(true);
+      // 17 reads: joined once (each read joined everything so far before: 1 MiB copied ~8 times over).
+      expect(concat).toHaveBeenCalledTimes(1);
+      expect(framer.bufferedBytes).toBe(0);
+    } finally {
+      concat.mockRestore();
+    }
+  });
+
+  it('returns the same whole frames however the stream is cut into reads', () => {
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 50; round++) {
+      const frames = Array.from({ length: 1 + random(30) }, () =>
+        publish(random(3) === 0 ? random(40_000) : random(200)),
+      );
+      const stream = Buffer.concat(frames);
+      const framer = new Framer(1 << 20);
+      const out: Buffer[] = [];
+      for (let at = 0; at < stream.length;) {
+        const size = 1 + random(random(2) === 0 ? 8 : 70_000);
+        const result = framer.push(stream.subarray(at, at + size));
+        if (result.kind !== 'frames') throw new Error(`unexpected ${result.kind}`);
+        if (result.frames) {
+          // Every run holds whole frames only.
+          let offset = 0;
+          while (offset < result.frames.length) offset = frameEnd(result.frames, offset);
+          expect(offset).toBe(result.frames.length);
+          out.push(result.frames);
+        }
+        at += size;
+      }
+      expect(Buffer.concat(out).equals(stream)).toBe(true);
+      expect(framer.bufferedBytes).toBe(0);
+    }
   });
 
   it('waits for more bytes when the length itself is split', () => {
