@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectClient, endAll, type Connected } from '../../helpers/mqtt-clients.js';
 import { startPolicyBroker, type PolicyBroker } from '../../helpers/policy-broker.js';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
-import { burstOfPublishes, settledWritableLength } from '../../helpers/read-pause.js';
+import { burstOfPublishes, settledUnsent } from '../../helpers/read-pause.js';
 import { until } from '../../helpers/until.js';
 import type { SqlServiceInfo } from '../../helpers/services/types.js';
 
@@ -173,8 +173,8 @@ describe('a publish waiting on a locked PostgreSQL ACL table', () => {
     await db.query('BEGIN');
     await db.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
     try {
-      publisher.sendBytes(burstOfPublishes('chat/bp', PACKETS, PAYLOAD_BYTES));
-      const unsent = await settledWritableLength(publisher.socket);
+      publisher.sendBytes(Buffer.concat(burstOfPublishes('chat/bp', PACKETS, PAYLOAD_BYTES)));
+      const unsent = await settledUnsent(() => publisher.socket.writableLength);
       expect(unsent).toBeGreaterThan((PACKETS * PAYLOAD_BYTES) / 2);
       // Past one and a half keep alive periods (and the broker's 250 ms timer): the client sent all along, the
       // broker was the one not reading, so it must not be disconnected for silence.

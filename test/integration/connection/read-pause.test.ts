@@ -1,96 +1,154 @@
 import mqtt from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { es256Key, JwksServer, OPEN_POLICY, signToken, type SigningKey } from '../../helpers/authn-wire.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { connectClient, type Connected } from '../../helpers/mqtt-clients.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 import { connectPacket, RawClient } from '../../helpers/raw-client.js';
+import { burstOfPublishes, settledUnsent } from '../../helpers/read-pause.js';
 import { until } from '../../helpers/until.js';
-import { burstOfPublishes, settledWritableLength } from '../../helpers/read-pause.js';
 
 /**
  * A client may send packets right after CONNECT, before CONNACK. While an asynchronous authentication step runs
  * (here a JWT whose key the broker must fetch from a JWKS endpoint that is slow to answer), the broker must not
- * read them into memory: the socket's reads stop, so the client's data waits in its own send buffer.
+ * read them into memory: the socket's reads stop, so the client's data waits in its own send buffer. Each
+ * transport pauses its own way (libuv's reads for plain TCP, the stream for `net.Socket`, the WebSocket stream and
+ * its socket), so each is tested.
  */
-let dir: TempDir;
-let jwks: JwksServer;
-let broker: TestBroker;
-let known: SigningKey;
-let rotated: SigningKey;
-let subscriber: Connected;
-
 const PACKETS = 64;
 const PAYLOAD_BYTES = 512 * 1024;
+
+/** A client that sends raw MQTT bytes over one transport and reports what it has not yet handed to the kernel. */
+interface RawPipe {
+  send(packets: Buffer[]): void;
+  unsent(): number;
+  connackCode(): Promise<number>;
+  close(): void;
+}
+
+async function tcpPipe(port: number): Promise<RawPipe> {
+  const client = await RawClient.connect(port, 4);
+  return {
+    send: (packets) => client.sendBytes(Buffer.concat(packets)),
+    unsent: () => client.socket.writableLength,
+    connackCode: async () => (await client.next('connack', 20_000)).returnCode ?? -1,
+    close: () => client.end(),
+  };
+}
+
+async function webSocketPipe(port: number): Promise<RawPipe> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, ['mqtt']);
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  const firstMessage = new Promise<Buffer>((resolve) => ws.once('message', (data: Buffer) => resolve(data)));
+  return {
+    // One WebSocket message per MQTT packet: the broker bounds a message's size by the maximum packet size.
+    send: (packets) => {
+      for (const packet of packets) ws.send(packet);
+    },
+    unsent: () => ws.bufferedAmount,
+    connackCode: async () => {
+      const connack = await firstMessage;
+      // 3.1.1 CONNACK: 0x20, remaining length 2, flags, return code.
+      return connack[0] === 0x20 ? connack[3]! : -1;
+    },
+    close: () => ws.terminate(),
+  };
+}
+
+const mqttUrl = (port: number): string => `mqtt://127.0.0.1:${port}`;
+const transports = [
+  { name: 'plain TCP (direct socket layer)', listener: {}, pipe: tcpPipe, url: mqttUrl },
+  { name: 'plain TCP (net.Socket)', listener: { socket_layer: 'net' }, pipe: tcpPipe, url: mqttUrl },
+  {
+    name: 'WebSocket',
+    listener: { transport: 'ws', websocket_path: '/mqtt' },
+    pipe: webSocketPipe,
+    url: (port: number) => `ws://127.0.0.1:${port}/mqtt`,
+  },
+] as const;
+
+let dir: TempDir;
+let jwks: JwksServer;
+let known: SigningKey;
+const exp = (): number => Math.floor(Date.now() / 1000) + 300;
 
 beforeAll(async () => {
   dir = tempDir('bulwark-read-pause-');
   jwks = new JwksServer();
-  const url = await jwks.start();
+  await jwks.start();
   known = await es256Key('known');
-  rotated = await es256Key('rotated');
   jwks.keys = [known.jwk];
-  broker = await startBroker({
-    config: {
-      limits: { connect_timeout_ms: 30_000 },
-      authentication: {
-        anonymous: false,
-        steps: [
-          {
-            type: 'jwt',
-            algorithms: ['ES256'],
-            jwks_url: url,
-            issuer: 'idp',
-            audience: 'bulwark',
-            // A token signed with a key the broker has not seen makes it fetch the JWKS again, which the test holds.
-            jwks_min_refetch_ms: 0,
-            jwks_timeout_ms: 20_000,
-          },
-        ],
-      },
-      authorization: { watch: false, policy_files: [dir.write('open.policy.yaml', OPEN_POLICY)] },
-    },
-  });
-  const exp = Math.floor(Date.now() / 1000) + 300;
-  subscriber = await connectClient(broker.url, {
-    clientId: 'read-pause-sub',
-    username: 'sub',
-    password: await signToken(known, 'sub', exp),
-  });
-  await subscriber.client.subscribeAsync('burst/#', { qos: 0 });
 });
 
 afterAll(async () => {
-  await subscriber?.client.endAsync(true);
-  await broker?.stop();
   await jwks?.stop();
   dir?.cleanup();
 });
 
-describe('reads while authentication is pending', () => {
-  it('stops reading a client that pipelines 32 MiB after CONNECT until it is authenticated, then delivers all of it', async () => {
+describe.each(transports)('reads while authentication is pending, over $name', ({ name, listener, pipe, url }) => {
+  let broker: TestBroker;
+  let subscriber: Connected;
+
+  beforeAll(async () => {
+    broker = await startBroker({
+      listener,
+      config: {
+        limits: { connect_timeout_ms: 30_000 },
+        authentication: {
+          anonymous: false,
+          steps: [
+            {
+              type: 'jwt',
+              algorithms: ['ES256'],
+              jwks_url: `http://127.0.0.1:${(jwks.server.address() as { port: number }).port}/.well-known/jwks.json`,
+              issuer: 'idp',
+              audience: 'bulwark',
+              // A token signed with a key the broker has not seen makes it fetch the JWKS again; the test holds it.
+              jwks_min_refetch_ms: 0,
+              jwks_timeout_ms: 20_000,
+            },
+          ],
+        },
+        authorization: { watch: false, policy_files: [dir.write(`open-${name}.policy.yaml`, OPEN_POLICY)] },
+      },
+    });
+    subscriber = await connectClient(url(broker.port), {
+      clientId: 'read-pause-sub',
+      username: 'sub',
+      password: await signToken(known, 'sub', exp()),
+    });
+    await subscriber.client.subscribeAsync('burst/#', { qos: 0 });
+  });
+
+  afterAll(async () => {
+    await subscriber?.client.endAsync(true);
+    await broker?.stop();
+  });
+
+  it('leaves 32 MiB pipelined after CONNECT unread until the client is authenticated, then delivers all of it', async () => {
+    const rotated = await es256Key(`rotated-${broker.port}`);
     let release!: () => void;
     jwks.hold = new Promise<void>((resolve) => (release = resolve));
     jwks.keys = [known.jwk, rotated.jwk];
     const fetchesBefore = jwks.fetches;
-    const token = await signToken(rotated, 'pipeliner', Math.floor(Date.now() / 1000) + 300);
-    const client = await RawClient.connect(broker.port, 4);
+    const token = await signToken(rotated, 'pipeliner', exp());
+    const client = await pipe(broker.port);
     const connect = mqtt.generate(
       connectPacket('read-pause-pub', { username: 'pipeliner', password: Buffer.from(token) }),
     );
-    client.sendBytes(Buffer.concat([connect, burstOfPublishes('burst/data', PACKETS, PAYLOAD_BYTES)]));
+    client.send([connect, ...burstOfPublishes('burst/data', PACKETS, PAYLOAD_BYTES)]);
     try {
       await until(() => jwks.fetches > fetchesBefore, 'the JWKS fetch the token needs');
-      // The broker read the CONNECT and at most what came with it; everything else waits in the client's socket
+      // The broker read the CONNECT and at most what came with it; everything else waits on the client's side
       // (the kernel's buffers hold a few MiB of the 32). Reading it all would have left nothing here.
-      const unsent = await settledWritableLength(client.socket);
-      expect(unsent).toBeGreaterThan((PACKETS * PAYLOAD_BYTES) / 2);
+      expect(await settledUnsent(client.unsent)).toBeGreaterThan((PACKETS * PAYLOAD_BYTES) / 2);
       expect(subscriber.received.messages.filter((m) => m.topic === 'burst/data')).toHaveLength(0);
     } finally {
       release();
       jwks.hold = undefined;
     }
-    expect((await client.next('connack', 20_000)).returnCode).toBe(0);
+    expect(await client.connackCode()).toBe(0);
     // Nothing lost, in order, once reading resumes.
     const delivered = await until(
       () => {
@@ -103,7 +161,7 @@ describe('reads while authentication is pending', () => {
     const payloads = delivered.map((m) => Buffer.from(m.packet.payload));
     expect(payloads.map((p) => p.readUInt32BE(0))).toEqual([...Array(PACKETS).keys()]);
     expect(payloads.every((p) => p.length === PAYLOAD_BYTES)).toBe(true);
-    expect(client.socket.writableLength).toBe(0);
-    client.end();
+    expect(client.unsent()).toBe(0);
+    client.close();
   }, 60_000);
 });
