@@ -20,57 +20,73 @@ rules:
     topics: ['chat/#']
 `;
 
+/** A client of the test database, a fresh ACL table, and a broker that asks the table (no row cache) before the policy. */
+interface AclFixture {
+  db: pg.Client;
+  table: string;
+  pb: PolicyBroker;
+}
+
+async function startAclFixture(prefix: string, source: Record<string, unknown> = {}): Promise<AclFixture> {
+  const info = inject('postgres');
+  // The harness could not start the database: fail with its reason rather than pass silently.
+  if ('missing' in info) throw new Error(`postgres unavailable: ${info.missing}`);
+  const s: SqlServiceInfo = info;
+  const table = `${prefix}_${randomBytes(4).toString('hex')}`;
+  const db = new pg.Client({ host: s.host, port: s.port, user: s.user, password: s.password, database: s.database });
+  await db.connect();
+  await db.query(
+    `CREATE TABLE ${table} (clientid VARCHAR(64), permission VARCHAR(8) NOT NULL, action VARCHAR(32) NOT NULL, topic VARCHAR(255))`,
+  );
+  const pb = await startPolicyBroker({
+    policy: POLICY,
+    authorization: {
+      sources: [
+        {
+          type: 'postgres',
+          id: 'acl-db',
+          host: s.host,
+          port: s.port,
+          user: s.user,
+          password: s.password,
+          database: s.database,
+          query: `SELECT permission, action, topic FROM ${table} WHERE clientid = \${clientid}`,
+          cache_ttl_ms: 0,
+          ...source,
+        },
+        { type: 'file' },
+      ],
+    },
+  });
+  return { db, table, pb };
+}
+
+async function stopAclFixture(f: AclFixture | undefined): Promise<void> {
+  await f?.pb.stop();
+  await f?.db.query(`DROP TABLE IF EXISTS ${f.table}`).catch(() => undefined);
+  await f?.db.end();
+}
+
 /**
  * A PostgreSQL ACL source in front of the policy file, with no row cache: every connect check after a policy change
  * is a query, so the broker's re-check is asynchronous, as it is for any SQL cache miss.
  */
 describe('connect rows in a PostgreSQL ACL table', () => {
-  const info = inject('postgres');
-  const table = `connect_acl_${randomBytes(4).toString('hex')}`;
+  let fixture: AclFixture;
   let db: pg.Client;
+  let table: string;
   let pb: PolicyBroker;
   const clients: Connected[] = [];
 
-  const service = (): SqlServiceInfo => {
-    // The harness could not start the database: fail with its reason rather than pass silently.
-    if ('missing' in info) throw new Error(`postgres unavailable: ${info.missing}`);
-    return info;
-  };
-
   beforeAll(async () => {
-    const s = service();
-    db = new pg.Client({ host: s.host, port: s.port, user: s.user, password: s.password, database: s.database });
-    await db.connect();
-    await db.query(
-      `CREATE TABLE ${table} (clientid VARCHAR(64), permission VARCHAR(8) NOT NULL, action VARCHAR(32) NOT NULL, topic VARCHAR(255))`,
-    );
+    fixture = await startAclFixture('connect_acl');
+    ({ db, table, pb } = fixture);
     await db.query(`INSERT INTO ${table} VALUES ('sql-banned', 'deny', 'connect', NULL)`);
-    pb = await startPolicyBroker({
-      policy: POLICY,
-      authorization: {
-        sources: [
-          {
-            type: 'postgres',
-            id: 'acl-db',
-            host: s.host,
-            port: s.port,
-            user: s.user,
-            password: s.password,
-            database: s.database,
-            query: `SELECT permission, action, topic FROM ${table} WHERE clientid = \${clientid}`,
-            cache_ttl_ms: 0,
-          },
-          { type: 'file' },
-        ],
-      },
-    });
   });
 
   afterAll(async () => {
     await endAll(...clients.map((c) => c.client));
-    await pb?.stop();
-    await db?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => undefined);
-    await db?.end();
+    await stopAclFixture(fixture);
   });
 
   it('refuses at CONNECT a client a deny connect row names, naming the row', async () => {
@@ -111,54 +127,22 @@ describe('connect rows in a PostgreSQL ACL table', () => {
  * against the client's keep alive, and delivers everything once the check answers.
  */
 describe('a publish waiting on a locked PostgreSQL ACL table', () => {
-  const info = inject('postgres');
-  const table = `publish_acl_${randomBytes(4).toString('hex')}`;
   const PACKETS = 64;
   const PAYLOAD_BYTES = 512 * 1024;
+  let fixture: AclFixture;
   let db: pg.Client;
+  let table: string;
   let pb: PolicyBroker;
   let subscriber: Connected | undefined;
 
   beforeAll(async () => {
-    if ('missing' in info) throw new Error(`postgres unavailable: ${info.missing}`);
-    db = new pg.Client({
-      host: info.host,
-      port: info.port,
-      user: info.user,
-      password: info.password,
-      database: info.database,
-    });
-    await db.connect();
-    await db.query(
-      `CREATE TABLE ${table} (clientid VARCHAR(64), permission VARCHAR(8) NOT NULL, action VARCHAR(32) NOT NULL, topic VARCHAR(255))`,
-    );
-    pb = await startPolicyBroker({
-      policy: POLICY,
-      authorization: {
-        sources: [
-          {
-            type: 'postgres',
-            id: 'acl-db',
-            host: info.host,
-            port: info.port,
-            user: info.user,
-            password: info.password,
-            database: info.database,
-            query: `SELECT permission, action, topic FROM ${table} WHERE clientid = \${clientid}`,
-            cache_ttl_ms: 0,
-            timeout_ms: 30_000,
-          },
-          { type: 'file' },
-        ],
-      },
-    });
+    fixture = await startAclFixture('publish_acl', { timeout_ms: 30_000 });
+    ({ db, table, pb } = fixture);
   });
 
   afterAll(async () => {
     await subscriber?.client.endAsync(true);
-    await pb?.stop();
-    await db?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => undefined);
-    await db?.end();
+    await stopAclFixture(fixture);
   });
 
   it('stops reading the client, keeps it past its keep alive, and delivers all 32 MiB in order', async () => {
