@@ -310,7 +310,8 @@ export class Connection implements SessionLink, PacketSink {
    * back, the socket is not read: what the client sends next waits in its own TCP window instead of the broker's
    * memory. Without this, a client could follow its CONNECT with up to `MAX_BACKLOG_PACKETS` packets of
    * `max_packet_size` each (1 GiB at the defaults) before it was even authenticated. What is held is at most
-   * what the reads before the pause had already brought in.
+   * what the reads before the pause had already brought in. A connection refused while paused is not read again:
+   * its close ends with `CLOSE_GRACE_MS` rather than the client's FIN, instead of reading what it sent meanwhile.
    */
   private stopReading(): void {
     if (this.readingStopped || !this.busy) return;
