@@ -117,7 +117,7 @@ function textSet(r: Reader, node: unknown, what: string, fallback?: SourcePositi
     if (star === -1) exact.push(value);
     else prefixes.push(value.slice(0, -1));
   }
-  return { exact, prefixes };
+  return { exact: exact.slice(), prefixes: prefixes.slice() };
 }
 
 const SUBJECT_KEYS = [
@@ -421,7 +421,19 @@ function parseRule(
     if (why === undefined) ok = false;
   }
   if (!ok || !name || !effect || !actions || !subjects) return undefined;
-  return { name, effect, actions, subjects, topics, topicPositions, conditions, why, position };
+  // Exact-size copies of the lists built by push, which keep room for 16 entries: a loaded policy keeps every
+  // rule for its lifetime (decisions name them, `explain` shows them).
+  return {
+    name,
+    effect,
+    actions: actions.slice(),
+    subjects,
+    topics: topics.slice(),
+    topicPositions: topicPositions.slice(),
+    conditions,
+    why,
+    position,
+  };
 }
 
 function parseRules(r: Reader, node: unknown, opts: RuleParseOptions, seen: Map<string, SourcePosition>): RuleSpec[] {

@@ -97,7 +97,9 @@ export function parseTopicPattern(source: string): PatternResult {
     kinds.push(LEVEL_LITERAL);
     values.push(part);
   }
-  return { ok: true, pattern: { source, kinds, values, hasPlaceholder } };
+  // Exact-size copies: an array grown by push keeps room for 16 elements, and a policy keeps every pattern it
+  // compiles for its lifetime.
+  return { ok: true, pattern: { source, kinds: kinds.slice(), values: values.slice(), hasPlaceholder } };
 }
 
 /** Validates a topic filter as a client sends it in SUBSCRIBE (no placeholders). */
