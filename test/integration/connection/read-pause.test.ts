@@ -1,8 +1,12 @@
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import type { IClientOptions } from 'mqtt';
 import mqtt from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { es256Key, JwksServer, OPEN_POLICY, signToken, type SigningKey } from '../../helpers/authn-wire.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import { mintTestPki, type TestPki } from '../../helpers/certs.js';
 import { connectClient, type Connected } from '../../helpers/mqtt-clients.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 import { connectPacket, RawClient } from '../../helpers/raw-client.js';
@@ -37,6 +41,21 @@ async function tcpPipe(port: number): Promise<RawPipe> {
   };
 }
 
+async function tlsPipe(port: number): Promise<RawPipe> {
+  const socket = tls.connect({ host: '127.0.0.1', port, ...trustTestCa() });
+  await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+  const firstBytes = new Promise<Buffer>((resolve) => socket.once('data', (data: Buffer) => resolve(data)));
+  return {
+    send: (packets) => socket.write(Buffer.concat(packets)),
+    unsent: () => socket.writableLength,
+    connackCode: async () => {
+      const connack = await firstBytes;
+      return connack[0] === 0x20 ? connack[3]! : -1;
+    },
+    close: () => socket.destroy(),
+  };
+}
+
 async function webSocketPipe(port: number): Promise<RawPipe> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, ['mqtt']);
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
@@ -56,13 +75,27 @@ async function webSocketPipe(port: number): Promise<RawPipe> {
   };
 }
 
+let pki: TestPki;
+/** How clients trust the broker's test certificate. */
+const trustTestCa = (): { ca: Buffer; servername: string; rejectUnauthorized: true } => ({
+  ca: readFileSync(pki.caFile),
+  servername: 'localhost',
+  rejectUnauthorized: true,
+});
 const mqttUrl = (port: number): string => `mqtt://127.0.0.1:${port}`;
 const transports = [
-  { name: 'plain TCP (direct socket layer)', listener: {}, pipe: tcpPipe, url: mqttUrl },
-  { name: 'plain TCP (net.Socket)', listener: { socket_layer: 'net' }, pipe: tcpPipe, url: mqttUrl },
+  { name: 'plain TCP (direct socket layer)', listener: () => ({}), pipe: tcpPipe, url: mqttUrl },
+  { name: 'plain TCP (net.Socket)', listener: () => ({ socket_layer: 'net' }), pipe: tcpPipe, url: mqttUrl },
+  {
+    name: 'TLS',
+    listener: () => ({ transport: 'tls', tls: { cert_file: pki.server.certFile, key_file: pki.server.keyFile } }),
+    pipe: tlsPipe,
+    url: (port: number) => `mqtts://127.0.0.1:${port}`,
+    clientOptions: (): IClientOptions => trustTestCa(),
+  },
   {
     name: 'WebSocket',
-    listener: { transport: 'ws', websocket_path: '/mqtt' },
+    listener: () => ({ transport: 'ws', websocket_path: '/mqtt' }),
     pipe: webSocketPipe,
     url: (port: number) => `ws://127.0.0.1:${port}/mqtt`,
   },
@@ -75,6 +108,7 @@ const exp = (): number => Math.floor(Date.now() / 1000) + 300;
 
 beforeAll(async () => {
   dir = tempDir('bulwark-read-pause-');
+  pki = await mintTestPki();
   jwks = new JwksServer();
   await jwks.start();
   known = await es256Key('known');
@@ -84,15 +118,17 @@ beforeAll(async () => {
 afterAll(async () => {
   await jwks?.stop();
   dir?.cleanup();
+  pki?.cleanup();
 });
 
-describe.each(transports)('reads while authentication is pending, over $name', ({ name, listener, pipe, url }) => {
+describe.each(transports)('reads while authentication is pending, over $name', (transport) => {
+  const { name, pipe, url } = transport;
   let broker: TestBroker;
   let subscriber: Connected;
 
   beforeAll(async () => {
     broker = await startBroker({
-      listener,
+      listener: transport.listener(),
       config: {
         limits: { connect_timeout_ms: 30_000 },
         authentication: {
@@ -114,6 +150,7 @@ describe.each(transports)('reads while authentication is pending, over $name', (
       },
     });
     subscriber = await connectClient(url(broker.port), {
+      ...('clientOptions' in transport ? transport.clientOptions() : {}),
       clientId: 'read-pause-sub',
       username: 'sub',
       password: await signToken(known, 'sub', exp()),
