@@ -17,8 +17,8 @@ import { until } from '../../helpers/until.js';
  * A client may send packets right after CONNECT, before CONNACK. While an asynchronous authentication step runs
  * (here a JWT whose key the broker must fetch from a JWKS endpoint that is slow to answer), the broker must not
  * read them into memory: the socket's reads stop, so the client's data waits in its own send buffer. Each
- * transport pauses its own way (libuv's reads for plain TCP, the stream for `net.Socket`, the WebSocket stream and
- * its socket), so each is tested.
+ * transport pauses its own way (libuv's reads for plain TCP, the stream for `net.Socket` and TLS, the WebSocket
+ * stream and its socket), so each is tested.
  */
 const PACKETS = 64;
 const PAYLOAD_BYTES = 512 * 1024;
