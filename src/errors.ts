@@ -5,6 +5,7 @@ export type BulwarkErrorCode =
   | 'BULWARK_ERR_POLICY_PARSE'
   | 'BULWARK_ERR_POLICY_INVALID'
   | 'BULWARK_ERR_POLICY_CASES'
+  /** Any credential file: password (argon2id), SCRAM and TLS-PSK files. */
   | 'BULWARK_ERR_PASSWORD_FILE'
   | 'BULWARK_ERR_CERT'
   | 'BULWARK_ERR_STORE_CORRUPT'

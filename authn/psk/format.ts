@@ -26,7 +26,7 @@ export function parsePskFile(text: string, file: string): PskParseResult {
     const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     const lineNo = index + 1;
     const fail = (column: number, message: string, hint: string): void => {
-      errors.push(new BulwarkError('BULWARK_ERR_CONFIG_PARSE', message, { file, line: lineNo, column }, hint));
+      errors.push(new BulwarkError('BULWARK_ERR_PASSWORD_FILE', message, { file, line: lineNo, column }, hint));
     };
     if (line.trim() === '' || line.trimStart().startsWith('#')) return;
     const colon = line.indexOf(':');

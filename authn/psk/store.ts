@@ -48,7 +48,7 @@ export class PskStore {
   async start(): Promise<void> {
     const result = await this.reload();
     if (result.kind === 'failed')
-      throw result.errors[0] ?? new BulwarkError('BULWARK_ERR_CONFIG_PARSE', 'PSK file failed to load');
+      throw result.errors[0] ?? new BulwarkError('BULWARK_ERR_PASSWORD_FILE', 'PSK file failed to load');
     if (this.#options.watch) this.#watch();
   }
 
@@ -84,7 +84,7 @@ export class PskStore {
       const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
       return this.#failed([
         new BulwarkError(
-          'BULWARK_ERR_CONFIG_PARSE',
+          'BULWARK_ERR_PASSWORD_FILE',
           `cannot read PSK file (${code})`,
           { file, line: 1, column: 1 },
           'check the path and permissions',

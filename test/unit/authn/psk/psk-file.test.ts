@@ -45,7 +45,7 @@ describe('parsePskFile', () => {
     expect(result.ok).toBe(false);
     if (result.ok) return;
     expect(result.errors[0]?.describe()).toContain(`f:${expected}`);
-    expect(result.errors[0]?.code).toBe('BULWARK_ERR_CONFIG_PARSE');
+    expect(result.errors[0]?.code).toBe('BULWARK_ERR_PASSWORD_FILE');
     // Key material never appears in an error.
     expect(result.errors.map((e) => e.describe()).join('\n')).not.toContain(KEY);
   });
@@ -68,7 +68,7 @@ describe('PskStore', () => {
     writeFileSync(file, `ok:${KEY}\nbad line\n`);
     const store = new PskStore({ file, watch: false, debounceMs: 0, onEvent: () => undefined });
     await expect(store.start()).rejects.toMatchObject({
-      code: 'BULWARK_ERR_CONFIG_PARSE',
+      code: 'BULWARK_ERR_PASSWORD_FILE',
       position: { file, line: 2, column: 1 },
     });
   });
