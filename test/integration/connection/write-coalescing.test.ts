@@ -5,6 +5,8 @@ import { startBroker, type TestBroker } from '../../helpers/broker.js';
 
 /** A socket that records each write the broker makes, so the tests see how packets were batched. */
 class RecordingSocket extends Duplex {
+  /** Every recording socket's writes in the order the broker made them, across connections. */
+  static readonly order: RecordingSocket[] = [];
   readonly writes: Buffer[] = [];
   ended = false;
   endedAfterWrites = -1;
@@ -13,6 +15,7 @@ class RecordingSocket extends Duplex {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
     this.writes.push(chunk);
+    RecordingSocket.order.push(this);
     done();
   }
 
@@ -83,6 +86,42 @@ describe('socket writes', () => {
       expect(sockets[0]!.writes.at(-1)).toEqual(Buffer.concat([pingresp, pingresp]));
     }
     for (const s of sockets) s.destroy();
+  });
+
+  it("writes the deliveries a connected publisher's PUBLISH routed before that publisher's own PUBACK", async () => {
+    // A PUBACK flushed at the end of the publisher's read went out ahead of the deliveries and delayed every one of
+    // them by a write: p50 latency +10% on the benchmark (docs/performance.md, session 8).
+    const sub = accept();
+    sub.push(connect('order-sub'));
+    sub.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/order', qos: 0 }] }));
+    const pub = accept();
+    pub.push(connect('order-pub'));
+    for (let i = 0; i < 50 && (sub.packets().length < 2 || pub.packets().length < 1); i++) await tick();
+    expect([sub.packets().map((p) => p.cmd), pub.packets().map((p) => p.cmd)]).toEqual([
+      ['connack', 'suback'],
+      ['connack'],
+    ]);
+    const from = RecordingSocket.order.length;
+    pub.push(
+      mqtt.generate({
+        cmd: 'publish',
+        topic: 'w/order',
+        payload: Buffer.from('x'),
+        qos: 1,
+        retain: false,
+        dup: false,
+        messageId: 7,
+      }),
+    );
+    for (let i = 0; i < 50 && (sub.packets().length < 3 || pub.packets().length < 2); i++) await tick();
+    expect([sub.packets()[2]?.cmd, pub.packets()[1]?.cmd]).toEqual(['publish', 'puback']);
+    const written = RecordingSocket.order.slice(from).filter((s) => s === sub || s === pub);
+    expect(written.map((s) => (s === sub ? 'delivery to the subscriber' : 'PUBACK to the publisher'))).toEqual([
+      'delivery to the subscriber',
+      'PUBACK to the publisher',
+    ]);
+    sub.destroy();
+    pub.destroy();
   });
 
   it('writes a batch larger than the copy limit buffer by buffer, still in order', async () => {
