@@ -32,6 +32,26 @@ const token = async (key: SigningKey, sub: string, expS: number): Promise<string
 let seq = 0;
 const cid = (): string => `jwt-wire-${++seq}`;
 
+/**
+ * A broker whose chain is one JWT step (ES256 keys from the test JWKS, issuer `idp`, audience `bulwark`) with
+ * `step` merged in, behind the open policy unless `defaultPolicy` is asked for.
+ */
+function jwtBroker(
+  step: Record<string, unknown>,
+  options: { anonymous?: boolean; defaultPolicy?: boolean } = {},
+): Promise<TestBroker> {
+  const authorization = { watch: false, policy_files: [dir.file('open.policy.yaml')] };
+  return ledger.broker({
+    config: {
+      authentication: {
+        anonymous: options.anonymous ?? false,
+        steps: [{ type: 'jwt', algorithms: ['ES256'], jwks_url: jwksUrl, issuer: 'idp', audience: 'bulwark', ...step }],
+      },
+      ...(options.defaultPolicy ? {} : { authorization }),
+    },
+  });
+}
+
 beforeAll(async () => {
   dir = tempDir('bulwark-authn-wire-jwt-');
   jwks = new JwksServer();
@@ -40,26 +60,12 @@ beforeAll(async () => {
   k1 = await es256Key('key-1');
   k2 = await es256Key('key-2');
   jwks.keys = [k1.jwk];
-  broker = await ledger.broker({
-    config: {
-      authentication: {
-        anonymous: false,
-        steps: [
-          {
-            type: 'jwt',
-            algorithms: ['ES256'],
-            jwks_url: url,
-            issuer: 'idp',
-            audience: 'bulwark',
-            // Rotation is picked up at the first unknown kid; no skew, so expiry is exactly `exp`.
-            jwks_min_refetch_ms: 0,
-            clock_skew_s: 0,
-            jwks_timeout_ms: 1_000,
-          },
-        ],
-      },
-      authorization: { watch: false, policy_files: [dir.write('open.policy.yaml', OPEN_POLICY)] },
-    },
+  dir.write('open.policy.yaml', OPEN_POLICY);
+  broker = await jwtBroker({
+    // Rotation is picked up at the first unknown kid; no skew, so expiry is exactly `exp`.
+    jwks_min_refetch_ms: 0,
+    clock_skew_s: 0,
+    jwks_timeout_ms: 1_000,
   });
 });
 
@@ -154,24 +160,7 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
 
 describe('a token bound to the client id', () => {
   it('refuses a token whose claim names another client id as not authorized, in both versions', async () => {
-    const bound = await ledger.broker({
-      config: {
-        authentication: {
-          anonymous: false,
-          steps: [
-            {
-              type: 'jwt',
-              algorithms: ['ES256'],
-              jwks_url: jwksUrl,
-              issuer: 'idp',
-              audience: 'bulwark',
-              require_equal: { clientid: 'sub' },
-            },
-          ],
-        },
-        authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] },
-      },
-    });
+    const bound = await jwtBroker({ require_equal: { clientid: 'sub' } });
     try {
       const t = await token(k1, 'meter-1', nowS() + 300);
       for (const v of [5, 4] as const) {
@@ -196,23 +185,7 @@ describe('clock skew and the expiry timer', () => {
   it('does not accept a token inside the clock-skew window only to disconnect it as expired at once', async () => {
     // Default clock_skew_s (30): a token that ran out 10 s ago is still accepted at CONNECT. The expiry timer must
     // honour the same tolerance, or every reconnect is accepted and kicked again: a reconnect loop.
-    const skewed = await ledger.broker({
-      config: {
-        authentication: {
-          anonymous: false,
-          steps: [
-            {
-              type: 'jwt',
-              algorithms: ['ES256'],
-              jwks_url: jwksUrl,
-              issuer: 'idp',
-              audience: 'bulwark',
-            },
-          ],
-        },
-        authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] },
-      },
-    });
+    const skewed = await jwtBroker({});
     try {
       const client = await RawClient.connect(skewed.port, 5);
       const t = await token(k1, 'device-skew', nowS() - 10);
@@ -235,23 +208,10 @@ describe('clock skew and the expiry timer', () => {
 describe('a JWKS endpoint that cannot be reached', () => {
   for (const v of [5, 4] as const) {
     it(`fails closed with server unavailable (MQTT ${v === 5 ? '5' : '3.1.1'})`, async () => {
-      const down = await ledger.broker({
-        config: {
-          authentication: {
-            anonymous: true,
-            steps: [
-              {
-                type: 'jwt',
-                algorithms: ['ES256'],
-                jwks_url: `http://127.0.0.1:${await closedPort()}/jwks.json`,
-                issuer: 'idp',
-                audience: 'bulwark',
-                jwks_timeout_ms: 500,
-              },
-            ],
-          },
-        },
-      });
+      const down = await jwtBroker(
+        { jwks_url: `http://127.0.0.1:${await closedPort()}/jwks.json`, jwks_timeout_ms: 500 },
+        { anonymous: true, defaultPolicy: true },
+      );
       try {
         const r = await tryConnect(down.url, {
           protocolVersion: v,
