@@ -56,12 +56,19 @@ interface ScramAttempt {
   code: number;
 }
 
-function scramConnect(hash: 'SHA-256' | 'SHA-512', password: string, clientId = cid()): Promise<ScramAttempt> {
+/** A SCRAM CONNECT as user alice; `url` and a CONNECT User Name of its own are for the refusal tests. */
+function scramConnect(
+  hash: 'SHA-256' | 'SHA-512',
+  password: string,
+  clientId = cid(),
+  options: { url?: string; username?: string } = {},
+): Promise<ScramAttempt> {
   const scram = new ScramClient({ hash, username: 'alice', password });
   const hooks = scramForMqtt(scram);
-  const client = mqtt.connect(broker.url, {
+  const client = mqtt.connect(options.url ?? broker.url, {
     protocolVersion: 5,
     clientId,
+    ...(options.username === undefined ? {} : { username: options.username }),
     reconnectPeriod: 0,
     manualConnect: true,
     properties: hooks.properties,
@@ -199,29 +206,9 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
   });
 
   it('refuses a CONNECT whose User Name differs from the SCRAM user name with 0x87', async () => {
-    const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: scramPw });
-    const hooks = scramForMqtt(scram);
-    const r = await new Promise<number>((resolve) => {
-      const client = mqtt.connect(broker.url, {
-        protocolVersion: 5,
-        clientId: cid(),
-        username: 'legacy',
-        reconnectPeriod: 0,
-        manualConnect: true,
-        properties: hooks.properties,
-      });
-      client.handleAuth = hooks.handleAuth as MqttClient['handleAuth'];
-      client.once('connect', () => {
-        client.end(true);
-        resolve(0);
-      });
-      client.once('error', (error: Error & { code?: number }) => {
-        client.end(true);
-        resolve(error.code ?? -1);
-      });
-      client.connect();
-    });
-    expect(r).toBe(0x87);
+    const r = await scramConnect('SHA-256', scramPw, cid(), { username: 'legacy' });
+    r.client.end(true);
+    expect(r.code).toBe(0x87);
   });
 
   it('records exactly one audit event for a multi-round SCRAM CONNECT', async () => {
@@ -322,28 +309,9 @@ describe('SCRAM with anonymous access enabled', () => {
           authorization: { watch: false, policy_files: [anonDir.write('open.policy.yaml', OPEN_POLICY)] },
         },
       });
-      const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: wrongPw });
-      const hooks = scramForMqtt(scram);
-      const code = await new Promise<number>((resolve) => {
-        const client = mqtt.connect(anon.url, {
-          protocolVersion: 5,
-          clientId: cid(),
-          reconnectPeriod: 0,
-          manualConnect: true,
-          properties: hooks.properties,
-        });
-        client.handleAuth = hooks.handleAuth as MqttClient['handleAuth'];
-        client.once('connect', () => {
-          client.end(true);
-          resolve(0);
-        });
-        client.once('error', (error: Error & { code?: number }) => {
-          client.end(true);
-          resolve(error.code ?? -1);
-        });
-        client.connect();
-      });
-      expect(code).toBe(0x87);
+      const refused = await scramConnect('SHA-256', wrongPw, cid(), { url: anon.url });
+      refused.client.end(true);
+      expect(refused.code).toBe(0x87);
       // And a plain client still gets in anonymously: the flag itself works.
       const plain = await tryConnect(anon.url, { protocolVersion: 5, clientId: cid() });
       expect(plain.code).toBe(0);
