@@ -37,7 +37,7 @@ export class Framer {
       // A large packet arrives over many reads: its pieces are joined once, when it is complete. Joining at every
       // read copied it over and over (a 64 MiB packet in 64 KiB reads: 32 GiB of copying).
       if (this.pendingFrameBytes > 0 && this.pendingBytes < this.pendingFrameBytes) return NO_FRAMES;
-      data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+      data = Buffer.concat(this.pending, this.pendingBytes);
       this.pending = undefined;
       this.pendingBytes = 0;
       this.pendingFrameBytes = 0;

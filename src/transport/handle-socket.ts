@@ -88,8 +88,7 @@ export class HandleSocket implements ByteStream {
   resume(): this {
     if (!this.destroyed && this.paused) {
       this.paused = false;
-      const status = this.handle.readStart();
-      if (status !== 0) this.fail(status, 'read');
+      this.start();
     }
     return this;
   }
