@@ -28,6 +28,8 @@ interface RawPipe {
   send(packets: Buffer[]): void;
   unsent(): number;
   connackCode(): Promise<number>;
+  /** Resolves once the broker has closed the connection. */
+  closed(): Promise<void>;
   close(): void;
 }
 
@@ -37,6 +39,7 @@ async function tcpPipe(port: number): Promise<RawPipe> {
     send: (packets) => client.sendBytes(Buffer.concat(packets)),
     unsent: () => client.socket.writableLength,
     connackCode: async () => (await client.next('connack', 20_000)).returnCode ?? -1,
+    closed: () => client.waitClosed(10_000),
     close: () => client.end(),
   };
 }
@@ -45,6 +48,8 @@ async function tlsPipe(port: number): Promise<RawPipe> {
   const socket = tls.connect({ host: '127.0.0.1', port, ...trustTestCa() });
   await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
   const firstBytes = new Promise<Buffer>((resolve) => socket.once('data', (data: Buffer) => resolve(data)));
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
   return {
     send: (packets) => socket.write(Buffer.concat(packets)),
     unsent: () => socket.writableLength,
@@ -52,6 +57,7 @@ async function tlsPipe(port: number): Promise<RawPipe> {
       const connack = await firstBytes;
       return connack[0] === 0x20 ? connack[3]! : -1;
     },
+    closed: () => closed,
     close: () => socket.destroy(),
   };
 }
@@ -60,6 +66,8 @@ async function webSocketPipe(port: number): Promise<RawPipe> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, ['mqtt']);
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
   const firstMessage = new Promise<Buffer>((resolve) => ws.once('message', (data: Buffer) => resolve(data)));
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  ws.on('error', () => undefined);
   return {
     // One WebSocket message per MQTT packet: the broker bounds a message's size by the maximum packet size.
     send: (packets) => {
@@ -71,6 +79,7 @@ async function webSocketPipe(port: number): Promise<RawPipe> {
       // 3.1.1 CONNACK: 0x20, remaining length 2, flags, return code.
       return connack[0] === 0x20 ? connack[3]! : -1;
     },
+    closed: () => closed,
     close: () => ws.terminate(),
   };
 }
@@ -199,6 +208,36 @@ describe.each(transports)('reads while authentication is pending, over $name', (
     expect(payloads.map((p) => p.readUInt32BE(0))).toEqual([...Array(PACKETS).keys()]);
     expect(payloads.every((p) => p.length === PAYLOAD_BYTES)).toBe(true);
     expect(client.unsent()).toBe(0);
+    client.close();
+  }, 60_000);
+
+  it('refuses a client whose token fails once the JWKS answers, and routes none of what it pipelined', async () => {
+    const unknown = await es256Key(`unknown-${broker.port}`);
+    let release!: () => void;
+    jwks.hold = new Promise<void>((resolve) => (release = resolve));
+    jwks.keys = [known.jwk];
+    const fetchesBefore = jwks.fetches;
+    const client = await pipe(broker.port);
+    const connect = mqtt.generate(
+      connectPacket('read-pause-refused', {
+        username: 'intruder',
+        password: Buffer.from(await signToken(unknown, 'intruder', exp())),
+      }),
+    );
+    client.send([connect, ...burstOfPublishes('burst/refused', PACKETS, PAYLOAD_BYTES)]);
+    try {
+      await until(() => jwks.fetches > fetchesBefore, 'the JWKS fetch the token needs');
+      expect(await settledUnsent(client.unsent)).toBeGreaterThan((PACKETS * PAYLOAD_BYTES) / 2);
+    } finally {
+      release();
+      jwks.hold = undefined;
+    }
+    // The key is not in the JWKS: refused, recorded, closed, and nothing it sent before CONNACK is processed.
+    expect(await client.connackCode()).not.toBe(0);
+    const denied = await broker.waitForAudit('authn.denied', (e) => e.mqtt?.client_id === 'read-pause-refused');
+    expect(denied.authn?.by).toBe('jwt');
+    await client.closed();
+    expect(subscriber.received.messages.filter((m) => m.topic === 'burst/refused')).toHaveLength(0);
     client.close();
   }, 60_000);
 });
