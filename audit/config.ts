@@ -24,7 +24,11 @@ export function parseSize(value: string | number): number | undefined {
   return bytes > 0 ? bytes : undefined;
 }
 
-const duration = (describe: string, defaultMs: number) =>
+/**
+ * Defaults are given as input (`prefault`), in the units an operator writes, so the generated configuration
+ * reference shows them; a default applied after the transform is invisible to the schema's input side.
+ */
+const duration = (describe: string, defaultValue: string | number) =>
   z
     .union([z.string(), z.number()])
     .transform((v, ctx) => {
@@ -35,10 +39,10 @@ const duration = (describe: string, defaultMs: number) =>
       }
       return ms;
     })
-    .default(defaultMs)
-    .describe(describe);
+    .prefault(defaultValue)
+    .describe(`${describe} A duration such as 250ms, 10s, 5m, 24h or 30d, or a number of milliseconds.`);
 
-const size = (describe: string, defaultBytes: number) =>
+const size = (describe: string, defaultValue: string | number) =>
   z
     .union([z.string(), z.number()])
     .transform((v, ctx) => {
@@ -49,8 +53,8 @@ const size = (describe: string, defaultBytes: number) =>
       }
       return bytes;
     })
-    .default(defaultBytes)
-    .describe(describe);
+    .prefault(defaultValue)
+    .describe(`${describe} A size such as 512KiB, 64MiB or 1GiB, or a number of bytes.`);
 
 const allowedRecording = z
   .enum(['none', 'sampled', 'all'])
@@ -89,10 +93,10 @@ export const auditMirrorSchema = z
         'Records waiting for the database at most; beyond it records are dropped from the mirror (counted and logged), never from the file log.',
       ),
     batch_max_records: z.number().int().min(1).max(10_000).default(500).describe('Records per INSERT at most.'),
-    connect_timeout: duration('Connection establishment deadline.', 5_000),
-    query_timeout: duration('Deadline of one INSERT.', 10_000),
-    retry_initial: duration('First retry delay after a failed INSERT.', 1_000),
-    retry_max: duration('Longest retry delay.', 60_000),
+    connect_timeout: duration('Connection establishment deadline.', '5s'),
+    query_timeout: duration('Deadline of one INSERT.', '10s'),
+    retry_initial: duration('First retry delay after a failed INSERT.', '1s'),
+    retry_max: duration('Longest retry delay.', '1m'),
   })
   .strict();
 
@@ -121,10 +125,10 @@ export const auditConfigSchema = z
       .describe(
         'always: fsync after every batch before it counts as written; interval: at most every `fsync_interval`; never: leave it to the OS',
       ),
-    fsync_interval: duration('With `fsync: interval`, the longest time written records stay unsynced.', 1000),
+    fsync_interval: duration('With `fsync: interval`, the longest time written records stay unsynced.', '1s'),
     batch_delay: duration(
       'Group commit: the longest a record waits for others before its batch is written (bounded delay).',
-      5,
+      '5ms',
     ),
     batch_max_records: z.number().int().min(1).default(1024).describe('Records per write at most.'),
     queue_max: z
@@ -139,17 +143,17 @@ export const auditConfigSchema = z
       .describe(
         'fail-closed: while the log cannot be written the broker refuses new connections and security-relevant actions; continue: keep serving, raise an alarm (log and $SYS) and count dropped events',
       ),
-    retry_initial: duration('First retry delay after a failed write; doubles up to `retry_max`.', 100),
-    retry_max: duration('Longest delay between retries of a failing write.', 5000),
+    retry_initial: duration('First retry delay after a failed write; doubles up to `retry_max`.', '100ms'),
+    retry_max: duration('Longest delay between retries of a failing write.', '5s'),
     checkpoint_interval: duration(
       'How often a signed checkpoint is appended (also at rotation and shutdown). Records after the last checkpoint are not yet signed.',
-      60_000,
+      '1m',
     ),
     rotate_max_bytes: size(
       'Start a new file once the current one has reached this size (a file exceeds it by at most one batch).',
-      64 * 1024 * 1024,
+      '64MiB',
     ),
-    rotate_max_age: duration('Start a new file once the current one is older than this.', 86_400_000),
+    rotate_max_age: duration('Start a new file once the current one is older than this.', '24h'),
     retention_max_files: z
       .number()
       .int()

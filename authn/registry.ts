@@ -199,7 +199,7 @@ export class AuthenticatorRegistry {
           .boolean()
           .default(false)
           .describe('Allow clients that no step accepted, as anonymous identities. Off by default.'),
-        steps: z.array(this.stepSchema()).default([]).describe('Authenticators, consulted in this order.'),
+        steps: z.array(this.stepSchema()).prefault([]).describe('Authenticators, consulted in this order.'),
       })
       .strict() as unknown as z.ZodType<ChainConfig>;
   }
