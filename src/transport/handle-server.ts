@@ -30,6 +30,12 @@ function onListenerClosed(this: TcpHandle): void {
  */
 export class HandleServer {
   private handle: TcpHandle | undefined;
+  /**
+   * Linux copies TCP_NODELAY from the listening socket to every socket it accepts, so one `setsockopt` at listen
+   * replaces one per connection (a system call and a call into native code on every connect). Elsewhere, or if
+   * setting it on the listener fails, each accepted socket gets its own.
+   */
+  private acceptedInheritNoDelay = false;
   private open = 0;
   private closingListener = false;
   private listenerClosed = false;
@@ -52,6 +58,7 @@ export class HandleServer {
       handle.close();
       throw uvError(status, 'listen', `${address}:${port}`);
     }
+    this.acceptedInheritNoDelay = process.platform === 'linux' && handle.setNoDelay(true) === 0;
     (handle as OwnedHandle)[OWNER] = this;
     handle.onconnection = onConnection;
     this.handle = handle;
@@ -87,7 +94,7 @@ export class HandleServer {
       client.close();
       return;
     }
-    client.setNoDelay(true);
+    if (!this.acceptedInheritNoDelay) client.setNoDelay(true);
     const name: Record<string, unknown> = {};
     client.getpeername(name);
     this.open++;

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -78,6 +79,31 @@ async function dial(port: number, host = '127.0.0.1'): Promise<net.Socket> {
   return client;
 }
 
+/**
+ * TCP_NODELAY as the kernel holds it for an accepted socket. Node cannot read socket options, so the descriptor is
+ * handed to `perl` (Debian's essential perl-base, with its Socket module) as its descriptor 3.
+ */
+async function noDelayOf(socket: HandleSocket): Promise<boolean> {
+  const fd = (socket as unknown as { handle: { fd: number } }).handle.fd;
+  const child = spawn(
+    'perl',
+    [
+      '-e',
+      'use Socket qw(IPPROTO_TCP TCP_NODELAY); open(my $s, "+<&=3") or die "fd 3: $!"; ' +
+        'my $v = getsockopt($s, IPPROTO_TCP, TCP_NODELAY) or die "getsockopt: $!"; print unpack("i", $v);',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe', fd] },
+  );
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
+  const [code] = (await once(child, 'close')) as [number];
+  expect(err).toBe('');
+  expect(code).toBe(0);
+  return Number(out) !== 0;
+}
+
 function readAll(client: net.Socket): Promise<Buffer> {
   const chunks: Buffer[] = [];
   client.on('data', (c: Buffer) => chunks.push(c));
@@ -102,6 +128,16 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     await until(() => Buffer.concat(a.data).length === sent.length, 'all bytes');
     expect(Buffer.concat(a.data).equals(sent)).toBe(true);
     client.destroy();
+  });
+
+  it('every accepted socket has TCP_NODELAY set, read back from the socket itself', async () => {
+    const s = await serve();
+    const clients = [await dial(s.port), await dial(s.port)];
+    for (const client of clients) {
+      const a = await s.next();
+      expect(await noDelayOf(a.socket)).toBe(true);
+      client.destroy();
+    }
   });
 
   it('queues what the kernel cannot take at once, counts it in writableLength, and delivers it intact', async () => {
