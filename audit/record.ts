@@ -1,5 +1,5 @@
 import { createHash, hash as oneShotHash } from 'node:crypto';
-import type { AuditEvent } from './events.js';
+import { WRITE_RECORD_BODY, type AuditEvent } from './events.js';
 import { canonicalJsonWith } from './canonical.js';
 
 /** `prev_hash` of the very first record of a log. */
@@ -38,11 +38,15 @@ export function encodeRecord(
   seq: number,
   prevHash: string,
 ): { line: string; hash: string } {
-  const body = canonicalJsonWith(event as unknown as Record<string, unknown>, {
-    '@timestamp': timestamp,
-    seq,
-    prev_hash: prevHash,
-  });
+  const writeBody = event[WRITE_RECORD_BODY];
+  const body =
+    writeBody !== undefined
+      ? writeBody.call(event, timestamp, seq, prevHash)
+      : canonicalJsonWith(event as unknown as Record<string, unknown>, {
+          '@timestamp': timestamp,
+          seq,
+          prev_hash: prevHash,
+        });
   const hash = chainHash(prevHash, body);
   return { line: `${body.slice(0, -1)}${HASH_SUFFIX_PREFIX}${hash}"}\n`, hash };
 }

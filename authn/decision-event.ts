@@ -1,4 +1,4 @@
-import type { AuditEvent } from '../audit/events.js';
+import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
 import { ReasonCode } from '../src/protocol/reason-codes.js';
 import type { ChainResult, ConnectAttempt } from './types.js';
 
@@ -45,6 +45,7 @@ export function authnDecisionEvent(
   const authn: NonNullable<AuditEvent['authn']> =
     attempt.authMethod === undefined ? { by, steps } : { by, method: attempt.authMethod, steps };
   return {
+    [WRITE_RECORD_BODY]: writeAuthnDecisionBody,
     event,
     client: { ip: attempt.peer.address, port: attempt.peer.port },
     user,
@@ -56,4 +57,47 @@ export function authnDecisionEvent(
     },
     authn,
   };
+}
+
+const quote = JSON.stringify;
+
+/** A number as the canonical writer writes it: `JSON.stringify`'s form (`String`'s, for finite numbers), `null` for what has no JSON form. */
+function numberJson(value: number): string {
+  return Number.isFinite(value) ? String(value) : 'null';
+}
+
+/** `,"name":value`, or nothing for an absent member, as the canonical writer omits `undefined` members. */
+function optionalString(name: string, value: string | undefined): string {
+  return value === undefined ? '' : `,${name}:${quote(value)}`;
+}
+
+/**
+ * The record body of an event built by `authnDecisionEvent`, members in canonical order (the audit writer's
+ * `WRITE_RECORD_BODY` hook): byte for byte what audit/canonical.ts writes for it, which a unit test checks over
+ * every variant. Anything added to the event above must be added here.
+ */
+function writeAuthnDecisionBody(this: AuditEvent, timestamp: string, seq: number, prevHash: string): string {
+  const authn = this.authn as NonNullable<AuditEvent['authn']>;
+  const client = this.client as NonNullable<AuditEvent['client']>;
+  const event = this.event;
+  const mqtt = this.mqtt as NonNullable<AuditEvent['mqtt']>;
+  const user = this.user as NonNullable<AuditEvent['user']>;
+  let out = `{"@timestamp":${quote(timestamp)},"authn":{"by":${quote(authn.by)}${optionalString('"method"', authn.method)},"steps":[`;
+  const steps = authn.steps as NonNullable<NonNullable<AuditEvent['authn']>['steps']>;
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i]!;
+    if (i > 0) out += ',';
+    out += `{"answer":${quote(step.answer)}${optionalString('"detail"', step.detail)},"duration_ms":${numberJson(step.duration_ms)},"id":${quote(step.id)},"type":${quote(step.type)}}`;
+  }
+  out += `]},"client":{"ip":${quote(client.ip)},"port":${numberJson(client.port as number)}}`;
+  out += `,"event":{"action":${quote(event.action)},"code":${quote(event.code)},"outcome":${quote(event.outcome)}${optionalString('"reason"', event.reason)}}`;
+  out += `,"mqtt":{"client_id":${quote(mqtt.client_id)},"listener":${quote(mqtt.listener)},"protocol_version":${numberJson(mqtt.protocol_version as number)},"reason_code":${numberJson(mqtt.reason_code as number)}}`;
+  out += `,"prev_hash":${quote(prevHash)},"seq":${numberJson(seq)},"user":{`;
+  if (user.groups !== undefined) {
+    out += '"groups":[';
+    for (let i = 0; i < user.groups.length; i++) out += i > 0 ? `,${quote(user.groups[i])}` : quote(user.groups[i]);
+    out += ']';
+  }
+  if (user.name !== undefined) out += `${user.groups !== undefined ? ',' : ''}"name":${quote(user.name)}`;
+  return `${out}}}`;
 }

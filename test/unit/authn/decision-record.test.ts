@@ -1,0 +1,148 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalJsonWith } from '../../../audit/canonical.js';
+import { WRITE_RECORD_BODY, type AuditEvent } from '../../../audit/events.js';
+import { encodeRecord, splitLine } from '../../../audit/record.js';
+import { authnDecisionEvent } from '../../../authn/decision-event.js';
+import type { ChainResult, ConnectAttempt, StepRecord } from '../../../authn/types.js';
+import { ReasonCode, type ReasonName } from '../../../src/protocol/reason-codes.js';
+
+/** What the generic canonical writer makes of the event: the reference the event's own writer must equal. */
+function genericBody(event: AuditEvent, timestamp: string, seq: number, prevHash: string): string {
+  return canonicalJsonWith(event as unknown as Record<string, unknown>, {
+    '@timestamp': timestamp,
+    seq,
+    prev_hash: prevHash,
+  });
+}
+
+describe('the authentication decision record', () => {
+  it('is written by its own writer byte for byte as the canonical writer writes it, over every variant', () => {
+    let seed = 7;
+    const next = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    // Client ids, user names and details come from clients: quotes, escapes, controls, non-ASCII, lone surrogates.
+    const pieces = [
+      'a',
+      'Z',
+      '9',
+      '"',
+      '\\',
+      '\n',
+      '\u0000',
+      '\u001f',
+      '\u007f',
+      'é',
+      '中',
+      '\u{1f600}',
+      '\ud800',
+      '/',
+    ];
+    const text = (): string => Array.from({ length: next(12) }, () => pieces[next(pieces.length)]).join('');
+    const numbers = [0, 1, 0.25, 184.274, 1e21, 1e-7, -0, Number.NaN, Number.POSITIVE_INFINITY, 65535];
+    const answers: StepRecord['answer'][] = ['allow', 'deny', 'ignore', 'error', 'timeout', 'skipped'];
+    const reasons = Object.keys(ReasonCode) as ReasonName[];
+    const variants = new Set<string>();
+    for (let i = 0; i < 4000; i++) {
+      const steps: StepRecord[] = Array.from({ length: next(4) }, () => {
+        const step: StepRecord = {
+          id: text(),
+          type: text(),
+          answer: answers[next(answers.length)] as StepRecord['answer'],
+          durationMs: numbers[next(numbers.length)] as number,
+        };
+        if (next(2) === 0) step.detail = text();
+        return step;
+      });
+      const attempt: ConnectAttempt = {
+        listener: text(),
+        clientId: text(),
+        username: next(2) === 0 ? undefined : text(),
+        password: undefined,
+        protocolVersion: ([3, 4, 5] as const)[next(3)] as 3 | 4 | 5,
+        peer: { address: text(), port: numbers[next(numbers.length)] as number },
+        tls: undefined,
+        authMethod: next(3) === 0 ? text() : undefined,
+        authData: undefined,
+      };
+      const groups = Array.from({ length: next(3) }, text);
+      const result: Exclude<ChainResult, { kind: 'continue' }> =
+        next(2) === 0
+          ? {
+              kind: 'allow',
+              steps,
+              identity: {
+                clientId: attempt.clientId,
+                username: next(2) === 0 ? undefined : text(),
+                groups,
+                attributes: {},
+                superuser: false,
+                anonymous: false,
+                authenticator: text(),
+              },
+            }
+          : {
+              kind: 'deny',
+              reason: reasons[next(reasons.length)] as ReasonName,
+              detail: text(),
+              decidedBy: text(),
+              steps,
+            };
+      const event = authnDecisionEvent(attempt, result, next(4) === 0);
+      const seq = next(1_000_000);
+      const timestamp = new Date(next(2_000_000_000) * 1000).toISOString();
+      const prevHash = text();
+      const own = event[WRITE_RECORD_BODY]?.call(event, timestamp, seq, prevHash);
+      expect(own).toBe(genericBody(event, timestamp, seq, prevHash));
+      variants.add(
+        [
+          result.kind,
+          event.user?.name !== undefined,
+          event.authn?.method !== undefined,
+          steps.length,
+          steps.some((s) => s.detail !== undefined),
+        ].join(),
+      );
+    }
+    // Every combination was met: allow/deny × user name × method × (no steps, or 1–3 steps with or without a detail).
+    expect(variants.size).toBe(2 * 2 * 2 * (1 + 3 * 2));
+  });
+
+  it('is what the audit writer puts in the line, and the line verifies', () => {
+    const event = authnDecisionEvent(
+      {
+        listener: 'tcp',
+        clientId: 'sensor-1',
+        username: undefined,
+        password: undefined,
+        protocolVersion: 5,
+        peer: { address: '192.0.2.7', port: 50001 },
+        tls: undefined,
+        authMethod: undefined,
+        authData: undefined,
+      },
+      { kind: 'allow', steps: [], identity: anonymousIdentity('sensor-1') },
+    );
+    const prevHash = '0'.repeat(64);
+    const { line, hash } = encodeRecord(event, '2026-11-26T00:00:00.000Z', 42, prevHash);
+    const split = splitLine(line.trimEnd());
+    expect(split?.hash).toBe(hash);
+    expect(split?.body).toBe(genericBody(event, '2026-11-26T00:00:00.000Z', 42, prevHash));
+    // The writer consults the event's own writer: a different body from it lands in the line.
+    const marked: AuditEvent = { ...event, [WRITE_RECORD_BODY]: () => '{"marker":true}' };
+    expect(encodeRecord(marked, 't', 1, prevHash).line).toContain('"marker":true');
+  });
+});
+
+function anonymousIdentity(clientId: string) {
+  return {
+    clientId,
+    username: undefined,
+    groups: [],
+    attributes: {},
+    superuser: false,
+    anonymous: true,
+    authenticator: 'anonymous',
+  };
+}
