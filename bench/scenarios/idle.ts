@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   absorbCpu,
@@ -9,7 +11,8 @@ import {
   withBroker,
 } from '../harness.js';
 import { openFileLimit, processRssBytes } from '../proc.js';
-import { emptyMeasurement, type Scenario } from '../scenario.js';
+import type { BrokerKind } from '../brokers.js';
+import { emptyMeasurement, type BenchContext, type Measurement, type Scenario } from '../scenario.js';
 
 /** Descriptors kept back for listeners, log files, the data directory and the orchestrator's own probes. */
 const FD_MARGIN = 256;
@@ -38,7 +41,7 @@ const WARM_GAP_MS = 2_000;
 export const idleScenario: Scenario = {
   name: 'idle-connections',
   description:
-    '10,000 idle clients (50,000 with --big): connect rate of a first and a second burst, resident memory per connection after the first',
+    '10,000 idle clients (50,000 with --big): connect rate of a first and a second burst, resident memory per connection after the first; for Bulwark also the second burst with its audit log off',
   brokers: ['bulwark', 'mosquitto', 'aedes'],
   metrics: [
     { key: 'connectRate', label: 'connect rate, first burst after start', unit: 'conn/s', better: 'higher' },
@@ -60,61 +63,112 @@ export const idleScenario: Scenario = {
       decimals: 2,
     },
     { key: 'connections', label: 'connections held', unit: 'conn', better: 'higher' },
+    {
+      key: 'connectRateWarmAuditOff',
+      label: 'connect rate, second burst, Bulwark with audit.enabled: false',
+      unit: 'conn/s',
+      better: 'higher',
+      compareTo: 'connectRateWarm',
+    },
+    cpuPerConnectMetric(
+      'cpuPerConnectWarmAuditOffUs',
+      'broker CPU per connect, second burst, Bulwark with audit.enabled: false',
+      'cpuPerConnectWarmUs',
+    ),
   ],
-  run: (kind, ctx) =>
-    withBroker(kind, ctx, {}, async (broker) => {
-      const m = emptyMeasurement();
-      const wanted = ctx.quick ? 500 : ctx.big ? 50_000 : 10_000;
-      // Each loopback connection costs one descriptor in the load generator and one in the broker.
-      const limit = Math.min(openFileLimit(broker.pid)?.hard ?? Infinity, openFileLimit()?.hard ?? Infinity);
-      const connections = Math.min(wanted, limit - FD_MARGIN);
-      if (connections < wanted)
-        m.notes.push(`open-file limit ${limit} (hard, cannot be raised here): ${connections} of ${wanted} connections`);
-      const settleMs = ctx.quick ? SETTLE_QUICK_MS : SETTLE_MS;
-      const afterBurstMs = ctx.quick ? AFTER_BURST_QUICK_MS : AFTER_BURST_MS;
-      // Both readings are against the settled broker, so neither counts the garbage of its start as connections.
-      await sleep(settleMs);
-      const before = processRssBytes(broker.pid);
-      let during: number | undefined;
-      let settled: number | undefined;
-      let held = 0;
-      const burst = { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY } as const;
-      const run = await loadgen(burst, ctx, broker, async (n) => {
-        held = n;
-        await sleep(afterBurstMs);
-        during = processRssBytes(broker.pid);
-        await sleep(settleMs - afterBurstMs);
-        settled = processRssBytes(broker.pid);
-      });
-      if (run.error || !run.result || run.result.kind !== 'idle') return { ...m, error: run.error ?? 'no result' };
-      const r = run.result;
-      m.metrics.connectRate = r.connectRate;
-      // What a connect cost the broker, all its threads: unlike the rate, not bounded by a saturated load generator.
-      const cpu = cpuPerMessageUs(r.connectRate, run.brokerCpu);
-      if (cpu !== undefined) m.metrics.cpuPerConnectUs = cpu;
-      m.metrics.connections = held;
-      if (before !== undefined && during !== undefined && held > 0)
-        m.metrics.rssPerConnectionKiB = (during - before) / 1024 / held;
-      if (before !== undefined && settled !== undefined && held > 0)
-        m.metrics.rssSettledPerConnectionKiB = (settled - before) / 1024 / held;
-      m.lost = r.failed;
-      m.loadgenCpu = r.loadgenCpu;
-      absorbCpu(m, run);
-      m.notes.push(...saturationNote(r.loadgenCpu), ...unsaturatedNote(m.brokerCpu, r.loadgenCpu), ...r.errors);
-      // The same burst again once the first is closed: a JIT-compiled broker whose heap has already grown to
-      // hold the clients. The first burst pays for compiling the connect path and growing the heap, as a burst
-      // right after a restart does; the second is what every later reconnect wave costs.
-      await sleep(WARM_GAP_MS);
-      const warm = await loadgen(burst, ctx, broker);
-      if (warm.error || !warm.result || warm.result.kind !== 'idle') {
-        m.notes.push(`second burst: ${warm.error ?? 'no result'}`);
-        return m;
-      }
-      m.metrics.connectRateWarm = warm.result.connectRate;
-      const warmCpu = cpuPerMessageUs(warm.result.connectRate, warm.brokerCpu);
-      if (warmCpu !== undefined) m.metrics.cpuPerConnectWarmUs = warmCpu;
-      m.lost += warm.result.failed;
-      m.notes.push(...warm.result.errors.map((e) => `second burst: ${e}`));
-      return m;
-    }),
+  run: async (kind, ctx) => {
+    const m = await asShipped(kind, ctx);
+    if (kind === 'bulwark' && !m.error && !m.skipped) await withoutAuditLog(ctx, m);
+    return m;
+  },
 };
+
+/**
+ * Bulwark records every connect in its audit log (a canonical JSON record, its hash, a share of a write and an
+ * fdatasync); Mosquitto runs with `connection_messages false` and writes nothing. The same warm burst against a
+ * Bulwark with the log off says what that record costs, beside the comparison of the brokers as they ship.
+ */
+async function withoutAuditLog(ctx: BenchContext, into: Measurement): Promise<void> {
+  const off = await withBroker('bulwark', ctx, { bulwark: { audit: { enabled: false } } }, async (broker) => {
+    const m = emptyMeasurement();
+    const connections = into.metrics.connections ?? 0;
+    const burst = { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY } as const;
+    const first = await loadgen(burst, ctx, broker);
+    if (first.error || !first.result || first.result.kind !== 'idle')
+      return { ...m, error: first.error ?? 'no result' };
+    await sleep(WARM_GAP_MS);
+    const warm = await loadgen(burst, ctx, broker);
+    if (warm.error || !warm.result || warm.result.kind !== 'idle') return { ...m, error: warm.error ?? 'no result' };
+    // The configuration key is the broker's own; a broker that still wrote its log would make this row a lie.
+    if (existsSync(join(broker.dir, 'data', 'audit'))) return { ...m, error: 'the audit log was written anyway' };
+    m.metrics.connectRateWarmAuditOff = warm.result.connectRate;
+    const cpu = cpuPerMessageUs(warm.result.connectRate, warm.brokerCpu);
+    if (cpu !== undefined) m.metrics.cpuPerConnectWarmAuditOffUs = cpu;
+    m.lost = first.result.failed + warm.result.failed;
+    return m;
+  });
+  if (off.error) {
+    into.notes.push(`audit log off: ${off.error}`);
+    return;
+  }
+  Object.assign(into.metrics, off.metrics);
+  into.lost += off.lost;
+}
+
+function asShipped(kind: BrokerKind, ctx: BenchContext): Promise<Measurement> {
+  return withBroker(kind, ctx, {}, async (broker) => {
+    const m = emptyMeasurement();
+    const wanted = ctx.quick ? 500 : ctx.big ? 50_000 : 10_000;
+    // Each loopback connection costs one descriptor in the load generator and one in the broker.
+    const limit = Math.min(openFileLimit(broker.pid)?.hard ?? Infinity, openFileLimit()?.hard ?? Infinity);
+    const connections = Math.min(wanted, limit - FD_MARGIN);
+    if (connections < wanted)
+      m.notes.push(`open-file limit ${limit} (hard, cannot be raised here): ${connections} of ${wanted} connections`);
+    const settleMs = ctx.quick ? SETTLE_QUICK_MS : SETTLE_MS;
+    const afterBurstMs = ctx.quick ? AFTER_BURST_QUICK_MS : AFTER_BURST_MS;
+    // Both readings are against the settled broker, so neither counts the garbage of its start as connections.
+    await sleep(settleMs);
+    const before = processRssBytes(broker.pid);
+    let during: number | undefined;
+    let settled: number | undefined;
+    let held = 0;
+    const burst = { kind: 'idle', port: broker.port, connections, concurrency: IDLE_CONCURRENCY } as const;
+    const run = await loadgen(burst, ctx, broker, async (n) => {
+      held = n;
+      await sleep(afterBurstMs);
+      during = processRssBytes(broker.pid);
+      await sleep(settleMs - afterBurstMs);
+      settled = processRssBytes(broker.pid);
+    });
+    if (run.error || !run.result || run.result.kind !== 'idle') return { ...m, error: run.error ?? 'no result' };
+    const r = run.result;
+    m.metrics.connectRate = r.connectRate;
+    // What a connect cost the broker, all its threads: unlike the rate, not bounded by a saturated load generator.
+    const cpu = cpuPerMessageUs(r.connectRate, run.brokerCpu);
+    if (cpu !== undefined) m.metrics.cpuPerConnectUs = cpu;
+    m.metrics.connections = held;
+    if (before !== undefined && during !== undefined && held > 0)
+      m.metrics.rssPerConnectionKiB = (during - before) / 1024 / held;
+    if (before !== undefined && settled !== undefined && held > 0)
+      m.metrics.rssSettledPerConnectionKiB = (settled - before) / 1024 / held;
+    m.lost = r.failed;
+    m.loadgenCpu = r.loadgenCpu;
+    absorbCpu(m, run);
+    m.notes.push(...saturationNote(r.loadgenCpu), ...unsaturatedNote(m.brokerCpu, r.loadgenCpu), ...r.errors);
+    // The same burst again once the first is closed: a JIT-compiled broker whose heap has already grown to
+    // hold the clients. The first burst pays for compiling the connect path and growing the heap, as a burst
+    // right after a restart does; the second is what every later reconnect wave costs.
+    await sleep(WARM_GAP_MS);
+    const warm = await loadgen(burst, ctx, broker);
+    if (warm.error || !warm.result || warm.result.kind !== 'idle') {
+      m.notes.push(`second burst: ${warm.error ?? 'no result'}`);
+      return m;
+    }
+    m.metrics.connectRateWarm = warm.result.connectRate;
+    const warmCpu = cpuPerMessageUs(warm.result.connectRate, warm.brokerCpu);
+    if (warmCpu !== undefined) m.metrics.cpuPerConnectWarmUs = warmCpu;
+    m.lost += warm.result.failed;
+    m.notes.push(...warm.result.errors.map((e) => `second burst: ${e}`));
+    return m;
+  });
+}

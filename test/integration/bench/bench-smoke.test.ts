@@ -58,8 +58,11 @@ describe('bench smoke', () => {
     expect(idle?.metrics.find((m) => m.key === 'connectRate')?.medians.bulwark).toBeGreaterThan(0);
     // The second burst connects the same number of clients again, after the first has been closed.
     expect(idle?.metrics.find((m) => m.key === 'connectRateWarm')?.medians.bulwark).toBeGreaterThan(0);
+    // The same warm burst against a Bulwark with its audit log off, compared with Mosquitto's second burst.
+    const auditOff = idle?.metrics.find((m) => m.key === 'connectRateWarmAuditOff');
+    expect(auditOff?.medians.bulwark).toBeGreaterThan(0);
     // A connect costs the broker some CPU, and less than the whole window's worth per client.
-    for (const key of ['cpuPerConnectUs', 'cpuPerConnectWarmUs']) {
+    for (const key of ['cpuPerConnectUs', 'cpuPerConnectWarmUs', 'cpuPerConnectWarmAuditOffUs']) {
       const us = idle?.metrics.find((m) => m.key === key)?.medians.bulwark;
       expect({ key, positive: (us ?? 0) > 0, belowOneSecond: (us ?? Infinity) < 1e6 }).toEqual({
         key,
