@@ -61,7 +61,10 @@ export function authnDecisionEvent(
 
 const quote = JSON.stringify;
 
-/** A number as the canonical writer writes it: `JSON.stringify`'s form (`String`'s, for finite numbers), `null` for what has no JSON form. */
+/**
+ * A number as the canonical writer writes it: `JSON.stringify`'s form, which is `String`'s for finite numbers, and
+ * `null` for what has no JSON form.
+ */
 function numberJson(value: number): string {
   return Number.isFinite(value) ? String(value) : 'null';
 }

@@ -72,7 +72,7 @@ export function bulwarkBaseConfig(
  * The `node` options the broker ships with: the shebang of `dist/src/cli/main.js` and `npm start` use the same (a
  * test keeps the three equal), so the bench measures the broker as operators run it.
  */
-export const BULWARK_NODE_OPTIONS: readonly string[] = ['--max-semi-space-size=2'];
+export const BULWARK_NODE_OPTIONS: readonly string[] = ['--max-semi-space-size=2', '--no-memory-reducer'];
 
 export async function startBulwark(o: BulwarkStart): Promise<StartOutcome> {
   mkdirSync(o.dir, { recursive: true });

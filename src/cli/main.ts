@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env -S node --max-semi-space-size=2 --no-memory-reducer
 // The young generation is capped at 2 MiB (V8's default grows it to 16 MiB): each scavenge then pauses for about
 // 1 ms instead of 8-12 ms, which halves the worst-case latency, and an idle connection costs about 3.7 KiB of
 // resident memory instead of 5. Throughput stayed within the benchmark's noise (docs/performance.md). `npm start`
