@@ -48,14 +48,18 @@ function mergedInOrder(
   return merged;
 }
 
+/** RFC 8785 3.2.2.3: ES number serialisation; non-finite numbers have no JSON form. */
+export function canonicalNumber(value: number): string {
+  return Number.isFinite(value) ? JSON.stringify(value) : 'null';
+}
+
 function write(value: unknown): string | undefined {
   if (value === null) return 'null';
   switch (typeof value) {
     case 'string':
       return JSON.stringify(value);
     case 'number':
-      // RFC 8785 3.2.2.3: ES number serialisation; non-finite numbers have no JSON form.
-      return Number.isFinite(value) ? JSON.stringify(value) : 'null';
+      return canonicalNumber(value);
     case 'boolean':
       return value ? 'true' : 'false';
     case 'bigint':

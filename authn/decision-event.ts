@@ -1,3 +1,4 @@
+import { canonicalNumber } from '../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
 import { ReasonCode } from '../src/protocol/reason-codes.js';
 import type { ChainResult, ConnectAttempt } from './types.js';
@@ -61,14 +62,6 @@ export function authnDecisionEvent(
 
 const quote = JSON.stringify;
 
-/**
- * A number as the canonical writer writes it: `JSON.stringify`'s form, which is `String`'s for finite numbers, and
- * `null` for what has no JSON form.
- */
-function numberJson(value: number): string {
-  return Number.isFinite(value) ? String(value) : 'null';
-}
-
 /** `,"name":value`, or nothing for an absent member, as the canonical writer omits `undefined` members. */
 function optionalString(name: string, value: string | undefined): string {
   return value === undefined ? '' : `,${name}:${quote(value)}`;
@@ -90,12 +83,12 @@ function writeAuthnDecisionBody(this: AuditEvent, timestamp: string, seq: number
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i]!;
     if (i > 0) out += ',';
-    out += `{"answer":${quote(step.answer)}${optionalString('"detail"', step.detail)},"duration_ms":${numberJson(step.duration_ms)},"id":${quote(step.id)},"type":${quote(step.type)}}`;
+    out += `{"answer":${quote(step.answer)}${optionalString('"detail"', step.detail)},"duration_ms":${canonicalNumber(step.duration_ms)},"id":${quote(step.id)},"type":${quote(step.type)}}`;
   }
-  out += `]},"client":{"ip":${quote(client.ip)},"port":${numberJson(client.port as number)}}`;
+  out += `]},"client":{"ip":${quote(client.ip)},"port":${canonicalNumber(client.port as number)}}`;
   out += `,"event":{"action":${quote(event.action)},"code":${quote(event.code)},"outcome":${quote(event.outcome)}${optionalString('"reason"', event.reason)}}`;
-  out += `,"mqtt":{"client_id":${quote(mqtt.client_id)},"listener":${quote(mqtt.listener)},"protocol_version":${numberJson(mqtt.protocol_version as number)},"reason_code":${numberJson(mqtt.reason_code as number)}}`;
-  out += `,"prev_hash":${quote(prevHash)},"seq":${numberJson(seq)},"user":{`;
+  out += `,"mqtt":{"client_id":${quote(mqtt.client_id)},"listener":${quote(mqtt.listener)},"protocol_version":${canonicalNumber(mqtt.protocol_version as number)},"reason_code":${canonicalNumber(mqtt.reason_code as number)}}`;
+  out += `,"prev_hash":${quote(prevHash)},"seq":${canonicalNumber(seq)},"user":{`;
   if (user.groups !== undefined) {
     out += '"groups":[';
     for (let i = 0; i < user.groups.length; i++) out += i > 0 ? `,${quote(user.groups[i])}` : quote(user.groups[i]);
