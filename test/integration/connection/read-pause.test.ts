@@ -53,13 +53,15 @@ async function tlsPipe(port: number): Promise<RawPipe> {
   return {
     send: (packets) => socket.write(Buffer.concat(packets)),
     unsent: () => socket.writableLength,
-    connackCode: async () => {
-      const connack = await firstBytes;
-      return connack[0] === 0x20 ? connack[3]! : -1;
-    },
+    connackCode: async () => returnCodeOf(await firstBytes),
     closed: () => closed,
     close: () => socket.destroy(),
   };
+}
+
+/** A 3.1.1 CONNACK is 0x20, remaining length 2, flags, return code; -1 for anything else. */
+function returnCodeOf(connack: Buffer): number {
+  return connack[0] === 0x20 ? connack[3]! : -1;
 }
 
 async function webSocketPipe(port: number): Promise<RawPipe> {
@@ -74,11 +76,7 @@ async function webSocketPipe(port: number): Promise<RawPipe> {
       for (const packet of packets) ws.send(packet);
     },
     unsent: () => ws.bufferedAmount,
-    connackCode: async () => {
-      const connack = await firstMessage;
-      // 3.1.1 CONNACK: 0x20, remaining length 2, flags, return code.
-      return connack[0] === 0x20 ? connack[3]! : -1;
-    },
+    connackCode: async () => returnCodeOf(await firstMessage),
     closed: () => closed,
     close: () => ws.terminate(),
   };

@@ -12,6 +12,7 @@ import { createAllowedDecisionFilter } from '../../../audit/sampler.js';
 import { isValidTopicFilter, topicMatches } from '../../../audit/topic-filter.js';
 import { removeTempDirs, tempDir } from '../../integration/audit/harness.js';
 import { afterAll } from 'vitest';
+import { seededInts } from '../../helpers/seeded.js';
 
 afterAll(() => removeTempDirs());
 
@@ -99,11 +100,7 @@ describe('canonical JSON of nested values, sorted or not', () => {
   }
 
   it('matches the reference for objects built in sorted order (written natively) and in any other order', () => {
-    let seed = 11;
-    const next = (n: number): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return (seed >>> 8) % n;
-    };
+    const next = seededInts(11);
     const names = ['a', 'b', 'B', '_', '@', 'é', '中', '\u{1f600}', 'ab', '1', '10', '9', ''];
     const scalars: unknown[] = [
       'x',

@@ -5,6 +5,7 @@ import { encodeRecord, splitLine } from '../../../audit/record.js';
 import { authnDecisionEvent } from '../../../authn/decision-event.js';
 import type { ChainResult, ConnectAttempt, StepRecord } from '../../../authn/types.js';
 import { ReasonCode, type ReasonName } from '../../../src/protocol/reason-codes.js';
+import { seededInts } from '../../helpers/seeded.js';
 
 /** What the generic canonical writer makes of the event: the reference the event's own writer must equal. */
 function genericBody(event: AuditEvent, timestamp: string, seq: number, prevHash: string): string {
@@ -17,11 +18,7 @@ function genericBody(event: AuditEvent, timestamp: string, seq: number, prevHash
 
 describe('the authentication decision record', () => {
   it('is written by its own writer byte for byte as the canonical writer writes it, over every variant', () => {
-    let seed = 7;
-    const next = (n: number): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return (seed >>> 8) % n;
-    };
+    const next = seededInts(7);
     // Client ids, user names and details come from clients: quotes, escapes, controls, non-ASCII, lone surrogates.
     const pieces = [
       'a',
