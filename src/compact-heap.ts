@@ -14,7 +14,7 @@ let collect: (() => void) | null | undefined;
  * next needs a full collection, which a steady broker may never reach, and every young-generation collection
  * after it took twice as long (0.8 instead of 0.4 ms): 15% of the broker's CPU went to the collector in the
  * benchmark's 10,000-rule run instead of 8%. One full collection right after the swap returns the heap to its
- * live size. `gc` comes from one new context created while `--expose-gc` is on; the flag is turned off again at
+ * live size, compacted (see below). `gc` comes from one new context created while `--expose-gc` is on; the flag is turned off again at
  * once, so no other context ever sees it.
  */
 export function compactHeap(): boolean {
@@ -31,6 +31,14 @@ export function compactHeap(): boolean {
     }
   }
   if (!collect) return false;
-  collect();
+  // An ordinary full collection only moves objects off the pages it finds sparse enough: after a 10,000-rule load
+  // it left 26 MB of free holes over the old generation's pages, and a young-generation collection walks every
+  // old-generation page (0.72 ms each, against 0.61 ms once compacted and 0.47 ms without the policy).
+  setFlagsFromString('--compact-on-every-full-gc');
+  try {
+    collect();
+  } finally {
+    setFlagsFromString('--no-compact-on-every-full-gc');
+  }
   return true;
 }
