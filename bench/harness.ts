@@ -127,6 +127,11 @@ export function saturationNote(loadgenCpu: number | undefined): string[] {
 export function rotatedPerRound<T>(ctx: BenchContext, key: string, items: readonly T[]): T[] {
   const turn = (ctx.memo.get(key) as number | undefined) ?? 0;
   ctx.memo.set(key, turn + 1);
+  return rotated(items, turn);
+}
+
+/** `items` rotated left by `turn` places (modulo their number). */
+export function rotated<T>(items: readonly T[], turn: number): T[] {
   const start = items.length === 0 ? 0 : turn % items.length;
   return [...items.slice(start), ...items.slice(0, start)];
 }

@@ -15,7 +15,7 @@ interface SmokeReport {
     lost: { bulwark?: number; aedes?: number };
     duplicates: { bulwark?: number; aedes?: number };
   }[];
-  records: { broker: string; measurement: { error?: string; skipped?: string } }[];
+  records: { broker: string; measurement: { error?: string; skipped?: string; notes?: string[] } }[];
   machine: { connectLoadgen: string; aedes?: string };
 }
 
@@ -46,6 +46,22 @@ describe('bench smoke', () => {
     expect(throughput).toBeGreaterThan(0);
     expect(fanin?.lost.bulwark).toBe(0);
     expect(fanin?.duplicates.bulwark).toBe(0);
+  }, 120_000);
+
+  it('the authorization scenario runs its three configurations side by side, taking turns in slices', async () => {
+    const report = await quickRun('authz.json', ['--scenario', 'authz', '--duration', '2']);
+    expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
+    const authz = report.summaries.find((s) => s.name === 'authz');
+    for (const key of ['plain', 'rules10', 'rules10000', 'plainCpuUs', 'rules10CpuUs', 'rules10000CpuUs'])
+      expect(authz?.metrics.find((m) => m.key === key)?.medians.bulwark, key).toBeGreaterThan(0);
+    expect(authz?.lost.bulwark).toBe(0);
+    // A 2 s window is two slices of 1 s; the second starts with the variant that ran second in the first.
+    const order = report.records[0]?.measurement.notes?.find((n) => n.startsWith('interleaved'));
+    const slices = /: (.*)$/.exec(order ?? '')?.[1]?.split(' | ');
+    expect(slices).toHaveLength(2);
+    const [first, second] = slices!.map((s) => s.split(' '));
+    expect(new Set(first)).toEqual(new Set(['plain', 'rules10', 'rules10000']));
+    expect(second).toEqual([...first!.slice(1), first![0]]);
   }, 120_000);
 
   it('a quick idle-connection run with the C connect load generator holds every client', async () => {
