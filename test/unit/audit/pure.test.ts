@@ -2,7 +2,7 @@ import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../../../authn/secret.js';
-import { canonicalJson, canonicalJsonWith } from '../../../audit/canonical.js';
+import { canonicalJson, canonicalJsonWith, canonicalString } from '../../../audit/canonical.js';
 import { auditConfigSchema, parseDuration, parseSize } from '../../../audit/config.js';
 import { auditFileName, parseAuditFileName, readFileTail } from '../../../audit/files.js';
 import { csvCell, printable } from '../../../audit/format.js';
@@ -27,6 +27,25 @@ describe('canonical JSON', () => {
   ])('canonicalises %j', (value, expected) => {
     expect(canonicalJson(value)).toBe(expected);
   });
+});
+
+describe('canonical strings', () => {
+  it('writes every UTF-16 code unit, alone and between ASCII, exactly as JSON.stringify does', () => {
+    const differing: number[] = [];
+    for (let unit = 0; unit <= 0xffff; unit++) {
+      const char = String.fromCharCode(unit);
+      for (const value of [char, `client-${char}-7`])
+        if (canonicalString(value) !== JSON.stringify(value)) differing.push(unit);
+    }
+    expect(differing).toEqual([]);
+  });
+
+  it.each(['', 'plain', 'idle-22844-1', '127.0.0.1', 'a"b', 'back\\slash', 'é', '\ud83d\ude00', '\ud800', '~\u007f'])(
+    'writes %j as JSON.stringify does',
+    (value) => {
+      expect(canonicalString(value)).toBe(JSON.stringify(value));
+    },
+  );
 });
 
 describe('canonical JSON with added members', () => {
