@@ -1,16 +1,15 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { databaseTlsSchema } from '../authn/sql/config.js';
+import { parseDuration } from '../src/config/duration.js';
 
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Parses `250ms`, `10s`, `5m`, `24h`, `30d` or a plain number of milliseconds. */
-export function parseDuration(value: string | number): number | undefined {
+/**
+ * A duration setting: text in the units the rest of the configuration uses (`250ms`, `10s`, `1h30m`, `30d`,
+ * src/config/duration.ts), or a YAML number of milliseconds, which the audit keys have always accepted.
+ */
+export function parseDurationSetting(value: string | number): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
-  const m = DURATION.exec(value.trim());
-  if (!m) return undefined;
-  return Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+  return parseDuration(value);
 }
 
 const SIZE = /^(\d+)(B|KiB|MiB|GiB)?$/;
@@ -32,15 +31,15 @@ const duration = (describe: string, defaultValue: string | number) =>
   z
     .union([z.string(), z.number()])
     .transform((v, ctx) => {
-      const ms = parseDuration(v);
+      const ms = parseDurationSetting(v);
       if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: 'expected a duration such as 250ms, 10s, 5m, 24h or 30d' });
+        ctx.addIssue({ code: 'custom', message: 'expected a duration such as 250ms, 10s, 5m, 1h30m, 24h or 30d' });
         return z.NEVER;
       }
       return ms;
     })
     .prefault(defaultValue)
-    .describe(`${describe} A duration such as 250ms, 10s, 5m, 24h or 30d, or a number of milliseconds.`);
+    .describe(`${describe} A duration such as 250ms, 10s, 5m, 1h30m, 24h or 30d, or a number of milliseconds.`);
 
 const size = (describe: string, defaultValue: string | number) =>
   z

@@ -12,7 +12,7 @@ import {
   writeFileAtomic,
 } from './blocklist-store.js';
 import { defaultGuardConfig } from './config.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../config/duration.js';
 import { BulwarkError } from '../errors.js';
 
 /** Where the CLI writes; injected so tests read the output without touching the process streams. */

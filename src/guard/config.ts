@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../config/duration.js';
 import { parseCidr } from './ip.js';
 
 /** A duration string (`90s`, `5m`, `1h30m`, `7d`) parsed to milliseconds. */

@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../../audit/events.js';
 import type { BanEntry, GuardClient } from './ban-entry.js';
-import { formatDuration } from './duration.js';
+import { formatDuration } from '../config/duration.js';
 
 /**
  * Audit events of the guard. Stable ids, see docs/abuse-protection.md:

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../../../authn/secret.js';
 import { canonicalJson, canonicalJsonWith, canonicalString } from '../../../audit/canonical.js';
-import { auditConfigSchema, parseDuration, parseSize } from '../../../audit/config.js';
+import { auditConfigSchema, parseDurationSetting, parseSize } from '../../../audit/config.js';
 import { auditFileName, parseAuditFileName, readFileTail } from '../../../audit/files.js';
 import { csvCell, printable } from '../../../audit/format.js';
 import { parseQueryTime } from '../../../audit/query.js';
@@ -247,7 +247,14 @@ describe('configuration', () => {
     });
     expect(auditConfigSchema.safeParse({ checkpoint_interval: 'soon' }).success).toBe(false);
     expect(auditConfigSchema.safeParse({ fsync_policy: 'always' }).success).toBe(false);
-    expect([parseDuration('250ms'), parseDuration('2d'), parseDuration('1y')]).toEqual([250, 172_800_000, undefined]);
+    expect([
+      parseDurationSetting('250ms'),
+      parseDurationSetting('2d'),
+      parseDurationSetting('1h30m'),
+      parseDurationSetting(1500),
+      parseDurationSetting('1y'),
+      parseDurationSetting(-1),
+    ]).toEqual([250, 172_800_000, 5_400_000, 1500, undefined, undefined]);
     expect([parseSize('512KiB'), parseSize('0'), parseSize('1TB')]).toEqual([524_288, undefined, undefined]);
   });
   it('samples allowed decisions exactly one in N', () => {

@@ -1,7 +1,6 @@
 import { isIPv4 } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { cidrContains, formatCidr, networkOf, normalizeIp, parseCidr, parseIp } from '../../../src/guard/ip.js';
-import { formatDuration, parseDuration } from '../../../src/guard/duration.js';
 
 describe('ip addresses', () => {
   it('accepts exactly the IPv4 texts node:net accepts, with the right value', () => {
@@ -77,23 +76,5 @@ describe('ip addresses', () => {
   it('names the /24 and /64 network of an address', () => {
     expect(networkOf(parseIp('203.0.113.77') ?? expect.fail('no ip'), 24, 64)).toBe('203.0.113.0/24');
     expect(networkOf(parseIp('2001:db8:1:2:3:4:5:6') ?? expect.fail('no ip'), 24, 64)).toBe('2001:db8:1:2::/64');
-  });
-});
-
-describe('durations', () => {
-  it.each([
-    ['250ms', 250],
-    ['90s', 90_000],
-    ['5m', 300_000],
-    ['1h30m', 5_400_000],
-    ['7d', 604_800_000],
-    ['2w', 1_209_600_000],
-  ])('parses %s', (text, ms) => {
-    expect(parseDuration(text)).toBe(ms);
-    expect(parseDuration(formatDuration(ms))).toBe(ms);
-  });
-
-  it.each(['', '300', '5 minutes', 'm5', '5m x', '-5m'])('refuses %j, including a bare number', (text) => {
-    expect(parseDuration(text)).toBeUndefined();
   });
 });
