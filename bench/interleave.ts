@@ -31,9 +31,12 @@ interface Totals {
 /**
  * Measures variants of one broker side by side: every variant's broker runs at once (idle ones cost nothing), and
  * the window is cut into slices run in turn, A B C, B C A, ... One variant after the other, each on its own start,
- * the same configuration's throughput moved ±15% from round to round (this shared machine's other load comes and
- * goes over seconds), more than the 10% the authorization target is about; slices a second long put every variant
- * under the same load. Reports each variant's deliveries over its summed windows and its CPU per delivery.
+ * the same configuration's throughput moved ±15% from round to round, more than the 10% the authorization target
+ * is about: this shared machine's other load comes and goes over seconds, and slices a second long put every
+ * variant under the same load. What slicing cannot remove is each process's own luck (where the JIT and the
+ * allocator put things): within one round the three still differed by up to 15%, from round to round in no fixed
+ * order, so only rounds (new processes) average that out. Reports each variant's deliveries over its summed
+ * windows and its CPU per delivery.
  */
 export async function interleavedFlows(
   ctx: BenchContext,

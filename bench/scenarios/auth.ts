@@ -298,7 +298,8 @@ export const authzScenario: Scenario = {
     const policies = join(ctx.workDir, 'policies');
     const m = emptyMeasurement();
     // All three run at once and take turns in short slices (bench/interleave.ts): one after the other, the
-    // default configuration's own rounds ran at 266k–439k msg/s, which hid a cost of 10%.
+    // default configuration's own rounds ran at 266k–439k msg/s, which hid a cost of 10%. Rounds still matter:
+    // each start of a broker has its own speed.
     return withPolicy(kind, ctx, policyFile(policies, 10), (rules10) =>
       withPolicy(kind, ctx, policyFile(policies, 10_000), async (rules10000) => {
         const plain = await withBroker(kind, ctx, {}, async (b) => {
