@@ -106,7 +106,46 @@ export class LdapAuthenticator implements Authenticator {
     await Promise.all([this.#bindPool.close(), this.#servicePool?.close()]);
   }
 
+  /**
+   * A known user whose bind (and groups) were cached moments ago is allowed at once, and the refusals that need no
+   * directory are given at once too: a reconnect storm of a directory's users then costs no promise, timer or
+   * abort signal per connect. Undefined when only the directory can answer.
+   */
+  quickAnswer(attempt: ConnectAttempt): AuthnOutcome | undefined {
+    const known = this.#answerWithoutDirectory(attempt);
+    return typeof known === 'string' ? undefined : known;
+  }
+
   async authenticate(attempt: ConnectAttempt, signal: AbortSignal): Promise<AuthnOutcome> {
+    const known = this.#answerWithoutDirectory(attempt);
+    if (typeof known !== 'string') return known;
+    const key = known;
+    const password = attempt.password as Secret;
+    const result = await this.#coalesced(key, attempt, password, signal);
+    switch (result.kind) {
+      case 'ok':
+        this.#bindCache.set(key, { user: result.user });
+        if (this.#o.groups) this.#groupCache.set(result.user.dn, result.groups);
+        return this.#allow(attempt, result.user, result.groups, 'directory');
+      case 'invalid':
+        return {
+          kind: 'deny',
+          reason: 'badUserNameOrPassword',
+          detail: 'directory refused the bind (invalid credentials)',
+        };
+      case 'notFound':
+        return this.#o.userNotFound === 'ignore'
+          ? { kind: 'ignore', detail: 'user not found in the directory' }
+          : { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user not found in the directory' };
+      case 'ambiguous':
+        return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user search matched more than one entry' };
+      case 'refused':
+        return { kind: 'deny', reason: 'notAuthorized', detail: result.detail };
+    }
+  }
+
+  /** The answer when the directory is not needed, or the cache key to ask it with. */
+  #answerWithoutDirectory(attempt: ConnectAttempt): AuthnOutcome | string {
     const { username, password } = attempt;
     if (username === undefined) return { kind: 'ignore', detail: 'no username presented' };
     if (password === undefined) return { kind: 'ignore', detail: 'no password presented' };
@@ -130,27 +169,7 @@ export class LdapAuthenticator implements Authenticator {
     if (cached && (cachedGroups || !this.#o.groups)) {
       return this.#allow(attempt, cached.user, cachedGroups ?? [], 'cached');
     }
-    const result = await this.#coalesced(key, attempt, password, signal);
-    switch (result.kind) {
-      case 'ok':
-        this.#bindCache.set(key, { user: result.user });
-        if (this.#o.groups) this.#groupCache.set(result.user.dn, result.groups);
-        return this.#allow(attempt, result.user, result.groups, 'directory');
-      case 'invalid':
-        return {
-          kind: 'deny',
-          reason: 'badUserNameOrPassword',
-          detail: 'directory refused the bind (invalid credentials)',
-        };
-      case 'notFound':
-        return this.#o.userNotFound === 'ignore'
-          ? { kind: 'ignore', detail: 'user not found in the directory' }
-          : { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user not found in the directory' };
-      case 'ambiguous':
-        return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user search matched more than one entry' };
-      case 'refused':
-        return { kind: 'deny', reason: 'notAuthorized', detail: result.detail };
-    }
+    return key;
   }
 
   #allow(attempt: ConnectAttempt, user: UserEntry, groups: string[], source: string): AuthnOutcome {

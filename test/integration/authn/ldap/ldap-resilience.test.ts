@@ -97,19 +97,36 @@ describe.skipIf(!slapd)('ldap authenticator when the directory misbehaves', () =
     const dn = `uid=${uid},${SLAPD_SEED.peopleDn}`;
     await asRoot((c) => c.add(dn, { objectClass: 'inetOrgPerson', uid, cn: uid, sn: uid, userPassword: 'temp-pass' }));
     const a = make({ cache: { maxEntries: 10, bindTtlMs: 60_000, groupTtlMs: 60_000 }, now: () => now });
+    // Nothing cached yet: only the directory can answer.
+    expect(a.quickAnswer(login(uid, 'temp-pass'))).toBeUndefined();
     const first = await a.authenticate(login(uid, 'temp-pass'), deadline());
     expect(first.kind === 'allow' && first.identity.attributes['ldap.source']).toBe('directory');
     await asRoot((c) => c.del(dn));
     now += 59_000;
     const cached = await a.authenticate(login(uid, 'temp-pass'), deadline());
     expect(cached.kind === 'allow' && cached.identity.attributes['ldap.source']).toBe('cached');
+    // The chain gets the same answer without a promise (`quickAnswer`), with the user gone from the directory.
+    const quick = a.quickAnswer(login(uid, 'temp-pass'));
+    expect(quick?.kind === 'allow' && quick.identity.attributes['ldap.source']).toBe('cached');
     // A different password never hits the cached entry.
+    expect(a.quickAnswer(login(uid, 'other-pass'))).toBeUndefined();
     expect((await a.authenticate(login(uid, 'other-pass'), deadline())).kind).toBe('deny');
     now += 2_000;
+    expect(a.quickAnswer(login(uid, 'temp-pass'))).toBeUndefined();
     expect(await a.authenticate(login(uid, 'temp-pass'), deadline())).toMatchObject({
       kind: 'deny',
       reason: 'badUserNameOrPassword',
     });
+  });
+
+  it('refuses an empty password and a padded user name without waiting, as authenticate does', async () => {
+    const a = make();
+    for (const attempt of [login('alice', ''), login(' alice', alice.password)]) {
+      const quick = a.quickAnswer(attempt);
+      expect(quick).toMatchObject({ kind: 'deny', reason: 'badUserNameOrPassword' });
+      expect(await a.authenticate(attempt, deadline())).toEqual(quick);
+    }
+    expect(a.quickAnswer(login(undefined, undefined))).toEqual({ kind: 'ignore', detail: 'no username presented' });
   });
 
   it('picks up a group change once the group cache expires', async () => {
