@@ -137,13 +137,19 @@ export class AuthenticationChain implements ConnectAuthenticator {
     return this.#nobodyAnswered(attempt, records);
   }
 
+  /** Runs the chain from step `first`, whose precondition `authenticate` has already found to hold. */
   async #authenticateFrom(first: number, attempt: ConnectAttempt, records: StepRecord[]): Promise<ChainResult> {
     // Indexed: a for-of over an array across an await allocates an iterator result per step, per connect.
     const steps = this.#steps;
     for (let i = first; i < steps.length; i++) {
       const step = steps[i]!;
-      const decided = await this.#consult(step, attempt, records, (signal) =>
-        step.authenticator.authenticate(attempt, signal),
+      const decided = await this.#consult(
+        step,
+        attempt,
+        records,
+        (signal) => step.authenticator.authenticate(attempt, signal),
+        undefined,
+        i === first,
       );
       if (decided) return decided;
     }
@@ -221,8 +227,9 @@ export class AuthenticationChain implements ConnectAuthenticator {
     records: StepRecord[],
     call: (signal: AbortSignal) => Promise<AuthnOutcome>,
     method?: string,
+    preconditionHolds = false,
   ): Promise<ChainResult | undefined> {
-    const skip = preconditionFailure(step.when, attempt);
+    const skip = preconditionHolds ? undefined : preconditionFailure(step.when, attempt);
     if (skip !== undefined) {
       records.push(record(step, 'skipped', 0, skip));
       return undefined;

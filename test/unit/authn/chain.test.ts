@@ -310,6 +310,20 @@ describe('step preconditions', () => {
       expect(r.kind).toBe(c.consulted ? 'allow' : 'deny');
     });
   }
+
+  it('checks a step precondition once, also for a step that has to wait', async () => {
+    let tests = 0;
+    const pattern = /^al/;
+    const counted = Object.assign(pattern, {
+      test(text: string): boolean {
+        tests++;
+        return RegExp.prototype.test.call(pattern, text);
+      },
+    });
+    const r = await run({ usernamePattern: counted });
+    expect(r.kind).toBe('allow');
+    expect(tests).toBe(1);
+  });
 });
 
 describe('enhanced authentication routing', () => {
