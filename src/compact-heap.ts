@@ -14,8 +14,8 @@ let collect: (() => void) | null | undefined;
  * next needs a full collection, which a steady broker may never reach, and every young-generation collection
  * after it took twice as long (0.8 instead of 0.4 ms): 15% of the broker's CPU went to the collector in the
  * benchmark's 10,000-rule run instead of 8%. One full collection right after the swap returns the heap to its
- * live size, compacted (see below). `gc` comes from one new context created while `--expose-gc` is on; the flag is turned off again at
- * once, so no other context ever sees it.
+ * live size, compacted (see below). `gc` comes from one new context created while `--expose-gc` is on; the flag
+ * is turned off again at once, so no other context ever sees it.
  */
 export function compactHeap(): boolean {
   if (collect === undefined) {
