@@ -16,7 +16,7 @@ const MIN_SLICE_MS = 1000;
 const LATER_SLICE_WARMUP_MS = 500;
 
 /** Slices of the measurement window: 5 of 1 s for the default 5 s window, one for `--quick`'s 1 s. */
-export function sliceCount(durationMs: number): number {
+function sliceCount(durationMs: number): number {
   return Math.max(1, Math.min(SLICES, Math.floor(durationMs / MIN_SLICE_MS)));
 }
 
