@@ -69,6 +69,20 @@ describe('socket writes', () => {
     socket.destroy();
   });
 
+  it("writes what a read made the broker send when the read's handler returns, without waiting for a tick", async () => {
+    const socket = accept();
+    socket.push(connect('same-read'));
+    for (let i = 0; i < 20 && socket.writes.length === 0; i++) await tick();
+    expect(socket.packets().map((p) => p.cmd)).toEqual(['connack']);
+    // The stream hands a pushed chunk to the broker at once: no tick runs between the read and this check.
+    socket.push(publish(9, Buffer.from('x')));
+    expect(socket.packets().map((p) => [p.cmd, p.messageId])).toEqual([
+      ['connack', undefined],
+      ['puback', 9],
+    ]);
+    socket.destroy();
+  });
+
   it('flushes every connection written to in a tick once, in the order written, and again in later ticks', async () => {
     const sockets = [accept(), accept(), accept()];
     const connections = [...broker.server.broker.connections].filter((c) =>
