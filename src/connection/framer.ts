@@ -84,7 +84,9 @@ export class Framer {
       this.pendingBytes = length - offset;
       this.pendingFrameBytes = incompleteFrameBytes;
     }
-    return offset > 0 ? { kind: 'frames', frames: data.subarray(0, offset) } : NO_FRAMES;
+    if (offset === 0) return NO_FRAMES;
+    // A read usually ends on a packet boundary: the chunk itself is the run of frames, with no view to allocate.
+    return { kind: 'frames', frames: offset === length ? data : data.subarray(0, offset) };
   }
 }
 

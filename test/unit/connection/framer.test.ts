@@ -29,6 +29,17 @@ describe('framer', () => {
     expect(framer.bufferedBytes).toBe(0);
   });
 
+  it('hands back a read that ends on a packet boundary as it is, without a view of it', () => {
+    const framer = new Framer(1024);
+    const chunk = Buffer.concat([publish(10), publish(20)]);
+    const result = framer.push(chunk);
+    expect(result.kind === 'frames' && result.frames).toBe(chunk);
+    // A read that ends inside a packet still yields only the whole frames before it.
+    const cut = chunk.subarray(0, chunk.length - 1);
+    const partial = framer.push(cut);
+    expect(partial.kind === 'frames' && partial.frames?.length).toBe(publish(10).length);
+  });
+
   it('refuses a packet over the maximum from its header alone, before the body arrives', () => {
     const framer = new Framer(100);
     const big = publish(500);
