@@ -41,7 +41,9 @@ describe('compactHeap', () => {
     ordinaryGc();
     ordinaryGc();
     const holesBefore = oldSpaceHolesMiB();
-    expect(holesBefore).toBeGreaterThan(20);
+    // How much an ordinary collection leaves varies from run to run (19.8 to 28 MiB seen), since V8 may evacuate a
+    // few pages on its own; more than 10 MiB is enough to tell a compaction from that.
+    expect(holesBefore).toBeGreaterThan(10);
     expect(compactHeap()).toBe(true);
     expect(oldSpaceHolesMiB()).toBeLessThan(holesBefore / 4);
     expect(kept).toHaveLength(200_000);
