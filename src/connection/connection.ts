@@ -28,7 +28,7 @@ const MAX_BACKLOG_PACKETS = 1000;
 // mqtt-packet still writes can allocate their two bytes instead.
 mqtt.writeToStream.cacheNumbers = false;
 
-/** Up to this many bytes queued in one tick are copied into one buffer; more are written under cork instead. */
+/** Up to this many bytes queued in one flush are copied into one buffer; more are written under cork instead. */
 const COALESCE_LIMIT_BYTES = 256 * 1024;
 
 /**
@@ -433,7 +433,7 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
-   * Sends what this tick queued, then half-closes, and closes for good after `CLOSE_GRACE_MS`: the half-close waits
+   * Sends what was queued, then half-closes, and closes for good after `CLOSE_GRACE_MS`: the half-close waits
    * for the peer's FIN, and a client that never reads, or never closes its side after its own DISCONNECT, would
    * otherwise keep the socket, and the broker's record of its connection, open forever.
    */
@@ -444,7 +444,7 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
-   * After the client's own DISCONNECT the client has nothing more to say, so once what this tick queued is in the
+   * After the client's own DISCONNECT the client has nothing more to say, so once what was queued is in the
    * kernel the socket is closed at once (as Mosquitto does) instead of half-closed and kept until the client's FIN;
    * the kernel still delivers those bytes before its own FIN. Streams that cannot tell take `endSocket`'s path.
    */
@@ -488,7 +488,7 @@ export class Connection implements SessionLink, PacketSink {
 
   // --- output ------------------------------------------------------------------------------------------
 
-  /** Writes a packet; writes within one tick are coalesced into one socket write (see `writeBytes`). */
+  /** Writes a packet; writes until the next flush are coalesced into one socket write (see `writeBytes`). */
   writePacket(packet: Packet): void {
     this.writeBytes(
       encodeShortPacket(packet, this.protocolVersion) ??
@@ -497,8 +497,8 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
-   * Queues bytes for the socket; everything queued in one tick goes out as one write on the next (before the client
-   * is connected: when the read being handled returns, see `onData`). Corking the
+   * Queues bytes for the socket; everything queued goes out as one write when the read being handled returns, or
+   * on the next tick when queued outside a read (see `queueFlush`). Corking the
    * socket did the same coalescing, but Node's writable buffered an entry per packet and handed them to writev,
    * which was a fifth of the broker's allocations at a steady QoS 1 rate.
    */
@@ -527,7 +527,7 @@ export class Connection implements SessionLink, PacketSink {
     this.broker.stats.bytesSent += bytes.length;
   }
 
-  /** Sends what this tick queued. Large batches are written buffer by buffer under cork rather than copied. */
+  /** Sends what was queued. Large batches are written buffer by buffer under cork rather than copied. */
   flush(): void {
     const first = this.pendingFirst;
     if (first === undefined) return;
