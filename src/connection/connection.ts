@@ -45,14 +45,26 @@ let flushCount = 0;
 /** A read is being handled (`onSocketData`): what it queues is flushed when it returns, without a tick. */
 let handlingRead = false;
 
+/** Set while `flushQueued` runs. */
+let flushing = false;
+
 function flushQueued(): void {
-  // A connection queued while this runs (a flush that leads to another write) is appended and flushed here too.
-  for (let i = 0; i < flushCount; i++) {
-    const connection = toFlush[i];
-    toFlush[i] = undefined;
-    connection?.flush();
+  // A write that hands its bytes to an in-process stream (a test's, or a bridge's) can make that stream deliver a
+  // read at once, whose end calls this again: the loop below already covers what that read queued, and a nested
+  // loop would reset the count under it.
+  if (flushing) return;
+  flushing = true;
+  try {
+    // A connection queued while this runs (a flush that leads to another write) is appended and flushed here too.
+    for (let i = 0; i < flushCount; i++) {
+      const connection = toFlush[i];
+      toFlush[i] = undefined;
+      connection?.flush();
+    }
+    flushCount = 0;
+  } finally {
+    flushing = false;
   }
-  flushCount = 0;
 }
 
 function queueFlush(connection: Connection): void {

@@ -13,9 +13,13 @@ class RecordingSocket extends Duplex {
 
   override _read(): void {}
 
+  /** Called after each write is recorded, from inside the broker's write, as an in-process peer would be. */
+  onWrite: ((socket: RecordingSocket) => void) | undefined;
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
     this.writes.push(chunk);
     RecordingSocket.order.push(this);
+    this.onWrite?.(this);
     done();
   }
 
@@ -136,6 +140,48 @@ describe('socket writes', () => {
     ]);
     sub.destroy();
     pub.destroy();
+  });
+
+  it("writes what a read handled inside another connection's write queued (an in-process stream answers at once)", async () => {
+    // The subscriber's stream answers its first delivery from inside the broker's write, by pushing a PUBLISH of its
+    // own: the broker handles that read while it is still flushing the read that routed the delivery.
+    const echoed = mqtt.generate({
+      cmd: 'publish',
+      topic: 'w/echo-back',
+      payload: Buffer.from('echo'),
+      qos: 1,
+      retain: false,
+      dup: false,
+      messageId: 42,
+    });
+    let answered = false;
+    const sub = accept();
+    sub.onWrite = (socket) => {
+      if (!answered && socket.packets().some((p) => p.cmd === 'publish')) {
+        answered = true;
+        socket.push(echoed);
+      }
+    };
+    sub.push(connect('echo-sub'));
+    sub.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/echo', qos: 0 }] }));
+    const watcher = accept();
+    watcher.push(connect('echo-watcher'));
+    watcher.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/echo-back', qos: 0 }] }));
+    const pub = accept();
+    pub.push(connect('echo-pub'));
+    for (let i = 0; i < 50 && (sub.packets().length < 2 || watcher.packets().length < 2); i++) await tick();
+    pub.push(
+      mqtt.generate({ cmd: 'publish', topic: 'w/echo', payload: Buffer.from('x'), qos: 0, retain: false, dup: false }),
+    );
+    for (let i = 0; i < 50 && watcher.packets().length < 3; i++) await tick();
+    expect(answered).toBe(true);
+    expect(sub.packets().map((p) => [p.cmd, p.messageId])).toContainEqual(['puback', 42]);
+    expect(watcher.packets().map((p) => (p.cmd === 'publish' ? [p.topic, p.payload.toString()] : p.cmd))).toEqual([
+      'connack',
+      'suback',
+      ['w/echo-back', 'echo'],
+    ]);
+    for (const s of [sub, watcher, pub]) s.destroy();
   });
 
   it('writes a batch larger than the copy limit buffer by buffer, still in order', async () => {
