@@ -58,6 +58,14 @@ describe('socket writes', () => {
   const publish = (id: number, payload: Buffer): Buffer =>
     mqtt.generate({ cmd: 'publish', topic: 'w/c', payload, qos: 1, retain: false, dup: false, messageId: id });
 
+  /** A connected client subscribed at QoS 0 to `topic`; its CONNACK and SUBACK arrive within a few ticks. */
+  function subscribed(clientId: string, topic: string): RecordingSocket {
+    const socket = accept();
+    socket.push(connect(clientId));
+    socket.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] }));
+    return socket;
+  }
+
   it('sends every packet answered within one tick as one write, in order', async () => {
     const socket = accept();
     socket.push(connect('coalesce-1'));
@@ -109,9 +117,7 @@ describe('socket writes', () => {
   it("writes the deliveries a connected publisher's PUBLISH routed before that publisher's own PUBACK", async () => {
     // A PUBACK flushed at the end of the publisher's read went out ahead of the deliveries and delayed every one of
     // them by a write: p50 latency +10% on the benchmark (docs/performance.md, session 8).
-    const sub = accept();
-    sub.push(connect('order-sub'));
-    sub.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/order', qos: 0 }] }));
+    const sub = subscribed('order-sub', 'w/order');
     const pub = accept();
     pub.push(connect('order-pub'));
     for (let i = 0; i < 50 && (sub.packets().length < 2 || pub.packets().length < 1); i++) await tick();
@@ -155,18 +161,14 @@ describe('socket writes', () => {
       messageId: 42,
     });
     let answered = false;
-    const sub = accept();
+    const sub = subscribed('echo-sub', 'w/echo');
     sub.onWrite = (socket) => {
       if (!answered && socket.packets().some((p) => p.cmd === 'publish')) {
         answered = true;
         socket.push(echoed);
       }
     };
-    sub.push(connect('echo-sub'));
-    sub.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/echo', qos: 0 }] }));
-    const watcher = accept();
-    watcher.push(connect('echo-watcher'));
-    watcher.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/echo-back', qos: 0 }] }));
+    const watcher = subscribed('echo-watcher', 'w/echo-back');
     const pub = accept();
     pub.push(connect('echo-pub'));
     for (let i = 0; i < 50 && (sub.packets().length < 2 || watcher.packets().length < 2); i++) await tick();
@@ -185,9 +187,7 @@ describe('socket writes', () => {
   });
 
   it('writes a batch larger than the copy limit buffer by buffer, still in order', async () => {
-    const sub = accept();
-    sub.push(connect('coalesce-sub'));
-    sub.push(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'w/c', qos: 0 }] }));
+    const sub = subscribed('coalesce-sub', 'w/c');
     const pub = accept();
     pub.push(connect('coalesce-pub'));
     for (let i = 0; i < 50 && sub.packets().length < 2; i++) await tick();
