@@ -143,14 +143,7 @@ export class AuthenticationChain implements ConnectAuthenticator {
     const steps = this.#steps;
     for (let i = first; i < steps.length; i++) {
       const step = steps[i]!;
-      const decided = await this.#consult(
-        step,
-        attempt,
-        records,
-        (signal) => step.authenticator.authenticate(attempt, signal),
-        undefined,
-        i === first,
-      );
+      const decided = await this.#consult(step, attempt, records, undefined, i === first);
       if (decided) return decided;
     }
     return this.#nobodyAnswered(attempt, records);
@@ -207,25 +200,18 @@ export class AuthenticationChain implements ConnectAuthenticator {
       );
     }
     for (const step of candidates) {
-      const decided = await this.#consult(
-        step,
-        attempt,
-        records,
-        (signal) => step.authenticator.authenticate(attempt, signal),
-        method,
-      );
+      const decided = await this.#consult(step, attempt, records, method);
       if (decided) return decided;
     }
     // A client that asked for a method must not silently become anonymous.
     return deny('notAuthorized', `no step accepted authentication method ${sanitize(method)}`, 'chain', records);
   }
 
-  /** Runs one step; returns the chain's result when the step decided, undefined to go on. */
+  /** Asks one step to authenticate; returns the chain's result when the step decided, undefined to go on. */
   async #consult(
     step: ChainStep,
     attempt: ConnectAttempt,
     records: StepRecord[],
-    call: (signal: AbortSignal) => Promise<AuthnOutcome>,
     method?: string,
     preconditionHolds = false,
   ): Promise<ChainResult | undefined> {
@@ -234,7 +220,7 @@ export class AuthenticationChain implements ConnectAuthenticator {
       records.push(record(step, 'skipped', 0, skip));
       return undefined;
     }
-    const run = await this.#run(step, call);
+    const run = await this.#run(step, (signal) => step.authenticator.authenticate(attempt, signal));
     if (run.kind !== 'outcome') {
       records.push(record(step, run.kind, run.durationMs, run.detail));
       if (step.onError === 'next') return undefined;
