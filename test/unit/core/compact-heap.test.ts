@@ -32,7 +32,7 @@ describe('compactHeap', () => {
       return (old.space_size - old.space_used_size) / 1_048_576;
     };
     // About 55 MiB of small objects in the old generation, then every other one dropped: every page stays half
-    // full, which an ordinary full collection never finds sparse enough to empty.
+    // full, which an ordinary full collection finds too full to empty, all but a few pages.
     let kept: { n: number; pair: number[]; name: string }[] = [];
     for (let i = 0; i < 400_000; i++) kept.push({ n: i, pair: [i, i], name: `x${i}` });
     ordinaryGc();
