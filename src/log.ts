@@ -1,3 +1,4 @@
+import { devNull } from 'node:os';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -8,7 +9,7 @@ export type { Logger };
  */
 export function createLogger(
   level: string = process.env.BULWARK_LOG_LEVEL ?? 'info',
-  destination?: NodeJS.WritableStream,
+  destination?: pino.DestinationStream,
 ): Logger {
   return pino(
     {
@@ -35,3 +36,8 @@ export function createLogger(
 }
 
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/** A logger like the broker's, at the given level, whose lines go nowhere: for work that must cost what logging costs. */
+export function discardingLogger(level: string): Logger {
+  return createLogger(level, pino.destination({ dest: devNull, sync: false }));
+}

@@ -6,6 +6,7 @@ import { configChangedEvent, configRefusedEvent, contentHash, type ReloadContext
 import type { BrokerConfig } from '../config/schema.js';
 import { BulwarkError } from '../errors.js';
 import { BulwarkServer } from '../server.js';
+import { warmUpConnectPath, type WarmupResult } from '../warmup/warmup.js';
 
 export interface StartOptions {
   config?: string;
@@ -90,6 +91,18 @@ async function reloadOnSignal(server: BulwarkServer, options: StartOptions, stat
   await server.reloadPolicy('sighup');
 }
 
+/** Said once, before the listeners open: an operator wondering what the start spent its first second on can see it. */
+function logWarmup(server: BulwarkServer, warmup: WarmupResult, asked: number): void {
+  if (asked === 0) return;
+  const fields = { ...warmup, asked };
+  if (warmup.error !== undefined || warmup.accepted < asked)
+    server.log.warn(
+      fields,
+      `start-up warm-up incomplete: ${warmup.accepted} of ${asked} connects accepted${warmup.error ? ` (${warmup.error})` : ''}; the first connects after the start run slower`,
+    );
+  else server.log.info(fields, `start-up warm-up: ${warmup.accepted} connects in ${warmup.ms} ms`);
+}
+
 export function registerStartCommand(program: Command): void {
   program
     .command('start')
@@ -117,11 +130,13 @@ export function registerStartCommand(program: Command): void {
       }
       let server: BulwarkServer;
       try {
+        const warmup = await warmUpConnectPath(config, config.warmup_connects);
         server = new BulwarkServer({
           config,
           repair: options.repair ?? false,
           baseDir: options.config ? dirname(resolve(options.config)) : process.cwd(),
         });
+        logWarmup(server, warmup, config.warmup_connects);
         await server.start();
       } catch (error) {
         console.error(

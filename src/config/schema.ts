@@ -11,6 +11,9 @@ import { guardConfigSchema } from '../guard/config.js';
 
 const port = z.number().int().min(0).max(65535);
 
+/** `warmup_connects`' upper bound; the warm-up's own flapping bounds are raised to it (src/warmup.ts). */
+export const MAX_WARMUP_CONNECTS = 20_000;
+
 export const limitsSchema = z
   .object({
     max_packet_size: z
@@ -284,6 +287,15 @@ export const configSchema = z
       .max(3600)
       .default(10)
       .describe('How often `$SYS/broker/...` topics are refreshed; 0 turns them off.'),
+    warmup_connects: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_WARMUP_CONNECTS)
+      .default(4000)
+      .describe(
+        '`bulwark start` only: MQTT connects run against a throwaway broker on a private loopback port before the listeners open, so that the reconnect storm after a restart runs on compiled code (about twice the connect rate of a cold start). Nothing of the real broker sees them: not the audit log, the guard, sessions, metrics or any configured authenticator. 0 opens the listeners at once. See docs/performance.md.',
+      ),
   })
   .strict();
 

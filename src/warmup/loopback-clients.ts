@@ -1,0 +1,119 @@
+import net from 'node:net';
+import mqttPacket from 'mqtt-packet';
+
+/** Clients connecting at once: enough that reads and writes batch as they do under a real storm. */
+const CONCURRENCY = 32;
+
+export interface RoundsResult {
+  /** Clients that got an answer or failed: what was tried. */
+  attempted: number;
+  /** Clients whose CONNACK accepted them: only these ran the whole connect path. */
+  accepted: number;
+}
+
+/**
+ * Connects `total` MQTT clients over loopback TCP, `held` at a time: each round connects its clients, keeps them
+ * until every one has its CONNACK (so the broker holds many sessions at once, as after a restart), then lets them
+ * go. Both protocol versions, and both ways a client leaves (DISCONNECT, or closing its socket), as a fleet does.
+ * Nothing new starts after `deadline` (a `performance.now()` time); clients still waiting then are dropped.
+ */
+export async function connectInRounds(
+  ports: readonly number[],
+  total: number,
+  held: number,
+  deadline: number,
+): Promise<RoundsResult> {
+  const result: RoundsResult = { attempted: 0, accepted: 0 };
+  while (result.attempted < total && performance.now() < deadline) {
+    const count = Math.min(held, total - result.attempted);
+    const clients = await connectRound(ports, result.attempted, count, deadline);
+    result.attempted += count;
+    result.accepted += clients.length;
+    await Promise.all(clients.map((client) => client.leave()));
+  }
+  return result;
+}
+
+interface HeldClient {
+  leave(): Promise<void>;
+}
+
+function connectRound(ports: readonly number[], first: number, count: number, deadline: number): Promise<HeldClient[]> {
+  const clients: HeldClient[] = [];
+  const pending = new Set<net.Socket>();
+  let started = 0;
+  let finished = 0;
+  return new Promise((resolve) => {
+    const expiry = setTimeout(
+      () => {
+        for (const socket of pending) socket.destroy();
+      },
+      Math.max(0, deadline - performance.now()),
+    );
+    const done = (): void => {
+      finished++;
+      if (finished === count) {
+        clearTimeout(expiry);
+        resolve(clients);
+      } else if (started < count) {
+        connectOne(first + started++);
+      }
+    };
+    const connectOne = (index: number): void => {
+      const version = index % 2 === 0 ? 4 : 5;
+      const socket = net.connect({ port: ports[index % ports.length]!, host: '127.0.0.1', noDelay: true });
+      pending.add(socket);
+      let answered = false;
+      const fail = (): void => {
+        if (answered) return;
+        answered = true;
+        pending.delete(socket);
+        socket.destroy();
+        done();
+      };
+      socket.on('error', fail);
+      socket.on('close', fail);
+      socket.on('connect', () => socket.write(connectPacket(index, version)));
+      socket.once('data', (connack: Buffer) => {
+        if (answered) return;
+        answered = true;
+        pending.delete(socket);
+        // A refused client (first byte CONNACK, fourth its code) ran a different path: not counted as accepted.
+        if (connack[0] === 0x20 && connack[3] === 0) clients.push(heldClient(socket, index % 4 < 2));
+        else socket.destroy();
+        done();
+      });
+    };
+    if (count === 0) resolve(clients);
+    while (started < Math.min(CONCURRENCY, count)) connectOne(first + started++);
+  });
+}
+
+function heldClient(socket: net.Socket, sendsDisconnect: boolean): HeldClient {
+  return {
+    leave: () =>
+      new Promise((resolve) => {
+        if (socket.destroyed) return resolve();
+        socket.removeAllListeners('close');
+        socket.once('close', () => resolve());
+        if (sendsDisconnect) socket.end(DISCONNECT);
+        else socket.end();
+      }),
+  };
+}
+
+const DISCONNECT = mqttPacket.generate({ cmd: 'disconnect' });
+
+function connectPacket(index: number, version: 4 | 5): Buffer {
+  return mqttPacket.generate(
+    {
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: version,
+      clientId: `bulwark-warmup-${index}`,
+      clean: true,
+      keepalive: 60,
+    },
+    { protocolVersion: version },
+  );
+}

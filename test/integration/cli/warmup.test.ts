@@ -1,0 +1,53 @@
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+import { freePort } from '../../helpers/services/postgres.js';
+import { startCliBroker } from '../../helpers/cli.js';
+
+describe('bulwark start: the start-up warm-up', () => {
+  it("says what it did, and leaves no trace in the running broker's audit log, guard or temporary directory", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-cli-warmup-'));
+    const tmp = mkdtempSync(join(dir, 'tmp-'));
+    const port = await freePort();
+    const file = join(dir, 'bulwark.yaml');
+    writeFileSync(
+      file,
+      [
+        `data_dir: ${join(dir, 'data')}`,
+        'log_level: info',
+        'warmup_connects: 300',
+        'listeners:',
+        `  - { name: main, transport: tcp, host: 127.0.0.1, port: ${port} }`,
+        'authentication: { anonymous: true }',
+        'authorization:',
+        `  policy_files: [${join(dir, 'p.policy.yaml')}]`,
+        // Strict enough that 300 connects counted by the running broker would have banned 127.0.0.1.
+        'guard: { flapping: { address: { max_attempts: 3 }, network: { max_attempts: 3 } } }',
+        '',
+      ].join('\n'),
+    );
+    writeFileSync(
+      join(dir, 'p.policy.yaml'),
+      'version: 1\nrules:\n  - name: local\n    allow: connect\n    subjects: { anonymous: true }\n    why: test\n',
+    );
+    const { child, output } = await startCliBroker(['-c', file], dir, { TMPDIR: tmp });
+    expect(output()).toMatch(/start-up warm-up: 300 connects in \d+ ms/);
+    const client = await RawClient.connect(port, 5);
+    client.send(connectPacket('after-warmup', { protocolVersion: 5 }), 5);
+    expect((await client.next('connack')).reasonCode).toBe(0);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+
+    const auditDir = join(dir, 'data', 'audit');
+    const log = readdirSync(auditDir)
+      .map((name) => readFileSync(join(auditDir, name), 'utf8'))
+      .join('');
+    // The log records clients (the one that connected after the start), and none of the warm-up's.
+    expect(log).toContain('after-warmup');
+    expect(log).not.toContain('bulwark-warmup-');
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+});

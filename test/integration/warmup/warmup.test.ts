@@ -1,0 +1,102 @@
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuthzDecision, Authorizer } from '../../../authz/types.js';
+import { configSchema } from '../../../src/config/schema.js';
+import { connectInRounds } from '../../../src/warmup/loopback-clients.js';
+import { warmUpConnectPath } from '../../../src/warmup/warmup.js';
+import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import { until } from '../../helpers/until.js';
+
+const root = mkdtempSync(join(tmpdir(), 'bulwark-warmup-test-'));
+
+describe('start-up warm-up', () => {
+  const previousTmp = process.env.TMPDIR;
+  const privateTmp = mkdtempSync(join(root, 'tmp-'));
+  // os.tmpdir() follows TMPDIR: the warm-up's own directory lands where this test can see that it is gone.
+  beforeAll(() => void (process.env.TMPDIR = privateTmp));
+  afterAll(() => {
+    if (previousTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = previousTmp;
+  });
+
+  it("accepts every client on its own brokers, however strict the running guard, and touches none of the running broker's files", async () => {
+    const data = mkdtempSync(join(root, 'data-'));
+    const config = configSchema.parse({
+      data_dir: data,
+      log_level: 'silent',
+      listeners: [{ name: 'real', transport: 'tcp', host: '127.0.0.1', port: 0 }],
+      audit: { directory: join(data, 'audit-here'), signing_key_file: join(data, 'audit.key') },
+      // The running broker would ban 127.0.0.1 after two connects a minute: the warm-up must not inherit that.
+      guard: {
+        flapping: { address: { max_attempts: 2 }, network: { max_attempts: 2 } },
+        blocklist: { file: join(data, 'bans.json') },
+      },
+      persistence: { durability: 'sync' },
+    });
+    const result = await warmUpConnectPath(config, 600);
+    expect(result).toMatchObject({ attempted: 600, accepted: 600 });
+    expect(result.error).toBeUndefined();
+    expect(readdirSync(data)).toEqual([]);
+    expect(readdirSync(privateTmp)).toEqual([]);
+  });
+
+  it('does nothing for 0', async () => {
+    const config = configSchema.parse({ listeners: [{ port: 0 }], data_dir: join(root, 'unused') });
+    expect(await warmUpConnectPath(config, 0)).toEqual({ accepted: 0, attempted: 0, ms: 0 });
+    expect(existsSync(join(root, 'unused'))).toBe(false);
+  });
+});
+
+describe('loopback warm-up clients', () => {
+  let allowing: TestBroker;
+  let refusing: TestBroker;
+  beforeAll(async () => {
+    allowing = await startBroker();
+    refusing = await startBroker({ authorizer: denyEverything });
+  });
+  afterAll(async () => {
+    await allowing.stop();
+    await refusing.stop();
+  });
+
+  it('holds a round until every client has its CONNACK, then leaves both ways, ending every session', async () => {
+    // Sessions open whenever a client leaves: sampled in the audit call itself, so no timer can miss the peak.
+    const openAtLeaving: number[] = [];
+    const record = allowing.audit.record.bind(allowing.audit);
+    allowing.audit.record = (event) => {
+      if (event.event.action === 'client.disconnected') openAtLeaving.push(allowing.server.broker.sessions.size);
+      record(event);
+    };
+    const result = await connectInRounds([allowing.port], 120, 40, performance.now() + 10_000);
+    expect(result).toEqual({ attempted: 120, accepted: 120 });
+    // Rounds of 40: a whole round was held at once, never more than one round.
+    expect(Math.max(...openAtLeaving)).toBeGreaterThanOrEqual(40);
+    expect(Math.max(...openAtLeaving)).toBeLessThanOrEqual(41);
+    await until(() => allowing.server.broker.sessions.size === 0 || undefined, 'sessions ended');
+    // Half the clients sent DISCONNECT (normal end), half closed their socket: both ways were taken.
+    const ends = allowing.audit.events.filter((e) => e.event.action === 'client.disconnected');
+    expect(ends.length).toBe(120);
+    const reasons = new Set(ends.map((e) => e.event.reason));
+    expect(reasons.size).toBeGreaterThanOrEqual(2);
+  });
+
+  it('counts a refused client as tried, not accepted', async () => {
+    const result = await connectInRounds([refusing.port], 20, 10, performance.now() + 10_000);
+    expect(result).toEqual({ attempted: 20, accepted: 0 });
+  });
+
+  it('starts nothing after its deadline', async () => {
+    const result = await connectInRounds([allowing.port], 20, 10, performance.now() - 1);
+    expect(result).toEqual({ attempted: 0, accepted: 0 });
+  });
+});
+
+const denyEverything: Authorizer = {
+  check(): AuthzDecision {
+    return { allowed: false, reason: 'test: nothing is allowed' };
+  },
+  onChange() {},
+  invalidate() {},
+};
