@@ -130,7 +130,17 @@ export function registerStartCommand(program: Command): void {
       }
       let server: BulwarkServer;
       try {
+        // Until the broker's own handlers below, a stop signal ends the start at once (through process.exit, so
+        // the warm-up's temporary directory is removed on the way out).
+        const stopDuringStart = (signal: NodeJS.Signals): void => {
+          console.error(`bulwark: ${signal} during start-up; stopping`);
+          process.exit(0);
+        };
+        process.once('SIGTERM', stopDuringStart);
+        process.once('SIGINT', stopDuringStart);
         const warmup = await warmUpConnectPath(config, config.warmup_connects);
+        process.off('SIGTERM', stopDuringStart);
+        process.off('SIGINT', stopDuringStart);
         server = new BulwarkServer({
           config,
           repair: options.repair ?? false,

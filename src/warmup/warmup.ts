@@ -53,6 +53,9 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
   const result: WarmupResult = { accepted: 0, attempted: 0, ms: 0 };
   if (connects <= 0) return result;
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-warmup-'));
+  // A process that exits mid-warm-up (a stop signal during the start) still leaves no directory behind.
+  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', removeDir);
   const servers: BulwarkServer[] = [];
   try {
     writeFileSync(join(dir, POLICY_FILE), POLICY);
@@ -72,7 +75,8 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
     result.error = (error as Error).message;
   } finally {
     for (const server of servers) await server.stop().catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
+    process.off('exit', removeDir);
+    removeDir();
   }
   if (result.attempted > 0) compactHeap();
   result.ms = Math.round(performance.now() - started);

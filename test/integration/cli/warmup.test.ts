@@ -1,10 +1,12 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
 import { freePort } from '../../helpers/services/postgres.js';
-import { startCliBroker } from '../../helpers/cli.js';
+import { CLI, startCliBroker } from '../../helpers/cli.js';
+import { until } from '../../helpers/until.js';
 
 describe('bulwark start: the start-up warm-up', () => {
   it("says what it did, and leaves no trace in the running broker's audit log, guard or temporary directory", async () => {
@@ -48,6 +50,36 @@ describe('bulwark start: the start-up warm-up', () => {
     // The log records clients (the one that connected after the start), and none of the warm-up's.
     expect(log).toContain('after-warmup');
     expect(log).not.toContain('bulwark-warmup-');
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
+  it('stops on SIGTERM during the warm-up, exits 0 and leaves no temporary directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-cli-warmup-stop-'));
+    const tmp = mkdtempSync(join(dir, 'tmp-'));
+    const file = join(dir, 'bulwark.yaml');
+    const port = await freePort();
+    writeFileSync(
+      file,
+      [
+        `data_dir: ${join(dir, 'data')}`,
+        'warmup_connects: 20000',
+        'listeners:',
+        `  - { name: main, transport: tcp, host: 127.0.0.1, port: ${port} }`,
+        '',
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, [CLI, 'start', '-c', file], {
+      env: { ...process.env, TMPDIR: tmp },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await until(() => readdirSync(tmp).some((name) => name.startsWith('bulwark-warmup-')) || undefined, 'warm-up');
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(output).toContain('SIGTERM during start-up');
+    expect(output).not.toContain('bulwark: ready');
     expect(readdirSync(tmp)).toEqual([]);
   });
 });
