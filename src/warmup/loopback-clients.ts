@@ -25,11 +25,10 @@ export async function connectInRounds(
 ): Promise<RoundsResult> {
   const result: RoundsResult = { attempted: 0, accepted: 0 };
   while (result.attempted < total && performance.now() < deadline) {
-    const count = Math.min(held, total - result.attempted);
-    const clients = await connectRound(ports, result.attempted, count, deadline);
-    result.attempted += count;
-    result.accepted += clients.length;
-    await Promise.all(clients.map((client) => client.leave()));
+    const round = await connectRound(ports, result.attempted, Math.min(held, total - result.attempted), deadline);
+    result.attempted += round.tried;
+    result.accepted += round.clients.length;
+    await Promise.all(round.clients.map((client) => client.leave()));
   }
   return result;
 }
@@ -38,7 +37,13 @@ interface HeldClient {
   leave(): Promise<void>;
 }
 
-function connectRound(ports: readonly number[], first: number, count: number, deadline: number): Promise<HeldClient[]> {
+/** Up to `count` clients, CONCURRENCY connecting at a time; resolves once every client started has an answer. */
+function connectRound(
+  ports: readonly number[],
+  first: number,
+  count: number,
+  deadline: number,
+): Promise<{ clients: HeldClient[]; tried: number }> {
   const clients: HeldClient[] = [];
   const pending = new Set<net.Socket>();
   let started = 0;
@@ -50,13 +55,16 @@ function connectRound(ports: readonly number[], first: number, count: number, de
       },
       Math.max(0, deadline - performance.now()),
     );
+    const startNext = (): boolean => {
+      if (started === count || performance.now() >= deadline) return false;
+      connectOne(first + started++);
+      return true;
+    };
     const done = (): void => {
       finished++;
-      if (finished === count) {
+      if (!startNext() && finished === started) {
         clearTimeout(expiry);
-        resolve(clients);
-      } else if (started < count) {
-        connectOne(first + started++);
+        resolve({ clients, tried: started });
       }
     };
     const connectOne = (index: number): void => {
@@ -84,8 +92,11 @@ function connectRound(ports: readonly number[], first: number, count: number, de
         done();
       });
     };
-    if (count === 0) resolve(clients);
-    while (started < Math.min(CONCURRENCY, count)) connectOne(first + started++);
+    while (started < CONCURRENCY && startNext());
+    if (started === 0) {
+      clearTimeout(expiry);
+      resolve({ clients, tried: 0 });
+    }
   });
 }
 

@@ -52,12 +52,16 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
   const started = performance.now();
   const result: WarmupResult = { accepted: 0, attempted: 0, ms: 0 };
   if (connects <= 0) return result;
-  const dir = mkdtempSync(join(tmpdir(), 'bulwark-warmup-'));
+  let dir: string | undefined;
   // A process that exits mid-warm-up (a stop signal during the start) still leaves no directory behind.
-  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
+  const removeDir = (): void => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  };
   process.once('exit', removeDir);
   const servers: BulwarkServer[] = [];
+  // Whatever fails here (no writable temporary directory, a port, a file) costs the warm-up, never the start.
   try {
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-warmup-'));
     writeFileSync(join(dir, POLICY_FILE), POLICY);
     for (const name of ['a', 'b']) {
       mkdirSync(join(dir, name));
@@ -76,7 +80,11 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
   } finally {
     for (const server of servers) await server.stop().catch(() => undefined);
     process.off('exit', removeDir);
-    removeDir();
+    try {
+      removeDir();
+    } catch (error) {
+      result.error ??= `temporary directory ${dir} not removed: ${(error as Error).message}`;
+    }
   }
   if (result.attempted > 0) compactHeap();
   result.ms = Math.round(performance.now() - started);
