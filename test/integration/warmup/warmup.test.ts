@@ -42,6 +42,18 @@ describe('start-up warm-up', () => {
     expect(readdirSync(privateTmp)).toEqual([]);
   });
 
+  it('reports a temporary directory it cannot create as its error instead of throwing', async () => {
+    const config = configSchema.parse({ listeners: [{ port: 0 }], data_dir: join(root, 'unused') });
+    process.env.TMPDIR = join(root, 'does-not-exist');
+    try {
+      const result = await warmUpConnectPath(config, 100);
+      expect(result).toMatchObject({ accepted: 0, attempted: 0 });
+      expect(result.error).toContain('ENOENT');
+    } finally {
+      process.env.TMPDIR = privateTmp;
+    }
+  });
+
   it('does nothing for 0', async () => {
     const config = configSchema.parse({ listeners: [{ port: 0 }], data_dir: join(root, 'unused') });
     expect(await warmUpConnectPath(config, 0)).toEqual({ accepted: 0, attempted: 0, ms: 0 });
