@@ -20,6 +20,12 @@ export function uvError(status: Status, syscall: string, detail?: string): NodeJ
   return Object.assign(new Error(message), { code, errno: status, syscall });
 }
 
+/**
+ * A write request the kernel took whole was never bound to native state (Node binds the request object only when a
+ * write has to wait), so it can carry the next write, of any socket: one object instead of one per write.
+ */
+let spareWriteRequest: WriteRequest | undefined;
+
 function onHandleRead(this: TcpHandle, buffer: ArrayBuffer | undefined): void {
   (this as OwnedHandle)[OWNER].onRead(buffer);
 }
@@ -124,8 +130,7 @@ export class HandleSocket implements ByteStream {
       this.corkedBytes += data.length;
       return true;
     }
-    const request = this.handles.createWriteRequest(this.handle);
-    request.oncomplete = onWriteComplete;
+    const request = this.writeRequest();
     return this.dispatched(request, this.handle.writeBuffer(request, data), data);
   }
 
@@ -143,8 +148,7 @@ export class HandleSocket implements ByteStream {
       this.write(chunks[0]!);
       return;
     }
-    const request = this.handles.createWriteRequest(this.handle);
-    request.oncomplete = onWriteComplete;
+    const request = this.writeRequest();
     this.dispatched(request, this.handle.writev(request, chunks, true), chunks);
   }
 
@@ -174,12 +178,25 @@ export class HandleSocket implements ByteStream {
     return true;
   }
 
+  private writeRequest(): WriteRequest {
+    const spare = spareWriteRequest;
+    if (spare === undefined) {
+      const request = this.handles.createWriteRequest(this.handle);
+      request.oncomplete = onWriteComplete;
+      return request;
+    }
+    spareWriteRequest = undefined;
+    spare.handle = this.handle;
+    return spare;
+  }
+
   private dispatched(request: WriteRequest, status: Status, data: Buffer | Buffer[]): boolean {
     if (status !== 0) {
       this.fail(status, 'write');
       return false;
     }
     if (this.handles.lastWriteWasAsync()) request.buffer = data;
+    else spareWriteRequest = request;
     return true;
   }
 

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HandleServer, type Peer } from '../../../src/transport/handle-server.js';
 import type { HandleSocket } from '../../../src/transport/handle-socket.js';
-import { tcpHandles } from '../../../src/transport/tcp-handles.js';
+import { tcpHandles, type TcpHandles } from '../../../src/transport/tcp-handles.js';
 import { until } from '../../helpers/until.js';
 
 /**
@@ -118,6 +118,44 @@ function writeBeyondTheKernel(socket: HandleSocket): Buffer[] {
 }
 
 describe('socket_layer direct: HandleServer and HandleSocket on real sockets', () => {
+  it('carries every write the kernel takes whole on one request object, and gives each write that waits its own', async () => {
+    let created = 0;
+    const counting: TcpHandles = {
+      ...handles,
+      createWriteRequest: (handle) => {
+        created++;
+        return handles.createWriteRequest(handle);
+      },
+    };
+    let accepted: HandleSocket | undefined;
+    const server = new HandleServer(
+      counting,
+      (socket) => (accepted = socket),
+      () => {},
+    );
+    servers.push(server);
+    const { port } = await server.listen('127.0.0.1', 0);
+    const client = await dial(port);
+    const socket = await until(() => accepted, 'accepted');
+    const received = readAll(client);
+    try {
+      const small = Array.from({ length: 50 }, (_, i) => Buffer.from(`message ${i};`));
+      for (const chunk of small) expect(socket.write(chunk)).toBe(true);
+      // At most one: a request left spare by an earlier socket in this process serves as well.
+      expect(created).toBeLessThanOrEqual(1);
+      const before = created;
+      // More than the kernel holds: the writes that wait each keep their own request (and buffer) until done.
+      const big = writeBeyondTheKernel(socket);
+      expect(created - before).toBeGreaterThan(1);
+      socket.end();
+      expect((await received).equals(Buffer.concat([...small, ...big]))).toBe(true);
+    } finally {
+      // A failed expectation must not leave the server waiting for this connection.
+      client.destroy();
+      socket.destroy();
+    }
+  });
+
   it('delivers what the client sends, in order, and reports the peer as net would', async () => {
     const s = await serve();
     const client = await dial(s.port);
