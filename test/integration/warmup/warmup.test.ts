@@ -35,8 +35,11 @@ describe('start-up warm-up', () => {
       },
       persistence: { durability: 'sync' },
     });
+    const openBefore = readdirSync('/proc/self/fd').length;
     const result = await warmUpConnectPath(config, 600);
     expect(result).toMatchObject({ attempted: 600, accepted: 600 });
+    // Every socket, file and log destination the throwaway brokers opened is closed again.
+    expect(readdirSync('/proc/self/fd').length).toBe(openBefore);
     expect(result.error).toBeUndefined();
     expect(readdirSync(data)).toEqual([]);
     expect(readdirSync(privateTmp)).toEqual([]);
