@@ -25,15 +25,17 @@ export interface LoadgenOptions {
   onHeld?: (connected: number) => Promise<void>;
   timeoutMs: number;
   /**
-   * The C connect load generator, for idle and connect-storm jobs (the Node one saturates its core below what
-   * Mosquitto accepts). It speaks the same messages as JSON lines on stdout and stdin.
+   * The C load generator, for idle, connect-storm and latency jobs (the Node one saturates its core below what
+   * Mosquitto accepts, and its millisecond timers cannot keep a schedule of 5,000 msg/s). It speaks the same
+   * messages as JSON lines on stdout and stdin.
    */
   nativeBinary?: string;
 }
 
 /** Runs one job in a fresh load-generator process (pinned to its own core) and collects its result. */
 export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
-  const native = o.nativeBinary !== undefined && (job.kind === 'idle' || job.kind === 'connect-storm');
+  const native =
+    o.nativeBinary !== undefined && (job.kind === 'idle' || job.kind === 'connect-storm' || job.kind === 'latency');
   const command = native
     ? [o.nativeBinary as string, ...nativeArguments(job)]
     : [process.execPath, join(o.repoRoot, 'dist/bench/loadgen/main.js')];
@@ -148,6 +150,17 @@ function nativeArguments(job: Job): string[] {
         String(job.durationMs),
         String(job.concurrency),
         ...job.credentials.flatMap((c) => [c.username, c.password]),
+      ];
+    case 'latency':
+      return [
+        'latency',
+        String(job.port),
+        String(job.rate),
+        String(job.payloadBytes),
+        String(job.inflight),
+        String(job.warmupMs),
+        String(job.durationMs),
+        String(job.drainMs),
       ];
     default:
       throw new Error(`the native load generator does not run ${job.kind} jobs`);

@@ -14,7 +14,7 @@ export interface BenchOptions {
   nodeOptions: string[];
   /** Directory for each Bulwark process's stdout and stderr (otherwise only the last lines are kept, for errors). */
   brokerOutputDir: string | undefined;
-  /** Run the connect scenarios with the Node load generator instead of the C one. */
+  /** Run the connect and latency scenarios with the Node load generator instead of the C one. */
   nodeLoadgen: boolean;
   /** Raise the priority of brokers and load generator (nice -10) where permitted; --no-priority turns it off. */
   priority: boolean;
@@ -29,7 +29,7 @@ export const USAGE = `usage: node dist/bench/run.js [options]
   --duration S                 measurement window per run in seconds (default 5; --quick: 1)
   --quick                      short runs and 500 idle connections: a smoke test in seconds
   --big                        50,000 idle connections instead of 10,000
-  --node-loadgen               connect scenarios use the Node load generator, not the C one built per run
+  --node-loadgen               connect and latency scenarios use the Node load generator, not the C one built per run
   --no-priority                do not raise the priority (nice -10) of brokers and load generator
   --cpu-prof DIR               write a V8 CPU profile of every Bulwark process into DIR
   --node-option FLAG           pass FLAG to every Bulwark process's node (repeatable), e.g. --trace-gc

@@ -102,9 +102,11 @@ async function main(options: BenchOptions): Promise<number> {
   const native = options.nodeLoadgen
     ? ({ ok: false, reason: '--node-loadgen' } as const)
     : buildNativeLoadgen(repoRoot, workDir);
-  const connectLoadgen = native.ok ? 'native (C)' : `node (${native.reason})`;
+  const loadgenKind = native.ok ? 'native (C)' : `node (${native.reason})`;
   if (!native.ok && !options.nodeLoadgen)
-    notes.push(`connect scenarios use the Node load generator: ${native.reason}; their rates may be its ceiling`);
+    notes.push(
+      `connect and latency scenarios use the Node load generator: ${native.reason}; connect rates may be its ceiling, and latencies include its 1 ms timer`,
+    );
   let counter = 0;
   const durations = options.quick
     ? { warmupMs: 300, durationMs: options.durationMs, drainMs: 2000 }
@@ -135,7 +137,7 @@ async function main(options: BenchOptions): Promise<number> {
   for (const n of notes) console.error(`bench: ${n}`);
   console.error(
     `bench: ${selected.length} scenario(s) × ${brokers.join(', ')} × ${options.rounds} round(s), ${durations.durationMs / 1000} s windows; ` +
-      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}${nice !== undefined ? `, nice ${nice}` : ''}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}; connect load generator ${connectLoadgen}`,
+      `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}${nice !== undefined ? `, nice ${nice}` : ''}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}; connect and latency load generator ${loadgenKind}`,
   );
 
   const loadBefore = loadAverage();
@@ -191,7 +193,7 @@ async function main(options: BenchOptions): Promise<number> {
       mosquitto: mosquittoVersion,
       aedes,
       openFileLimit: fdLimit,
-      connectLoadgen,
+      loadgen: loadgenKind,
       loadAverage: { before: loadBefore, after: loadAfter },
       pinned: pinned ? { broker: ctx.brokerCpu, loadgen: ctx.loadgenCpu } : undefined,
       nice,

@@ -51,7 +51,7 @@ export interface BenchContext {
   credentials: Credential[];
   /** Directory for `node --cpu-prof` output of every Bulwark process, when profiling. */
   cpuProfileDir: string | undefined;
-  /** The C connect load generator built for this run, when a compiler was there (idle and storm jobs). */
+  /** The C load generator built for this run, when a compiler was there (idle, storm and latency jobs). */
   nativeLoadgen: string | undefined;
   /** Extra `node` options for every Bulwark process. */
   nodeOptions: string[];

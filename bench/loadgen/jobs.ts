@@ -76,6 +76,8 @@ export interface LatencyResult {
   p99Ms?: number;
   maxMs?: number;
   samples: number;
+  /** How late the load generator sent (p99, against the schedule); the C load generator reports it. */
+  sendLateP99Ms?: number;
   loadgenCpu: number;
   errors: string[];
 }

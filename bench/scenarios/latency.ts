@@ -28,7 +28,11 @@ export const latencyScenario: Scenario = {
       m.lost = r.lost;
       m.loadgenCpu = r.loadgenCpu;
       absorbCpu(m, run);
-      m.notes.push(...saturationNote(r.loadgenCpu), ...r.errors);
+      m.notes.push(
+        `${r.samples} samples${r.sendLateP99Ms === undefined ? '' : `; the load generator sent p99 ${r.sendLateP99Ms.toFixed(3)} ms after schedule`}`,
+        ...saturationNote(r.loadgenCpu),
+        ...r.errors,
+      );
       return m;
     }),
 };

@@ -16,7 +16,7 @@ interface SmokeReport {
     duplicates: { bulwark?: number; aedes?: number };
   }[];
   records: { broker: string; measurement: { error?: string; skipped?: string; notes?: string[] } }[];
-  machine: { connectLoadgen: string; aedes?: string };
+  machine: { loadgen: string; aedes?: string };
 }
 
 /**
@@ -67,7 +67,7 @@ describe('bench smoke', () => {
   it('a quick idle-connection run with the C connect load generator holds every client', async () => {
     const report = await quickRun('idle.json', ['--scenario', 'idle-connections']);
     // The machines this suite runs on have a C compiler (node-gyp needs one); without it the bench says so.
-    expect(report.machine.connectLoadgen).toBe('native (C)');
+    expect(report.machine.loadgen).toBe('native (C)');
     expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
     const idle = report.summaries.find((s) => s.name === 'idle-connections');
     expect(idle?.metrics.find((m) => m.key === 'connections')?.medians.bulwark).toBe(500);
@@ -91,6 +91,21 @@ describe('bench smoke', () => {
       expect.any(Number),
     );
     expect(idle?.lost.bulwark).toBe(0);
+  }, 120_000);
+
+  it('a quick latency run with the C load generator sends on schedule and measures every message of its window', async () => {
+    const report = await quickRun('latency.json', ['--scenario', 'latency-qos1']);
+    expect(report.machine.loadgen).toBe('native (C)');
+    expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
+    const latency = report.summaries.find((s) => s.name === 'latency-qos1');
+    const median = (key: string) => latency?.metrics.find((m) => m.key === key)?.medians.bulwark ?? NaN;
+    expect(median('p50Ms')).toBeGreaterThan(0);
+    expect(median('p99Ms')).toBeGreaterThanOrEqual(median('p50Ms'));
+    expect(median('maxMs')).toBeGreaterThanOrEqual(median('p99Ms'));
+    expect(latency?.lost.bulwark).toBe(0);
+    // 5,000 msg/s over the quick run's 1 s window, each sent at its own time rather than in millisecond bursts.
+    const note = report.records[0]?.measurement.notes?.find((n) => n.includes('samples')) ?? '';
+    expect(note).toMatch(/^5000 samples; the load generator sent p99 \d+\.\d{3} ms after schedule$/);
   }, 120_000);
 
   it('a quick reconnect storm measures the warm-up storm, the ramp and the storm after them, with no connect refused', async () => {
