@@ -26,6 +26,7 @@ export interface ShutdownRequest {
 }
 
 export interface TcpHandle {
+  /** Reads are reported here; with a user buffer the bytes are in that buffer and `buffer` is undefined. */
   onread: ((this: TcpHandle, buffer: ArrayBuffer | undefined) => void) | undefined;
   onconnection: ((this: TcpHandle, status: Status, client: TcpHandle | undefined) => void) | undefined;
   /** Bytes handed to libuv and not yet written to the kernel. */
@@ -38,6 +39,8 @@ export interface TcpHandle {
   setNoDelay(enable: boolean): Status;
   readStart(): Status;
   readStop(): Status;
+  /** Reads go into `buffer` (its start, at most its length) instead of a new ArrayBuffer per read. */
+  useUserBuffer(buffer: Buffer): void;
   writeBuffer(request: WriteRequest, data: Buffer): Status;
   writev(request: WriteRequest, chunks: Buffer[], allBuffers: true): Status;
   shutdown(request: ShutdownRequest): Status;
@@ -50,8 +53,6 @@ export interface TcpHandles {
   createShutdownRequest(handle: TcpHandle): ShutdownRequest;
   /** Bytes read by the read that is being reported; negative is a libuv error, `eof` the end of the stream. */
   lastReadStatus(): Status;
-  /** Where the reported bytes start in the buffer handed to `onread`. */
-  lastReadOffset(): number;
   /** Whether the write just dispatched is still in flight (its `oncomplete` will run) rather than done. */
   lastWriteWasAsync(): boolean;
   readonly eof: Status;
@@ -68,7 +69,6 @@ interface StreamWrapBinding {
   ShutdownWrap: new () => ShutdownRequest;
   streamBaseState: Int32Array;
   kReadBytesOrError: number;
-  kArrayBufferOffset: number;
   kLastWriteWasAsync: number;
 }
 
@@ -87,6 +87,7 @@ const HANDLE_METHODS = [
   'setNoDelay',
   'readStart',
   'readStop',
+  'useUserBuffer',
   'writeBuffer',
   'writev',
   'shutdown',
@@ -107,8 +108,7 @@ function load(binding: Binding): TcpHandles | undefined {
   if (typeof tcp['TCP'] !== 'function' || !isRecord(constants) || typeof constants['SERVER'] !== 'number') return;
   if (typeof stream['WriteWrap'] !== 'function' || typeof stream['ShutdownWrap'] !== 'function') return undefined;
   if (!(stream['streamBaseState'] instanceof Int32Array)) return undefined;
-  for (const key of ['kReadBytesOrError', 'kArrayBufferOffset', 'kLastWriteWasAsync'])
-    if (typeof stream[key] !== 'number') return undefined;
+  for (const key of ['kReadBytesOrError', 'kLastWriteWasAsync']) if (typeof stream[key] !== 'number') return undefined;
   if (typeof uv['UV_EOF'] !== 'number') return undefined;
   const t = tcp as unknown as TcpWrapBinding;
   const s = stream as unknown as StreamWrapBinding;
@@ -117,7 +117,7 @@ function load(binding: Binding): TcpHandles | undefined {
   (probe as unknown as TcpHandle).close();
   if (!complete) return undefined;
   const state = s.streamBaseState;
-  const { kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync, WriteWrap, ShutdownWrap } = s;
+  const { kReadBytesOrError, kLastWriteWasAsync, WriteWrap, ShutdownWrap } = s;
   const { TCP } = t;
   const server = t.constants.SERVER;
   return {
@@ -133,7 +133,6 @@ function load(binding: Binding): TcpHandles | undefined {
       return request;
     },
     lastReadStatus: () => state[kReadBytesOrError]!,
-    lastReadOffset: () => state[kArrayBufferOffset]!,
     lastWriteWasAsync: () => state[kLastWriteWasAsync] !== 0,
     eof: (uv as unknown as UvBinding).UV_EOF,
     ipv6OnlyFlag: t.constants.UV_TCP_IPV6ONLY,

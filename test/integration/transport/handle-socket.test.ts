@@ -168,6 +168,28 @@ describe('socket_layer direct: HandleServer and HandleSocket on real sockets', (
     client.destroy();
   });
 
+  it('hands over each read as a copy of its own, small reads as slices of a shared pool rather than one ArrayBuffer each', async () => {
+    const s = await serve();
+    const clients = [await dial(s.port), await dial(s.port)];
+    try {
+      const accepted = [await s.next(), await s.next()];
+      // Reads of the two sockets alternate; every chunk is kept, as a decoded payload keeps its bytes.
+      for (let k = 0; k < 20; k++)
+        for (const [i, client] of clients.entries()) {
+          client.write(Buffer.alloc(100, 10 * k + i));
+          await until(() => accepted[i]!.data.length === k + 1, `read ${k} of socket ${i}`);
+        }
+      for (const [i, a] of accepted.entries())
+        expect(a.data.map((chunk) => chunk.every((byte) => byte === chunk[0]) && chunk[0])).toEqual(
+          Array.from({ length: 20 }, (_, k) => 10 * k + i),
+        );
+      const backingStores = new Set(accepted.flatMap((a) => a.data.map((chunk) => chunk.buffer)));
+      expect(backingStores.size).toBeLessThan(4);
+    } finally {
+      for (const client of clients) client.destroy();
+    }
+  });
+
   it('every accepted socket has TCP_NODELAY set, read back from the socket itself', async () => {
     const s = await serve();
     const clients = [await dial(s.port), await dial(s.port)];
