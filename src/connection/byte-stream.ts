@@ -26,6 +26,10 @@ export interface ByteStream {
   /** Holds writes until `uncork`, which hands them to the kernel together. */
   cork(): void;
   uncork(): void;
+  /**
+   * A read. The chunk is lent for the duration of the call: a plain TCP socket hands every read over in one buffer
+   * it reuses for the next, so whatever outlives the call (a partial packet, a payload) must be copied out.
+   */
   on(event: 'data', listener: (chunk: Buffer) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
   on(event: 'close', listener: () => void): unknown;

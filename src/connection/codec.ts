@@ -110,7 +110,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
                 : undefined;
     if (decoded) {
       if (slowFrom >= 0) {
-        if (!parser.parse(frames.subarray(slowFrom, i), sink)) return;
+        if (!parser.parse(Buffer.from(frames.subarray(slowFrom, i)), sink)) return;
         slowFrom = -1;
       }
       if (decoded instanceof Error) {
@@ -122,7 +122,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
     } else if (slowFrom < 0) slowFrom = i;
     i = end;
   }
-  if (slowFrom >= 0) parser.parse(slowFrom === 0 ? frames : frames.subarray(slowFrom), sink);
+  if (slowFrom >= 0) parser.parse(Buffer.from(slowFrom === 0 ? frames : frames.subarray(slowFrom)), sink);
 }
 
 /**
@@ -161,7 +161,7 @@ function decodePublish(
     dup: (first & 8) !== 0,
     length: remaining,
     topic: frames.toString('utf8', start + 2, topicEnd),
-    payload: frames.subarray(pos, end),
+    payload: copyOf(frames, pos, end),
   };
   if (messageId !== undefined) packet.messageId = messageId;
   return packet;
@@ -286,11 +286,20 @@ function decodePlainConnect(
   if ((flags & 0x40) !== 0) {
     const passwordEnd = stringEnd(frames, pos, end);
     if (passwordEnd < 0) return undefined;
-    // A copy, so a packet kept for an enhanced-authentication exchange does not keep the whole read buffer alive.
-    packet.password = Buffer.from(frames.subarray(pos + 2, passwordEnd));
+    packet.password = copyOf(frames, pos + 2, passwordEnd);
     pos = passwordEnd;
   }
   return pos === end ? packet : undefined;
+}
+
+/** Bytes `start..end` as a Buffer of their own: the frames are only lent (see `ByteStream`), a payload is kept. */
+function copyOf(frames: Buffer, start: number, end: number): Buffer {
+  const length = end - start;
+  const copy = Buffer.allocUnsafe(length);
+  // `Buffer#copy` of a range builds a view of the range first; short payloads, most of them, are copied by hand.
+  if (length <= 128) for (let i = 0; i < length; i++) copy[i] = frames[start + i]!;
+  else frames.copy(copy, 0, start, end);
+  return copy;
 }
 
 /** End of the length-prefixed field at `pos`, or -1 when it does not fit before `end`. */

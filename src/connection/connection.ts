@@ -8,7 +8,7 @@ import { ReasonCode, type ReasonName } from '../protocol/reason-codes.js';
 import { remainingExpirySeconds } from '../routing/message.js';
 import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
-import { Framer, frameEnd } from './framer.js';
+import { Framer, frameEnd, isFrameProblem, type FrameProblem } from './framer.js';
 import { parseFrames, type PacketSink } from './codec.js';
 import { encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
@@ -205,6 +205,25 @@ export class Connection implements SessionLink, PacketSink {
       return;
     }
     const result = this.framer.push(chunk);
+    if (result === undefined) return;
+    if (isFrameProblem(result)) {
+      this.frameProblem(result, chunk);
+      return;
+    }
+    let frames = result;
+    if (this.state === 'awaiting-connect') {
+      if (!this.checkFirstPacket(frames)) return;
+      // CONNECT decides the protocol version the rest of the stream is parsed with.
+      const connectLength = frameEnd(frames, 0);
+      parseFrames(4, frames.subarray(0, connectLength), this);
+      frames = frames.subarray(connectLength);
+      if (frames.length === 0 || (this.state as ConnectionState) === 'closed') return;
+    }
+    parseFrames(this.protocolVersion, frames, this);
+  }
+
+  /** A packet over the size limit, or bytes that are not MQTT framing: the connection ends. */
+  private frameProblem(result: FrameProblem, chunk: Buffer): void {
     if (result.kind === 'tooLarge') {
       if (this.state === 'awaiting-connect' && protocolLevelOf(chunk) === 5) {
         // An MQTT 5 client sending an oversize CONNECT is told why: CONNACK 0x95, then close (MQTT 5 section 3.2.2.2).
@@ -229,21 +248,7 @@ export class Connection implements SessionLink, PacketSink {
       );
       return;
     }
-    if (result.kind === 'malformed') {
-      this.protocolViolation('malformedPacket', `malformed packet: ${result.why}`);
-      return;
-    }
-    let frames = result.frames;
-    if (!frames) return;
-    if (this.state === 'awaiting-connect') {
-      if (!this.checkFirstPacket(frames)) return;
-      // CONNECT decides the protocol version the rest of the stream is parsed with.
-      const connectLength = frameEnd(frames, 0);
-      parseFrames(4, frames.subarray(0, connectLength), this);
-      frames = frames.subarray(connectLength);
-      if (frames.length === 0 || (this.state as ConnectionState) === 'closed') return;
-    }
-    parseFrames(this.protocolVersion, frames, this);
+    this.protocolViolation('malformedPacket', `malformed packet: ${result.why}`);
   }
 
   /** [MQTT-3.1.0-1] the first packet must be CONNECT; an unknown protocol level gets CONNACK 0x84 / rc 1. */

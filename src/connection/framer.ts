@@ -4,12 +4,17 @@ import { isUtf8 } from 'node:buffer';
  * Splits the byte stream into whole MQTT packets before the codec sees them, so the maximum packet size is
  * enforced from the fixed header alone (before the body is buffered) and the codec always parses whole frames.
  */
-export type FrameResult =
-  | { kind: 'frames'; frames: Buffer | undefined }
-  | { kind: 'tooLarge'; size: number }
-  | { kind: 'malformed'; why: string };
+export type FrameProblem = { kind: 'tooLarge'; size: number } | { kind: 'malformed'; why: string };
 
-const NO_FRAMES: FrameResult = { kind: 'frames', frames: undefined };
+/**
+ * What a read yields: the run of complete frames, undefined when no frame is complete yet, or the problem that ends
+ * the connection. The common outcome is the Buffer itself, with no result object around it for every read.
+ */
+export type FrameResult = Buffer | undefined | FrameProblem;
+
+export function isFrameProblem(result: FrameResult): result is FrameProblem {
+  return result !== undefined && !Buffer.isBuffer(result);
+}
 
 export class Framer {
   /** The start of a frame not yet complete: its header, or its header and the part of its body read so far. */
@@ -32,11 +37,12 @@ export class Framer {
   push(chunk: Buffer): FrameResult {
     let data = chunk;
     if (this.pending) {
-      this.pending.push(chunk);
+      // The chunk is only lent (see `ByteStream`): what waits for the rest of its packet is copied.
+      this.pending.push(Buffer.from(chunk));
       this.pendingBytes += chunk.length;
       // A large packet arrives over many reads: its pieces are joined once, when it is complete. Joining at every
       // read copied it over and over (a 64 MiB packet in 64 KiB reads: 32 GiB of copying).
-      if (this.pendingFrameBytes > 0 && this.pendingBytes < this.pendingFrameBytes) return NO_FRAMES;
+      if (this.pendingFrameBytes > 0 && this.pendingBytes < this.pendingFrameBytes) return undefined;
       data = Buffer.concat(this.pending, this.pendingBytes);
       this.pending = undefined;
       this.pendingBytes = 0;
@@ -80,13 +86,13 @@ export class Framer {
       offset += total;
     }
     if (offset < length) {
-      this.pending = [offset === 0 ? data : data.subarray(offset)];
+      this.pending = [Buffer.from(offset === 0 ? data : data.subarray(offset))];
       this.pendingBytes = length - offset;
       this.pendingFrameBytes = incompleteFrameBytes;
     }
-    if (offset === 0) return NO_FRAMES;
+    if (offset === 0) return undefined;
     // A read usually ends on a packet boundary: the chunk itself is the run of frames, with no view to allocate.
-    return { kind: 'frames', frames: offset === length ? data : data.subarray(0, offset) };
+    return offset === length ? data : data.subarray(0, offset);
   }
 }
 

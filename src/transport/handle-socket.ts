@@ -27,14 +27,22 @@ export function uvError(status: Status, syscall: string, detail?: string): NodeJ
 let spareWriteRequest: WriteRequest | undefined;
 
 /**
- * Every direct socket reads into this one buffer, and what a read brought is copied out before it is handed on.
- * Without it Node gives each read an ArrayBuffer of its own, which a young-generation collection must find and free
- * one by one: at 5,000 single-message reads a second that was 0.4 ms of every second collection, the messages that
- * arrived meanwhile waiting for it (docs/performance.md, session 14). The copy is a slice of Node's shared pool for
- * reads under 4 KiB. Reads run one at a time on the main thread and each is handled before the next one starts, so
- * one buffer serves every socket.
+ * Every direct socket reads into this one buffer, and each read is lent to the connection as a view of it, valid
+ * until the handler returns (`ByteStream`'s `data`): the framer and the codec copy what they keep. Without it Node
+ * gives each read an ArrayBuffer and a Buffer of its own, which a young-generation collection then finds and frees
+ * one by one: at 5,000 single-message reads a second that was 0.4 ms of every second collection, and the messages
+ * that arrived meanwhile waited for it (docs/performance.md, session 14). Reads run one at a time on the main thread
+ * and each is handled before the next one starts, so one buffer serves every socket.
  */
 const READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024);
+/** Views of the first N bytes of the read buffer for small reads (acknowledgements, small PUBLISH), made once. */
+const SMALL_READ = 1024;
+const readViews: (Buffer | undefined)[] = [];
+
+function readView(length: number): Buffer {
+  if (length > SMALL_READ) return READ_BUFFER.subarray(0, length);
+  return (readViews[length] ??= READ_BUFFER.subarray(0, length));
+}
 
 function onHandleRead(this: TcpHandle): void {
   (this as OwnedHandle)[OWNER].onRead();
@@ -229,10 +237,7 @@ export class HandleSocket implements ByteStream {
   onRead(): void {
     const status = this.handles.lastReadStatus();
     if (status > 0) {
-      if (this.destroyed || !this.dataListener) return;
-      const chunk = Buffer.allocUnsafe(status);
-      READ_BUFFER.copy(chunk, 0, 0, status);
-      this.dataListener.call(this, chunk);
+      if (!this.destroyed) this.dataListener?.call(this, readView(status));
       return;
     }
     if (status === 0) return;

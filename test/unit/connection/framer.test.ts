@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { Framer, frameEnd } from '../../../src/connection/framer.js';
+import { Framer, frameEnd, isFrameProblem } from '../../../src/connection/framer.js';
 
 const publish = (payloadLength: number): Buffer => {
   const body = Buffer.alloc(3 + payloadLength, 0x61);
@@ -22,10 +22,10 @@ describe('framer', () => {
     const b = publish(200);
     const both = Buffer.concat([a, b]);
     const first = framer.push(both.subarray(0, a.length + 5));
-    expect(first).toEqual({ kind: 'frames', frames: a });
+    expect(first).toEqual(a);
     expect(framer.bufferedBytes).toBe(5);
     const second = framer.push(both.subarray(a.length + 5));
-    expect(second.kind === 'frames' && second.frames?.equals(b)).toBe(true);
+    expect(Buffer.isBuffer(second) && second.equals(b)).toBe(true);
     expect(framer.bufferedBytes).toBe(0);
   });
 
@@ -33,11 +33,24 @@ describe('framer', () => {
     const framer = new Framer(1024);
     const chunk = Buffer.concat([publish(10), publish(20)]);
     const result = framer.push(chunk);
-    expect(result.kind === 'frames' && result.frames).toBe(chunk);
+    expect(result).toBe(chunk);
     // A read that ends inside a packet still yields only the whole frames before it.
     const cut = chunk.subarray(0, chunk.length - 1);
     const partial = framer.push(cut);
-    expect(partial.kind === 'frames' && partial.frames?.length).toBe(publish(10).length);
+    expect(Buffer.isBuffer(partial) && partial.length).toBe(publish(10).length);
+  });
+
+  it('copies what it keeps of a read: the chunk is lent and may be overwritten once push returns', () => {
+    const framer = new Framer(1 << 20);
+    const frame = publish(200_000);
+    const lent = Buffer.alloc(65_536);
+    let last: ReturnType<Framer['push']>;
+    for (let at = 0; at < frame.length; at += lent.length) {
+      const size = frame.copy(lent, 0, at, at + lent.length);
+      last = framer.push(lent.subarray(0, size));
+      lent.fill(0xee);
+    }
+    expect(Buffer.isBuffer(last!) && last.equals(frame)).toBe(true);
   });
 
   it('refuses a packet over the maximum from its header alone, before the body arrives', () => {
@@ -48,7 +61,7 @@ describe('framer', () => {
 
   it('refuses a remaining length longer than four bytes', () => {
     const framer = new Framer(1 << 28);
-    expect(framer.push(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])).kind).toBe('malformed');
+    expect(framer.push(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]))).toMatchObject({ kind: 'malformed' });
   });
 
   it('joins a packet that arrives over many reads once, when it is complete, not at every read', () => {
@@ -58,9 +71,9 @@ describe('framer', () => {
     try {
       const results = [];
       for (let at = 0; at < frame.length; at += 65_536) results.push(framer.push(frame.subarray(at, at + 65_536)));
-      expect(results.slice(0, -1).every((r) => r.kind === 'frames' && r.frames === undefined)).toBe(true);
+      expect(results.slice(0, -1).every((r) => r === undefined)).toBe(true);
       const last = results.at(-1)!;
-      expect(last.kind === 'frames' && last.frames?.equals(frame)).toBe(true);
+      expect(Buffer.isBuffer(last) && last.equals(frame)).toBe(true);
       // 17 reads: joined once (each read joined everything so far before: 1 MiB copied ~8 times over).
       expect(concat).toHaveBeenCalledTimes(1);
       expect(framer.bufferedBytes).toBe(0);
@@ -85,13 +98,13 @@ describe('framer', () => {
       for (let at = 0; at < stream.length;) {
         const size = 1 + random(random(2) === 0 ? 8 : 70_000);
         const result = framer.push(stream.subarray(at, at + size));
-        if (result.kind !== 'frames') throw new Error(`unexpected ${result.kind}`);
-        if (result.frames) {
+        if (isFrameProblem(result)) throw new Error(`unexpected ${result.kind}`);
+        if (result) {
           // Every run holds whole frames only.
           let offset = 0;
-          while (offset < result.frames.length) offset = frameEnd(result.frames, offset);
-          expect(offset).toBe(result.frames.length);
-          out.push(result.frames);
+          while (offset < result.length) offset = frameEnd(result, offset);
+          expect(offset).toBe(result.length);
+          out.push(Buffer.from(result));
         }
         at += size;
       }
@@ -103,9 +116,9 @@ describe('framer', () => {
   it('waits for more bytes when the length itself is split', () => {
     const framer = new Framer(1 << 20);
     const frame = publish(300);
-    expect(framer.push(frame.subarray(0, 2))).toEqual({ kind: 'frames', frames: undefined });
+    expect(framer.push(frame.subarray(0, 2))).toBeUndefined();
     const rest = framer.push(frame.subarray(2));
-    expect(rest.kind === 'frames' && rest.frames?.length).toBe(frame.length);
+    expect(Buffer.isBuffer(rest) && rest.length).toBe(frame.length);
   });
 
   it('passes ASCII and well-formed multi-byte topics and refuses ill-formed UTF-8 anywhere in the topic', () => {
@@ -113,7 +126,10 @@ describe('framer', () => {
       const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from('x')]);
       return Buffer.concat([Buffer.from([0x30, body.length]), body]);
     };
-    const kind = (topic: Buffer): string => new Framer(1024).push(withTopic(topic)).kind;
+    const kind = (topic: Buffer): string => {
+      const result = new Framer(1024).push(withTopic(topic));
+      return isFrameProblem(result) ? result.kind : 'frames';
+    };
     expect(kind(Buffer.from('plant/line-7/temperature'))).toBe('frames');
     expect(kind(Buffer.from('usine/température/€/😀'))).toBe('frames');
     // 0xC3 0x28: a lead byte followed by a non-continuation byte, after and before an ASCII run.
