@@ -1,6 +1,7 @@
 import type { Identity } from '../../authn/types.js';
 import { isExpired, withOwnedBytes, type Message } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
+import { InflightWindow } from './inflight-window.js';
 import type { Outbound, OutboundJournal, SessionLink } from './outbound.js';
 
 export type QueueOverflow = 'drop-new' | 'drop-oldest';
@@ -36,7 +37,7 @@ export class Session {
   // The three collections are created on first use: an empty Map or Set still costs ~200 bytes of hash table, and
   // an idle device that never subscribes, never receives QoS 1/2 and never sends QoS 2 needs none of them.
   #subscriptions: Map<string, Subscription> | undefined;
-  #inflight: Map<number, Outbound> | undefined;
+  #inflight: InflightWindow<Outbound> | undefined;
   #inboundQos2: Set<number> | undefined;
   /** Messages waiting for a free slot in the send window or for the client to reconnect. */
   readonly queue: Outbound[] = [];
@@ -80,9 +81,9 @@ export class Session {
     return (this.#subscriptions ??= new Map());
   }
 
-  /** Outgoing QoS 1/2 messages by packet id, in send order (Map keeps insertion order for redelivery). */
-  get inflight(): Map<number, Outbound> {
-    return (this.#inflight ??= new Map());
+  /** Outgoing QoS 1/2 messages by packet id, in send order. */
+  get inflight(): InflightWindow<Outbound> {
+    return (this.#inflight ??= new InflightWindow());
   }
 
   /** Incoming QoS 2 packet ids received (PUBREC sent) and not yet released: exactly-once on the inbound side. */
