@@ -68,12 +68,16 @@ export class Broker {
   // Routing scratch state, reused for every publish so routing allocates only what it delivers.
   private routeStamp = 0;
   private routeMessage: Message | undefined;
-  private readonly routeTargets: Subscription[] = [];
+  // The two lists keep their arrays between messages and count their entries: `length = 0` would give back the
+  // backing store, and the next message's first push would allocate one again (~150 bytes per message).
+  private readonly routeTargets: (Subscription | undefined)[] = [];
+  private routeTargetCount = 0;
   private readonly routeMerges = new Map<Session, MergedDelivery>();
-  private readonly routeGroups: SharedGroup[] = [];
+  private readonly routeGroups: (SharedGroup | undefined)[] = [];
+  private routeGroupCount = 0;
   private readonly onRouteMatch = (s: Subscription): void => this.collectTarget(s);
   private readonly onRouteGroup = (g: SharedGroup): void => {
-    this.routeGroups.push(g);
+    this.routeGroups[this.routeGroupCount++] = g;
   };
 
   constructor(readonly options: BrokerOptions) {
@@ -518,7 +522,9 @@ export class Broker {
     this.tree.match(message.topic, this.onRouteMatch, this.onRouteGroup);
     this.routeMessage = undefined;
     const checkReceive = this.checkReceive;
-    for (let i = 0; i < targets.length; i++) {
+    const targetCount = this.routeTargetCount;
+    const groupCount = this.routeGroupCount;
+    for (let i = 0; i < targetCount; i++) {
       const subscription = targets[i]!;
       const merged = merges.size > 0 ? merges.get(subscription.session) : undefined;
       const qos = (merged ? Math.min(message.qos, merged.qos) : Math.min(message.qos, subscription.qos)) as QoS;
@@ -526,15 +532,18 @@ export class Broker {
       if (checkReceive) this.deliverIfReceivable(subscription, out);
       else subscription.session.deliver(out);
     }
-    for (let i = 0; i < groups.length; i++) {
+    for (let i = 0; i < groupCount; i++) {
       const member = groups[i]!.pick();
       if (!member) continue;
       const out = this.outboundFor(member, message, Math.min(message.qos, member.qos) as QoS, undefined);
       if (checkReceive) this.deliverIfReceivable(member, out);
       else member.session.deliver(out);
     }
-    targets.length = 0;
-    groups.length = 0;
+    // Cleared, not truncated: the arrays keep their room, and hold no session past the message.
+    for (let i = 0; i < targetCount; i++) targets[i] = undefined;
+    for (let i = 0; i < groupCount; i++) groups[i] = undefined;
+    this.routeTargetCount = 0;
+    this.routeGroupCount = 0;
     if (merges.size > 0) merges.clear();
     void stamp;
   }
@@ -546,8 +555,8 @@ export class Broker {
     if (subscription.noLocal && session.clientId === message.publisherId) return;
     if (session.routeStamp !== this.routeStamp) {
       session.routeStamp = this.routeStamp;
-      session.routeIndex = this.routeTargets.length;
-      this.routeTargets.push(subscription);
+      session.routeIndex = this.routeTargetCount;
+      this.routeTargets[this.routeTargetCount++] = subscription;
       return;
     }
     let merged = this.routeMerges.get(session);
