@@ -37,7 +37,7 @@ let spareWriteRequest: WriteRequest | undefined;
 const READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024);
 /** Views of the first N bytes of the read buffer for small reads (acknowledgements, small PUBLISH), made once. */
 const SMALL_READ = 1024;
-const readViews: (Buffer | undefined)[] = [];
+const readViews = new Array<Buffer | undefined>(SMALL_READ + 1).fill(undefined);
 
 function readView(length: number): Buffer {
   if (length > SMALL_READ) return READ_BUFFER.subarray(0, length);
