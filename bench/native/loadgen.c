@@ -78,6 +78,14 @@ static void emit(const char *line) {
   fflush(stdout);
 }
 
+/* Reports a failure that ends the run; returns the exit status. */
+static int emit_error(const char *message) {
+  char line[256];
+  snprintf(line, sizeof line, "{\"type\":\"error\",\"message\":\"%s\"}", message);
+  emit(line);
+  return 1;
+}
+
 static size_t put_string(uint8_t *out, const char *s) {
   size_t n = strlen(s);
   out[0] = (uint8_t)(n >> 8);
@@ -570,24 +578,10 @@ static int run_latency(int argc, char **argv) {
   lat.sub.role = "subscriber";
   lat.pub.role = "publisher";
   lat.sub.fd = open_session(sub_id, why, sizeof why);
-  if (lat.sub.fd < 0) {
-    char line[256];
-    snprintf(line, sizeof line, "{\"type\":\"error\",\"message\":\"%s\"}", why);
-    emit(line);
-    return 1;
-  }
-  int granted = subscribe_qos1(lat.sub.fd, topic);
-  if (granted != 1) {
-    emit("{\"type\":\"error\",\"message\":\"subscriber: QoS 1 not granted\"}");
-    return 1;
-  }
+  if (lat.sub.fd < 0) return emit_error(why);
+  if (subscribe_qos1(lat.sub.fd, topic) != 1) return emit_error("subscriber: QoS 1 not granted");
   lat.pub.fd = open_session(pub_id, why, sizeof why);
-  if (lat.pub.fd < 0) {
-    char line[256];
-    snprintf(line, sizeof line, "{\"type\":\"error\",\"message\":\"%s\"}", why);
-    emit(line);
-    return 1;
-  }
+  if (lat.pub.fd < 0) return emit_error(why);
   struct peer *peers[2] = {&lat.pub, &lat.sub};
   for (int i = 0; i < 2; i++) {
     fcntl(peers[i]->fd, F_SETFL, fcntl(peers[i]->fd, F_GETFL) | O_NONBLOCK);
