@@ -59,7 +59,13 @@ function flushQueued(): void {
     for (let i = 0; i < flushCount; i++) {
       const connection = toFlush[i];
       toFlush[i] = undefined;
-      connection?.flush();
+      if (connection === undefined) continue;
+      // One connection's failed write must not keep the others' output queued, nor leave the count behind.
+      try {
+        connection.flush();
+      } catch (error) {
+        connection.writeFailed(error);
+      }
     }
     flushCount = 0;
   } finally {
@@ -493,6 +499,13 @@ export class Connection implements SessionLink, PacketSink {
   destroy(): void {
     this.state = 'closed';
     this.socket.destroy();
+  }
+
+  /** Writing to the socket threw: nothing more can be sent on it, not even a DISCONNECT. */
+  writeFailed(error: unknown): void {
+    this.broker.log.error({ clientId: this.clientId, err: error }, 'socket write failed: closing the connection');
+    this.closeReason ??= 'socket write failed';
+    this.destroy();
   }
 
   onSocketClosed(): void {

@@ -114,6 +114,28 @@ describe('socket writes', () => {
     for (const s of sockets) s.destroy();
   });
 
+  it('a connection whose socket write throws is closed and logged; the others queued with it are still written', async () => {
+    const sockets = [accept(), accept(), accept()];
+    const connections = [...broker.server.broker.connections].filter((c) =>
+      sockets.includes(c.socket as RecordingSocket),
+    );
+    const broken = sockets[0]!;
+    broken.write = () => {
+      throw new Error('write exploded');
+    };
+    const pingresp = Buffer.from([0xd0, 0x00]);
+    for (let round = 1; round <= 2; round++) {
+      for (const c of connections) c.writeBytes(pingresp);
+      await tick();
+      // Flushed on the tick after the failure too: the count of queued connections did not stay behind.
+      expect([sockets[1]!.writes.length, sockets[2]!.writes.length]).toEqual([round, round]);
+    }
+    expect(broken.destroyed).toBe(true);
+    const logged = await broker.waitForLog((l) => l['msg'] === 'socket write failed: closing the connection');
+    expect((logged['err'] as { message: string }).message).toBe('write exploded');
+    for (const s of sockets) s.destroy();
+  });
+
   it("writes the deliveries a connected publisher's PUBLISH routed before that publisher's own PUBACK", async () => {
     // A PUBACK flushed at the end of the publisher's read went out ahead of the deliveries and delayed every one of
     // them by a write: p50 latency +10% on the benchmark (docs/performance.md, session 8).
