@@ -110,7 +110,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
                 : undefined;
     if (decoded) {
       if (slowFrom >= 0) {
-        if (!parser.parse(Buffer.from(frames.subarray(slowFrom, i)), sink)) return;
+        if (!parser.parse(copyOf(frames, slowFrom, i), sink)) return;
         slowFrom = -1;
       }
       if (decoded instanceof Error) {
@@ -122,7 +122,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
     } else if (slowFrom < 0) slowFrom = i;
     i = end;
   }
-  if (slowFrom >= 0) parser.parse(Buffer.from(slowFrom === 0 ? frames : frames.subarray(slowFrom)), sink);
+  if (slowFrom >= 0) parser.parse(copyOf(frames, slowFrom, length), sink);
 }
 
 /**
