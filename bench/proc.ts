@@ -1,24 +1,37 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 
 /** Clock ticks per second of /proc/PID/stat times; 100 on every Linux we run on (`getconf CLK_TCK`). */
 const CLK_TCK = 100;
 
+/** Whether this kernel keeps per-thread schedstats; decided once, so every reading of a run has the same basis. */
+const HAS_SCHEDSTAT = existsSync('/proc/self/schedstat');
+
 /**
  * CPU time of a process (all its threads) in milliseconds, or undefined if it is gone: the sum of its threads'
  * time on a CPU from `/proc/PID/task/TID/schedstat`, in nanoseconds. `/proc/PID/stat` counts in clock ticks (10 ms),
- * too coarse for a burst of 500 connects that costs the broker about 15 ms; it is the fallback where schedstat is
- * missing (a kernel without schedstats).
+ * too coarse for a burst of 500 connects that costs the broker about 15 ms; it is used only on a kernel without
+ * schedstats. The two are never mixed within a run: a window's start and end readings are differenced.
  */
 export function processCpuMs(pid: number): number | undefined {
+  return HAS_SCHEDSTAT ? processCpuMsFromThreads(pid) : processCpuMsFromTicks(pid);
+}
+
+function processCpuMsFromThreads(pid: number): number | undefined {
+  let threads: string[];
   try {
-    let ns = 0;
-    for (const tid of readdirSync(`/proc/${pid}/task`))
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    if (Number.isFinite(ns)) return ns / 1e6;
+    threads = readdirSync(`/proc/${pid}/task`);
   } catch {
-    // A thread that ended between listing and reading, or no schedstat: count in clock ticks instead.
+    return undefined;
   }
-  return processCpuMsFromTicks(pid);
+  let ns = 0;
+  for (const tid of threads) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // The thread ended between the listing and this read.
+    }
+  }
+  return ns / 1e6;
 }
 
 function processCpuMsFromTicks(pid: number): number | undefined {
