@@ -78,6 +78,13 @@ export interface LatencyResult {
   samples: number;
   /** How late the load generator sent (p99, against the schedule); the C load generator reports it. */
   sendLateP99Ms?: number;
+  /**
+   * The shortest and longest gap between two scheduled sends in the window; the C load generator reports them. It
+   * sends each message at a pseudo-random point in the first half of its slot, so they are about half and one and
+   * a half intervals rather than one.
+   */
+  scheduleGapMinMs?: number;
+  scheduleGapMaxMs?: number;
   loadgenCpu: number;
   errors: string[];
 }

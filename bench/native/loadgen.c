@@ -8,7 +8,8 @@
  *   sends 5,000 msg/s as bursts of about five messages per millisecond, and the time a message waits for its burst
  *   (0 to 1.2 ms) swamps the broker's part of the latency (about 0.1 ms). Worse, a Node publisher that sends what
  *   is due whenever an acknowledgement arrives sends earlier the *slower* the broker acknowledges. This one sends
- *   every message at its own scheduled time from a timerfd with a 1 ns timer slack.
+ *   every message at its own scheduled time from a timerfd with a 1 ns timer slack, at a pseudo-random point in the
+ *   first half of its slot (see `scheduled_at`).
  *
  * It speaks just enough MQTT 3.1.1 for these (CONNECT, CONNACK, SUBSCRIBE, SUBACK, QoS 1 PUBLISH, PUBACK,
  * DISCONNECT) over non-blocking sockets and epoll, and talks to the orchestrator in the same JSON messages as
@@ -481,16 +482,30 @@ static void arm_timer(int64_t at) {
   timerfd_settime(lat.timer, TFD_TIMER_ABSTIME, &when, NULL);
 }
 
+/*
+ * When message k is due: at a pseudo-random point in the first half of its slot (t0 + k * interval), the same
+ * sequence for every broker. On a fixed grid the schedule was phase-locked to the virtual machine's periodic
+ * stalls (every 512 ms, a multiple of 0.2 ms), so every stall of a run caught the grid at the same point and the
+ * run's p99 depended on that one draw (docs/performance.md, session 15). Each message keeps its own slot, so the
+ * rate is exact and two messages are never closer than half an interval.
+ */
+static int64_t scheduled_at(long k) {
+  uint64_t z = (uint64_t)k + 0x9e3779b97f4a7c15ULL; /* splitmix64 */
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  int64_t half = lat.interval / 2;
+  return lat.t0 + k * lat.interval + (half > 0 ? (int64_t)(z % (uint64_t)half) : 0);
+}
+
 /* Sends every message that is due and fits the in-flight window, in one write, stamped with its scheduled time (not
  * the time it leaves): a message held back by a full window still counts its wait (no coordinated omission). */
 static void send_due(void) {
   int64_t now = now_ns();
-  long due = now < lat.t0 ? 0 : (long)((now - lat.t0) / lat.interval) + 1;
-  if (due > lat.total) due = lat.total;
-  long n = due - lat.next;
-  if (n > lat.inflight_limit - lat.inflight) n = lat.inflight_limit - lat.inflight;
-  for (long k = 0; k < n; k++, lat.next++) {
-    int64_t scheduled = lat.t0 + lat.next * lat.interval;
+  long sent = 0;
+  while (lat.next < lat.total && lat.inflight < lat.inflight_limit) {
+    int64_t scheduled = scheduled_at(lat.next);
+    if (scheduled > now) break;
     uint16_t id = lat.free_ids[--lat.free_count];
     lat.in_flight[id] = 1;
     lat.inflight++;
@@ -501,9 +516,11 @@ static void send_due(void) {
     memcpy(packet + lat.payload_offset, &scheduled, sizeof scheduled);
     if (scheduled >= lat.window_start && scheduled < lat.window_end && lat.lateness_count < lat.capacity)
       lat.lateness[lat.lateness_count++] = (double)(now - scheduled) / 1e6;
+    lat.next++;
+    sent++;
   }
-  if (n > 0 && flush_peer(&lat.pub) < 0) note_error("publisher: write failed");
-  if (lat.next < lat.total && lat.inflight < lat.inflight_limit) arm_timer(lat.t0 + lat.next * lat.interval);
+  if (sent > 0 && flush_peer(&lat.pub) < 0) note_error("publisher: write failed");
+  if (lat.next < lat.total && lat.inflight < lat.inflight_limit) arm_timer(scheduled_at(lat.next));
 }
 
 static void on_publisher_packet(const uint8_t *packet, size_t header, size_t length) {
@@ -676,9 +693,20 @@ static int run_latency(int argc, char **argv) {
     close(peers[i]->fd);
   }
 
+  /* The schedule's spacing inside the window, from the schedule itself: what the note reports, and what shows the
+   * sends are not on a fixed grid. */
+  double gap_min = 0, gap_max = 0;
+  for (long k = 1, first = 1; k < lat.total; k++) {
+    int64_t at = scheduled_at(k), before = scheduled_at(k - 1);
+    if (before < lat.window_start || at >= lat.window_end) continue;
+    double gap = (double)(at - before) / 1e6;
+    if (first || gap < gap_min) gap_min = gap;
+    if (first || gap > gap_max) gap_max = gap;
+    first = 0;
+  }
   qsort(lat.samples, (size_t)lat.sample_count, sizeof(double), compare_doubles);
   qsort(lat.lateness, (size_t)lat.lateness_count, sizeof(double), compare_doubles);
-  char summary[256] = "";
+  char summary[384] = "";
   if (lat.sample_count > 0)
     snprintf(summary, sizeof summary, "\"p50Ms\":%.6f,\"p99Ms\":%.6f,\"maxMs\":%.6f,",
              percentile(lat.samples, lat.sample_count, 50), percentile(lat.samples, lat.sample_count, 99),
@@ -686,6 +714,8 @@ static int run_latency(int argc, char **argv) {
   if (lat.lateness_count > 0)
     snprintf(summary + strlen(summary), sizeof summary - strlen(summary), "\"sendLateP99Ms\":%.6f,",
              percentile(lat.lateness, lat.lateness_count, 99));
+  snprintf(summary + strlen(summary), sizeof summary - strlen(summary),
+           "\"scheduleGapMinMs\":%.6f,\"scheduleGapMaxMs\":%.6f,", gap_min, gap_max);
   char errs[600];
   errors_json(errs, sizeof errs);
   char result[1200];

@@ -28,11 +28,12 @@ export const latencyScenario: Scenario = {
       m.lost = r.lost;
       m.loadgenCpu = r.loadgenCpu;
       absorbCpu(m, run);
-      m.notes.push(
-        `${r.samples} samples${r.sendLateP99Ms === undefined ? '' : `; the load generator sent p99 ${r.sendLateP99Ms.toFixed(3)} ms after schedule`}`,
-        ...saturationNote(r.loadgenCpu),
-        ...r.errors,
-      );
+      const late = r.sendLateP99Ms === undefined ? '' : `; sent p99 ${r.sendLateP99Ms.toFixed(3)} ms after schedule`;
+      const gaps =
+        r.scheduleGapMinMs === undefined || r.scheduleGapMaxMs === undefined
+          ? ''
+          : `; ${r.scheduleGapMinMs.toFixed(3)}–${r.scheduleGapMaxMs.toFixed(3)} ms between scheduled sends`;
+      m.notes.push(`${r.samples} samples${late}${gaps}`, ...saturationNote(r.loadgenCpu), ...r.errors);
       return m;
     }),
 };
