@@ -130,6 +130,16 @@ export function rotatedPerRound<T>(ctx: BenchContext, key: string, items: readon
   return rotated(items, turn);
 }
 
+/**
+ * The order brokers run a scenario in, in round `round` (from 1): rotated a place each round, so over as many rounds
+ * as there are brokers each runs in every place once. Alternating forward and reversed, as before, never put the
+ * middle one of three first or last, so whatever a place costs or gives (coming right after another scenario's
+ * runs, say) never fell on it.
+ */
+export function brokerOrder<T>(brokers: readonly T[], round: number): T[] {
+  return rotated(brokers, round - 1);
+}
+
 /** `items` rotated left by `turn` places (modulo their number). */
 export function rotated<T>(items: readonly T[], turn: number): T[] {
   const start = items.length === 0 ? 0 : turn % items.length;

@@ -8,6 +8,7 @@ import { aedesVersion, type BrokerKind } from './brokers.js';
 import { benchCredentials } from './fixtures.js';
 import { buildNativeLoadgen } from './native-loadgen.js';
 import { parseBenchOptions, USAGE, type BenchOptions } from './options.js';
+import { brokerOrder } from './harness.js';
 import { loadAverage, openFileLimit } from './proc.js';
 import { renderTable, summarize, type RoundRecord } from './report.js';
 import type { BenchContext, Measurement, Scenario } from './scenario.js';
@@ -150,9 +151,7 @@ async function main(options: BenchOptions): Promise<number> {
   try {
     for (let round = 1; round <= options.rounds; round++) {
       for (const scenario of selected) {
-        // Alternate which broker goes first so warm caches and thermal drift do not favour one side.
-        const order = round % 2 === 1 ? brokers : [...brokers].reverse();
-        for (const broker of order) {
+        for (const broker of brokerOrder(brokers, round)) {
           if (!scenario.brokers.includes(broker)) continue;
           let measurement: Measurement;
           try {
