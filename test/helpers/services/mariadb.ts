@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import mysql from 'mysql2/promise';
-import { freePort, makeTraversable, run, stopChild, waitFor } from './postgres.js';
+import { freePort } from '../free-port.js';
+import { makeTraversable, run, stopChild, waitFor } from './postgres.js';
 import type { SqlServiceInfo, Started } from './types.js';
 
 const MARIADBD = ['/usr/sbin/mariadbd', '/usr/sbin/mysqld'];

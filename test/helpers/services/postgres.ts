@@ -1,9 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
+import { freePort } from '../free-port.js';
 import type { SqlServiceInfo, Started } from './types.js';
 
 const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -136,18 +136,6 @@ export function makeTraversable(dir: string): void {
   } catch {
     // Not ours to change; initdb will report the problem.
   }
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Polls `probe` until it succeeds, the child exits, or ~30 s pass (a loaded 2-core box starts slowly). */

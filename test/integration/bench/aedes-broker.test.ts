@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { freePort } from '../../helpers/services/postgres.js';
+import { freePort } from '../../helpers/free-port.js';
 
 const repoRoot = resolve(import.meta.dirname, '../../..');
 

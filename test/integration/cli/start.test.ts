@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
-import { freePort } from '../../helpers/services/postgres.js';
+import { freePort } from '../../helpers/free-port.js';
 import { runCli, startCliBroker } from '../../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-cli-'));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
-import { freePort } from '../../helpers/services/postgres.js';
+import { freePort } from '../../helpers/free-port.js';
 import { CLI, startCliBroker } from '../../helpers/cli.js';
 import { until } from '../../helpers/until.js';
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { describe, expect, it } from 'vitest';
-import { freePort } from '../../helpers/services/postgres.js';
+import { freePort } from '../../helpers/free-port.js';
 import { runCli, startCliBroker } from '../../helpers/cli.js';
 import { until } from '../../helpers/until.js';
 
