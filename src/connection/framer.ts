@@ -86,7 +86,9 @@ export class Framer {
       offset += total;
     }
     if (offset < length) {
-      this.pending = [Buffer.from(offset === 0 ? data : data.subarray(offset))];
+      const tail = offset === 0 ? data : data.subarray(offset);
+      // A lent chunk is copied; a join of earlier pieces is already this framer's own and needs no second copy.
+      this.pending = [data === chunk ? Buffer.from(tail) : tail];
       this.pendingBytes = length - offset;
       this.pendingFrameBytes = incompleteFrameBytes;
     }

@@ -53,6 +53,26 @@ describe('framer', () => {
     expect(Buffer.isBuffer(last!) && last.equals(frame)).toBe(true);
   });
 
+  it('keeps the start of the next packet intact when the read that completes one packet also begins another', () => {
+    const framer = new Framer(1 << 20);
+    const [a, b] = [publish(1_000), publish(2_000)];
+    const stream = Buffer.concat([a, b]);
+    const lent = Buffer.alloc(stream.length);
+    const push = (from: number, to: number): ReturnType<Framer['push']> => {
+      const size = stream.copy(lent, 0, from, to);
+      const result = framer.push(lent.subarray(0, size));
+      const owned = Buffer.isBuffer(result) ? Buffer.from(result) : result;
+      lent.fill(0xee);
+      return owned;
+    };
+    expect(push(0, 500)).toBeUndefined();
+    // Completes `a` (joined with what waited) and starts `b`: `b`'s start is kept from the join, not the lent read.
+    const first = push(500, a.length + 300);
+    expect(Buffer.isBuffer(first) && first.equals(a)).toBe(true);
+    const second = push(a.length + 300, stream.length);
+    expect(Buffer.isBuffer(second) && second.equals(b)).toBe(true);
+  });
+
   it('refuses a packet over the maximum from its header alone, before the body arrives', () => {
     const framer = new Framer(100);
     const big = publish(500);
