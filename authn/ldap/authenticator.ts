@@ -9,6 +9,7 @@ import {
   type Entry,
 } from 'ldapts';
 import type { Secret } from '../secret.js';
+import { raceAbort } from '../verify/race-abort.js';
 import type { Authenticator, AuthnOutcome, ConnectAttempt, Identity } from '../types.js';
 import { LdapConnectionPool, type LdapConnection, type LdapConnectionSettings } from './connection-pool.js';
 import { escapeDnValue, escapeFilterValue, expandTemplate, templatePlaceholders } from './escape.js';
@@ -332,22 +333,4 @@ function hasControlCharacter(value: string): boolean {
     if (c < 0x20 || c === 0x7f) return true;
   }
   return false;
-}
-
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

@@ -1,6 +1,7 @@
 import { Socket, connect as netConnect } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import { Client, ResultCodeError } from 'ldapts';
+import { abortReason, raceAbort } from '../verify/race-abort.js';
 
 export interface LdapConnectionSettings {
   /** `ldap://host:port` or `ldaps://host:port`. */
@@ -53,7 +54,7 @@ export class LdapConnectionPool {
     const connection = await this.#acquire(signal);
     let healthy = false;
     try {
-      const result = await raceSignal(task(connection), signal);
+      const result = await raceAbort(task(connection), signal);
       healthy = true;
       return result;
     } catch (error) {
@@ -83,7 +84,7 @@ export class LdapConnectionPool {
       this.#total++;
       const opening = this.#open();
       try {
-        return await raceSignal(opening, signal);
+        return await raceAbort(opening, signal);
       } catch (error) {
         // Aborted while connecting: close the connection if it still comes up, and free the slot.
         opening.then(
@@ -110,7 +111,7 @@ export class LdapConnectionPool {
       const onAbort = (): void => {
         const i = this.#waiters.indexOf(waiter);
         if (i >= 0) this.#waiters.splice(i, 1);
-        reject(abortError(signal));
+        reject(abortReason(signal));
       };
       signal.addEventListener('abort', onAbort, { once: true });
       this.#waiters.push(waiter);
@@ -179,29 +180,4 @@ export class LdapConnectionPool {
     }
     return { client, boundAs: undefined };
   }
-}
-
-function abortError(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new Error('aborted');
-}
-
-function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.reject(abortError(signal));
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

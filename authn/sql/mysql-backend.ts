@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type mysql from 'mysql2/promise';
 import { mysqlDriver } from '../../src/sql-drivers.js';
-import { raceAbort } from '../verify/coalesce.js';
+import { raceAbort } from '../verify/race-abort.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
 
 export class MysqlBackend implements SqlBackend {

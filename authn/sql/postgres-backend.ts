@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { pgDriver } from '../../src/sql-drivers.js';
-import { raceAbort } from '../verify/coalesce.js';
+import { raceAbort } from '../verify/race-abort.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
 
 export class PostgresBackend implements SqlBackend {

@@ -1,3 +1,5 @@
+import { raceAbort } from './race-abort.js';
+
 /**
  * Coalesces identical in-flight lookups: while one verification for a key is running, later callers with the
  * same key share its promise instead of starting their own. Keys must already include a digest of the secret,
@@ -18,27 +20,4 @@ export class Coalescer<T> {
     }
     return signal ? raceAbort(shared, signal) : shared;
   }
-}
-
-/** One caller giving up must not cancel the shared work for the others, so each waiter races its own signal. */
-export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
-
-export function abortReason(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new Error('aborted');
 }

@@ -3,6 +3,7 @@ import { Secret } from '../../../authn/secret.js';
 import { CircuitBreaker, CircuitOpenError } from '../../../authn/verify/breaker.js';
 import { VerificationCache } from '../../../authn/verify/cache.js';
 import { Coalescer } from '../../../authn/verify/coalesce.js';
+import { raceAbort } from '../../../authn/verify/race-abort.js';
 import { ConcurrencyPool, PoolSaturatedError } from '../../../authn/verify/pool.js';
 import { VerificationServices, DEFAULT_VERIFICATION } from '../../../authn/verify/services.js';
 import { verifyPasswordBounded } from '../../../authn/verify/verify-password.js';
@@ -102,6 +103,57 @@ describe('coalescing of identical in-flight lookups', () => {
     gate.resolve('done');
     await expect(impatient).rejects.toThrow('timeout');
     await expect(patient).resolves.toBe('done');
+  });
+
+  it('a caller whose signal is already aborted gives up at once, and the work failing later is not left unhandled', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const c = new Coalescer<string>();
+      const gate = deferred<string>();
+      const ac = new AbortController();
+      ac.abort(new Error('step timed out'));
+      let started = 0;
+      const late = c.run(
+        'k',
+        () => {
+          started++;
+          return gate.promise;
+        },
+        ac.signal,
+      );
+      await expect(late).rejects.toThrow('step timed out');
+      gate.reject(new Error('backend down'));
+      // Node reports an unhandled rejection after the microtasks of the turn that rejected it.
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(started).toBe(1);
+      expect(c.size).toBe(0);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
+
+describe('racing a promise against an abort signal', () => {
+  it('settles with the promise when it answers first, and with the abort reason when the signal fires first', async () => {
+    const first = new AbortController();
+    await expect(raceAbort(Promise.resolve('answer'), first.signal)).resolves.toBe('answer');
+    const second = new AbortController();
+    const slow = deferred<string>();
+    const raced = raceAbort(slow.promise, second.signal);
+    second.abort(new Error('gave up'));
+    await expect(raced).rejects.toThrow('gave up');
+    slow.resolve('too late');
+    await expect(slow.promise).resolves.toBe('too late');
+  });
+
+  it('an abort without an Error reason still rejects with an Error', async () => {
+    const ac = new AbortController();
+    ac.abort('plain string');
+    await expect(raceAbort(new Promise<never>(() => undefined), ac.signal)).rejects.toThrow('aborted');
   });
 });
 
