@@ -107,6 +107,15 @@ export class ChainAuthorizer implements Authorizer {
     return this.#run(req, 0, true, this.#generation);
   }
 
+  /**
+   * Only the first source can prove it: when it allows every topic under the filter, the chain never asks the
+   * others. A source configured `on_error: next` could still hand some checks on, but file sources never fail.
+   */
+  receivesWholeFilter(req: AccessRequest): boolean {
+    const first = this.#sources[0];
+    return first?.source.receivesWholeFilter?.(req) === true;
+  }
+
   onChange(listener: () => void): void {
     this.#listeners.push(listener);
   }

@@ -455,6 +455,42 @@ export class CompiledPolicy {
   }
 
   /**
+   * Whether every `receive` check a subscription's deliveries can cause is allowed: `req.topic` is the subscription's
+   * filter, `req.qos` its granted maximum. True only when no deny rule for `receive` whose subjects match could match
+   * any topic under the filter (whatever its QoS and retain conditions), and an allow rule whose subjects match
+   * covers the whole filter for every QoS up to `req.qos` and either retain flag. Then each delivery would be
+   * allowed by its own check, so the broker may skip it; anything this cannot prove is checked per delivery.
+   */
+  receivesWholeFilter(req: AccessRequest): boolean {
+    if (this.superusers && req.identity.superuser) return true;
+    if (this.rules.length === 0) return false;
+    const a = topicActionIndex('receive');
+    const levels = req.topic.split('/');
+    const id = req.identity;
+    const shared = req.sharedGroup !== undefined;
+    const everyQos = (1 << (req.qos + 1)) - 1;
+    const applies = (rule: CompiledRule): boolean =>
+      subjectMatches(rule.subjects, req) && (rule.shared === undefined || rule.shared === shared);
+    for (const rule of this.#candidates(this.#deny[a] as IndexNode, levels)) {
+      if (applies(rule) && rule.patterns.some((p) => overlapsFilter(p, levels, id))) return false;
+    }
+    for (const rule of this.#candidates(this.#allow[a] as IndexNode, levels)) {
+      if (!applies(rule) || rule.retain !== undefined || (rule.qosMask & everyQos) !== everyQos) continue;
+      if (rule.patterns.some((p) => coversFilter(p, levels, id))) return true;
+    }
+    return false;
+  }
+
+  /** Every rule of an index a subscription filter could meet, in no particular order. */
+  #candidates(root: IndexNode, levels: readonly string[]): CompiledRule[] {
+    const lists: (readonly number[])[] = [];
+    const count = candidateLists(root, true, levels, lists);
+    const found = new Set<number>();
+    for (let l = 0; l < count; l++) for (const i of lists[l] as readonly number[]) found.add(i);
+    return [...found].map((i) => this.rules[i] as CompiledRule);
+  }
+
+  /**
    * The rules a check of `req` looks at, in file order: what the index narrows the policy to before subjects,
    * conditions and topics are compared. For tests and diagnostics; `decide` does not allocate this list.
    */

@@ -47,6 +47,12 @@ export interface AuthzSource {
   readonly id: string;
   /** Answers synchronously when it can (compiled files, cache hit); returns a promise only on a remote miss. */
   authorize(request: AccessRequest): AuthzOutcome | Promise<AuthzOutcome>;
+  /**
+   * True only if `authorize` would allow `receive` of every topic name the filter `request.topic` can match, at
+   * every QoS up to `request.qos` and either retain flag. Sources that cannot tell leave it out (or answer false),
+   * and each delivery is then checked on its own.
+   */
+  receivesWholeFilter?(request: AccessRequest): boolean;
   start?(): Promise<void>;
   stop?(): Promise<void>;
 }
@@ -57,6 +63,11 @@ export interface AuthzSource {
  */
 export interface Authorizer {
   check(request: AccessRequest): AuthzDecision | Promise<AuthzDecision>;
+  /**
+   * Whether every delivery through a subscription (filter in `request.topic`, granted QoS in `request.qos`) would
+   * pass its `receive` check, so the broker can skip the per-delivery checks. Absent or false: check each one.
+   */
+  receivesWholeFilter?(request: AccessRequest): boolean;
   /** Called after a policy swap or source change; the broker re-evaluates live subscriptions and connections. */
   onChange(listener: () => void): void;
   /** Drop cached decisions of one client (on disconnect) or all (on change). */

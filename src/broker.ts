@@ -428,41 +428,74 @@ export class Broker {
   /**
    * A resumed session is checked against the current policy with the new connection's identity before anything is
    * sent: subscriptions no longer allowed are removed (the policy may have changed while it was offline, or
-   * another identity now uses the client id); with `check_receive_on_delivery`, queued messages are checked too.
+   * another identity now uses the client id), and so is what is waiting for the client (`recheckWaiting`).
    */
   async recheckResumedSession(connection: Connection, session: Session): Promise<void> {
     const subscriptions = [...session.subscriptions.values()];
     const decisions = await Promise.all(
       subscriptions.map((s) => this.authorizeSubscribe(connection, s.filter, s.qos, s.shareGroup)),
     );
+    const revoked = this.revokeRefused(connection, subscriptions, decisions);
+    // Sent before the session was left, unacknowledged: they go out again on this connection, so they are checked.
+    const resent = [...session.inflight.values()].filter((o) => o.state === 'publish');
+    await this.recheckWaiting(connection, session, [...session.queue, ...resent], revoked);
+  }
+
+  /** Removes the subscriptions whose decision refused them (`authz.subscription_revoked`); true if any was. */
+  private revokeRefused(
+    connection: Connection,
+    subscriptions: readonly Subscription[],
+    decisions: readonly AuthzDecision[],
+  ): boolean {
+    const session = connection.session;
     let revoked = false;
     decisions.forEach((decision, i) => {
       const subscription = subscriptions[i]!;
-      if (decision.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
+      if (decision.allowed || !session || session.subscriptions.get(subscription.key) !== subscription) return;
       this.removeSubscription(subscription);
       this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, decision);
       revoked = true;
     });
-    const pending = [...session.queue, ...[...session.inflight.values()].filter((o) => o.state === 'publish')];
+    return revoked;
+  }
+
+  /**
+   * After the subscriptions were checked again (a resume, a policy change, a re-authentication), so is what waits
+   * for the client: a message that only a revoked subscription brought is dropped, and with
+   * `check_receive_on_delivery` each one left must pass its own `receive` check (`authz.receive_denied`) with the
+   * identity the connection has now. Without this, a tightened policy would still deliver what was queued before it.
+   */
+  private recheckWaiting(
+    connection: Connection,
+    session: Session,
+    waiting: readonly Outbound[],
+    revoked: boolean,
+  ): Promise<void> | void {
     if (revoked) {
-      // Messages that only a revoked subscription brought are not delivered either.
       const remaining = [...session.subscriptions.values()];
-      for (const out of pending) {
-        if (!remaining.some((s) => topicMatches(s.filter, out.message.topic))) session.discard(out);
+      const orphans = waiting.filter((out) => !remaining.some((s) => topicMatches(s.filter, out.message.topic)));
+      if (orphans.length > 0) {
+        session.discard(orphans);
+        const dropped = new Set(orphans);
+        waiting = waiting.filter((out) => !dropped.has(out));
       }
     }
-    if (!this.checkReceive) return;
-    const receive = await Promise.all(
-      pending.map((o) =>
-        this.authorize(connection.identity!, connection, 'receive', o.message.topic, o.qos, o.retain, o.shareGroup),
-      ),
+    const identity = connection.identity;
+    if (!this.checkReceive || waiting.length === 0 || !identity) return;
+    const decisions = waiting.map((o) =>
+      this.authorize(identity, connection, 'receive', o.message.topic, o.qos, o.retain, o.shareGroup),
     );
-    receive.forEach((decision, i) => {
-      if (decision.allowed) return;
-      const out = pending[i]!;
-      session.discard(out);
-      this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, decision);
-    });
+    const apply = (settled: readonly AuthzDecision[]): void => {
+      const refused = waiting.filter((_, i) => !settled[i]!.allowed);
+      if (refused.length === 0) return;
+      const dropped = new Set(session.discard(refused));
+      waiting.forEach((out, i) => {
+        if (dropped.has(out))
+          this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, settled[i]!);
+      });
+    };
+    if (!decisions.some((d) => d instanceof Promise)) return apply(decisions as AuthzDecision[]);
+    return Promise.all(decisions).then(apply);
   }
 
   /** Messages that came through shared subscriptions go to another member of the group. */
@@ -478,9 +511,9 @@ export class Broker {
           session.deliver(out);
           continue;
         }
-        member.session.deliver(
-          this.outboundFor(member, out.message, Math.min(out.message.qos, member.qos) as QoS, undefined),
-        );
+        const moved = this.outboundFor(member, out.message, Math.min(out.message.qos, member.qos) as QoS, undefined);
+        if (this.checkReceive) this.deliverIfReceivable(member, moved);
+        else member.session.deliver(moved);
       }
     }
   }
@@ -660,13 +693,28 @@ export class Broker {
   }
 
   /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
-  checkReceive = false;
+  checkReceive = true;
 
+  /** Bumped by every policy swap or source change: receive proofs worked out before it no longer count. */
+  private authzGeneration = 0;
+
+  /**
+   * A delivery that may not reach its client is dropped and audited (`authz.receive_denied`). A session without a
+   * connection queues it unchecked: the queue is checked with the identity that resumes the session.
+   */
   private deliverIfReceivable(subscription: Subscription, out: Outbound): void {
-    const connection = subscription.session.connection as Connection | undefined;
+    const session = subscription.session;
+    const connection = session.connection as Connection | undefined;
     const identity = connection?.identity;
-    if (!connection || !identity) {
-      subscription.session.deliver(out);
+    const backlog = session.receiveBacklog;
+    if (backlog !== undefined && backlog.pending >= this.limits.max_queued_messages) {
+      // The backlog is bounded like the session's queue: past it the message is dropped as a full queue drops it.
+      this.sessionEvents.onQueueOverflow(session, out);
+      return;
+    }
+    if (!connection || !identity || this.receivesWholeFilter(subscription, connection, identity)) {
+      if (backlog === undefined) session.deliver(out);
+      else this.deliverAfterBacklog(session, backlog, out, undefined, connection);
       return;
     }
     const decision = this.authorize(
@@ -678,12 +726,77 @@ export class Broker {
       out.retain,
       subscription.shareGroup,
     );
-    const deliver = (d: AuthzDecision): void => {
-      if (d.allowed) subscription.session.deliver(out);
-      else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, d);
-    };
-    if (decision instanceof Promise) decision.then(deliver, () => undefined);
-    else deliver(decision);
+    if (backlog === undefined && !(decision instanceof Promise)) {
+      this.deliverIfAllowed(session, out, decision, connection);
+      return;
+    }
+    this.deliverAfterBacklog(session, backlog ?? this.openBacklog(session), out, decision, connection);
+  }
+
+  private deliverIfAllowed(session: Session, out: Outbound, decision: AuthzDecision, connection: Connection): void {
+    if (decision.allowed) session.deliver(out);
+    else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, decision);
+  }
+
+  private openBacklog(session: Session): NonNullable<Session['receiveBacklog']> {
+    const backlog = { pending: 0, tail: Promise.resolve() };
+    session.receiveBacklog = backlog;
+    return backlog;
+  }
+
+  /**
+   * An asynchronous check (a SQL cache miss) must not let a later message overtake an earlier one ([MQTT-4.6.0-5]):
+   * while any check of this session is waiting, every delivery to it waits its turn behind them.
+   */
+  private deliverAfterBacklog(
+    session: Session,
+    backlog: NonNullable<Session['receiveBacklog']>,
+    out: Outbound,
+    decision: AuthzDecision | Promise<AuthzDecision> | undefined,
+    connection: Connection | undefined,
+  ): void {
+    backlog.pending++;
+    backlog.tail = backlog.tail
+      .then(() => decision)
+      .then((settled) => {
+        backlog.pending--;
+        if (backlog.pending === 0 && session.receiveBacklog === backlog) session.receiveBacklog = undefined;
+        if (settled === undefined || connection === undefined) session.deliver(out);
+        else this.deliverIfAllowed(session, out, settled, connection);
+      })
+      .catch((error: unknown) => {
+        this.log.error({ err: error, clientId: session.clientId }, 'delivery after a receive check failed');
+      });
+  }
+
+  /**
+   * Whether the policy lets this identity receive every topic the subscription's filter matches, so its deliveries
+   * need no check of their own (with the shipped local policy, every subscription). Worked out once per identity
+   * and policy generation; a source that cannot prove it (SQL rows, JWT claims) leaves every delivery checked.
+   */
+  private receivesWholeFilter(subscription: Subscription, connection: Connection, identity: Identity): boolean {
+    const proof = subscription.receiveProof;
+    if (proof !== undefined && proof.identity === identity && proof.generation === this.authzGeneration) {
+      return proof.proven;
+    }
+    let proven = false;
+    try {
+      proven =
+        this.authorizer.receivesWholeFilter?.({
+          identity,
+          listener: connection.listener.name,
+          peerAddress: connection.peer.address,
+          action: 'receive',
+          topic: subscription.filter,
+          qos: subscription.qos,
+          retain: false,
+          sharedGroup: subscription.shareGroup,
+        }) === true;
+    } catch (error) {
+      this.log.error({ err: error, clientId: connection.clientId }, 'receive proof failed: checking each delivery');
+    }
+    subscription.receiveProof = { identity, generation: this.authzGeneration, proven };
+    return proven;
   }
 
   // --- authorization -----------------------------------------------------------------------------------
@@ -700,6 +813,7 @@ export class Broker {
    * policy: it is re-checked the same way once its CONNACK is out (`settleConnect`).
    */
   reevaluateAuthorization(): void {
+    this.authzGeneration++;
     for (const connection of this.connections) {
       if (connection.state === 'authenticating' && connection.identity) this.connectRecheck.add(connection);
       else this.reevaluateConnection(connection);
@@ -735,22 +849,18 @@ export class Broker {
    */
   reevaluateSubscriptionsOf(connection: Connection): void {
     const session = connection.session;
-    if (connection.state !== 'connected' || !session || !connection.identity) return;
-    for (const subscription of [...session.subscriptions.values()]) {
-      const decision = this.authorizeSubscribe(
-        connection,
-        subscription.filter,
-        subscription.qos,
-        subscription.shareGroup,
-      );
-      const apply = (d: AuthzDecision): void => {
-        if (d.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
-        this.removeSubscription(subscription);
-        this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, d);
-      };
-      if (decision instanceof Promise) decision.then(apply, () => undefined);
-      else apply(decision);
-    }
+    const identity = connection.identity;
+    if (connection.state !== 'connected' || !session || !identity) return;
+    const subscriptions = [...session.subscriptions.values()];
+    const decisions = subscriptions.map((s) => this.authorizeSubscribe(connection, s.filter, s.qos, s.shareGroup));
+    const apply = (settled: readonly AuthzDecision[]): void => {
+      if (connection.state !== 'connected' || connection.identity !== identity) return;
+      const revoked = this.revokeRefused(connection, subscriptions, settled);
+      // In flight means already sent: only the queue can still be held back.
+      void this.recheckWaiting(connection, session, [...session.queue], revoked);
+    };
+    if (!decisions.some((d) => d instanceof Promise)) apply(decisions as AuthzDecision[]);
+    else Promise.all(decisions).then(apply, () => undefined);
   }
 
   /**

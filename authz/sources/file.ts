@@ -16,6 +16,10 @@ export class PolicyFileSource implements AuthzSource {
     return this.manager.current.authorize(req);
   }
 
+  receivesWholeFilter(req: AccessRequest): boolean {
+    return this.manager.current.receivesWholeFilter(req);
+  }
+
   onChange(listener: () => void): void {
     this.manager.onChange(() => listener());
   }
@@ -30,5 +34,9 @@ export class StaticPolicySource implements AuthzSource {
 
   authorize(req: AccessRequest): AuthzOutcome {
     return this.policy.authorize(req);
+  }
+
+  receivesWholeFilter(req: AccessRequest): boolean {
+    return this.policy.receivesWholeFilter(req);
   }
 }

@@ -267,9 +267,9 @@ export const configSchema = z
       .describe('Policy sources, decision cache and reload. See docs/policy.md.'),
     check_receive_on_delivery: z
       .boolean()
-      .default(false)
+      .default(true)
       .describe(
-        'Also check `receive` rules on every live delivery, not only on retained messages sent at subscribe time. Costs one policy check per delivery.',
+        'Check `receive` rules on every delivery, live and queued, not only on retained messages sent at subscribe time. A subscription whose whole filter the policy files let its client receive skips the per-delivery check (worked out once per subscription and policy version); others cost one policy check per delivery. `false` makes deliveries follow the subscription alone.',
       ),
     audit: auditConfigSchema.prefault({}).describe('The tamper-evident audit log. See docs/audit.md.'),
     guard: guardConfigSchema

@@ -127,6 +127,7 @@ function finish(
       retainAsPublished: connection.isV5 ? (check.request.rap ?? false) : false,
       retainHandling: connection.isV5 ? ((check.request.rh ?? 0) as 0 | 1 | 2) : 0,
       subscriptionId,
+      receiveProof: undefined,
     };
     if (broker.allowedAudit.subscribe()) broker.recordSubscribeAllowed(connection, check.request.topic, qos, decision);
     const isNew = broker.addSubscription(subscription);

@@ -110,6 +110,7 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
         retainAsPublished: s.rap,
         retainHandling: s.rh,
         subscriptionId: s.sid,
+        receiveProof: undefined,
       };
       broker.addSubscription(subscription);
     }

@@ -1,4 +1,5 @@
 import type { QoS } from './message.js';
+import type { Identity } from '../../authn/types.js';
 import type { Session } from '../session/session.js';
 
 /** One entry of a session's subscriptions, as held in the session and the subscription tree. */
@@ -14,4 +15,15 @@ export interface Subscription {
   readonly retainAsPublished: boolean;
   readonly retainHandling: 0 | 1 | 2;
   readonly subscriptionId: number | undefined;
+  /**
+   * Whether the policy lets this identity receive everything the filter matches, as last worked out: deliveries
+   * skip their own `receive` check while `identity` and `generation` (the broker's policy generation) still hold.
+   */
+  receiveProof: ReceiveProof | undefined;
+}
+
+export interface ReceiveProof {
+  readonly identity: Identity;
+  readonly generation: number;
+  readonly proven: boolean;
 }

@@ -58,6 +58,11 @@ export class Session {
   /** Epoch ms when the last connection left; undefined while connected. */
   offlineSince: number | undefined;
   will: PendingWill | undefined;
+  /**
+   * Deliveries waiting on an asynchronous `receive` check (a SQL source's cache miss), chained so they reach the
+   * client in the order they were routed; undefined when none waits.
+   */
+  receiveBacklog: { pending: number; tail: Promise<void> } | undefined;
   protocolVersion: 3 | 4 | 5;
   /** Set while the session is persistent (expiry > 0) and the broker keeps a store. */
   journal: OutboundJournal | undefined;
@@ -200,13 +205,28 @@ export class Session {
     return taken;
   }
 
-  /** Drops a queued or in-flight message that may not be delivered after all (policy re-check on resume). */
-  discard(out: Outbound): void {
-    const index = this.queue.indexOf(out);
-    if (index >= 0) this.queue.splice(index, 1);
-    else if (this.inflight.get(out.packetId) === out) this.inflight.delete(out.packetId);
-    else return;
-    if (out.qos > 0) this.journal?.removed(this.clientId, out);
+  /**
+   * Drops queued or in-flight messages that may not be delivered after all (a policy re-check), in one pass over
+   * the queue; answers those it held (one sent meanwhile is no longer its to drop).
+   */
+  discard(outs: readonly Outbound[]): Outbound[] {
+    const dropping = new Set(outs);
+    const dropped: Outbound[] = [];
+    let kept = 0;
+    for (let i = 0; i < this.queue.length; i++) {
+      const out = this.queue[i]!;
+      if (dropping.has(out)) dropped.push(out);
+      else this.queue[kept++] = out;
+    }
+    this.queue.length = kept;
+    for (const out of dropping) {
+      if (out.state === 'publish' && this.inflight.get(out.packetId) === out) {
+        this.inflight.delete(out.packetId);
+        dropped.push(out);
+      }
+    }
+    for (const out of dropped) if (out.qos > 0) this.journal?.removed(this.clientId, out);
+    return dropped;
   }
 
   allocatePacketId(): number {

@@ -84,23 +84,8 @@ describe('receive rules on retained and live deliveries', () => {
     }
   });
 
-  it('filters live deliveries too with check_receive_on_delivery: true, recording each refusal', async () => {
-    pb = await startPolicyBroker({ policy: POLICY, config: { check_receive_on_delivery: true } });
-    const reader = await connect('reader-live');
-    await reader.client.subscribeAsync('r/#', { qos: 1 });
-    const writer = await connect('writer');
-    await writer.client.publishAsync('r/secret/live', 'live secret', { qos: 1 });
-    await writer.client.publishAsync('r/public/live', 'live public', { qos: 1 });
-    await reader.received.waitForTopic('r/public/live');
-    expect(reader.received.on('r/secret/live')).toEqual([]);
-    const audit = await pb.broker.waitForAudit('authz.receive_denied');
-    expect(audit.mqtt?.topic).toBe('r/secret/live');
-    expect(audit.mqtt?.client_id).toBe('reader-live');
-    expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
-  });
-
-  it('with check_receive_on_delivery: true, messages queued for an offline session are checked before they are sent', async () => {
-    pb = await startPolicyBroker({ policy: POLICY, config: { check_receive_on_delivery: true } });
+  it('messages queued for an offline session are checked before they are sent', async () => {
+    pb = await startPolicyBroker({ policy: POLICY });
     const options = { clientId: 'reader-offline', protocolVersion: 5 as const, clean: false };
     const first = await connectClient(pb.broker.url, { ...options, properties: { sessionExpiryInterval: 300 } });
     await first.client.subscribeAsync('r/#', { qos: 1 });
@@ -115,8 +100,8 @@ describe('receive rules on retained and live deliveries', () => {
     expect(again.received.on('r/secret/queued')).toEqual([]);
   });
 
-  it('without check_receive_on_delivery, live deliveries follow the subscription alone (the documented default)', async () => {
-    pb = await startPolicyBroker({ policy: POLICY });
+  it('with check_receive_on_delivery: false, live deliveries follow the subscription alone (an opt-out)', async () => {
+    pb = await startPolicyBroker({ policy: POLICY, config: { check_receive_on_delivery: false } });
     const reader = await connect('reader-default');
     await reader.client.subscribeAsync('r/#', { qos: 1 });
     const writer = await connect('writer');

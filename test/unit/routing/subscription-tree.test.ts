@@ -17,6 +17,7 @@ const sub = (s: Session, filter: string, shareGroup?: string): Subscription => (
   retainAsPublished: false,
   retainHandling: 0,
   subscriptionId: undefined,
+  receiveProof: undefined,
 });
 
 function matched(tree: SubscriptionTree, topic: string): string[] {
