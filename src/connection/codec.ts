@@ -1,10 +1,18 @@
 import mqtt, { type IConnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
+import { checkProperties, type PropertyProblem } from '../protocol/properties.js';
+import { utf8Problem } from '../protocol/utf8.js';
 import { frameEnd } from './framer.js';
 
 export interface PacketSink {
   onPacket(packet: Packet): void;
+  /** A malformed packet (MQTT 5: 0x81); nothing after it is decoded. */
   onParseError(error: Error): void;
+  /** A packet that parses but breaks a rule of the protocol (MQTT 5: 0x82); nothing after it is decoded. */
+  onProtocolError(detail: string): void;
 }
+
+/** Section 4.13.1: a Protocol Error is found after the packet has been parsed, unlike a Malformed Packet. */
+class ProtocolError extends Error {}
 
 /**
  * One mqtt-packet parser per protocol version, shared by every connection. The framer hands over only whole
@@ -108,17 +116,20 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
               : type === 14
                 ? decodeNormalDisconnect(protocolVersion, first, frames, j, remaining)
                 : undefined;
-    if (decoded) {
+    // What mqtt-packet will decode is first checked for the rules it does not apply.
+    const checked = decoded ?? checkUndecoded(protocolVersion, type, first, frames, j, end);
+    if (checked) {
       if (slowFrom >= 0) {
         if (!parser.parse(copyOf(frames, slowFrom, i), sink)) return;
         slowFrom = -1;
       }
-      if (decoded instanceof Error) {
+      if (checked instanceof Error) {
         // As with mqtt-packet's errors, nothing after a malformed packet is decoded: the connection is closing.
-        sink.onParseError(decoded);
+        if (checked instanceof ProtocolError) sink.onProtocolError(checked.message);
+        else sink.onParseError(checked);
         return;
       }
-      sink.onPacket(decoded);
+      sink.onPacket(checked);
     } else if (slowFrom < 0) slowFrom = i;
     i = end;
   }
@@ -127,8 +138,9 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
 
 /**
  * A PUBLISH without MQTT 5 properties, as mqtt-packet would decode it, or the error that makes it malformed;
- * undefined when it carries properties, which mqtt-packet then decodes. Stricter than mqtt-packet in one place:
- * a QoS 1/2 PUBLISH too short for its packet id is malformed (mqtt-packet reads the id as -1).
+ * undefined when it carries properties, which mqtt-packet then decodes. Stricter than mqtt-packet in two places:
+ * a QoS 1/2 PUBLISH too short for its packet id is malformed (mqtt-packet reads the id as -1), and one with packet
+ * id 0 is a protocol error.
  */
 function decodePublish(
   protocolVersion: 3 | 4 | 5,
@@ -147,6 +159,7 @@ function decodePublish(
   if (qos > 0) {
     if (pos + 2 > end) return new Error('Cannot parse messageId');
     messageId = (frames[pos]! << 8) | frames[pos + 1]!;
+    if (messageId === 0) return zeroPacketId('PUBLISH');
     pos += 2;
   }
   if (protocolVersion === 5) {
@@ -179,15 +192,17 @@ function decodeShortAck(
   frames: Buffer,
   start: number,
   remaining: number,
-): Packet | undefined {
+): Packet | Error | undefined {
   if (remaining !== 2 || (first & 0x0f) !== ACK_FLAGS[type]) return undefined;
+  const messageId = (frames[start]! << 8) | frames[start + 1]!;
+  if (messageId === 0) return zeroPacketId(PACKET_NAMES[type]!);
   const packet = {
     cmd: ACK_NAMES[type] as 'puback',
     retain: (first & 1) !== 0,
     qos: ((first >> 1) & 3) as 0 | 1 | 2,
     dup: (first & 8) !== 0,
     length: 2,
-    messageId: (frames[start]! << 8) | frames[start + 1]!,
+    messageId,
   } as Packet & { reasonCode?: number };
   // mqtt-packet gives MQTT 5 acknowledgements without a reason byte the implied Success, and 3.1.1 ones none.
   if (protocolVersion === 5) packet.reasonCode = 0;
@@ -237,7 +252,8 @@ const WILL_OR_RESERVED_FLAGS = 0x01 | 0x04 | 0x18 | 0x20;
 /**
  * A well-formed MQTT 3.1 / 3.1.1 CONNECT without a will, exactly as mqtt-packet would decode it; undefined for
  * anything else (MQTT 5, a will, bridge mode, a reserved bit, any length that does not add up), which mqtt-packet
- * then decodes or refuses with its own error. A reconnect storm is all CONNECTs, and mqtt-packet's generic parser
+ * then decodes or refuses with its own error; the error for a user name that is not UTF-8 (decoded leniently, it
+ * would reach the authenticators as U+FFFD). A reconnect storm is all CONNECTs, and mqtt-packet's generic parser
  * (a buffer list copy per string, `debug` calls) was about a sixth of the bytes the broker allocated per connect.
  */
 function decodePlainConnect(
@@ -246,7 +262,7 @@ function decodePlainConnect(
   start: number,
   end: number,
   remaining: number,
-): IConnectPacket | undefined {
+): IConnectPacket | Error | undefined {
   if ((first & 0x0f) !== 0 || end - start < 2) return undefined;
   const nameLength = (frames[start]! << 8) | frames[start + 1]!;
   let pos = start + 2 + nameLength;
@@ -280,6 +296,8 @@ function decodePlainConnect(
   if ((flags & 0x80) !== 0) {
     const usernameEnd = stringEnd(frames, pos, end);
     if (usernameEnd < 0) return undefined;
+    const problem = checkUserName(frames, pos, end);
+    if (problem) return problem;
     packet.username = frames.toString('utf8', pos + 2, usernameEnd);
     pos = usernameEnd;
   }
@@ -290,6 +308,168 @@ function decodePlainConnect(
     pos = passwordEnd;
   }
   return pos === end ? packet : undefined;
+}
+
+/** Packet names by type, for details in the log and in DISCONNECT's reason string. */
+const PACKET_NAMES = [
+  '',
+  'CONNECT',
+  'CONNACK',
+  'PUBLISH',
+  'PUBACK',
+  'PUBREC',
+  'PUBREL',
+  'PUBCOMP',
+  'SUBSCRIBE',
+  'SUBACK',
+  'UNSUBSCRIBE',
+  'UNSUBACK',
+  'PINGREQ',
+  'PINGRESP',
+  'DISCONNECT',
+  'AUTH',
+] as const;
+
+/**
+ * [MQTT-2.2.1-3] a QoS 1/2 PUBLISH, SUBSCRIBE and UNSUBSCRIBE carry a non-zero Packet Identifier, and an
+ * acknowledgement carries the one of the packet it answers, so never 0 either. Mosquitto refuses 0 in all of them
+ * as a protocol error; so do we (the packet parses: section 4.13.1).
+ */
+function zeroPacketId(packetName: string): ProtocolError {
+  return new ProtocolError(`${packetName} has Packet Identifier 0 [MQTT-2.2.1-3]`);
+}
+
+function propertyError(problem: PropertyProblem): Error {
+  return problem.reason === 'protocolError' ? new ProtocolError(problem.detail) : new Error(problem.detail);
+}
+
+/**
+ * The rules mqtt-packet does not apply, checked on the bytes of a packet it is about to decode: a non-zero Packet
+ * Identifier, MQTT 5 properties (see `checkProperties`), and topic filters, will topic and user name as UTF-8 from
+ * their bytes (it decodes ill-formed UTF-8 as U+FFFD). Runs only for packets the fast paths above leave to
+ * mqtt-packet, never for a PUBLISH without properties. Where the bytes do not add up, the packet is left to
+ * mqtt-packet's own error.
+ */
+function checkUndecoded(
+  protocolVersion: 3 | 4 | 5,
+  type: number,
+  first: number,
+  frames: Buffer,
+  start: number,
+  end: number,
+): Error | undefined {
+  const name = PACKET_NAMES[type]!;
+  const v5 = protocolVersion === 5;
+  let propertiesAt = -1;
+  switch (type) {
+    case 1:
+      return checkConnect(frames, start, end);
+    case 3: {
+      let pos = stringEnd(frames, start, end);
+      if (pos < 0) return undefined;
+      if (((first >> 1) & 3) !== 0) {
+        if (pos + 2 > end) return undefined;
+        if (((frames[pos]! << 8) | frames[pos + 1]!) === 0) return zeroPacketId(name);
+        pos += 2;
+      }
+      propertiesAt = pos;
+      break;
+    }
+    case 4:
+    case 5:
+    case 6:
+    case 7:
+      if (end - start < 2) return undefined;
+      if (((frames[start]! << 8) | frames[start + 1]!) === 0) return zeroPacketId(name);
+      if (end - start > 3) propertiesAt = start + 3;
+      break;
+    case 8:
+    case 10:
+      return checkSubscription(v5, type === 8, frames, start, end);
+    case 14:
+    case 15:
+      if (end - start > 1) propertiesAt = start + 1;
+      break;
+  }
+  if (!v5 || propertiesAt < 0) return undefined;
+  const checked = checkProperties(frames, propertiesAt, end, name);
+  return typeof checked === 'number' ? undefined : propertyError(checked);
+}
+
+/** SUBSCRIBE or UNSUBSCRIBE: its Packet Identifier, its properties, and each topic filter as UTF-8. */
+function checkSubscription(
+  v5: boolean,
+  subscribe: boolean,
+  frames: Buffer,
+  start: number,
+  end: number,
+): Error | undefined {
+  const name = subscribe ? 'SUBSCRIBE' : 'UNSUBSCRIBE';
+  if (end - start < 2) return undefined;
+  if (((frames[start]! << 8) | frames[start + 1]!) === 0) return zeroPacketId(name);
+  let pos = start + 2;
+  if (v5) {
+    const checked = checkProperties(frames, pos, end, name);
+    if (typeof checked !== 'number') return propertyError(checked);
+    if (checked < 0) return undefined;
+    pos = checked;
+  }
+  while (pos < end) {
+    const filterEnd = stringEnd(frames, pos, end);
+    if (filterEnd < 0) return undefined;
+    // [MQTT-1.5.4-1] ill-formed UTF-8 and [MQTT-1.5.4-2] U+0000 make the packet malformed, not the filter invalid.
+    const problem = utf8Problem(frames, pos + 2, filterEnd);
+    if (problem) return new Error(`${name} topic filter is not a valid UTF-8 string (${problem})`);
+    // Each SUBSCRIBE filter is followed by its Subscription Options byte.
+    pos = subscribe ? filterEnd + 1 : filterEnd;
+  }
+  return undefined;
+}
+
+/**
+ * A CONNECT mqtt-packet will decode (MQTT 5, a will, or anything the plain decoder passed over): its properties and
+ * will properties, and the will topic and user name as UTF-8. The client identifier is checked by `validateConnect`,
+ * which refuses it with its own reason code.
+ */
+function checkConnect(frames: Buffer, start: number, end: number): Error | undefined {
+  let pos = stringEnd(frames, start, end);
+  if (pos < 0 || pos + 4 > end) return undefined;
+  const level = frames[pos]!;
+  const flags = frames[pos + 1]!;
+  pos += 4;
+  const v5 = level === 5;
+  if (v5) {
+    const checked = checkProperties(frames, pos, end, 'CONNECT');
+    if (typeof checked !== 'number') return propertyError(checked);
+    if (checked < 0) return undefined;
+    pos = checked;
+  }
+  pos = stringEnd(frames, pos, end);
+  if (pos < 0) return undefined;
+  if ((flags & 0x04) !== 0) {
+    if (v5) {
+      const checked = checkProperties(frames, pos, end, 'CONNECT will');
+      if (typeof checked !== 'number') return propertyError(checked);
+      if (checked < 0) return undefined;
+      pos = checked;
+    }
+    const topicEnd = stringEnd(frames, pos, end);
+    if (topicEnd < 0) return undefined;
+    const problem = utf8Problem(frames, pos + 2, topicEnd);
+    if (problem) return new Error(`CONNECT will topic is not a valid UTF-8 string (${problem})`);
+    pos = stringEnd(frames, topicEnd, end);
+    if (pos < 0) return undefined;
+  }
+  if ((flags & 0x80) !== 0) return checkUserName(frames, pos, end);
+  return undefined;
+}
+
+/** The user name at `pos`, when it fits, as UTF-8 ([MQTT-3.1.3-11]). */
+function checkUserName(frames: Buffer, pos: number, end: number): Error | undefined {
+  const usernameEnd = stringEnd(frames, pos, end);
+  if (usernameEnd < 0) return undefined;
+  const problem = utf8Problem(frames, pos + 2, usernameEnd);
+  return problem ? new Error(`CONNECT user name is not a valid UTF-8 string (${problem})`) : undefined;
 }
 
 /** Bytes `start..end` as a Buffer of their own: the frames are only lent (see `ByteStream`), a payload is kept. */

@@ -296,6 +296,32 @@ export class Connection implements SessionLink, PacketSink {
     this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`);
   }
 
+  /**
+   * A packet that parses but breaks a protocol rule the codec checks (a duplicate property, Packet Identifier 0).
+   * Before CONNACK it can only be the CONNECT itself, and only an MQTT 5 CONNECT has properties: it is answered
+   * with CONNACK 0x82 (MQTT 5 section 4.13.2) rather than a bare close, as a refused CONNECT is.
+   */
+  onProtocolError(detail: string): void {
+    if (this.state !== 'awaiting-connect') {
+      this.protocolViolation('protocolError', detail);
+      return;
+    }
+    this.broker.log.info(
+      { peer: this.peerLabel, reason: 'protocolError', detail },
+      'closing connection: protocol violation',
+    );
+    this.broker.stats.protocolErrors++;
+    this.closeReason = detail;
+    this.state = 'closed';
+    this.writeBytes(
+      mqtt.generate(
+        { cmd: 'connack', reasonCode: ReasonCode.protocolError, sessionPresent: false },
+        { protocolVersion: 5 },
+      ),
+    );
+    this.endSocket();
+  }
+
   onPacket(packet: Packet): void {
     if (this.state === 'closed') return;
     if (packet.cmd === 'connect') {

@@ -23,8 +23,8 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): P
 
   const problem = checkTopicName(topic, limits.max_topic_length);
   if (problem) {
-    // [MQTT-1.5.4-1] ill-formed UTF-8 (decoded as U+FFFD) and [MQTT-1.5.4-2] U+0000 make the packet malformed.
-    const malformed = problem === 'replacementCharacter' || problem === 'nullCharacter';
+    // [MQTT-1.5.4-2] U+0000 makes the packet malformed; ill-formed UTF-8 ([MQTT-1.5.4-1]) never gets here (framer).
+    const malformed = problem === 'nullCharacter';
     connection.protocolViolation(malformed ? 'malformedPacket' : 'topicNameInvalid', `invalid topic name (${problem})`);
     return;
   }

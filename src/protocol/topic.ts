@@ -5,7 +5,7 @@
 
 export const MAX_TOPIC_BYTES = 65_535;
 
-export type TopicProblem = 'empty' | 'tooLong' | 'nullCharacter' | 'replacementCharacter' | 'wildcard' | 'badWildcard';
+export type TopicProblem = 'empty' | 'tooLong' | 'nullCharacter' | 'wildcard' | 'badWildcard';
 
 const PLUS = 0x2b;
 const HASH = 0x23;
@@ -28,8 +28,9 @@ export function checkTopicName(topic: string, maxLength = MAX_TOPIC_BYTES): Topi
 }
 
 /**
- * [MQTT-4.7.1-2] `#` last and alone in its level; [MQTT-4.7.1-3] `+` alone in its level. Filters are not seen as
- * bytes, so U+FFFD (the decoder's stand-in for ill-formed UTF-8) is refused as [MQTT-1.5.4-1].
+ * [MQTT-4.7.1-2] `#` last and alone in its level; [MQTT-4.7.1-3] `+` alone in its level. Ill-formed UTF-8 in a
+ * SUBSCRIBE or UNSUBSCRIBE is refused from its bytes by the codec, as a malformed packet, so U+FFFD here is a real
+ * character.
  */
 export function checkTopicFilter(filter: string, maxLength = MAX_TOPIC_BYTES): TopicProblem | undefined {
   const length = filter.length;
@@ -38,7 +39,6 @@ export function checkTopicFilter(filter: string, maxLength = MAX_TOPIC_BYTES): T
   for (let i = 0; i < length; i++) {
     const c = filter.charCodeAt(i);
     if (c === 0) return 'nullCharacter';
-    if (c === 0xfffd) return 'replacementCharacter';
     if (c === PLUS) {
       const alone =
         (i === 0 || filter.charCodeAt(i - 1) === SLASH) && (i === length - 1 || filter.charCodeAt(i + 1) === SLASH);

@@ -72,10 +72,9 @@ describe('SUBSCRIBE and UNSUBSCRIBE', () => {
         { topic: 'bad/#/x', qos: 1 },
         { topic: `good/${version}/+`, qos: 1 },
         { topic: 'bad/x+', qos: 0 },
-        { topic: 'bad/\u0000', qos: 0 },
       ]);
       expect(suback.messageId).toBe(3);
-      expect(suback.granted).toEqual([refused, 1, refused, refused]);
+      expect(suback.granted).toEqual([refused, 1, refused]);
       const line = await broker.waitForLog(
         (l) => l.msg === 'subscription refused' && l.clientId === `badfilter-${version}` && l.filter === 'bad/#/x',
       );

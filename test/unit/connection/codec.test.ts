@@ -2,10 +2,18 @@ import mqtt, { type Packet } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { parseFrames, type PacketSink } from '../../../src/connection/codec.js';
 
-function recorder(): PacketSink & { packets: Packet[]; errors: string[] } {
+function recorder(): PacketSink & { packets: Packet[]; errors: string[]; protocolErrors: string[] } {
   const packets: Packet[] = [];
   const errors: string[] = [];
-  return { packets, errors, onPacket: (p) => packets.push(p), onParseError: (e) => errors.push(e.message) };
+  const protocolErrors: string[] = [];
+  return {
+    packets,
+    errors,
+    protocolErrors,
+    onPacket: (p) => packets.push(p),
+    onParseError: (e) => errors.push(e.message),
+    onProtocolError: (detail) => protocolErrors.push(detail),
+  };
 }
 
 describe('shared codec', () => {
