@@ -18,6 +18,7 @@ import { guardClientOf, type ConnectGuard, type GuardClient, type GuardVerdict }
 import type { Outbound } from './session/outbound.js';
 import { Session, type PendingWill, type SessionEvents, type SessionLimits } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
+import { isSysTopic, SYS_PUBLISH_REFUSED } from './sys/read-only.js';
 import type { SessionStore } from './persistence/store.js';
 
 export interface BrokerOptions {
@@ -898,6 +899,8 @@ export class Broker {
     qos: QoS,
     retain: boolean,
   ): AuthzDecision | Promise<AuthzDecision> {
+    // A client PUBLISH and a will at CONNECT both come here; the policy is not asked, so no rule can lift it.
+    if (isSysTopic(topic)) return SYS_PUBLISH_REFUSED;
     return this.authorize(connection.identity!, connection, 'publish', topic, qos, retain, undefined);
   }
 
