@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { formatCaseFailure } from './cases.js';
-import { explainAccess, formatExplanation } from './explain.js';
+import { explainBrokerAccess, formatExplanation } from './explain.js';
 import { lintRules } from './lint.js';
 import { loadPolicySet } from './load.js';
 import { formatDiagnostic, formatPosition } from './model.js';
@@ -150,7 +150,7 @@ export async function policyExplain(
     io.err('policy does not load; nothing to explain');
     return 1;
   }
-  io.out(formatExplanation(request, explainAccess(set.policy, request)));
+  io.out(formatExplanation(request, explainBrokerAccess(set.policy, request)));
   return 0;
 }
 

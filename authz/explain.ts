@@ -16,6 +16,7 @@ import {
   type TopicPattern,
 } from './topic.js';
 import type { AccessRequest, AuthzDecision, RuleRef } from './types.js';
+import { isSysTopic, SYS_PUBLISH_REFUSED } from '../src/sys/read-only.js';
 
 export interface RuleConsideration {
   rule: RuleRef;
@@ -29,6 +30,8 @@ export interface Explanation {
   decision: AuthzDecision;
   /** Every rule in evaluation (file) order. */
   considered: RuleConsideration[];
+  /** What the policy alone would answer, when a broker rule decided before the policy was asked. */
+  policyDecision?: AuthzDecision;
 }
 
 function placeholderProblem(p: TopicPattern, req: AccessRequest): string | undefined {
@@ -90,6 +93,16 @@ export function explainAccess(policy: CompiledPolicy, req: AccessRequest): Expla
   return { decision, considered };
 }
 
+/**
+ * The answer the broker gives, for `policy explain`: the broker's own refusals come before the policy (a client
+ * publish to `$SYS`, `src/sys/read-only.ts`), so a rule that allows one is shown as never applied.
+ */
+export function explainBrokerAccess(policy: CompiledPolicy, req: AccessRequest): Explanation {
+  const e = explainAccess(policy, req);
+  if (req.action !== 'publish' || !isSysTopic(req.topic)) return e;
+  return { decision: SYS_PUBLISH_REFUSED, considered: e.considered, policyDecision: e.decision };
+}
+
 /** One line for an audit record's `authz.explanation`. */
 export function summarizeExplanation(e: Explanation): string {
   const matched = e.considered.filter((c) => c.matched).map((c) => `${c.effect} ${c.rule.name}`);
@@ -106,16 +119,26 @@ function describeRequest(req: AccessRequest): string {
   return `${who}, client "${id.clientId}", ${req.action} "${req.topic}"${shared} qos ${req.qos}${req.retain ? ' retain' : ''}`;
 }
 
+function describeRule(rule: RuleRef | undefined, broker: boolean): string {
+  if (!rule) return 'default deny (no rule matched)';
+  if (broker) return `broker rule "${rule.name}" (applied before the policy)`;
+  return `rule "${rule.name}"${rule.location ? ` at ${rule.location}` : ''}`;
+}
+
 /** The text `bulwark policy explain` prints. */
 export function formatExplanation(req: AccessRequest, e: Explanation): string {
   const lines: string[] = [];
   lines.push(`request:  ${describeRequest(req)}`);
   lines.push(`decision: ${e.decision.allowed ? 'ALLOW' : 'DENY'}`);
   const rule = e.decision.rule;
-  lines.push(
-    `decided by: ${rule ? `rule "${rule.name}"${rule.location ? ` at ${rule.location}` : ''}` : 'default deny (no rule matched)'}`,
-  );
+  lines.push(`decided by: ${describeRule(rule, e.policyDecision !== undefined)}`);
   lines.push(`reason:   ${e.decision.reason}`);
+  if (e.policyDecision) {
+    const alone = e.policyDecision;
+    lines.push(
+      `policy alone: ${alone.allowed ? 'ALLOW' : 'DENY'} by ${describeRule(alone.rule, false)}; never applied, the broker decides first`,
+    );
+  }
   lines.push('rules considered (deny wins over allow; then the first allow; otherwise default deny):');
   if (e.considered.length === 0) lines.push('  (no rules)');
   for (const c of e.considered) {

@@ -1,5 +1,6 @@
 import type { Diagnostic, RuleSpec, SubjectSpec, TextSet } from './model.js';
 import { parseTopicPattern, patternCovers, type TopicPattern } from './topic.js';
+import { isSysTopic, SYS_READ_ONLY_RULE } from '../src/sys/read-only.js';
 
 function textCovers(a: TextSet | undefined, b: TextSet | undefined): boolean {
   if (a === undefined) return true;
@@ -57,9 +58,9 @@ export const NO_CONNECT_WARNING = 'no rule allows connect: every client will be 
 
 /**
  * Review warnings for `policy check`: rules that can never decide because another rule matches everything they
- * match, `#` grants to anonymous or all clients, deny rules that placeholders can defeat, conditions that
- * cannot apply to the rule's actions, and a policy in which no rule allows `connect`. `files` (the files loaded,
- * in order) gives the last warning a position.
+ * match, `#` grants to anonymous or all clients, publish grants on `$SYS` (the broker refuses them first), deny rules
+ * that placeholders can defeat, conditions that cannot apply to the rule's actions, and a policy in which no rule
+ * allows `connect`. `files` (the files loaded, in order) gives the last warning a position.
  */
 export function lintRules(rules: readonly RuleSpec[], files: readonly string[] = []): Diagnostic[] {
   const out: Diagnostic[] = [];
@@ -102,6 +103,18 @@ export function lintRules(rules: readonly RuleSpec[], files: readonly string[] =
             rule,
             `rule "${rule.name}" grants "${t}" to ${broad}`,
             'narrow the subjects or topics unless this is intended',
+            rule.topicPositions[k],
+          );
+        }
+      });
+    }
+    if (rule.effect === 'allow' && rule.actions.includes('publish')) {
+      rule.topics.forEach((t, k) => {
+        if (isSysTopic(t)) {
+          warn(
+            rule,
+            `rule "${rule.name}" allows publish on "${t}", which can never take effect: the broker refuses every client publish to $SYS before the policy is asked (broker rule "${SYS_READ_ONLY_RULE.name}")`,
+            'only the broker publishes to $SYS; drop publish or this topic from the rule',
             rule.topicPositions[k],
           );
         }

@@ -354,3 +354,61 @@ cases:
     expect(explain?.options.map((o) => o.long)).toContain('--connect');
   });
 });
+
+describe('publish grants on $SYS, which the broker refuses before the policy', () => {
+  const sysPolicy = [
+    'superusers: true',
+    'rules:',
+    '  - name: everyone-connects',
+    '    allow: connect',
+    '    subjects: all',
+    '  - name: tool-writes-sys',
+    '    allow: [publish, subscribe]',
+    "    subjects: { clients: ['tool-*'] }",
+    "    topics: ['ordinary/#', '$SYS/broker/#']",
+    '  - name: monitors-read-sys',
+    '    allow: [subscribe, receive]',
+    '    subjects: all',
+    "    topics: ['$SYS/#']",
+    '  - name: nobody-writes-systemish',
+    '    allow: publish',
+    '    subjects: all',
+    "    topics: ['$SYSTEM/#']",
+  ].join('\n');
+
+  it('policy check warns at the topic that an allow publish rule on $SYS can never take effect', async () => {
+    const file = write('sys.policy.yaml', sysPolicy);
+    const io = capture();
+    expect(await policyCheck([file], io)).toBe(0);
+    const sys = io.stdout.filter((l) => l.includes('$SYS'));
+    expect(sys).toEqual([
+      `${file}:9:28: warning: rule "tool-writes-sys" allows publish on "$SYS/broker/#", which can never take effect: the broker refuses every client publish to $SYS before the policy is asked (broker rule "sys-topics-are-read-only") (only the broker publishes to $SYS; drop publish or this topic from the rule)`,
+    ]);
+  });
+
+  it('policy explain shows the broker rule deciding a $SYS publish, and what the policy alone would say', async () => {
+    const file = write('sys.policy.yaml', sysPolicy);
+    const io = capture();
+    expect(await policyExplain([file], { client: 'tool-1', publish: '$SYS/broker/version', qos: '1' }, io)).toBe(0);
+    const text = io.stdout.join('\n');
+    expect(text).toContain('decision: DENY');
+    expect(text).toContain('decided by: broker rule "sys-topics-are-read-only" (applied before the policy)');
+    expect(text).toContain(
+      `policy alone: ALLOW by rule "tool-writes-sys" at ${file}:6; never applied, the broker decides first`,
+    );
+    expect(text).toContain(`MATCH allow tool-writes-sys (${file}:6)`);
+
+    const superuser = capture();
+    await policyExplain([file], { user: 'root', superuser: true, publish: '$SYS/broker/version' }, superuser);
+    expect(superuser.stdout.join('\n')).toContain('decision: DENY');
+
+    // Subscribing to $SYS and publishing to other `$` topics stay the policy's to decide.
+    const sub = capture();
+    await policyExplain([file], { client: 'monitor', subscribe: '$SYS/#' }, sub);
+    expect(sub.stdout.join('\n')).toContain('decision: ALLOW');
+    expect(sub.stdout.join('\n')).not.toContain('policy alone');
+    const other = capture();
+    await policyExplain([file], { client: 'x', publish: '$SYSTEM/x' }, other);
+    expect(other.stdout.join('\n')).toContain('decision: ALLOW');
+  });
+});
