@@ -32,6 +32,17 @@ export interface BrokerOptions {
 
 const NEVER_EXPIRES = 0xffff_ffff;
 
+/**
+ * A will restored from a store written before wills kept the identity they were authorized for: the current policy
+ * cannot be asked about it, so it is withheld (docs/persistence.md).
+ */
+const RESTORED_WILL_WITHOUT_IDENTITY: AuthzDecision = Object.freeze({
+  allowed: false,
+  rule: Object.freeze({ source: 'broker', name: 'restored-will-without-identity' }),
+  reason:
+    'will restored from a store that did not keep the identity it was authorized for; it cannot be checked against the current policy (fail closed)',
+});
+
 /** Overlapping subscriptions of one session for one message: delivered once ([MQTT-3.3.4-2], [MQTT-3.3.4-3]). */
 interface MergedDelivery {
   qos: QoS;
@@ -65,6 +76,8 @@ export class Broker {
   guard: ConnectGuard | undefined;
   private readonly sessionEvents: SessionEvents;
   private stopping = false;
+  /** Wills due before `authorizationReady()`; undefined once the policy is loaded. */
+  private willsAwaitingPolicy: { session: Session; will: PendingWill }[] | undefined = [];
 
   // Routing scratch state, reused for every publish so routing allocates only what it delivers.
   private routeStamp = 0;
@@ -375,18 +388,34 @@ export class Broker {
     will.timer.unref();
   }
 
+  /**
+   * Every will is checked against the policy in force when it is published, with the identity it was authorized
+   * for at CONNECT (kept in the store across restarts): the policy may have changed during the will delay or while
+   * the broker was down.
+   */
   private publishWill(session: Session, will: PendingWill): void {
+    if (this.willsAwaitingPolicy) {
+      // Restored wills can fall due while the store is replayed, before any policy is loaded.
+      this.willsAwaitingPolicy.push({ session, will });
+      return;
+    }
     const message =
       will.expirySeconds !== undefined
         ? { ...will.message, expiresAt: Date.now() + will.expirySeconds * 1000 }
         : will.message;
     const who = will.authorizedFor;
-    if (!who) {
-      // Restored from the store: it was authorized at CONNECT and no identity survives a restart.
+    const send = (decision: AuthzDecision): void => {
+      if (!decision.allowed) {
+        this.recordWillWithheld(session.clientId, message, who, decision);
+        return;
+      }
       this.log.info({ clientId: session.clientId, topic: message.topic }, 'publishing will message');
       this.publish(message);
-      return;
-    }
+    };
+    // Fail closed: without the identity there is nothing to check the current policy with.
+    if (!who) return send(RESTORED_WILL_WITHOUT_IDENTITY);
+    // Only a will restored from an older store can be on $SYS: CONNECT refuses one now.
+    if (isSysTopic(message.topic)) return send(SYS_PUBLISH_REFUSED);
     const request: AccessRequest = {
       identity: who.identity,
       listener: who.listener,
@@ -397,24 +426,6 @@ export class Broker {
       retain: message.retain,
       sharedGroup: undefined,
     };
-    const send = (decision: AuthzDecision): void => {
-      if (!decision.allowed) {
-        this.audit.record({
-          event: { action: 'authz.will_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
-          user: who.identity.username !== undefined ? { name: who.identity.username } : undefined,
-          client: { ip: who.peerAddress },
-          mqtt: { client_id: session.clientId, listener: who.listener, topic: message.topic, qos: message.qos },
-          authz: authzFields(decision),
-        });
-        this.log.info(
-          { clientId: session.clientId, topic: message.topic, reason: decision.reason },
-          'will not published: no longer allowed',
-        );
-        return;
-      }
-      this.log.info({ clientId: session.clientId, topic: message.topic }, 'publishing will message');
-      this.publish(message);
-    };
     let decision: AuthzDecision | Promise<AuthzDecision>;
     try {
       decision = this.authorizer.check(request);
@@ -424,6 +435,35 @@ export class Broker {
     if (decision instanceof Promise)
       decision.then(send, () => send({ allowed: false, reason: 'authorization source failed (fail closed)' }));
     else send(decision);
+  }
+
+  private recordWillWithheld(
+    clientId: string,
+    message: Message,
+    who: PendingWill['authorizedFor'],
+    decision: AuthzDecision,
+  ): void {
+    this.audit.record({
+      event: { action: 'authz.will_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      user: who?.identity.username !== undefined ? { name: who.identity.username } : undefined,
+      client: who ? { ip: who.peerAddress } : undefined,
+      mqtt: { client_id: clientId, listener: who?.listener, topic: message.topic, qos: message.qos },
+      authz: authzFields(decision),
+    });
+    this.log.info(
+      { clientId, topic: message.topic, rule: decision.rule?.name, reason: decision.reason },
+      'will not published: not allowed by the current policy',
+    );
+  }
+
+  /**
+   * The policy is loaded (`BulwarkServer.start`): wills that fell due while the store was replayed are checked and
+   * published now, and later ones at once.
+   */
+  authorizationReady(): void {
+    const held = this.willsAwaitingPolicy;
+    this.willsAwaitingPolicy = undefined;
+    for (const { session, will } of held ?? []) this.publishWill(session, will);
   }
 
   /**

@@ -180,6 +180,8 @@ export class BulwarkServer {
       this.broker.authorizer = this.authorization.authorizer;
       this.authorization.authorizer.onChange(() => this.broker.reevaluateAuthorization());
     }
+    // Before the listeners open and the store is compacted: restored wills already due meet the loaded policy.
+    this.broker.authorizationReady();
     this.broker.checkReceive = config.check_receive_on_delivery;
     await this.chains.start();
     for (const listener of this.listeners) {

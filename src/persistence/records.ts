@@ -1,6 +1,8 @@
 import type { ForwardedProperties, Message, QoS } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 import type { Outbound } from '../session/outbound.js';
+import type { PendingWill } from '../session/session.js';
+import { NO_ATTRIBUTES, NO_GROUPS } from '../../authn/types.js';
 
 /** A message as journaled: payload and binary properties in base64. */
 export interface MessageRecord {
@@ -28,6 +30,33 @@ export interface WillRecord {
   m: MessageRecord;
   d: number;
   e?: number;
+  /**
+   * Who the will was authorized for at CONNECT, so it is checked against the policy in force when it is published,
+   * after a restart as before one. Absent in stores written before it was kept: such a will is not published.
+   */
+  w?: WillIdentityRecord;
+}
+
+/**
+ * What a policy can match a will's publish on: the identity's subject fields, the listener and the peer address.
+ * Never a credential: the password, the token and the JWT's ACL claim (`aclRules`) stay in memory only.
+ */
+export interface WillIdentityRecord {
+  /** Client id. */
+  c: string;
+  /** Username; absent for clients without one. */
+  u?: string;
+  g: string[];
+  /** Attributes (`cert.cn`, `jwt.sub`, `ldap.dn`, ...). */
+  at: Record<string, string>;
+  su: boolean;
+  an: boolean;
+  /** The authenticator (chain step id) that allowed the client. */
+  by: string;
+  /** Listener name. */
+  l: string;
+  /** Peer address (after PROXY protocol). */
+  ip: string;
 }
 
 /**
@@ -89,6 +118,52 @@ export function messageFromRecord(r: MessageRecord): Message {
     expiresAt: r.x,
     publisherId: r.f,
   };
+}
+
+export function willRecord(will: PendingWill): WillRecord {
+  const record: WillRecord = { m: messageRecord(will.message), d: will.delaySeconds, e: will.expirySeconds };
+  const who = will.authorizedFor;
+  if (who) {
+    const id = who.identity;
+    record.w = {
+      c: id.clientId,
+      g: [...id.groups],
+      at: { ...id.attributes },
+      su: id.superuser,
+      an: id.anonymous,
+      by: id.authenticator,
+      l: who.listener,
+      ip: who.peerAddress,
+    };
+    if (id.username !== undefined) record.w.u = id.username;
+  }
+  return record;
+}
+
+export function willFromRecord(r: WillRecord): PendingWill {
+  const will: PendingWill = {
+    message: messageFromRecord(r.m),
+    delaySeconds: r.d,
+    expirySeconds: r.e,
+    timer: undefined,
+  };
+  const w = r.w;
+  if (w) {
+    will.authorizedFor = {
+      identity: {
+        clientId: w.c,
+        username: w.u,
+        groups: w.g.length > 0 ? w.g : NO_GROUPS,
+        attributes: Object.keys(w.at).length > 0 ? w.at : NO_ATTRIBUTES,
+        superuser: w.su,
+        anonymous: w.an,
+        authenticator: w.by,
+      },
+      listener: w.l,
+      peerAddress: w.ip,
+    };
+  }
+  return will;
 }
 
 export function subscriptionRecord(s: Subscription): SubscriptionRecord {

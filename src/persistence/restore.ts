@@ -2,7 +2,7 @@ import type { Broker } from '../broker.js';
 import { isExpired } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 import type { Outbound } from '../session/outbound.js';
-import { messageFromRecord, type MessageRecord, type StoreRecord } from './records.js';
+import { messageFromRecord, willFromRecord, type MessageRecord, type StoreRecord } from './records.js';
 
 interface SessionState {
   meta: Extract<StoreRecord, { t: 's' }>;
@@ -143,12 +143,7 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
     }
     for (const id of state.inboundQos2) session.inboundQos2.add(id);
     if (meta.will) {
-      session.will = {
-        message: messageFromRecord(meta.will.m),
-        delaySeconds: meta.will.d,
-        expirySeconds: meta.will.e,
-        timer: undefined,
-      };
+      session.will = willFromRecord(meta.will);
       summary.willsPending++;
     }
     const remaining = meta.exp === 0xffff_ffff ? Infinity : meta.exp - (now - offlineSince) / 1000;

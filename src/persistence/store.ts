@@ -6,7 +6,7 @@ import type { Message } from '../routing/message.js';
 import type { Outbound, OutboundJournal } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import { journalFiles, JournalWriter, readJournal, type Durability } from './journal.js';
-import { messageRecord, outboundRecord, subscriptionRecord, type StoreRecord } from './records.js';
+import { messageRecord, outboundRecord, subscriptionRecord, willRecord, type StoreRecord } from './records.js';
 
 export interface StoreOptions {
   dataDir: string;
@@ -132,8 +132,7 @@ export class SessionStore implements OutboundJournal {
     };
     if (offlineSince !== undefined) record.at = offlineSince;
     const will = session.will;
-    if (will && offlineSince !== undefined)
-      record.will = { m: messageRecord(will.message), d: will.delaySeconds, e: will.expirySeconds };
+    if (will && offlineSince !== undefined) record.will = willRecord(will);
     this.append(record);
   }
 
@@ -186,15 +185,7 @@ export class SessionStore implements OutboundJournal {
         exp: session.expiryInterval,
         subs: [...session.subscriptions.values()].map(subscriptionRecord),
         ...(offline !== undefined ? { at: offline } : {}),
-        ...(session.will && offline !== undefined
-          ? {
-              will: {
-                m: messageRecord(session.will.message),
-                d: session.will.delaySeconds,
-                e: session.will.expirySeconds,
-              },
-            }
-          : {}),
+        ...(session.will && offline !== undefined ? { will: willRecord(session.will) } : {}),
       });
       for (const out of [...session.inflight.values(), ...session.queue]) {
         if (out.qos === 0) continue;
