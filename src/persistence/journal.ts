@@ -29,6 +29,9 @@ export type Durability = 'sync' | 'periodic' | 'none';
 
 const HEADER = 8;
 const MAX_RECORD = 512 * 1024 * 1024;
+/** The store holds message payloads and will identities: for the broker's user only, whatever the umask. */
+export const STORE_DIR_MODE = 0o700;
+const STORE_FILE_MODE = 0o600;
 
 export interface ReplayResult<T> {
   records: T[];
@@ -145,10 +148,10 @@ export class JournalWriter {
     private readonly options: JournalOptions,
     generation: number,
   ) {
-    mkdirSync(options.dir, { recursive: true });
+    mkdirSync(options.dir, { recursive: true, mode: STORE_DIR_MODE });
     this.generation = generation;
     const file = this.fileFor(generation);
-    this.fd = openSync(file, 'a');
+    this.fd = openSync(file, 'a', STORE_FILE_MODE);
     this.fileBytes = statSync(file).size;
     if (options.durability === 'periodic') {
       this.periodicTimer = setInterval(() => this.syncNow(), options.flushIntervalMs);
@@ -283,7 +286,7 @@ export class JournalWriter {
     try {
       const next = this.generation + 1;
       const tmp = `${this.fileFor(next)}.tmp`;
-      const handle = await fsp.open(tmp, 'w');
+      const handle = await fsp.open(tmp, 'w', STORE_FILE_MODE);
       let size = 0;
       try {
         let chunk: Buffer[] = [];
@@ -308,7 +311,7 @@ export class JournalWriter {
       renameSync(tmp, this.fileFor(next));
       const old = this.fd;
       const oldGeneration = this.generation;
-      this.fd = openSync(this.fileFor(next), 'a');
+      this.fd = openSync(this.fileFor(next), 'a', STORE_FILE_MODE);
       this.generation = next;
       this.fileBytes = size;
       this.snapshotBytes = size;

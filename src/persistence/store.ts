@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import type { Message } from '../routing/message.js';
 import type { Outbound, OutboundJournal } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
-import { journalFiles, JournalWriter, readJournal, type Durability } from './journal.js';
+import { journalFiles, JournalWriter, readJournal, STORE_DIR_MODE, type Durability } from './journal.js';
 import { messageRecord, outboundRecord, subscriptionRecord, willRecord, type StoreRecord } from './records.js';
 
 export interface StoreOptions {
@@ -59,7 +59,7 @@ export class SessionStore implements OutboundJournal {
   /** Reads every journal file in order; throws a clear error on corruption (unless repairing). */
   load(): LoadedJournal {
     if (this.options.durability === 'none') return { records: [], files: [], tornTailBytes: 0, droppedBytes: 0 };
-    mkdirSync(this.dir, { recursive: true });
+    mkdirSync(this.dir, { recursive: true, mode: STORE_DIR_MODE });
     const files = journalFiles(this.dir);
     const records: StoreRecord[] = [];
     let tornTailBytes = 0;

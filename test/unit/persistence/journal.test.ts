@@ -122,3 +122,22 @@ describe('folding records', () => {
     expect([...retained.keys()]).toEqual(['keep']);
   });
 });
+
+describe('journal file modes', () => {
+  it('creates the store folder 0700 and every generation 0600, whatever the umask allows', async () => {
+    const dir = join(tmp(), 'store');
+    const old = process.umask(0o022);
+    try {
+      const w = writer(dir);
+      await w.durableThrough(w.append({ n: 1 }));
+      await w.compact([{ n: 2 }]);
+      await w.close();
+    } finally {
+      process.umask(old);
+    }
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    const files = journalFiles(dir);
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
+  });
+});
