@@ -758,20 +758,18 @@ export class Broker {
       else this.deliverAfterBacklog(session, backlog, out, undefined, connection);
       return;
     }
-    const decision = this.authorize(
-      identity,
-      connection,
-      'receive',
-      out.message.topic,
-      out.qos,
-      out.retain,
-      subscription.shareGroup,
-    );
-    if (backlog === undefined && !(decision instanceof Promise)) {
+    const check = (): AuthzDecision | Promise<AuthzDecision> =>
+      this.authorize(identity, connection, 'receive', out.message.topic, out.qos, out.retain, subscription.shareGroup);
+    if (backlog !== undefined) {
+      this.deliverAfterBacklog(session, backlog, out, check, connection);
+      return;
+    }
+    const decision = check();
+    if (!(decision instanceof Promise)) {
       this.deliverIfAllowed(session, out, decision, connection);
       return;
     }
-    this.deliverAfterBacklog(session, backlog ?? this.openBacklog(session), out, decision, connection);
+    this.deliverAfterBacklog(session, this.openBacklog(session), out, () => decision, connection);
   }
 
   private deliverIfAllowed(session: Session, out: Outbound, decision: AuthzDecision, connection: Connection): void {
@@ -787,18 +785,20 @@ export class Broker {
 
   /**
    * An asynchronous check (a SQL cache miss) must not let a later message overtake an earlier one ([MQTT-4.6.0-5]):
-   * while any check of this session is waiting, every delivery to it waits its turn behind them.
+   * while any check of this session is waiting, every delivery to it waits its turn behind them, and its own check
+   * is asked only then, so one session never has more than one query in flight (a burst of deliveries would
+   * otherwise be a burst of queries, and a full source pool refuses, failing closed).
    */
   private deliverAfterBacklog(
     session: Session,
     backlog: NonNullable<Session['receiveBacklog']>,
     out: Outbound,
-    decision: AuthzDecision | Promise<AuthzDecision> | undefined,
+    check: (() => AuthzDecision | Promise<AuthzDecision>) | undefined,
     connection: Connection | undefined,
   ): void {
     backlog.pending++;
     backlog.tail = backlog.tail
-      .then(() => decision)
+      .then(() => check?.())
       .then((settled) => {
         backlog.pending--;
         if (backlog.pending === 0 && session.receiveBacklog === backlog) session.receiveBacklog = undefined;
