@@ -402,7 +402,13 @@ export class Broker {
           event: { action: 'authz.will_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
           user: who.identity.username !== undefined ? { name: who.identity.username } : undefined,
           client: { ip: who.peerAddress },
-          mqtt: { client_id: session.clientId, listener: who.listener, topic: message.topic, qos: message.qos },
+          mqtt: {
+            client_id: session.clientId,
+            listener: who.listener,
+            qos: message.qos,
+            retain: message.retain,
+            topic: message.topic,
+          },
           authz: authzFields(decision),
         });
         this.log.info(
@@ -440,7 +446,14 @@ export class Broker {
       const subscription = subscriptions[i]!;
       if (decision.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
       this.removeSubscription(subscription);
-      this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, decision);
+      this.recordAuthz(
+        'authz.subscription_revoked',
+        connection,
+        subscription.key,
+        subscription.qos,
+        undefined,
+        decision,
+      );
       revoked = true;
     });
     const pending = [...session.queue, ...[...session.inflight.values()].filter((o) => o.state === 'publish')];
@@ -461,7 +474,7 @@ export class Broker {
       if (decision.allowed) return;
       const out = pending[i]!;
       session.discard(out);
-      this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, decision);
+      this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, out.retain, decision);
     });
   }
 
@@ -619,7 +632,7 @@ export class Broker {
       const decision = this.authorize(connection.identity!, connection, 'receive', message.topic, qos, true, undefined);
       const deliver = (d: AuthzDecision): void => {
         if (d.allowed) subscription.session.deliver(out);
-        else this.recordAuthz('authz.retained_denied', connection, message.topic, qos, d);
+        else this.recordAuthz('authz.retained_denied', connection, message.topic, qos, true, d);
       };
       if (decision instanceof Promise) decision.then(deliver, () => undefined);
       else deliver(decision);
@@ -649,14 +662,13 @@ export class Broker {
     payload: Buffer,
     decision: AuthzDecision,
   ): void {
-    const record = topicDecisionEvent(connection, 'authz.publish_allowed', topic, qos, decision);
-    record.mqtt.retain = retain;
+    const record = topicDecisionEvent(connection, 'authz.publish_allowed', topic, qos, retain, decision);
     if (this.auditPayloads) record.mqtt.payload = payload.toString('base64');
     this.audit.record(record);
   }
 
   recordSubscribeAllowed(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
-    this.audit.record(topicDecisionEvent(connection, 'authz.subscribe_allowed', filter, qos, decision));
+    this.audit.record(topicDecisionEvent(connection, 'authz.subscribe_allowed', filter, qos, undefined, decision));
   }
 
   /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
@@ -680,7 +692,7 @@ export class Broker {
     );
     const deliver = (d: AuthzDecision): void => {
       if (d.allowed) subscription.session.deliver(out);
-      else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, d);
+      else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, out.retain, d);
     };
     if (decision instanceof Promise) decision.then(deliver, () => undefined);
     else deliver(decision);
@@ -746,7 +758,7 @@ export class Broker {
       const apply = (d: AuthzDecision): void => {
         if (d.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
         this.removeSubscription(subscription);
-        this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, d);
+        this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, undefined, d);
       };
       if (decision instanceof Promise) decision.then(apply, () => undefined);
       else apply(decision);
@@ -898,9 +910,10 @@ export class Broker {
     connection: Connection,
     topic: string,
     qos: number,
+    retain: boolean | undefined,
     decision: AuthzDecision,
   ): void {
-    this.audit.record(topicDecisionEvent(connection, action, topic, qos, decision));
+    this.audit.record(topicDecisionEvent(connection, action, topic, qos, retain, decision));
     this.log.info(
       { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
       'authorization denied',
@@ -911,20 +924,25 @@ export class Broker {
     connection: Connection,
     topic: string,
     qos: number,
-    _retain: boolean,
+    retain: boolean,
     decision: AuthzDecision,
   ): void {
     this.stats.publishDenied++;
-    this.recordAuthz('authz.publish_denied', connection, topic, qos, decision);
+    this.recordAuthz('authz.publish_denied', connection, topic, qos, retain, decision);
   }
 
   recordSubscribeDenied(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
     this.stats.subscribeDenied++;
-    this.recordAuthz('authz.subscribe_denied', connection, filter, qos, decision);
+    this.recordAuthz('authz.subscribe_denied', connection, filter, qos, undefined, decision);
   }
 
-  recordWillDenied(connection: Connection, topic: string, decision: AuthzDecision): void {
-    this.recordAuthz('authz.will_denied', connection, topic, 0, decision);
+  /** A will refused at CONNECT, recorded with the QoS and retain flag it was asked for (a rule may decide by them). */
+  recordWillDenied(
+    connection: Connection,
+    will: Pick<Message, 'topic' | 'qos' | 'retain'>,
+    decision: AuthzDecision,
+  ): void {
+    this.recordAuthz('authz.will_denied', connection, will.topic, will.qos, will.retain, decision);
   }
 
   /** A CONNECT refused because the policy does not allow the authenticated identity to connect. */

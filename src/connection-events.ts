@@ -36,13 +36,15 @@ export function connectionEvent(
 
 /**
  * The record of a policy decision on a topic or filter: allowed (`success`) or denied (`failure`, code
- * `notAuthorized`), with the topic, the QoS and the deciding rule.
+ * `notAuthorized`), with the topic, the QoS, the retain flag and the deciding rule. `retain` is undefined for a
+ * subscription, which has no retain flag; a rule's `retain:` condition can decide the others, so a reviewer needs it.
  */
 export function topicDecisionEvent(
   connection: ConnectionFacts,
   action: string,
   topic: string,
   qos: number,
+  retain: boolean | undefined,
   decision: AuthzDecision,
 ): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
   // With auditing of allowed traffic on, one of these is written per PUBLISH: members in sorted order (see above).
@@ -53,6 +55,7 @@ export function topicDecisionEvent(
       : { action, code: 'notAuthorized', outcome: 'failure', reason: decision.reason },
   );
   record.mqtt.qos = qos;
+  if (retain !== undefined) record.mqtt.retain = retain;
   record.mqtt.topic = topic;
   record.authz = authzFields(decision);
   return record;

@@ -20,16 +20,24 @@ const denied: AuthzDecision = { allowed: false, reason: 'no rule matched (defaul
 
 describe('connection audit events', () => {
   it('name the peer, user, client id, listener and protocol, and the topic, QoS and deciding rule', () => {
-    const e = topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, allowed);
+    const e = topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, false, allowed);
     expect(e).toEqual({
       event: { action: 'authz.publish_allowed', outcome: 'success', reason: 'rule matched' },
       client: { ip: '192.0.2.7', port: 50123 },
       user: { name: 'alice' },
-      mqtt: { client_id: 'sensor-1', listener: 'tcp', protocol_version: 5, qos: 1, topic: 'site/1/temp' },
+      mqtt: {
+        client_id: 'sensor-1',
+        listener: 'tcp',
+        protocol_version: 5,
+        qos: 1,
+        retain: false,
+        topic: 'site/1/temp',
+      },
       authz: { rule: 'policies/a.yaml:12', rule_name: 'sensors-publish', source: 'policies/a.yaml' },
     });
-    expect(topicDecisionEvent(connection(undefined), 'authz.publish_denied', 't', 0, denied)).toMatchObject({
+    expect(topicDecisionEvent(connection(undefined), 'authz.publish_denied', 't', 0, true, denied)).toMatchObject({
       event: { code: 'notAuthorized', outcome: 'failure' },
+      mqtt: { qos: 0, retain: true, topic: 't' },
       authz: { rule: 'default-deny' },
     });
   });
@@ -38,8 +46,8 @@ describe('connection audit events', () => {
     const events = [
       connectionEvent(connection('alice'), { action: 'client.disconnected', outcome: 'success', reason: 'x' }),
       connectionEvent(connection(undefined), { action: 'client.disconnected', outcome: 'success' }),
-      topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, allowed),
-      topicDecisionEvent(connection('bob'), 'authz.subscribe_denied', 'site/#', 2, denied),
+      topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, false, allowed),
+      topicDecisionEvent(connection('bob'), 'authz.subscribe_denied', 'site/#', 2, undefined, denied),
     ];
     for (const e of events) {
       for (const member of Object.values(e)) {
