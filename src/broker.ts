@@ -2,7 +2,7 @@ import type { ByteStream } from './connection/byte-stream.js';
 import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
 import type { AuditSink } from '../audit/events.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
-import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
+import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
 import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
 import { Connection } from './connection/connection.js';
@@ -409,7 +409,7 @@ export class Broker {
             retain: message.retain,
             topic: message.topic,
           },
-          authz: authzFields(decision),
+          authz: authzFields('publish', decision),
         });
         this.log.info(
           { clientId: session.clientId, topic: message.topic, reason: decision.reason },
@@ -448,6 +448,7 @@ export class Broker {
       this.removeSubscription(subscription);
       this.recordAuthz(
         'authz.subscription_revoked',
+        'subscribe',
         connection,
         subscription.key,
         subscription.qos,
@@ -474,7 +475,7 @@ export class Broker {
       if (decision.allowed) return;
       const out = pending[i]!;
       session.discard(out);
-      this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, out.retain, decision);
+      this.recordAuthz('authz.receive_denied', 'receive', connection, out.message.topic, out.qos, out.retain, decision);
     });
   }
 
@@ -632,7 +633,7 @@ export class Broker {
       const decision = this.authorize(connection.identity!, connection, 'receive', message.topic, qos, true, undefined);
       const deliver = (d: AuthzDecision): void => {
         if (d.allowed) subscription.session.deliver(out);
-        else this.recordAuthz('authz.retained_denied', connection, message.topic, qos, true, d);
+        else this.recordAuthz('authz.retained_denied', 'receive', connection, message.topic, qos, true, d);
       };
       if (decision instanceof Promise) decision.then(deliver, () => undefined);
       else deliver(decision);
@@ -662,13 +663,15 @@ export class Broker {
     payload: Buffer,
     decision: AuthzDecision,
   ): void {
-    const record = topicDecisionEvent(connection, 'authz.publish_allowed', topic, qos, retain, decision);
+    const record = topicDecisionEvent(connection, 'authz.publish_allowed', 'publish', topic, qos, retain, decision);
     if (this.auditPayloads) record.mqtt.payload = payload.toString('base64');
     this.audit.record(record);
   }
 
   recordSubscribeAllowed(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
-    this.audit.record(topicDecisionEvent(connection, 'authz.subscribe_allowed', filter, qos, undefined, decision));
+    this.audit.record(
+      topicDecisionEvent(connection, 'authz.subscribe_allowed', 'subscribe', filter, qos, undefined, decision),
+    );
   }
 
   /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
@@ -692,7 +695,7 @@ export class Broker {
     );
     const deliver = (d: AuthzDecision): void => {
       if (d.allowed) subscription.session.deliver(out);
-      else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, out.retain, d);
+      else this.recordAuthz('authz.receive_denied', 'receive', connection, out.message.topic, out.qos, out.retain, d);
     };
     if (decision instanceof Promise) decision.then(deliver, () => undefined);
     else deliver(decision);
@@ -758,7 +761,15 @@ export class Broker {
       const apply = (d: AuthzDecision): void => {
         if (d.allowed || session.subscriptions.get(subscription.key) !== subscription) return;
         this.removeSubscription(subscription);
-        this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, undefined, d);
+        this.recordAuthz(
+          'authz.subscription_revoked',
+          'subscribe',
+          connection,
+          subscription.key,
+          subscription.qos,
+          undefined,
+          d,
+        );
       };
       if (decision instanceof Promise) decision.then(apply, () => undefined);
       else apply(decision);
@@ -905,15 +916,18 @@ export class Broker {
     );
   }
 
+  /** A denied topic decision; `reasonCode` is what the client was sent about it, if anything (see topicDecisionEvent). */
   private recordAuthz(
     action: string,
+    access: TopicAction,
     connection: Connection,
     topic: string,
     qos: number,
     retain: boolean | undefined,
     decision: AuthzDecision,
+    reasonCode?: number,
   ): void {
-    this.audit.record(topicDecisionEvent(connection, action, topic, qos, retain, decision));
+    this.audit.record(topicDecisionEvent(connection, action, access, topic, qos, retain, decision, reasonCode));
     this.log.info(
       { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
       'authorization denied',
@@ -926,14 +940,22 @@ export class Broker {
     qos: number,
     retain: boolean,
     decision: AuthzDecision,
+    reasonCode: number | undefined,
   ): void {
     this.stats.publishDenied++;
-    this.recordAuthz('authz.publish_denied', connection, topic, qos, retain, decision);
+    this.recordAuthz('authz.publish_denied', 'publish', connection, topic, qos, retain, decision, reasonCode);
   }
 
-  recordSubscribeDenied(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
+  /** `returnCode`: the SUBACK code sent for the filter (0x87 on MQTT 5, 0x80 on 3.1.1). */
+  recordSubscribeDenied(
+    connection: Connection,
+    filter: string,
+    qos: number,
+    decision: AuthzDecision,
+    returnCode: number,
+  ): void {
     this.stats.subscribeDenied++;
-    this.recordAuthz('authz.subscribe_denied', connection, filter, qos, undefined, decision);
+    this.recordAuthz('authz.subscribe_denied', 'subscribe', connection, filter, qos, undefined, decision, returnCode);
   }
 
   /** A will refused at CONNECT, recorded with the QoS and retain flag it was asked for (a rule may decide by them). */
@@ -942,7 +964,18 @@ export class Broker {
     will: Pick<Message, 'topic' | 'qos' | 'retain'>,
     decision: AuthzDecision,
   ): void {
-    this.recordAuthz('authz.will_denied', connection, will.topic, will.qos, will.retain, decision);
+    // [MQTT-3.2.2.2] the CONNECT is refused: 0x87 Not authorized, 3.1.1 return code 5.
+    const reasonCode = connection.isV5 ? ReasonCode.notAuthorized : v3ConnackCode('notAuthorized');
+    this.recordAuthz(
+      'authz.will_denied',
+      'publish',
+      connection,
+      will.topic,
+      will.qos,
+      will.retain,
+      decision,
+      reasonCode,
+    );
   }
 
   /** A CONNECT refused because the policy does not allow the authenticated identity to connect. */
@@ -973,8 +1006,7 @@ export class Broker {
       code: 'notAuthorized',
     });
     if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
-    const authz = authzFields(decision);
-    authz.action = 'connect';
+    const authz = authzFields('connect', decision);
     record.authz = authz;
     this.audit.record(record);
     return authz.rule;

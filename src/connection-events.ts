@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../audit/events.js';
 import { DEFAULT_DENY_RULE } from '../authz/model.js';
-import type { AuthzDecision } from '../authz/types.js';
+import type { AccessAction, AuthzDecision, TopicAction } from '../authz/types.js';
 
 /** What the records below read from a connection. */
 export interface ConnectionFacts {
@@ -36,16 +36,20 @@ export function connectionEvent(
 
 /**
  * The record of a policy decision on a topic or filter: allowed (`success`) or denied (`failure`, code
- * `notAuthorized`), with the topic, the QoS, the retain flag and the deciding rule. `retain` is undefined for a
- * subscription, which has no retain flag; a rule's `retain:` condition can decide the others, so a reviewer needs it.
+ * `notAuthorized`), with the question the policy was asked (`access`, topic, QoS, retain flag) and the deciding
+ * rule, so a reviewer can replay it with `bulwark policy explain`. `retain` is undefined for a subscription, which
+ * has no retain flag. `reasonCode` is the code the client was sent about this decision (PUBACK, SUBACK, CONNACK),
+ * undefined when it was told nothing: a QoS 0 publish, a withheld delivery, a 3.1.1 PUBACK.
  */
 export function topicDecisionEvent(
   connection: ConnectionFacts,
   action: string,
+  access: TopicAction,
   topic: string,
   qos: number,
   retain: boolean | undefined,
   decision: AuthzDecision,
+  reasonCode?: number,
 ): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
   // With auditing of allowed traffic on, one of these is written per PUBLISH: members in sorted order (see above).
   const record = connectionEvent(
@@ -55,15 +59,19 @@ export function topicDecisionEvent(
       : { action, code: 'notAuthorized', outcome: 'failure', reason: decision.reason },
   );
   record.mqtt.qos = qos;
+  if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
   if (retain !== undefined) record.mqtt.retain = retain;
   record.mqtt.topic = topic;
-  record.authz = authzFields(decision);
+  record.authz = authzFields(access, decision);
   return record;
 }
 
-/** The `authz` part of an audit record: the deciding rule as `file:line`, or `default-deny` when none matched. */
-export function authzFields(decision: AuthzDecision): NonNullable<AuditEvent['authz']> {
+/**
+ * The `authz` part of an audit record: the access asked for and the deciding rule as `file:line`, or
+ * `default-deny` when none matched.
+ */
+export function authzFields(access: AccessAction, decision: AuthzDecision): NonNullable<AuditEvent['authz']> {
   const rule = decision.rule;
-  if (!rule) return { rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
-  return { rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
+  if (!rule) return { action: access, rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
+  return { action: access, rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
 }

@@ -97,6 +97,10 @@ describe('receive rules on retained and live deliveries', () => {
     expect(audit.mqtt?.topic).toBe('r/secret/live');
     expect(audit.mqtt?.client_id).toBe('reader-live');
     expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
+    // The question asked (receive, of a live, unretained delivery); the client was told nothing.
+    expect(audit.authz?.action).toBe('receive');
+    expect(audit.mqtt?.retain).toBe(false);
+    expect(audit.mqtt?.reason_code).toBeUndefined();
   });
 
   it('with check_receive_on_delivery: true, messages queued for an offline session are checked before they are sent', async () => {

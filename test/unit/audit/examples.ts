@@ -76,7 +76,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
   {
     event: { action: 'authz.publish_denied', outcome: 'failure', reason: 'deny rule matched', code: 'notAuthorized' },
     client: { ip: '10.0.4.17' },
-    user: { name: 'sensor-17', groups: ['sensors'] },
+    user: { name: 'sensor-17' },
     mqtt: { client_id: 'sensor-17', topic: 'plant/line1/cmd/stop', qos: 1, retain: false, reason_code: 135 },
     authz: { rule: 'policies/site.yaml:42', rule_name: 'sensors-read-only', source: 'file', action: 'publish' },
   },
@@ -85,19 +85,14 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     client: { ip: '10.0.4.31' },
     user: { name: 'dashboard' },
     mqtt: { client_id: 'dash-2', topic: 'plant/#', qos: 0, reason_code: 135 },
-    authz: {
-      rule: 'default-deny',
-      source: 'file',
-      action: 'subscribe',
-      explanation: 'no source answered; default deny',
-    },
+    authz: { rule: 'default-deny', rule_name: 'default-deny', action: 'subscribe' },
   },
   {
     event: { action: 'authz.will_denied', outcome: 'failure', reason: 'will topic not allowed', code: 'notAuthorized' },
     client: { ip: '10.0.4.17' },
     user: { name: 'sensor-17' },
     mqtt: { client_id: 'sensor-17', topic: 'plant/alarms', qos: 1, retain: true, reason_code: 135 },
-    authz: { rule: 'policies/site.yaml:51', source: 'file', action: 'will' },
+    authz: { rule: 'policies/site.yaml:51', source: 'file', action: 'publish' },
   },
   {
     event: { action: 'authz.retained_denied', outcome: 'failure', reason: 'retain not allowed on this topic' },
@@ -110,14 +105,14 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     event: { action: 'authz.receive_denied', outcome: 'failure', reason: 'subscriber may not read this topic' },
     client: { ip: '10.0.4.31' },
     user: { name: 'dashboard' },
-    mqtt: { client_id: 'dash-2', topic: 'plant/line1/cmd/stop', qos: 1 },
+    mqtt: { client_id: 'dash-2', topic: 'plant/line1/cmd/stop', qos: 1, retain: false },
     authz: { rule: 'policies/site.yaml:60', source: 'file', action: 'receive' },
   },
   {
     event: { action: 'authz.publish_allowed', outcome: 'success' },
     client: { ip: '10.0.4.17' },
     user: { name: 'sensor-17' },
-    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0 },
+    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0, retain: false },
     authz: { rule: 'policies/site.yaml:12', source: 'file', action: 'publish' },
     labels: { sampled: '1/100' },
   },
@@ -287,7 +282,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     client: { ip: '10.0.4.31', port: 51200 },
     user: { name: 'dashboard' },
     mqtt: { client_id: 'dash-2', listener: 'mqtt', protocol_version: 5, topic: 'plant/+/setpoints/#', qos: 0 },
-    authz: { rule: 'default-deny', rule_name: 'default-deny' },
+    authz: { action: 'subscribe', rule: 'default-deny', rule_name: 'default-deny' },
   },
   {
     event: {

@@ -20,7 +20,15 @@ const denied: AuthzDecision = { allowed: false, reason: 'no rule matched (defaul
 
 describe('connection audit events', () => {
   it('name the peer, user, client id, listener and protocol, and the topic, QoS and deciding rule', () => {
-    const e = topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, false, allowed);
+    const e = topicDecisionEvent(
+      connection('alice'),
+      'authz.publish_allowed',
+      'publish',
+      'site/1/temp',
+      1,
+      false,
+      allowed,
+    );
     expect(e).toEqual({
       event: { action: 'authz.publish_allowed', outcome: 'success', reason: 'rule matched' },
       client: { ip: '192.0.2.7', port: 50123 },
@@ -33,12 +41,21 @@ describe('connection audit events', () => {
         retain: false,
         topic: 'site/1/temp',
       },
-      authz: { rule: 'policies/a.yaml:12', rule_name: 'sensors-publish', source: 'policies/a.yaml' },
+      authz: {
+        action: 'publish',
+        rule: 'policies/a.yaml:12',
+        rule_name: 'sensors-publish',
+        source: 'policies/a.yaml',
+      },
     });
-    expect(topicDecisionEvent(connection(undefined), 'authz.publish_denied', 't', 0, true, denied)).toMatchObject({
+    // An allowed decision was not answered with a code of its own: none is recorded.
+    expect(e.mqtt.reason_code).toBeUndefined();
+    expect(
+      topicDecisionEvent(connection(undefined), 'authz.publish_denied', 'publish', 't', 1, true, denied, 0x87),
+    ).toMatchObject({
       event: { code: 'notAuthorized', outcome: 'failure' },
-      mqtt: { qos: 0, retain: true, topic: 't' },
-      authz: { rule: 'default-deny' },
+      mqtt: { qos: 1, reason_code: 0x87, retain: true, topic: 't' },
+      authz: { action: 'publish', rule: 'default-deny' },
     });
   });
 
@@ -46,8 +63,18 @@ describe('connection audit events', () => {
     const events = [
       connectionEvent(connection('alice'), { action: 'client.disconnected', outcome: 'success', reason: 'x' }),
       connectionEvent(connection(undefined), { action: 'client.disconnected', outcome: 'success' }),
-      topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'site/1/temp', 1, false, allowed),
-      topicDecisionEvent(connection('bob'), 'authz.subscribe_denied', 'site/#', 2, undefined, denied),
+      topicDecisionEvent(connection('alice'), 'authz.publish_allowed', 'publish', 'site/1/temp', 1, false, allowed),
+      topicDecisionEvent(
+        connection('bob'),
+        'authz.subscribe_denied',
+        'subscribe',
+        'site/#',
+        2,
+        undefined,
+        denied,
+        0x87,
+      ),
+      topicDecisionEvent(connection('bob'), 'authz.publish_denied', 'publish', 'site/1', 1, true, denied, 0x87),
     ];
     for (const e of events) {
       for (const member of Object.values(e)) {
