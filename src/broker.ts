@@ -633,7 +633,8 @@ export class Broker {
       const decision = this.authorize(connection.identity!, connection, 'receive', message.topic, qos, true, undefined);
       const deliver = (d: AuthzDecision): void => {
         if (d.allowed) subscription.session.deliver(out);
-        else this.recordAuthz('authz.retained_denied', 'receive', connection, message.topic, qos, true, d);
+        // Withheld like any other delivery the policy refuses: one action for every message a subscriber may not read.
+        else this.recordAuthz('authz.receive_denied', 'receive', connection, message.topic, qos, true, d);
       };
       if (decision instanceof Promise) decision.then(deliver, () => undefined);
       else deliver(decision);

@@ -95,13 +95,6 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     authz: { rule: 'policies/site.yaml:51', source: 'file', action: 'publish' },
   },
   {
-    event: { action: 'authz.retained_denied', outcome: 'failure', reason: 'retain not allowed on this topic' },
-    client: { ip: '10.0.4.17' },
-    user: { name: 'sensor-17' },
-    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0, retain: true },
-    authz: { rule: 'policies/site.yaml:44', source: 'file', action: 'retained' },
-  },
-  {
     event: { action: 'authz.receive_denied', outcome: 'failure', reason: 'subscriber may not read this topic' },
     client: { ip: '10.0.4.31' },
     user: { name: 'dashboard' },
