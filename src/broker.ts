@@ -408,6 +408,7 @@ export class Broker {
             qos: message.qos,
             retain: message.retain,
             topic: message.topic,
+            username: who.claimedUsername,
           },
           authz: authzFields('publish', decision),
         });
@@ -895,7 +896,8 @@ export class Broker {
 
   recordReauthentication(connection: Connection, result: ChainResult): void {
     if (result.kind === 'continue' || !connection.attempt) return;
-    this.audit.record(authnDecisionEvent(connection.attempt, result, true));
+    // A refused re-authentication is still about the identity this connection was verified as.
+    this.audit.record(authnDecisionEvent(connection.attempt, result, true, connection.identity));
   }
 
   private recordDisconnect(connection: Connection): void {
@@ -1000,13 +1002,11 @@ export class Broker {
     decision: AuthzDecision,
     reasonCode: number | undefined,
   ): string | undefined {
-    const record = connectionEvent(connection, {
-      action,
-      outcome: 'failure',
-      reason: decision.reason,
-      code: 'notAuthorized',
-    });
-    if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
+    const record = connectionEvent(
+      connection,
+      { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      reasonCode,
+    );
     const authz = authzFields('connect', decision);
     record.authz = authz;
     this.audit.record(record);

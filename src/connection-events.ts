@@ -5,7 +5,10 @@ import type { AccessAction, AuthzDecision, TopicAction } from '../authz/types.js
 /** What the records below read from a connection. */
 export interface ConnectionFacts {
   readonly peer: { address: string; port: number };
+  /** The CONNECT's username field as sent: nobody vouches for it. */
   readonly username: string | undefined;
+  /** Who the authentication chain verified; undefined before (and after a refusal of) authentication. */
+  readonly identity: { readonly username: string | undefined } | undefined;
   readonly clientId: string;
   readonly listener: { readonly name: string };
   readonly protocolVersion: number;
@@ -13,19 +16,34 @@ export interface ConnectionFacts {
 
 /**
  * An audit event about a connection (`client`, `user`, `mqtt` from it), a fresh literal that callers complete by
- * assignment (`mqtt.topic`, `authz`). The record* methods used to spread one shared base object (twice, for
- * `mqtt`); object spread was most of the broker's own cost of recording every allowed publish. Each nested object's
- * members are in sorted order, and callers add theirs in order, so the audit writer serialises the record with one
- * JSON.stringify (audit/canonical.ts).
+ * assignment (`authz`). The record* methods used to spread one shared base object (twice, for `mqtt`); object
+ * spread was most of the broker's own cost of recording every allowed publish. Each nested object's members are in
+ * sorted order, so the audit writer serialises the record with one JSON.stringify (audit/canonical.ts).
+ *
+ * `user.name` is only ever the verified identity's: a client admitted as anonymous, or refused, may have sent any
+ * username, and a certificate or token names its own. What the client claimed is kept apart as `mqtt.username`.
  */
 export function connectionEvent(
   connection: ConnectionFacts,
   event: AuditEvent['event'],
+  reasonCode?: number,
 ): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
+  const record = connectionBase(connection, event);
+  if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
+  if (connection.username !== undefined) record.mqtt.username = connection.username;
+  return record;
+}
+
+/** `client`, `user` and the first `mqtt` members; `mqtt.username` sorts last, so callers add it after theirs. */
+function connectionBase(
+  connection: ConnectionFacts,
+  event: AuditEvent['event'],
+): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
+  const verified = connection.identity?.username;
   return {
     event,
     client: { ip: connection.peer.address, port: connection.peer.port },
-    user: connection.username !== undefined ? { name: connection.username } : undefined,
+    user: verified !== undefined ? { name: verified } : undefined,
     mqtt: {
       client_id: connection.clientId,
       listener: connection.listener.name,
@@ -52,7 +70,7 @@ export function topicDecisionEvent(
   reasonCode?: number,
 ): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
   // With auditing of allowed traffic on, one of these is written per PUBLISH: members in sorted order (see above).
-  const record = connectionEvent(
+  const record = connectionBase(
     connection,
     decision.allowed
       ? { action, outcome: 'success', reason: decision.reason }
@@ -62,6 +80,7 @@ export function topicDecisionEvent(
   if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
   if (retain !== undefined) record.mqtt.retain = retain;
   record.mqtt.topic = topic;
+  if (connection.username !== undefined) record.mqtt.username = connection.username;
   record.authz = authzFields(access, decision);
   return record;
 }

@@ -327,6 +327,7 @@ function acceptSession(ctx: ConnectContext, session: Session, present: boolean):
         identity: connection.identity!,
         listener: connection.listener.name,
         peerAddress: connection.peer.address,
+        claimedUsername: connection.username,
       },
     };
   else session.will = undefined;

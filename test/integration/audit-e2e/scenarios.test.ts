@@ -376,7 +376,9 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(field(r, 'event.outcome')).toBe('failure');
     expect(field(r, 'event.code')).toBe('badUserNameOrPassword');
     expect(field(r, 'mqtt.reason_code')).toBe(0x86);
-    expect(field(r, 'user.name')).toBe('alice');
+    // Refused, so nobody verified alice: what the client claimed is kept, apart from any identity.
+    expect(field(r, 'user.name')).toBeUndefined();
+    expect(field(r, 'mqtt.username')).toBe('alice');
     expect(typeof field(r, 'event.reason')).toBe('string');
     expect(field(r, 'authn.by')).toBe('users');
     const steps = field(r, 'authn.steps') as Record<string, unknown>[];
@@ -474,9 +476,14 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(field(locked, 'guard.key')).toBe('eve');
     expect(field(locked, 'guard.count')).toBe(5);
     expect(field(locked, 'actor')).toBe('guard:throttle');
-    expect(byAction(records, 'authn.denied').filter((r) => field(r, 'user.name') === 'eve')).toHaveLength(5);
+    expect(byAction(records, 'authn.denied').filter((r) => field(r, 'mqtt.username') === 'eve')).toHaveLength(5);
     const refused = one('guard.throttle_refused');
     expect(field(refused, 'mqtt.client_id')).toBe('eve-5');
+    // eve was never verified: the lockout records name her only as claimed.
+    for (const r of [locked, refused]) {
+      expect(field(r, 'mqtt.username')).toBe('eve');
+      expect(field(r, 'user.name')).toBeUndefined();
+    }
     expect(field(refused, 'event.code')).toBe('connectionRateExceeded');
   });
 

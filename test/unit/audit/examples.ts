@@ -11,7 +11,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     event: { action: 'authn.allowed', outcome: 'success', code: 'success' },
     client: { ip: '10.0.4.17', port: 53122 },
     user: { name: 'sensor-17', groups: ['sensors'] },
-    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5 },
+    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5, username: 'sensor-17' },
     authn: {
       by: 'password-file',
       steps: [
@@ -28,8 +28,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       code: 'badUserNameOrPassword',
     },
     client: { ip: '203.0.113.9', port: 40112 },
-    user: { name: 'admin' },
-    mqtt: { client_id: 'probe-1', listener: 'mqtt', protocol_version: 4, reason_code: 4 },
+    mqtt: { client_id: 'probe-1', listener: 'mqtt', protocol_version: 4, reason_code: 4, username: 'admin' },
     authn: {
       by: 'password-file',
       steps: [
@@ -163,8 +162,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       code: 'banned',
     },
     client: { ip: '203.0.113.9', port: 40111 },
-    mqtt: { client_id: 'dash-1' },
-    user: { name: 'alice' },
+    mqtt: { client_id: 'dash-1', username: 'alice' },
     guard: { key: 'alice', dimension: 'username', until: '2026-11-25T10:05:00.000Z' },
   },
   {

@@ -3,9 +3,14 @@ import { canonicalJson } from '../../../audit/canonical.js';
 import type { AuthzDecision } from '../../../authz/types.js';
 import { connectionEvent, topicDecisionEvent, type ConnectionFacts } from '../../../src/connection-events.js';
 
-const connection = (username: string | undefined): ConnectionFacts => ({
+/** A connection whose CONNECT sent `username`, verified as `identity` (by default: as that username). */
+const connection = (
+  username: string | undefined,
+  identity: ConnectionFacts['identity'] = username === undefined ? undefined : { username },
+): ConnectionFacts => ({
   peer: { address: '192.0.2.7', port: 50123 },
   username,
+  identity,
   clientId: 'sensor-1',
   listener: { name: 'tcp' },
   protocolVersion: 5,
@@ -40,6 +45,7 @@ describe('connection audit events', () => {
         qos: 1,
         retain: false,
         topic: 'site/1/temp',
+        username: 'alice',
       },
       authz: {
         action: 'publish',
@@ -59,6 +65,40 @@ describe('connection audit events', () => {
     });
   });
 
+  it.each([
+    ['an anonymous client that sent a username', connection('admin', { username: undefined })],
+    ['a client refused before it was verified', { ...connection('admin'), identity: undefined }],
+  ])('never name the unverified username of %s as user.name, only as mqtt.username', (_what, facts) => {
+    for (const e of [
+      connectionEvent(facts, { action: 'client.disconnected', outcome: 'success' }),
+      connectionEvent(facts, { action: 'authz.connect_denied', outcome: 'failure' }, 0x87),
+      topicDecisionEvent(facts, 'authz.publish_denied', 'publish', 'a/x', 1, false, denied, 0x87),
+      topicDecisionEvent(facts, 'authz.subscribe_denied', 'subscribe', 'a/#', 0, undefined, denied, 0x87),
+    ]) {
+      expect(e.user).toBeUndefined();
+      expect(e.mqtt.username).toBe('admin');
+    }
+  });
+
+  it('name the identity a certificate or token verified, and keep the CONNECT username apart', () => {
+    const facts = connection('spoofed', { username: 'device-7' });
+    for (const e of [
+      connectionEvent(facts, { action: 'client.disconnected', outcome: 'success' }),
+      topicDecisionEvent(facts, 'authz.receive_denied', 'receive', 'a/x', 1, true, denied),
+    ]) {
+      expect(e.user).toEqual({ name: 'device-7' });
+      expect(e.mqtt.username).toBe('spoofed');
+    }
+    // No CONNECT username at all: no mqtt.username member either.
+    expect(
+      connectionEvent(connection(undefined, { username: 'device-7' }), { action: 'x', outcome: 'success' }).mqtt,
+    ).toEqual({
+      client_id: 'sensor-1',
+      listener: 'tcp',
+      protocol_version: 5,
+    });
+  });
+
   it('are built in canonical member order, so the audit writer serialises each member with one JSON.stringify', () => {
     const events = [
       connectionEvent(connection('alice'), { action: 'client.disconnected', outcome: 'success', reason: 'x' }),
@@ -75,6 +115,16 @@ describe('connection audit events', () => {
         0x87,
       ),
       topicDecisionEvent(connection('bob'), 'authz.publish_denied', 'publish', 'site/1', 1, true, denied, 0x87),
+      topicDecisionEvent(
+        connection('admin', { username: undefined }),
+        'authz.publish_denied',
+        'publish',
+        't',
+        0,
+        false,
+        denied,
+      ),
+      connectionEvent(connection('eve'), { action: 'authz.connect_denied', outcome: 'failure' }, 0x87),
     ];
     for (const e of events) {
       for (const member of Object.values(e)) {
