@@ -14,7 +14,6 @@ export const AuditAction = {
   authzPublishDenied: 'authz.publish_denied',
   authzSubscribeDenied: 'authz.subscribe_denied',
   authzWillDenied: 'authz.will_denied',
-  authzRetainedDenied: 'authz.retained_denied',
   authzReceiveDenied: 'authz.receive_denied',
   authzPublishAllowed: 'authz.publish_allowed',
   authzSubscribeAllowed: 'authz.subscribe_allowed',

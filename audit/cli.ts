@@ -61,7 +61,8 @@ export function registerAuditCommand(program: Command): void {
       [] as string[],
     )
     .option('--outcome <outcome>', 'success, failure or unknown', outcome)
-    .option('--user <name>', 'user.name')
+    .option('--user <name>', 'user.name: the verified identity (anonymous and refused clients have none)')
+    .option('--username <name>', 'mqtt.username: the username a CONNECT claimed, verified or not')
     .option('--client <id>', 'mqtt.client_id')
     .option('--ip <address>', 'client.ip: an address or a CIDR block (10.0.0.0/8)')
     .option('--topic <filter>', 'mqtt.topic matches this MQTT topic filter (+ and # wildcards)', topicFilter)
@@ -76,6 +77,7 @@ export function registerAuditCommand(program: Command): void {
           actions: opts.action,
           outcome: opts.outcome,
           user: opts.user,
+          username: opts.username,
           clientId: opts.client,
           ip: opts.ip,
           topic: opts.topic,
@@ -100,6 +102,7 @@ interface QueryOptions {
   action: string[];
   outcome?: AuditOutcome;
   user?: string;
+  username?: string;
   client?: string;
   ip?: string;
   topic?: string;

@@ -30,6 +30,7 @@ export interface AuditEvent {
     code?: string;
   };
   client?: { ip?: string; port?: number };
+  /** The verified identity: never a username nobody verified (that is `mqtt.username`). */
   user?: { name?: string; groups?: readonly string[] };
   mqtt?: {
     client_id?: string;
@@ -40,6 +41,8 @@ export interface AuditEvent {
     retain?: boolean;
     reason_code?: number;
     payload?: string;
+    /** The CONNECT's username field as the client sent it, not verified: evidence of what was claimed. */
+    username?: string;
   };
   authn?: {
     by?: string;

@@ -15,7 +15,10 @@ export interface AuditQuery {
   /** Exact actions, or patterns where `*` matches any characters (`authz.*`, `authz.*_denied`). Any of them. */
   actions?: readonly string[];
   outcome?: AuditOutcome;
+  /** `user.name`: the verified identity's user name. */
   user?: string;
+  /** `mqtt.username`: what the CONNECT claimed, verified or not (brute-force and spoofing forensics). */
+  username?: string;
   clientId?: string;
   /** An address (`10.0.0.7`) or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`). */
   ip?: string;
@@ -105,6 +108,7 @@ export function compileQuery(query: AuditQuery): (record: AuditRecord) => boolea
     if (!anyAction && !exact.has(action) && !patterns.some((p) => p.test(action))) return false;
     if (query.outcome !== undefined && r.event.outcome !== query.outcome) return false;
     if (query.user !== undefined && r.user?.name !== query.user) return false;
+    if (query.username !== undefined && r.mqtt?.username !== query.username) return false;
     if (query.clientId !== undefined && r.mqtt?.client_id !== query.clientId) return false;
     if (ipMatch && (r.client?.ip === undefined || !ipMatch(r.client.ip))) return false;
     if (query.topic !== undefined && (r.mqtt?.topic === undefined || !topicMatches(query.topic, r.mqtt.topic))) {

@@ -34,7 +34,10 @@ export const auditRecordSchema = z
         name: z
           .string()
           .optional()
-          .describe('User name of the identity (CONNECT user name, certificate CN, JWT sub…).'),
+          .describe(
+            'User name of the verified identity (a user name a password was checked for, certificate CN, JWT ' +
+              'sub…); absent for anonymous clients and refused CONNECTs. Never an unverified CONNECT username.',
+          ),
         groups: z.array(z.string()).optional().describe('Groups of the identity, as policies see them.'),
       })
       .strict()
@@ -49,6 +52,10 @@ export const auditRecordSchema = z
         retain: z.boolean().optional().describe('Retain flag of the PUBLISH or will.'),
         reason_code: z.number().int().optional().describe('Numeric MQTT reason code sent (0x87 → 135).'),
         payload: z.string().optional().describe('base64 payload; only with `audit.include_payload: true`.'),
+        username: z
+          .string()
+          .optional()
+          .describe('The username field of the CONNECT, as sent; not verified (the identity is `user.name`).'),
       })
       .strict()
       .optional(),

@@ -1,7 +1,7 @@
 import { canonicalNumber, canonicalString } from '../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
 import { ReasonCode } from '../src/protocol/reason-codes.js';
-import type { ChainResult, ConnectAttempt } from './types.js';
+import type { ChainResult, ConnectAttempt, Identity } from './types.js';
 
 type AuditStep = NonNullable<NonNullable<AuditEvent['authn']>['steps']>[number];
 
@@ -9,11 +9,16 @@ type AuditStep = NonNullable<NonNullable<AuditEvent['authn']>['steps']>[number];
  * The one structured event per authentication decision (issue 4): listener, client id, username, peer, each
  * step consulted with its answer and duration, and the outcome. Built only from fields that cannot hold a
  * secret (the password and authentication data are never read). `continue` rounds are not decisions.
+ *
+ * `user` is the verified identity only: the allowed one, or for a refused re-authentication the identity the
+ * connection already holds (`connected`). A refused CONNECT has none, and an anonymous one has no user name,
+ * whatever username the client sent; that claim is recorded as `mqtt.username` for brute-force forensics.
  */
 export function authnDecisionEvent(
   attempt: ConnectAttempt,
   result: Exclude<ChainResult, { kind: 'continue' }>,
   reauthentication = false,
+  connected?: Identity,
 ): AuditEvent {
   const allowed = result.kind === 'allow';
   const action = reauthentication
@@ -24,15 +29,17 @@ export function authnDecisionEvent(
       ? 'authn.allowed'
       : 'authn.denied';
   const reason = result.kind === 'allow' ? 'success' : result.reason;
-  const username = result.kind === 'allow' ? (result.identity.username ?? attempt.username) : attempt.username;
+  const identity = result.kind === 'allow' ? result.identity : connected;
   // Built by assignment rather than with conditional spreads: one of these is recorded for every CONNECT, and
   // object spread was a large part of what recording an event cost the broker. Each object's members are added in
   // sorted order, so the audit writer serialises it with one JSON.stringify (audit/canonical.ts).
   const event: AuditEvent['event'] = { action, code: reason, outcome: allowed ? 'success' : 'failure' };
   if (result.kind === 'deny') event.reason = result.detail;
-  const user: NonNullable<AuditEvent['user']> = {};
-  if (result.kind === 'allow') user.groups = result.identity.groups;
-  if (username !== undefined) user.name = username;
+  let user: AuditEvent['user'];
+  if (identity !== undefined) {
+    user = { groups: identity.groups };
+    if (identity.username !== undefined) user.name = identity.username;
+  }
   const steps: AuditStep[] = [];
   for (let i = 0; i < result.steps.length; i++) {
     const s = result.steps[i]!;
@@ -45,19 +52,30 @@ export function authnDecisionEvent(
   const by = result.kind === 'allow' ? result.identity.authenticator : result.decidedBy;
   const authn: NonNullable<AuditEvent['authn']> =
     attempt.authMethod === undefined ? { by, steps } : { by, method: attempt.authMethod, steps };
-  return {
+  const record: AuditEvent = {
     [WRITE_RECORD_BODY]: writeAuthnDecisionBody,
     event,
     client: { ip: attempt.peer.address, port: attempt.peer.port },
-    user,
-    mqtt: {
-      client_id: attempt.clientId,
-      listener: attempt.listener,
-      protocol_version: attempt.protocolVersion,
-      reason_code: ReasonCode[reason],
-    },
+    mqtt:
+      attempt.username === undefined
+        ? {
+            client_id: attempt.clientId,
+            listener: attempt.listener,
+            protocol_version: attempt.protocolVersion,
+            reason_code: ReasonCode[reason],
+          }
+        : {
+            client_id: attempt.clientId,
+            listener: attempt.listener,
+            protocol_version: attempt.protocolVersion,
+            reason_code: ReasonCode[reason],
+            username: attempt.username,
+          },
     authn,
   };
+  // Absent rather than undefined: a record has no member that does not apply.
+  if (user !== undefined) record.user = user;
+  return record;
 }
 
 /** `,"name":value`, or nothing for an absent member, as the canonical writer omits `undefined` members. */
@@ -78,20 +96,24 @@ function writeAuthnDecisionBody(this: AuditEvent, timestamp: string, seq: number
   const client = this.client as NonNullable<AuditEvent['client']>;
   const event = this.event;
   const mqtt = this.mqtt as NonNullable<AuditEvent['mqtt']>;
-  const user = this.user as NonNullable<AuditEvent['user']>;
+  const user = this.user;
   const steps = authn.steps as NonNullable<NonNullable<AuditEvent['authn']>['steps']>;
   let stepList = '';
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i]!;
     stepList += `${i > 0 ? ',' : ''}{"answer":${canonicalString(step.answer)}${optionalString('"detail"', step.detail)},"duration_ms":${canonicalNumber(step.duration_ms)},"id":${canonicalString(step.id)},"type":${canonicalString(step.type)}}`;
   }
-  let userMembers = '';
-  if (user.groups !== undefined) {
-    let groups = '';
-    for (let i = 0; i < user.groups.length; i++) groups += `${i > 0 ? ',' : ''}${canonicalString(user.groups[i]!)}`;
-    userMembers = `"groups":[${groups}]`;
+  let userMember = '';
+  if (user !== undefined) {
+    let userMembers = '';
+    if (user.groups !== undefined) {
+      let groups = '';
+      for (let i = 0; i < user.groups.length; i++) groups += `${i > 0 ? ',' : ''}${canonicalString(user.groups[i]!)}`;
+      userMembers = `"groups":[${groups}]`;
+    }
+    if (user.name !== undefined)
+      userMembers += `${user.groups !== undefined ? ',' : ''}"name":${canonicalString(user.name)}`;
+    userMember = `,"user":{${userMembers}}`;
   }
-  if (user.name !== undefined)
-    userMembers += `${user.groups !== undefined ? ',' : ''}"name":${canonicalString(user.name)}`;
-  return `{"@timestamp":${canonicalString(timestamp)},"authn":{"by":${canonicalString(authn.by as string)}${optionalString('"method"', authn.method)},"steps":[${stepList}]},"client":{"ip":${canonicalString(client.ip as string)},"port":${canonicalNumber(client.port as number)}},"event":{"action":${canonicalString(event.action)},"code":${canonicalString(event.code as string)},"outcome":${canonicalString(event.outcome)}${optionalString('"reason"', event.reason)}},"mqtt":{"client_id":${canonicalString(mqtt.client_id as string)},"listener":${canonicalString(mqtt.listener as string)},"protocol_version":${canonicalNumber(mqtt.protocol_version as number)},"reason_code":${canonicalNumber(mqtt.reason_code as number)}},"prev_hash":${canonicalString(prevHash)},"seq":${canonicalNumber(seq)},"user":{${userMembers}}}`;
+  return `{"@timestamp":${canonicalString(timestamp)},"authn":{"by":${canonicalString(authn.by as string)}${optionalString('"method"', authn.method)},"steps":[${stepList}]},"client":{"ip":${canonicalString(client.ip as string)},"port":${canonicalNumber(client.port as number)}},"event":{"action":${canonicalString(event.action)},"code":${canonicalString(event.code as string)},"outcome":${canonicalString(event.outcome)}${optionalString('"reason"', event.reason)}},"mqtt":{"client_id":${canonicalString(mqtt.client_id as string)},"listener":${canonicalString(mqtt.listener as string)},"protocol_version":${canonicalNumber(mqtt.protocol_version as number)},"reason_code":${canonicalNumber(mqtt.reason_code as number)}${optionalString('"username"', mqtt.username)}},"prev_hash":${canonicalString(prevHash)},"seq":${canonicalNumber(seq)}${userMember}}`;
 }

@@ -2,7 +2,7 @@ import type { ByteStream } from './connection/byte-stream.js';
 import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
 import type { AuditSink } from '../audit/events.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
-import type { AccessRequest, AuthzDecision, Authorizer } from '../authz/types.js';
+import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
 import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
 import { Connection } from './connection/connection.js';
@@ -447,8 +447,15 @@ export class Broker {
       event: { action: 'authz.will_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
       user: who?.identity.username !== undefined ? { name: who.identity.username } : undefined,
       client: who ? { ip: who.peerAddress } : undefined,
-      mqtt: { client_id: clientId, listener: who?.listener, topic: message.topic, qos: message.qos },
-      authz: authzFields(decision),
+      mqtt: {
+        client_id: clientId,
+        listener: who?.listener,
+        qos: message.qos,
+        retain: message.retain,
+        topic: message.topic,
+        username: who?.claimedUsername,
+      },
+      authz: authzFields('publish', decision),
     });
     this.log.info(
       { clientId, topic: message.topic, rule: decision.rule?.name, reason: decision.reason },
@@ -494,7 +501,15 @@ export class Broker {
       const subscription = subscriptions[i]!;
       if (decision.allowed || !session || session.subscriptions.get(subscription.key) !== subscription) return;
       this.removeSubscription(subscription);
-      this.recordAuthz('authz.subscription_revoked', connection, subscription.key, subscription.qos, decision);
+      this.recordAuthz(
+        'authz.subscription_revoked',
+        'subscribe',
+        connection,
+        subscription.key,
+        subscription.qos,
+        undefined,
+        decision,
+      );
       revoked = true;
     });
     return revoked;
@@ -532,7 +547,15 @@ export class Broker {
       const dropped = new Set(session.discard(refused));
       waiting.forEach((out, i) => {
         if (dropped.has(out))
-          this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, settled[i]!);
+          this.recordAuthz(
+            'authz.receive_denied',
+            'receive',
+            connection,
+            out.message.topic,
+            out.qos,
+            out.retain,
+            settled[i]!,
+          );
       });
     };
     if (!decisions.some((d) => d instanceof Promise)) return apply(decisions as AuthzDecision[]);
@@ -693,7 +716,8 @@ export class Broker {
       const decision = this.authorize(connection.identity!, connection, 'receive', message.topic, qos, true, undefined);
       const deliver = (d: AuthzDecision): void => {
         if (d.allowed) subscription.session.deliver(out);
-        else this.recordAuthz('authz.retained_denied', connection, message.topic, qos, d);
+        // Withheld like any other delivery the policy refuses: one action for every message a subscriber may not read.
+        else this.recordAuthz('authz.receive_denied', 'receive', connection, message.topic, qos, true, d);
       };
       if (decision instanceof Promise) decision.then(deliver, () => undefined);
       else deliver(decision);
@@ -723,14 +747,15 @@ export class Broker {
     payload: Buffer,
     decision: AuthzDecision,
   ): void {
-    const record = topicDecisionEvent(connection, 'authz.publish_allowed', topic, qos, decision);
-    record.mqtt.retain = retain;
+    const record = topicDecisionEvent(connection, 'authz.publish_allowed', 'publish', topic, qos, retain, decision);
     if (this.auditPayloads) record.mqtt.payload = payload.toString('base64');
     this.audit.record(record);
   }
 
   recordSubscribeAllowed(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
-    this.audit.record(topicDecisionEvent(connection, 'authz.subscribe_allowed', filter, qos, decision));
+    this.audit.record(
+      topicDecisionEvent(connection, 'authz.subscribe_allowed', 'subscribe', filter, qos, undefined, decision),
+    );
   }
 
   /** Whether live deliveries pass `receive` rules too (config `check_receive_on_delivery`). */
@@ -774,7 +799,8 @@ export class Broker {
 
   private deliverIfAllowed(session: Session, out: Outbound, decision: AuthzDecision, connection: Connection): void {
     if (decision.allowed) session.deliver(out);
-    else this.recordAuthz('authz.receive_denied', connection, out.message.topic, out.qos, decision);
+    else
+      this.recordAuthz('authz.receive_denied', 'receive', connection, out.message.topic, out.qos, out.retain, decision);
   }
 
   private openBacklog(session: Session): NonNullable<Session['receiveBacklog']> {
@@ -1024,7 +1050,8 @@ export class Broker {
 
   recordReauthentication(connection: Connection, result: ChainResult): void {
     if (result.kind === 'continue' || !connection.attempt) return;
-    this.audit.record(authnDecisionEvent(connection.attempt, result, true));
+    // A refused re-authentication is still about the identity this connection was verified as.
+    this.audit.record(authnDecisionEvent(connection.attempt, result, true, connection.identity));
   }
 
   private recordDisconnect(connection: Connection): void {
@@ -1046,14 +1073,18 @@ export class Broker {
     );
   }
 
+  /** A denied topic decision; `reasonCode` is what the client was sent about it, if anything (see topicDecisionEvent). */
   private recordAuthz(
     action: string,
+    access: TopicAction,
     connection: Connection,
     topic: string,
     qos: number,
+    retain: boolean | undefined,
     decision: AuthzDecision,
+    reasonCode?: number,
   ): void {
-    this.audit.record(topicDecisionEvent(connection, action, topic, qos, decision));
+    this.audit.record(topicDecisionEvent(connection, action, access, topic, qos, retain, decision, reasonCode));
     this.log.info(
       { clientId: connection.clientId, action, topic, rule: decision.rule?.location, reason: decision.reason },
       'authorization denied',
@@ -1064,20 +1095,44 @@ export class Broker {
     connection: Connection,
     topic: string,
     qos: number,
-    _retain: boolean,
+    retain: boolean,
     decision: AuthzDecision,
+    reasonCode: number | undefined,
   ): void {
     this.stats.publishDenied++;
-    this.recordAuthz('authz.publish_denied', connection, topic, qos, decision);
+    this.recordAuthz('authz.publish_denied', 'publish', connection, topic, qos, retain, decision, reasonCode);
   }
 
-  recordSubscribeDenied(connection: Connection, filter: string, qos: number, decision: AuthzDecision): void {
+  /** `returnCode`: the SUBACK code sent for the filter (0x87 on MQTT 5, 0x80 on 3.1.1). */
+  recordSubscribeDenied(
+    connection: Connection,
+    filter: string,
+    qos: number,
+    decision: AuthzDecision,
+    returnCode: number,
+  ): void {
     this.stats.subscribeDenied++;
-    this.recordAuthz('authz.subscribe_denied', connection, filter, qos, decision);
+    this.recordAuthz('authz.subscribe_denied', 'subscribe', connection, filter, qos, undefined, decision, returnCode);
   }
 
-  recordWillDenied(connection: Connection, topic: string, decision: AuthzDecision): void {
-    this.recordAuthz('authz.will_denied', connection, topic, 0, decision);
+  /** A will refused at CONNECT, recorded with the QoS and retain flag it was asked for (a rule may decide by them). */
+  recordWillDenied(
+    connection: Connection,
+    will: Pick<Message, 'topic' | 'qos' | 'retain'>,
+    decision: AuthzDecision,
+  ): void {
+    // [MQTT-3.2.2.2] the CONNECT is refused: 0x87 Not authorized, 3.1.1 return code 5.
+    const reasonCode = connection.isV5 ? ReasonCode.notAuthorized : v3ConnackCode('notAuthorized');
+    this.recordAuthz(
+      'authz.will_denied',
+      'publish',
+      connection,
+      will.topic,
+      will.qos,
+      will.retain,
+      decision,
+      reasonCode,
+    );
   }
 
   /** A CONNECT refused because the policy does not allow the authenticated identity to connect. */
@@ -1101,15 +1156,12 @@ export class Broker {
     decision: AuthzDecision,
     reasonCode: number | undefined,
   ): string | undefined {
-    const record = connectionEvent(connection, {
-      action,
-      outcome: 'failure',
-      reason: decision.reason,
-      code: 'notAuthorized',
-    });
-    if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
-    const authz = authzFields(decision);
-    authz.action = 'connect';
+    const record = connectionEvent(
+      connection,
+      { action, outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
+      reasonCode,
+    );
+    const authz = authzFields('connect', decision);
     record.authz = authz;
     this.audit.record(record);
     return authz.rule;

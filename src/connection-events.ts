@@ -1,11 +1,14 @@
 import type { AuditEvent } from '../audit/events.js';
 import { DEFAULT_DENY_RULE } from '../authz/model.js';
-import type { AuthzDecision } from '../authz/types.js';
+import type { AccessAction, AuthzDecision, TopicAction } from '../authz/types.js';
 
 /** What the records below read from a connection. */
 export interface ConnectionFacts {
   readonly peer: { address: string; port: number };
+  /** The CONNECT's username field as sent: nobody vouches for it. */
   readonly username: string | undefined;
+  /** Who the authentication chain verified; undefined before (and after a refusal of) authentication. */
+  readonly identity: { readonly username: string | undefined } | undefined;
   readonly clientId: string;
   readonly listener: { readonly name: string };
   readonly protocolVersion: number;
@@ -13,19 +16,34 @@ export interface ConnectionFacts {
 
 /**
  * An audit event about a connection (`client`, `user`, `mqtt` from it), a fresh literal that callers complete by
- * assignment (`mqtt.topic`, `authz`). The record* methods used to spread one shared base object (twice, for
- * `mqtt`); object spread was most of the broker's own cost of recording every allowed publish. Each nested object's
- * members are in sorted order, and callers add theirs in order, so the audit writer serialises the record with one
- * JSON.stringify (audit/canonical.ts).
+ * assignment (`authz`). The record* methods used to spread one shared base object (twice, for `mqtt`); object
+ * spread was most of the broker's own cost of recording every allowed publish. Each nested object's members are in
+ * sorted order, so the audit writer serialises the record with one JSON.stringify (audit/canonical.ts).
+ *
+ * `user.name` is only ever the verified identity's: a client admitted as anonymous, or refused, may have sent any
+ * username, and a certificate or token names its own. What the client claimed is kept apart as `mqtt.username`.
  */
 export function connectionEvent(
   connection: ConnectionFacts,
   event: AuditEvent['event'],
+  reasonCode?: number,
 ): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
+  const record = connectionBase(connection, event);
+  if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
+  if (connection.username !== undefined) record.mqtt.username = connection.username;
+  return record;
+}
+
+/** `client`, `user` and the first `mqtt` members; `mqtt.username` sorts last, so callers add it after theirs. */
+function connectionBase(
+  connection: ConnectionFacts,
+  event: AuditEvent['event'],
+): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
+  const verified = connection.identity?.username;
   return {
     event,
     client: { ip: connection.peer.address, port: connection.peer.port },
-    user: connection.username !== undefined ? { name: connection.username } : undefined,
+    user: verified !== undefined ? { name: verified } : undefined,
     mqtt: {
       client_id: connection.clientId,
       listener: connection.listener.name,
@@ -36,31 +54,43 @@ export function connectionEvent(
 
 /**
  * The record of a policy decision on a topic or filter: allowed (`success`) or denied (`failure`, code
- * `notAuthorized`), with the topic, the QoS and the deciding rule.
+ * `notAuthorized`), with the question the policy was asked (`access`, topic, QoS, retain flag) and the deciding
+ * rule, so a reviewer can replay it with `bulwark policy explain`. `retain` is undefined for a subscription, which
+ * has no retain flag. `reasonCode` is the code the client was sent about this decision (PUBACK, SUBACK, CONNACK),
+ * undefined when it was told nothing: a QoS 0 publish, a withheld delivery, a 3.1.1 PUBACK.
  */
 export function topicDecisionEvent(
   connection: ConnectionFacts,
   action: string,
+  access: TopicAction,
   topic: string,
   qos: number,
+  retain: boolean | undefined,
   decision: AuthzDecision,
+  reasonCode?: number,
 ): AuditEvent & { mqtt: NonNullable<AuditEvent['mqtt']> } {
   // With auditing of allowed traffic on, one of these is written per PUBLISH: members in sorted order (see above).
-  const record = connectionEvent(
+  const record = connectionBase(
     connection,
     decision.allowed
       ? { action, outcome: 'success', reason: decision.reason }
       : { action, code: 'notAuthorized', outcome: 'failure', reason: decision.reason },
   );
   record.mqtt.qos = qos;
+  if (reasonCode !== undefined) record.mqtt.reason_code = reasonCode;
+  if (retain !== undefined) record.mqtt.retain = retain;
   record.mqtt.topic = topic;
-  record.authz = authzFields(decision);
+  if (connection.username !== undefined) record.mqtt.username = connection.username;
+  record.authz = authzFields(access, decision);
   return record;
 }
 
-/** The `authz` part of an audit record: the deciding rule as `file:line`, or `default-deny` when none matched. */
-export function authzFields(decision: AuthzDecision): NonNullable<AuditEvent['authz']> {
+/**
+ * The `authz` part of an audit record: the access asked for and the deciding rule as `file:line`, or
+ * `default-deny` when none matched.
+ */
+export function authzFields(access: AccessAction, decision: AuthzDecision): NonNullable<AuditEvent['authz']> {
   const rule = decision.rule;
-  if (!rule) return { rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
-  return { rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
+  if (!rule) return { action: access, rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
+  return { action: access, rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
 }

@@ -19,11 +19,17 @@ export type GuardEventAction =
   | 'guard.blocked'
   | 'guard.throttle_refused';
 
-function clientFields(client: GuardClient): Pick<AuditEvent, 'client' | 'user' | 'mqtt'> {
+/**
+ * The guard judges what a CONNECT claims, before (or regardless of) authentication: its username is evidence, not
+ * an identity, so it goes in `mqtt.username` and never in `user.name`.
+ */
+function clientFields(client: GuardClient): Pick<AuditEvent, 'client' | 'mqtt'> {
   return {
     client: { ip: client.address },
-    ...(client.username === undefined ? {} : { user: { name: client.username } }),
-    mqtt: { client_id: client.clientId },
+    mqtt:
+      client.username === undefined
+        ? { client_id: client.clientId }
+        : { client_id: client.clientId, username: client.username },
   };
 }
 

@@ -296,7 +296,7 @@ function authorizeWill(ctx: ConnectContext): StepResult | Promise<StepResult> {
   const decision = ctx.connection.broker.authorizePublish(ctx.connection, will.topic, will.qos, will.retain);
   const judge = (d: AuthzDecision): StepResult => {
     if (d.allowed) return OK;
-    ctx.connection.broker.recordWillDenied(ctx.connection, will.topic, d);
+    ctx.connection.broker.recordWillDenied(ctx.connection, will, d);
     return { ok: false, reason: 'notAuthorized', detail: `will topic ${will.topic} not allowed` };
   };
   if (decision instanceof Promise) return decision.then(judge);
@@ -327,6 +327,7 @@ function acceptSession(ctx: ConnectContext, session: Session, present: boolean):
         identity: connection.identity!,
         listener: connection.listener.name,
         peerAddress: connection.peer.address,
+        claimedUsername: connection.username,
       },
     };
   else session.will = undefined;

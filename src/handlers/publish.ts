@@ -96,7 +96,9 @@ function complete(connection: Connection, packet: IPublishPacket, topic: string,
 
 function denied(connection: Connection, packet: IPublishPacket, topic: string, decision: AuthzDecision): void {
   const broker = connection.broker;
-  broker.recordPublishDenied(connection, topic, packet.qos, packet.retain, decision);
+  // Only MQTT 5 acknowledgements carry a code: QoS 0 gets none, and 3.1.1 either disconnects or acknowledges.
+  const reasonCode = connection.isV5 && packet.qos > 0 ? ReasonCode.notAuthorized : undefined;
+  broker.recordPublishDenied(connection, topic, packet.qos, packet.retain, decision, reasonCode);
   if (!connection.isV5 && connection.listener.config.v3_publish_denied === 'disconnect') {
     connection.close('notAuthorized', `publish to ${topic} denied`);
     return;

@@ -106,14 +106,15 @@ function finish(
     const decision = check.decision as AuthzDecision | undefined;
     if (check.refusal || !decision?.allowed) {
       const reason: ReasonName = check.refusal ?? 'notAuthorized';
+      const code = connection.isV5 ? ReasonCode[reason] : v3SubackCode(reason);
       if (!check.refusal && decision)
-        broker.recordSubscribeDenied(connection, check.request.topic, check.request.qos, decision);
+        broker.recordSubscribeDenied(connection, check.request.topic, check.request.qos, decision, code);
       else
         broker.log.info(
           { clientId: connection.clientId, filter: check.request.topic, reason, detail: check.detail },
           'subscription refused',
         );
-      granted.push(connection.isV5 ? ReasonCode[reason] : v3SubackCode(reason));
+      granted.push(code);
       continue;
     }
     const qos = Math.min(check.request.qos, broker.limits.max_qos) as QoS;

@@ -57,6 +57,8 @@ export interface WillIdentityRecord {
   l: string;
   /** Peer address (after PROXY protocol). */
   ip: string;
+  /** The CONNECT's username field as sent (for the audit record's `mqtt.username`), when there was one. */
+  cu?: string;
 }
 
 /**
@@ -136,6 +138,7 @@ export function willRecord(will: PendingWill): WillRecord {
       ip: who.peerAddress,
     };
     if (id.username !== undefined) record.w.u = id.username;
+    if (who.claimedUsername !== undefined) record.w.cu = who.claimedUsername;
   }
   return record;
 }
@@ -161,6 +164,7 @@ export function willFromRecord(r: WillRecord): PendingWill {
       },
       listener: w.l,
       peerAddress: w.ip,
+      claimedUsername: w.cu,
     };
   }
   return will;

@@ -25,7 +25,7 @@ export interface PendingWill {
   /** Message Expiry Interval, counted from when the will is published. */
   expirySeconds: number | undefined;
   /** Who set the will, so it is authorized again when it is published (the policy may have changed since). */
-  authorizedFor?: { identity: Identity; listener: string; peerAddress: string };
+  authorizedFor?: { identity: Identity; listener: string; peerAddress: string; claimedUsername: string | undefined };
   timer: NodeJS.Timeout | undefined;
 }
 

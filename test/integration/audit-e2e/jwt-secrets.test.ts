@@ -156,6 +156,19 @@ describe('JWT authentication in the audit log of a real broker process', () => {
     }
   });
 
+  it('names the token subject as user.name in every record of the connection, and the CONNECT username apart', () => {
+    // The client sent username "token"; the identity the token verified is sensor-42.
+    const connection = records.filter((r) => field(r, 'mqtt.client_id') === 'jwt-valid');
+    expect(connection.map((r) => field(r, 'event.action'))).toEqual(['authn.allowed', 'client.disconnected']);
+    for (const r of connection) {
+      expect(field(r, 'user.name')).toBe('sensor-42');
+      expect(field(r, 'mqtt.username')).toBe('token');
+    }
+    const refused = oneFor('authn.denied', 'jwt-expired');
+    expect(field(refused, 'user')).toBeUndefined();
+    expect(field(refused, 'mqtt.username')).toBe('token');
+  });
+
   it('an expired token is refused as bad credentials and recorded with the failed check', () => {
     expect(codes.expired).toBe(0x86);
     expect(codes['expired-v4']).toBe(4);

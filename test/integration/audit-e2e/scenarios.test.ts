@@ -213,7 +213,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
     ).rejects.toThrow();
     await has('authz.will_denied');
 
-    // authz.retained_denied: mosquitto_pub stores a retained message bob may not receive; bob subscribes.
+    // authz.receive_denied: mosquitto_pub stores a retained message bob may not receive; bob subscribes.
     const pub = await runMosquitto('mosquitto_pub', [
       ...['-h', '127.0.0.1', '-p', String(broker.ports['main']), '-V', 'mqttv5', '-q', '1', '-r'],
       ...['-i', 'alice-mosq', '-u', 'alice', '-P', PASSWORDS.alice, '-t', 'sensors/private/door', '-m', 'closed'],
@@ -226,7 +226,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
       protocolVersion: 5,
     });
     await bob.client.subscribeAsync('sensors/#', { qos: 1 });
-    await has('authz.retained_denied');
+    await has('authz.receive_denied');
 
     // guard.banned through the admin socket disconnects bob; admin.command names the operator.
     const banned = await runCli([
@@ -376,7 +376,9 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(field(r, 'event.outcome')).toBe('failure');
     expect(field(r, 'event.code')).toBe('badUserNameOrPassword');
     expect(field(r, 'mqtt.reason_code')).toBe(0x86);
-    expect(field(r, 'user.name')).toBe('alice');
+    // Refused, so nobody verified alice: what the client claimed is kept, apart from any identity.
+    expect(field(r, 'user.name')).toBeUndefined();
+    expect(field(r, 'mqtt.username')).toBe('alice');
     expect(typeof field(r, 'event.reason')).toBe('string');
     expect(field(r, 'authn.by')).toBe('users');
     const steps = field(r, 'authn.steps') as Record<string, unknown>[];
@@ -425,9 +427,13 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(byAction(records, 'authz.will_denied')).toHaveLength(1);
   });
 
-  it('records a retained message withheld from a subscriber', () => {
-    const r = one('authz.retained_denied');
+  it('records a retained message withheld from a subscriber as a receive denial', () => {
+    const r = one('authz.receive_denied');
     expect(field(r, 'mqtt.topic')).toBe('sensors/private/door');
+    expect(field(r, 'mqtt.retain')).toBe(true);
+    expect(field(r, 'authz.action')).toBe('receive');
+    // authz.retained_denied means a retained PUBLISH refused retention, which this was not.
+    expect(byAction(records, 'authz.retained_denied')).toEqual([]);
     expect(field(r, 'mqtt.client_id')).toBe('bob-1');
     expect(field(r, 'user.name')).toBe('bob');
     expect(field(r, 'authz.rule')).toBe(policyRules['private-hidden']);
@@ -470,9 +476,14 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(field(locked, 'guard.key')).toBe('eve');
     expect(field(locked, 'guard.count')).toBe(5);
     expect(field(locked, 'actor')).toBe('guard:throttle');
-    expect(byAction(records, 'authn.denied').filter((r) => field(r, 'user.name') === 'eve')).toHaveLength(5);
+    expect(byAction(records, 'authn.denied').filter((r) => field(r, 'mqtt.username') === 'eve')).toHaveLength(5);
     const refused = one('guard.throttle_refused');
     expect(field(refused, 'mqtt.client_id')).toBe('eve-5');
+    // eve was never verified: the lockout records name her only as claimed.
+    for (const r of [locked, refused]) {
+      expect(field(r, 'mqtt.username')).toBe('eve');
+      expect(field(r, 'user.name')).toBeUndefined();
+    }
     expect(field(refused, 'event.code')).toBe('connectionRateExceeded');
   });
 
@@ -568,6 +579,16 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(auditText(auditDir)).toContain(lines[0]!);
   });
 
+  it('finds the withheld retained message with bulwark audit query --action authz.receive_denied', async () => {
+    const result = await runCli(['audit', 'query', auditDir, '--action', 'authz.receive_denied', '--format', 'json']);
+    expect(result.code, result.stderr).toBe(0);
+    const found = result.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as AuditRecord);
+    expect(found).toEqual([one('authz.receive_denied')]);
+  });
+
   it('never writes a private key to the audit log or the broker output', () => {
     const keyBodies = [
       pki.server.keyFile,
@@ -604,7 +625,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
       'authz.publish_denied',
       'authz.subscribe_denied',
       'authz.will_denied',
-      'authz.retained_denied',
+      'authz.receive_denied',
       'guard.banned',
       'admin.command',
       'policy.reloaded',

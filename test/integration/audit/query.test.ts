@@ -31,8 +31,8 @@ const EVENTS: Array<{ day: number; event: AuditEvent }> = [
     event: {
       event: { action: 'authn.denied', outcome: 'failure', reason: 'bad password', code: 'badUserNameOrPassword' },
       client: { ip: '10.0.0.7', port: 5000 },
-      user: { name: 'alice' },
-      mqtt: { client_id: 'alice-phone' },
+      // Refused: the username is only what the CONNECT claimed.
+      mqtt: { client_id: 'alice-phone', username: 'alice' },
       authn: { by: 'password-file' },
     },
   },
@@ -42,7 +42,7 @@ const EVENTS: Array<{ day: number; event: AuditEvent }> = [
       event: { action: 'authz.publish_denied', outcome: 'failure', code: 'notAuthorized' },
       client: { ip: '10.0.0.7' },
       user: { name: 'alice' },
-      mqtt: { client_id: 'alice-phone', topic: 'plant/line1/cmd' },
+      mqtt: { client_id: 'alice-phone', topic: 'plant/line1/cmd', username: 'alice' },
       authz: { rule: 'policies/site.yaml:42' },
     },
   },
@@ -80,7 +80,8 @@ const EVENTS: Array<{ day: number; event: AuditEvent }> = [
       event: { action: 'authz.publish_denied', outcome: 'failure', code: 'notAuthorized' },
       client: { ip: '10.0.0.8' },
       user: { name: 'bob' },
-      mqtt: { client_id: 'bob-1', topic: '$SYS/broker/clients' },
+      // A certificate verified bob; the CONNECT claimed admin.
+      mqtt: { client_id: 'bob-1', topic: '$SYS/broker/clients', username: 'admin' },
       authz: { rule: 'policies/site.yaml:3' },
     },
   },
@@ -129,6 +130,13 @@ describe('audit query filters', () => {
     expect(await seqs({ outcome: 'failure' })).toEqual(ev(0, 1, 2, 5));
     expect(await seqs({ user: 'bob' })).toEqual(ev(2, 5));
     expect(await seqs({ clientId: 'alice-phone' })).toEqual(ev(0, 1));
+  });
+  it('by verified user name only with user, by the claimed CONNECT username with username', async () => {
+    expect(await seqs({ user: 'alice' })).toEqual(ev(1));
+    expect(await seqs({ user: 'admin' })).toEqual([]);
+    expect(await seqs({ username: 'alice' })).toEqual(ev(0, 1));
+    expect(await seqs({ username: 'admin' })).toEqual(ev(5));
+    expect(await seqs({ user: 'bob', username: 'admin' })).toEqual(ev(5));
   });
   it('by address or CIDR block, matching IPv4-mapped IPv6 addresses as IPv4', async () => {
     expect(await seqs({ ip: '10.0.0.7' })).toEqual(ev(0, 1));
@@ -186,6 +194,17 @@ describe('bulwark audit commands', () => {
     );
     expect(lines).toHaveLength(3);
     expect(stderr.join('')).toBe('2 records matched in 6 files\n');
+  });
+
+  it('query --username matches the claimed CONNECT username, --user the verified identity', async () => {
+    const claimed = await run('query', dir, '--username', 'admin', '--format', 'json');
+    expect(
+      claimed
+        .trimEnd()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as AuditEvent).mqtt?.client_id),
+    ).toEqual(['bob-1']);
+    expect(await run('query', dir, '--user', 'admin', '--format', 'json')).toBe('');
   });
 
   it('query --format table escapes control characters a client chose', async () => {

@@ -59,6 +59,8 @@ describe('conditions and what a denied publish leaves behind', () => {
     expect(await code('plant/line-1/commands/stop', 1, false)).toBe(0);
     const audit = await pb.broker.waitForAudit('authz.publish_denied');
     expect(audit.authz?.rule).toBe(pb.rule('no-retained-commands'));
+    // The condition that decided is visible in the record: the retain flag and the QoS asked for.
+    expect(audit.mqtt).toMatchObject({ topic: 'plant/line-1/commands/stop', qos: 1, retain: true });
     expect(pb.broker.server.broker.retained.size).toBe(0);
   });
 
@@ -67,6 +69,25 @@ describe('conditions and what a denied publish leaves behind', () => {
     expect(await code('plant/line-1/telemetry/temp', 1)).toBe(0);
     const audit = await pb.broker.waitForAudit('authz.publish_denied');
     expect(audit.authz?.rule).toBe(pb.rule('telemetry-at-most-once-or-once'));
+    expect(audit.mqtt).toMatchObject({ topic: 'plant/line-1/telemetry/temp', qos: 2, retain: false });
+  });
+
+  it.each([
+    ['a retained will (retain condition)', 'plant/line-1/commands/last', 1, true, 'no-retained-commands'],
+    ['a QoS 2 will (qos condition)', 'plant/line-1/telemetry/last', 2, false, 'telemetry-at-most-once-or-once'],
+  ] as const)('refuses %s and records its real QoS and retain flag', async (_what, topic, qos, retain, rule) => {
+    const attempt = await connectClient(pb.broker.url, {
+      clientId: `cond-will-${qos}`,
+      protocolVersion: 5,
+      will: { topic, payload: Buffer.from('bye'), qos, retain },
+    }).then(
+      () => undefined,
+      (e: unknown) => e as { code?: number },
+    );
+    expect(attempt?.code).toBe(0x87);
+    const audit = await pb.broker.waitForAudit('authz.will_denied', (e) => e.mqtt?.topic === topic);
+    expect(audit.authz?.rule).toBe(pb.rule(rule));
+    expect(audit.mqtt).toMatchObject({ client_id: `cond-will-${qos}`, qos, retain });
   });
 
   it('neither stores nor clears a retained message when the retained publish is denied', async () => {

@@ -101,6 +101,10 @@ describe('receive rules on live deliveries (check_receive_on_delivery, on by def
     expect(audit.mqtt?.topic).toBe('r/secret/live');
     expect(audit.mqtt?.client_id).toBe('reader-live');
     expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
+    // The question asked (receive, of a live, unretained delivery); the client was told nothing.
+    expect(audit.authz?.action).toBe('receive');
+    expect(audit.mqtt?.retain).toBe(false);
+    expect(audit.mqtt?.reason_code).toBeUndefined();
   });
 
   it('checks each delivery only where the policy does not allow the whole filter', async () => {

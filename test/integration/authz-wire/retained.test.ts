@@ -55,10 +55,14 @@ describe('receive rules on retained and live deliveries', () => {
       const writer = await seedRetained();
       const reader = await connect(`reader-${version}`, version);
       await reader.client.subscribeAsync('r/#', { qos: 1 });
-      const audit = await pb.broker.waitForAudit('authz.retained_denied');
+      // A withheld delivery is a receive denial, retained or not: one query finds them all.
+      const audit = await pb.broker.waitForAudit('authz.receive_denied');
       expect(audit.mqtt?.topic).toBe('r/secret/b');
       expect(audit.mqtt?.client_id).toBe(`reader-${version}`);
+      expect(audit.mqtt?.retain).toBe(true);
+      expect(audit.authz?.action).toBe('receive');
       expect(audit.authz?.rule).toBe(pb.rule('secrets-not-readable'));
+      expect(pb.broker.audit.events.map((e) => e.event.action)).not.toContain('authz.retained_denied');
       await reader.received.waitForTopic('r/public/a');
       await writer.client.publishAsync('r/public/marker', 'm', { qos: 1 });
       await reader.received.waitForTopic('r/public/marker');

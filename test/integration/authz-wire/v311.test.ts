@@ -57,9 +57,10 @@ describe('MQTT 3.1.1 clients against the policy', () => {
     });
     expect(codes).toEqual([1, 0x80, 0x80]);
     const denied = pb.broker.audit.events.filter((e) => e.event.action === 'authz.subscribe_denied');
-    expect(denied.map((e) => [e.mqtt?.topic, e.mqtt?.protocol_version, e.authz?.rule])).toEqual([
-      ['vault/gold', 4, pb.rule('vault-closed')],
-      ['nowhere/#', 4, 'default-deny'],
+    // mqtt.reason_code is the SUBACK return code 3.1.1 sent (0x80), not the MQTT 5 code.
+    expect(denied.map((e) => [e.mqtt?.topic, e.mqtt?.protocol_version, e.authz?.rule, e.mqtt?.reason_code])).toEqual([
+      ['vault/gold', 4, pb.rule('vault-closed'), 0x80],
+      ['nowhere/#', 4, 'default-deny', 0x80],
     ]);
   });
 
@@ -95,6 +96,8 @@ describe('MQTT 3.1.1 clients against the policy', () => {
     expect(puback.cmd).toBe('puback');
     const audit = await pb.broker.waitForAudit('authz.publish_denied');
     expect(audit.authz?.rule).toBe(pb.rule('no-writes-to-locked'));
+    // A 3.1.1 PUBACK carries no code: the client was not told, so no reason code is recorded.
+    expect(audit.mqtt?.reason_code).toBeUndefined();
     // Still connected: its next (allowed) message goes through, and the denied one never did.
     await pub.client.publishAsync('open/marker', 'still here', { qos: 1 });
     await sub.received.waitForTopic('open/marker');
@@ -116,6 +119,8 @@ describe('MQTT 3.1.1 clients against the policy', () => {
     expect(error?.code).toBe(5);
     const audit = await pb.broker.waitForAudit('authz.will_denied');
     expect(audit.mqtt?.topic).toBe('open/locked/will');
+    expect(audit.authz?.action).toBe('publish');
+    expect(audit.mqtt?.reason_code).toBe(5);
   });
 
   it('mosquitto_pub over 3.1.1 fails on a denied QoS 1 publish and succeeds on an allowed one', async () => {

@@ -65,6 +65,9 @@ describe('MQTT 5 clients against the policy', () => {
     expect(audit.mqtt?.client_id).toBe('v5-pub');
     expect(audit.authz?.rule).toBe(pb.rule('no-writes-to-locked'));
     expect(audit.authz?.rule_name).toBe('no-writes-to-locked');
+    // What was asked and what the client was told: the PUBACK's reason code.
+    expect(audit.authz?.action).toBe('publish');
+    expect(audit.mqtt?.reason_code).toBe(0x87);
     await marker(1);
     expect(subscriber.received.on('open/locked/door')).toEqual([]);
     expect(publisher.client.connected).toBe(true);
@@ -96,6 +99,9 @@ describe('MQTT 5 clients against the policy', () => {
     const audit = await pb.broker.waitForAudit('authz.publish_denied');
     expect(audit.mqtt?.qos).toBe(0);
     expect(audit.authz?.rule).toBe(pb.rule('no-writes-to-locked'));
+    expect(audit.authz?.action).toBe('publish');
+    // QoS 0 has no acknowledgement: no reason code went to the client, so none is recorded.
+    expect(audit.mqtt?.reason_code).toBeUndefined();
     await marker(0);
     expect(subscriber.received.on('open/locked/door')).toEqual([]);
     expect(publisher.client.connected).toBe(true);
@@ -110,9 +116,9 @@ describe('MQTT 5 clients against the policy', () => {
     });
     expect(codes).toEqual([1, 0x87, 2, 0x87]);
     const denied = pb.broker.audit.events.filter((e) => e.event.action === 'authz.subscribe_denied');
-    expect(denied.map((e) => [e.mqtt?.topic, e.authz?.rule])).toEqual([
-      ['vault/gold', pb.rule('vault-closed')],
-      ['elsewhere/#', 'default-deny'],
+    expect(denied.map((e) => [e.mqtt?.topic, e.authz?.rule, e.authz?.action, e.mqtt?.reason_code])).toEqual([
+      ['vault/gold', pb.rule('vault-closed'), 'subscribe', 0x87],
+      ['elsewhere/#', 'default-deny', 'subscribe', 0x87],
     ]);
     // The granted filters really route, the refused ones are not in the session.
     const session = pb.broker.server.broker.sessions.get('v5-pub')!;
@@ -139,6 +145,9 @@ describe('MQTT 5 clients against the policy', () => {
     expect(error?.code).toBe(0x87);
     const audit = await pb.broker.waitForAudit('authz.will_denied');
     expect(audit.mqtt?.topic).toBe('open/locked/last-words');
+    // A will is asked as a publish; the CONNACK said 0x87.
+    expect(audit.authz?.action).toBe('publish');
+    expect(audit.mqtt?.reason_code).toBe(0x87);
     expect(pb.broker.server.broker.sessions.has('v5-will')).toBe(false);
     // The deciding rule belongs in the record like every other authz decision (see report).
     expect(audit.authz?.rule).toBe(pb.rule('no-writes-to-locked'));

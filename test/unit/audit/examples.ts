@@ -11,7 +11,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     event: { action: 'authn.allowed', outcome: 'success', code: 'success' },
     client: { ip: '10.0.4.17', port: 53122 },
     user: { name: 'sensor-17', groups: ['sensors'] },
-    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5 },
+    mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5, username: 'sensor-17' },
     authn: {
       by: 'password-file',
       steps: [
@@ -28,8 +28,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       code: 'badUserNameOrPassword',
     },
     client: { ip: '203.0.113.9', port: 40112 },
-    user: { name: 'admin' },
-    mqtt: { client_id: 'probe-1', listener: 'mqtt', protocol_version: 4, reason_code: 4 },
+    mqtt: { client_id: 'probe-1', listener: 'mqtt', protocol_version: 4, reason_code: 4, username: 'admin' },
     authn: {
       by: 'password-file',
       steps: [
@@ -76,7 +75,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
   {
     event: { action: 'authz.publish_denied', outcome: 'failure', reason: 'deny rule matched', code: 'notAuthorized' },
     client: { ip: '10.0.4.17' },
-    user: { name: 'sensor-17', groups: ['sensors'] },
+    user: { name: 'sensor-17' },
     mqtt: { client_id: 'sensor-17', topic: 'plant/line1/cmd/stop', qos: 1, retain: false, reason_code: 135 },
     authz: { rule: 'policies/site.yaml:42', rule_name: 'sensors-read-only', source: 'file', action: 'publish' },
   },
@@ -85,39 +84,27 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     client: { ip: '10.0.4.31' },
     user: { name: 'dashboard' },
     mqtt: { client_id: 'dash-2', topic: 'plant/#', qos: 0, reason_code: 135 },
-    authz: {
-      rule: 'default-deny',
-      source: 'file',
-      action: 'subscribe',
-      explanation: 'no source answered; default deny',
-    },
+    authz: { rule: 'default-deny', rule_name: 'default-deny', action: 'subscribe' },
   },
   {
     event: { action: 'authz.will_denied', outcome: 'failure', reason: 'will topic not allowed', code: 'notAuthorized' },
     client: { ip: '10.0.4.17' },
     user: { name: 'sensor-17' },
     mqtt: { client_id: 'sensor-17', topic: 'plant/alarms', qos: 1, retain: true, reason_code: 135 },
-    authz: { rule: 'policies/site.yaml:51', source: 'file', action: 'will' },
-  },
-  {
-    event: { action: 'authz.retained_denied', outcome: 'failure', reason: 'retain not allowed on this topic' },
-    client: { ip: '10.0.4.17' },
-    user: { name: 'sensor-17' },
-    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0, retain: true },
-    authz: { rule: 'policies/site.yaml:44', source: 'file', action: 'retained' },
+    authz: { rule: 'policies/site.yaml:51', source: 'file', action: 'publish' },
   },
   {
     event: { action: 'authz.receive_denied', outcome: 'failure', reason: 'subscriber may not read this topic' },
     client: { ip: '10.0.4.31' },
     user: { name: 'dashboard' },
-    mqtt: { client_id: 'dash-2', topic: 'plant/line1/cmd/stop', qos: 1 },
+    mqtt: { client_id: 'dash-2', topic: 'plant/line1/cmd/stop', qos: 1, retain: false },
     authz: { rule: 'policies/site.yaml:60', source: 'file', action: 'receive' },
   },
   {
     event: { action: 'authz.publish_allowed', outcome: 'success' },
     client: { ip: '10.0.4.17' },
     user: { name: 'sensor-17' },
-    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0 },
+    mqtt: { client_id: 'sensor-17', topic: 'plant/line1/temp', qos: 0, retain: false },
     authz: { rule: 'policies/site.yaml:12', source: 'file', action: 'publish' },
     labels: { sampled: '1/100' },
   },
@@ -175,8 +162,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       code: 'banned',
     },
     client: { ip: '203.0.113.9', port: 40111 },
-    mqtt: { client_id: 'dash-1' },
-    user: { name: 'alice' },
+    mqtt: { client_id: 'dash-1', username: 'alice' },
     guard: { key: 'alice', dimension: 'username', until: '2026-11-25T10:05:00.000Z' },
   },
   {
@@ -287,7 +273,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     client: { ip: '10.0.4.31', port: 51200 },
     user: { name: 'dashboard' },
     mqtt: { client_id: 'dash-2', listener: 'mqtt', protocol_version: 5, topic: 'plant/+/setpoints/#', qos: 0 },
-    authz: { rule: 'default-deny', rule_name: 'default-deny' },
+    authz: { action: 'subscribe', rule: 'default-deny', rule_name: 'default-deny' },
   },
   {
     event: {

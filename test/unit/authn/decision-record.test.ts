@@ -86,7 +86,18 @@ describe('the authentication decision record', () => {
               decidedBy: text(),
               steps,
             };
-      const event = authnDecisionEvent(attempt, result, next(4) === 0);
+      // A refused re-authentication names the identity the connection already holds, when there is one.
+      const connected =
+        next(2) === 0
+          ? undefined
+          : {
+              ...anonymousIdentity(attempt.clientId),
+              anonymous: false,
+              username: text(),
+              groups,
+              authenticator: text(),
+            };
+      const event = authnDecisionEvent(attempt, result, next(4) === 0, connected);
       const seq = next(1_000_000);
       const timestamp = new Date(next(2_000_000_000) * 1000).toISOString();
       const prevHash = text();
@@ -96,14 +107,16 @@ describe('the authentication decision record', () => {
         [
           result.kind,
           event.user?.name !== undefined,
+          event.mqtt?.username !== undefined,
           event.authn?.method !== undefined,
           steps.length,
           steps.some((s) => s.detail !== undefined),
         ].join(),
       );
     }
-    // Every combination was met: allow/deny × user name × method × (no steps, or 1–3 steps with or without a detail).
-    expect(variants.size).toBe(2 * 2 * 2 * (1 + 3 * 2));
+    // Every combination was met: allow/deny × user name × CONNECT username × method × (no steps, or 1–3 steps
+    // with or without a detail).
+    expect(variants.size).toBe(2 * 2 * 2 * 2 * (1 + 3 * 2));
   });
 
   it('is what the audit writer puts in the line, and the line verifies', () => {
@@ -129,6 +142,53 @@ describe('the authentication decision record', () => {
     // The writer consults the event's own writer: a different body from it lands in the line.
     const marked: AuditEvent = { ...event, [WRITE_RECORD_BODY]: () => '{"marker":true}' };
     expect(encodeRecord(marked, 't', 1, prevHash).line).toContain('"marker":true');
+  });
+});
+
+describe('the user an authentication decision names', () => {
+  const attempt = (username: string | undefined): ConnectAttempt => ({
+    listener: 'tcp',
+    clientId: 'c-1',
+    username,
+    password: undefined,
+    protocolVersion: 4,
+    peer: { address: '192.0.2.7', port: 50001 },
+    tls: undefined,
+    authMethod: undefined,
+    authData: undefined,
+  });
+  const deny: Exclude<ChainResult, { kind: 'continue' }> = {
+    kind: 'deny',
+    reason: 'badUserNameOrPassword',
+    detail: 'password does not match',
+    decidedBy: 'users',
+    steps: [],
+  };
+
+  it('is never the username an anonymous client sent: that is only mqtt.username', () => {
+    const e = authnDecisionEvent(attempt('admin'), { kind: 'allow', steps: [], identity: anonymousIdentity('c-1') });
+    expect(e.user?.name).toBeUndefined();
+    expect(e.mqtt?.username).toBe('admin');
+  });
+
+  it('is absent from a refused CONNECT, which keeps the claimed username for brute-force forensics', () => {
+    const e = authnDecisionEvent(attempt('alice'), deny);
+    expect(e.user).toBeUndefined();
+    expect(e.mqtt?.username).toBe('alice');
+  });
+
+  it('is the verified identity when a certificate or token names another user than the CONNECT', () => {
+    const identity = { ...anonymousIdentity('c-1'), anonymous: false, username: 'device-7', authenticator: 'x509' };
+    const e = authnDecisionEvent(attempt('spoofed'), { kind: 'allow', steps: [], identity });
+    expect(e.user?.name).toBe('device-7');
+    expect(e.mqtt?.username).toBe('spoofed');
+  });
+
+  it('is the identity the connection holds when its re-authentication is refused', () => {
+    const identity = { ...anonymousIdentity('c-1'), anonymous: false, username: 'svc', authenticator: 'scram' };
+    const e = authnDecisionEvent(attempt('svc'), deny, true, identity);
+    expect(e.event.action).toBe('authn.reauth_denied');
+    expect(e.user?.name).toBe('svc');
   });
 });
 

@@ -28,14 +28,19 @@ const will: PendingWill = {
   delaySeconds: 30,
   expirySeconds: 60,
   timer: undefined,
-  authorizedFor: { identity, listener: 'mqtts-devices', peerAddress: '10.1.2.3' },
+  authorizedFor: { identity, listener: 'mqtts-devices', peerAddress: '10.1.2.3', claimedUsername: 'gw-7-user' },
 };
 
 describe('will records', () => {
   it('keep every identity field a policy matches on, the listener and the peer address', () => {
     const back = willFromRecord(JSON.parse(JSON.stringify(willRecord(will))) as WillRecord);
     const { expiresAt: _expiresAt, aclRules: _aclRules, ...matchable } = identity;
-    expect(back.authorizedFor).toEqual({ identity: matchable, listener: 'mqtts-devices', peerAddress: '10.1.2.3' });
+    expect(back.authorizedFor).toEqual({
+      identity: matchable,
+      listener: 'mqtts-devices',
+      peerAddress: '10.1.2.3',
+      claimedUsername: 'gw-7-user',
+    });
     expect(back.delaySeconds).toBe(30);
     expect(back.expirySeconds).toBe(60);
     expect(back.message.topic).toBe('gw/7/status');
@@ -54,6 +59,7 @@ describe('will records', () => {
         identity: { ...identity, username: undefined, anonymous: true, groups: [], attributes: {} },
         listener: 'local',
         peerAddress: '127.0.0.1',
+        claimedUsername: undefined,
       },
     };
     const back = willFromRecord(JSON.parse(JSON.stringify(willRecord(anonymous))) as WillRecord);
