@@ -24,7 +24,12 @@ export function authnDecisionEvent(
       ? 'authn.allowed'
       : 'authn.denied';
   const reason = result.kind === 'allow' ? 'success' : result.reason;
-  const username = result.kind === 'allow' ? (result.identity.username ?? attempt.username) : attempt.username;
+  // Who the record is about: the identity for a success, and for a failure the name that was tried (SCRAM's `n=`
+  // when the CONNECT had no User Name).
+  const username =
+    result.kind === 'allow'
+      ? (result.identity.username ?? attempt.username)
+      : (result.attemptedUsername ?? attempt.username);
   // Built by assignment rather than with conditional spreads: one of these is recorded for every CONNECT, and
   // object spread was a large part of what recording an event cost the broker. Each object's members are added in
   // sorted order, so the audit writer serialises it with one JSON.stringify (audit/canonical.ts).
