@@ -14,6 +14,8 @@ export function authnDecisionEvent(
   attempt: ConnectAttempt,
   result: Exclude<ChainResult, { kind: 'continue' }>,
   reauthentication = false,
+  /** A re-authentication names the connection's user, whoever the failed exchange claimed to be. */
+  connectionUser?: string,
 ): AuditEvent {
   const allowed = result.kind === 'allow';
   const action = reauthentication
@@ -24,12 +26,13 @@ export function authnDecisionEvent(
       ? 'authn.allowed'
       : 'authn.denied';
   const reason = result.kind === 'allow' ? 'success' : result.reason;
-  // Who the record is about: the identity for a success, and for a failure the name that was tried (SCRAM's `n=`
-  // when the CONNECT had no User Name).
+  // Who the record is about: the connection's user for a re-authentication, the identity for a success, and for a
+  // failure the name that was tried (SCRAM's `n=` when the CONNECT had no User Name).
   const username =
-    result.kind === 'allow'
+    connectionUser ??
+    (result.kind === 'allow'
       ? (result.identity.username ?? attempt.username)
-      : (result.attemptedUsername ?? attempt.username);
+      : (result.attemptedUsername ?? attempt.username));
   // Built by assignment rather than with conditional spreads: one of these is recorded for every CONNECT, and
   // object spread was a large part of what recording an event cost the broker. Each object's members are added in
   // sorted order, so the audit writer serialises it with one JSON.stringify (audit/canonical.ts).

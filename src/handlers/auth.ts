@@ -58,6 +58,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     return;
   }
   if (connection.state === 'closed') return;
+  result = refuseAnotherUser(connection, result);
   if (result.kind === 'continue') {
     connection.exchange = result.state;
     connection.writePacket({
@@ -69,19 +70,12 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   }
   connection.exchange = undefined;
   connection.reauthenticating = false;
-  if (result.kind === 'allow' && result.identity.username !== connection.identity?.username) {
-    // Re-authentication proves the same client again; it must not turn the connection into another user.
-    result = {
-      kind: 'deny',
-      reason: 'notAuthorized',
-      detail: 're-authentication as a different user',
-      decidedBy: 'broker',
-      steps: result.steps,
-    };
-  }
   broker.recordReauthentication(connection, result);
   if (result.kind === 'deny') {
-    connection.close(result.reason, `re-authentication failed: ${result.detail}`);
+    // Counted like a failed CONNECT, against the name that was tried: otherwise a connected client could guess
+    // passwords here without ever being throttled.
+    broker.guardAfterAuthentication(connection, result);
+    connection.close(result.reason, REAUTHENTICATION_FAILED);
     return;
   }
   const identity = result.identity;
@@ -101,4 +95,30 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   });
   // What the old identity subscribed to, the new one must still be allowed to receive.
   broker.reevaluateSubscriptionsOf(connection);
+}
+
+/**
+ * The one Reason String of every failed re-authentication. The detail (wrong proof, another user, a malformed
+ * message) goes to the audit log only: a client told "proof did not verify" for one answer and "different user"
+ * for another could test passwords of other accounts through re-authentication (docs/scram.md).
+ */
+const REAUTHENTICATION_FAILED = 're-authentication failed';
+
+/**
+ * Re-authentication proves the connection's user again; it must not turn the connection into another user. A
+ * round naming someone else is refused as soon as the name is known (for SCRAM, at the client-first message),
+ * before any proof of theirs is verified, and counted against that name like any failed login.
+ */
+function refuseAnotherUser(connection: Connection, result: ChainResult): ChainResult {
+  const user = connection.identity?.username;
+  const named = result.kind === 'allow' ? result.identity.username : result.attemptedUsername;
+  if (result.kind === 'deny' || named === user || (result.kind === 'continue' && named === undefined)) return result;
+  return {
+    kind: 'deny',
+    reason: 'notAuthorized',
+    detail: `re-authentication as a different user (${JSON.stringify(named ?? null)})`,
+    decidedBy: 'broker',
+    steps: result.steps,
+    ...(named === undefined ? {} : { attemptedUsername: named }),
+  };
 }

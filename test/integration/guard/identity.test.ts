@@ -174,6 +174,60 @@ describe('username bans hold whatever way the user authenticates', () => {
   });
 });
 
+describe('MQTT 5 re-authentication', () => {
+  /** alice logs in by SCRAM without a User Name and starts a re-authentication as `user`. */
+  async function reauthenticate(user: string, password: string): Promise<{ packets: Packet[]; clientId: string }> {
+    const clientId = cid('reauth');
+    const login = await scramLogin(broker.port, 'alice', pw.alice!, { clientId });
+    expect(login.code).toBe(0);
+    const client = login.client;
+    const scram = new ScramClient({ hash: 'SHA-256', username: user, password });
+    client.send(
+      {
+        cmd: 'auth',
+        reasonCode: 0x19,
+        properties: { authenticationMethod: METHOD, authenticationData: scram.clientFirst() },
+      },
+      5,
+    );
+    const answer = await client.nextOf(['auth', 'disconnect']);
+    const packets: Packet[] = [answer];
+    if (answer.cmd === 'auth') {
+      const final = scram.clientFinal(answer.properties?.authenticationData ?? Buffer.alloc(0));
+      client.send(
+        { cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: METHOD, authenticationData: final } },
+        5,
+      );
+      packets.push(await client.nextOf(['auth', 'disconnect']));
+    }
+    client.end();
+    return { packets, clientId };
+  }
+
+  it('refuses another user before any proof, with the same answer as a wrong password, and counts it', async () => {
+    const wrongOwn = await reauthenticate('alice', 'not-her-password');
+    expect(wrongOwn.packets.map((p) => p.cmd)).toEqual(['auth', 'disconnect']);
+    const ownRefusal = wrongOwn.packets[1] as IDisconnectPacket;
+    const attempts: { packets: Packet[]; clientId: string }[] = [];
+    for (let i = 0; i < 4; i++) attempts.push(await reauthenticate('gina', `guess-${i}`));
+    attempts.push(await reauthenticate('gina', pw.gina!));
+    for (const { packets } of attempts) {
+      // No server-first for gina: nothing of hers is verified, right or wrong, and the answer is alice's own.
+      expect(packets).toHaveLength(1);
+      const refusal = packets[0] as IDisconnectPacket;
+      expect(refusal.cmd).toBe('disconnect');
+      expect(refusal.reasonCode).toBe(ownRefusal.reasonCode);
+      expect(refusal.properties?.reasonString).toBe(ownRefusal.properties?.reasonString);
+    }
+    expect(ownRefusal).toMatchObject({ reasonCode: 0x87, properties: { reasonString: 're-authentication failed' } });
+    // Five refusals naming gina lock her name out like five failed CONNECTs.
+    expect(await scramCode('gina', pw.gina!)).toBe(0x9f);
+    const denied = await broker.waitForAudit('authn.reauth_denied', (e) => e.mqtt?.client_id === attempts[0]!.clientId);
+    expect(denied.user?.name).toBe('alice');
+    expect(denied.event.reason).toContain('different user');
+  });
+});
+
 describe('flapping counts who logged in', () => {
   it("never bans the User Name a client holding another account's token writes in its CONNECT", async () => {
     const victim = await tryConnect(broker.url, {
