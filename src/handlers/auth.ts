@@ -49,7 +49,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   }
   let result: ChainResult;
   if (code === ReasonCode.reAuthenticate) {
-    connection.reauthenticating = true;
+    connection.startReauthentication();
     result = await chain.authenticate({ ...attempt, authData: data });
   } else if (code === ReasonCode.continueAuthentication && connection.exchange && connection.reauthenticating) {
     result = await chain.continueExchange(connection.exchange, attempt, data, true);
@@ -69,7 +69,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     return;
   }
   connection.exchange = undefined;
-  connection.reauthenticating = false;
+  connection.endReauthentication();
   broker.recordReauthentication(connection, result);
   if (result.kind === 'deny') {
     // Counted like a failed CONNECT, against the name that was tried: otherwise a connected client could guess
@@ -121,4 +121,26 @@ function refuseAnotherUser(connection: Connection, result: ChainResult): ChainRe
     steps: result.steps,
     ...(named === undefined ? {} : { attemptedUsername: named }),
   };
+}
+
+/**
+ * A re-authentication that did not end within the connect timeout has failed ([MQTT-4.12.1-2]): the client is told
+ * 0x87 and disconnected. Not counted by the throttle: nothing was guessed.
+ */
+export function expireReauthentication(connection: Connection): void {
+  connection.exchange = undefined;
+  connection.endReauthentication();
+  const detail = 're-authentication not completed within the connect timeout';
+  connection.broker.recordReauthentication(connection, {
+    kind: 'deny',
+    reason: 'notAuthorized',
+    detail,
+    decidedBy: 'broker',
+    steps: [],
+  });
+  connection.broker.log.info(
+    { clientId: connection.clientId, peer: connection.peerLabel },
+    `disconnecting client: ${detail}`,
+  );
+  connection.close('notAuthorized', detail);
 }

@@ -302,6 +302,48 @@ describe('username bans and certificate identities', () => {
   });
 });
 
+describe('a re-authentication that is never finished', () => {
+  it('is ended with DISCONNECT 0x87 once the connect timeout passes', async () => {
+    const timeoutMs = 600;
+    const quick = await ledger.broker({
+      config: {
+        limits: { connect_timeout_ms: timeoutMs },
+        authentication: {
+          anonymous: false,
+          steps: [{ type: 'scram', id: 'scram', store: { type: 'file', path: dir.file('scram.txt') } }],
+        },
+        authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] },
+      },
+    });
+    try {
+      const clientId = cid('stall');
+      const login = await scramLogin(quick.port, 'alice', pw.alice!, { clientId });
+      expect(login.code).toBe(0);
+      const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: pw.alice! });
+      login.client.send(
+        {
+          cmd: 'auth',
+          reasonCode: 0x19,
+          properties: { authenticationMethod: METHOD, authenticationData: scram.clientFirst() },
+        },
+        5,
+      );
+      expect((await login.client.next('auth')).reasonCode).toBe(0x18);
+      // Never answer the server-first message.
+      const disconnect = await login.client.next('disconnect', timeoutMs + 5_000);
+      expect(disconnect.reasonCode).toBe(0x87);
+      await login.client.waitClosed();
+      const denied = await quick.waitForAudit('authn.reauth_denied', (e) => e.mqtt?.client_id === clientId);
+      expect(denied).toMatchObject({
+        user: { name: 'alice' },
+        event: { reason: 're-authentication not completed within the connect timeout' },
+      });
+    } finally {
+      await quick.stop();
+    }
+  });
+});
+
 describe('secrets', () => {
   it('never appear in any log line or audit event these tests produced', () => {
     expect(ledger.leaks()).toEqual([]);
