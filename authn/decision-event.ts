@@ -1,7 +1,7 @@
 import { canonicalNumber, canonicalString } from '../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
 import { ReasonCode } from '../src/protocol/reason-codes.js';
-import type { ChainResult, ConnectAttempt } from './types.js';
+import type { ChainResult, ConnectAttempt, Identity } from './types.js';
 
 type AuditStep = NonNullable<NonNullable<AuditEvent['authn']>['steps']>[number];
 
@@ -14,8 +14,8 @@ export function authnDecisionEvent(
   attempt: ConnectAttempt,
   result: Exclude<ChainResult, { kind: 'continue' }>,
   reauthentication = false,
-  /** A re-authentication names the connection's user, whoever the failed exchange claimed to be. */
-  connectionUser?: string,
+  /** A re-authentication names the identity the connection holds, whatever the exchange claimed. */
+  connected?: Identity,
 ): AuditEvent {
   const allowed = result.kind === 'allow';
   const action = reauthentication
@@ -26,13 +26,12 @@ export function authnDecisionEvent(
       ? 'authn.allowed'
       : 'authn.denied';
   const reason = result.kind === 'allow' ? 'success' : result.reason;
-  // Who the record is about: the connection's user for a re-authentication, the identity for a success, and for a
-  // failure the name that was tried (SCRAM's `n=` when the CONNECT had no User Name).
   const username =
-    connectionUser ??
-    (result.kind === 'allow'
-      ? (result.identity.username ?? attempt.username)
-      : (result.attemptedUsername ?? attempt.username));
+    connected !== undefined
+      ? connected.username
+      : result.kind === 'allow'
+        ? (result.identity.username ?? attempt.username)
+        : attempt.username;
   // Built by assignment rather than with conditional spreads: one of these is recorded for every CONNECT, and
   // object spread was a large part of what recording an event cost the broker. Each object's members are added in
   // sorted order, so the audit writer serialises it with one JSON.stringify (audit/canonical.ts).

@@ -896,7 +896,7 @@ export class Broker {
 
   recordReauthentication(connection: Connection, result: ChainResult): void {
     if (result.kind === 'continue' || !connection.attempt) return;
-    this.audit.record(authnDecisionEvent(connection.attempt, result, true, connection.identity?.username));
+    this.audit.record(authnDecisionEvent(connection.attempt, result, true, connection.identity));
   }
 
   private recordDisconnect(connection: Connection): void {
