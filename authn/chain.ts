@@ -172,15 +172,22 @@ export class AuthenticationChain implements ConnectAuthenticator {
     // An exchange in progress cannot move to another step, so `on_error: next` does not apply here.
     if (run.kind !== 'outcome') {
       records.push(record(step, run.kind, run.durationMs, run.detail));
-      return deny('serverUnavailable', `${step.authenticator.id}: ${run.detail}`, step.authenticator.id, records);
+      return deny(
+        'serverUnavailable',
+        `${step.authenticator.id}: ${run.detail}`,
+        step.authenticator.id,
+        records,
+        exchange.attemptedUsername,
+      );
     }
-    const result = this.#decide(step, run, attempt, records, exchange.method);
+    const result = this.#decide(step, run, attempt, records, exchange.method, exchange.attemptedUsername);
     if (result) return result;
     return deny(
       'notAuthorized',
       `${step.authenticator.id} ignored an exchange it had started`,
       step.authenticator.id,
       records,
+      exchange.attemptedUsername,
     );
   }
 
@@ -235,6 +242,8 @@ export class AuthenticationChain implements ConnectAuthenticator {
     attempt: ConnectAttempt,
     records: StepRecord[],
     method: string | undefined,
+    /** The name an earlier round of this exchange reported, for a round that does not repeat it. */
+    attemptedBefore?: string,
   ): ChainResult | undefined {
     const { outcome, durationMs } = run;
     const id = step.authenticator.id;
@@ -247,7 +256,7 @@ export class AuthenticationChain implements ConnectAuthenticator {
       }
       case 'deny':
         records.push(record(step, 'deny', durationMs, outcome.detail));
-        return deny(outcome.reason, outcome.detail, id, records);
+        return deny(outcome.reason, outcome.detail, id, records, outcome.attemptedUsername ?? attemptedBefore);
       case 'ignore':
         records.push(record(step, 'ignore', durationMs, outcome.detail));
         return undefined;
@@ -257,8 +266,9 @@ export class AuthenticationChain implements ConnectAuthenticator {
           return deny('serverUnavailable', `${id}: continue outside an enhanced exchange`, id, records);
         }
         records.push(record(step, 'continue', durationMs));
-        const state: ChainExchangeState = { stepId: id, method, state: outcome.state };
-        return { kind: 'continue', data: outcome.data, method, state, steps: records };
+        const attemptedUsername = outcome.attemptedUsername ?? attemptedBefore;
+        const state: ChainExchangeState = { stepId: id, method, state: outcome.state, attemptedUsername };
+        return { kind: 'continue', data: outcome.data, method, state, steps: records, attemptedUsername };
       }
     }
   }
@@ -307,8 +317,16 @@ export class AuthenticationChain implements ConnectAuthenticator {
   }
 }
 
-function deny(reason: ReasonName, detail: string, decidedBy: string, steps: StepRecord[]): ChainResult {
-  return { kind: 'deny', reason, detail, decidedBy, steps };
+function deny(
+  reason: ReasonName,
+  detail: string,
+  decidedBy: string,
+  steps: StepRecord[],
+  attemptedUsername?: string,
+): ChainResult {
+  return attemptedUsername === undefined
+    ? { kind: 'deny', reason, detail, decidedBy, steps }
+    : { kind: 'deny', reason, detail, decidedBy, steps, attemptedUsername };
 }
 
 function record(step: ChainStep, answer: StepRecord['answer'], durationMs: number, detail?: string): StepRecord {

@@ -82,9 +82,9 @@ export type AuthnOutcome =
        */
       authData?: Buffer;
     }
-  | { kind: 'deny'; reason: ReasonName; detail: string }
+  | { kind: 'deny'; reason: ReasonName; detail: string; /** See `AttemptedUsername`. */ attemptedUsername?: string }
   /** MQTT 5 enhanced authentication: send `data` in AUTH 0x18 and call `step()` again with the client's reply. */
-  | { kind: 'continue'; data: Buffer; state: unknown }
+  | { kind: 'continue'; data: Buffer; state: unknown; /** See `AttemptedUsername`. */ attemptedUsername?: string }
   /** Not mine: ask the next authenticator. `detail` explains why (e.g. "no password presented"). */
   | { kind: 'ignore'; detail?: string };
 
@@ -147,17 +147,42 @@ export interface StepRecord {
   detail?: string;
 }
 
+/**
+ * `attemptedUsername` on a `deny` or `continue`: the user name whose credential the step checked (or is checking),
+ * when the step read it from somewhere other than the CONNECT User Name, e.g. SCRAM's `n=` in the client-first
+ * message. Abuse protection counts a failure against the name that was tried, and can refuse a locked-out or
+ * banned name as soon as it is known, before its proof is verified. It is never an identity: only `allow` says who
+ * the client is. Undefined means the CONNECT User Name is the name tried.
+ */
+export type AttemptedUsername = string | undefined;
+
 /** The chain's verdict on one CONNECT (or one AUTH round). */
 export type ChainResult =
   | { kind: 'allow'; identity: Identity; steps: StepRecord[]; /** See the `allow` AuthnOutcome. */ authData?: Buffer }
-  | { kind: 'deny'; reason: ReasonName; detail: string; decidedBy: string; steps: StepRecord[] }
-  | { kind: 'continue'; data: Buffer; method: string; state: ChainExchangeState; steps: StepRecord[] };
+  | {
+      kind: 'deny';
+      reason: ReasonName;
+      detail: string;
+      decidedBy: string;
+      steps: StepRecord[];
+      attemptedUsername?: AttemptedUsername;
+    }
+  | {
+      kind: 'continue';
+      data: Buffer;
+      method: string;
+      state: ChainExchangeState;
+      steps: StepRecord[];
+      attemptedUsername?: AttemptedUsername;
+    };
 
 /** Opaque to the broker: which step is mid-exchange and its own state. */
 export interface ChainExchangeState {
   stepId: string;
   method: string;
   state: unknown;
+  /** The name the exchange is about, once a round reported it: a later deny that does not say is counted against it. */
+  attemptedUsername?: AttemptedUsername;
 }
 
 /**

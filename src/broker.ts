@@ -14,7 +14,14 @@ import { topicMatches } from './protocol/topic.js';
 import { RetainedStore } from './routing/retained-store.js';
 import type { Subscription } from './routing/subscription.js';
 import { SubscriptionTree, type SharedGroup } from './routing/subscription-tree.js';
-import { guardClientOf, type ConnectGuard, type GuardClient, type GuardVerdict } from './seams.js';
+import {
+  attemptedGuardClient,
+  guardClientOf,
+  verifiedGuardClient,
+  type ConnectGuard,
+  type GuardClient,
+  type GuardVerdict,
+} from './seams.js';
 import type { Outbound } from './session/outbound.js';
 import { Session, type PendingWill, type SessionEvents, type SessionLimits } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
@@ -31,6 +38,7 @@ export interface BrokerOptions {
 }
 
 const NEVER_EXPIRES = 0xffff_ffff;
+const PASS: GuardVerdict = { kind: 'pass' };
 
 /**
  * A will restored from a store written before wills kept the identity they were authorized for: the current policy
@@ -169,28 +177,43 @@ export class Broker {
       // Fail closed: a security decision that cannot be recorded is not made.
       return { kind: 'refuse', reason: 'serverUnavailable', detail: 'audit log unavailable' };
     }
-    if (!this.guard) return { kind: 'pass' };
-    return this.guard.checkConnect(guardClientOf(attempt, connection.identity?.attributes['jwt.sub']));
+    if (!this.guard) return PASS;
+    return this.guard.checkConnect(guardClientOf(attempt));
   }
 
   /**
-   * Tells the guard how authentication ended. A backend failure is not a wrong password, so it is not counted.
+   * An enhanced exchange named a user the CONNECT did not (SCRAM's `n=` without a CONNECT User Name): a banned or
+   * locked-out name is refused now, before its proof is verified, as a CONNECT naming it would have been.
+   */
+  guardCheckAttemptedUsername(connection: Connection, username: string): GuardVerdict {
+    const guard = this.guard;
+    if (!guard?.checkUsername || !connection.attempt) return PASS;
+    return guard.checkUsername(attemptedGuardClient(connection.attempt, username));
+  }
+
+  /**
+   * Tells the guard how authentication (or a re-authentication) ended. A backend failure is not a wrong password,
+   * so it is not counted; a failure is counted against the name that was tried, a success against the identity.
    * The guard may still refuse an allowed client: its login tripped client-id or username flapping, or its
-   * identity (a JWT subject) is on the block list.
+   * identity (its user name, a JWT subject) is on the block list.
    */
   guardAfterAuthentication(connection: Connection, result: Exclude<ChainResult, { kind: 'continue' }>): GuardVerdict {
     const guard = this.guard;
-    if (!guard || !connection.attempt) return { kind: 'pass' };
-    if (result.kind === 'deny' && result.reason === 'serverUnavailable') return { kind: 'pass' };
-    const client = guardClientOf(
-      connection.attempt,
-      result.kind === 'allow' ? result.identity.attributes['jwt.sub'] : undefined,
-    );
-    const verdict = guard.recordAuthResult(client, result.kind === 'allow');
-    if (result.kind !== 'allow') return { kind: 'pass' };
+    const attempt = connection.attempt;
+    if (!guard || !attempt) return PASS;
+    if (result.kind === 'deny') {
+      if (result.reason !== 'serverUnavailable')
+        guard.recordAuthResult(attemptedGuardClient(attempt, result.attemptedUsername), false);
+      return PASS;
+    }
+    const client = verifiedGuardClient(attempt, result.identity);
+    const verdict = guard.recordAuthResult(client, true);
     if (verdict && verdict.kind === 'refuse') return verdict;
-    if (client.jwtSubject !== undefined && guard.checkBlocklist) return guard.checkBlocklist(client);
-    return { kind: 'pass' };
+    // The CONNECT's User Name was checked before authentication; look again only when the identity says more.
+    const revealed =
+      client.jwtSubject !== undefined || (client.username !== undefined && client.username !== attempt.username);
+    if (revealed && guard.checkBlocklist) return guard.checkBlocklist(client);
+    return PASS;
   }
 
   /** [MQTT-3.1.4-3] takeover: the old connection is told 0x8E and closed; clean start discards the old session. */
@@ -732,8 +755,10 @@ export class Broker {
   /** Disconnects every live client a new ban matches, on every dimension (not only the client id). */
   disconnectBanned(matches: (client: GuardClient) => boolean, reason: string): void {
     for (const connection of this.connections) {
-      if (connection.state !== 'connected' || !connection.attempt) continue;
-      if (!matches(guardClientOf(connection.attempt, connection.identity?.attributes['jwt.sub']))) continue;
+      const identity = connection.identity;
+      if (connection.state !== 'connected' || !connection.attempt || !identity) continue;
+      // Matched by who the client proved to be, not by the User Name it wrote in its CONNECT.
+      if (!matches(verifiedGuardClient(connection.attempt, identity))) continue;
       this.log.info({ clientId: connection.clientId, reason }, 'disconnecting client: banned');
       connection.close('administrativeAction', `banned: ${reason}`);
     }

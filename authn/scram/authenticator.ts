@@ -123,13 +123,26 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     const parsed = parseClientFirst(data);
     if (!parsed.ok) return { kind: 'deny', reason: 'notAuthorized', detail: `client-first-message: ${parsed.error}` };
     const first = parsed.value;
+    // From here on the name being tried is known, whether or not the CONNECT carried one: abuse protection counts
+    // failures against it and can refuse it before the proof is checked.
+    const attemptedUsername = first.username;
     // We do not support acting on behalf of another identity (RFC 5802 §5.1 authzid).
     if (first.authzid !== undefined && first.authzid !== first.username) {
-      return { kind: 'deny', reason: 'notAuthorized', detail: 'SCRAM authorization identity differs from user name' };
+      return {
+        kind: 'deny',
+        reason: 'notAuthorized',
+        detail: 'SCRAM authorization identity differs from user name',
+        attemptedUsername,
+      };
     }
     // Policies key on the user name; a CONNECT naming someone else than the SCRAM user would be ambiguous.
     if (attempt.username !== undefined && attempt.username !== first.username) {
-      return { kind: 'deny', reason: 'notAuthorized', detail: 'CONNECT user name differs from the SCRAM user name' };
+      return {
+        kind: 'deny',
+        reason: 'notAuthorized',
+        detail: 'CONNECT user name differs from the SCRAM user name',
+        attemptedUsername,
+      };
     }
     const stored = await this.#store.lookup(first.username, mechanism, signal);
     const genuine = stored !== undefined && stored.iterations >= this.#minIterations && stored.mechanism === mechanism;
@@ -138,6 +151,7 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     const serverFirst = `r=${nonce},s=${credential.salt.toString('base64')},i=${credential.iterations}`;
     return {
       kind: 'continue',
+      attemptedUsername,
       data: Buffer.from(serverFirst, 'utf8'),
       state: new PendingExchange(
         mechanism,
@@ -152,15 +166,21 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
   }
 
   #finish(attempt: ConnectAttempt, pending: PendingExchange, data: Buffer | undefined): AuthnOutcome {
-    if (!data) return { kind: 'deny', reason: 'notAuthorized', detail: 'missing SCRAM client-final-message' };
+    const refuse = (detail: string): AuthnOutcome => ({
+      kind: 'deny',
+      reason: 'notAuthorized',
+      detail,
+      attemptedUsername: pending.username,
+    });
+    if (!data) return refuse('missing SCRAM client-final-message');
     const parsed = parseClientFinal(data);
-    if (!parsed.ok) return { kind: 'deny', reason: 'notAuthorized', detail: `client-final-message: ${parsed.error}` };
+    if (!parsed.ok) return refuse(`client-final-message: ${parsed.error}`);
     const final = parsed.value;
     if (!Buffer.from(final.channelBinding, 'base64').equals(Buffer.from(pending.gs2Header, 'utf8'))) {
-      return { kind: 'deny', reason: 'notAuthorized', detail: 'channel binding data does not match the gs2-header' };
+      return refuse('channel binding data does not match the gs2-header');
     }
     if (final.nonce !== pending.nonce) {
-      return { kind: 'deny', reason: 'notAuthorized', detail: 'nonce does not match the server-first-message' };
+      return refuse('nonce does not match the server-first-message');
     }
     const { storedKey, serverKey } = pending.credential;
     const { length } = mechanismParams(pending.mechanism);
@@ -169,7 +189,7 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     const proof = final.proof.length === length ? final.proof : Buffer.alloc(length);
     const candidate = hash(pending.mechanism, xor(proof, clientSignature));
     const verified = timingSafeEqual(candidate, storedKey) && final.proof.length === length && pending.genuine;
-    if (!verified) return { kind: 'deny', reason: 'notAuthorized', detail: FAILED };
+    if (!verified) return refuse(FAILED);
     const serverSignature = hmac(pending.mechanism, serverKey, authMessage);
     const identity: Identity = {
       clientId: attempt.clientId,

@@ -13,6 +13,7 @@ import { parseFrames, type PacketSink } from './codec.js';
 import { encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { dispatchPacket } from '../handlers/index.js';
+import { expireReauthentication } from '../handlers/auth.js';
 import type { ConnectContext } from '../handlers/connect.js';
 
 export type ConnectionState = 'awaiting-connect' | 'authenticating' | 'connected' | 'closed';
@@ -126,7 +127,7 @@ export class Connection implements SessionLink, PacketSink {
   /** The CONNECT as authenticated, kept for re-authentication and policy re-evaluation. */
   attempt: ConnectAttempt | undefined;
   exchange: ChainExchangeState | undefined;
-  /** True between AUTH 0x19 and the end of that re-authentication exchange. */
+  /** True between AUTH 0x19 and the end of that re-authentication exchange (see `startReauthentication`). */
   reauthenticating = false;
   /** The CONNECT waiting for an enhanced authentication exchange to finish. */
   pendingConnect: ConnectContext | undefined;
@@ -157,8 +158,11 @@ export class Connection implements SessionLink, PacketSink {
   private pendingAll: Buffer[] | undefined;
   private pendingBytes = 0;
   private lastReceived = Date.now();
-  /** Epoch ms by which CONNECT must have been accepted; 0 once connected. */
-  private connectDeadline = 0;
+  /**
+   * Epoch ms by which CONNECT must have been accepted, or a re-authentication the client started must have ended;
+   * 0 when neither is pending. One field for both keeps `checkTimers` to one comparison per connection.
+   */
+  private authDeadline = 0;
   /** Silence after which the client is disconnected; 0 for keep alive 0. */
   private keepaliveLimitMs = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -179,7 +183,7 @@ export class Connection implements SessionLink, PacketSink {
     socket.on('data', onSocketData);
     socket.on('error', onSocketError);
     socket.on('close', onSocketClose);
-    this.connectDeadline = Date.now() + limits.connect_timeout_ms;
+    this.authDeadline = Date.now() + limits.connect_timeout_ms;
   }
 
   get peerLabel(): string {
@@ -412,7 +416,7 @@ export class Connection implements SessionLink, PacketSink {
   /** Called when CONNACK 0x00 has been sent. */
   onConnected(): void {
     this.state = 'connected';
-    this.connectDeadline = 0;
+    this.authDeadline = 0;
     this.framer.setMaxPacketSize(this.broker.limits.max_packet_size);
     // [MQTT-3.1.2-24] close after one and a half keep alive periods without a packet (checked by `checkTimers`).
     this.keepaliveLimitMs = this.keepalive * 1500;
@@ -422,12 +426,17 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
-   * Connect timeout and keep alive, checked for every connection by one broker-wide timer rather than a timer per
+   * Connect timeout (also bounding a re-authentication) and keep alive, checked for every connection by one
+   * broker-wide timer rather than a timer per
    * connection (each costs memory on tens of thousands of idle connections).
    */
   checkTimers(now: number): void {
     if (this.state === 'closed') return;
-    if (this.connectDeadline > 0 && now >= this.connectDeadline) {
+    if (this.authDeadline > 0 && now >= this.authDeadline) {
+      if (this.state === 'connected') {
+        expireReauthentication(this);
+        return;
+      }
       this.closeReason = 'no CONNECT within the connect timeout';
       this.broker.log.info(
         { peer: this.peerLabel, listener: this.listener.name },
@@ -449,6 +458,23 @@ export class Connection implements SessionLink, PacketSink {
       );
       this.close('keepAliveTimeout', 'keep alive timeout');
     }
+  }
+
+  /**
+   * AUTH 0x19: a re-authentication has the connect timeout to finish, as the CONNECT's exchange had (docs/scram.md);
+   * a client that never answers the server-first message must not keep its connection and rights indefinitely. A
+   * client restarting the exchange with another AUTH 0x19 does not restart the clock.
+   */
+  startReauthentication(): void {
+    if (this.reauthenticating) return;
+    this.reauthenticating = true;
+    this.authDeadline = Date.now() + this.broker.limits.connect_timeout_ms;
+  }
+
+  /** The re-authentication ended, allowed or refused. */
+  endReauthentication(): void {
+    this.reauthenticating = false;
+    this.authDeadline = 0;
   }
 
   /** A credential with an expiry (JWT `exp`) disconnects the client when it runs out. */

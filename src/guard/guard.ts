@@ -59,9 +59,13 @@ export type BanAddedListener = (entry: BanEntry) => void;
  *
  *   checkConnect(client)          blocklist → flapping (address, network) → throttle; refuse or pass
  *   authenticate (the chain)
+ *   checkUsername(client)         when an enhanced exchange names a user the CONNECT did not (SCRAM `n=`)
  *   recordAuthResult(client, ok)  only for a definite success or credential failure; on success counts
  *                                 flapping per client id and username, and may answer refuse (banned)
- *   checkBlocklist(client)        again once the identity is known (JWT `sub`), optional
+ *   checkBlocklist(client)        again once the identity is known (its user name, JWT `sub`), optional
+ *
+ * The guard counts and matches the names it is given. The broker gives the CONNECT User Name before
+ * authentication, the name tried for a failure, and the verified identity's name for a success (`src/seams.ts`).
  *
  * Everything here is synchronous and bounded in memory; it runs on the event loop for every CONNECT, concurrently
  * for many clients, and never throws for a client's input. `onBanAdded` listeners let the broker disconnect live
@@ -171,6 +175,16 @@ export class Guard {
     return this.recorded(this.blocklistDecision(client));
   }
 
+  /**
+   * Block list and throttle, counting nothing: for a user name an enhanced exchange revealed after `checkConnect`
+   * (SCRAM's `n=` when the CONNECT had no User Name), so that a banned or locked-out name is refused before its
+   * proof is verified, exactly as a CONNECT carrying it would have been.
+   */
+  checkUsername(client: GuardClient): GuardDecision {
+    const blocked = this.blocklistDecision(client);
+    return this.recorded(blocked.kind === 'refuse' ? blocked : this.throttleDecision(client, this.now()));
+  }
+
   private recorded(decision: GuardDecision): GuardDecision {
     if (decision.kind === 'refuse' && this.recordRefusals) this.emit(decision.event);
     return decision;
@@ -182,6 +196,10 @@ export class Guard {
     const now = this.now();
     const refusal = this.enforceFlapping(client, this.flapping.record(client, now, PRE_AUTH_DIMENSIONS), now);
     if (refusal !== undefined) return refusal;
+    return this.throttleDecision(client, now);
+  }
+
+  private throttleDecision(client: GuardClient, now: number): GuardDecision {
     const throttled = this.throttle.check(client, now);
     if (throttled.kind === 'refuse') {
       return {

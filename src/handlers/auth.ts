@@ -49,7 +49,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   }
   let result: ChainResult;
   if (code === ReasonCode.reAuthenticate) {
-    connection.reauthenticating = true;
+    connection.startReauthentication();
     result = await chain.authenticate({ ...attempt, authData: data });
   } else if (code === ReasonCode.continueAuthentication && connection.exchange && connection.reauthenticating) {
     result = await chain.continueExchange(connection.exchange, attempt, data, true);
@@ -58,6 +58,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     return;
   }
   if (connection.state === 'closed') return;
+  result = refuseAnotherUser(connection, result);
   if (result.kind === 'continue') {
     connection.exchange = result.state;
     connection.writePacket({
@@ -68,20 +69,13 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     return;
   }
   connection.exchange = undefined;
-  connection.reauthenticating = false;
-  if (result.kind === 'allow' && result.identity.username !== connection.identity?.username) {
-    // Re-authentication proves the same client again; it must not turn the connection into another user.
-    result = {
-      kind: 'deny',
-      reason: 'notAuthorized',
-      detail: 're-authentication as a different user',
-      decidedBy: 'broker',
-      steps: result.steps,
-    };
-  }
+  connection.endReauthentication();
   broker.recordReauthentication(connection, result);
   if (result.kind === 'deny') {
-    connection.close(result.reason, `re-authentication failed: ${result.detail}`);
+    // Counted like a failed CONNECT, against the name that was tried: otherwise a connected client could guess
+    // passwords here without ever being throttled.
+    broker.guardAfterAuthentication(connection, result);
+    connection.close(result.reason, REAUTHENTICATION_FAILED);
     return;
   }
   const identity = result.identity;
@@ -101,4 +95,52 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   });
   // What the old identity subscribed to, the new one must still be allowed to receive.
   broker.reevaluateSubscriptionsOf(connection);
+}
+
+/**
+ * The one Reason String of every failed re-authentication. The detail (wrong proof, another user, a malformed
+ * message) goes to the audit log only: a client told "proof did not verify" for one answer and "different user"
+ * for another could test passwords of other accounts through re-authentication (docs/scram.md).
+ */
+const REAUTHENTICATION_FAILED = 're-authentication failed';
+
+/**
+ * Re-authentication proves the connection's user again; it must not turn the connection into another user. A
+ * round naming someone else is refused as soon as the name is known (for SCRAM, at the client-first message),
+ * before any proof of theirs is verified, and counted against that name like any failed login.
+ */
+function refuseAnotherUser(connection: Connection, result: ChainResult): ChainResult {
+  const user = connection.identity?.username;
+  const named = result.kind === 'allow' ? result.identity.username : result.attemptedUsername;
+  if (result.kind === 'deny' || named === user || (result.kind === 'continue' && named === undefined)) return result;
+  return {
+    kind: 'deny',
+    reason: 'notAuthorized',
+    detail: `re-authentication as a different user (${JSON.stringify(named ?? null)})`,
+    decidedBy: 'broker',
+    steps: result.steps,
+    ...(named === undefined ? {} : { attemptedUsername: named }),
+  };
+}
+
+/**
+ * A re-authentication that did not end within the connect timeout has failed ([MQTT-4.12.1-2]): the client is told
+ * 0x87 and disconnected. Not counted by the throttle: nothing was guessed.
+ */
+export function expireReauthentication(connection: Connection): void {
+  connection.exchange = undefined;
+  connection.endReauthentication();
+  const detail = 're-authentication not completed within the connect timeout';
+  connection.broker.recordReauthentication(connection, {
+    kind: 'deny',
+    reason: 'notAuthorized',
+    detail,
+    decidedBy: 'broker',
+    steps: [],
+  });
+  connection.broker.log.info(
+    { clientId: connection.clientId, peer: connection.peerLabel },
+    `disconnecting client: ${detail}`,
+  );
+  connection.close('notAuthorized', detail);
 }

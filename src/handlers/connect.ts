@@ -75,6 +75,14 @@ export function continueAfterAuthentication(ctx: ConnectContext, result: ChainRe
   // A finished exchange must not be continued later: re-authentication starts afresh with AUTH 0x19.
   if (result.kind !== 'continue') connection.exchange = undefined;
   if (result.kind === 'continue') {
+    const named = result.attemptedUsername;
+    if (named !== undefined && named !== ctx.attempt.username) {
+      // The exchange named a user the CONNECT did not: a banned or locked-out name goes no further than it would
+      // have as a User Name, before the client gets a chance to prove anything.
+      const verdict = connection.broker.guardCheckAttemptedUsername(connection, named);
+      if (verdict.kind === 'refuse')
+        return refuseConnect(ctx, { ok: false, reason: verdict.reason, detail: verdict.detail, audited: true });
+    }
     connection.exchange = result.state;
     connection.pendingConnect = ctx;
     connection.writePacket({

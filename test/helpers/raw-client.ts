@@ -46,12 +46,18 @@ export class RawClient {
 
   /** Resolves with the next packet of this kind (already received ones included). */
   next<C extends Packet['cmd']>(cmd: C, timeoutMs = 5000): Promise<Extract<Packet, { cmd: C }>> {
-    const index = this.packets.findIndex((p) => p.cmd === cmd);
+    return this.nextOf([cmd], timeoutMs);
+  }
+
+  /** Resolves with the next packet of any of these kinds, for a step the server may answer in more than one way. */
+  nextOf<C extends Packet['cmd']>(cmds: readonly C[], timeoutMs = 5000): Promise<Extract<Packet, { cmd: C }>> {
+    const wanted = (p: Packet): boolean => (cmds as readonly string[]).includes(p.cmd);
+    const index = this.packets.findIndex(wanted);
     if (index >= 0) return Promise.resolve(this.packets.splice(index, 1)[0] as Extract<Packet, { cmd: C }>);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${cmd} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => reject(new Error(`no ${cmds.join(' or ')} within ${timeoutMs} ms`)), timeoutMs);
       this.waiters.push({
-        match: (p) => p.cmd === cmd,
+        match: wanted,
         resolve: (p) => {
           clearTimeout(timer);
           this.packets.splice(this.packets.indexOf(p), 1);

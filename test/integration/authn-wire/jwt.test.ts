@@ -95,12 +95,23 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
       const good = await token(k1, 'device-7', nowS() + 300);
       const [h, p, s] = good.split('.') as [string, string, string];
       const tampered = ledger.secret(`${h}.${p}.${s.slice(0, -4)}${s.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`);
+      // A refused token is counted against the CONNECT User Name (its subject is not verified), and a success no
+      // longer clears that name, only the subject's: each refusal case has a name of its own, so these tests stay
+      // below the brute-force throttle.
       expect(
-        (await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: tampered })).code,
+        (
+          await tryConnect(broker.url, {
+            protocolVersion: v,
+            clientId: cid(),
+            username: 'tampered',
+            password: tampered,
+          })
+        ).code,
       ).toBe(CODES.badUserNameOrPassword[v]);
       const expired = await token(k1, 'device-7', nowS() - 60);
       expect(
-        (await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'd', password: expired })).code,
+        (await tryConnect(broker.url, { protocolVersion: v, clientId: cid(), username: 'expired', password: expired }))
+          .code,
       ).toBe(CODES.badUserNameOrPassword[v]);
     });
   }
@@ -120,7 +131,7 @@ describe('JWT in the password field, keys from a JWKS on 127.0.0.1', () => {
     const old = await tryConnect(broker.url, {
       protocolVersion: 5,
       clientId: cid(),
-      username: 'd',
+      username: 'retired',
       password: await token(k1, 'device-7', nowS() + 300),
     });
     expect(old.code).toBe(0x86);

@@ -9,7 +9,6 @@ import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../../../authn
 import { matchesClient, type BanEntry } from '../../../src/guard/blocklist.js';
 import { guardConfigSchema, type GuardConfigInput } from '../../../src/guard/config.js';
 import { Guard } from '../../../src/guard/guard.js';
-import { guardClientOf } from '../../../src/seams.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { connectClient, endAll, rawConnect, waitClientClosed } from '../../helpers/mqtt-clients.js';
 
@@ -39,6 +38,27 @@ class Argon2Step implements Authenticator {
         },
       };
     return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'wrong password' };
+  }
+}
+
+/** Vouches for whatever User Name the CONNECT carries: a stand-in for a password step, without the hashing. */
+class TrustedNameStep implements Authenticator {
+  readonly id = 'trusted-name';
+  readonly type = 'fake';
+  async authenticate(attempt: ConnectAttempt): Promise<AuthnOutcome> {
+    if (attempt.username === undefined) return { kind: 'ignore', detail: 'no username' };
+    return {
+      kind: 'allow',
+      identity: {
+        clientId: attempt.clientId,
+        username: attempt.username,
+        groups: [],
+        attributes: {},
+        superuser: false,
+        anonymous: false,
+        authenticator: this.id,
+      },
+    };
   }
 }
 
@@ -75,13 +95,9 @@ async function brokerWithGuard(config: GuardConfigInput = {}, extra: Parameters<
     onEvent: (e) => (late.broker ? late.broker.audit.record(e) : early.push(e)),
   });
   guards.push(guard);
-  guard.onBanAdded((entry: BanEntry) => {
-    for (const connection of late.broker?.server.broker.connections ?? []) {
-      if (connection.state !== 'connected' || connection.attempt === undefined) continue;
-      const client = guardClientOf(connection.attempt, connection.identity?.attributes['jwt.sub']);
-      if (matchesClient(entry, client, t)) connection.close('administrativeAction', `banned by ${entry.kind}`);
-    }
-  });
+  guard.onBanAdded((entry: BanEntry) =>
+    late.broker?.server.broker.disconnectBanned((client) => matchesClient(entry, client, t), entry.reason),
+  );
   const broker = await startBroker({ ...extra, guard });
   late.broker = broker;
   for (const e of early) broker.audit.record(e);
@@ -203,7 +219,20 @@ describe('abuse protection in a running broker', () => {
   });
 
   it('disconnects every live client a new ban matches, on each dimension, and nobody else', async () => {
-    const { broker, guard } = await brokerWithGuard();
+    // Live clients are matched by their verified identity: these users are vouched for by a step, and anyone else
+    // gets in anonymously.
+    const policy = join(dataDir, 'all.policy.yaml');
+    writeFileSync(policy, 'rules:\n  - name: all-connect\n    allow: connect\n    subjects: all\n');
+    const { broker, guard } = await brokerWithGuard(
+      {},
+      {
+        authenticator: new AuthenticationChain({
+          steps: [{ authenticator: new TrustedNameStep(), onError: 'deny', timeoutMs: 5000 }],
+          anonymous: true,
+        }),
+        config: { authorization: { watch: false, policy_files: [policy] } },
+      },
+    );
     const connect = (clientId: string, username: string) =>
       connectClient(broker.url, { clientId, username, protocolVersion: 5 }).then((c) => c.client);
     const a = await connect('meter-1', 'meter');

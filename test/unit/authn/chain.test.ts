@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { AuthenticationChain, type ChainStep } from '../../../authn/chain.js';
 import { Secret } from '../../../authn/secret.js';
-import type { AuthnOutcome, ChainResult, ConnectAttempt, StepRecord } from '../../../authn/types.js';
+import type {
+  AuthnOutcome,
+  ChainResult,
+  ConnectAttempt,
+  EnhancedAuthenticator,
+  StepRecord,
+} from '../../../authn/types.js';
 import { attempt, FakeAuthenticator, FakeEnhanced, type Script } from './fakes.js';
 
 function chainOf(scripts: Script[], opts: { anonymous?: boolean; onError?: ('deny' | 'next')[] } = {}) {
@@ -373,6 +379,23 @@ describe('enhanced authentication routing', () => {
       true,
     );
     expect(r.kind === 'deny' && r.reason).toBe('badAuthenticationMethod');
+  });
+
+  it('carries the name a step reported at continue into a later deny that does not repeat it', async () => {
+    const named: EnhancedAuthenticator = {
+      id: 'scram',
+      type: 'fake',
+      methods: ['SCRAM-SHA-256'],
+      authenticate: () =>
+        Promise.resolve({ kind: 'continue', data: Buffer.from('server-first'), state: {}, attemptedUsername: 'bob' }),
+      step: () => Promise.resolve({ kind: 'deny', reason: 'notAuthorized', detail: 'proof did not verify' }),
+    };
+    const chain = build([named]);
+    const first = await chain.authenticate(attempt({ username: undefined, authMethod: 'SCRAM-SHA-256' }));
+    expect(first).toMatchObject({ kind: 'continue', attemptedUsername: 'bob', state: { attemptedUsername: 'bob' } });
+    if (first.kind !== 'continue') return;
+    const last = await chain.continueExchange(first.state, attempt({ username: undefined }), undefined, false);
+    expect(last).toMatchObject({ kind: 'deny', reason: 'notAuthorized', attemptedUsername: 'bob' });
   });
 
   it('a step that throws mid-exchange denies serverUnavailable', async () => {

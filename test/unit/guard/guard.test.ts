@@ -81,6 +81,18 @@ describe('guard', () => {
     expect(h.guard.checkBlocklist({ ...before, jwtSubject: 'svc-account-9' }).kind).toBe('refuse');
   });
 
+  it('checks a user name an exchange revealed against the block list and the throttle, counting nothing', async () => {
+    const h = await harness();
+    const named = (username: string): GuardClient => ({ clientId: 'scram-1', username, address: '192.0.2.30' });
+    for (let i = 0; i < 5; i++) h.guard.recordAuthResult(named('bob'), false);
+    expect(h.guard.checkUsername(named('bob'))).toMatchObject({ kind: 'refuse', reason: 'connectionRateExceeded' });
+    h.guard.ban({ kind: 'username', value: 'carol', reason: '', until: null }, 'cli:0@unix-socket');
+    expect(h.guard.checkUsername(named('carol'))).toMatchObject({ kind: 'refuse', reason: 'banned' });
+    // Checking is not connecting: a hundred checks count no flapping attempt for the address.
+    for (let i = 0; i < 100; i++) expect(h.guard.checkUsername(named('dora')).kind).toBe('pass');
+    expect(h.guard.checkConnect({ clientId: 'scram-1', address: '192.0.2.30' }).kind).toBe('pass');
+  });
+
   it('records unbans and expiries with the actor', async () => {
     const h = await harness();
     h.guard.ban({ kind: 'username', value: 'a', reason: '', until: null }, 'cli:0@unix-socket');

@@ -108,8 +108,16 @@ describe('SCRAM authenticator', () => {
     expect(g1.get('s')).toBe(g2.get('s'));
     expect(Buffer.from(g1.get('s') ?? '', 'base64').length).toBe(Buffer.from(w.get('s') ?? '', 'base64').length);
     expect(g1.get('i')).toBe(w.get('i'));
-    expect(ghost1.final).toEqual(wrong.final);
-    expect(ghost1.final?.kind).toBe('deny');
+    // The refusal the client could see is the same; only the name tried, which abuse protection counts, differs.
+    expect({ ...ghost1.final, attemptedUsername: 'alice' }).toEqual(wrong.final);
+    expect(ghost1.final).toMatchObject({ kind: 'deny', attemptedUsername: 'ghost' });
+  });
+
+  it('reports the SCRAM user name as the name tried, from the server-first message on, without a CONNECT User Name', async () => {
+    const auth = new ScramAuthenticator({ store: await storeWith({ alice: 'pw-alice' }) });
+    const wrong = await exchange(auth, 'SCRAM-SHA-256', { username: 'alice', password: 'nope' });
+    expect(wrong.first).toMatchObject({ kind: 'continue', attemptedUsername: 'alice' });
+    expect(wrong.final).toMatchObject({ kind: 'deny', attemptedUsername: 'alice' });
   });
 
   it('refuses a client-final whose nonce differs from the combined nonce', async () => {
