@@ -85,6 +85,7 @@ class StepTimeoutError extends Error {
 export class AuthenticationChain implements ConnectAuthenticator {
   readonly #steps: readonly ChainStep[];
   readonly #anonymous: boolean;
+  readonly usernameIsCredential: boolean;
 
   constructor(options: ChainOptions) {
     const ids = new Set<string>();
@@ -94,6 +95,7 @@ export class AuthenticationChain implements ConnectAuthenticator {
     }
     this.#steps = options.steps;
     this.#anonymous = options.anonymous;
+    this.usernameIsCredential = options.steps.some((s) => s.authenticator.usernameIsCredential === true);
   }
 
   get steps(): readonly ChainStep[] {

@@ -1,7 +1,7 @@
 import { canonicalNumber, canonicalString } from '../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
 import { ReasonCode } from '../src/protocol/reason-codes.js';
-import type { ChainResult, ConnectAttempt, Identity } from './types.js';
+import { recordableUsername, type ChainResult, type ConnectAttempt, type Identity } from './types.js';
 
 type AuditStep = NonNullable<NonNullable<AuditEvent['authn']>['steps']>[number];
 
@@ -57,7 +57,7 @@ export function authnDecisionEvent(
     event,
     client: { ip: attempt.peer.address, port: attempt.peer.port },
     mqtt:
-      attempt.username === undefined
+      recordableUsername(attempt) === undefined
         ? {
             client_id: attempt.clientId,
             listener: attempt.listener,
@@ -69,7 +69,7 @@ export function authnDecisionEvent(
             listener: attempt.listener,
             protocol_version: attempt.protocolVersion,
             reason_code: ReasonCode[reason],
-            username: attempt.username,
+            username: recordableUsername(attempt),
           },
     authn,
   };

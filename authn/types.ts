@@ -46,6 +46,16 @@ export interface ConnectAttempt {
   /** MQTT 5 enhanced authentication: CONNECT's Authentication Method and Data. */
   authMethod: string | undefined;
   authData: Buffer | undefined;
+  /**
+   * The User Name carries a credential on this listener (a JWT step with `token_from: username`): it is read by
+   * the authenticators and never recorded, logged or used as a guard key (`recordableUsername`).
+   */
+  usernameIsCredential?: boolean;
+}
+
+/** The CONNECT User Name as audit records, log lines and guard keys may show it: never when it is a credential. */
+export function recordableUsername(attempt: ConnectAttempt): string | undefined {
+  return attempt.usernameIsCredential === true ? undefined : attempt.username;
 }
 
 /** Shared, frozen empties for identities without groups or attributes: one object instead of one per connection. */
@@ -108,6 +118,8 @@ export interface Authenticator {
    * step's timer, abort signal and promises: most of what a known client's reconnect costs.
    */
   quickAnswer?(attempt: ConnectAttempt): AuthnOutcome | undefined;
+  /** True when this step reads its credential from the CONNECT User Name (see `ConnectAttempt.usernameIsCredential`). */
+  readonly usernameIsCredential?: boolean;
   start?(): Promise<void>;
   stop?(): Promise<void>;
 }
@@ -200,4 +212,6 @@ export interface ConnectAuthenticator {
   ): Promise<ChainResult>;
   /** True when some step implements this MQTT 5 authentication method. */
   supportsMethod(method: string): boolean;
+  /** True when some step reads its credential from the CONNECT User Name. */
+  readonly usernameIsCredential?: boolean;
 }

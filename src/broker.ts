@@ -1,5 +1,11 @@
 import type { ByteStream } from './connection/byte-stream.js';
-import type { ChainResult, ConnectAttempt, Identity, TlsPeerInfo } from '../authn/types.js';
+import {
+  recordableUsername,
+  type ChainResult,
+  type ConnectAttempt,
+  type Identity,
+  type TlsPeerInfo,
+} from '../authn/types.js';
 import type { AuditSink } from '../audit/events.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
@@ -1050,7 +1056,7 @@ export class Broker {
         this.log.info(
           {
             clientId: connection.clientId,
-            username: attempt.username,
+            username: recordableUsername(attempt),
             peer: connection.peerLabel,
             listener: connection.listener.name,
             by: result.identity.authenticator,
@@ -1064,7 +1070,7 @@ export class Broker {
     this.log.info(
       {
         clientId: connection.clientId,
-        username: attempt.username,
+        username: recordableUsername(attempt),
         peer: connection.peerLabel,
         reason: result.reason,
         detail: result.detail,

@@ -1,4 +1,4 @@
-import type { ConnectAttempt, Identity } from '../authn/types.js';
+import { recordableUsername, type ConnectAttempt, type Identity } from '../authn/types.js';
 import type { ReasonName } from './protocol/reason-codes.js';
 
 /**
@@ -39,7 +39,7 @@ export interface ConnectGuard {
 export function guardClientOf(attempt: ConnectAttempt): GuardClient {
   return {
     clientId: attempt.clientId,
-    username: attempt.username,
+    username: recordableUsername(attempt),
     address: attempt.peer.address,
     certFingerprint: attempt.tls?.certificate?.fingerprint256,
     jwtSubject: undefined,
@@ -53,7 +53,7 @@ export function guardClientOf(attempt: ConnectAttempt): GuardClient {
 export function attemptedGuardClient(attempt: ConnectAttempt, attemptedUsername: string | undefined): GuardClient {
   return {
     clientId: attempt.clientId,
-    username: attemptedUsername ?? attempt.username,
+    username: attemptedUsername ?? recordableUsername(attempt),
     address: attempt.peer.address,
     certFingerprint: attempt.tls?.certificate?.fingerprint256,
     jwtSubject: undefined,

@@ -56,9 +56,11 @@ const REFUSALS: ReadonlySet<string> = new Set([
 export class JwtAuthenticator implements Authenticator {
   readonly type = 'jwt';
   readonly id: string;
+  readonly usernameIsCredential: boolean;
 
   constructor(private readonly options: JwtAuthenticatorOptions) {
     this.id = options.id;
+    this.usernameIsCredential = options.tokenFrom === 'username';
   }
 
   async authenticate(attempt: ConnectAttempt, _signal: AbortSignal): Promise<AuthnOutcome> {

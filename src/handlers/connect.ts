@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { Secret } from '../../authn/secret.js';
-import type { ChainResult, ConnectAttempt } from '../../authn/types.js';
+import { recordableUsername, type ChainResult, type ConnectAttempt } from '../../authn/types.js';
 import type { AuthzDecision } from '../../authz/types.js';
 import type { Connection } from '../connection/connection.js';
 import { ReasonCode, v3ConnackCode, type ReasonName } from '../protocol/reason-codes.js';
@@ -155,9 +155,11 @@ function createContext(connection: Connection, packet: IConnectPacket): ConnectC
     tls: connection.tls,
     authMethod: properties.authenticationMethod,
     authData: properties.authenticationData,
+    usernameIsCredential: connection.listener.authenticator.usernameIsCredential === true,
   };
   connection.attempt = attempt;
-  connection.username = packet.username;
+  // What audit records show as `mqtt.username`: never a token the User Name carries.
+  connection.username = recordableUsername(attempt);
   return {
     connection,
     packet,

@@ -89,6 +89,21 @@ describe('JWT authentication in the audit log of a real broker process', () => {
         'persistence: { durability: none }',
         'listeners:',
         '  - { name: main, transport: tcp, host: 127.0.0.1, port: 0 }',
+        // Here the token travels in the User Name: the field every record and log line would otherwise show.
+        '  - name: by-username',
+        '    transport: tcp',
+        '    host: 127.0.0.1',
+        '    port: 0',
+        '    authentication:',
+        '      anonymous: false',
+        '      steps:',
+        '        - type: jwt',
+        '          token_from: username',
+        '          algorithms: [ES256]',
+        `          jwks_url: ${JSON.stringify(jwksUrl)}`,
+        '          issuer: idp',
+        '          audience: bulwark',
+        '          clock_skew_s: 0',
         'authentication:',
         '  anonymous: false',
         '  steps:',
@@ -123,9 +138,18 @@ describe('JWT authentication in the audit log of a real broker process', () => {
       codes[name] = attempt.code;
       await endAll(attempt.client);
     }
+    const byUsername = `mqtt://127.0.0.1:${broker.ports['by-username']}`;
+    for (const [name, token] of [
+      ['user-valid', tokens.valid],
+      ['user-expired', tokens.expired],
+    ] as const) {
+      const attempt = await tryConnect(byUsername, { protocolVersion: 5, clientId: `jwt-${name}`, username: token });
+      codes[name] = attempt.code;
+      await endAll(attempt.client);
+    }
     await waitForAudit(
       auditDir,
-      (r) => field(r, 'event.action') === 'authn.denied' && field(r, 'mqtt.client_id') === 'jwt-expired-v4',
+      (r) => field(r, 'event.action') === 'authn.denied' && field(r, 'mqtt.client_id') === 'jwt-user-expired',
       'the last refusal',
     );
     expect(await broker.stop()).toBe(0);
@@ -167,6 +191,22 @@ describe('JWT authentication in the audit log of a real broker process', () => {
     const refused = oneFor('authn.denied', 'jwt-expired');
     expect(field(refused, 'user')).toBeUndefined();
     expect(field(refused, 'mqtt.username')).toBe('token');
+  });
+
+  it('a token sent as the User Name is read, never recorded: no mqtt.username on any record of it', () => {
+    expect(codes['user-valid']).toBe(0);
+    expect(codes['user-expired']).toBe(0x86);
+    const connection = records.filter((r) => field(r, 'mqtt.client_id') === 'jwt-user-valid');
+    expect(connection.map((r) => field(r, 'event.action'))).toEqual(['authn.allowed', 'client.disconnected']);
+    for (const r of connection) {
+      expect(field(r, 'user.name')).toBe('sensor-42');
+      expect(field(r, 'mqtt.username')).toBeUndefined();
+    }
+    const refused = oneFor('authn.denied', 'jwt-user-expired');
+    expect(field(refused, 'mqtt.username')).toBeUndefined();
+    // The broker did log both connections, without the User Name: the leak check below covers the text.
+    expect(output).toMatch(/jwt-user-valid/);
+    expect(output).toMatch(/jwt-user-expired/);
   });
 
   it('an expired token is refused as bad credentials and recorded with the failed check', () => {
