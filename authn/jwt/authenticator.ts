@@ -116,7 +116,9 @@ export class JwtAuthenticator implements Authenticator {
         };
       }
     }
-    let username: string | undefined = tokenFrom === 'password' ? attempt.username : undefined;
+    // Only a name the token vouches for: the CONNECT User Name counts when a claim was required to equal it.
+    let username: string | undefined =
+      tokenFrom === 'password' && requireEqual.username !== undefined ? attempt.username : undefined;
     if (claims.username !== undefined) {
       username = claimText(payload, claims.username);
       if (username === undefined) {

@@ -82,7 +82,9 @@ export const jwtSettingsSchema = z
           .min(1)
           .nullable()
           .default('sub')
-          .describe('Claim that becomes the username (null: keep the CONNECT username).'),
+          .describe(
+            'Claim that becomes the username. null: the identity has no username, unless `require_equal.username` proved the CONNECT username equal to a claim.',
+          ),
         groups: z
           .string()
           .min(1)

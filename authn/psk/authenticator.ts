@@ -52,7 +52,8 @@ export class PskAuthenticator implements Authenticator {
       kind: 'allow',
       identity: {
         clientId: attempt.clientId,
-        username: this.#options.useIdentityAsUsername ? identity : attempt.username,
+        // Only a name the key vouches for: the CONNECT User Name alone is whatever the client wrote.
+        username: this.#options.useIdentityAsUsername ? identity : undefined,
         groups: [],
         attributes: { 'psk.identity': identity },
         superuser: false,

@@ -11,7 +11,7 @@ export const pskSettingsSchema = z
       .boolean()
       .default(true)
       .describe(
-        'The TLS-PSK identity becomes the username that policies and the audit log see (Mosquitto: use_identity_as_username).',
+        'The TLS-PSK identity becomes the username that policies and the audit log see (Mosquitto: use_identity_as_username). With `false` the identity has no username: the key does not vouch for a username the client merely wrote.',
       ),
     file: z
       .string()

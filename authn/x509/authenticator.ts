@@ -131,7 +131,8 @@ export class X509Authenticator implements Authenticator {
     }
     const identity: Identity = {
       clientId: attempt.clientId,
-      username: o.useAsUsername ? mapped.value : attempt.username,
+      // Only a name the certificate vouches for: the CONNECT User Name alone is whatever the client wrote.
+      username: o.useAsUsername || o.requireUsernameMatch ? mapped.value : undefined,
       groups: o.groupsFromOu ? [...cert.organizationalUnits] : [],
       attributes: certificateAttributes(cert, mapped.value, o.identitySource),
       superuser: false,

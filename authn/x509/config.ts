@@ -20,7 +20,9 @@ export const x509SettingsSchema = z
     use_as_username: z
       .boolean()
       .default(true)
-      .describe('The mapped identity becomes the username that policies and the audit log see.'),
+      .describe(
+        'The mapped identity becomes the username that policies and the audit log see. With `false` the identity has no username unless `require_username_match` proved the CONNECT username equal to it: a certificate does not vouch for a username the client merely wrote.',
+      ),
     require_client_id_match: z
       .boolean()
       .default(false)

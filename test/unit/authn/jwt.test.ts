@@ -155,6 +155,19 @@ describe('jwt authenticator', () => {
     expect(await connect(a, token, { username: 'bob' })).toMatchObject({ kind: 'deny', reason: 'notAuthorized' });
   });
 
+  it('without a username claim the identity has no username: the token does not vouch for the one the client wrote', async () => {
+    const noClaim = { username: undefined, groups: undefined, attributes: [], acl: undefined };
+    const token = await hs({ sub: 'alice' });
+    const plain = await connect(new JwtAuthenticator(options({ claims: noClaim })), token, { username: 'admin' });
+    expect(plain.kind === 'allow' && plain.identity).toMatchObject({ username: undefined, anonymous: false });
+    // A claim required to equal the username proves it: then it is the identity's.
+    const bound = new JwtAuthenticator(
+      options({ claims: noClaim, requireEqual: { clientid: undefined, username: 'sub' } }),
+    );
+    const proven = await connect(bound, token, { username: 'alice' });
+    expect(proven.kind === 'allow' && proven.identity.username).toBe('alice');
+  });
+
   it('verifies RS256 with a PEM public key file and ES256 with a JWK, built from configuration', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'jwt-'));
     try {

@@ -85,6 +85,12 @@ describe('TLS-PSK handshakes on a listener serving both PSK and certificate clie
         kind: 'allow',
         identity: { username: 'sensor-7', authenticator: 'psk', attributes: { 'psk.identity': 'sensor-7' } },
       });
+      // Without the identity as username there is none: the key does not vouch for the one the client wrote.
+      const unnamed = await new PskAuthenticator({ id: 'psk', useIdentityAsUsername: false, store }).authenticate(
+        attempt(info, 'admin'),
+        signal,
+      );
+      expect(unnamed).toMatchObject({ kind: 'allow', identity: { username: undefined } });
     },
   );
 

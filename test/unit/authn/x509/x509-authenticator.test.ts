@@ -125,11 +125,22 @@ describe('x509 authenticator over real mTLS handshakes', () => {
     });
   });
 
-  it('keeps the client username when use_as_username is off', async () => {
+  it('gives no username when use_as_username is off: the certificate does not vouch for the one the client wrote', async () => {
     const outcome = allowed(
-      await authenticator({ useAsUsername: false }).authenticate(attempt(tls('good'), { username: 'alice' }), signal),
+      await authenticator({ useAsUsername: false }).authenticate(attempt(tls('good'), { username: 'admin' }), signal),
     );
-    expect(outcome.identity.username).toBe('alice');
+    expect(outcome.identity.username).toBeUndefined();
+    expect(outcome.identity.attributes['cert.cn']).toBe('sensor-1');
+  });
+
+  it('keeps the username when use_as_username is off but require_username_match proved it', async () => {
+    const outcome = allowed(
+      await authenticator({ useAsUsername: false, requireUsernameMatch: true }).authenticate(
+        attempt(tls('good'), { username: 'sensor-1' }),
+        signal,
+      ),
+    );
+    expect(outcome.identity.username).toBe('sensor-1');
   });
 
   it('denies a SAN source the certificate lacks, naming the missing entry', async () => {
