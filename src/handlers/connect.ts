@@ -249,6 +249,12 @@ function validateConnect(ctx: ConnectContext): StepResult {
     if (will.retain && !limits.retain_available)
       return { ok: false, reason: 'retainNotSupported', detail: 'retained wills are not available' };
     const willProperties = will.properties;
+    const responseTopic = v5 ? willProperties?.responseTopic : undefined;
+    const responseProblem =
+      responseTopic === undefined ? undefined : checkTopicName(responseTopic, limits.max_topic_length);
+    // [MQTT-3.3.2-14] as for a PUBLISH: the will's Response Topic is a topic name.
+    if (responseProblem)
+      return { ok: false, reason: 'protocolError', detail: `invalid will response topic (${responseProblem})` };
     const expiry = willProperties?.messageExpiryInterval;
     ctx.will = {
       topic: will.topic,

@@ -18,6 +18,14 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): P
     connection.protocolViolation('protocolError', 'subscription identifier in a client PUBLISH');
     return;
   }
+  const responseTopic = packet.properties?.responseTopic;
+  const responseProblem =
+    responseTopic === undefined ? undefined : checkTopicName(responseTopic, limits.max_topic_length);
+  if (responseProblem) {
+    // [MQTT-3.3.2-14] a Response Topic is a topic name (its receiver publishes to it): no wildcards.
+    connection.protocolViolation('protocolError', `invalid response topic (${responseProblem})`);
+    return;
+  }
   const topic = resolveTopic(connection, packet);
   if (topic === undefined) return;
 

@@ -152,6 +152,15 @@ const cases: Case[] = [
     detail: 'malformed packet: PUBLISH Response Topic property is not a valid UTF-8 string (illFormed)',
     routable: true,
   },
+  // [MQTT-3.3.2-14] a Response Topic is a topic name: whoever answers publishes to it.
+  {
+    name: 'v5 PUBLISH with a wildcard in its response topic',
+    version: 5,
+    bytes: frame(0x30, str('rules/request'), props([0x08], str('replies/#')), [0x78]),
+    reason: 'protocolError',
+    detail: 'invalid response topic (wildcard)',
+    routable: true,
+  },
 ];
 
 describe('packet rules mqtt-packet does not check', () => {
@@ -220,6 +229,18 @@ describe('packet rules mqtt-packet does not check', () => {
         l.detail === 'CONNECT has the Session Expiry Interval property more than once',
     );
     expect(line.reason).toBe('protocolError');
+  });
+
+  it('v5 CONNECT whose will has a wildcard in its response topic gets CONNACK 0x82 and keeps no session', async () => {
+    const client = await RawClient.connect(broker.port, 5);
+    const willProperties = props([0x08], str('replies/+'));
+    client.sendBytes(
+      frame(0x10, str('MQTT'), [5, 0x06, 0, 60, 0], str('rules-will-response'), willProperties, str('w'), str('b')),
+    );
+    await client.waitClosed();
+    expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
+    expect((client.packets[0] as IConnackPacket).reasonCode).toBe(PROTOCOL_ERROR);
+    expect(broker.server.broker.sessions.has('rules-will-response')).toBe(false);
   });
 
   it('v5 CONNECT with Authentication Method twice gets CONNACK 0x82 (it was 0x8C by accident)', async () => {
