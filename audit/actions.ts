@@ -31,6 +31,8 @@ export const AuditAction = {
   policyReloadFailed: 'policy.reload_failed',
   credentialsReloaded: 'credentials.reloaded',
   credentialsReloadFailed: 'credentials.reload_failed',
+  credentialsRehashed: 'credentials.rehashed',
+  credentialsRehashFailed: 'credentials.rehash_failed',
   tlsReloaded: 'tls.reloaded',
   tlsReloadFailed: 'tls.reload_failed',
   tlsHandshakeRefused: 'tls.handshake_refused',

@@ -103,12 +103,6 @@ export function explainBrokerAccess(policy: CompiledPolicy, req: AccessRequest):
   return { decision: SYS_PUBLISH_REFUSED, considered: e.considered, policyDecision: e.decision };
 }
 
-/** One line for an audit record's `authz.explanation`. */
-export function summarizeExplanation(e: Explanation): string {
-  const matched = e.considered.filter((c) => c.matched).map((c) => `${c.effect} ${c.rule.name}`);
-  return `${e.decision.reason}; matching rules: ${matched.length > 0 ? matched.join(', ') : 'none'}`;
-}
-
 function describeRequest(req: AccessRequest): string {
   const id = req.identity;
   const who = id.anonymous ? 'anonymous' : `user ${JSON.stringify(id.username ?? null)}`;

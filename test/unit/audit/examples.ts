@@ -202,6 +202,24 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     actor: 'file-watch',
   },
   {
+    event: {
+      action: 'credentials.rehashed',
+      outcome: 'success',
+      reason: 'hash upgraded to current argon2id parameters',
+    },
+    user: { name: 'gw-7' },
+    policy: { file: 'passwd' },
+    actor: 'broker',
+    labels: { authenticator: 'password-file' },
+  },
+  {
+    event: { action: 'credentials.rehash_failed', outcome: 'failure', reason: 'Error' },
+    user: { name: 'gw-7' },
+    policy: { file: 'passwd' },
+    actor: 'broker',
+    labels: { authenticator: 'password-file' },
+  },
+  {
     event: { action: 'tls.reloaded', outcome: 'success' },
     policy: { file: 'certs/server.pem', old_hash: 'sha256:aa01…', new_hash: 'sha256:bb02…' },
     tls: { subject: 'CN=broker.example.net', fingerprint: '4F:2A:…:9C' },
