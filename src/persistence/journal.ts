@@ -1,6 +1,8 @@
 import {
+  chmodSync,
   closeSync,
   existsSync,
+  fchmodSync,
   fdatasync,
   fdatasyncSync,
   fsyncSync,
@@ -149,9 +151,12 @@ export class JournalWriter {
     generation: number,
   ) {
     mkdirSync(options.dir, { recursive: true, mode: STORE_DIR_MODE });
+    // A folder or journal left by an older version (0755 / 0644 under the usual umask) is narrowed too.
+    chmodSync(options.dir, STORE_DIR_MODE);
     this.generation = generation;
     const file = this.fileFor(generation);
     this.fd = openSync(file, 'a', STORE_FILE_MODE);
+    fchmodSync(this.fd, STORE_FILE_MODE);
     this.fileBytes = statSync(file).size;
     if (options.durability === 'periodic') {
       this.periodicTimer = setInterval(() => this.syncNow(), options.flushIntervalMs);

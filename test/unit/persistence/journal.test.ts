@@ -1,4 +1,4 @@
-import { appendFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -139,5 +139,19 @@ describe('journal file modes', () => {
     const files = journalFiles(dir);
     expect(files.length).toBeGreaterThan(0);
     for (const f of files) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
+  });
+
+  it('narrows a folder and journal an older version left readable to everyone', async () => {
+    const dir = join(tmp(), 'store');
+    const first = writer(dir);
+    await first.durableThrough(first.append({ n: 1 }));
+    await first.close();
+    chmodSync(dir, 0o755);
+    const [file] = journalFiles(dir);
+    chmodSync(join(dir, file!), 0o644);
+    const again = writer(dir);
+    await again.close();
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, file!)).mode & 0o777).toBe(0o600);
   });
 });
