@@ -93,7 +93,7 @@ export interface AuditCheckpoint {
   key_id: string;
   /** The signing key's SPKI DER, base64: lets a log be checked without a key file; trust needs --public-key. */
   public_key: string;
-  /** base64 Ed25519 signature over `bulwark-audit-checkpoint\n<seq>\n<hash>`. */
+  /** base64 Ed25519 signature over `bulwark-audit-checkpoint-v2\n<seq>\n<hash>\n<audit.reason>` (record.ts). */
   signature: string;
 }
 

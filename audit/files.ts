@@ -1,4 +1,4 @@
-import { closeSync, openSync, readdirSync, readSync, fstatSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 
@@ -45,8 +45,11 @@ export interface FileTail {
 
 const CHUNK = 64 * 1024;
 
-/** Reads a file from its end: the torn tail (if any) and up to `maxLines` complete lines before it. */
-export function readFileTail(path: string, maxLines = 1): FileTail {
+/**
+ * Reads a file from its end: the torn tail (if any) and up to `maxLines` complete lines before it, or, with
+ * `stopAt`, the lines back to and including the newest one it accepts (all of them when none does).
+ */
+export function readFileTail(path: string, maxLines = 1, stopAt?: (line: string) => boolean): FileTail {
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;
@@ -55,7 +58,8 @@ export function readFileTail(path: string, maxLines = 1): FileTail {
     let tornEnd: number | undefined;
     const lines: string[] = [];
     let torn: FileTail['torn'];
-    while (pos > 0 && (tornEnd === undefined || lines.length < maxLines)) {
+    let stopped = false;
+    while (pos > 0 && !stopped && (tornEnd === undefined || lines.length < maxLines)) {
       const len = Math.min(CHUNK, pos);
       pos -= len;
       const chunk = Buffer.alloc(len);
@@ -73,11 +77,13 @@ export function readFileTail(path: string, maxLines = 1): FileTail {
         pending = pending.subarray(0, nl + 1);
       }
       // `pending` ends with a newline here; peel complete lines off its end.
-      while (lines.length < maxLines) {
+      while (lines.length < maxLines && !stopped) {
         // Search before the line's own newline; a negative offset would count from the end instead.
         const prev = pending.length < 2 ? -1 : pending.lastIndexOf(0x0a, pending.length - 2);
         if (prev === -1 && pos > 0) break;
-        lines.push(pending.subarray(prev + 1, pending.length - 1).toString('utf8'));
+        const line = pending.subarray(prev + 1, pending.length - 1).toString('utf8');
+        lines.push(line);
+        stopped = stopAt?.(line) === true;
         pending = pending.subarray(0, prev + 1);
         if (pending.length === 0) break;
       }
@@ -106,4 +112,38 @@ export function hashRange(fd: number, start: number, end: number): string {
 
 export function auditFilePath(dir: string, name: string): string {
   return join(dir, name);
+}
+
+/**
+ * `audit-head.json` names the newest file the broker started. Closed files are never written again, so nothing in
+ * the remaining files can show that a newer one was deleted; this pointer, rewritten (by rename) each time a file
+ * is created, is what lets the writer at start and `verify` notice that the newest file is gone.
+ */
+export const HEAD_FILE = 'audit-head.json';
+
+export interface AuditHead {
+  file: string;
+  first_seq: number;
+}
+
+/** The head pointer; undefined when there is none, 'damaged' when it is not what the writer writes. */
+export function readAuditHead(dir: string): AuditHead | 'damaged' | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, HEAD_FILE), 'utf8');
+  } catch (error: unknown) {
+    if (typeof error === 'object' && error !== null && 'code' in error && error.code === 'ENOENT') return undefined;
+    return 'damaged';
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return 'damaged';
+  }
+  if (typeof parsed !== 'object' || parsed === null) return 'damaged';
+  const head = parsed as Record<string, unknown>;
+  const name = typeof head.file === 'string' ? parseAuditFileName(head.file) : undefined;
+  if (!name || head.first_seq !== name.firstSeq) return 'damaged';
+  return { file: name.name, first_seq: name.firstSeq };
 }

@@ -1,4 +1,4 @@
-import { createHash, hash as oneShotHash } from 'node:crypto';
+import { createHash, hash as oneShotHash, verify, type KeyObject } from 'node:crypto';
 import { WRITE_RECORD_BODY, type AuditEvent } from './events.js';
 import { canonicalJsonWith } from './canonical.js';
 
@@ -84,7 +84,31 @@ export function parseRecordLine(line: string): AuditRecord | undefined {
   return r as unknown as AuditRecord;
 }
 
-/** The exact bytes a checkpoint signs; the prefix keeps the signature from being valid for anything else. */
-export function checkpointMessage(seq: number, hash: string): Buffer {
+/**
+ * The exact bytes a checkpoint signs; the prefix keeps the signature from being valid for anything else.
+ *
+ * Version 2 (written since the checkpoint's reason was found to be unsigned) also signs `audit.reason`: verify
+ * accepts a log that ends at a `shutdown` checkpoint, so an unsigned reason let a truncated log pass as a clean
+ * stop by relabelling its last interval checkpoint. The `-v2` prefix keeps a version 2 signature from ever
+ * verifying as a version 1 message, so a new checkpoint cannot be downgraded to the weaker form.
+ */
+export function checkpointMessage(seq: number, hash: string, reason: string): Buffer {
+  return Buffer.from(`bulwark-audit-checkpoint-v2\n${seq}\n${hash}\n${reason}`, 'utf8');
+}
+
+/** What checkpoints written before version 2 signed: the head only, so their `audit.reason` is not protected. */
+export function checkpointMessageV1(seq: number, hash: string): Buffer {
   return Buffer.from(`bulwark-audit-checkpoint\n${seq}\n${hash}`, 'utf8');
+}
+
+/** Which form of the message a checkpoint signature verifies against; undefined when neither. */
+export function checkpointSignatureVersion(
+  cp: { seq: number; hash: string; signature: string },
+  reason: string | undefined,
+  key: KeyObject,
+): 1 | 2 | undefined {
+  const signature = Buffer.from(cp.signature, 'base64');
+  if (reason !== undefined && verify(null, checkpointMessage(cp.seq, cp.hash, reason), key, signature)) return 2;
+  if (verify(null, checkpointMessageV1(cp.seq, cp.hash), key, signature)) return 1;
+  return undefined;
 }

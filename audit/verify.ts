@@ -1,16 +1,16 @@
-import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuditAction } from './actions.js';
 import { canonicalJson } from './canonical.js';
 import { createBlockScanner, FileBlocks, type BlockScanner } from './verify-blocks.js';
 import type { ScanRun } from './verify-scan.js';
-import { listAuditFiles, readFileTail } from './files.js';
+import { HEAD_FILE, listAuditFiles, readAuditHead, readFileTail, type AuditHead } from './files.js';
 import {
   GENESIS_HASH,
   HASH_SUFFIX_LENGTH,
   chainHash,
-  checkpointMessage,
+  checkpointSignatureVersion,
   parseJsonObject,
   parseRecordLine,
   type AuditRecord,
@@ -138,12 +138,17 @@ class Verifier {
   private readonly embeddedKeys = new Map<string, KeyObject>();
   private pendingTorn: TornTail[] = [];
   private sealed = 0;
-  private deletedThrough: { seq: number; hash: string; files: number } | undefined;
+  private deletedThrough: { seq: number; hash: string; files: number; recordSeq: number } | undefined;
   private uncleanEnds = 0;
   private gap: { expected: number; found: number; at: Position } | undefined;
   private partialLine = false;
   private presentFiles = new Set<string>();
   private scanner: BlockScanner | undefined;
+  /** The last shutdown checkpoint: nothing may follow it in its file (the run ended there). */
+  private closedAt: Position | undefined;
+  /** Some checkpoint signed its reason (version 2): the broker that wrote it keeps audit-head.json. */
+  private signedV2 = false;
+  private head: AuditHead | 'damaged' | undefined;
 
   constructor(
     private readonly dir: string,
@@ -194,6 +199,7 @@ class Verifier {
       );
     }
     this.presentFiles = new Set(files.map((f) => f.name));
+    this.head = readAuditHead(this.dir);
     const totalBytes = files.reduce((sum, f) => sum + statSync(join(this.dir, f.name)).size, 0);
     this.scanner = createBlockScanner(totalBytes, this.options.threads);
     try {
@@ -237,6 +243,14 @@ class Verifier {
     const endedWithCheckpoint = this.lastAction === AuditAction.auditCheckpoint;
     if (reader.rest.length > 0) {
       const tail = readFileTail(path, 0);
+      const closed = this.closedAt;
+      if (closed?.file === name) {
+        throw new Broken(
+          'edited',
+          { file: name, line: lineNo + 1, seq: undefined },
+          `bytes follow the shutdown checkpoint at line ${closed.line} (seq ${closed.seq}), which ended the run that wrote this file: they were appended outside the broker`,
+        );
+      }
       if (isLast && this.options.live) {
         this.partialLine = true;
       } else if (tail.torn) {
@@ -256,6 +270,7 @@ class Verifier {
       const continues =
         this.gap === undefined &&
         this.pendingTorn.length === 0 &&
+        this.closedAt?.file !== file &&
         this.expectedSeq === seq &&
         this.prevHash === prevHash;
       if (continues) {
@@ -320,6 +335,14 @@ class Verifier {
       );
     }
 
+    const closed = this.closedAt;
+    if (closed?.file === file) {
+      throw new Broken(
+        'edited',
+        here,
+        `a record follows the shutdown checkpoint at line ${closed.line} (seq ${closed.seq}), which ended the run that wrote this file: it was appended outside the broker`,
+      );
+    }
     if (this.pendingTorn.length > 0) this.checkSeal(record, here);
     else if (record?.event.action === AuditAction.auditTornTailSealed) this.checkOrphanSeal(record, here);
 
@@ -395,13 +418,19 @@ class Verifier {
       );
     }
     const key = this.keyFor(cp.key_id, cp.public_key, at);
-    const ok = verifySignature(null, checkpointMessage(cp.seq, cp.hash), key, Buffer.from(cp.signature, 'base64'));
-    if (!ok) throw new Broken('bad-signature', at, `the checkpoint signature by key ${cp.key_id} does not verify`);
+    // Version 2 signs the reason too; a version 1 checkpoint (older brokers) signs only the head, so its reason
+    // is taken as written.
+    const version = checkpointSignatureVersion(cp, record.audit?.reason, key);
+    if (version === undefined) {
+      throw new Broken('bad-signature', at, `the checkpoint signature by key ${cp.key_id} does not verify`);
+    }
+    if (version === 2) this.signedV2 = true;
     this.keyIds.add(cp.key_id);
     this.checkpoints++;
     this.lastCheckpointSeq = record.seq;
     this.lastCheckpointReason = record.audit?.reason;
     this.recordsSinceCheckpoint = 0;
+    if (this.lastCheckpointReason === 'shutdown') this.closedAt = { file: here.file, line: here.line, seq: record.seq };
   }
 
   private keyFor(keyId: string, embedded: string | undefined, at: VerifyLocation): KeyObject {
@@ -468,9 +497,36 @@ class Verifier {
     if (typeof a?.last_seq !== 'number' || typeof a.last_hash !== 'string') return;
     const files = (this.deletedThrough?.files ?? 0) + 1;
     if (!this.deletedThrough || a.last_seq >= this.deletedThrough.seq) {
-      this.deletedThrough = { seq: a.last_seq, hash: a.last_hash, files };
+      this.deletedThrough = { seq: a.last_seq, hash: a.last_hash, files, recordSeq: record.seq };
     } else {
       this.deletedThrough.files = files;
+    }
+  }
+
+  /**
+   * Closed files are never written again, so nothing in the remaining files shows that a newer file was deleted;
+   * audit-head.json, which the broker rewrites each time it starts a file, names the newest one.
+   */
+  private checkHead(last: Position): void {
+    const head = this.head;
+    const at = { file: last.file, line: last.line, seq: last.seq };
+    if (head === 'damaged') {
+      throw new Broken('missing-file', at, `${HEAD_FILE} is not the head pointer the broker writes`);
+    }
+    if (head === undefined) {
+      if (!this.signedV2) return;
+      throw new Broken(
+        'missing-file',
+        at,
+        `the log ends at seq ${last.seq}, but ${HEAD_FILE}, which the broker that wrote it keeps, is missing: the newest files may have been deleted with it`,
+      );
+    }
+    if (!this.presentFiles.has(head.file)) {
+      throw new Broken(
+        'missing-file',
+        at,
+        `the log ends at seq ${last.seq}, but ${HEAD_FILE} names ${head.file} (from seq ${head.first_seq}) as the newest file the broker started, and it is missing: the newest files were deleted`,
+      );
     }
   }
 
@@ -497,12 +553,24 @@ class Verifier {
           `the log starts at seq ${first.seq}, but no retention record accounts for records 1..${first.seq - 1}: older files were deleted outside the broker`,
         );
       }
+      // Only a signed retention record counts: an unsigned one at the end of a live log could have been appended by
+      // whoever deleted the files.
+      if (this.lastCheckpointSeq === undefined || this.lastCheckpointSeq < d.recordSeq) {
+        throw new Broken(
+          'missing-file',
+          { file: first.file, line: first.line, seq: first.seq },
+          `the log starts at seq ${first.seq}, and the retention record (seq ${d.recordSeq}) that accounts for records 1..${first.seq - 1} is not covered by a signed checkpoint: older files may have been deleted outside the broker`,
+        );
+      }
     }
-    if (this.checkpoints === 0 && !this.options.live) {
+    this.checkHead(last);
+    if (this.checkpoints === 0 && (!this.options.live || this.files > 1)) {
       throw new Broken(
         'unsigned',
         { file: last.file, line: last.line, seq: last.seq },
-        'the log holds no checkpoint: nothing is signed, so a rewrite without the signing key cannot be ruled out',
+        this.files > 1
+          ? `the log holds no checkpoint although ${this.files} files were closed: nothing is signed, so a rewrite without the signing key cannot be ruled out`
+          : 'the log holds no checkpoint: nothing is signed, so a rewrite without the signing key cannot be ruled out',
       );
     }
     const closed = this.lastAction === AuditAction.auditCheckpoint && this.lastCheckpointReason === 'shutdown';

@@ -1,6 +1,6 @@
 import { createHash, sign } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
+import { open, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../src/log.js';
 import { silentLogger } from '../src/log.js';
@@ -8,7 +8,8 @@ import { BulwarkError } from '../src/errors.js';
 import { AuditAction } from './actions.js';
 import type { AuditConfig } from './config.js';
 import type { AuditEvent, AuditSink } from './events.js';
-import { auditFileName, listAuditFiles, readFileTail } from './files.js';
+import { HEAD_FILE, auditFileName, listAuditFiles, readFileTail, type AuditHead } from './files.js';
+import { recoverChainHead, type TornRegion } from './recover.js';
 import { PostgresAuditMirror, type AuditMirror, type AuditMirrorStats } from './mirror.js';
 import { GENESIS_HASH, checkpointMessage, encodeRecord, parseRecordLine } from './record.js';
 import { loadSigningKey, type SigningKey } from './signing-key.js';
@@ -121,19 +122,14 @@ interface QueuedEvent {
   timestamp: string;
 }
 
-interface TornRegion {
-  file: string;
-  offset: number;
-  length: number;
-  sha256: string;
-}
-
 interface OpenFile {
   name: string;
   handle: AuditFileHandle;
   size: number;
   createdAt: number;
   dirty: boolean;
+  /** audit-head.json names this file. */
+  announced: boolean;
 }
 
 interface PendingDeletion {
@@ -172,6 +168,10 @@ export class AuditWriter implements AuditSink {
   private headSeq = 0;
   private headHash = GENESIS_HASH;
   private lastWasCheckpoint = false;
+  /** Clock time of the last checkpoint written (or of the start): the interval is counted from here. */
+  private lastCheckpointAt = 0;
+  /** Clock time the batch being written was stamped with: a checkpoint in it dates from then. */
+  private batchStampAt = 0;
   private file: OpenFile | undefined;
   private checkpointDue: 'interval' | 'shutdown' | undefined;
   private running: Promise<void> | undefined;
@@ -301,7 +301,9 @@ export class AuditWriter implements AuditSink {
       this.drop(lost);
       this.logger.error(
         { dir: this.opts.directory, lost, code: this.stat.lastError },
-        'audit log: events lost at shutdown because the log could not be written',
+        this.stat.failing
+          ? 'audit log: events lost at shutdown because the log could not be written'
+          : 'audit log: events recorded while the shutdown checkpoint was being written were dropped',
       );
     }
     await this.closeFile(true);
@@ -311,6 +313,7 @@ export class AuditWriter implements AuditSink {
   async start(): Promise<void> {
     mkdirSync(this.opts.directory, { recursive: true, mode: 0o750 });
     this.recoverHead();
+    this.lastCheckpointAt = this.now();
     this.planRetention();
     if (this.opts.checkpointIntervalMs > 0) {
       this.checkpointTimer = setInterval(() => {
@@ -326,39 +329,27 @@ export class AuditWriter implements AuditSink {
   // ---- start-up -------------------------------------------------------------------------------------------
 
   /**
-   * Finds the last intact record (the chain head) and every torn tail after it. A crash can leave a partial last
-   * line, and a run that crashed again before completing its first record leaves a file holding only a torn
-   * line: walk back over such files. Torn bytes are never rewritten; they are sealed by records in a new file.
+   * Finds the chain head and every torn tail after it, after checking the end of the log (recover.ts): a run
+   * continues and signs the chain, so it must first vouch for what it continues. Torn bytes are never rewritten;
+   * they are sealed by records in a new file.
    */
   private recoverHead(): void {
-    const files = listAuditFiles(this.opts.directory);
-    const seals: TornRegion[] = [];
-    for (let i = files.length - 1; i >= 0; i--) {
-      const name = (files[i] as { name: string }).name;
-      const tail = readFileTail(join(this.opts.directory, name), 1);
-      if (tail.torn) seals.unshift({ file: name, ...tail.torn });
-      const newest = tail.lastLines[0];
-      if (newest === undefined) continue;
-      // A crash tears only the last line; a complete line that is not a record was damaged by someone else, and
-      // continuing from an older record would hide that.
-      const record = parseRecordLine(newest);
-      if (!record) {
-        throw new BulwarkError(
-          'BULWARK_ERR_AUDIT',
-          `the end of audit file ${name} holds no readable record: the log was damaged outside the broker`,
-          undefined,
-          `run \`bulwark audit verify ${this.opts.directory}\` and keep the damaged file as evidence; start with an empty audit directory to continue`,
-        );
-      }
-      this.headSeq = record.seq;
-      this.headHash = record.hash;
-      this.lastWasCheckpoint = record.event.action === AuditAction.auditCheckpoint;
-      break;
+    const found = recoverChainHead(this.opts.directory, this.opts.signingKey);
+    if (found.headMissing) {
+      throw new BulwarkError(
+        'BULWARK_ERR_AUDIT',
+        `the audit log in ${this.opts.directory} has no ${HEAD_FILE}, which the broker that wrote it keeps: the newest audit files may have been deleted with it`,
+        undefined,
+        `run \`bulwark audit verify ${this.opts.directory}\`, keep the directory as evidence (move it aside) and start with an empty audit directory to continue`,
+      );
     }
-    this.pendingSeals = seals;
-    if (seals.length > 0) {
+    this.headSeq = found.seq;
+    this.headHash = found.hash;
+    this.lastWasCheckpoint = found.lastWasCheckpoint;
+    this.pendingSeals = found.seals;
+    if (found.seals.length > 0) {
       this.logger.warn(
-        { dir: this.opts.directory, files: seals.map((s) => s.file), seq: this.headSeq },
+        { dir: this.opts.directory, files: found.seals.map((s) => s.file), seq: this.headSeq },
         'audit log: torn tail from a crash found; sealing it with a recorded event',
       );
     }
@@ -491,7 +482,9 @@ export class AuditWriter implements AuditSink {
 
   private shouldRotate(file: OpenFile): boolean {
     if (file.size === 0) return false;
-    return file.size >= this.opts.rotateMaxBytes || this.now() - file.createdAt >= this.opts.rotateMaxAgeMs;
+    // 0 is "off", as for the other durations, not "a new file after every batch".
+    const ageLimit = this.opts.rotateMaxAgeMs;
+    return file.size >= this.opts.rotateMaxBytes || (ageLimit > 0 && this.now() - file.createdAt >= ageLimit);
   }
 
   /** Ends the current file with a checkpoint so every closed file is signed to its last line. */
@@ -533,8 +526,11 @@ export class AuditWriter implements AuditSink {
       items.push(item);
     };
     const stamp = this.timestamp();
+    this.batchStampAt = this.stampAt;
     const checkpointEvent = (reason: string): AuditEvent => {
-      const signature = sign(null, checkpointMessage(seq, hash), this.opts.signingKey.privateKey).toString('base64');
+      const signature = sign(null, checkpointMessage(seq, hash, reason), this.opts.signingKey.privateKey).toString(
+        'base64',
+      );
       return {
         event: { action: AuditAction.auditCheckpoint, outcome: 'success', reason: `checkpoint at ${reason}` },
         actor: 'audit-writer',
@@ -563,9 +559,27 @@ export class AuditWriter implements AuditSink {
         push(q.event, q.timestamp, { kind: 'event' });
       }
       const queueDrained = take === this.queue.length;
+      // Under sustained load the queue never drains, and waiting for it starved interval checkpoints (75,000
+      // records and none signed in 9 s): an interval checkpoint that is due ends this batch whatever is queued. The
+      // injected clock decides, as well as the timer, because a flooded event loop runs timers late.
       if (
+        this.checkpointDue === undefined &&
+        this.opts.checkpointIntervalMs > 0 &&
+        items.length > 0 &&
+        this.stampAt - this.lastCheckpointAt >= this.opts.checkpointIntervalMs
+      ) {
+        this.checkpointDue = 'interval';
+      }
+      // The first batch after an outage is followed by its audit.write_recovered record, and nothing may follow a
+      // shutdown checkpoint: that checkpoint waits for the next batch.
+      const shutdownHeld = this.checkpointDue === 'shutdown' && this.outage;
+      if (shutdownHeld) {
+        // Nothing else to write: probe the disk with an interval checkpoint, so the recovery record still comes
+        // before the shutdown checkpoint.
+        if (items.length === 0) push(checkpointEvent('interval'), stamp, { kind: 'checkpoint', reason: 'interval' });
+      } else if (
         this.checkpointDue &&
-        queueDrained &&
+        (queueDrained || this.checkpointDue === 'interval') &&
         (this.checkpointDue === 'shutdown' || items.length > 0 || !this.lastWasCheckpoint)
       ) {
         push(checkpointEvent(this.checkpointDue), stamp, { kind: 'checkpoint', reason: this.checkpointDue });
@@ -643,6 +657,10 @@ export class AuditWriter implements AuditSink {
     // close() may have asked for the shutdown checkpoint while this batch was being written: only a shutdown
     // checkpoint satisfies it, so the log still ends with one.
     if (last?.kind === 'checkpoint' && (last.reason === 'shutdown' || !this.closing)) this.checkpointDue = undefined;
+    if (items.some((item) => item.kind === 'checkpoint')) this.lastCheckpointAt = this.batchStampAt;
+    // The shutdown checkpoint is the last line of the run: recovery and verify refuse anything after it, so events
+    // recorded while it was being written are dropped and counted by shutdown(), never appended unsigned.
+    if (last?.kind === 'checkpoint' && last.reason === 'shutdown') this.closed = true;
   }
 
   private async afterWrite(): Promise<void> {
@@ -695,15 +713,24 @@ export class AuditWriter implements AuditSink {
   }
 
   private async ensureFile(firstSeq: number): Promise<OpenFile> {
-    if (this.file) return this.file;
-    let generation = 0;
-    while (existsSync(join(this.opts.directory, auditFileName(firstSeq, generation)))) generation++;
-    const name = auditFileName(firstSeq, generation);
-    // 'ax': O_APPEND so every write lands at the end, O_EXCL so an existing file is never reopened for writing.
-    const handle = await (this.opts.fileSystem ?? nodeFileSystem).open(join(this.opts.directory, name), 'ax', 0o640);
-    this.file = { name, handle, size: 0, createdAt: this.now(), dirty: false };
-    if (this.opts.fsync !== 'never') await syncDirectory(this.opts.directory);
-    return this.file;
+    if (!this.file) {
+      let generation = 0;
+      while (existsSync(join(this.opts.directory, auditFileName(firstSeq, generation)))) generation++;
+      const name = auditFileName(firstSeq, generation);
+      // 'ax': O_APPEND so every write lands at the end, O_EXCL so an existing file is never reopened for writing.
+      const fs = this.opts.fileSystem ?? nodeFileSystem;
+      const handle = await fs.open(join(this.opts.directory, name), 'ax', 0o640);
+      this.file = { name, handle, size: 0, createdAt: this.now(), dirty: false, announced: false };
+    }
+    const file = this.file;
+    if (!file.announced) {
+      // Before the file's first record: a crash in between leaves a file newer than the head, which start accepts,
+      // never a head naming a file that does not exist. A failure here is retried like a failed write.
+      await writeAuditHead(this.opts.directory, { file: file.name, first_seq: firstSeq }, this.opts.fsync !== 'never');
+      file.announced = true;
+      if (this.opts.fsync !== 'never') await syncDirectory(this.opts.directory);
+    }
+    return file;
   }
 
   private async closeFile(sync: boolean): Promise<void> {
@@ -755,6 +782,8 @@ export class AuditWriter implements AuditSink {
       };
       this.pendingDeletions.push({ name: f.name, event });
       this.pushInternal(event);
+      // Signed in the same batch: verify accepts a log that starts after seq 1 only on a signed retention record.
+      this.checkpointDue ??= 'interval';
       remaining--;
     }
     if (this.pendingDeletions.length > 0 && !this.closing) this.schedule(0);
@@ -878,6 +907,20 @@ function countCompleteLines(lines: readonly string[], written: number): number {
 
 function sha256Hex(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** Replaces audit-head.json by rename, so a crash leaves the old pointer or the new one, never a torn one. */
+async function writeAuditHead(dir: string, head: AuditHead, sync: boolean): Promise<void> {
+  const tmp = join(dir, `${HEAD_FILE}.tmp`);
+  await rm(tmp, { force: true });
+  const handle = await open(tmp, 'wx', 0o640);
+  try {
+    await handle.writeFile(`${JSON.stringify(head)}\n`);
+    if (sync) await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, join(dir, HEAD_FILE));
 }
 
 async function syncDirectory(dir: string): Promise<void> {

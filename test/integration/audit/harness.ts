@@ -86,6 +86,21 @@ export async function writeLog(
   return writer;
 }
 
+/**
+ * A run that stops the way `kill -9` stops it: every record on disk, no shutdown checkpoint. The writer is
+ * abandoned, not closed; its file is never written again.
+ */
+export async function writeCrashedLog(
+  directory: string,
+  count: number,
+  overrides: Partial<AuditWriterOptions> = {},
+): Promise<AuditWriter> {
+  const writer = await openAuditWriter(writerOptions(directory, overrides));
+  for (let i = 0; i < count; i++) writer.record(deniedPublish(i));
+  await writer.flush();
+  return writer;
+}
+
 export function auditFiles(dir: string): string[] {
   return readdirSync(dir)
     .filter((n) => n.startsWith('audit-') && n.endsWith('.jsonl'))

@@ -160,7 +160,11 @@ describe('verify reports each kind of tampering at the first broken record', () 
         hash: prev,
         key_id: keyId,
         public_key: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'),
-        signature: sign(null, checkpointMessage(seq, prev), privateKey).toString('base64'),
+        signature: sign(
+          null,
+          checkpointMessage(seq, prev, (r.audit as { reason: string }).reason),
+          privateKey,
+        ).toString('base64'),
       };
     });
     writeLines(log.file, forged);
@@ -209,7 +213,7 @@ describe('verify across rotated files', () => {
     const lines = readLines(before);
     const seq = (JSON.parse(lines[lines.length - 1] as string) as { seq: number }).seq;
     expect(await report(dir)).toBe(
-      `BROKEN truncated: ${basename(before)} line ${lines.length} seq ${seq}: the log ends at seq ${seq} without a shutdown checkpoint; 0 records after the last checkpoint (seq ${seq}) are unsigned: ${TRUNCATED_HINT}`,
+      `BROKEN missing-file: ${basename(before)} line ${lines.length} seq ${seq}: the log ends at seq ${seq}, but audit-head.json names ${basename(last)} (from seq ${seq + 1}) as the newest file the broker started, and it is missing: the newest files were deleted`,
     );
   });
 

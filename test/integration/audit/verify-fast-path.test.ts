@@ -104,6 +104,8 @@ describe('verify gives the same exact answer wherever a read splits the lines', 
   it('bytes after the last newline are a torn tail, and a tail cut mid-line likewise', async () => {
     const { dir, files } = await rotatedLog();
     const last = files[files.length - 1] as string;
+    // A crash, not a stop: nothing follows a shutdown checkpoint, so the torn line replaces it.
+    writeLines(last, readLines(last).slice(0, -1));
     appendFileSync(last, '{"@timestamp":"2026');
     // readLines keeps the torn part as its last element: that is the torn line's number.
     const n = readLines(last).length;
@@ -139,7 +141,7 @@ function rewriteNonCanonical(lines: string[], index: number, mangle: (body: stri
     if (i < index) return line;
     const r = JSON.parse(line) as Record<string, unknown> & {
       seq: number;
-      audit?: { checkpoint?: Record<string, unknown> };
+      audit?: { checkpoint?: Record<string, unknown>; reason?: string };
     };
     delete r.hash;
     r.prev_hash = prev;
@@ -147,7 +149,9 @@ function rewriteNonCanonical(lines: string[], index: number, mangle: (body: stri
     if (cp) {
       cp.hash = prev;
       cp.seq = r.seq - 1;
-      cp.signature = sign(null, checkpointMessage(r.seq - 1, prev), key.privateKey).toString('base64');
+      cp.signature = sign(null, checkpointMessage(r.seq - 1, prev, r.audit?.reason ?? ''), key.privateKey).toString(
+        'base64',
+      );
     }
     const canonical = canonicalJson(r);
     const body = i === index ? mangle(canonical) : canonical;

@@ -17,6 +17,7 @@ import {
   removeTempDirs,
   tempDir,
   testKey,
+  writeCrashedLog,
   writeLog,
   writerOptions,
 } from './harness.js';
@@ -221,7 +222,7 @@ describe('audit writer and verify on an intact log', () => {
 
   it('seals a torn last line at start-up without rewriting it, and verify accepts only the sealed form', async () => {
     const dir = tempDir();
-    await writeLog(dir, 5);
+    await writeCrashedLog(dir, 5);
     const [first] = auditFiles(dir);
     const tornBytes = '{"@timestamp":"2026-11-25T10:00:00.000Z","event":{"act';
     appendFileSync(first as string, tornBytes);
@@ -233,7 +234,7 @@ describe('audit writer and verify on an intact log', () => {
     expect(readFileSync(first as string).equals(before)).toBe(true);
     const second = readLines(auditFiles(dir)[1] as string).map(parse);
     expect(second[0]).toMatchObject({
-      seq: 7,
+      seq: 6,
       event: { action: 'audit.torn_tail_sealed', outcome: 'success' },
       audit: {
         file: basename(first as string),
@@ -249,12 +250,12 @@ describe('audit writer and verify on an intact log', () => {
 
   it('seals torn tails left by two crashes in a row, the second before any record was complete', async () => {
     const dir = tempDir();
-    await writeLog(dir, 3);
+    await writeCrashedLog(dir, 3);
     appendFileSync(auditFiles(dir)[0] as string, '{"torn":');
-    writeFileSync(join(dir, 'audit-0000000000000005-000.jsonl'), '{"@timestamp":"2026-11-25T10:00:00.000Z","se');
+    writeFileSync(join(dir, 'audit-0000000000000004-000.jsonl'), '{"@timestamp":"2026-11-25T10:00:00.000Z","se');
     await writeLog(dir, 1);
     const files = auditFiles(dir);
-    expect(basename(files[2] as string)).toBe('audit-0000000000000005-001.jsonl');
+    expect(basename(files[2] as string)).toBe('audit-0000000000000004-001.jsonl');
     const actions = readLines(files[2] as string).map((l) => (parse(l).event as { action: string }).action);
     expect(actions.slice(0, 2)).toEqual(['audit.torn_tail_sealed', 'audit.torn_tail_sealed']);
     const result = await verifyAuditLog(dir);
