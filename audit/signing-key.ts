@@ -38,6 +38,16 @@ export function loadSigningKey(keyFile: string, create: boolean): SigningKey {
         'create one with `openssl genpkey -algorithm ed25519 -out FILE` or leave audit.signing_key_file unset to let the broker generate one',
       );
     }
+    const existingPub = publicKeyPathFor(keyFile);
+    if (existsSync(existingPub)) {
+      // The log was signed with a key that is gone: a new one would sign over whatever happened to the old.
+      throw new BulwarkError(
+        'BULWARK_ERR_AUDIT',
+        `audit signing key ${keyFile} is missing, but its public key ${existingPub} is there: the log was signed with a key that is gone`,
+        undefined,
+        `restore the key from its backup; or, to sign from now on with a new key, move ${existingPub} aside (keep it: verify needs it for the older checkpoints) and start again`,
+      );
+    }
     mkdirSync(dirname(keyFile), { recursive: true, mode: 0o700 });
     const { privateKey } = generateKeyPairSync('ed25519');
     writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
@@ -69,8 +79,15 @@ export function loadSigningKey(keyFile: string, create: boolean): SigningKey {
   const publicKey = createPublicKey(privateKey);
   const publicPem = publicKey.export({ format: 'pem', type: 'spki' }).toString();
   const pubFile = publicKeyPathFor(keyFile);
-  if (!existsSync(pubFile) || readFileSync(pubFile, 'utf8') !== publicPem) {
-    writeFileSync(pubFile, publicPem, { mode: 0o644 });
+  if (!existsSync(pubFile)) writeFileSync(pubFile, publicPem, { mode: 0o644, flag: 'wx' });
+  else if (readFileSync(pubFile, 'utf8').trim() !== publicPem.trim()) {
+    // A replaced key would quietly take over the reviewers' copy; rotation is an operator's deliberate step.
+    throw new BulwarkError(
+      'BULWARK_ERR_AUDIT',
+      `audit signing key ${keyFile} does not match its public key ${pubFile}`,
+      undefined,
+      `if the key was rotated on purpose, move ${pubFile} aside (keep it: verify needs it for the older checkpoints) and start again; else restore the key that matches it`,
+    );
   }
   return {
     privateKey,

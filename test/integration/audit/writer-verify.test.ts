@@ -1,5 +1,14 @@
-import { createHash } from 'node:crypto';
-import { chmodSync, readFileSync, statSync, writeFileSync, appendFileSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import {
+  appendFileSync,
+  chmodSync,
+  existsSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { canonicalJson } from '../../../audit/canonical.js';
@@ -286,6 +295,29 @@ describe('audit writer and verify on an intact log', () => {
     chmodSync(keyFile, 0o640);
     expect(() => loadSigningKey(keyFile, false)).toThrow(BulwarkError);
     expect(() => loadSigningKey(join(dir, 'missing.key'), false)).toThrow(/does not exist/);
+  });
+
+  it('never replaces a signing key silently: a deleted or swapped key stops the start while its public key is there', () => {
+    const dir = tempDir();
+    const keyFile = join(dir, 'data', 'audit-signing.key');
+    const pubFile = join(dir, 'data', 'audit-signing.pub');
+    const original = loadSigningKey(keyFile, true);
+    const pub = readFileSync(pubFile, 'utf8');
+    rmSync(keyFile);
+    expect(() => loadSigningKey(keyFile, true)).toThrow(/is missing, but its public key .* is there/);
+    expect(existsSync(keyFile)).toBe(false);
+    expect(readFileSync(pubFile, 'utf8')).toBe(pub);
+    // Another key in the file: refused, and the reviewers' public key is left as it was.
+    writeFileSync(keyFile, generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }), {
+      mode: 0o600,
+    });
+    expect(() => loadSigningKey(keyFile, true)).toThrow(/does not match its public key/);
+    expect(readFileSync(pubFile, 'utf8')).toBe(pub);
+    // A deliberate rotation: the old public key moved aside, the new key takes over and gets its own.
+    renameSync(pubFile, `${pubFile}.old`);
+    const rotated = loadSigningKey(keyFile, true);
+    expect(rotated.keyId).not.toBe(original.keyId);
+    expect(readFileSync(pubFile, 'utf8')).not.toBe(pub);
   });
 });
 
