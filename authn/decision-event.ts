@@ -1,6 +1,6 @@
 import { canonicalNumber, canonicalString } from '../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
-import { ReasonCode } from '../src/protocol/reason-codes.js';
+import { ReasonCode, v3ConnackCode } from '../src/protocol/reason-codes.js';
 import { recordableUsername, type ChainResult, type ConnectAttempt, type Identity } from './types.js';
 
 type AuditStep = NonNullable<NonNullable<AuditEvent['authn']>['steps']>[number];
@@ -30,6 +30,9 @@ export function authnDecisionEvent(
       : 'authn.denied';
   const reason = result.kind === 'allow' ? 'success' : result.reason;
   const identity = result.kind === 'allow' ? result.identity : connected;
+  // The code the client was sent: MQTT 3.1 and 3.1.1 have CONNACK return codes, not reason codes
+  // (protocol/reason-codes.ts is the one mapping, the one connect.ts answers with).
+  const reasonCode = attempt.protocolVersion === 5 ? ReasonCode[reason] : v3ConnackCode(reason);
   // Built by assignment rather than with conditional spreads: one of these is recorded for every CONNECT, and
   // object spread was a large part of what recording an event cost the broker. Each object's members are added in
   // sorted order, so the audit writer serialises it with one JSON.stringify (audit/canonical.ts).
@@ -62,13 +65,13 @@ export function authnDecisionEvent(
             client_id: attempt.clientId,
             listener: attempt.listener,
             protocol_version: attempt.protocolVersion,
-            reason_code: ReasonCode[reason],
+            reason_code: reasonCode,
           }
         : {
             client_id: attempt.clientId,
             listener: attempt.listener,
             protocol_version: attempt.protocolVersion,
-            reason_code: ReasonCode[reason],
+            reason_code: reasonCode,
             username: recordableUsername(attempt),
           },
     authn,

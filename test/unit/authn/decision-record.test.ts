@@ -145,6 +145,50 @@ describe('the authentication decision record', () => {
   });
 });
 
+describe('the reason code an authentication decision records', () => {
+  const attempt = (protocolVersion: 3 | 4 | 5): ConnectAttempt => ({
+    listener: 'tcp',
+    clientId: 'c-1',
+    username: 'alice',
+    password: undefined,
+    protocolVersion,
+    peer: { address: '192.0.2.7', port: 50001 },
+    tls: undefined,
+    authMethod: undefined,
+    authData: undefined,
+  });
+  const deny = (reason: ReasonName): Exclude<ChainResult, { kind: 'continue' }> => ({
+    kind: 'deny',
+    reason,
+    detail: 'refused',
+    decidedBy: 'users',
+    steps: [],
+  });
+
+  // MQTT 3.1.1 section 3.2.2.3: the CONNACK return code is what a 3.1 or 3.1.1 client was sent.
+  it.each([
+    ['badUserNameOrPassword', 4, 4, 0x86],
+    ['clientIdentifierNotValid', 3, 2, 0x85],
+    ['notAuthorized', 4, 5, 0x87],
+    ['banned', 4, 5, 0x8a],
+    ['serverUnavailable', 3, 3, 0x88],
+    ['connectionRateExceeded', 4, 3, 0x9f],
+  ] as const)('for %s is the return code sent on 3.1 and 3.1.1, the reason code on 5', (reason, v3, sent, v5) => {
+    const denied = authnDecisionEvent(attempt(v3), deny(reason));
+    expect(denied.mqtt?.reason_code).toBe(sent);
+    // The canonical fast writer writes the same number.
+    expect(denied[WRITE_RECORD_BODY]?.call(denied, 't', 1, 'p')).toContain(`"reason_code":${sent}`);
+    expect(authnDecisionEvent(attempt(5), deny(reason)).mqtt?.reason_code).toBe(v5);
+  });
+
+  it('for an accepted CONNECT is 0 on every version', () => {
+    for (const version of [3, 4, 5] as const) {
+      const e = authnDecisionEvent(attempt(version), { kind: 'allow', steps: [], identity: anonymousIdentity('c-1') });
+      expect(e.mqtt?.reason_code).toBe(0);
+    }
+  });
+});
+
 describe('the user an authentication decision names', () => {
   const attempt = (username: string | undefined): ConnectAttempt => ({
     listener: 'tcp',
