@@ -14,6 +14,7 @@ import { policyEventToAudit } from '../authz/policy-manager.js';
 import { Broker } from './broker.js';
 import type { BrokerConfig } from './config/schema.js';
 import { applyLiveKeys, planConfigReload, type ConfigReloadPlan } from './config/reload.js';
+import { BROKER_VERSION } from './version.js';
 import { listenerName, type ListenerRuntime, type ListeningServer } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import { compactHeap, LARGE_POLICY_RULES } from './compact-heap.js';
@@ -38,6 +39,8 @@ export interface ServerOptions {
   repair?: boolean;
   /** Overrides the chain built from configuration, per listener name (tests, embedding). */
   authenticators?: ReadonlyMap<string, ConnectAuthenticator>;
+  /** SHA-256 (hex) of the configuration file's content, for `broker.started` (the one `config.changed` compares). */
+  configHash?: string;
 }
 
 /**
@@ -54,6 +57,7 @@ export class BulwarkServer {
   private readonly secureListeners: SecureListener[] = [];
   private readonly chains: AuthenticationChains;
   private started = false;
+  private startedAt = 0;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private connectionTimer: NodeJS.Timeout | undefined;
   private readonly audit = new SwitchableAuditSink();
@@ -204,7 +208,22 @@ export class BulwarkServer {
     }, 250);
     this.connectionTimer.unref();
     this.started = true;
-    this.broker.audit.record({ event: { action: 'broker.started', outcome: 'success' }, actor: 'broker' });
+    this.startedAt = Date.now();
+    // What a reviewer needs to tell runs apart: which build, where it listened, and from which configuration.
+    const labels: Record<string, string> = {
+      listeners: this.listeners.map((l) => `${l.name}:${l.address?.port ?? l.config.port}`).join(','),
+      version: BROKER_VERSION,
+    };
+    if (this.options.configHash) labels['config_hash'] = this.options.configHash;
+    this.broker.audit.record({
+      event: {
+        action: 'broker.started',
+        outcome: 'success',
+        reason: `listening on ${this.listeners.length} listeners`,
+      },
+      actor: 'broker',
+      labels,
+    });
   }
 
   private async createServer(listener: ListenerRuntime): Promise<ListeningServer> {
@@ -253,8 +272,11 @@ export class BulwarkServer {
     );
   }
 
-  /** Stop accepting, tell v5 clients 0x8B, close every connection, then release resources. */
-  async stop(): Promise<void> {
+  /**
+   * Stop accepting, tell v5 clients 0x8B, close every connection, then release resources. `reason` is why, for
+   * `broker.stopped`: the signal (`SIGTERM`) when `bulwark start` stops on one.
+   */
+  async stop(reason = 'stop requested'): Promise<void> {
     if (!this.started) return;
     this.started = false;
     this.sys.stop();
@@ -271,7 +293,11 @@ export class BulwarkServer {
     await this.authorization?.stop();
     await this.chains.stop();
     for (const secure of this.secureListeners) await secure.close();
-    this.broker.audit.record({ event: { action: 'broker.stopped', outcome: 'success' }, actor: 'broker' });
+    this.broker.audit.record({
+      event: { action: 'broker.stopped', outcome: 'success', reason },
+      actor: 'broker',
+      labels: { uptime_s: String(Math.floor((Date.now() - this.startedAt) / 1000)) },
+    });
     // Last: the shutdown checkpoint signs everything recorded before it.
     await this.auditWriter?.close();
   }

@@ -144,6 +144,7 @@ export function registerStartCommand(program: Command): void {
         server = new BulwarkServer({
           config,
           repair: options.repair ?? false,
+          configHash: loaded.hash,
           baseDir: options.config ? dirname(resolve(options.config)) : process.cwd(),
         });
         logWarmup(server, warmup, config.warmup_connects);
@@ -159,7 +160,7 @@ export function registerStartCommand(program: Command): void {
         if (stopping) return;
         stopping = true;
         server.log.info({ signal }, 'shutting down');
-        server.stop().then(
+        server.stop(signal).then(
           () => process.exit(0),
           (error: unknown) => {
             console.error(`bulwark: error during shutdown: ${(error as Error).message}`);

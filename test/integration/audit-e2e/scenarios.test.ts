@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -17,6 +18,7 @@ import { runCli } from '../../helpers/cli.js';
 import { connectClient, endAll, runMosquitto, waitClientClosed } from '../../helpers/mqtt-clients.js';
 import { PacketLog, publishNoWait, subscribeCodes } from '../../helpers/packet-log.js';
 import { ruleAt, tempDir, type TempDir } from '../../helpers/policy-broker.js';
+import { BROKER_VERSION } from '../../../src/version.js';
 
 // Distinctive, so a scan for them cannot match anything by accident.
 const PASSWORDS = {
@@ -121,6 +123,8 @@ describe('the audit log of a real broker process driven by real clients', () => 
   let auditDir: string;
   let records: AuditRecord[] = [];
   let brokerOutput = '';
+  let brokerPorts: Record<string, number> = {};
+  let configText = '';
   let cliOutput = '';
   let policyRules: Record<string, string> = {};
   const uid = process.getuid?.() ?? 0;
@@ -175,6 +179,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
         '',
       ].join('\n'),
     );
+    configText = readFileSync(config, 'utf8');
     broker = await startYamlBroker(config);
     const url = `mqtt://127.0.0.1:${broker.ports['main']}`;
     const tlsUrl = `mqtts://127.0.0.1:${broker.ports['secure']}`;
@@ -317,6 +322,7 @@ describe('the audit log of a real broker process driven by real clients', () => 
 
     expect(await broker.stop()).toBe(0);
     brokerOutput = broker.output();
+    brokerPorts = broker.ports;
     records = readAuditRecords(auditDir);
   }, 60_000);
 
@@ -344,6 +350,13 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(records[0]!['prev_hash']).toBe('0'.repeat(64));
     const started = one('broker.started');
     expect(field(started, 'event.outcome')).toBe('success');
+    // The fields docs/audit.md lists for it: which build, where it listened, from which configuration file.
+    expect(field(started, 'labels.version')).toBe(BROKER_VERSION);
+    expect(field(started, 'labels.listeners')).toBe(
+      ['main', 'lb', 'secure'].map((name) => `${name}:${brokerPorts[name]}`).join(','),
+    );
+    expect(field(started, 'labels.config_hash')).toBe(createHash('sha256').update(configText).digest('hex'));
+    expect(field(started, 'event.reason')).toBe('listening on 3 listeners');
     const firstClientEvent = records.find((r) => field(r, 'client.ip') !== undefined)!;
     expect(started['seq'] as number).toBeLessThan(firstClientEvent['seq'] as number);
     const last = records.at(-1)!;
@@ -352,6 +365,9 @@ describe('the audit log of a real broker process driven by real clients', () => 
     expect(field(last, 'audit.checkpoint.seq')).toBe(records.at(-2)!['seq']);
     expect(field(records.at(-2)!, 'event.action')).toBe('broker.stopped');
     expect(field(records.at(-2)!, 'event.outcome')).toBe('success');
+    // The test stops the broker with SIGTERM: the reason is the signal.
+    expect(field(records.at(-2)!, 'event.reason')).toBe('SIGTERM');
+    expect(field(records.at(-2)!, 'labels.uptime_s')).toMatch(/^\d+$/);
     records.forEach((r, i) => expect(r['seq']).toBe(i + 1));
   });
 

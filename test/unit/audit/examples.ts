@@ -5,7 +5,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
   {
     event: { action: 'broker.started', outcome: 'success', reason: 'listening on 2 listeners' },
     actor: 'broker',
-    labels: { version: '0.1.0', config_hash: 'sha256:5f1c…', listeners: 'mqtt:1883,mqtts:8883' },
+    labels: { version: '0.1.0', config_hash: '5f1c0a9e…', listeners: 'mqtt:1883,mqtts:8883' },
   },
   {
     event: { action: 'authn.allowed', outcome: 'success', code: 'success' },
