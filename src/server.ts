@@ -305,7 +305,12 @@ export class BulwarkServer {
   /** The local control channel (`bulwark ban`, `bulwark policy reload`): a Unix socket only the operator can reach. */
   private async startAdmin(dataDir: string): Promise<void> {
     if (process.platform === 'win32') return;
-    const admin = new AdminServer({ dataDir, onAudit: (event) => this.audit.record(event), log: this.log });
+    const admin = new AdminServer({
+      dataDir,
+      onAudit: (event) => this.audit.record(event),
+      auditWritable: () => this.audit.writable,
+      log: this.log,
+    });
     if (this.guard) registerBanCommands(admin, this.guard);
     admin.register(
       'policy.reload',

@@ -18,7 +18,15 @@ export const adminRequestSchema = z.strictObject({
 export type AdminRequest = z.output<typeof adminRequestSchema>;
 
 export type AdminErrorCode =
-  'bad_request' | 'too_large' | 'unknown_command' | 'invalid_params' | 'rejected' | 'not_found' | 'failed';
+  | 'bad_request'
+  | 'too_large'
+  | 'unknown_command'
+  | 'invalid_params'
+  | 'rejected'
+  | 'not_found'
+  | 'failed'
+  /** The broker cannot record the command (the audit log is failing, `on_failure: fail-closed`); retry later. */
+  | 'audit_unavailable';
 
 export type AdminResponse =
   | { id: string | number | null; ok: true; result: unknown }

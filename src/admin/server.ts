@@ -33,12 +33,20 @@ export interface AdminServerOptions {
   dataDir: string;
   /** Receives one `admin.command` event per request. Must not throw. */
   onAudit: (event: AuditEvent) => void;
+  /**
+   * False while the audit log cannot be written and is configured fail-closed: every command is then refused
+   * (docs/audit.md "Durability and failure"), since what it did could not be recorded. Absent: always writable.
+   */
+  auditWritable?: () => boolean;
   log?: Logger;
   maxLineBytes?: number;
   maxConnections?: number;
   /** Idle connections are closed after this long. */
   idleTimeoutMs?: number;
 }
+
+const AUDIT_UNAVAILABLE =
+  'the audit log cannot be written (audit.on_failure: fail-closed); administrative commands are refused until it recovers';
 
 /** sockaddr_un.sun_path is 108 bytes on Linux and 104 on macOS, terminating NUL included. */
 const MAX_SOCKET_PATH_BYTES = 103;
@@ -241,6 +249,11 @@ export class AdminServer {
     if (entry === undefined) {
       this.audit(request.command, actor, request.id, 'unknown_command', 'unknown command');
       return errorResponse(request.id, 'unknown_command', `unknown command ${request.command}; try commands.list`);
+    }
+    if (this.options.auditWritable?.() === false) {
+      // The refusal itself is queued for the log like every event, and written once the log recovers.
+      this.audit(request.command, actor, request.id, 'audit_unavailable', AUDIT_UNAVAILABLE);
+      return errorResponse(request.id, 'audit_unavailable', AUDIT_UNAVAILABLE);
     }
     let result: AdminResult;
     try {

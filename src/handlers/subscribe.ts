@@ -35,6 +35,10 @@ export function handleSubscribe(connection: Connection, packet: ISubscribePacket
     return;
   }
   const checks: FilterCheck[] = [];
+  // Fail closed (docs/audit.md "Durability and failure"): while the audit log cannot be written, no subscription
+  // is granted, since its decision could not be recorded. 0x80 Unspecified error rather than 0x97 Quota exceeded:
+  // the client did nothing wrong and has no quota to lower; 3.1.1 has only 0x80 anyway.
+  const auditUnavailable = !broker.audit.writable;
   // Filters this SUBSCRIBE adds, so the subscription limit also holds within one packet.
   const newFilters = new Set<string>();
   let asynchronous = false;
@@ -67,6 +71,11 @@ export function handleSubscribe(connection: Connection, packet: ISubscribePacket
     if (problem || check.filter.split('/').length > limits.max_topic_levels) {
       check.refusal = 'topicFilterInvalid';
       check.detail = `invalid topic filter (${problem ?? 'too many levels'})`;
+      continue;
+    }
+    if (auditUnavailable) {
+      check.refusal = 'unspecifiedError';
+      check.detail = 'audit log unavailable (fail-closed)';
       continue;
     }
     const session = connection.session!;
