@@ -15,6 +15,12 @@ export interface AuditMirrorStats {
   dropped: number;
   /** Failed INSERTs (each is retried with backoff). */
   failures: number;
+  /**
+   * Records the database refused for what they hold (a data exception or constraint violation: SQLSTATE class 22
+   * or 23, e.g. a U+0000 in a client id, which `jsonb` cannot store), each logged with its `seq`. They are only in
+   * the file log.
+   */
+  refused: number;
   failing: boolean;
   /** SQLSTATE or errno code of the last failure; never a message that could quote a value. */
   lastError: string | undefined;
@@ -57,6 +63,7 @@ export class PostgresAuditMirror implements AuditMirror {
     written: 0,
     dropped: 0,
     failures: 0,
+    refused: 0,
     failing: false,
     lastError: undefined,
   };
@@ -157,12 +164,17 @@ export class PostgresAuditMirror implements AuditMirror {
       const batch = this.queue.slice(0, batchMax);
       try {
         await this.pool.query(this.insert, [`[${batch.join(',')}]`]);
+        this.queue.splice(0, batch.length);
+        this.stat.written += batch.length;
       } catch (error: unknown) {
-        this.failed(error);
-        return;
+        if (!isContentRefusal(error)) {
+          this.failed(error);
+          return;
+        }
+        // Retrying a batch the database refuses for one record's content would stop the mirror for good (one
+        // crafted client id suffices): only then are its records sent one by one and the refused ones set aside.
+        if (!(await this.sendOneByOne(batch.length))) return;
       }
-      this.queue.splice(0, batch.length);
-      this.stat.written += batch.length;
       if (this.stat.failing) {
         this.stat.failing = false;
         this.options.logger.info(
@@ -172,6 +184,33 @@ export class PostgresAuditMirror implements AuditMirror {
       }
       this.retryDelay = this.options.config.retry_initial;
     }
+  }
+
+  /**
+   * Sends the first `count` queued records one per INSERT, removing each from the queue once the database has
+   * taken or refused it. False when another failure (an outage) stopped it: that is retried as usual.
+   */
+  private async sendOneByOne(count: number): Promise<boolean> {
+    for (let i = 0; i < count; i++) {
+      const line = this.queue[0] as string;
+      try {
+        await this.pool.query(this.insert, [`[${line}]`]);
+        this.stat.written++;
+      } catch (error: unknown) {
+        if (!isContentRefusal(error)) {
+          this.failed(error);
+          return false;
+        }
+        this.stat.refused++;
+        // Every refused record is named: the file log holds it (`bulwark audit query --format json` finds it).
+        this.options.logger.error(
+          { seq: seqOf(line), code: errorCode(error), refused: this.stat.refused },
+          'audit mirror: record refused by the database for its content; it is only in the file log',
+        );
+      }
+      this.queue.shift();
+    }
+    return true;
   }
 
   private failed(error: unknown): void {
@@ -224,6 +263,27 @@ function quoteTable(table: string): string {
     .split('.')
     .map((part) => `"${part}"`)
     .join('.');
+}
+
+/**
+ * SQLSTATE class 22 (data exception: `22P05` a U+0000 `jsonb` cannot hold, a timestamp out of range) or 23
+ * (integrity constraint: a `seq` already in the table). These refuse a record for what it holds; retrying it can
+ * never succeed. Everything else (connection, permission, missing table, timeout) is an outage and is retried.
+ */
+function isContentRefusal(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code);
+}
+
+/**
+ * The record's `seq` for the log line, read without parsing the whole record: the last `,"seq":` of the line,
+ * since a checkpoint's signed head (`audit.checkpoint.seq`) sorts before it and nothing after it has one; a
+ * client's text cannot hold it unescaped.
+ */
+function seqOf(line: string): number | undefined {
+  const at = line.lastIndexOf(',"seq":');
+  const match = at === -1 ? null : /^\d+/.exec(line.slice(at + 7));
+  return match ? Number(match[0]) : undefined;
 }
 
 function errorCode(error: unknown): string {

@@ -149,7 +149,7 @@ export class BulwarkServer {
         this.sys.add('$SYS/broker/audit/writable', () => String(writer.writable));
         if (config.audit.mirror) {
           // The mirror's health beside the file log's: a reviewer relying on the database must see its drops.
-          for (const key of ['queued', 'written', 'dropped', 'failures'] as const)
+          for (const key of ['queued', 'written', 'dropped', 'failures', 'refused'] as const)
             this.sys.add(`$SYS/broker/audit/mirror/${key}`, () => String(writer.stats().mirror?.[key] ?? 0));
         }
       } else {

@@ -47,7 +47,7 @@ describe('audit mirror counters under $SYS', () => {
     client.on('message', (topic, payload) => seen.set(topic.split('/').pop()!, Number(payload.toString())));
     await client.subscribeAsync('$SYS/broker/audit/mirror/+');
     await expect.poll(() => seen.get('failures') ?? 0, { timeout: 10_000, interval: 100 }).toBeGreaterThan(0);
-    expect([...seen.keys()].sort()).toEqual(['dropped', 'failures', 'queued', 'written']);
+    expect([...seen.keys()].sort()).toEqual(['dropped', 'failures', 'queued', 'refused', 'written']);
     expect(seen.get('written')).toBe(0);
     await client.endAsync();
   });

@@ -151,6 +151,44 @@ describe.skipIf(!info)('audit.mirror to a real PostgreSQL', () => {
     expect(count).toBe(11);
   });
 
+  it('sets aside a record the database refuses for its content, logged by seq, and mirrors everything else', async () => {
+    const table = `audit_mirror_${randomBytes(4).toString('hex')}`;
+    await admin(async (c) => {
+      for (const sql of tableDdl(table)) await c.query(sql);
+    });
+    const dir = tempDir();
+    const { logger, lines: logLines } = capturedLogger();
+    const mirror = new PostgresAuditMirror({ config: mirrorConfig(table, { batch_max_records: 4 }), logger });
+    const writer = await openAuditWriter(writerOptions(dir, { mirror, logger, batchMaxRecords: 4 }));
+    // A client id with U+0000: the file log stores it as \u0000; PostgreSQL's jsonb refuses it (SQLSTATE 22P05).
+    for (let i = 0; i < 10; i++)
+      writer.record(i === 5 ? deniedPublish(i, { mqtt: { client_id: 'nul\u0000id', topic: 't' } }) : deniedPublish(i));
+    await writer.flush();
+    await vi.waitFor(() => expect(mirror.stats()).toMatchObject({ queued: 0, written: 9, refused: 1 }), {
+      timeout: 10_000,
+    });
+    expect(mirror.stats()).toMatchObject({ failing: false, dropped: 0 });
+    // Records after the refused one keep flowing, in batches again.
+    for (let i = 10; i < 20; i++) writer.record(deniedPublish(i));
+    await writer.close();
+    expect(writer.stats().mirror).toMatchObject({ written: 20, refused: 1, dropped: 0, queued: 0 });
+
+    const fileLines = auditFiles(dir).flatMap((f) => readLines(f));
+    const nul = fileLines.find((l) => l.includes('nul\\u0000id')) as string;
+    const nulSeq = (JSON.parse(nul) as { seq: number }).seq;
+    const refusedLine = logLines.find((l) => l.includes('audit mirror: record refused by the database'));
+    expect(refusedLine).toBeDefined();
+    expect(JSON.parse(refusedLine as string)).toMatchObject({ seq: nulSeq, code: '22P05', refused: 1 });
+    const seqs = await admin(async (c) => {
+      const r = await c.query<{ seq: string }>(`SELECT seq FROM ${table} ORDER BY seq`);
+      await c.query(`DROP TABLE ${table}`);
+      return r.rows.map((row) => Number(row.seq));
+    });
+    const expected = fileLines.map((l) => (JSON.parse(l) as { seq: number }).seq).filter((q) => q !== nulSeq);
+    expect(seqs).toEqual(expected);
+    expect((await verifyAuditLog(dir)).kind).toBe('intact');
+  });
+
   it('an unreachable database never blocks the file log: overflow is dropped from the mirror and counted', async () => {
     const dir = tempDir();
     const { logger, lines: logLines } = capturedLogger();
