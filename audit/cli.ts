@@ -1,12 +1,13 @@
 import { once } from 'node:events';
+import { statSync } from 'node:fs';
 import { InvalidArgumentError, type Command, type CommanderError } from 'commander';
 import { BulwarkError } from '../src/errors.js';
 import type { AuditOutcome } from './events.js';
 import { formatHeader, formatRecord, type QueryFormat } from './format.js';
-import { parseQueryTime, queryAuditLog, type AuditQuery, type QueryStats } from './query.js';
+import { ipFilterProblem, parseQueryTime, queryAuditLog, type AuditQuery, type QueryStats } from './query.js';
 import { loadPublicKey } from './signing-key.js';
 import { isValidTopicFilter } from './topic-filter.js';
-import { describeVerifyResult, verifyAuditLog } from './verify.js';
+import { describeVerifyResult, verifyAuditLog, type VerifyResult } from './verify.js';
 
 /** Exit codes: 0 intact / query done, 1 the log is not intact, 2 the command could not run (bad argument, I/O). */
 const EXIT_BROKEN = 1;
@@ -32,12 +33,13 @@ export function registerAuditCommand(program: Command): void {
     .exitOverride(usageExit)
     .action(async (dir: string, opts: { publicKey: string[]; live?: boolean; json?: boolean }) => {
       try {
+        if (!checkDirectory(dir)) return;
         const publicKeys = opts.publicKey.map((file) => loadPublicKey(file));
         const result = await verifyAuditLog(dir, {
           publicKeys: publicKeys.length > 0 ? publicKeys : undefined,
           live: opts.live === true,
         });
-        console.log(opts.json ? JSON.stringify(result) : describeVerifyResult(result));
+        console.log(opts.json ? JSON.stringify(result) : describeForCli(result));
         process.exitCode = result.kind === 'intact' ? 0 : EXIT_BROKEN;
       } catch (error: unknown) {
         reportError(error);
@@ -64,13 +66,14 @@ export function registerAuditCommand(program: Command): void {
     .option('--user <name>', 'user.name: the verified identity (anonymous and refused clients have none)')
     .option('--username <name>', 'mqtt.username: the username a CONNECT claimed, verified or not')
     .option('--client <id>', 'mqtt.client_id')
-    .option('--ip <address>', 'client.ip: an address or a CIDR block (10.0.0.0/8)')
+    .option('--ip <address>', 'client.ip: an address or a CIDR block (10.0.0.0/8)', ipFilter)
     .option('--topic <filter>', 'mqtt.topic matches this MQTT topic filter (+ and # wildcards)', topicFilter)
     .option('--limit <n>', 'stop after this many records', positiveInt)
     .option('--format <format>', 'table, json (the stored lines, JSON Lines) or csv', format, 'table' as QueryFormat)
     .exitOverride(usageExit)
     .action(async (dir: string, opts: QueryOptions) => {
       try {
+        if (!checkDirectory(dir)) return;
         const query: AuditQuery = {
           since: opts.since,
           until: opts.until,
@@ -121,9 +124,38 @@ async function writeLine(line: string): Promise<void> {
 
 function reportError(error: unknown): void {
   if (error instanceof BulwarkError) console.error(error.describe());
-  else if (isErrno(error)) console.error(`${error.code}: ${error.path ?? ''}`);
+  // Node's message names the code and, for file errors, the path ("ENOENT: no such file or directory, scandir …").
   else console.error(error instanceof Error ? error.message : String(error));
   process.exitCode = EXIT_USAGE;
+}
+
+/**
+ * A directory that is not there is a command that could not run (exit 2), not a log found broken (exit 1): the
+ * path is wrong, or not mounted. An existing directory without audit files stays `BROKEN missing-file`, since
+ * that is what deleting every file looks like.
+ */
+function checkDirectory(dir: string): boolean {
+  let problem: string | undefined;
+  try {
+    if (!statSync(dir).isDirectory()) problem = 'not a directory';
+  } catch (error: unknown) {
+    problem = isErrno(error) && error.code === 'ENOENT' ? 'no such directory' : (error as Error).message;
+  }
+  if (problem === undefined) return true;
+  console.error(`bulwark audit: ${dir}: ${problem}`);
+  process.exitCode = EXIT_USAGE;
+  return false;
+}
+
+/**
+ * The report line; an intact log with no checkpoint (a live log before its first) has no key to name, and
+ * verify.ts would print "signed by trusted key " with nothing after it.
+ */
+function describeForCli(result: VerifyResult): string {
+  const line = describeVerifyResult(result);
+  if (result.kind !== 'intact' || result.summary.keyIds.length > 0) return line;
+  const [counts, , ...rest] = line.split('; ');
+  return [counts, 'nothing signed yet (no checkpoint)', ...rest].join('; ');
 }
 
 function isErrno(error: unknown): error is NodeJS.ErrnoException & { code: string } {
@@ -132,8 +164,17 @@ function isErrno(error: unknown): error is NodeJS.ErrnoException & { code: strin
 
 function time(value: string): number {
   const t = parseQueryTime(value);
-  if (t === undefined) throw new InvalidArgumentError('expected an ISO 8601 date/time or an age such as 7d or 24h');
+  if (t === undefined)
+    throw new InvalidArgumentError(
+      'expected an ISO 8601 date/time that exists (2026-11-01, 2026-11-01T08:00:00Z) or an age such as 7d or 24h',
+    );
   return t;
+}
+
+function ipFilter(value: string): string {
+  const problem = ipFilterProblem(value);
+  if (problem !== undefined) throw new InvalidArgumentError(problem);
+  return value;
 }
 
 function outcome(value: string): AuditOutcome {

@@ -118,12 +118,29 @@ export function compileQuery(query: AuditQuery): (record: AuditRecord) => boolea
   };
 }
 
-function compileIp(spec: string): (ip: string) => boolean {
+/**
+ * Why `spec` is neither an address nor a CIDR block, or undefined when it is one. A filter that can match nothing
+ * must be refused, not run: "0 matches" for a typo reads as "no such client".
+ */
+export function ipFilterProblem(spec: string): string | undefined {
   const slash = spec.indexOf('/');
   const address = slash === -1 ? spec : spec.slice(0, slash);
   const family = isIP(address);
-  if (family === 0) return () => false;
-  const type = family === 4 ? 'ipv4' : 'ipv6';
+  if (family === 0) return 'expected an IPv4 or IPv6 address, or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32';
+  if (slash === -1) return undefined;
+  const prefix = spec.slice(slash + 1);
+  const max = family === 4 ? 32 : 128;
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max)
+    return `the prefix length of an IPv${family} block is a whole number from 0 to ${max}`;
+  return undefined;
+}
+
+function compileIp(spec: string): (ip: string) => boolean {
+  const problem = ipFilterProblem(spec);
+  if (problem !== undefined) throw new RangeError(`ip filter ${JSON.stringify(spec)}: ${problem}`);
+  const slash = spec.indexOf('/');
+  const address = slash === -1 ? spec : spec.slice(0, slash);
+  const type = isIP(address) === 4 ? 'ipv4' : 'ipv6';
   const list = new BlockList();
   if (slash === -1) list.addAddress(address, type);
   else list.addSubnet(address, Number(spec.slice(slash + 1)), type);
@@ -145,7 +162,11 @@ export function parseQueryTime(value: string, now: number = Date.now()): number 
     const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[age[2] as 's'];
     return now - Number(age[1]) * unit;
   }
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value)) return undefined;
+  const date = /^(\d{4})-(\d{2})-(\d{2})/.exec(value);
+  if (!date) return undefined;
+  // Date.parse rolls a day that does not exist over into the next month (2026-02-30 is 2026-03-02): refuse it.
+  const [year, month, day] = [Number(date[1]), Number(date[2]), Number(date[3])];
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
   const t = Date.parse(value);
   return Number.isNaN(t) ? undefined : t;
 }

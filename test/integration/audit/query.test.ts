@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { registerAuditCommand } from '../../../audit/cli.js';
 import type { AuditEvent } from '../../../audit/events.js';
 import { queryAuditLog, type AuditQuery } from '../../../audit/query.js';
+import { runCli } from '../../helpers/cli.js';
 import { openAuditWriter } from '../../../audit/writer.js';
 import {
   allTempDirs,
@@ -237,8 +238,76 @@ describe('bulwark audit commands', () => {
     expect(process.exitCode).toBe(1);
   });
 
+  it('verify of a live log before its first checkpoint says nothing is signed yet, not "signed by trusted key "', async () => {
+    const live = tempDir();
+    const writer = await openAuditWriter(writerOptions(live));
+    writer.record(EVENTS[0]!.event);
+    await writer.flush();
+    const out = await run('verify', live, '--live', '--public-key', testKey().publicKeyFile);
+    await writer.close();
+    expect(out).toMatch(
+      /^OK 1 files, 1 records \(seq 1\.\.1\), 0 checkpoints; nothing signed yet \(no checkpoint\); live: /,
+    );
+    expect(out).not.toContain('signed by trusted key');
+    expect(process.exitCode).toBe(0);
+  });
+
   it('verify --json prints the result object', async () => {
     const parsed = JSON.parse(await run('verify', dir, '--json')) as { kind: string; summary: { files: number } };
     expect(parsed).toMatchObject({ kind: 'intact', summary: { files: 6 } });
+  });
+});
+
+describe('bulwark audit refusing what it cannot run (exit 2, naming the option and value)', () => {
+  let logDir: string;
+  beforeAll(async () => {
+    logDir = tempDir();
+    const writer = await openAuditWriter(writerOptions(logDir));
+    for (const { event } of EVENTS) writer.record(event);
+    await writer.close();
+  });
+
+  it.each([
+    [
+      ['--ip', 'not-an-ip'],
+      "option '--ip <address>' argument 'not-an-ip' is invalid. expected an IPv4 or IPv6 address",
+    ],
+    [['--ip', '127.0.0.1/99'], "argument '127.0.0.1/99' is invalid. the prefix length of an IPv4 block is a whole"],
+    [['--ip', '127.0.0.1/abc'], "argument '127.0.0.1/abc' is invalid. the prefix length of an IPv4 block"],
+    [['--ip', '2001:db8::/129'], "argument '2001:db8::/129' is invalid. the prefix length of an IPv6 block"],
+    [['--since', '2026-02-30'], "option '--since <time>' argument '2026-02-30' is invalid. expected an ISO 8601"],
+    [['--until', '2026-11-31T00:00:00Z'], "option '--until <time>' argument '2026-11-31T00:00:00Z' is invalid"],
+    [['--since', '2026-13-01'], "argument '2026-13-01' is invalid"],
+  ])('query %j', async (args, message) => {
+    const result = await runCli(['audit', 'query', logDir, ...args]);
+    expect(result.stderr).toContain(message);
+    expect(result.stdout).toBe('');
+    expect(result.code).toBe(2);
+  });
+
+  it('query accepts the last day of a month and a prefix at its limit', async () => {
+    for (const args of [
+      ['--since', '2028-02-29'],
+      ['--ip', '10.0.0.0/32'],
+      ['--ip', '::/0'],
+    ]) {
+      const result = await runCli(['audit', 'query', logDir, ...args]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+  });
+
+  it.each(['verify', 'query'])('%s of a directory that does not exist', async (command) => {
+    const missing = `${logDir}/not-there`;
+    const result = await runCli(['audit', command, missing]);
+    expect(result.stderr).toBe(`bulwark audit: ${missing}: no such directory\n`);
+    expect(result.stdout).toBe('');
+    expect(result.code).toBe(2);
+  });
+
+  it('verify of a file rather than a directory', async () => {
+    const file = auditFiles(logDir)[0]!;
+    const result = await runCli(['audit', 'verify', file]);
+    expect(result.stderr).toBe(`bulwark audit: ${file}: not a directory\n`);
+    expect(result.code).toBe(2);
   });
 });
