@@ -111,7 +111,10 @@ export const auditConfigSchema = z
     directory: z
       .string()
       .optional()
-      .describe('Directory of the JSON Lines files. Default: `<data_dir>/audit`. Created 0700 if missing.'),
+      .describe(
+        'Directory of the JSON Lines files. Default: `<data_dir>/audit`. Created 0750 if missing: the files are ' +
+          '0640, so a log-shipping group can read the log; others never can, and only the broker writes.',
+      ),
     signing_key_file: z
       .string()
       .optional()
