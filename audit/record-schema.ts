@@ -93,7 +93,13 @@ export const auditRecordSchema = z
     guard: z
       .object({
         key: z.string().optional().describe('What was banned or throttled: an address, client id or user name.'),
-        dimension: z.string().optional().describe('ip, client_id or user.'),
+        dimension: z
+          .string()
+          .optional()
+          .describe(
+            'What the key is: ip, cidr, network, client_id, username, client_id_regex, username_regex, ' +
+              'fingerprint or jwt_sub.',
+          ),
         count: z.number().optional().describe('Events counted in the window.'),
         window_ms: z.number().optional().describe('Length of the counting window.'),
         until: z.string().optional().describe('End of the ban (ISO 8601).'),

@@ -33,6 +33,15 @@ function clientFields(client: GuardClient): Pick<AuditEvent, 'client' | 'mqtt'> 
   };
 }
 
+/**
+ * `guard.dimension` as docs/audit.md defines it for SIEM rules: the guard's own names, except that an address is
+ * `ip` (the ECS word, as in `client.ip`). A block is `cidr` (a block-list entry) or `network` (flapping's /24 or
+ * /64 count, banned as a `cidr` entry); `username` is the name tried or claimed, not the verified `user.name`.
+ */
+export function auditDimension(dimension: string): string {
+  return dimension === 'address' ? 'ip' : dimension;
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
@@ -45,7 +54,11 @@ export function bannedEvent(entry: BanEntry, actor: string, labels?: Record<stri
       reason: entry.reason || `${entry.kind} banned`,
       code: 'banned',
     },
-    guard: { key: entry.value, dimension: entry.kind, ...(entry.until === null ? {} : { until: entry.until }) },
+    guard: {
+      key: entry.value,
+      dimension: auditDimension(entry.kind),
+      ...(entry.until === null ? {} : { until: entry.until }),
+    },
     actor,
     labels: { by: entry.by, created: entry.created, until: entry.until ?? 'forever', ...labels },
   };
@@ -54,7 +67,7 @@ export function bannedEvent(entry: BanEntry, actor: string, labels?: Record<stri
 export function unbannedEvent(entry: BanEntry, actor: string): AuditEvent {
   return {
     event: { action: 'guard.unbanned', outcome: 'success', reason: `${entry.kind} unbanned` },
-    guard: { key: entry.value, dimension: entry.kind },
+    guard: { key: entry.value, dimension: auditDimension(entry.kind) },
     actor,
     labels: { by: entry.by, created: entry.created, until: entry.until ?? 'forever' },
   };
@@ -63,7 +76,11 @@ export function unbannedEvent(entry: BanEntry, actor: string): AuditEvent {
 export function banExpiredEvent(entry: BanEntry): AuditEvent {
   return {
     event: { action: 'guard.ban_expired', outcome: 'success', reason: `${entry.kind} ban expired` },
-    guard: { key: entry.value, dimension: entry.kind, ...(entry.until === null ? {} : { until: entry.until }) },
+    guard: {
+      key: entry.value,
+      dimension: auditDimension(entry.kind),
+      ...(entry.until === null ? {} : { until: entry.until }),
+    },
     actor: 'broker',
     labels: { by: entry.by, created: entry.created },
   };
@@ -91,7 +108,7 @@ export function flappingDetectedEvent(
     ...clientFields(client),
     guard: {
       key: detected.key,
-      dimension: detected.dimension,
+      dimension: auditDimension(detected.dimension),
       count: detected.count,
       window_ms: detected.windowMs,
       until: iso(now + detected.banMs),
@@ -111,13 +128,13 @@ export function throttledEvent(
     event: {
       action: locked.escalated ? 'guard.banned' : 'guard.throttled',
       outcome: 'success',
-      reason: `${locked.count} failed authentications in ${formatDuration(locked.windowMs)}; ${locked.dimension} ${locked.escalated ? 'banned' : 'locked out'} (lockout ${locked.offence})`,
+      reason: `${locked.count} failed authentications in ${formatDuration(locked.windowMs)}; ${auditDimension(locked.dimension)} ${locked.escalated ? 'banned' : 'locked out'} (lockout ${locked.offence})`,
       code: locked.escalated ? 'banned' : 'connectionRateExceeded',
     },
     ...clientFields(client),
     guard: {
       key: locked.key,
-      dimension: locked.dimension,
+      dimension: auditDimension(locked.dimension),
       count: locked.count,
       window_ms: locked.windowMs,
       until: iso(locked.untilMs),
@@ -136,7 +153,11 @@ export function blockedEvent(client: GuardClient, entry: BanEntry): AuditEvent {
       code: 'banned',
     },
     ...clientFields(client),
-    guard: { key: entry.value, dimension: entry.kind, ...(entry.until === null ? {} : { until: entry.until }) },
+    guard: {
+      key: entry.value,
+      dimension: auditDimension(entry.kind),
+      ...(entry.until === null ? {} : { until: entry.until }),
+    },
     labels: { by: entry.by },
   };
 }
@@ -153,6 +174,6 @@ export function throttleRefusedEvent(
       code: refusal.reason,
     },
     ...clientFields(client),
-    guard: { key: refusal.key, dimension: refusal.dimension, until: iso(refusal.untilMs) },
+    guard: { key: refusal.key, dimension: auditDimension(refusal.dimension), until: iso(refusal.untilMs) },
   };
 }

@@ -7,6 +7,7 @@ import { Blocklist, type AddResult } from './blocklist.js';
 import { BlocklistStore, readBlocklistFile } from './blocklist-store.js';
 import type { GuardConfig } from './config.js';
 import {
+  auditDimension,
   banExpiredEvent,
   bannedEvent,
   blockedEvent,
@@ -357,7 +358,7 @@ export class Guard {
     if (released)
       this.emit({
         event: { action: 'guard.unbanned', outcome: 'success', reason: `throttle on ${dimension} lifted` },
-        guard: { key, dimension },
+        guard: { key, dimension: auditDimension(dimension) },
         actor,
         labels: { scope: 'throttle' },
       });

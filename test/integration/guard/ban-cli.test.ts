@@ -285,7 +285,7 @@ describe('bulwark ban, against a running broker', () => {
     expect(broker.guard.checkConnect(guesser).kind).toBe('pass');
     const released = broker.events.filter((e) => e.event.action === 'guard.unbanned');
     expect(released.map((e) => [e.guard?.dimension, e.actor])).toEqual([
-      ['address', `cli:${uid}@unix-socket`],
+      ['ip', `cli:${uid}@unix-socket`],
       ['username', `cli:${uid}@unix-socket`],
     ]);
     expect((await bulwark('ban', 'unthrottle', '--username', 'alice', '--data-dir', dir)).error).toMatch(/not_found/);

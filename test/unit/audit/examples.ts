@@ -138,9 +138,23 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     guard: { key: 'flappy', dimension: 'client_id', count: 15, window_ms: 60000, dry_run: false },
   },
   {
-    event: { action: 'guard.throttled', outcome: 'failure', reason: 'connection rate above 50/s', code: 'serverBusy' },
+    event: {
+      action: 'guard.throttled',
+      outcome: 'success',
+      reason: '20 failed authentications in 5m; ip locked out (lockout 1)',
+      code: 'connectionRateExceeded',
+    },
     client: { ip: '198.51.100.4' },
-    guard: { key: '198.51.100.4', dimension: 'ip', count: 51, window_ms: 1000 },
+    mqtt: { client_id: 'probe-7', username: 'admin' },
+    guard: {
+      key: '198.51.100.4',
+      dimension: 'ip',
+      count: 20,
+      window_ms: 300000,
+      until: '2026-11-25T10:02:05.000Z',
+    },
+    actor: 'guard:throttle',
+    labels: { offence: '1', scope: 'throttle' },
   },
   {
     event: {

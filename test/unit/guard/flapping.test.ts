@@ -79,6 +79,16 @@ describe('flapping detection', () => {
     const entry = h.guard.list()[0];
     expect(entry).toMatchObject({ kind: 'address', value: '198.51.100.9', by: 'guard:flapping' });
     expect(h.guard.checkConnect({ clientId: 'fresh-id', address: '198.51.100.9' }).kind).toBe('refuse');
+    // The records say `ip`, the dimension docs/audit.md and audit/schema.json name, for SIEM rules.
+    const recorded = h.events.filter((e) => e.event.action.startsWith('guard.'));
+    expect(recorded.map((e) => [e.event.action, e.guard?.dimension, e.guard?.key])).toEqual(
+      expect.arrayContaining([
+        ['guard.flapping_detected', 'ip', '198.51.100.9'],
+        ['guard.banned', 'ip', '198.51.100.9'],
+        ['guard.blocked', 'ip', '198.51.100.9'],
+      ]),
+    );
+    expect(recorded.some((e) => e.guard?.dimension === 'address')).toBe(false);
   });
 
   it('catches rotating addresses within one /24 and one /64 on the network dimension', async () => {

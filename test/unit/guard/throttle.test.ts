@@ -163,7 +163,7 @@ describe('brute-force throttling', () => {
       ),
     ).toBe('success');
     expect(h.verifier.calls).toBe(callsBefore + 1);
-    expect(h.events.some((e) => e.event.action === 'guard.throttled' && e.guard?.dimension === 'address')).toBe(true);
+    expect(h.events.some((e) => e.event.action === 'guard.throttled' && e.guard?.dimension === 'ip')).toBe(true);
   });
 
   it('with spare_known_clients off, locks out every client of the address', async () => {
