@@ -205,7 +205,7 @@ export class PostgresAuditMirror implements AuditMirror {
         // Every refused record is named: the file log holds it (`bulwark audit query --format json` finds it).
         this.options.logger.error(
           { seq: seqOf(line), code: errorCode(error), refused: this.stat.refused },
-          'audit mirror: record refused by the database for its content; it is only in the file log',
+          'audit mirror: record refused by the database (its content, or a seq already in the table); it is only in the file log',
         );
       }
       this.queue.shift();
