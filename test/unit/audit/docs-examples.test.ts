@@ -39,7 +39,7 @@ async function generateExamples(): Promise<Map<string, AuditRecord>> {
     a.record(e);
     await a.flush();
   }
-  await a.close();
+  // A crash, not a clean stop: after a shutdown checkpoint nothing may follow, not even a torn line.
   appendFileSync(auditFiles(dir)[0] as string, '{"@timestamp":"2026-11-25T10:00:31.000Z","event":{"act');
   const b = await openAuditWriter(writerOptions(dir, { now: clock }));
   b.record(WRITE_RECOVERED_EXAMPLE);
