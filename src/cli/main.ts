@@ -5,6 +5,7 @@
 // and the benchmark start the broker with the same flag; BULWARK_NODE_OPTIONS in bench/brokers.ts must match.
 import { Command } from 'commander';
 import { BROKER_VERSION } from '../version.js';
+import { deferHangups } from './start-signals.js';
 
 type Registrar = (program: Command) => void;
 
@@ -32,6 +33,9 @@ export async function buildProgram(argv: readonly string[]): Promise<Command> {
   for (const name of load) (await commands[name]!())(program);
   return program;
 }
+
+// Before the start command's modules load (most of a second): see start-signals.ts.
+if (process.argv.slice(2).find((a) => !a.startsWith('-')) === 'start') deferHangups();
 
 buildProgram(process.argv)
   .then((program) => program.parseAsync(process.argv))

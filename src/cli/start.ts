@@ -4,8 +4,10 @@ import type { Command } from 'commander';
 import { localOnlyConfig, parseConfigText, readConfigFile } from '../config/load.js';
 import { configChangedEvent, configRefusedEvent, contentHash, type ReloadContext } from '../config/reload.js';
 import type { BrokerConfig } from '../config/schema.js';
+import { lockDataDir, prepareDataDir, type DataDirLock } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
 import { BulwarkServer } from '../server.js';
+import { deferHangups, takeDeferredHangups } from './start-signals.js';
 import { warmUpConnectPath, type WarmupResult } from '../warmup/warmup.js';
 
 export interface StartOptions {
@@ -115,6 +117,7 @@ export function registerStartCommand(program: Command): void {
     .option('--data-dir <dir>', 'data directory, overriding the file')
     .option('--repair', 'start from a damaged store, keeping every readable record and logging what was dropped')
     .action(async (options: StartOptions) => {
+      deferHangups();
       let config: BrokerConfig;
       // What SIGHUP compares the file with: the content the broker started from.
       const loaded = { hash: '' };
@@ -138,6 +141,11 @@ export function registerStartCommand(program: Command): void {
         };
         process.once('SIGTERM', stopDuringStart);
         process.once('SIGINT', stopDuringStart);
+        // Before anything reads or writes the data directory: a second broker on it would compact the first one's
+        // live journal away. Released on every way out of the process but a kill; a dead broker's lock is taken over.
+        prepareDataDir(config.data_dir);
+        const lock: DataDirLock = lockDataDir(config.data_dir);
+        process.on('exit', () => lock.release());
         const warmup = await warmUpConnectPath(config, config.warmup_connects);
         process.off('SIGTERM', stopDuringStart);
         process.off('SIGINT', stopDuringStart);
@@ -147,6 +155,11 @@ export function registerStartCommand(program: Command): void {
           configHash: loaded.hash,
           baseDir: options.config ? dirname(resolve(options.config)) : process.cwd(),
         });
+        if (lock.tookOverFrom !== undefined)
+          server.log.warn(
+            { lock: lock.file, pid: lock.tookOverFrom },
+            `took over the lock of broker pid ${lock.tookOverFrom}, which is no longer running`,
+          );
         logWarmup(server, warmup, config.warmup_connects);
         await server.start();
       } catch (error) {
@@ -172,13 +185,19 @@ export function registerStartCommand(program: Command): void {
       process.on('SIGINT', () => shutdown('SIGINT'));
       // Reloads run one after another: a second SIGHUP during a reload waits for it.
       let reloading: Promise<void> = Promise.resolve();
-      process.on('SIGHUP', () => {
+      const reload = (): void => {
         reloading = reloading
           .then(() => reloadOnSignal(server, options, loaded))
           .catch((error: unknown) => server.log.error({ error: (error as Error).message }, 'SIGHUP reload failed'));
-      });
+      };
+      process.on('SIGHUP', reload);
+      const hangupsDuringStart = takeDeferredHangups();
       // The ready line comes after the signal handlers, so a supervisor's immediate SIGTERM is a graceful stop.
       for (const line of server.describe()) server.log.info({ listener: line }, `listening: ${line}`);
       console.error(`bulwark: ready; ${server.describe().join('; ')}; data in ${config.data_dir}`);
+      if (hangupsDuringStart > 0) {
+        server.log.info({ signals: hangupsDuringStart }, 'SIGHUP during start-up: reloading now');
+        reload();
+      }
     });
 }

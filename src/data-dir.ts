@@ -1,0 +1,188 @@
+import {
+  closeSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { BulwarkError } from './errors.js';
+
+/** File name of the lock inside the data directory. */
+export const DATA_DIR_LOCK_NAME = 'bulwark.lock';
+
+/**
+ * Creates the data directory (0700) when it is missing and refuses one that is not a directory or that group or
+ * others may write to: someone who can write there could replace the control socket, the lock or the block list.
+ * Runs before anything else of the broker, so a refusal costs no warm-up, store load or open port.
+ */
+export function prepareDataDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new BulwarkError(
+      'BULWARK_ERR_LISTEN',
+      `cannot create data directory ${dir}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      undefined,
+      'create it with mode 0700, owned by the broker user',
+    );
+  }
+  const info = statSync(dir);
+  if (!info.isDirectory())
+    throw new BulwarkError('BULWARK_ERR_LISTEN', `data directory ${dir} is not a directory`, undefined, 'move it');
+  if ((info.mode & 0o022) !== 0)
+    throw new BulwarkError(
+      'BULWARK_ERR_LISTEN',
+      `data directory ${dir} is writable by group or others (mode ${(info.mode & 0o777).toString(8)})`,
+      undefined,
+      `chmod 0700 ${dir}`,
+    );
+}
+
+export interface DataDirLock {
+  readonly file: string;
+  /** The pid of a dead broker whose lock was taken over, for the log. */
+  readonly tookOverFrom: number | undefined;
+  /** Removes the lock file if it is still ours. Synchronous, so it can run in a process `exit` handler. */
+  release(): void;
+}
+
+/**
+ * Makes this process the only broker on `dir`: `bulwark.lock`, holding the pid, appears at once with its content
+ * (written to a temporary file, then hard-linked, which fails if the lock exists), so nobody reads a half-made lock.
+ * A lock whose pid is not alive (a broker killed with SIGKILL, a power loss) is taken over. Our own pid counts as
+ * dead: in a container the broker is pid 1 at every start, and the lock it left is never this process's.
+ *
+ * Taking over is serialised per stale pid through a second O_EXCL file, `bulwark.lock.takeover-<pid>`: two brokers
+ * starting at once over the same stale lock would otherwise both delete it, and the slower one would delete the
+ * faster one's fresh lock and run beside it. A pid reused by an unrelated live process keeps the lock (the start is
+ * refused, naming the pid and the file): refusing wrongly is recoverable, two brokers on one journal are not.
+ */
+export function lockDataDir(dir: string): DataDirLock {
+  const file = join(dir, DATA_DIR_LOCK_NAME);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (createLock(file)) return holding(file, undefined);
+    const holder = readPid(file);
+    if (holder === undefined) continue;
+    if (holder !== process.pid && isAlive(holder))
+      throw new BulwarkError(
+        'BULWARK_ERR_LISTEN',
+        `another broker (pid ${holder}) is running on data directory ${dir}`,
+        undefined,
+        `stop it, or use another data directory; if no process ${holder} is a broker, delete ${file}`,
+      );
+    const takeover = `${file}.takeover-${holder}`;
+    const guard = openExclusive(takeover);
+    if (guard === undefined)
+      throw new BulwarkError(
+        'BULWARK_ERR_LISTEN',
+        `another process is taking over the stale lock ${file} of pid ${holder}`,
+        undefined,
+        `if no broker is starting, delete ${takeover}`,
+      );
+    try {
+      writeSync(guard, `${process.pid}\n`);
+      // Under the takeover file nobody else can remove a lock naming `holder`; re-reading closes the gap between
+      // our first read and taking the takeover file, in which another broker may already have replaced it.
+      if (readPid(file) !== holder) continue;
+      unlinkSync(file);
+      if (createLock(file)) return holding(file, holder);
+    } finally {
+      closeSync(guard);
+      unlinkSync(takeover);
+    }
+  }
+  throw new BulwarkError(
+    'BULWARK_ERR_LISTEN',
+    `cannot lock data directory ${dir}: ${file} keeps changing`,
+    undefined,
+    'another broker is starting on it',
+  );
+}
+
+function holding(file: string, tookOverFrom: number | undefined): DataDirLock {
+  let held = true;
+  return {
+    file,
+    tookOverFrom,
+    release(): void {
+      if (!held) return;
+      held = false;
+      try {
+        if (readPid(file) === process.pid) unlinkSync(file);
+      } catch {
+        // Gone or unreadable: what is left names a dead pid, which the next start takes over.
+      }
+    },
+  };
+}
+
+/** True when the lock was created (holding our pid), false when it exists already. */
+function createLock(file: string): boolean {
+  const staged = `${file}.${process.pid}`;
+  try {
+    writeFileSync(staged, `${process.pid}\n`, { mode: 0o600 });
+    linkSync(staged, file);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw new BulwarkError(
+      'BULWARK_ERR_LISTEN',
+      `cannot create ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      undefined,
+      'the data directory must be writable by the broker user',
+    );
+  } finally {
+    try {
+      unlinkSync(staged);
+    } catch {
+      // Never created (the write failed): nothing to remove.
+    }
+  }
+}
+
+/** The file descriptor of a newly created file, or undefined when it exists already. */
+function openExclusive(file: string): number | undefined {
+  try {
+    return openSync(file, 'wx', 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+    throw new BulwarkError(
+      'BULWARK_ERR_LISTEN',
+      `cannot create ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      undefined,
+      'the data directory must be writable by the broker user',
+    );
+  }
+}
+
+/**
+ * The pid a lock file names; undefined when the file vanished. A file without a pid (emptied by a power loss before
+ * it reached the disk) names pid 0, which is never alive, so it is taken over.
+ */
+function readPid(file: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const pid = Number(text.trim());
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : 0;
+}
+
+function isAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DATA_DIR_LOCK_NAME, lockDataDir, prepareDataDir } from '../../src/data-dir.js';
+import { BulwarkError } from '../../src/errors.js';
+
+let dir: string;
+let children: ChildProcess[];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'bw-data-dir-'));
+  children = [];
+});
+afterEach(() => {
+  for (const child of children) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A live process that is not this one, to stand for a running broker. */
+async function liveProcess(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000); console.log("up")']);
+  children.push(child);
+  await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+  return child.pid!;
+}
+
+/** The pid of a process that has exited. */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', '']);
+  await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return child.pid!;
+}
+
+describe('prepareDataDir', () => {
+  it('creates a missing data directory mode 0700, whatever the umask', () => {
+    const fresh = join(dir, 'a', 'data');
+    const previous = process.umask(0);
+    try {
+      prepareDataDir(fresh);
+    } finally {
+      process.umask(previous);
+    }
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
+  });
+
+  it('refuses a data directory writable by group or others, and a file in its place', () => {
+    chmodSync(dir, 0o770);
+    expect(() => prepareDataDir(dir)).toThrow(/writable by group or others/);
+    const file = join(dir, 'file');
+    writeFileSync(file, '');
+    chmodSync(dir, 0o700);
+    expect(() => prepareDataDir(file)).toThrow(BulwarkError);
+  });
+});
+
+describe('lockDataDir', () => {
+  const lockFile = (): string => join(dir, DATA_DIR_LOCK_NAME);
+
+  it('writes its pid into the lock, mode 0600, and removes it on release', () => {
+    const lock = lockDataDir(dir);
+    expect(readFileSync(lockFile(), 'utf8')).toBe(`${process.pid}\n`);
+    expect(statSync(lockFile()).mode & 0o777).toBe(0o600);
+    expect(lock.tookOverFrom).toBeUndefined();
+    lock.release();
+    expect(existsSync(lockFile())).toBe(false);
+  });
+
+  it('refuses while the lock names a live process, naming the pid and leaving the lock alone', async () => {
+    const pid = await liveProcess();
+    writeFileSync(lockFile(), `${pid}\n`);
+    const error = (() => {
+      try {
+        lockDataDir(dir);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(error).toBeInstanceOf(BulwarkError);
+    expect((error as BulwarkError).message).toBe(`another broker (pid ${pid}) is running on data directory ${dir}`);
+    expect(readFileSync(lockFile(), 'utf8')).toBe(`${pid}\n`);
+  });
+
+  it('takes over the lock of a dead process, and one naming this process (pid 1 in a container)', async () => {
+    const dead = await deadPid();
+    writeFileSync(lockFile(), `${dead}\n`);
+    const lock = lockDataDir(dir);
+    expect(lock.tookOverFrom).toBe(dead);
+    expect(readFileSync(lockFile(), 'utf8')).toBe(`${process.pid}\n`);
+    expect(existsSync(`${lockFile()}.takeover-${dead}`)).toBe(false);
+    // Not released: what a crashed previous incarnation with this pid would leave.
+    const again = lockDataDir(dir);
+    expect(again.tookOverFrom).toBe(process.pid);
+    again.release();
+  });
+
+  it('takes over an empty lock (a power loss before its content reached the disk)', () => {
+    writeFileSync(lockFile(), '');
+    expect(lockDataDir(dir).tookOverFrom).toBe(0);
+  });
+
+  it('does not take over a stale lock another process is taking over already', async () => {
+    const dead = await deadPid();
+    writeFileSync(lockFile(), `${dead}\n`);
+    writeFileSync(`${lockFile()}.takeover-${dead}`, '1\n');
+    expect(() => lockDataDir(dir)).toThrow(/taking over the stale lock/);
+    expect(readFileSync(lockFile(), 'utf8')).toBe(`${dead}\n`);
+  });
+
+  it('release leaves a lock that is no longer ours', async () => {
+    const lock = lockDataDir(dir);
+    const other = await liveProcess();
+    writeFileSync(lockFile(), `${other}\n`);
+    lock.release();
+    expect(readFileSync(lockFile(), 'utf8')).toBe(`${other}\n`);
+  });
+});
