@@ -63,20 +63,34 @@ export function parseYamlWithSchema<S extends z.ZodType>(
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-  const position = positionOf(document.contents, path, lineCounter, file);
+  if (issue.code === 'unrecognized_keys') {
+    // zod reports unknown keys at the object that holds them; the operator needs the line of the misspelt key.
+    const [first, ...others] = issue.keys;
+    const keyPath = [...path, first!];
+    const also = others.length > 0 ? `; also unknown here: ${others.join(', ')}` : '';
+    throw new BulwarkError(
+      code,
+      `${keyPath.join('.')}: unknown key${also}`,
+      positionOf(document.contents, keyPath, lineCounter, file, 'key'),
+      'see docs/configuration.md',
+    );
+  }
+  const position = positionOf(document.contents, path, lineCounter, file, 'value');
   const key = path.length > 0 ? path.join('.') : '(top level)';
   throw new BulwarkError(code, `${key}: ${issue.message}`, position, 'see docs/configuration.md');
 }
 
+/** Where `path` is in the document: the last key itself (`'key'`), or its scalar value when it has one. */
 function positionOf(
   root: unknown,
   path: readonly (string | number)[],
   lineCounter: LineCounter,
   file: string,
+  target: 'key' | 'value',
 ): SourcePosition {
   let node: unknown = root;
   let best: YamlNode | undefined = isNode(root) ? root : undefined;
-  for (const segment of path) {
+  for (const [index, segment] of path.entries()) {
     if (isMap(node)) {
       const pair = node.items.find((item) => {
         const k = item.key as { value?: unknown } | null;
@@ -86,6 +100,7 @@ function positionOf(
       const keyNode = pair.key;
       if (isNode(keyNode)) best = keyNode;
       node = pair.value;
+      if (target === 'key' && index === path.length - 1) break;
       if (isNode(node) && !isMap(node) && !isSeq(node)) best = node;
     } else if (isSeq(node) && typeof segment === 'number') {
       node = node.items[segment];

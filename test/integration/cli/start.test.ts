@@ -46,7 +46,7 @@ describe('bulwark start', () => {
     const result = await runCli(['start', '-c', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('max_packet_sise');
-    expect(result.stderr).toContain(`${file}:3:1`);
+    expect(result.stderr).toContain(`${file}:4:3: limits.max_packet_sise: unknown key`);
   });
 
   it('starts local-only with -p, and on SIGTERM tells MQTT 5 clients 0x8B and exits 0', async () => {
