@@ -3,13 +3,14 @@ import type { ConnectAuthenticator } from '../authn/types.js';
 import { MemoryAuditSink, type AuditSink } from '../audit/events.js';
 import { createAllowedDecisionFilter } from '../audit/sampler.js';
 import { auditWriterOptions, openAuditWriter, type AuditWriter } from '../audit/writer.js';
-import { AdminServer } from './admin/server.js';
+import { AdminServer, type AdminResult } from './admin/server.js';
 import { registerBanCommands } from './admin/ban-commands.js';
 import { SwitchableAuditSink } from './audit-sink.js';
 import { matchesClient } from './guard/blocklist.js';
 import { Guard } from './guard/guard.js';
 import type { AuthzDecision, Authorizer } from '../authz/types.js';
 import { createAuthorization, type AuthorizationSubsystem } from '../authz/create.js';
+import { formatDiagnostic } from '../authz/model.js';
 import { policyEventToAudit } from '../authz/policy-manager.js';
 import { Broker } from './broker.js';
 import type { BrokerConfig } from './config/schema.js';
@@ -302,7 +303,7 @@ export class BulwarkServer {
     await this.auditWriter?.close();
   }
 
-  /** The local control channel (`bulwark ban`, `bulwark policy reload`): a Unix socket only the operator can reach. */
+  /** The local control channel (`bulwark ban`, `policy.reload`): a Unix socket only the operator can reach. */
   private async startAdmin(dataDir: string): Promise<void> {
     if (process.platform === 'win32') return;
     const admin = new AdminServer({
@@ -314,9 +315,18 @@ export class BulwarkServer {
     if (this.guard) registerBanCommands(admin, this.guard);
     admin.register(
       'policy.reload',
-      async () => {
+      async (): Promise<AdminResult> => {
         const result = await this.authorization?.manager.reload('cli');
-        return { ok: true, result: result ?? { kind: 'unchanged' } };
+        if (result === undefined) return { ok: true, result: { kind: 'unchanged' } };
+        // A refused policy is a refused command: the caller and the audit log must not read it as a success.
+        if (!result.ok)
+          return {
+            ok: false,
+            code: 'rejected',
+            message: `policy refused, the running policy stays: ${result.message}`,
+            errors: result.errors.map(formatDiagnostic),
+          };
+        return { ok: true, result };
       },
       're-read the policy files (a failure keeps the running policy)',
     );
@@ -324,7 +334,7 @@ export class BulwarkServer {
     this.admin = admin;
   }
 
-  /** SIGHUP and `bulwark policy reload`: re-read the policy files; a failure keeps the running policy. */
+  /** SIGHUP: re-read the policy files; a failure keeps the running policy. */
   async reloadPolicy(trigger: 'sighup' | 'cli'): Promise<void> {
     await this.authorization?.manager.reload(trigger);
   }

@@ -6,7 +6,7 @@ export type AdminCallResult =
   /** No broker is listening: no socket file, or a stale one (connection refused). Safe to work offline. */
   | { kind: 'unreachable'; reason: string }
   | { kind: 'ok'; result: unknown }
-  | { kind: 'error'; code: string; message: string };
+  | { kind: 'error'; code: string; message: string; errors?: readonly string[] };
 
 export function adminSocketPath(dataDir: string): string {
   return join(dataDir, ADMIN_SOCKET_NAME);
@@ -14,6 +14,19 @@ export function adminSocketPath(dataDir: string): string {
 
 /** Errors that mean "nobody is listening", as opposed to "someone is, but refused us" (EACCES) or a timeout. */
 const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK']);
+
+/** The broker accepted the connection and dropped it before answering. */
+const CUT_OFF = new Set(['EPIPE', 'ECONNRESET']);
+
+function cutOff(socketPath: string, code: string): AdminCallResult {
+  return {
+    kind: 'error',
+    code: 'closed',
+    message:
+      `the broker closed the connection on ${socketPath} without answering (${code}): ` +
+      'it may be at its limit of control connections, or stopping; try again',
+  };
+}
 
 let nextId = 1;
 
@@ -50,6 +63,7 @@ export function callAdmin(
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (!connected && UNREACHABLE.has(error.code ?? ''))
         finish({ kind: 'unreachable', reason: `${error.code ?? 'error'} on ${socketPath}` });
+      else if (connected && CUT_OFF.has(error.code ?? '')) finish(cutOff(socketPath, error.code!));
       else finish({ kind: 'error', code: error.code ?? 'socket_error', message: error.message });
     });
     socket.on('data', (chunk: Buffer) => {
@@ -67,10 +81,11 @@ export function callAdmin(
       const response = adminResponseSchema.safeParse(parsed);
       if (!response.success) finish({ kind: 'error', code: 'bad_response', message: 'unexpected answer shape' });
       else if (response.data.ok) finish({ kind: 'ok', result: response.data.result });
-      else finish({ kind: 'error', code: response.data.error.code, message: response.data.error.message });
+      else {
+        const { code, message, errors } = response.data.error;
+        finish({ kind: 'error', code, message, ...(errors === undefined ? {} : { errors }) });
+      }
     });
-    socket.on('close', () =>
-      finish({ kind: 'error', code: 'closed', message: 'the broker closed the connection without answering' }),
-    );
+    socket.on('close', () => finish(cutOff(socketPath, 'closed')));
   });
 }

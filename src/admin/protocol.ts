@@ -26,18 +26,24 @@ export type AdminErrorCode =
   | 'not_found'
   | 'failed'
   /** The broker cannot record the command (the audit log is failing, `on_failure: fail-closed`); retry later. */
-  | 'audit_unavailable';
+  | 'audit_unavailable'
+  /** The connection limit is reached; nothing was run. */
+  | 'busy';
 
 export type AdminResponse =
   | { id: string | number | null; ok: true; result: unknown }
-  | { id: string | number | null; ok: false; error: { code: AdminErrorCode; message: string } };
+  | {
+      id: string | number | null;
+      ok: false;
+      error: { code: AdminErrorCode; message: string; errors?: readonly string[] };
+    };
 
 export const adminResponseSchema = z.union([
   z.object({ id: z.union([z.string(), z.number(), z.null()]), ok: z.literal(true), result: z.unknown() }),
   z.object({
     id: z.union([z.string(), z.number(), z.null()]),
     ok: z.literal(false),
-    error: z.object({ code: z.string(), message: z.string() }),
+    error: z.object({ code: z.string(), message: z.string(), errors: z.array(z.string()).optional() }),
   }),
 ]);
 

@@ -20,7 +20,14 @@ export interface AdminContext {
 
 export type AdminResult =
   | { ok: true; result: unknown; auditLabels?: Record<string, string> }
-  | { ok: false; code: AdminErrorCode; message: string; auditLabels?: Record<string, string> };
+  | {
+      ok: false;
+      code: AdminErrorCode;
+      message: string;
+      /** Every problem, when there are several (a refused policy's `file:line:column: message` lines). */
+      errors?: readonly string[];
+      auditLabels?: Record<string, string>;
+    };
 
 /**
  * A command handler. Called once per request, requests of one connection in order, connections concurrently.
@@ -47,6 +54,9 @@ export interface AdminServerOptions {
 
 const AUDIT_UNAVAILABLE =
   'the audit log cannot be written (audit.on_failure: fail-closed); administrative commands are refused until it recovers';
+
+/** How long a closed connection's peer has to close its side before the socket is destroyed. */
+const CLOSE_GRACE_MS = 2_000;
 
 /** sockaddr_un.sun_path is 108 bytes on Linux and 104 on macOS, terminating NUL included. */
 const MAX_SOCKET_PATH_BYTES = 103;
@@ -101,7 +111,6 @@ export class AdminServer {
       );
     await this.clearStaleSocket();
     const server = createServer({ allowHalfOpen: false }, (socket) => this.accept(socket));
-    server.maxConnections = this.options.maxConnections ?? 16;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // The socket file is created by bind() inside listen(); a umask of 0177 makes it 0600 from its first
@@ -187,10 +196,23 @@ export class AdminServer {
   }
 
   private accept(socket: Socket): void {
-    this.sockets.add(socket);
-    socket.setTimeout(this.options.idleTimeoutMs ?? 60_000, () => socket.end());
-    socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
+    const limit = this.options.maxConnections ?? 16;
+    // Refused with an answer rather than by `server.maxConnections`, which closes the socket unanswered and leaves
+    // the client with an EPIPE on its request that says nothing about why.
+    if (this.sockets.size >= limit) {
+      this.audit('unparsed', 'cli:unknown@unix-socket', null, 'busy', `connection limit (${limit}) reached`);
+      socket.resume();
+      closeWithDeadline(
+        socket,
+        `${JSON.stringify(errorResponse(null, 'busy', `the control socket already has ${limit} connections, its limit; try again later`))}\n`,
+      );
+      return;
+    }
+    this.sockets.add(socket);
+    // A client that ignores our FIN would keep its place (and with 16 of them, lock the CLI out) without the deadline.
+    socket.setTimeout(this.options.idleTimeoutMs ?? 60_000, () => closeWithDeadline(socket));
+    socket.on('close', () => this.sockets.delete(socket));
     let buffered: Buffer[] = [];
     let bufferedBytes = 0;
     let queue = Promise.resolve();
@@ -211,7 +233,8 @@ export class AdminServer {
           buffered = [];
           queue = queue.then(() => {
             this.audit('unparsed', 'cli:unknown@unix-socket', null, 'too_large', 'request line too long');
-            socket.end(
+            closeWithDeadline(
+              socket,
               `${JSON.stringify(errorResponse(null, 'too_large', `request longer than ${this.maxLineBytes} bytes`))}\n`,
             );
           });
@@ -267,7 +290,7 @@ export class AdminServer {
       return { id: request.id, ok: true, result: result.result };
     }
     this.audit(request.command, actor, request.id, result.code, result.message, result.auditLabels);
-    return errorResponse(request.id, result.code, result.message);
+    return errorResponse(request.id, result.code, result.message, result.errors);
   }
 
   private audit(
@@ -301,10 +324,23 @@ export class AdminServer {
   }
 }
 
+/** Sends `last` and a FIN, and destroys the socket if the peer has not closed its side within the grace period. */
+function closeWithDeadline(socket: Socket, last?: string): void {
+  socket.setTimeout(0);
+  if (last === undefined) socket.end();
+  else socket.end(last);
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+}
+
 function idOf(value: unknown): string | number | null {
   return typeof value === 'string' || typeof value === 'number' ? value : null;
 }
 
-function errorResponse(id: string | number | null, code: AdminErrorCode, message: string): AdminResponse {
-  return { id, ok: false, error: { code, message } };
+function errorResponse(
+  id: string | number | null,
+  code: AdminErrorCode,
+  message: string,
+  errors?: readonly string[],
+): AdminResponse {
+  return { id, ok: false, error: { code, message, ...(errors === undefined ? {} : { errors }) } };
 }

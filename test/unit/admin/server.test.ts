@@ -8,6 +8,7 @@ import type { AuditEvent } from '../../../audit/events.js';
 import { callAdmin } from '../../../src/admin/client.js';
 import { AdminServer } from '../../../src/admin/server.js';
 import { BulwarkError } from '../../../src/errors.js';
+import { until } from '../../helpers/until.js';
 
 let dir: string;
 let servers: AdminServer[];
@@ -155,5 +156,50 @@ describe('admin control socket', () => {
     await server.stop();
     expect(() => lstatSync(server.socketPath)).toThrow();
     expect((await callAdmin(server.socketPath, 'echo', 1)).kind).toBe('unreachable');
+  });
+
+  it('destroys an idle connection whose client ignores the FIN', async () => {
+    const { server } = await started({ idleTimeoutMs: 100 });
+    const client = createConnection({ path: server.socketPath, allowHalfOpen: true });
+    let failure: NodeJS.ErrnoException | undefined;
+    client.on('error', (error) => (failure = error));
+    // The client never ends its side. While the server has only half-closed, writes still reach it; once it has
+    // destroyed the socket, a write fails.
+    await new Promise<void>((resolve) => client.once('end', () => resolve()));
+    const writer = setInterval(() => client.write('{'), 100);
+    try {
+      await until(() => failure, 'the server to drop the connection', 6_000);
+    } finally {
+      clearInterval(writer);
+      client.destroy();
+    }
+    expect(['EPIPE', 'ECONNRESET']).toContain(failure!.code);
+  }, 10_000);
+
+  it('answers busy when its connection limit is reached, and serves again once a connection closes', async () => {
+    const { server, events } = await started({ maxConnections: 2 });
+    const held = await Promise.all(
+      [1, 2].map(
+        () =>
+          new Promise<Socket>((resolve) => {
+            const socket = createConnection(server.socketPath, () => resolve(socket));
+          }),
+      ),
+    );
+    const refused = await callAdmin(server.socketPath, 'echo', 1);
+    expect(refused).toEqual({
+      kind: 'error',
+      code: 'busy',
+      message: 'the control socket already has 2 connections, its limit; try again later',
+    });
+    expect(events.at(-1)?.labels).toMatchObject({ error_code: 'busy' });
+    held[0]!.destroy();
+    let next = await callAdmin(server.socketPath, 'echo', 2);
+    for (let tries = 0; next.kind !== 'ok' && tries < 50; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      next = await callAdmin(server.socketPath, 'echo', 2);
+    }
+    expect(next).toEqual({ kind: 'ok', result: 2 });
+    held[1]!.destroy();
   });
 });
