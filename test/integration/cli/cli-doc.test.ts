@@ -31,6 +31,25 @@ describe('docs/cli.md', () => {
     );
   });
 
+  it('documents every command the program lists', () => {
+    const documented = new Set(commands.map((c) => c.command.join(' ')));
+    const missing: string[] = [];
+    for (const { command, block } of commands) {
+      const listed = block.split('\n').slice(block.split('\n').indexOf('Commands:') + 1);
+      if (!block.includes('\nCommands:\n')) continue;
+      for (const line of listed) {
+        const name = /^ {2}(\S+)/.exec(line)?.[1];
+        if (name === undefined) {
+          if (line.trim() === '') break;
+          continue;
+        }
+        const full = [...command, name].join(' ');
+        if (name !== 'help' && !documented.has(full)) missing.push(`bulwark ${full}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+
   it('shows exactly what `--help` prints for every documented command', async () => {
     const mismatches: string[] = [];
     // Four at a time: each is a node process loading one command's modules.
