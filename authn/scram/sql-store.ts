@@ -10,7 +10,7 @@ import {
 } from './mechanism.js';
 
 /** Runs one parameterised statement; values travel as parameters, never spliced into the SQL text. */
-export type SqlQuery = (statement: string, params: readonly unknown[]) => Promise<readonly Record<string, unknown>[]>;
+export type SqlQuery = (statement: string, params: readonly string[]) => Promise<readonly Record<string, unknown>[]>;
 
 export const DEFAULT_POSTGRES_STATEMENT =
   'SELECT salt, iterations, stored_key, server_key FROM mqtt_scram_credentials WHERE username = $1 AND mechanism = $2';
@@ -137,7 +137,8 @@ export function createMysqlScramStore(options: SqlConnectionOptions): ScramSqlSt
     ...(options.ca ? { ssl: { ca: options.ca, rejectUnauthorized: true } } : {}),
   });
   const query: SqlQuery = async (statement, params) => {
-    const [rows] = await pool.query({ sql: statement, values: [...params], timeout: options.queryTimeoutMs });
+    // Prepared on the server: client-side escaping is unsafe under sql_mode NO_BACKSLASH_ESCAPES.
+    const [rows] = await pool.execute({ sql: statement, timeout: options.queryTimeoutMs }, [...params]);
     return Array.isArray(rows) ? (rows as Record<string, unknown>[]) : [];
   };
   return new ScramSqlStore(

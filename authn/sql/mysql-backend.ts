@@ -52,8 +52,11 @@ export class MysqlBackend implements SqlBackend {
       throw error;
     }
     try {
+      // A server-side prepared statement: the values travel apart from the SQL text. `query()` with values would
+      // splice them into the text with client-side backslash escaping, which the server reads differently under
+      // sql_mode NO_BACKSLASH_ESCAPES (a quote in a user name then ends the string literal).
       const [rows] = await raceAbort(
-        conn.query<mysql.RowDataPacket[]>({ sql: text, values: [...values], timeout: this.#queryTimeoutMs }),
+        conn.execute<mysql.RowDataPacket[]>({ sql: text, timeout: this.#queryTimeoutMs }, [...values]),
         signal,
       );
       conn.release();

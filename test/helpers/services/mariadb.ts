@@ -93,7 +93,7 @@ export async function startMariaDb(workDir: string): Promise<Started<SqlServiceI
   await c.end();
   const pid = Number(readFileSync(pidFile, 'utf8').trim()) || child.pid || 0;
   return {
-    info: { host: '127.0.0.1', port, user: 'bulwark', password, database: 'bulwark', pid },
+    info: { host: '127.0.0.1', port, user: 'bulwark', password, database: 'bulwark', pid, adminSocket: socket },
     stop: async () => {
       try {
         process.kill(pid, 'SIGCONT');

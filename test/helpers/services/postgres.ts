@@ -93,7 +93,7 @@ export async function startPostgres(workDir: string): Promise<Started<SqlService
   // With runuser, `child.pid` is runuser's; the server's pid is the first line of postmaster.pid.
   const pid = serverPid(join(dataDir, 'postmaster.pid')) ?? child.pid ?? 0;
   return {
-    info: { host: '127.0.0.1', port, user: 'bulwark', password, database: 'bulwark', pid },
+    info: { host: '127.0.0.1', port, user: 'bulwark', password, database: 'bulwark', pid, adminSocket: socketDir },
     stop: async () => {
       try {
         process.kill(pid, 'SIGCONT');

@@ -7,6 +7,11 @@ export interface SqlServiceInfo {
   database: string;
   /** Server process id, so a test can SIGSTOP/SIGCONT it to simulate an unreachable backend. */
   pid: number;
+  /**
+   * Unix socket where the server's superuser (`root` / `postgres`) connects without a password, for tests that
+   * must change a server-wide setting (and restore it).
+   */
+  adminSocket?: string;
 }
 
 export interface LdapServiceInfo {
