@@ -2,7 +2,12 @@
  * A per-backend circuit breaker. After `failureThreshold` consecutive failures the backend is considered down:
  * calls fail at once (the chain answers `serverUnavailable`) instead of each waiting for a timeout. After
  * `resetTimeoutMs` one probe call is let through (half-open); its success closes the breaker again, so the
- * broker recovers without a restart when the backend comes back.
+ * broker recovers without a restart when the backend comes back. `onStateChange` hears transitions only: closed to
+ * open, and open (after a successful probe) to closed.
+ *
+ * Only rejections count. A backend that answers, even with a refusal caused by the client's own input (a user name
+ * the directory or the database cannot hold), is up: callers turn such answers into values before they reach `run`,
+ * so no client can open the breaker for everyone else.
  */
 export class CircuitOpenError extends Error {
   override readonly name = 'CircuitOpenError';
@@ -63,8 +68,16 @@ export class CircuitBreaker {
   }
 
   #failed(probe: boolean): void {
+    if (probe) {
+      // Still down: another period of failing fast. The breaker never closed, so there is no transition to report.
+      this.#openedAt = this.#now();
+      return;
+    }
+    // A call that started before the breaker opened and failed after it: the outage is already known, and counting
+    // it would restart the open period (and report the opening again) for every straggler.
+    if (this.#state === 'open') return;
     this.#failures++;
-    if (probe || this.#failures >= this.options.failureThreshold) {
+    if (this.#failures >= this.options.failureThreshold) {
       this.#openedAt = this.#now();
       this.#set('open');
     }

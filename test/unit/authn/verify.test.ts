@@ -282,6 +282,37 @@ describe('circuit breaker', () => {
     await expect(b.run(async () => 1)).rejects.toBeInstanceOf(CircuitOpenError);
   });
 
+  it('reports transitions only: late failures and failed probes neither report the opening again nor extend it', async () => {
+    let now = 0;
+    const states: string[] = [];
+    const b = new CircuitBreaker('db', {
+      failureThreshold: 2,
+      resetTimeoutMs: 1_000,
+      now: () => now,
+      onStateChange: (s) => states.push(s),
+    });
+    // Five calls in flight when the backend goes down; they fail one after another over 900 ms.
+    const stragglers = Array.from({ length: 5 }, () => deferred<never>());
+    const running = stragglers.map((d) => b.run(() => d.promise).catch(() => undefined));
+    for (const d of stragglers) {
+      d.reject(new Error('down'));
+      await Promise.resolve();
+      await Promise.resolve();
+      now += 225;
+    }
+    await Promise.all(running);
+    expect(states).toEqual(['open']);
+    // Opened by the second failure (at 225 ms): the late ones did not restart the period.
+    now = 225 + 1_000;
+    expect(b.state).toBe('half-open');
+    await expect(b.run(() => Promise.reject(new Error('still down')))).rejects.toThrow('still down');
+    expect(b.state).toBe('open');
+    expect(states).toEqual(['open']);
+    now += 1_000;
+    await expect(b.run(async () => 'up')).resolves.toBe('up');
+    expect(states).toEqual(['open', 'closed']);
+  });
+
   it('only one probe runs while half-open', async () => {
     let now = 0;
     const b = new CircuitBreaker('db', { failureThreshold: 1, resetTimeoutMs: 10, now: () => now });
