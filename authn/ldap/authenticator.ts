@@ -1,9 +1,14 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import {
   InappropriateAuthError,
+  InappropriateMatchingError,
   InsufficientAccessError,
   InvalidCredentialsError,
+  InvalidDNSyntaxError,
+  InvalidSyntaxError,
+  NamingViolationError,
   NoSuchObjectError,
+  ResultCodeError,
   SizeLimitExceededError,
   UnwillingToPerformError,
   type Entry,
@@ -46,7 +51,15 @@ type Verification =
   | { kind: 'invalid' }
   | { kind: 'notFound' }
   | { kind: 'ambiguous' }
-  | { kind: 'refused'; detail: string };
+  | { kind: 'refused'; detail: string }
+  | { kind: 'malformed'; detail: string };
+
+/**
+ * The longest user name (UTF-8 bytes) sent to the directory. Real names are far shorter (an e-mail address is at
+ * most 254); a longer one is refused before any directory traffic, so a client cannot make the directory parse
+ * kilobytes of DN or filter per attempt.
+ */
+export const MAX_LDAP_USERNAME_BYTES = 256;
 
 interface CachedBind {
   user: UserEntry;
@@ -142,6 +155,8 @@ export class LdapAuthenticator implements Authenticator {
         return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'user search matched more than one entry' };
       case 'refused':
         return { kind: 'deny', reason: 'notAuthorized', detail: result.detail };
+      case 'malformed':
+        return { kind: 'deny', reason: 'badUserNameOrPassword', detail: result.detail };
     }
   }
 
@@ -162,6 +177,13 @@ export class LdapAuthenticator implements Authenticator {
         kind: 'deny',
         reason: 'badUserNameOrPassword',
         detail: 'user name empty, padded or with control characters',
+      };
+    }
+    if (Buffer.byteLength(username) > MAX_LDAP_USERNAME_BYTES) {
+      return {
+        kind: 'deny',
+        reason: 'badUserNameOrPassword',
+        detail: `user name longer than ${MAX_LDAP_USERNAME_BYTES} bytes`,
       };
     }
     const key = this.#digest(attempt, password);
@@ -225,18 +247,26 @@ export class LdapAuthenticator implements Authenticator {
     let groups: string[] | undefined;
     if (lookup.kind === 'search') {
       const found = await this.#withService(signal, async (conn) => {
-        const { searchEntries } = await conn.client.search(lookup.baseDn, {
-          scope: lookup.scope,
-          filter: expandTemplate(lookup.filter, values, escapeFilterValue),
-          attributes: this.#readAttributes.length > 0 ? this.#readAttributes : ['1.1'],
-          sizeLimit: 2,
-        });
-        return searchEntries;
+        try {
+          const { searchEntries } = await conn.client.search(lookup.baseDn, {
+            scope: lookup.scope,
+            filter: expandTemplate(lookup.filter, values, escapeFilterValue),
+            attributes: this.#readAttributes.length > 0 ? this.#readAttributes : ['1.1'],
+            sizeLimit: 2,
+          });
+          return searchEntries;
+        } catch (error) {
+          // Only the search carries the user's name; the service bind before it is configuration.
+          if (isRequestFault(error)) return { kind: 'malformed', detail: requestFaultDetail(error) } as const;
+          throw error;
+        }
       }).catch((error: unknown) => {
         if (error instanceof SizeLimitExceededError) return 'ambiguous' as const;
         throw error;
       });
-      if (found === 'ambiguous' || found.length > 1) return { kind: 'ambiguous' };
+      if (found === 'ambiguous') return { kind: 'ambiguous' };
+      if (!Array.isArray(found)) return found;
+      if (found.length > 1) return { kind: 'ambiguous' };
       const entry = found[0];
       if (!entry) return { kind: 'notFound' };
       user = this.#userEntry(entry, attempt);
@@ -302,6 +332,8 @@ export class LdapAuthenticator implements Authenticator {
       ) {
         return { kind: 'refused', detail: `directory refused the bind (result code ${error.code})` };
       }
+      // The DN was built from the user name: a directory that cannot parse it is answering the client, not failing.
+      if (isRequestFault(error)) return { kind: 'malformed', detail: requestFaultDetail(error) };
       throw error;
     }
   }
@@ -325,6 +357,24 @@ export class LdapAuthenticator implements Authenticator {
       return await task(conn);
     });
   }
+}
+
+/**
+ * Result codes by which a working directory says the request itself is unacceptable (RFC 4511 §4.1.9): invalid DN
+ * syntax (34), invalid attribute syntax (21), inappropriate matching (18), naming violation (64). Where the request
+ * carries the client's user name, they are the client's doing: a deny, never a backend failure for the breaker.
+ */
+function isRequestFault(error: unknown): error is ResultCodeError {
+  return (
+    error instanceof InvalidDNSyntaxError ||
+    error instanceof InvalidSyntaxError ||
+    error instanceof InappropriateMatchingError ||
+    error instanceof NamingViolationError
+  );
+}
+
+function requestFaultDetail(error: ResultCodeError): string {
+  return `directory refused the user name (result code ${error.code})`;
 }
 
 function hasControlCharacter(value: string): boolean {

@@ -1,4 +1,5 @@
 import { mysqlDriver, pgDriver } from '../../src/sql-drivers.js';
+import { isClientInputError } from '../sql/client-input-error.js';
 import type { ScramCredentialStore } from './credential-store.js';
 import { decodeScramCredential } from './credential-format.js';
 import {
@@ -96,7 +97,14 @@ export interface SqlConnectionOptions {
 }
 
 function wrapped(query: SqlQuery, wrap: SqlConnectionOptions['wrap']): SqlQuery {
-  return wrap ? (statement, params) => wrap(() => query(statement, params)) : query;
+  // A user name the database cannot compare (outside a latin1 column's character set, say) is a user it does not
+  // hold: the exchange then fails like one for an unknown user, and the breaker in `wrap` never counts it.
+  const answered: SqlQuery = (statement, params) =>
+    query(statement, params).catch((error: unknown) => {
+      if (isClientInputError(error)) return [];
+      throw error;
+    });
+  return wrap ? (statement, params) => wrap(() => answered(statement, params)) : answered;
 }
 
 export function createPostgresScramStore(options: SqlConnectionOptions): ScramSqlStore {

@@ -3,6 +3,7 @@ import type { HashAlgorithm, StoredCredential } from '../verify/password-hash.js
 import type { VerificationServices } from '../verify/services.js';
 import { verifyPasswordBounded } from '../verify/verify-password.js';
 import type { SqlBackend } from './backend.js';
+import { isClientInputError } from './client-input-error.js';
 import { bindValues, type CompiledQuery } from './query-template.js';
 
 export interface SqlAuthenticatorOptions {
@@ -19,6 +20,9 @@ export interface SqlAuthenticatorOptions {
   lookupDeadlineMs: number;
   verification: VerificationServices;
 }
+
+/** The database refused the lookup because of a value the client supplied (see `isClientInputError`). */
+const INPUT_REFUSED = Symbol('input refused');
 
 /** Columns the configured query returns, by name. Only `password_hash` is required. */
 export const SQL_COLUMNS = ['password_hash', 'algorithm', 'salt', 'is_superuser', 'groups'] as const;
@@ -48,6 +52,9 @@ export class SqlAuthenticator implements Authenticator {
     if (password.isEmpty) return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'empty password refused' };
 
     const rows = await this.#lookup(attempt, signal);
+    if (rows === INPUT_REFUSED) {
+      return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'the database cannot compare this user name' };
+    }
     const row = rows[0];
     if (!row) {
       return this.options.unknownUser === 'ignore'
@@ -79,7 +86,7 @@ export class SqlAuthenticator implements Authenticator {
     };
   }
 
-  #lookup(attempt: ConnectAttempt, signal: AbortSignal): Promise<Record<string, unknown>[]> {
+  #lookup(attempt: ConnectAttempt, signal: AbortSignal): Promise<Record<string, unknown>[] | typeof INPUT_REFUSED> {
     const { backend, verification, backendName, query } = this.options;
     const values = bindValues(query, attempt);
     // Identical lookups in flight (a reconnect storm of one client) share one round trip.
@@ -91,7 +98,14 @@ export class SqlAuthenticator implements Authenticator {
       key,
       () => {
         const own = AbortSignal.timeout(this.options.lookupDeadlineMs);
-        return verification.sqlPool.run(() => breaker.run(() => backend.query(query.text, values, own)), own);
+        // A query refused because of the client's own values is an answer from a working database: it reaches the
+        // breaker as a value, so no client can open the breaker (and lock everyone out) by choosing a user name.
+        const ask = (): Promise<Record<string, unknown>[] | typeof INPUT_REFUSED> =>
+          backend.query(query.text, values, own).catch((error: unknown) => {
+            if (isClientInputError(error)) return INPUT_REFUSED;
+            throw error;
+          });
+        return verification.sqlPool.run(() => breaker.run(ask), own);
       },
       signal,
     );

@@ -3,6 +3,7 @@ import type mysql from 'mysql2/promise';
 import { mysqlDriver } from '../../src/sql-drivers.js';
 import { raceAbort } from '../verify/race-abort.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
+import { isClientInputError } from './client-input-error.js';
 
 export class MysqlBackend implements SqlBackend {
   readonly #pool: mysql.Pool;
@@ -62,8 +63,10 @@ export class MysqlBackend implements SqlBackend {
       conn.release();
       return rows as Record<string, unknown>[];
     } catch (error) {
-      // The connection may still carry the timed-out query: destroy it rather than return it to the pool.
-      conn.destroy();
+      // The server refused a value and the connection is fine; anything else (a timed-out query may still be
+      // running on it) destroys the connection rather than returning it to the pool.
+      if (isClientInputError(error)) conn.release();
+      else conn.destroy();
       throw error;
     }
   }

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { pgDriver } from '../../src/sql-drivers.js';
 import { raceAbort } from '../verify/race-abort.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
+import { isClientInputError } from './client-input-error.js';
 
 export class PostgresBackend implements SqlBackend {
   readonly #pool: pg.Pool;
@@ -55,8 +56,9 @@ export class PostgresBackend implements SqlBackend {
       const result = await raceAbort(client.query<Record<string, unknown>>({ text, values: [...values] }), signal);
       return result.rows;
     } catch (error) {
-      // A timed-out or aborted query may still be running on that connection: discard it.
-      broken = true;
+      // A timed-out or aborted query may still be running on that connection: discard it. A value the server
+      // refused leaves the connection as it was.
+      broken = !isClientInputError(error);
       throw error;
     } finally {
       client.release(broken);

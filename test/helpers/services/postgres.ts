@@ -89,6 +89,10 @@ export async function startPostgres(workDir: string): Promise<Started<SqlService
   await c.connect();
   await c.query(`CREATE ROLE bulwark LOGIN PASSWORD '${password}'`);
   await c.query('CREATE DATABASE bulwark OWNER bulwark');
+  // A single-byte database: user names with characters it cannot hold fail with SQLSTATE 22P05.
+  await c.query(
+    "CREATE DATABASE bulwark_latin1 OWNER bulwark ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+  );
   await c.end();
   // With runuser, `child.pid` is runuser's; the server's pid is the first line of postmaster.pid.
   const pid = serverPid(join(dataDir, 'postmaster.pid')) ?? child.pid ?? 0;

@@ -1,0 +1,86 @@
+import { createServer, type Server } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MAX_LDAP_USERNAME_BYTES } from '../../../../authn/ldap/authenticator.js';
+import { CircuitBreaker } from '../../../../authn/verify/breaker.js';
+import { deadline, login, made, make, slapd, SLAPD_SEED } from './fixtures.js';
+
+const { alice } = SLAPD_SEED.users;
+
+afterAll(async () => {
+  await Promise.all(made.map((a) => a.stop()));
+});
+
+/** A breaker that opens on the first failure it counts, recording its transitions. */
+function strictBreaker(): { breaker: CircuitBreaker; states: string[] } {
+  const states: string[] = [];
+  const breaker = new CircuitBreaker('ldap', {
+    failureThreshold: 1,
+    resetTimeoutMs: 60_000,
+    onStateChange: (s) => states.push(s),
+  });
+  return { breaker, states };
+}
+
+describe.skipIf(!slapd)('ldap: refusals caused by the client’s user name', () => {
+  it('a DN the directory cannot parse (result code 34) is a deny, and never opens the breaker', async () => {
+    const { breaker, states } = strictBreaker();
+    // uidNumber has INTEGER syntax: a name that is not a number makes a DN the directory refuses as invalid.
+    const a = make({ breaker, lookup: { kind: 'bind', dnTemplate: `uidNumber=\${username},${SLAPD_SEED.peopleDn}` } });
+    for (let i = 0; i < 3; i++) {
+      expect(await a.authenticate(login('not-a-number', 'whatever'), deadline())).toEqual({
+        kind: 'deny',
+        reason: 'badUserNameOrPassword',
+        detail: 'directory refused the user name (result code 34)',
+      });
+    }
+    expect(breaker.state).toBe('closed');
+    expect(states).toEqual([]);
+    const ok = make({ breaker });
+    expect((await ok.authenticate(login('alice', alice.password), deadline())).kind).toBe('allow');
+  });
+
+  it(`a user name over ${MAX_LDAP_USERNAME_BYTES} bytes is refused before any directory traffic`, async () => {
+    let connections = 0;
+    const listener: Server = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const port = (listener.address() as { port: number }).port;
+    try {
+      const { breaker, states } = strictBreaker();
+      const a = make({
+        breaker,
+        connection: {
+          url: `ldap://127.0.0.1:${port}`,
+          startTls: false,
+          tls: {},
+          connectTimeoutMs: 500,
+          operationTimeoutMs: 500,
+        },
+      });
+      // Multi-byte: the limit is on UTF-8 bytes, what the directory has to parse.
+      const long = 'é'.repeat(MAX_LDAP_USERNAME_BYTES / 2 + 1);
+      for (const name of [long, 'a'.repeat(8_170)]) {
+        expect(await a.authenticate(login(name, 'whatever'), deadline())).toEqual({
+          kind: 'deny',
+          reason: 'badUserNameOrPassword',
+          detail: `user name longer than ${MAX_LDAP_USERNAME_BYTES} bytes`,
+        });
+      }
+      expect(a.quickAnswer(login('a'.repeat(MAX_LDAP_USERNAME_BYTES + 1), 'whatever'))).toMatchObject({
+        kind: 'deny',
+      });
+      expect(connections).toBe(0);
+      expect(states).toEqual([]);
+    } finally {
+      listener.close();
+    }
+  });
+
+  it(`a user name of exactly ${MAX_LDAP_USERNAME_BYTES} bytes still reaches the directory`, async () => {
+    const a = make();
+    const r = await a.authenticate(login('a'.repeat(MAX_LDAP_USERNAME_BYTES), 'whatever'), deadline());
+    expect(r).toMatchObject({ kind: 'deny', detail: 'directory refused the bind (invalid credentials)' });
+  });
+});
