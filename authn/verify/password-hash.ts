@@ -89,7 +89,9 @@ export async function verifyPassword(stored: StoredCredential, password: Secret)
       return verifyMosquitto(stored.hash, password);
     case 'pbkdf2-sha512':
     case 'pbkdf2-sha256': {
-      if (stored.salt === undefined) return { kind: 'unsupported', detail: `${algorithm} needs a salt` };
+      if (stored.salt === undefined || stored.salt === '') {
+        return { kind: 'unsupported', detail: `${algorithm} needs a salt` };
+      }
       const expected = decodeDigest(stored.hash, stored.encoding ?? 'hex');
       if (!expected) return { kind: 'unsupported', detail: `stored ${algorithm} digest is malformed` };
       const derived = await pbkdf2Async(
@@ -103,9 +105,13 @@ export async function verifyPassword(stored: StoredCredential, password: Secret)
     }
     case 'sha256':
     case 'sha512': {
+      // An unsalted digest falls to precomputed tables, and one password gives every user the same digest.
+      if (stored.salt === undefined || stored.salt === '') {
+        return { kind: 'unsupported', detail: `unsalted ${algorithm} hashes are not supported (the row has no salt)` };
+      }
       const expected = decodeDigest(stored.hash, stored.encoding ?? 'hex');
       if (!expected) return { kind: 'unsupported', detail: `stored ${algorithm} digest is malformed` };
-      const salt = Buffer.from(stored.salt ?? '', 'utf8');
+      const salt = Buffer.from(stored.salt, 'utf8');
       const h = createHash(algorithm);
       if (stored.saltPosition === 'suffix') h.update(password.reveal()).update(salt);
       else h.update(salt).update(password.reveal());

@@ -46,6 +46,16 @@ export async function seedUsers(): Promise<SeedUser[]> {
   ];
 }
 
+/** A plain SHA-256 of the password, as old tables hold: refused whatever the password. */
+export const UNSALTED_USER: SeedUser = {
+  username: 'unsalted-user',
+  password: 'sql-unsalted-pw',
+  algorithm: 'sha256',
+  salt: null,
+  superuser: true,
+  groups: [],
+};
+
 async function hashFor(u: SeedUser): Promise<string> {
   if (u.algorithm === 'bcrypt') return bcrypt.hash(u.password, 4);
   if (u.algorithm === 'sha256')

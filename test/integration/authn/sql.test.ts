@@ -6,7 +6,7 @@ import { VerificationServices } from '../../../authn/verify/services.js';
 import { silentLogger } from '../../../src/log.js';
 import type { SqlServiceInfo } from '../../helpers/services/types.js';
 import { attempt } from '../../unit/authn/fakes.js';
-import { createMysqlTable, createPgTable, seedUsers, tableName } from './sql-fixtures.js';
+import { createMysqlTable, createPgTable, seedUsers, tableName, UNSALTED_USER } from './sql-fixtures.js';
 
 const backends = [
   { type: 'postgres', service: 'postgres', create: createPgTable, groupsCol: 'groups' },
@@ -23,7 +23,7 @@ for (const b of backends) {
       if (missing) return;
       const db = info as SqlServiceInfo;
       const table = tableName();
-      await b.create(db, table, await seedUsers());
+      await b.create(db, table, [...(await seedUsers()), UNSALTED_USER]);
       chain = createBuiltinRegistry().parseAndBuild(
         {
           steps: [
@@ -71,6 +71,12 @@ for (const b of backends) {
         reason: 'badUserNameOrPassword',
       });
       expect(await login('sha-user', 'sql-bcrypt-pw')).toMatchObject({ kind: 'deny', reason: 'badUserNameOrPassword' });
+    });
+
+    it.skipIf(missing)('denies a row with an unsalted sha256 digest even for the right password', async () => {
+      const r = await login('unsalted-user', 'sql-unsalted-pw');
+      expect(r).toMatchObject({ kind: 'deny', reason: 'badUserNameOrPassword', decidedBy: b.type });
+      expect(r.steps[0]?.detail).toBe('unsalted sha256 hashes are not supported (the row has no salt)');
     });
 
     it.skipIf(missing)('an unknown user is ignored, so the chain ends in notAuthorized', async () => {

@@ -86,6 +86,20 @@ describe('password hash verification', () => {
     ).toBe('mismatch');
   });
 
+  it('an unsalted sha256 or sha512 digest is refused as unsupported, even for the right password', async () => {
+    for (const algorithm of ['sha256', 'sha512'] as const) {
+      const hash = createHash(algorithm).update('u-pass').digest('hex');
+      for (const salt of [undefined, '']) {
+        expect(
+          await verifyPassword({ hash, algorithm, ...(salt !== undefined ? { salt } : {}) }, pw('u-pass')),
+        ).toEqual({
+          kind: 'unsupported',
+          detail: `unsalted ${algorithm} hashes are not supported (the row has no salt)`,
+        });
+      }
+    }
+  });
+
   it('pbkdf2-sha512 with a separate salt and iteration count verifies', async () => {
     const hash = pbkdf2Sync('p-pass', 'salt!', 2000, 64, 'sha512').toString('hex');
     expect(
