@@ -5,6 +5,7 @@ import {
   type Authenticator,
   type AuthnOutcome,
   type ChainExchangeState,
+  type ClientDetail,
   type ChainResult,
   type ConnectAttempt,
   type ConnectAuthenticator,
@@ -201,12 +202,9 @@ export class AuthenticationChain implements ConnectAuthenticator {
     );
     // [MQTT-4.12.0-1] an unsupported Authentication Method is refused with 0x8C.
     if (candidates.length === 0) {
-      return deny(
-        'badAuthenticationMethod',
-        `authentication method ${sanitize(method)} not supported`,
-        'chain',
-        records,
-      );
+      const detail = `authentication method ${sanitize(method)} not supported`;
+      // The client's own method name, echoed: it tells a misconfigured client what to fix and nothing more.
+      return deny('badAuthenticationMethod', detail, 'chain', records, undefined, detail);
     }
     for (const step of candidates) {
       const decided = await this.#consult(step, attempt, records, method);
@@ -258,7 +256,14 @@ export class AuthenticationChain implements ConnectAuthenticator {
       }
       case 'deny':
         records.push(record(step, 'deny', durationMs, outcome.detail));
-        return deny(outcome.reason, outcome.detail, id, records, outcome.attemptedUsername ?? attemptedBefore);
+        return deny(
+          outcome.reason,
+          outcome.detail,
+          id,
+          records,
+          outcome.attemptedUsername ?? attemptedBefore,
+          outcome.clientDetail,
+        );
       case 'ignore':
         records.push(record(step, 'ignore', durationMs, outcome.detail));
         return undefined;
@@ -325,10 +330,12 @@ function deny(
   decidedBy: string,
   steps: StepRecord[],
   attemptedUsername?: string,
+  clientDetail?: ClientDetail,
 ): ChainResult {
-  return attemptedUsername === undefined
-    ? { kind: 'deny', reason, detail, decidedBy, steps }
-    : { kind: 'deny', reason, detail, decidedBy, steps, attemptedUsername };
+  const result: ChainResult = { kind: 'deny', reason, detail, decidedBy, steps };
+  if (attemptedUsername !== undefined) result.attemptedUsername = attemptedUsername;
+  if (clientDetail !== undefined) result.clientDetail = sanitize(clientDetail);
+  return result;
 }
 
 function record(step: ChainStep, answer: StepRecord['answer'], durationMs: number, detail?: string): StepRecord {

@@ -92,7 +92,16 @@ export type AuthnOutcome =
        */
       authData?: Buffer;
     }
-  | { kind: 'deny'; reason: ReasonName; detail: string; /** See `AttemptedUsername`. */ attemptedUsername?: string }
+  | {
+      kind: 'deny';
+      reason: ReasonName;
+      /** Why, for the audit record and the log. Never sent to the client. */
+      detail: string;
+      /** What the client may be told (MQTT 5 Reason String); see `ClientDetail`. */
+      clientDetail?: ClientDetail;
+      /** See `AttemptedUsername`. */
+      attemptedUsername?: string;
+    }
   /** MQTT 5 enhanced authentication: send `data` in AUTH 0x18 and call `step()` again with the client's reply. */
   | { kind: 'continue'; data: Buffer; state: unknown; /** See `AttemptedUsername`. */ attemptedUsername?: string }
   /** Not mine: ask the next authenticator. `detail` explains why (e.g. "no password presented"). */
@@ -168,6 +177,14 @@ export interface StepRecord {
  */
 export type AttemptedUsername = string | undefined;
 
+/**
+ * A refusal's text meant for the client itself, as a CONNACK Reason String. Only what helps a legitimate client and
+ * reveals nothing of the broker's side: the failed check of the client's own token, say, never backend error
+ * text, whether a user exists, or how a stored credential looks. Absent, the client gets the generic text for the
+ * reason code (`clientReasonString`).
+ */
+export type ClientDetail = string;
+
 /** The chain's verdict on one CONNECT (or one AUTH round). */
 export type ChainResult =
   | { kind: 'allow'; identity: Identity; steps: StepRecord[]; /** See the `allow` AuthnOutcome. */ authData?: Buffer }
@@ -175,6 +192,8 @@ export type ChainResult =
       kind: 'deny';
       reason: ReasonName;
       detail: string;
+      /** See `ClientDetail`. */
+      clientDetail?: ClientDetail;
       decidedBy: string;
       steps: StepRecord[];
       attemptedUsername?: AttemptedUsername;

@@ -91,7 +91,10 @@ export class JwtAuthenticator implements Authenticator {
       payload = result.payload;
     } catch (error) {
       if (error instanceof errors.JOSEError && REFUSALS.has(error.code)) {
-        return { kind: 'deny', reason: 'badUserNameOrPassword', detail: refusalDetail(error) };
+        // The failed check of the client's own token is worth telling it (refresh an expired token, fix the
+        // audience); it names no key, claim value or anything of the broker's side.
+        const detail = refusalDetail(error);
+        return { kind: 'deny', reason: 'badUserNameOrPassword', detail, clientDetail: detail };
       }
       throw error instanceof errors.JOSEError ? new Error(`JWT keys unavailable (${error.code})`) : error;
     }
@@ -101,19 +104,13 @@ export class JwtAuthenticator implements Authenticator {
   #identity(attempt: ConnectAttempt, payload: JWTPayload): AuthnOutcome {
     const { claims, requireEqual, tokenFrom } = this.options;
     if (requireEqual.clientid !== undefined && claimText(payload, requireEqual.clientid) !== attempt.clientId) {
-      return {
-        kind: 'deny',
-        reason: 'notAuthorized',
-        detail: `claim ${requireEqual.clientid} does not equal the client id`,
-      };
+      const detail = `claim ${requireEqual.clientid} does not equal the client id`;
+      return { kind: 'deny', reason: 'notAuthorized', detail, clientDetail: detail };
     }
     if (requireEqual.username !== undefined) {
       if (tokenFrom === 'username' || claimText(payload, requireEqual.username) !== attempt.username) {
-        return {
-          kind: 'deny',
-          reason: 'notAuthorized',
-          detail: `claim ${requireEqual.username} does not equal the username`,
-        };
+        const detail = `claim ${requireEqual.username} does not equal the username`;
+        return { kind: 'deny', reason: 'notAuthorized', detail, clientDetail: detail };
       }
     }
     // Only a name the token vouches for: the CONNECT User Name counts when a claim was required to equal it.

@@ -2,7 +2,7 @@ import type { IAuthPacket } from 'mqtt-packet';
 import type { ChainResult } from '../../authn/types.js';
 import type { Connection } from '../connection/connection.js';
 import { ReasonCode } from '../protocol/reason-codes.js';
-import { continueAfterAuthentication, refuseConnect } from './connect.js';
+import { chainRefusal, continueAfterAuthentication, refuseConnect } from './connect.js';
 
 /**
  * AUTH: the next round of an MQTT 5 enhanced authentication exchange during CONNECT (0x18), or a
@@ -35,7 +35,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
     if (result.kind === 'deny') {
       broker.recordAuthentication(connection, attempt, result);
       broker.guardAfterAuthentication(connection, result);
-      refuseConnect(ctx, { ok: false, reason: result.reason, detail: result.detail, audited: true });
+      refuseConnect(ctx, chainRefusal(result));
       return;
     }
     await continueAfterAuthentication(ctx, result);

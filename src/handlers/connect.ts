@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { Secret } from '../../authn/secret.js';
+import { clientReasonString } from '../../authn/client-detail.js';
 import { recordableUsername, type ChainResult, type ConnectAttempt } from '../../authn/types.js';
 import type { AuthzDecision } from '../../authz/types.js';
 import type { Connection } from '../connection/connection.js';
@@ -26,7 +27,13 @@ export interface ConnectContext {
   authResult: Extract<ChainResult, { kind: 'allow' }> | undefined;
 }
 
-export type StepResult = { ok: true } | { ok: false; reason: ReasonName; detail: string; audited?: boolean };
+/**
+ * `detail` goes to the audit record and the log. The client's Reason String is `clientDetail` when set (a refusal
+ * by the authentication chain always sets it: see `clientReasonString`), else `detail`, which the broker's own
+ * steps write for the client to read (a malformed CONNECT, a ban, the policy).
+ */
+export type StepResult =
+  { ok: true } | { ok: false; reason: ReasonName; detail: string; clientDetail?: string; audited?: boolean };
 
 type ConnectStep = (ctx: ConnectContext) => StepResult | Promise<StepResult>;
 
@@ -99,7 +106,7 @@ export function continueAfterAuthentication(ctx: ConnectContext, result: ChainRe
   }
   if (result.kind === 'deny') {
     connection.broker.recordAuthentication(connection, ctx.attempt, result);
-    return refuseConnect(ctx, { ok: false, reason: result.reason, detail: result.detail, audited: true });
+    return refuseConnect(ctx, chainRefusal(result));
   }
   ctx.authResult = result;
   connection.identity = result.identity;
@@ -376,6 +383,17 @@ function acceptSession(ctx: ConnectContext, session: Session, present: boolean):
   return OK;
 }
 
+/** The chain's deny as a refusal: the audit keeps the step's detail, the client gets only `clientReasonString`. */
+export function chainRefusal(result: Extract<ChainResult, { kind: 'deny' }>): Extract<StepResult, { ok: false }> {
+  return {
+    ok: false,
+    reason: result.reason,
+    detail: result.detail,
+    clientDetail: clientReasonString(result),
+    audited: true,
+  };
+}
+
 /** CONNACK with the refusal, in the client's protocol version, then close ([MQTT-3.2.2-7]). */
 export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, { ok: false }>): void {
   const connection = ctx.connection;
@@ -400,7 +418,7 @@ export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, {
         cmd: 'connack',
         sessionPresent: false,
         reasonCode: ReasonCode[result.reason],
-        properties: connection.reasonProperties(result.detail),
+        properties: connection.reasonProperties(result.clientDetail ?? result.detail),
       }
     : { cmd: 'connack', sessionPresent: false, returnCode: v3ConnackCode(result.reason) };
   connection.closeReason = result.detail;

@@ -112,6 +112,8 @@ describe('jwt authenticator', () => {
       expect(r.kind).toBe('deny');
       expect(r.kind === 'deny' && r.reason).toBe('badUserNameOrPassword');
       expect(r.kind === 'deny' && r.detail).toMatch(c.detail);
+      // The failed check of its own token is what the client is told (CONNACK Reason String).
+      expect(r.kind === 'deny' && r.clientDetail).toBe(r.kind === 'deny' && r.detail);
     });
   }
 
