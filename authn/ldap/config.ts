@@ -33,7 +33,13 @@ export const ldapSettingsSchema = z
       .strict()
       .prefault({})
       .describe('Certificate verification for ldaps:// and StartTLS. Verification cannot be switched off.'),
-    connect_timeout_ms: z.number().int().min(100).max(60_000).default(3_000).describe('TCP/TLS connect deadline.'),
+    connect_timeout_ms: z
+      .number()
+      .int()
+      .min(100)
+      .max(60_000)
+      .default(3_000)
+      .describe('TCP connect and TLS handshake deadline (LDAPS, the whole StartTLS upgrade).'),
     operation_timeout_ms: z
       .number()
       .int()

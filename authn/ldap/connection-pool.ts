@@ -23,6 +23,8 @@ export interface LdapConnection {
 interface Waiter {
   resolve: (c: LdapConnection) => void;
   reject: (e: Error) => void;
+  /** Its caller gave up (deadline, abort): whatever arrives for it later belongs to the pool. */
+  gaveUp: boolean;
 }
 
 /**
@@ -107,8 +109,10 @@ export class LdapConnectionPool {
           signal.removeEventListener('abort', onAbort);
           reject(e);
         },
+        gaveUp: false,
       };
       const onAbort = (): void => {
+        waiter.gaveUp = true;
         const i = this.#waiters.indexOf(waiter);
         if (i >= 0) this.#waiters.splice(i, 1);
         reject(abortReason(signal));
@@ -130,21 +134,32 @@ export class LdapConnectionPool {
     else this.#idle.push(connection);
   }
 
-  /** A slot freed up: open a fresh connection for the first waiter, if any. */
+  /**
+   * A slot freed up: open a fresh connection for the first waiter, if any. The waiter may give up before the
+   * connection is up; the connection then goes to the next waiter or to the idle list (or is closed when the pool
+   * is), so the slot it holds is never lost.
+   */
   #wakeForCapacity(): void {
     const waiter = this.#waiters.shift();
     if (!waiter) return;
     this.#total++;
-    this.#open().then(waiter.resolve, (error: unknown) => {
-      this.#total--;
-      waiter.reject(error instanceof Error ? error : new Error(String(error)));
-      this.#wakeForCapacity();
-    });
+    this.#open().then(
+      (connection) => {
+        if (waiter.gaveUp || this.#closed) this.#release(connection, connection.client.isConnected);
+        else waiter.resolve(connection);
+      },
+      (error: unknown) => {
+        this.#total--;
+        if (!waiter.gaveUp) waiter.reject(error instanceof Error ? error : new Error(String(error)));
+        this.#wakeForCapacity();
+      },
+    );
   }
 
   async #open(): Promise<LdapConnection> {
     const s = this.settings;
     let connected = false;
+    let raw: Socket | undefined;
     const client = new Client({
       url: s.url,
       timeout: s.operationTimeoutMs,
@@ -159,7 +174,8 @@ export class LdapConnectionPool {
             createConnection: ((port: number, host: string): Socket => {
               if (!connected) {
                 connected = true;
-                return netConnect(port, host);
+                raw = netConnect(port, host);
+                return raw;
               }
               const refused = new Socket();
               process.nextTick(() => refused.destroy(new Error('StartTLS connection lost; not reconnecting')));
@@ -169,13 +185,23 @@ export class LdapConnectionPool {
         : {}),
     });
     if (s.startTls) {
+      // ldapts bounds the TCP connect and the StartTLS request, but not the TLS handshake after it: a directory
+      // (or a proxy in front of it) that stalls there would hold the pool slot forever. The whole upgrade gets the
+      // connect deadline; past it the socket is destroyed, which fails the handshake.
+      const timer = setTimeout(
+        () => raw?.destroy(new Error(`StartTLS not completed within ${s.connectTimeoutMs} ms`)),
+        s.connectTimeoutMs,
+      );
       try {
         // A fresh options object per connection (ldapts stores the socket in it), and the URL host, so the
         // certificate is checked against the directory's name rather than Node's default of "localhost".
         await client.startTLS({ host: new URL(s.url).hostname, ...s.tls });
       } catch (error) {
+        raw?.destroy();
         await client.unbind().catch(() => undefined);
         throw error;
+      } finally {
+        clearTimeout(timer);
       }
     }
     return { client, boundAs: undefined };
