@@ -1,12 +1,12 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { createRemoteJWKSet } from 'jose';
 import { z } from 'zod';
 import { BulwarkError } from '../../src/errors.js';
 import { defineAuthenticatorType, type AuthenticatorContext } from '../registry.js';
 import { Secret } from '../secret.js';
 import { JwtAuthenticator, type JwtKeySource } from './authenticator.js';
+import { JwksSource } from './jwks-source.js';
 
 const HMAC = ['HS256', 'HS384', 'HS512'] as const;
 const ASYMMETRIC = [
@@ -55,15 +55,26 @@ export const jwtSettingsSchema = z
       .min(1_000)
       .max(86_400_000)
       .default(600_000)
-      .describe('Refetch the JWKS when the cached copy is older than this.'),
+      .describe(
+        'Refetch the JWKS when the cached copy is older than this; also the longest a key removed from the JWKS keeps working.',
+      ),
     jwks_min_refetch_ms: z
       .number()
       .int()
       .min(0)
       .max(3_600_000)
       .default(30_000)
-      .describe('An unknown `kid` triggers a refetch at most this often (rate limit against forged kids).'),
+      .describe(
+        'The JWKS is requested at most this often, whatever the outcome of the last request: an unknown `kid` refetches early within this limit, and a failing identity provider is not asked again before it passes (rate limit against forged kids).',
+      ),
     jwks_timeout_ms: z.number().int().min(100).max(60_000).default(5_000).describe('JWKS fetch deadline.'),
+    jwks_max_bytes: z
+      .number()
+      .int()
+      .min(1_024)
+      .max(67_108_864)
+      .default(1_048_576)
+      .describe('Largest JWKS response accepted (bytes); a larger one is refused as it arrives, like a failed fetch.'),
     issuer: stringOrList.optional().describe('Required `iss` (one of).'),
     audience: stringOrList.optional().describe('Required `aud` (one of).'),
     require_exp: z.boolean().default(true).describe('Refuse tokens without `exp`.'),
@@ -165,14 +176,14 @@ function keySource(s: JwtSettings, ctx: AuthenticatorContext): JwtKeySource {
     return { kind: 'static', key: new Uint8Array(bytes) };
   }
   if (s.jwks_url !== undefined) {
-    return {
-      kind: 'remote',
-      getKey: createRemoteJWKSet(new URL(s.jwks_url), {
-        cacheMaxAge: s.jwks_refresh_ms,
-        cooldownDuration: s.jwks_min_refetch_ms,
-        timeoutDuration: s.jwks_timeout_ms,
-      }),
-    };
+    const source = new JwksSource({
+      url: new URL(s.jwks_url),
+      refreshMs: s.jwks_refresh_ms,
+      minRefetchMs: s.jwks_min_refetch_ms,
+      timeoutMs: s.jwks_timeout_ms,
+      maxBytes: s.jwks_max_bytes,
+    });
+    return { kind: 'remote', getKey: source.getKey };
   }
   let key: KeyObject;
   try {

@@ -1,9 +1,10 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, SignJWT, type JWK } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBuiltinRegistry } from '../../../authn/builtin.js';
+import { JwksSource, JwksUnavailableError } from '../../../authn/jwt/jwks-source.js';
 import { Secret } from '../../../authn/secret.js';
 import { VerificationServices } from '../../../authn/verify/services.js';
 import { silentLogger } from '../../../src/log.js';
@@ -14,8 +15,14 @@ class JwksServer {
   keys: JWK[] = [];
   fetches = 0;
   down = false;
+  /** When set, answers every request instead of the key set. */
+  answer: ((res: ServerResponse) => void) | undefined;
   readonly server: Server = createServer((_req, res) => {
     this.fetches++;
+    if (this.answer) {
+      this.answer(res);
+      return;
+    }
     if (this.down) {
       res.statusCode = 503;
       res.end();
@@ -47,7 +54,7 @@ afterEach(async () => {
   jwks = undefined;
 });
 
-async function chainFor(url: string, minRefetchMs: number) {
+async function chainFor(url: string, minRefetchMs: number, extra: Record<string, unknown> = {}) {
   const chain = createBuiltinRegistry().parseAndBuild(
     {
       steps: [
@@ -58,6 +65,7 @@ async function chainFor(url: string, minRefetchMs: number) {
           issuer: 'idp',
           jwks_min_refetch_ms: minRefetchMs,
           jwks_timeout_ms: 1_000,
+          ...extra,
         },
       ],
     },
@@ -120,5 +128,95 @@ describe('jwt authenticator with a JWKS URL', () => {
     const r = await chain.authenticate(attempt({ password: new Secret(await token(k1.privateKey, 'key-1', 'a')) }));
     expect(r).toMatchObject({ kind: 'deny', reason: 'serverUnavailable' });
     expect(r.steps[0]?.answer).toBe('error');
+  });
+
+  const failures: [string, (res: ServerResponse) => void][] = [
+    [
+      'answers 500',
+      (res) => {
+        res.statusCode = 500;
+        res.end('{"error":"boom"}');
+      },
+    ],
+    ['answers something that is not JSON', (res) => res.end('<html>maintenance</html>')],
+    ['answers JSON that is not a key set', (res) => res.end('{"keys":"none"}')],
+  ];
+  for (const [name, answer] of failures) {
+    it(`a provider that ${name} is asked at most once per jwks_min_refetch_ms, and tokens get serverUnavailable`, async () => {
+      jwks = new JwksServer();
+      jwks.answer = answer;
+      const chain = await chainFor(await jwks.start(), 3_600_000);
+      const forged = await es256('forged');
+      for (let i = 0; i < 5; i++) {
+        const r = await chain.authenticate(
+          attempt({ password: new Secret(await token(forged.privateKey, `random-${i}`, 'x')) }),
+        );
+        expect(r).toMatchObject({ kind: 'deny', reason: 'serverUnavailable' });
+      }
+      expect(jwks.fetches).toBe(1);
+    });
+  }
+
+  it('a stale copy and a failing provider: one request per back-off period, serverUnavailable meanwhile, then recovery', async () => {
+    jwks = new JwksServer();
+    const k1 = await es256('key-1');
+    jwks.keys = [k1.jwk];
+    let now = 0;
+    const source = new JwksSource({
+      url: new URL(await jwks.start()),
+      refreshMs: 1_000,
+      minRefetchMs: 30_000,
+      timeoutMs: 1_000,
+      maxBytes: 1_048_576,
+      now: () => now,
+    });
+    const header = { alg: 'ES256', kid: 'key-1' };
+    const flattened = { payload: '', signature: '' };
+    await expect(source.getKey(header, flattened)).resolves.toBeDefined();
+    now = 31_000;
+    jwks.down = true;
+    for (let i = 0; i < 5; i++) {
+      await expect(source.getKey(header, flattened)).rejects.toBeInstanceOf(JwksUnavailableError);
+      now += 1_000;
+    }
+    expect(jwks.fetches).toBe(2);
+    jwks.down = false;
+    now = 31_000 + 30_000;
+    await expect(source.getKey(header, flattened)).resolves.toBeDefined();
+    expect(jwks.fetches).toBe(3);
+  });
+
+  const huge = JSON.stringify({ keys: [], padding: 'x'.repeat(2 * 1_048_576) });
+  const bodies: [string, (res: ServerResponse) => void][] = [
+    ['with a Content-Length', (res) => res.end(huge)],
+    [
+      'streamed without a length',
+      (res) => {
+        res.setHeader('transfer-encoding', 'chunked');
+        for (let i = 0; i < huge.length; i += 65_536) res.write(huge.slice(i, i + 65_536));
+        res.end();
+      },
+    ],
+  ];
+  for (const [name, answer] of bodies) {
+    it(`a JWKS response over jwks_max_bytes is refused (${name})`, async () => {
+      jwks = new JwksServer();
+      jwks.answer = answer;
+      const k1 = await es256('key-1');
+      const chain = await chainFor(await jwks.start(), 3_600_000);
+      const r = await chain.authenticate(attempt({ password: new Secret(await token(k1.privateKey, 'key-1', 'a')) }));
+      expect(r).toMatchObject({ kind: 'deny', reason: 'serverUnavailable' });
+      expect(r.steps[0]?.detail).toMatch(/exceeds 1048576/);
+    });
+  }
+
+  it('a JWKS within a raised jwks_max_bytes is accepted', async () => {
+    jwks = new JwksServer();
+    const k1 = await es256('key-1');
+    const body = JSON.stringify({ keys: [k1.jwk], padding: 'x'.repeat(1_100_000) });
+    jwks.answer = (res) => res.end(body);
+    const chain = await chainFor(await jwks.start(), 3_600_000, { jwks_max_bytes: 2_097_152 });
+    const r = await chain.authenticate(attempt({ password: new Secret(await token(k1.privateKey, 'key-1', 'a')) }));
+    expect(r.kind).toBe('allow');
   });
 });

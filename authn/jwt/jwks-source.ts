@@ -1,0 +1,136 @@
+import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+
+export interface JwksSourceOptions {
+  url: URL;
+  /** Refetch when the copy is older than this (`jwks_refresh_ms`). */
+  refreshMs: number;
+  /** Ask the provider at most this often, whether the last request succeeded or not (`jwks_min_refetch_ms`). */
+  minRefetchMs: number;
+  /** Deadline of one request (`jwks_timeout_ms`). */
+  timeoutMs: number;
+  /** Largest response body accepted (`jwks_max_bytes`). */
+  maxBytes: number;
+  /** Injected for tests. */
+  now?: () => number;
+}
+
+/** The JWKS could not be had: the step throws it, so the chain answers serverUnavailable (fail closed). */
+export class JwksUnavailableError extends Error {
+  override readonly name = 'JwksUnavailableError';
+}
+
+type KeySet = (...args: Parameters<JWTVerifyGetKey>) => ReturnType<JWTVerifyGetKey>;
+
+/**
+ * A remote JWKS fetched by the broker itself, then handed to jose's `createLocalJWKSet`. jose's
+ * `createRemoteJWKSet` records its cooldown only when a fetch succeeds, so a provider answering 500 or garbage was
+ * asked again on every CONNECT carrying a random `kid`; and it reads a body of any size. Here every request,
+ * whatever its outcome, starts the `minRefetchMs` back-off, and a body over `maxBytes` is refused as it streams in.
+ *
+ * The copy is refreshed when older than `refreshMs`; while it is stale and the provider cannot be asked (back-off)
+ * or fails, tokens are refused as unverifiable (serverUnavailable), as with a provider that never answered. An
+ * unknown `kid` refetches early, within the same back-off. Concurrent callers share one request.
+ */
+export class JwksSource {
+  readonly #o: JwksSourceOptions;
+  readonly #now: () => number;
+  #keys: KeySet | undefined;
+  #fetchedAt = 0;
+  /** When the provider was last asked; undefined before the first request. */
+  #askedAt: number | undefined;
+  #lastFailure: string | undefined;
+  #inFlight: Promise<void> | undefined;
+
+  constructor(options: JwksSourceOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  readonly getKey: JWTVerifyGetKey = async (header, token) => {
+    if (this.#keys === undefined || this.#now() - this.#fetchedAt >= this.#o.refreshMs) await this.#refresh();
+    const keys = this.#keys;
+    if (!keys) throw new JwksUnavailableError('JWKS unavailable');
+    try {
+      return await keys(header, token);
+    } catch (error) {
+      if (!(error instanceof errors.JWKSNoMatchingKey) || !this.#mayAsk()) throw error;
+      // Perhaps a rotation the copy has not seen yet.
+      await this.#refresh();
+      return await (this.#keys ?? keys)(header, token);
+    }
+  };
+
+  #mayAsk(): boolean {
+    return (
+      this.#inFlight !== undefined || this.#askedAt === undefined || this.#now() - this.#askedAt >= this.#o.minRefetchMs
+    );
+  }
+
+  /** Fetches a new copy, or joins the request in flight; throws when the provider may not be asked or failed. */
+  async #refresh(): Promise<void> {
+    if (!this.#inFlight) {
+      if (!this.#mayAsk()) {
+        throw new JwksUnavailableError(
+          `JWKS not refetched yet (back-off after: ${this.#lastFailure ?? 'a recent fetch'})`,
+        );
+      }
+      this.#askedAt = this.#now();
+      this.#inFlight = this.#fetch().finally(() => (this.#inFlight = undefined));
+    }
+    await this.#inFlight;
+  }
+
+  async #fetch(): Promise<void> {
+    try {
+      const jwks = await this.#download();
+      this.#keys = createLocalJWKSet(jwks);
+      this.#fetchedAt = this.#now();
+      this.#lastFailure = undefined;
+    } catch (error) {
+      this.#lastFailure = error instanceof Error ? error.message : 'fetch failed';
+      throw new JwksUnavailableError(`JWKS fetch failed: ${this.#lastFailure}`);
+    }
+  }
+
+  async #download(): Promise<JSONWebKeySet> {
+    const { url, timeoutMs, maxBytes } = this.#o;
+    const response = await fetch(url, {
+      headers: { accept: 'application/json, application/jwk-set+json' },
+      redirect: 'error',
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      throw new Error(`HTTP ${response.status}`);
+    }
+    const declared = Number(response.headers.get('content-length') ?? NaN);
+    if (declared > maxBytes) {
+      await response.body?.cancel();
+      throw new Error(`response of ${declared} bytes exceeds ${maxBytes}`);
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const reader = response.body?.getReader();
+    if (!reader) throw new Error('empty response');
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) {
+        await reader.cancel();
+        throw new Error(`response exceeds ${maxBytes} bytes`);
+      }
+      chunks.push(value);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      throw new Error('response is not JSON');
+    }
+    if (typeof parsed !== 'object' || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
+      throw new Error('response is not a JWK set');
+    }
+    return parsed as JSONWebKeySet;
+  }
+}
