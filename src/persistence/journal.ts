@@ -30,6 +30,7 @@ import { BulwarkError } from '../errors.js';
 export type Durability = 'sync' | 'periodic' | 'none';
 
 const HEADER = 8;
+/** Lengths from here up are impossible; `isTornTail` relies on every valid length starting with a byte below 0x20. */
 const MAX_RECORD = 512 * 1024 * 1024;
 /** The store holds message payloads and will identities: for the broker's user only, whatever the umask. */
 export const STORE_DIR_MODE = 0o700;
@@ -65,8 +66,8 @@ export function journalFiles(dir: string): string[] {
 }
 
 /**
- * Reads every record of a journal file. A short final record is a torn tail (the crash came mid-write) and is
- * reported, not an error; a bad CRC or impossible length anywhere is corruption, unless `repair` is set, in which
+ * Reads every record of a journal file. A torn tail (the crash came mid-write, see `isTornTail`) is reported, not
+ * an error; a bad CRC, invalid JSON or an impossible length anywhere is corruption, unless `repair` is set, in which
  * case reading stops there and the rest is reported as dropped.
  */
 export function readJournal<T>(file: string, repair: boolean): ReplayResult<T> & { droppedBytes: number } {
@@ -76,27 +77,30 @@ export function readJournal<T>(file: string, repair: boolean): ReplayResult<T> &
     const records: T[] = [];
     const header = Buffer.alloc(HEADER);
     let offset = 0;
+    const corrupt = (why: string): ReplayResult<T> & { droppedBytes: number } => {
+      if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
+      throw new JournalCorruptError(file, offset, why);
+    };
     while (offset < size) {
       if (size - offset < HEADER) return { records, tornTailBytes: size - offset, droppedBytes: 0, file };
       readSync(fd, header, 0, HEADER, offset);
       const length = header.readUInt32BE(0);
       const checksum = header.readUInt32BE(4);
-      if (length === 0 || length > MAX_RECORD) {
-        if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
-        throw new JournalCorruptError(file, offset, `impossible record length ${length}`);
+      if (length === 0 || length >= MAX_RECORD) return corrupt(`impossible record length ${length}`);
+      if (size - offset - HEADER < length) {
+        if (isTornTail(fd, offset + HEADER, size))
+          return { records, tornTailBytes: size - offset, droppedBytes: 0, file };
+        return corrupt(
+          `impossible record length ${length}: it runs past the end of the file over bytes that are not the start of one record`,
+        );
       }
-      if (size - offset - HEADER < length) return { records, tornTailBytes: size - offset, droppedBytes: 0, file };
       const body = Buffer.allocUnsafe(length);
       readSync(fd, body, 0, length, offset + HEADER);
-      if (crc32(body) !== checksum) {
-        if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
-        throw new JournalCorruptError(file, offset, 'checksum mismatch');
-      }
+      if (crc32(body) !== checksum) return corrupt('checksum mismatch');
       try {
         records.push(JSON.parse(body.toString('utf8')) as T);
       } catch {
-        if (repair) return { records, tornTailBytes: 0, droppedBytes: size - offset, file };
-        throw new JournalCorruptError(file, offset, 'record is not valid JSON');
+        return corrupt('record is not valid JSON');
       }
       offset += HEADER + length;
     }
@@ -104,6 +108,25 @@ export function readJournal<T>(file: string, repair: boolean): ReplayResult<T> &
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Whether the bytes from `from` to the end of the file can be the start of one record body, cut short by a crash.
+ * A body is JSON as `JSON.stringify` writes it: it starts with `{` and never holds a byte below 0x20 (control
+ * characters are escaped). Every record header does hold one, since a length below `MAX_RECORD` (0x20000000)
+ * starts with a byte below 0x20; so a damaged length field, which runs over the records after it, fails this test,
+ * and so does a tail of zeros. A torn tail whose header is complete but whose body has no byte yet passes.
+ */
+function isTornTail(fd: number, from: number, size: number): boolean {
+  const chunk = Buffer.allocUnsafe(Math.min(64 * 1024, size - from));
+  for (let at = from; at < size;) {
+    const read = readSync(fd, chunk, 0, Math.min(chunk.length, size - at), at);
+    if (read === 0) return false;
+    if (at === from && chunk[0] !== 0x7b) return false;
+    for (let i = 0; i < read; i++) if (chunk[i]! < 0x20) return false;
+    at += read;
+  }
+  return true;
 }
 
 export function encodeRecord(record: unknown): Buffer {

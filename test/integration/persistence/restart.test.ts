@@ -183,4 +183,35 @@ describe('persistence across restarts', () => {
     repaired.child.kill('SIGTERM');
     await exited(repaired.child);
   }, 60_000);
+  it('a damaged length field stops start-up with its offset and leaves the file as it was, not taken for a torn tail', async () => {
+    const { dir, config, port } = await brokerSetup('sync');
+    const broker = await startCliBroker(['-c', config]);
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'lenflip', protocolVersion: 4 });
+    for (let i = 0; i < 5; i++) await client.publishAsync(`keep/${i}`, `v${i}`, { qos: 1, retain: true });
+    await client.endAsync();
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+
+    const storeDir = join(dir, 'data', 'store');
+    const file = join(
+      storeDir,
+      readdirSync(storeDir).find((f) => f.endsWith('.log'))!,
+    );
+    const bytes = readFileSync(file);
+    // The second record's length grows to about 1 MiB: past the end of the file, over the records after it.
+    const offset = 8 + bytes.readUInt32BE(0);
+    bytes[offset + 1] = 0x10;
+    const length = bytes.readUInt32BE(offset);
+    writeFileSync(file, bytes);
+
+    const refused = await runCli(['start', '-c', config]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n').at(-1)).toBe(
+      `bulwark: cannot start: ${file}:0:${offset}: store file ${file} is corrupt at byte ${offset}: ` +
+        `impossible record length ${length}: it runs past the end of the file over bytes that are not the start of ` +
+        'one record (restore from backup, or start with --repair to keep what is readable)',
+    );
+    expect(readdirSync(storeDir)).toEqual([file.slice(storeDir.length + 1)]);
+    expect(readFileSync(file)).toEqual(bytes);
+  }, 60_000);
 });

@@ -155,3 +155,72 @@ describe('journal file modes', () => {
     expect(statSync(join(dir, file!)).mode & 0o777).toBe(0o600);
   });
 });
+
+describe('torn tail or damaged length', () => {
+  const damagedLength = (records: Buffer[], index: number): Buffer => {
+    const copy = records.map((r) => Buffer.from(r));
+    // What the review did with dd: the length's top bytes become 0x00 0x10, about 1 MiB, past the end of the file.
+    copy[index]![1] = 0x10;
+    return Buffer.concat(copy);
+  };
+  const threeRecords = (): Buffer[] => [
+    encodeRecord({ t: 's', id: 'c1' }),
+    encodeRecord({ t: 'o', id: 'c1', k: 1 }),
+    encodeRecord({ t: 'R', m: { t: 'r' } }),
+  ];
+
+  it.each([
+    ['the second record', 1],
+    ['the first record', 0],
+  ])(
+    'a length in %s that runs past the end over further records is corruption at its offset, not a torn tail',
+    (_name, index) => {
+      const dir = tmp();
+      const file = join(dir, 'journal-00000000.log');
+      const records = threeRecords();
+      const bytes = damagedLength(records, index);
+      writeFileSync(file, bytes);
+      const offset = records.slice(0, index).reduce((n, r) => n + r.length, 0);
+      const length = bytes.readUInt32BE(offset);
+      expect(() => readJournal(file, false)).toThrow(
+        new JournalCorruptError(
+          file,
+          offset,
+          `impossible record length ${length}: it runs past the end of the file over bytes that are not the start of one record`,
+        ),
+      );
+      expect(readFileSync(file)).toEqual(bytes);
+      const repaired = readJournal(file, true);
+      expect(repaired.records).toHaveLength(index);
+      expect(repaired.tornTailBytes).toBe(0);
+      expect(repaired.droppedBytes).toBe(bytes.length - offset);
+    },
+  );
+
+  it('a last record whose length runs past the end over zeros is corruption', () => {
+    const dir = tmp();
+    const file = join(dir, 'journal-00000000.log');
+    const [first, second] = threeRecords();
+    const header = second!.subarray(0, 8);
+    writeFileSync(file, Buffer.concat([first!, header, Buffer.alloc(5)]));
+    expect(() => readJournal(file, false)).toThrow(`corrupt at byte ${first!.length}: impossible record length`);
+  });
+
+  it.each([
+    ['inside the header', 5],
+    ['right after the header', 8],
+    ['one byte into the body', 9],
+    ['one byte before the end', -1],
+  ])('a last record cut %s is a torn tail', (_name, cut) => {
+    const dir = tmp();
+    const file = join(dir, 'journal-00000000.log');
+    const [first, second] = threeRecords();
+    // A body with multi-byte characters: a cut inside one leaves bytes above 0x7f, not control bytes.
+    const last = encodeRecord({ t: 'R', m: { t: 'é/ü', p: 'ünïcode' } });
+    const kept = last.subarray(0, cut < 0 ? last.length + cut : cut);
+    writeFileSync(file, Buffer.concat([first!, second!, kept]));
+    const result = readJournal(file, false);
+    expect(result.records).toHaveLength(2);
+    expect(result.tornTailBytes).toBe(kept.length);
+  });
+});
