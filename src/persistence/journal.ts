@@ -145,12 +145,20 @@ export interface JournalOptions {
   flushIntervalMs: number;
   /** Longest a record waits for its batch to be written (group commit). */
   maxBatchDelayMs: number;
+  /** A write (or a `periodic` flush) failed; called for every failed attempt, at most once a second. */
   onError: (error: Error) => void;
+  /** A write succeeded after failed ones. */
+  onRecovered?: () => void;
 }
+
+/** A failed batch is written again after this long, not at once: the disk is full or failing. */
+const RETRY_MS = 1000;
 
 /**
  * The writer: records are batched and written with one `write` (and, in `sync` mode, one `fdatasync`) per batch,
- * so many messages share one flush. `durableThrough(seq)` resolves once record `seq` is on disk.
+ * so many messages share one flush. `durableThrough(seq)` resolves once record `seq` is written (and synced, in
+ * `sync` mode). The records not yet written are always the newest ones, `lastSeq - pending.length + 1` to
+ * `lastSeq`: a failed batch goes back to the front.
  */
 export class JournalWriter {
   private fd: number;
@@ -160,11 +168,15 @@ export class JournalWriter {
   private seq = 0;
   private writtenSeq = 0;
   private flushing = false;
+  /** While a compaction runs nothing is written to the generation it is about to replace. */
+  private compacting = false;
   private scheduled = false;
+  private retryTimer: NodeJS.Timeout | undefined;
   private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   private periodicTimer: NodeJS.Timeout | undefined;
   private failed: Error | undefined;
   bytesWritten = 0;
+  /** Size of the current file up to the last record written whole: a failed write is cut back to it. */
   fileBytes = 0;
   /** Size of the last compacted generation: compaction runs again when the file outgrows it enough. */
   snapshotBytes = 0;
@@ -223,10 +235,10 @@ export class JournalWriter {
     this.pending.push(bytes);
     this.pendingBytes += bytes.length;
     this.seq++;
-    if (!this.scheduled && !this.flushing) {
+    if (!this.scheduled && !this.flushing && !this.compacting) {
       this.scheduled = true;
-      if (this.options.maxBatchDelayMs > 0) setTimeout(() => this.flush(), this.options.maxBatchDelayMs);
-      else setImmediate(() => this.flush());
+      if (this.options.maxBatchDelayMs > 0) setTimeout(() => void this.flush(), this.options.maxBatchDelayMs);
+      else setImmediate(() => void this.flush());
     }
     return this.seq;
   }
@@ -240,7 +252,11 @@ export class JournalWriter {
 
   private async flush(): Promise<void> {
     this.scheduled = false;
-    if (this.flushing || this.pending.length === 0) return;
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    if (this.flushing || this.compacting || this.pending.length === 0) return;
     this.flushing = true;
     const batch = this.pending;
     const batchBytes = this.pendingBytes;
@@ -249,32 +265,54 @@ export class JournalWriter {
     this.pendingBytes = 0;
     try {
       const handle = this.fd;
+      // The failed attempt may have left part of its batch behind, and a record appended after that part would
+      // read as corruption at the next start: cut back to the last whole record first.
+      if (this.failed) ftruncateSync(handle, this.fileBytes);
       await writeAll(handle, batch);
       if (this.options.durability === 'sync')
         await new Promise<void>((resolve, reject) => fdatasyncAsync(handle, resolve, reject));
       this.bytesWritten += batchBytes;
       this.fileBytes += batchBytes;
       this.writtenSeq = batchSeq;
-      this.failed = undefined;
-      const ready = this.waiters.filter((w) => w.seq <= batchSeq);
-      this.waiters = this.waiters.filter((w) => w.seq > batchSeq);
-      for (const w of ready) w.resolve();
+      this.recovered();
+      this.resolveWritten();
     } catch (error) {
       // Nothing acknowledged depends on a failed batch: its waiters are refused, the batch is retried.
       this.failed = error as Error;
+      try {
+        ftruncateSync(this.fd, this.fileBytes);
+      } catch {
+        // Tried again before the next write.
+      }
       this.pending = batch.concat(this.pending);
       this.pendingBytes += batchBytes;
       for (const w of this.waiters) w.reject(this.failed);
       this.waiters = [];
       this.options.onError(this.failed);
-      setTimeout(() => void this.flush(), 1000).unref();
+      // Records appended meanwhile wait for the retry too: retrying at once would spin while the disk is full.
+      this.scheduled = true;
+      this.retryTimer = setTimeout(() => void this.flush(), RETRY_MS);
+      this.retryTimer.unref();
     } finally {
       this.flushing = false;
     }
     if (this.pending.length > 0 && !this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(() => void this.flush());
     }
+  }
+
+  private resolveWritten(): void {
+    const written = this.writtenSeq;
+    const ready = this.waiters.filter((w) => w.seq <= written);
+    this.waiters = this.waiters.filter((w) => w.seq > written);
+    for (const w of ready) w.resolve();
+  }
+
+  private recovered(): void {
+    if (!this.failed) return;
+    this.failed = undefined;
+    this.options.onRecovered?.();
   }
 
   private syncNow(): void {
@@ -288,11 +326,13 @@ export class JournalWriter {
   /** Writes everything pending and syncs; used at shutdown. */
   async close(): Promise<void> {
     if (this.periodicTimer) clearInterval(this.periodicTimer);
-    while (this.flushing || this.pending.length > 0) {
-      if (!this.flushing) await this.flush();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    while (this.flushing || this.compacting || this.pending.length > 0) {
+      if (!this.flushing && !this.compacting) await this.flush();
       else await new Promise((r) => setTimeout(r, 5));
       if (this.failed) break;
     }
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     try {
       fsyncSync(this.fd);
     } finally {
@@ -304,18 +344,42 @@ export class JournalWriter {
    * Compaction: writes `records` (the live state, taken synchronously by the caller just before this call) as
    * the next generation, syncs it, switches to it and removes older files. Records still pending at that moment
    * are part of the snapshot, so they are not written again; their waiters resolve when the snapshot is on disk.
+   * If anything fails before the switch, the new file is removed and the pending records stay pending: they are
+   * written to the current generation, and only then is anyone acknowledged for them.
    */
   async compact(records: readonly unknown[]): Promise<void> {
     const snapshotSeq = this.seq;
-    this.pending = [];
-    this.pendingBytes = 0;
-    while (this.flushing) await new Promise((r) => setTimeout(r, 1));
-    this.flushing = true;
+    this.compacting = true;
+    let failure: unknown;
     try {
-      const next = this.generation + 1;
-      const tmp = `${this.fileFor(next)}.tmp`;
+      while (this.flushing) await new Promise((r) => setTimeout(r, 1));
+      this.flushing = true;
+      try {
+        await this.writeGeneration(records);
+      } finally {
+        this.flushing = false;
+      }
+      this.dropSnapshotted(snapshotSeq);
+      this.writtenSeq = Math.max(this.writtenSeq, snapshotSeq);
+      this.recovered();
+      this.resolveWritten();
+    } catch (error) {
+      failure = error;
+    } finally {
+      this.compacting = false;
+    }
+    if (this.pending.length > 0) await this.flush();
+    if (failure !== undefined) throw failure;
+  }
+
+  /** Writes and syncs the next generation, opens it and removes the older files; nothing changes if it throws. */
+  private async writeGeneration(records: readonly unknown[]): Promise<void> {
+    const next = this.generation + 1;
+    const tmp = `${this.fileFor(next)}.tmp`;
+    let fd: number | undefined;
+    let size = 0;
+    try {
       const handle = await fsp.open(tmp, 'w', STORE_FILE_MODE);
-      let size = 0;
       try {
         let chunk: Buffer[] = [];
         let chunkBytes = 0;
@@ -336,27 +400,44 @@ export class JournalWriter {
       } finally {
         await handle.close();
       }
+      // Opened before the rename, so that nothing after the rename can fail.
+      fd = openSync(tmp, 'a', STORE_FILE_MODE);
       renameSync(tmp, this.fileFor(next));
-      const old = this.fd;
-      const oldGeneration = this.generation;
-      this.fd = openSync(this.fileFor(next), 'a', STORE_FILE_MODE);
-      this.generation = next;
-      this.fileBytes = size;
-      this.snapshotBytes = size;
-      closeSync(old);
-      for (let g = oldGeneration; g >= 0; g--) {
-        const file = this.fileFor(g);
-        if (existsSync(file)) unlinkSync(file);
-        else break;
-      }
-      this.writtenSeq = Math.max(this.writtenSeq, snapshotSeq);
-      const ready = this.waiters.filter((w) => w.seq <= this.writtenSeq);
-      this.waiters = this.waiters.filter((w) => w.seq > this.writtenSeq);
-      for (const w of ready) w.resolve();
-    } finally {
-      this.flushing = false;
+    } catch (error) {
+      if (fd !== undefined) closeSync(fd);
+      removeFailedFile(tmp);
+      throw error;
     }
-    if (this.pending.length > 0) await this.flush();
+    const old = this.fd;
+    const oldGeneration = this.generation;
+    this.fd = fd;
+    this.generation = next;
+    this.fileBytes = size;
+    this.snapshotBytes = size;
+    closeSync(old);
+    for (let g = oldGeneration; g >= 0; g--) {
+      const file = this.fileFor(g);
+      if (existsSync(file)) unlinkSync(file);
+      else break;
+    }
+  }
+
+  /** Pending records up to `snapshotSeq` are in the snapshot just written: they must not follow it again. */
+  private dropSnapshotted(snapshotSeq: number): void {
+    const firstPending = this.seq - this.pending.length + 1;
+    const covered = Math.min(this.pending.length, snapshotSeq - firstPending + 1);
+    if (covered <= 0) return;
+    for (let i = 0; i < covered; i++) this.pendingBytes -= this.pending[i]!.length;
+    this.pending = this.pending.slice(covered);
+  }
+}
+
+/** A half-written next generation is not left behind; anything else at that path (not ours) is. */
+function removeFailedFile(file: string): void {
+  try {
+    if (statSync(file).isFile()) unlinkSync(file);
+  } catch {
+    // Already gone, or cannot be removed: it is never read (only `journal-NNNNNNNN.log` files are).
   }
 }
 

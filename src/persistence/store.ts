@@ -18,6 +18,9 @@ export interface StoreOptions {
   log: Logger;
 }
 
+/** While writes keep failing, how often the failure is logged again. */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
+
 export interface LoadedJournal {
   records: StoreRecord[];
   files: string[];
@@ -34,6 +37,8 @@ export class SessionStore implements OutboundJournal {
   private writer: JournalWriter | undefined;
   private nextKey = 1;
   private compacting = false;
+  /** The current episode of failing writes, for rate-limited logging. */
+  private failure: { since: number; loggedAt: number; attempts: number } | undefined;
   healthy = true;
 
   constructor(private readonly options: StoreOptions) {
@@ -95,15 +100,41 @@ export class SessionStore implements OutboundJournal {
         durability: this.options.durability,
         flushIntervalMs: this.options.flushIntervalMs,
         maxBatchDelayMs: this.options.maxBatchDelayMs,
-        onError: (error) => {
-          this.healthy = false;
-          this.options.log.error(
-            { err: error, file: this.writer?.file },
-            'store write failed: acknowledgements held until it succeeds',
-          );
-        },
+        onError: (error) => this.writeFailed(error),
+        onRecovered: () => this.writeRecovered(),
       },
       generation,
+    );
+  }
+
+  /**
+   * One line when writes start failing and one when they succeed again; in between (a retry every second) a
+   * reminder at most every `FAILURE_LOG_INTERVAL_MS`, so a full disk does not also fill the log.
+   */
+  private writeFailed(error: Error): void {
+    this.healthy = false;
+    const now = Date.now();
+    const failure = this.failure;
+    if (failure) {
+      failure.attempts++;
+      if (now - failure.loggedAt < FAILURE_LOG_INTERVAL_MS) return;
+      failure.loggedAt = now;
+    } else this.failure = { since: now, loggedAt: now, attempts: 1 };
+    const { attempts, since } = this.failure!;
+    this.options.log.error(
+      { err: error, file: this.writer?.file, attempts, failing_ms: now - since },
+      'store write failed: acknowledgements held until it succeeds; retrying every second',
+    );
+  }
+
+  private writeRecovered(): void {
+    this.healthy = true;
+    const failure = this.failure;
+    this.failure = undefined;
+    if (!failure) return;
+    this.options.log.warn(
+      { file: this.writer?.file, attempts: failure.attempts, failing_ms: Date.now() - failure.since },
+      'store write recovered: held acknowledgements are sent',
     );
   }
 

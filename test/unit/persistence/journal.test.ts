@@ -1,4 +1,13 @@
-import { appendFileSync, chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -222,5 +231,28 @@ describe('torn tail or damaged length', () => {
     const result = readJournal(file, false);
     expect(result.records).toHaveLength(2);
     expect(result.tornTailBytes).toBe(kept.length);
+  });
+});
+
+describe('journal writer failures', () => {
+  it('a failed compaction keeps the pending records: they are written to the current file before they count as written', async () => {
+    const dir = tmp();
+    const w = writer(dir);
+    await w.durableThrough(w.append({ n: 0 }));
+    // The next generation's name is taken by a folder: the snapshot is written to .tmp, and the rename fails.
+    mkdirSync(join(dir, 'journal-00000001.log'));
+    const pending = w.append({ n: 1 });
+    await expect(w.compact([{ snapshot: true }])).rejects.toThrow();
+    const after = w.append({ n: 2 });
+    await w.durableThrough(after);
+    expect(w.durableSeq).toBe(after);
+    expect(pending).toBeLessThan(after);
+    expect(readJournal<{ n: number }>(join(dir, 'journal-00000000.log'), false).records).toEqual([
+      { n: 0 },
+      { n: 1 },
+      { n: 2 },
+    ]);
+    expect(readdirSync(dir).sort()).toEqual(['journal-00000000.log', 'journal-00000001.log']);
+    await w.close();
   });
 });
