@@ -89,12 +89,13 @@ export async function loadPolicySet(files: readonly string[], opts: LoadOptions 
     if (text === undefined) continue;
     if (isCasesFile(file)) {
       const parsed = parseCasesText(text, file);
-      diagnostics.push(...parsed.diagnostics);
-      cases.push(...parsed.cases);
+      // Loops, not `push(...items)`: a spread of a generated cases file with ~120,000 entries overflows the stack.
+      for (const item of parsed.diagnostics) diagnostics.push(item);
+      for (const item of parsed.cases) cases.push(item);
       continue;
     }
     const parsed = parsePolicyText(text, file);
-    diagnostics.push(...parsed.diagnostics);
+    for (const item of parsed.diagnostics) diagnostics.push(item);
     for (const rule of parsed.rules) {
       const earlier = names.get(rule.name);
       if (earlier) {
@@ -110,7 +111,7 @@ export async function loadPolicySet(files: readonly string[], opts: LoadOptions 
       names.set(rule.name, rule.position);
       rules.push(rule);
     }
-    cases.push(...parsed.cases);
+    for (const item of parsed.cases) cases.push(item);
     if (parsed.superusers) {
       if (superusers && superusers.value !== parsed.superusers.value) {
         diagnostics.push({
@@ -127,8 +128,8 @@ export async function loadPolicySet(files: readonly string[], opts: LoadOptions 
       const casesText = await readText(sibling, true);
       if (casesText !== undefined) {
         const parsedCases = parseCasesText(casesText, sibling);
-        diagnostics.push(...parsedCases.diagnostics);
-        cases.push(...parsedCases.cases);
+        for (const item of parsedCases.diagnostics) diagnostics.push(item);
+        for (const item of parsedCases.cases) cases.push(item);
       }
     }
   }
@@ -146,7 +147,7 @@ export async function loadPolicySet(files: readonly string[], opts: LoadOptions 
     const results = runCases(policy, cases);
     set.caseResults = results;
     const failures = caseDiagnostics(policy, results);
-    diagnostics.push(...failures);
+    for (const item of failures) diagnostics.push(item);
     if (failures.length > 0) return set;
   }
   set.policy = policy;
