@@ -150,6 +150,7 @@ export class Connection implements SessionLink, PacketSink {
   private readonly framer: Framer;
   private backlog: Packet[] | undefined;
   private deferredAcks: { packet: Packet; seq: number }[] | undefined;
+  private awaitingStore = false;
   private busy = false;
   /** The socket's reads are paused while `busy` holds packets back (see `stopReading`). */
   private readingStopped = false;
@@ -721,8 +722,8 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
-   * Sends a PUBACK/PUBREC/PUBCOMP once the store holds what it vouches for (`seq`, in `sync` durability), keeping
-   * acknowledgements in the order their packets arrived ([MQTT-4.6.0-2]).
+   * Sends a PUBACK/PUBREC/PUBCOMP once the store holds what it vouches for (`seq`: written, and in `sync`
+   * durability synced), keeping acknowledgements in the order their packets arrived ([MQTT-4.6.0-2]).
    */
   sendAck(packet: Packet, seq: number): void {
     const store = this.broker.store;
@@ -732,13 +733,29 @@ export class Connection implements SessionLink, PacketSink {
       return;
     }
     (this.deferredAcks ??= []).push({ packet, seq });
-    const wait = (): void => {
-      store!.durableThrough(seq).then(
-        () => this.releaseAcks(),
-        () => setTimeout(wait, 1000).unref(),
-      );
-    };
-    wait();
+    if (!this.awaitingStore) this.awaitStore();
+  }
+
+  /**
+   * One wait at a time, for the oldest held acknowledgement: the batch that makes it durable usually carries the
+   * ones behind it too, so a connection waits once per batch, not once per message.
+   */
+  private awaitStore(): void {
+    const store = this.broker.store;
+    const head = this.deferredAcks?.[0];
+    if (!store || !head || this.state === 'closed') {
+      this.awaitingStore = false;
+      return;
+    }
+    this.awaitingStore = true;
+    store.durableThrough(head.seq).then(
+      () => {
+        this.releaseAcks();
+        this.awaitStore();
+      },
+      // The store is failing and retries every second; the acknowledgements stay held until it succeeds.
+      () => setTimeout(() => this.awaitStore(), 1000).unref(),
+    );
   }
 
   private releaseAcks(): void {

@@ -42,13 +42,16 @@ export function handlePubrel(connection: Connection, packet: IPubrelPacket): voi
   if (id === undefined) return;
   const known = session.inboundQos2.delete(id);
   if (known) connection.inboundUnacknowledged = Math.max(0, connection.inboundUnacknowledged - 1);
-  if (known && session.journal) connection.broker.store?.inboundQos2Released(connection.clientId, id);
+  const store = known && session.journal ? connection.broker.store : undefined;
+  store?.inboundQos2Released(connection.clientId, id);
+  // PUBCOMP lets the client reuse the id: if the release were lost in a crash, the restored session would take
+  // the next PUBLISH with that id for a re-send of the old one and not route it.
   connection.sendAck(
     {
       cmd: 'pubcomp',
       messageId: id,
       reasonCode: connection.isV5 && !known ? ReasonCode.packetIdentifierNotFound : undefined,
     },
-    0,
+    store?.lastSeq ?? 0,
   );
 }

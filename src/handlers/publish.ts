@@ -97,8 +97,9 @@ function complete(connection: Connection, packet: IPublishPacket, topic: string,
   broker.publish(message);
   if (packet.qos === 2 && connection.session!.journal)
     store!.inboundQos2Received(connection.clientId, packet.messageId!);
-  // `sync` durability: the acknowledgement waits for whatever this message made the store write.
-  const seq = store && store.durability === 'sync' && store.lastSeq !== before ? store.lastSeq : 0;
+  // The acknowledgement waits for whatever this message made the store write: until it is synced (`sync`) or
+  // handed to the OS (`periodic`), so that a broker crash after the PUBACK cannot lose it (docs/persistence.md).
+  const seq = store && store.lastSeq !== before ? store.lastSeq : 0;
   acknowledge(connection, packet, 'success', undefined, seq);
 }
 

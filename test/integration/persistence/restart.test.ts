@@ -6,9 +6,13 @@ import mqtt from 'mqtt';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../../helpers/free-port.js';
 import { runCli, startCliBroker } from '../../helpers/cli.js';
+import { connectPacket, RawClient } from '../../helpers/raw-client.js';
 import { until } from '../../helpers/until.js';
 
-async function brokerSetup(durability: string): Promise<{ dir: string; config: string; port: number }> {
+async function brokerSetup(
+  durability: string,
+  persistence: string[] = [],
+): Promise<{ dir: string; config: string; port: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-persist-'));
   const port = await freePort();
   const config = join(dir, 'bulwark.yaml');
@@ -19,6 +23,7 @@ async function brokerSetup(durability: string): Promise<{ dir: string; config: s
       'sys_interval_seconds: 0',
       'persistence:',
       `  durability: ${durability}`,
+      ...persistence.map((line) => `  ${line}`),
       'limits:',
       '  max_inflight: 100',
       '  receive_maximum: 100',
@@ -214,4 +219,93 @@ describe('persistence across restarts', () => {
     expect(readdirSync(storeDir)).toEqual([file.slice(storeDir.length + 1)]);
     expect(readFileSync(file)).toEqual(bytes);
   }, 60_000);
+  it('periodic: a kill -9 right after the last PUBACK loses none of the acknowledged messages', async () => {
+    // A long batch delay: an acknowledgement sent before the batch is written would have 100 ms to be lost in.
+    const { config, port } = await brokerSetup('periodic', ['max_batch_delay_ms: 100']);
+    const url = `mqtt://127.0.0.1:${port}`;
+    let broker = await startCliBroker(['-c', config]);
+    const sub = await mqtt.connectAsync(url, { clientId: 'periodic-sub', protocolVersion: 4, clean: false });
+    await sub.subscribeAsync('periodic/#', { qos: 1 });
+    await sub.endAsync();
+    const publisher = await mqtt.connectAsync(url, { clientId: 'periodic-pub', protocolVersion: 4 });
+    const acknowledged: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      await publisher.publishAsync('periodic/x', `m${i}`, { qos: 1, retain: i === 19 });
+      acknowledged.push(`periodic/x m${i}`);
+    }
+    broker.child.kill('SIGKILL');
+    await exited(broker.child);
+    publisher.end(true);
+
+    broker = await startCliBroker(['-c', config]);
+    expect(broker.output()).toMatch(/store restored: 1 sessions, 20 messages, 1 retained/);
+    const after = collect(url, { clientId: 'periodic-sub', protocolVersion: 4, clean: false });
+    await until(() => after.received.length >= 20, 'the acknowledged messages after the crash');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(after.received).toEqual(acknowledged);
+    after.client.end();
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+  }, 60_000);
+
+  it.each(['sync', 'periodic'])(
+    '%s: after PUBCOMP and a kill -9, a new QoS 2 PUBLISH reusing the released packet id is routed',
+    async (durability) => {
+      const { config, port } = await brokerSetup(durability, ['max_batch_delay_ms: 100']);
+      let broker = await startCliBroker(['-c', config]);
+      const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+        clientId: 'qos2-sub',
+        protocolVersion: 4,
+        clean: false,
+      });
+      await sub.subscribeAsync('qos2/#', { qos: 2 });
+      await sub.endAsync();
+
+      let pub = await RawClient.connect(port);
+      pub.send(connectPacket('qos2-pub', { clean: false }));
+      await pub.next('connack');
+      pub.send({
+        cmd: 'publish',
+        topic: 'qos2/a',
+        payload: Buffer.from('first'),
+        qos: 2,
+        retain: false,
+        dup: false,
+        messageId: 1,
+      });
+      await pub.next('pubrec');
+      pub.send({ cmd: 'pubrel', messageId: 1 });
+      await pub.next('pubcomp');
+      broker.child.kill('SIGKILL');
+      await exited(broker.child);
+      pub.end();
+
+      broker = await startCliBroker(['-c', config]);
+      pub = await RawClient.connect(port);
+      pub.send(connectPacket('qos2-pub', { clean: false }));
+      expect((await pub.next('connack')).sessionPresent).toBe(true);
+      pub.send({
+        cmd: 'publish',
+        topic: 'qos2/a',
+        payload: Buffer.from('second'),
+        qos: 2,
+        retain: false,
+        dup: false,
+        messageId: 1,
+      });
+      await pub.next('pubrec');
+      pub.send({ cmd: 'pubrel', messageId: 1 });
+      await pub.next('pubcomp');
+      pub.end();
+
+      const after = collect(`mqtt://127.0.0.1:${port}`, { clientId: 'qos2-sub', protocolVersion: 4, clean: false });
+      await until(() => after.received.length >= 2, 'both QoS 2 messages');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(after.received).toEqual(['qos2/a first', 'qos2/a second']);
+      after.client.end();
+      broker.child.kill('SIGTERM');
+      await exited(broker.child);
+    },
+    60_000,
+  );
 });
