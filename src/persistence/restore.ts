@@ -86,6 +86,8 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
     willsPending: 0,
   };
   for (const record of retained.values()) {
+    // Older versions wrote $SYS values into snapshots; serving them would report the previous run.
+    if (record.t.startsWith('$SYS/')) continue;
     const message = messageFromRecord(record);
     if (isExpired(message, now)) {
       summary.expiredMessages++;
@@ -97,7 +99,9 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
   for (const state of sessions.values()) {
     const meta = state.meta;
     const offlineSince = meta.at ?? now;
-    const session = broker.createSession(meta.id, meta.v, meta.exp);
+    // The limit may have been lowered while the broker was down: it applies as it would at CONNECT.
+    const expiryInterval = Math.min(meta.exp, broker.limits.max_session_expiry_interval);
+    const session = broker.createSession(meta.id, meta.v, expiryInterval);
     session.offlineSince = offlineSince;
     for (const s of meta.subs) {
       const subscription: Subscription = {
@@ -146,7 +150,7 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
       session.will = willFromRecord(meta.will);
       summary.willsPending++;
     }
-    const remaining = meta.exp === 0xffff_ffff ? Infinity : meta.exp - (now - offlineSince) / 1000;
+    const remaining = expiryInterval === 0xffff_ffff ? Infinity : expiryInterval - (now - offlineSince) / 1000;
     if (remaining <= 0) {
       summary.expiredSessions++;
       broker.endSession(session);

@@ -226,7 +226,10 @@ export class SessionStore implements OutboundJournal {
       }
       for (const id of session.inboundQos2) records.push({ t: 'i', id: session.clientId, p: id });
     }
-    for (const message of broker.retained.all()) records.push({ t: 'R', m: messageRecord(message) });
+    for (const message of broker.retained.all()) {
+      // $SYS values are the running broker's own: journaling skips them and a restart recomputes them.
+      if (!message.topic.startsWith('$SYS/')) records.push({ t: 'R', m: messageRecord(message) });
+    }
     return records;
   }
 
