@@ -1,12 +1,11 @@
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { X509Certificate } from '@peculiar/x509';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BulwarkError } from '../src/errors.js';
 import { createCrl } from './crl.js';
-import { writeCertificateFiles, writePublicFile } from './files.js';
+import { pathTaken, writeCertificateFiles, writePublicFile } from './files.js';
 import { createCertificateAuthority, issueClientCertificate, issueServerCertificate } from './issue.js';
 import { KEY_ALGORITHMS, type KeyAlgorithm } from './keys.js';
 import type { IssuedCertificate, IssuerPems, Validity } from './types.js';
@@ -87,9 +86,11 @@ async function loadIssuer(flags: IssuerFlags & { caChain?: string }): Promise<Is
   };
 }
 
-function refuseOverwrite(paths: string[], force: boolean | undefined): void {
+async function refuseOverwrite(paths: string[], force: boolean | undefined): Promise<void> {
   if (force) return;
-  const existing = paths.filter((p) => existsSync(p));
+  // lstat, not exists: a dangling symlink is taken too, and writing "through" it would create its target.
+  const taken = await Promise.all(paths.map(pathTaken));
+  const existing = paths.filter((_, i) => taken[i]);
   if (existing.length > 0) {
     throw new BulwarkError(
       'BULWARK_ERR_CERT',
@@ -101,7 +102,7 @@ function refuseOverwrite(paths: string[], force: boolean | undefined): void {
 }
 
 async function writeAndReport(issued: IssuedCertificate, base: string, force: boolean | undefined): Promise<void> {
-  refuseOverwrite([`${base}.crt`, `${base}.key`], force);
+  await refuseOverwrite([`${base}.crt`, `${base}.key`], force);
   const files = await writeCertificateFiles(issued, base);
   console.log(`certificate: ${files.certificate}`);
   console.log(`key:         ${files.key} (mode 0600)`);
@@ -296,7 +297,7 @@ export function registerCertsCommand(program: Command): void {
           force?: boolean;
         },
       ) => {
-        refuseOverwrite([flags.out], flags.force);
+        await refuseOverwrite([flags.out], flags.force);
         const serials = [...(flags.revoke ?? [])];
         for (const file of flags.revokeCert ?? [])
           serials.push(new X509Certificate(await readFile(file, 'utf8')).serialNumber.toUpperCase());

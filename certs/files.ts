@@ -1,11 +1,74 @@
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { BulwarkError } from '../src/errors.js';
 import type { IssuedCertificate } from './types.js';
 
 export interface WrittenFiles {
   certificate: string;
   key: string;
   chain?: string;
+}
+
+/** Does anything, a dangling symlink included, already occupy `path`? */
+export async function pathTaken(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
+}
+
+/**
+ * Replaces `path` with `data` in one rename, so readers see the old file or the new one, never a half-written
+ * or wider-permissioned one. The temporary file is created with O_EXCL and its final mode: a private key is
+ * never readable by others, not even while it is being written, whatever mode a file it replaces had. A
+ * symlink at `path` is refused rather than followed: it could point anywhere, a file of someone else's included.
+ */
+export async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
+  const existing = await lstat(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (existing?.isSymbolicLink() === true) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `refusing to write through the symbolic link ${path}`,
+      undefined,
+      'remove the link or choose another output path',
+    );
+  }
+  if (existing !== undefined && !existing.isFile()) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `${path} exists and is not a regular file`,
+      undefined,
+      'choose another output path',
+    );
+  }
+  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const handle = await open(
+    temporary,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    mode,
+  );
+  try {
+    try {
+      // The umask may have narrowed the mode; a public certificate should still be readable as documented.
+      await handle.chmod(mode);
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
 }
 
 /**
@@ -15,18 +78,14 @@ export interface WrittenFiles {
 export async function writeCertificateFiles(issued: IssuedCertificate, basePath: string): Promise<WrittenFiles> {
   await mkdir(dirname(basePath), { recursive: true });
   const files: WrittenFiles = { certificate: `${basePath}.crt`, key: `${basePath}.key` };
-  await writeFile(files.key, issued.keyPem, { mode: 0o600 });
-  // writeFile keeps the mode of an existing file; a key must never stay readable by others.
-  await chmod(files.key, 0o600);
-  await writeFile(files.certificate, issued.certificatePem, { mode: 0o644 });
-  if (issued.chainPem !== issued.certificatePem) {
-    files.chain = `${basePath}.chain.crt`;
-    await writeFile(files.chain, issued.chainPem, { mode: 0o644 });
-  }
+  if (issued.chainPem !== issued.certificatePem) files.chain = `${basePath}.chain.crt`;
+  await writeFileAtomic(files.key, issued.keyPem, 0o600);
+  await writeFileAtomic(files.certificate, issued.certificatePem, 0o644);
+  if (files.chain !== undefined) await writeFileAtomic(files.chain, issued.chainPem, 0o644);
   return files;
 }
 
 export async function writePublicFile(path: string, pem: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  await writeFile(path, pem, { mode: 0o644 });
+  await writeFileAtomic(path, pem, 0o644);
 }

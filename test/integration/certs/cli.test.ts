@@ -1,5 +1,16 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -117,6 +128,37 @@ describe('bulwark certs', () => {
     expect(process.exitCode).toBe(1);
     process.exitCode = undefined;
   });
+
+  it('--force replaces a world-readable key by a new 0600 file and never writes the key into the old one', async () => {
+    process.exitCode = undefined;
+    const ca = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    writeFileSync(join(dir, 'open.key'), 'old key', { mode: 0o644 });
+    chmodSync(join(dir, 'open.key'), 0o644);
+    // A second name for the old file shows whether the new key was ever written into it (then readable by all).
+    linkSync(join(dir, 'open.key'), join(dir, 'open-old.key'));
+    await bulwark('client', ...ca, '--out', join(dir, 'open'), '--cn', 'open', '--force');
+    expect(process.exitCode).toBeUndefined();
+    expect(statSync(join(dir, 'open.key')).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dir, 'open.key'), 'utf8')).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(readFileSync(join(dir, 'open-old.key'), 'utf8')).toBe('old key');
+  });
+
+  it.each([[[]], [['--force']]])(
+    'refuses a dangling symlink at the key path and does not create its target (%j)',
+    async (extra: string[]) => {
+      process.exitCode = undefined;
+      const name = `link${extra.length}`;
+      const target = join(dir, `${name}-target.key`);
+      symlinkSync(target, join(dir, `${name}.key`));
+      const ca = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+      const lines = await bulwark('client', ...ca, '--out', join(dir, name), '--cn', name, ...extra);
+      expect(lines.join('\n')).toMatch(/refusing to (overwrite|write through the symbolic link)/);
+      expect(process.exitCode).toBe(1);
+      expect(existsSync(target)).toBe(false);
+      expect(lstatSync(join(dir, `${name}.key`)).isSymbolicLink()).toBe(true);
+      process.exitCode = undefined;
+    },
+  );
 
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
