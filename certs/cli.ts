@@ -5,7 +5,7 @@ import { X509Certificate } from '@peculiar/x509';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BulwarkError } from '../src/errors.js';
 import { createCrl } from './crl.js';
-import { pathTaken, writeCertificateFiles, writePublicFile } from './files.js';
+import { certificateFilePaths, pathTaken, writeCertificateFiles, writePublicFile } from './files.js';
 import { createCertificateAuthority, issueClientCertificate, issueServerCertificate } from './issue.js';
 import { KEY_ALGORITHMS, type KeyAlgorithm } from './keys.js';
 import type { IssuedCertificate, IssuerPems, Validity } from './types.js';
@@ -102,7 +102,11 @@ async function refuseOverwrite(paths: string[], force: boolean | undefined): Pro
 }
 
 async function writeAndReport(issued: IssuedCertificate, base: string, force: boolean | undefined): Promise<void> {
-  await refuseOverwrite([`${base}.crt`, `${base}.key`], force);
+  const planned = certificateFilePaths(issued, base);
+  await refuseOverwrite(
+    [planned.certificate, planned.key, ...(planned.chain === undefined ? [] : [planned.chain])],
+    force,
+  );
   const files = await writeCertificateFiles(issued, base);
   console.log(`certificate: ${files.certificate}`);
   console.log(`key:         ${files.key} (mode 0600)`);

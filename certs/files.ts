@@ -11,6 +11,13 @@ export interface WrittenFiles {
   chain?: string;
 }
 
+/** The files `writeCertificateFiles` writes, so a caller can refuse to overwrite any of them first. */
+export function certificateFilePaths(issued: IssuedCertificate, basePath: string): WrittenFiles {
+  const files: WrittenFiles = { certificate: `${basePath}.crt`, key: `${basePath}.key` };
+  if (issued.chainPem !== issued.certificatePem) files.chain = `${basePath}.chain.crt`;
+  return files;
+}
+
 /** Does anything, a dangling symlink included, already occupy `path`? */
 export async function pathTaken(path: string): Promise<boolean> {
   try {
@@ -77,8 +84,7 @@ export async function writeFileAtomic(path: string, data: string, mode: number):
  */
 export async function writeCertificateFiles(issued: IssuedCertificate, basePath: string): Promise<WrittenFiles> {
   await mkdir(dirname(basePath), { recursive: true });
-  const files: WrittenFiles = { certificate: `${basePath}.crt`, key: `${basePath}.key` };
-  if (issued.chainPem !== issued.certificatePem) files.chain = `${basePath}.chain.crt`;
+  const files = certificateFilePaths(issued, basePath);
   await writeFileAtomic(files.key, issued.keyPem, 0o600);
   await writeFileAtomic(files.certificate, issued.certificatePem, 0o644);
   if (files.chain !== undefined) await writeFileAtomic(files.chain, issued.chainPem, 0o644);

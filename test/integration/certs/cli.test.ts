@@ -160,6 +160,39 @@ describe('bulwark certs', () => {
     },
   );
 
+  it('refuses to overwrite an existing chain file without --force and leaves every file as it was', async () => {
+    process.exitCode = undefined;
+    await bulwark(
+      'ca',
+      '--out',
+      dir,
+      '--name',
+      'mid',
+      '--cn',
+      'Mid CA',
+      '--ca-cert',
+      join(dir, 'ca.crt'),
+      '--ca-key',
+      join(dir, 'ca.key'),
+    );
+    const mid = [
+      '--ca-cert',
+      join(dir, 'mid.crt'),
+      '--ca-key',
+      join(dir, 'mid.key'),
+      '--ca-chain',
+      join(dir, 'mid.crt'),
+    ];
+    writeFileSync(join(dir, 'precious.chain.crt'), 'PRECIOUS');
+    const lines = await bulwark('server', ...mid, '--out', join(dir, 'precious'), '--dns', 'localhost');
+    expect(lines.join('\n')).toContain(`refusing to overwrite ${join(dir, 'precious.chain.crt')}`);
+    expect(process.exitCode).toBe(1);
+    expect(readFileSync(join(dir, 'precious.chain.crt'), 'utf8')).toBe('PRECIOUS');
+    expect(existsSync(join(dir, 'precious.crt'))).toBe(false);
+    expect(existsSync(join(dir, 'precious.key'))).toBe(false);
+    process.exitCode = undefined;
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(
