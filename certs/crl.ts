@@ -1,7 +1,8 @@
 import 'reflect-metadata';
-import { AuthorityKeyIdentifierExtension, X509Certificate, X509CrlGenerator, X509CrlReason } from '@peculiar/x509';
+import { AuthorityKeyIdentifierExtension, X509CrlGenerator, X509CrlReason } from '@peculiar/x509';
 import { BulwarkError } from '../src/errors.js';
-import { importSigningKey, signingAlgorithmFor } from './keys.js';
+import { checkIssuer } from './issuer.js';
+import { signingAlgorithmFor } from './keys.js';
 import { encodePem } from './pem.js';
 import type { IssuerPems } from './types.js';
 
@@ -24,8 +25,7 @@ const HEX = /^[0-9A-Fa-f]+$/;
 
 /** A CRL signed by `issuer`, in PEM with the `X509 CRL` label OpenSSL and Node read. */
 export async function createCrl(options: CrlOptions): Promise<string> {
-  const issuerCert = new X509Certificate(options.issuer.certificatePem);
-  const signer = await importSigningKey(options.issuer.keyPem);
+  const { certificate: issuerCert, signer } = await checkIssuer(options.issuer, 'crl');
   const thisUpdate = options.thisUpdate ?? new Date(Date.now() - 60_000);
   const nextUpdate = options.nextUpdate ?? new Date(thisUpdate.getTime() + 7 * 86_400_000);
   for (const entry of options.revoked) {

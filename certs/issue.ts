@@ -19,7 +19,8 @@ import {
 } from '@peculiar/x509';
 import { isIP } from 'node:net';
 import { BulwarkError } from '../src/errors.js';
-import { type KeyAlgorithm, generateKeyPair, importSigningKey, privateKeyToPem, signingAlgorithmFor } from './keys.js';
+import { checkIssuer } from './issuer.js';
+import { type KeyAlgorithm, generateKeyPair, privateKeyToPem, signingAlgorithmFor } from './keys.js';
 import { encodePem } from './pem.js';
 import type { CertificateAuthority, IssuedCertificate, IssuerPems, SubjectParts, Validity } from './types.js';
 
@@ -117,8 +118,7 @@ async function sign(
     });
     return { cert, keyPem: await privateKeyToPem(pair.keys.privateKey), chainAfter: '' };
   }
-  const issuerCert = new X509Certificate(issuer.certificatePem);
-  const signer = await importSigningKey(issuer.keyPem);
+  const { certificate: issuerCert, signer } = await checkIssuer(issuer, 'certificate');
   extensions.push(await AuthorityKeyIdentifierExtension.create(issuerCert.publicKey));
   const cert = await X509CertificateGenerator.create({
     serialNumber,

@@ -193,6 +193,42 @@ describe('bulwark certs', () => {
     process.exitCode = undefined;
   });
 
+  it('refuses a --ca-key that does not match --ca-cert, and a --ca-cert that is not a CA, writing nothing', async () => {
+    process.exitCode = undefined;
+    const lines = await bulwark(
+      'server',
+      '--ca-cert',
+      join(dir, 'ca.crt'),
+      '--ca-key',
+      join(dir, 'dev1.key'),
+      '--out',
+      join(dir, 'wrongkey'),
+      '--dns',
+      'x',
+    );
+    expect(lines.join('\n')).toContain(
+      'bulwark certs: the CA key does not belong to the CA certificate CN=CLI Test CA (pass the private key of --ca-cert as --ca-key)',
+    );
+    expect(process.exitCode).toBe(1);
+    expect(existsSync(join(dir, 'wrongkey.crt'))).toBe(false);
+    process.exitCode = undefined;
+    const notCa = await bulwark(
+      'server',
+      '--ca-cert',
+      join(dir, 'dev1.crt'),
+      '--ca-key',
+      join(dir, 'dev1.key'),
+      '--out',
+      join(dir, 'notca'),
+      '--dns',
+      'x',
+    );
+    expect(notCa.join('\n')).toContain('CN=dev1 is not a CA certificate (no BasicConstraints CA:TRUE)');
+    expect(process.exitCode).toBe(1);
+    expect(existsSync(join(dir, 'notca.crt'))).toBe(false);
+    process.exitCode = undefined;
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(

@@ -100,4 +100,26 @@ describe('certs library', () => {
       '"xyz" is not a hex serial number',
     );
   });
+  it('refuses a CA key that is not the CA certificate’s, and an issuer that is not a CA, for certificates and CRLs', async () => {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'CA' } });
+    const other = await createCertificateAuthority({ subject: { commonName: 'Other CA' } });
+    const leaf = await issueClientCertificate({ issuer: ca, subject: { commonName: 'leaf' } });
+    const swapped = { certificatePem: ca.certificatePem, keyPem: other.keyPem };
+    await expect(issueServerCertificate({ issuer: swapped, dnsNames: ['a.test'] })).rejects.toThrow(
+      'the CA key does not belong to the CA certificate CN=CA',
+    );
+    await expect(createCrl({ issuer: swapped, revoked: [] })).rejects.toThrow(
+      'the CA key does not belong to the CA certificate CN=CA',
+    );
+    await expect(createCertificateAuthority({ subject: { commonName: 'Mid' }, issuer: swapped })).rejects.toThrow(
+      'does not belong',
+    );
+    await expect(issueServerCertificate({ issuer: leaf, dnsNames: ['a.test'] })).rejects.toThrow(
+      'CN=leaf is not a CA certificate (no BasicConstraints CA:TRUE)',
+    );
+    await expect(createCrl({ issuer: leaf, revoked: [] })).rejects.toThrow('CN=leaf is not a CA certificate');
+    await expect(
+      issueServerCertificate({ issuer: { certificatePem: ca.keyPem, keyPem: ca.keyPem }, dnsNames: ['a.test'] }),
+    ).rejects.toThrow('the CA certificate is not a readable PEM certificate');
+  });
 });
