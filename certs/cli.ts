@@ -14,15 +14,34 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive whole number');
+/**
+ * Digits only: Number() and parseInt() would take `1.5`, `1e3`, `0x10`, ` 7 ` or `abc`, each silently becoming
+ * some other number (or none) in a certificate.
+ */
+function wholeNumber(value: string, min: number): number {
+  const n = /^[0-9]+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new InvalidArgumentError(
+      min === 0 ? 'expected a whole number, 0 or more' : 'expected a whole number, 1 or more',
+    );
+  }
   return n;
 }
 
+function positiveInteger(value: string): number {
+  return wholeNumber(value, 1);
+}
+
+function nonNegativeInteger(value: string): number {
+  return wholeNumber(value, 0);
+}
+
+/** A calendar date, optionally with a time and an offset; `new Date` alone also takes `1` or `March 7`. */
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})?)?$/;
+
 function isoDate(value: string): Date {
   const date = new Date(value);
-  if (Number.isNaN(date.getTime()))
+  if (!ISO_8601.test(value) || Number.isNaN(date.getTime()))
     throw new InvalidArgumentError('expected an ISO 8601 date, e.g. 2030-01-31T00:00:00Z');
   return date;
 }
@@ -146,7 +165,7 @@ export function registerCertsCommand(program: Command): void {
       .option('--name <base>', 'file base name inside --out', 'ca')
       .option('--cn <name>', 'common name', 'Bulwark Development CA')
       .option('--org <name>', 'organization (O)')
-      .option('--path-length <n>', 'how many intermediate CAs may follow this one', (v) => Number.parseInt(v, 10))
+      .option('--path-length <n>', 'how many intermediate CAs may follow this one', nonNegativeInteger)
       .option('--ca-cert <file>', 'sign an intermediate CA with this CA certificate')
       .option('--ca-key <file>', 'private key of --ca-cert')
       .option('--ca-chain <file>', 'chain of --ca-cert when it is itself an intermediate')

@@ -27,6 +27,8 @@ import type { CertificateAuthority, IssuedCertificate, IssuerPems, SubjectParts,
 const DAY_MS = 86_400_000;
 /** Backdating tolerates peers whose clock is a little behind ours. */
 const BACKDATE_MS = 5 * 60_000;
+/** RFC 5280 §4.1.2.5: GeneralizedTime ends at 9999-12-31T23:59:59Z, the "no well-defined expiration" value. */
+const LAST_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
 export function resolveValidity(
   validity: Validity | undefined,
@@ -35,6 +37,14 @@ export function resolveValidity(
 ): { notBefore: Date; notAfter: Date } {
   const notBefore = validity?.notBefore ?? new Date(now - BACKDATE_MS);
   const notAfter = validity?.notAfter ?? new Date(notBefore.getTime() + (validity?.days ?? defaultDays) * DAY_MS);
+  if (Number.isNaN(notBefore.getTime()) || Number.isNaN(notAfter.getTime()) || notAfter.getTime() > LAST_TIME_MS) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      'the validity does not fit in a certificate',
+      undefined,
+      'end it on or before 9999-12-31T23:59:59Z',
+    );
+  }
   if (notAfter.getTime() <= notBefore.getTime()) {
     throw new BulwarkError(
       'BULWARK_ERR_CERT',
@@ -147,6 +157,14 @@ export interface CaOptions {
 /** A development root CA (self-signed), or an intermediate CA when `issuer` is given. Default validity 10 years. */
 export async function createCertificateAuthority(options: CaOptions): Promise<CertificateAuthority> {
   const keyAlgorithm = options.keyAlgorithm ?? 'ec-p256';
+  if (options.pathLength !== undefined && !(Number.isSafeInteger(options.pathLength) && options.pathLength >= 0)) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `path length ${options.pathLength} is not a whole number, 0 or more`,
+      undefined,
+      'RFC 5280 §4.2.1.9 pathLenConstraint counts intermediate CAs',
+    );
+  }
   const { cert, keyPem, chainAfter } = await sign(
     {
       subject: subjectName(options.subject),

@@ -229,6 +229,38 @@ describe('bulwark certs', () => {
     process.exitCode = undefined;
   });
 
+  it.each(['abc', '-1', '1.5', '1e1', '0x1', ' 2', ''])(
+    'refuses %j as --path-length and as --days, and writes nothing',
+    async (value: string) => {
+      await expect(bulwark('ca', '--out', dir, '--name', 'pl', '--path-length', value)).rejects.toThrow(
+        /--path-length <n>' argument .* is invalid\. expected a whole number, 0 or more/,
+      );
+      await expect(bulwark('ca', '--out', dir, '--name', 'pl', '--days', value)).rejects.toThrow(
+        /--days <n>' argument .* is invalid\. expected a whole number, 1 or more/,
+      );
+      expect(existsSync(join(dir, 'pl.crt'))).toBe(false);
+      expect(existsSync(join(dir, 'pl.key'))).toBe(false);
+    },
+  );
+
+  it('writes --path-length 0 as pathlen:0 and refuses --days 0, a date that is not ISO 8601 and a year past 9999', async () => {
+    process.exitCode = undefined;
+    await bulwark('ca', '--out', dir, '--name', 'pl0', '--path-length', '0');
+    expect(process.exitCode).toBeUndefined();
+    expect(
+      execFileSync('openssl', ['x509', '-in', join(dir, 'pl0.crt'), '-noout', '-ext', 'basicConstraints'], {
+        encoding: 'utf8',
+      }),
+    ).toContain('CA:TRUE, pathlen:0');
+    await expect(bulwark('ca', '--out', dir, '--name', 'd0', '--days', '0')).rejects.toThrow('is invalid');
+    await expect(bulwark('ca', '--out', dir, '--name', 'd0', '--not-before', '1')).rejects.toThrow('is invalid');
+    const lines = await bulwark('ca', '--out', dir, '--name', 'd0', '--days', '99999999');
+    expect(lines.join('\n')).toContain('bulwark certs: the validity does not fit in a certificate');
+    expect(process.exitCode).toBe(1);
+    expect(existsSync(join(dir, 'd0.crt'))).toBe(false);
+    process.exitCode = undefined;
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(

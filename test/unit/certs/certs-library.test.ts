@@ -34,6 +34,14 @@ describe('certs library', () => {
     expect(() => resolveValidity({ notBefore: new Date(now), notAfter: new Date(now - 1) }, 10, now)).toThrow(
       'the certificate would expire before it becomes valid',
     );
+    expect(() => resolveValidity({ days: 3_000_000 }, 10, now)).toThrow('the validity does not fit in a certificate');
+    expect(() => resolveValidity({ notAfter: new Date(Number.NaN) }, 10, now)).toThrow('does not fit');
+  });
+
+  it.each([-1, 1.5, Number.NaN])('refuses a CA path length of %s', async (pathLength: number) => {
+    await expect(createCertificateAuthority({ subject: { commonName: 'CA' }, pathLength })).rejects.toThrow(
+      'is not a whole number, 0 or more',
+    );
   });
 
   it('round-trips PEM with the X509 CRL label and a trailing newline', () => {
