@@ -5,7 +5,7 @@ import { X509Certificate } from '@peculiar/x509';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BulwarkError } from '../src/errors.js';
 import { createCrl } from './crl.js';
-import { certificateFilePaths, pathTaken, writeCertificateFiles, writePublicFile } from './files.js';
+import { type WriteOptions, certificateFilePaths, pathTaken, writeCertificateFiles, writePublicFile } from './files.js';
 import { createCertificateAuthority, issueClientCertificate, issueServerCertificate } from './issue.js';
 import { KEY_ALGORITHMS, type KeyAlgorithm } from './keys.js';
 import type { IssuedCertificate, IssuerPems, Validity } from './types.js';
@@ -120,13 +120,18 @@ async function refuseOverwrite(paths: string[], force: boolean | undefined): Pro
   }
 }
 
-async function writeAndReport(issued: IssuedCertificate, base: string, force: boolean | undefined): Promise<void> {
-  const planned = certificateFilePaths(issued, base);
+async function writeAndReport(
+  issued: IssuedCertificate,
+  base: string,
+  force: boolean | undefined,
+  options: WriteOptions = {},
+): Promise<void> {
+  const planned = certificateFilePaths(issued, base, options);
   await refuseOverwrite(
     [planned.certificate, planned.key, ...(planned.chain === undefined ? [] : [planned.chain])],
     force,
   );
-  const files = await writeCertificateFiles(issued, base);
+  const files = await writeCertificateFiles(issued, base, options);
   console.log(`certificate: ${files.certificate}`);
   console.log(`key:         ${files.key} (mode 0600)`);
   if (files.chain !== undefined) console.log(`chain:       ${files.chain}`);
@@ -203,7 +208,8 @@ export function registerCertsCommand(program: Command): void {
           issuer,
           pathLength: flags.pathLength,
         });
-        await writeAndReport(ca, join(flags.out, flags.name), flags.force);
+        // An intermediate's chain file is what its leaves' --ca-chain needs, even when its issuer is the root.
+        await writeAndReport(ca, join(flags.out, flags.name), flags.force, { chain: issuer !== undefined });
       },
     ),
   );

@@ -11,10 +11,22 @@ export interface WrittenFiles {
   chain?: string;
 }
 
+export interface WriteOptions {
+  /**
+   * Write `<base>.chain.crt` even when the chain is the certificate alone: an intermediate CA signed by the root
+   * needs one to pass as `--ca-chain` when it issues. Default: only when the chain holds more than the certificate.
+   */
+  chain?: boolean;
+}
+
 /** The files `writeCertificateFiles` writes, so a caller can refuse to overwrite any of them first. */
-export function certificateFilePaths(issued: IssuedCertificate, basePath: string): WrittenFiles {
+export function certificateFilePaths(
+  issued: IssuedCertificate,
+  basePath: string,
+  options: WriteOptions = {},
+): WrittenFiles {
   const files: WrittenFiles = { certificate: `${basePath}.crt`, key: `${basePath}.key` };
-  if (issued.chainPem !== issued.certificatePem) files.chain = `${basePath}.chain.crt`;
+  if (options.chain === true || issued.chainPem !== issued.certificatePem) files.chain = `${basePath}.chain.crt`;
   return files;
 }
 
@@ -80,11 +92,15 @@ export async function writeFileAtomic(path: string, data: string, mode: number):
 
 /**
  * Writes `<base>.crt`, `<base>.key` (mode 0600, created that way so the key is never world-readable, even
- * briefly) and, for certificates below an intermediate, `<base>.chain.crt`.
+ * briefly) and, for certificates below an intermediate and for intermediate CAs, `<base>.chain.crt`.
  */
-export async function writeCertificateFiles(issued: IssuedCertificate, basePath: string): Promise<WrittenFiles> {
+export async function writeCertificateFiles(
+  issued: IssuedCertificate,
+  basePath: string,
+  options: WriteOptions = {},
+): Promise<WrittenFiles> {
   await mkdir(dirname(basePath), { recursive: true });
-  const files = certificateFilePaths(issued, basePath);
+  const files = certificateFilePaths(issued, basePath, options);
   await writeFileAtomic(files.key, issued.keyPem, 0o600);
   await writeFileAtomic(files.certificate, issued.certificatePem, 0o644);
   if (files.chain !== undefined) await writeFileAtomic(files.chain, issued.chainPem, 0o644);

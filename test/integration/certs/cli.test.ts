@@ -261,6 +261,58 @@ describe('bulwark certs', () => {
     process.exitCode = undefined;
   });
 
+  it('an intermediate CA writes <name>.chain.crt (itself, then its issuers but the root), which its leaves chain to', async () => {
+    process.exitCode = undefined;
+    const root = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    const lines = await bulwark('ca', '--out', dir, '--name', 'iss1', '--cn', 'Issuing 1', ...root);
+    expect(lines).toContain(`chain:       ${join(dir, 'iss1.chain.crt')}`);
+    expect(readFileSync(join(dir, 'iss1.chain.crt'), 'utf8')).toBe(readFileSync(join(dir, 'iss1.crt'), 'utf8'));
+    const iss1 = ['--ca-cert', join(dir, 'iss1.crt'), '--ca-key', join(dir, 'iss1.key')];
+    await bulwark(
+      'ca',
+      '--out',
+      dir,
+      '--name',
+      'iss2',
+      '--cn',
+      'Issuing 2',
+      ...iss1,
+      '--ca-chain',
+      join(dir, 'iss1.chain.crt'),
+    );
+    expect(readFileSync(join(dir, 'iss2.chain.crt'), 'utf8')).toBe(
+      readFileSync(join(dir, 'iss2.crt'), 'utf8') + readFileSync(join(dir, 'iss1.crt'), 'utf8'),
+    );
+    const iss2 = ['--ca-cert', join(dir, 'iss2.crt'), '--ca-key', join(dir, 'iss2.key')];
+    await bulwark(
+      'server',
+      ...iss2,
+      '--ca-chain',
+      join(dir, 'iss2.chain.crt'),
+      '--out',
+      join(dir, 'deep'),
+      '--dns',
+      'localhost',
+    );
+    expect(process.exitCode).toBeUndefined();
+    const verify = spawnSync(
+      'openssl',
+      [
+        'verify',
+        '-CAfile',
+        join(dir, 'ca.crt'),
+        '-untrusted',
+        join(dir, 'deep.chain.crt'),
+        '-purpose',
+        'sslserver',
+        join(dir, 'deep.crt'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(verify.stdout + verify.stderr).toContain(': OK');
+    expect(verify.status).toBe(0);
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(
