@@ -85,24 +85,42 @@ function validity(flags: CommonFlags): Validity {
   return { days: flags.days, notBefore: flags.notBefore, notAfter: flags.notAfter };
 }
 
+/** Names the option and the file, so a mistyped path is told apart from a file that is there but unreadable. */
+async function readInput(option: string, file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `cannot read ${option} ${file}${code === undefined ? '' : ` (${code})`}`,
+      undefined,
+      code === 'ENOENT' ? 'check the path' : 'check the path and permissions',
+    );
+  }
+}
+
 async function loadIssuer(flags: IssuerFlags & { caChain?: string }): Promise<IssuerPems> {
-  const read = async (file: string): Promise<string> => {
-    try {
-      return await readFile(file, 'utf8');
-    } catch {
-      throw new BulwarkError(
-        'BULWARK_ERR_CERT',
-        `cannot read ${file}`,
-        { file, line: 1, column: 1 },
-        'check the path and permissions',
-      );
-    }
-  };
   return {
-    certificatePem: await read(flags.caCert),
-    keyPem: await read(flags.caKey),
-    chainPem: flags.caChain === undefined ? undefined : await read(flags.caChain),
+    certificatePem: await readInput('--ca-cert', flags.caCert),
+    keyPem: await readInput('--ca-key', flags.caKey),
+    chainPem: flags.caChain === undefined ? undefined : await readInput('--ca-chain', flags.caChain),
   };
+}
+
+/** The serial of a certificate to revoke, as upper-case hex. */
+async function serialOf(file: string): Promise<string> {
+  const pem = await readInput('--revoke-cert', file);
+  try {
+    return new X509Certificate(pem).serialNumber.toUpperCase();
+  } catch {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `--revoke-cert ${file} is not a PEM certificate`,
+      undefined,
+      'pass the certificate to revoke (not its key), or its serial with --revoke',
+    );
+  }
 }
 
 async function refuseOverwrite(paths: string[], force: boolean | undefined): Promise<void> {
@@ -328,8 +346,7 @@ export function registerCertsCommand(program: Command): void {
       ) => {
         await refuseOverwrite([flags.out], flags.force);
         const serials = [...(flags.revoke ?? [])];
-        for (const file of flags.revokeCert ?? [])
-          serials.push(new X509Certificate(await readFile(file, 'utf8')).serialNumber.toUpperCase());
+        for (const file of flags.revokeCert ?? []) serials.push(await serialOf(file));
         const thisUpdate = new Date(Date.now() - 60_000);
         const pem = await createCrl({
           issuer: await loadIssuer(flags),

@@ -313,6 +313,41 @@ describe('bulwark certs', () => {
     expect(verify.status).toBe(0);
   });
 
+  it('names the file in one documented line when --revoke-cert is missing or not a certificate, writing no CRL', async () => {
+    const ca = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    const cases: [string, string][] = [
+      [
+        join(dir, 'nonexist.crt'),
+        `bulwark certs: cannot read --revoke-cert ${join(dir, 'nonexist.crt')} (ENOENT) (check the path)`,
+      ],
+      [
+        join(dir, 'ca.key'),
+        `bulwark certs: --revoke-cert ${join(dir, 'ca.key')} is not a PEM certificate (pass the certificate to revoke (not its key), or its serial with --revoke)`,
+      ],
+    ];
+    for (const [file, expected] of cases) {
+      process.exitCode = undefined;
+      const lines = await bulwark('crl', ...ca, '--out', join(dir, 'never.crl'), '--revoke-cert', file);
+      expect(lines).toEqual([expected]);
+      expect(process.exitCode).toBe(1);
+      expect(existsSync(join(dir, 'never.crl'))).toBe(false);
+    }
+    process.exitCode = undefined;
+    const missingCa = await bulwark(
+      'crl',
+      '--ca-cert',
+      join(dir, 'nope.crt'),
+      '--ca-key',
+      join(dir, 'ca.key'),
+      '--out',
+      join(dir, 'never.crl'),
+    );
+    expect(missingCa).toEqual([
+      `bulwark certs: cannot read --ca-cert ${join(dir, 'nope.crt')} (ENOENT) (check the path)`,
+    ]);
+    process.exitCode = undefined;
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(
