@@ -209,10 +209,19 @@ export interface ClientCertificateOptions extends LeafOptions {
   emails?: readonly string[];
 }
 
-function commonExtensions(options: LeafOptions, usage: ExtendedKeyUsage, names: JsonGeneralName[]): Extension[] {
+function commonExtensions(
+  options: LeafOptions,
+  keyAlgorithm: KeyAlgorithm,
+  usage: ExtendedKeyUsage,
+  names: JsonGeneralName[],
+): Extension[] {
+  // RFC 5480 §3: an ECDSA key only signs; keyEncipherment is for RSA key transport (TLS 1.2 RSA key exchange).
+  const keyUsage = keyAlgorithm.startsWith('ec-')
+    ? KeyUsageFlags.digitalSignature
+    : KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment;
   const extensions: Extension[] = [
     new BasicConstraintsExtension(false, undefined, true),
-    new KeyUsagesExtension(KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment, true),
+    new KeyUsagesExtension(keyUsage, true),
     new ExtendedKeyUsageExtension([usage]),
   ];
   if (names.length > 0) extensions.push(new SubjectAlternativeNameExtension(names));
@@ -246,6 +255,7 @@ export async function issueServerCertificate(options: ServerCertificateOptions):
       'pass --dns or --ip',
     );
   }
+  const keyAlgorithm = options.keyAlgorithm ?? 'ec-p256';
   const names: JsonGeneralName[] = [
     ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
     ...ipAddresses.map((value) => ({ type: 'ip' as const, value })),
@@ -253,9 +263,9 @@ export async function issueServerCertificate(options: ServerCertificateOptions):
   const { cert, keyPem, chainAfter } = await sign(
     {
       subject: subjectName({ ...options.subject, commonName }),
-      keyAlgorithm: options.keyAlgorithm ?? 'ec-p256',
+      keyAlgorithm,
       validity: resolveValidity(options.validity, 365),
-      extensions: commonExtensions(options, ExtendedKeyUsage.serverAuth, names),
+      extensions: commonExtensions(options, keyAlgorithm, ExtendedKeyUsage.serverAuth, names),
       serialNumber: options.serialNumber,
     },
     options.issuer,
@@ -265,6 +275,7 @@ export async function issueServerCertificate(options: ServerCertificateOptions):
 
 /** A TLS client certificate (EKU clientAuth) with CN, OUs and optional DNS, URI and email SANs. Default 1 year. */
 export async function issueClientCertificate(options: ClientCertificateOptions): Promise<IssuedCertificate> {
+  const keyAlgorithm = options.keyAlgorithm ?? 'ec-p256';
   const names: JsonGeneralName[] = [
     ...(options.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
     ...(options.uris ?? []).map((value) => ({ type: 'url' as const, value })),
@@ -282,9 +293,9 @@ export async function issueClientCertificate(options: ClientCertificateOptions):
   const { cert, keyPem, chainAfter } = await sign(
     {
       subject: subjectName(options.subject),
-      keyAlgorithm: options.keyAlgorithm ?? 'ec-p256',
+      keyAlgorithm,
       validity: resolveValidity(options.validity, 365),
-      extensions: commonExtensions(options, ExtendedKeyUsage.clientAuth, names),
+      extensions: commonExtensions(options, keyAlgorithm, ExtendedKeyUsage.clientAuth, names),
       serialNumber: options.serialNumber,
     },
     options.issuer,

@@ -37,6 +37,13 @@ describe.each([
     expect(out).toContain('TLS Web Server Authentication');
   });
 
+  it('leaf KeyUsage is Digital Signature alone for ECDSA keys (RFC 5480 §3), plus Key Encipherment for RSA', () => {
+    const expected = keyAlgorithm === 'ec-p256' ? 'Digital Signature' : 'Digital Signature, Key Encipherment';
+    for (const file of [pki.server.certFile, pki.clients.good.certFile]) {
+      expect(text(file)).toMatch(new RegExp(`X509v3 Key Usage: critical\\s+${expected}\\n`));
+    }
+  });
+
   it('the good client certificate carries CN, both OUs, URI, email and DNS SANs and verifies for client use', () => {
     const out = text(pki.clients.good.certFile);
     expect(out).toMatch(/Subject: O ?= ?Bulwark Tests, OU ?= ?sensors, OU ?= ?floor-2, CN ?= ?sensor-1/);
