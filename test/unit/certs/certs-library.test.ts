@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { X509Certificate, X509Crl } from '@peculiar/x509';
 import { describe, expect, it } from 'vitest';
@@ -129,5 +130,18 @@ describe('certs library', () => {
     await expect(
       issueServerCertificate({ issuer: { certificatePem: ca.keyPem, keyPem: ca.keyPem }, dnsNames: ['a.test'] }),
     ).rejects.toThrow('the CA certificate is not a readable PEM certificate');
+  });
+  it('gives every CRL a cRLNumber (RFC 5280 §5.2.3): thisUpdate in milliseconds unless one is given', async () => {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'CA' } });
+    const thisUpdate = new Date(Date.UTC(2030, 0, 1));
+    const crlText = (pem: string): string =>
+      execFileSync('openssl', ['crl', '-noout', '-text'], { input: pem, encoding: 'utf8' });
+    const byDate = crlText(await createCrl({ issuer: ca, revoked: [], thisUpdate }));
+    expect(byDate).toMatch(new RegExp(`X509v3 CRL Number:\\s+${thisUpdate.getTime()}\\n`));
+    const given = crlText(await createCrl({ issuer: ca, revoked: [], thisUpdate, crlNumber: 128n }));
+    expect(given).toMatch(/X509v3 CRL Number:\s+128\n/);
+    await expect(createCrl({ issuer: ca, revoked: [], crlNumber: -1n })).rejects.toThrow(
+      'CRL number -1 is out of range',
+    );
   });
 });
