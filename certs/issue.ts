@@ -242,9 +242,46 @@ function checkIp(address: string): string {
   return address;
 }
 
+const LABEL = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
+
+/** RFC 5280 §4.2.1.6 / RFC 1034 §3.5 preferred name syntax (IDNs as A-labels), with a leading `*.` wildcard. */
+function isDnsName(name: string, allowWildcard: boolean): boolean {
+  const labels = (allowWildcard && name.startsWith('*.') ? name.slice(2) : name).split('.');
+  return name.length <= 253 && labels.length > 0 && labels.every((label) => LABEL.test(label));
+}
+
+function checkDns(name: string): string {
+  if (!isDnsName(name, true)) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `${JSON.stringify(name)} is not a DNS name`,
+      undefined,
+      'pass letters, digits and hyphens in dot-separated labels (IDNs as xn-- names), optionally starting with *.',
+    );
+  }
+  return name;
+}
+
+/** RFC 5280 §4.2.1.6: an rfc822Name is an RFC 5321 Mailbox, local part as a dot-atom here (no quoted strings). */
+const LOCAL_PART = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
+
+function checkEmail(address: string): string {
+  const at = address.lastIndexOf('@');
+  const local = address.slice(0, at);
+  if (at <= 0 || local.length > 64 || !LOCAL_PART.test(local) || !isDnsName(address.slice(at + 1), false)) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `${JSON.stringify(address)} is not an email address`,
+      undefined,
+      'pass an address such as sensor-1@example.org to --email',
+    );
+  }
+  return address;
+}
+
 /** A TLS server certificate (EKU serverAuth) with DNS and IP SANs. Default validity 1 year. */
 export async function issueServerCertificate(options: ServerCertificateOptions): Promise<IssuedCertificate> {
-  const dnsNames = options.dnsNames ?? [];
+  const dnsNames = (options.dnsNames ?? []).map(checkDns);
   const ipAddresses = (options.ipAddresses ?? []).map(checkIp);
   const commonName = options.subject?.commonName ?? dnsNames[0] ?? ipAddresses[0];
   if (commonName === undefined) {
@@ -277,9 +314,9 @@ export async function issueServerCertificate(options: ServerCertificateOptions):
 export async function issueClientCertificate(options: ClientCertificateOptions): Promise<IssuedCertificate> {
   const keyAlgorithm = options.keyAlgorithm ?? 'ec-p256';
   const names: JsonGeneralName[] = [
-    ...(options.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
+    ...(options.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value: checkDns(value) })),
     ...(options.uris ?? []).map((value) => ({ type: 'url' as const, value })),
-    ...(options.emails ?? []).map((value) => ({ type: 'email' as const, value })),
+    ...(options.emails ?? []).map((value) => ({ type: 'email' as const, value: checkEmail(value) })),
   ];
   for (const uri of options.uris ?? []) {
     if (!URL.canParse(uri))

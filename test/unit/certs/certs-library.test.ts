@@ -144,4 +144,29 @@ describe('certs library', () => {
       'CRL number -1 is out of range',
     );
   });
+  it('refuses DNS names and email addresses that are not, and keeps the ones that are', async () => {
+    const ca = await createCertificateAuthority({ subject: { commonName: 'CA' } });
+    for (const dns of ['bad name!', 'a..b', '-a.test', 'a-.test', 'a.test.', '', 'x'.repeat(64), 'a.*.test']) {
+      await expect(issueServerCertificate({ issuer: ca, dnsNames: [dns] })).rejects.toThrow(
+        `${JSON.stringify(dns)} is not a DNS name`,
+      );
+      await expect(
+        issueClientCertificate({ issuer: ca, subject: { commonName: 'c' }, dnsNames: [dns] }),
+      ).rejects.toThrow('is not a DNS name');
+    }
+    for (const email of ['not-an-email', '@example.org', 'a@', 'a b@example.org', 'a..b@example.org', 'a@bad_host']) {
+      await expect(
+        issueClientCertificate({ issuer: ca, subject: { commonName: 'c' }, emails: [email] }),
+      ).rejects.toThrow(`${JSON.stringify(email)} is not an email address`);
+    }
+    const server = await issueServerCertificate({ issuer: ca, dnsNames: ['*.example.org', 'xn--bcher-kva.example'] });
+    expect(new X509Certificate(server.certificatePem).subject).toBe('CN=*.example.org');
+    const client = await issueClientCertificate({
+      issuer: ca,
+      subject: { commonName: 'c' },
+      emails: ["o'brien+mqtt@example.org"],
+      dnsNames: ['sensor-1.example.org'],
+    });
+    expect(client.subjectDn).toBe('CN=c');
+  });
 });
