@@ -108,11 +108,15 @@ async function loadIssuer(flags: IssuerFlags & { caChain?: string }): Promise<Is
   };
 }
 
-/** The serial of a certificate to revoke, as upper-case hex. */
-async function serialOf(file: string): Promise<string> {
+/**
+ * The serial of a certificate to revoke, as upper-case hex. A certificate of another CA is refused: its serial
+ * in this CRL revokes nothing, or worse, an unrelated certificate of this CA that happens to share it.
+ */
+async function serialOf(file: string, caCertificatePem: string): Promise<string> {
   const pem = await readInput('--revoke-cert', file);
+  let certificate: X509Certificate;
   try {
-    return new X509Certificate(pem).serialNumber.toUpperCase();
+    certificate = new X509Certificate(pem);
   } catch {
     throw new BulwarkError(
       'BULWARK_ERR_CERT',
@@ -121,6 +125,21 @@ async function serialOf(file: string): Promise<string> {
       'pass the certificate to revoke (not its key), or its serial with --revoke',
     );
   }
+  let caSubject: string | undefined;
+  try {
+    caSubject = new X509Certificate(caCertificatePem).subject;
+  } catch {
+    // createCrl reports an unreadable CA certificate with its own message.
+  }
+  if (caSubject !== undefined && certificate.issuer !== caSubject) {
+    throw new BulwarkError(
+      'BULWARK_ERR_CERT',
+      `--revoke-cert ${file} was issued by ${certificate.issuer}, not by ${caSubject}`,
+      undefined,
+      'revoke it in a CRL of the CA that issued it',
+    );
+  }
+  return certificate.serialNumber.toUpperCase();
 }
 
 async function refuseOverwrite(paths: string[], force: boolean | undefined): Promise<void> {
@@ -345,11 +364,12 @@ export function registerCertsCommand(program: Command): void {
         },
       ) => {
         await refuseOverwrite([flags.out], flags.force);
+        const issuer = await loadIssuer(flags);
         const serials = [...(flags.revoke ?? [])];
-        for (const file of flags.revokeCert ?? []) serials.push(await serialOf(file));
+        for (const file of flags.revokeCert ?? []) serials.push(await serialOf(file, issuer.certificatePem));
         const thisUpdate = new Date(Date.now() - 60_000);
         const pem = await createCrl({
-          issuer: await loadIssuer(flags),
+          issuer,
           revoked: serials.map((serialNumber) => ({ serialNumber })),
           thisUpdate,
           nextUpdate: new Date(thisUpdate.getTime() + flags.nextUpdateDays * 86_400_000),

@@ -348,6 +348,18 @@ describe('bulwark certs', () => {
     process.exitCode = undefined;
   });
 
+  it('refuses to revoke a certificate of another CA, writing no CRL', async () => {
+    process.exitCode = undefined;
+    const ca = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    const lines = await bulwark('crl', ...ca, '--out', join(dir, 'other.crl'), '--revoke-cert', join(dir, 'deep.crt'));
+    expect(lines).toEqual([
+      `bulwark certs: --revoke-cert ${join(dir, 'deep.crt')} was issued by CN=Issuing 2, not by CN=CLI Test CA (revoke it in a CRL of the CA that issued it)`,
+    ]);
+    expect(process.exitCode).toBe(1);
+    expect(existsSync(join(dir, 'other.crl'))).toBe(false);
+    process.exitCode = undefined;
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(
