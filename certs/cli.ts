@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { readFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { X509Certificate } from '@peculiar/x509';
 import { type Command, InvalidArgumentError, Option } from 'commander';
@@ -164,14 +164,17 @@ async function writeAndReport(
   options: WriteOptions = {},
 ): Promise<void> {
   const planned = certificateFilePaths(issued, base, options);
-  await refuseOverwrite(
-    [planned.certificate, planned.key, ...(planned.chain === undefined ? [] : [planned.chain])],
-    force,
-  );
+  // The chain file belongs to the set even when this certificate needs none: left behind, it would pair an
+  // old certificate with the new key in whatever serves `<base>.chain.crt`.
+  const chainPath = `${base}.chain.crt`;
+  await refuseOverwrite([planned.certificate, planned.key, chainPath], force);
+  const stale = planned.chain === undefined && (await pathTaken(chainPath));
   const files = await writeCertificateFiles(issued, base, options);
+  if (stale) await unlink(chainPath);
   console.log(`certificate: ${files.certificate}`);
   console.log(`key:         ${files.key} (mode 0600)`);
   if (files.chain !== undefined) console.log(`chain:       ${files.chain}`);
+  if (stale) console.log(`removed:     ${chainPath} (chain of the replaced certificate)`);
   console.log(`subject:     ${issued.subjectDn}`);
   console.log(`serial:      ${issued.serialNumber}`);
   console.log(`sha256:      ${issued.fingerprint256}`);

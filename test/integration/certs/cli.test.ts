@@ -360,6 +360,22 @@ describe('bulwark certs', () => {
     process.exitCode = undefined;
   });
 
+  it('--force over a certificate that had a chain removes the stale chain file, which would no longer match the key', async () => {
+    process.exitCode = undefined;
+    const root = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    expect(existsSync(join(dir, 'deep.chain.crt'))).toBe(true);
+    const lines = await bulwark('server', ...root, '--out', join(dir, 'deep'), '--dns', 'localhost', '--force');
+    expect(process.exitCode).toBeUndefined();
+    expect(lines).toContain(`removed:     ${join(dir, 'deep.chain.crt')} (chain of the replaced certificate)`);
+    expect(existsSync(join(dir, 'deep.chain.crt'))).toBe(false);
+    writeFileSync(join(dir, 'lone.chain.crt'), 'KEEP');
+    const refused = await bulwark('server', ...root, '--out', join(dir, 'lone'), '--dns', 'localhost');
+    expect(refused.join('\n')).toContain(`refusing to overwrite ${join(dir, 'lone.chain.crt')}`);
+    expect(readFileSync(join(dir, 'lone.chain.crt'), 'utf8')).toBe('KEEP');
+    expect(process.exitCode).toBe(1);
+    process.exitCode = undefined;
+  });
+
   it('rejects an IP SAN that is not an IP address', async () => {
     process.exitCode = undefined;
     const lines = await bulwark(
