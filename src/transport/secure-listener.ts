@@ -8,6 +8,7 @@ import {
   createPskServerHooks,
   PSK_CIPHERS,
   PskStore,
+  pskSafeCiphers,
   type PskListenerSettings,
   type PskServerHooks,
 } from '../../authn/psk/index.js';
@@ -75,10 +76,13 @@ export class SecureListener {
       psk = { store, hooks };
       options.pskCallback = hooks.pskCallback;
       if (settings.psk.identity_hint !== undefined) options.pskIdentityHint = settings.psk.identity_hint;
-      // TLS 1.3 PSK works only with SHA-256 suites, which the server must prefer (PLATFORM.md).
+      // TLS 1.3 is pinned to SHA-256 suites even for an operator's list: see PSK_CIPHERS for the bypass a
+      // SHA-384 suite opened.
       if (settings.tls.ciphers === undefined) {
         options.ciphers = PSK_CIPHERS;
         options.honorCipherOrder = true;
+      } else {
+        options.ciphers = pskSafeCiphers(settings.tls.ciphers);
       }
     }
     let stapler: OcspStapler | undefined;
@@ -111,6 +115,7 @@ export class SecureListener {
 
   /** TLS peer facts for the authentication chain; undefined when the handshake must be refused (already recorded). */
   private admit(socket: TLSSocket, broker: Broker, listener: ListenerRuntime): TlsPeerInfo | undefined {
+    // identityOf answers only for a session the PSK keyed, so a claimed identity cannot stand in for a certificate.
     const info = tlsPeerInfo(socket, this.psk?.hooks.identityOf(socket));
     if (this.settings.tls.require_certificate && info.pskIdentity === undefined && !info.authorized) {
       const refusal = classifyRefusal(info) ?? {
