@@ -33,6 +33,12 @@ export interface SecureListenerSettings {
   ocsp: OcspStaplingSettings | undefined;
 }
 
+/**
+ * Handshakes one listener keeps open at once. A handshake holds a socket and OpenSSL state before the client has
+ * proved anything, so past this bound new connections are closed at once instead of piling up (docs/tls.md).
+ */
+export const MAX_PENDING_HANDSHAKES = 1024;
+
 /** Addresses learned from a PROXY header, keyed by the raw socket the TLS socket wraps. */
 export const proxiedPeers = new WeakMap<net.Socket, { address: string; port: number }>();
 
@@ -144,8 +150,44 @@ export class SecureListener {
     return info;
   }
 
+  /**
+   * Bounds what a client that never finishes its handshake can hold: the time (the server's `handshakeTimeout`,
+   * set to `limits.connect_timeout_ms`) and the number of such sockets. Connections handed over by the PROXY
+   * reader arrive through the same `connection` event, so they are bounded too.
+   */
+  private boundHandshakes(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
+    const pending = new Set<net.Socket>();
+    let full = false;
+    server.on('connection', (socket: net.Socket) => {
+      if (pending.size >= MAX_PENDING_HANDSHAKES) {
+        if (!full) {
+          full = true;
+          broker.log.warn(
+            { listener: listener.name, limit: MAX_PENDING_HANDSHAKES },
+            'too many pending TLS handshakes: closing new connections',
+          );
+        }
+        socket.destroy();
+        return;
+      }
+      pending.add(socket);
+      socket.once('close', () => {
+        pending.delete(socket);
+        if (pending.size < MAX_PENDING_HANDSHAKES) full = false;
+      });
+    });
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const parent = (socket as unknown as { _parent?: net.Socket })._parent;
+      if (parent) pending.delete(parent);
+      if (pending.size < MAX_PENDING_HANDSHAKES) full = false;
+    });
+  }
+
   private watchHandshakeErrors(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      // Unlike https, a tls.Server with a tlsClientError listener leaves the socket open: a timed-out or failed
+      // handshake would keep its file descriptor until the client left.
+      socket.destroy();
       const peer = peerOfTls(socket);
       broker.audit.record({
         event: {
@@ -166,7 +208,7 @@ export class SecureListener {
   }
 
   createTlsServer(broker: Broker, listener: ListenerRuntime): tls.Server {
-    const server = tls.createServer(this.manager.serverOptions(), (socket) => {
+    const server = tls.createServer(this.handshakeOptions(broker), (socket) => {
       const info = this.admit(socket, broker, listener);
       if (info) broker.accept(socket, listener, peerOfTls(socket), info);
     });
@@ -175,7 +217,7 @@ export class SecureListener {
   }
 
   createWssServer(broker: Broker, listener: ListenerRuntime, path: string): https.Server {
-    const httpsServer = https.createServer(this.manager.serverOptions());
+    const httpsServer = https.createServer(this.handshakeOptions(broker));
     this.attach(httpsServer, broker, listener);
     createWebSocketServer(
       broker,
@@ -190,9 +232,15 @@ export class SecureListener {
     return httpsServer;
   }
 
+  /** A handshake counts against the time the client has to send CONNECT, as it must finish first. */
+  private handshakeOptions(broker: Broker): tls.TlsOptions {
+    return { ...this.manager.serverOptions(), handshakeTimeout: broker.limits.connect_timeout_ms };
+  }
+
   private attach(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
     this.manager.attach(server as tls.Server);
     this.stapler?.attach(server as tls.Server);
+    this.boundHandshakes(server, broker, listener);
     this.watchHandshakeErrors(server, broker, listener);
   }
 
