@@ -75,6 +75,16 @@ describe('configuration', () => {
     ],
     ['listeners: []\n', 'bulwark.yaml:1:1', 'listeners'],
     [
+      'listeners:\n  - port: 1883\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n      require_certificate: true\n',
+      'bulwark.yaml:3:5',
+      'a tcp listener does not use tls; set transport: tls',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    transport: ws\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n',
+      'bulwark.yaml:4:5',
+      'a ws listener does not use tls; set transport: wss',
+    ],
+    [
       'listeners:\n  - port: 1883\nauthentication:\n  steps:\n    - type: kerberos\n',
       'bulwark.yaml:5',
       'authentication.steps.0',
