@@ -42,9 +42,15 @@ export const MAX_PENDING_HANDSHAKES = 1024;
 /** Addresses learned from a PROXY header, keyed by the raw socket the TLS socket wraps. */
 export const proxiedPeers = new WeakMap<net.Socket, { address: string; port: number }>();
 
+/**
+ * Addresses of raw sockets, taken when they connect: a socket that has been destroyed (a failed handshake) no
+ * longer reports its `remoteAddress`, and the refusal must still name who it was.
+ */
+const connectedPeers = new WeakMap<net.Socket, { address: string; port: number }>();
+
 function peerOfTls(socket: TLSSocket): { address: string; port: number } {
   const parent = (socket as unknown as { _parent?: net.Socket })._parent;
-  return (parent && proxiedPeers.get(parent)) ?? peerOf(socket);
+  return (parent && (proxiedPeers.get(parent) ?? connectedPeers.get(parent))) ?? peerOf(socket);
 }
 
 /**
@@ -159,6 +165,8 @@ export class SecureListener {
     const pending = new Set<net.Socket>();
     let full = false;
     server.on('connection', (socket: net.Socket) => {
+      if (socket.remoteAddress !== undefined)
+        connectedPeers.set(socket, { address: socket.remoteAddress, port: socket.remotePort ?? 0 });
       if (pending.size >= MAX_PENDING_HANDSHAKES) {
         if (!full) {
           full = true;
@@ -185,10 +193,10 @@ export class SecureListener {
 
   private watchHandshakeErrors(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      const peer = peerOfTls(socket);
       // Unlike https, a tls.Server with a tlsClientError listener leaves the socket open: a timed-out or failed
       // handshake would keep its file descriptor until the client left.
       socket.destroy();
-      const peer = peerOfTls(socket);
       broker.audit.record({
         event: {
           action: 'tls.handshake_refused',

@@ -48,20 +48,25 @@ describe('a TLS handshake that does not finish', () => {
 
   // The bound is limits.connect_timeout_ms (300 ms here); Node's own default would keep the socket 120 s.
   it.each([
-    ['tls', () => tlsBroker, ''],
-    ['wss', () => wss, ''],
-    ['tls behind PROXY', () => proxiedTls, 'PROXY TCP4 198.51.100.7 127.0.0.1 40000 1883\r\n'],
-  ] as const)('on a %s listener a silent client is closed by the connect timeout', async (_kind, broker, header) => {
-    const socket = net.connect(broker().port, '127.0.0.1');
-    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    if (header) socket.write(header);
-    expect(await closedWithin(socket, 5_000)).toBe(true);
-    const refused = await broker().waitForAudit(
-      'tls.handshake_refused',
-      (e) => e.event.code === 'ERR_TLS_HANDSHAKE_TIMEOUT',
-    );
-    expect(refused.event.outcome).toBe('failure');
-  });
+    ['tls', () => tlsBroker, '', '127.0.0.1'],
+    ['wss', () => wss, '', '127.0.0.1'],
+    ['tls behind PROXY', () => proxiedTls, 'PROXY TCP4 198.51.100.7 127.0.0.1 40000 1883\r\n', '198.51.100.7'],
+  ] as const)(
+    'on a %s listener a silent client is closed by the connect timeout',
+    async (_kind, broker, header, ip) => {
+      const socket = net.connect(broker().port, '127.0.0.1');
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      if (header) socket.write(header);
+      expect(await closedWithin(socket, 5_000)).toBe(true);
+      const refused = await broker().waitForAudit(
+        'tls.handshake_refused',
+        (e) => e.event.code === 'ERR_TLS_HANDSHAKE_TIMEOUT',
+      );
+      expect(refused.event.outcome).toBe('failure');
+      // The address is taken when the socket connects: once destroyed it no longer has one.
+      expect(refused.client?.ip).toBe(ip);
+    },
+  );
 
   it('a client stalled in the middle of its ClientHello is closed too', async () => {
     const socket = net.connect(tlsBroker.port, '127.0.0.1');
@@ -69,5 +74,19 @@ describe('a TLS handshake that does not finish', () => {
     // A record header announcing 512 bytes of handshake, then nothing more.
     socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
     expect(await closedWithin(socket, 5_000)).toBe(true);
+  });
+
+  it('a client that resets in the middle of its handshake is recorded with its address', async () => {
+    const socket = net.connect(tlsBroker.port, '127.0.0.1');
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const port = socket.localPort;
+    socket.write(Buffer.from('16030100c8010000c40303', 'hex'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.resetAndDestroy();
+    const refused = await tlsBroker.waitForAudit(
+      'tls.handshake_refused',
+      (e) => e.event.code === 'ECONNRESET' && e.client?.port === port,
+    );
+    expect(refused.client?.ip).toBe('127.0.0.1');
   });
 });
