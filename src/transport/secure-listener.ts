@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import type net from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
@@ -98,17 +99,30 @@ export class SecureListener {
       }
     }
     let stapler: OcspStapler | undefined;
+    const ocsp = settings.ocsp;
+    // Read at start (a missing file stops the start) and again with each certificate reload, which is when a
+    // new issuer would come with it; an unreadable file then keeps the one already known.
+    const issuerFile = ocsp?.enabled && ocsp.issuer_file !== undefined ? path(ocsp.issuer_file) : undefined;
+    const readIssuer = (): string | undefined => (issuerFile ? readFileSync(issuerFile, 'utf8') : undefined);
+    const issuerPem = readIssuer();
     const manager = await createTlsContextManager(options, (event) => {
       audit(tlsEventToAudit(event, listener));
-      if (event.action === 'tls.reloaded' && stapler) void stapler.setCertificate(manager.certificatePem);
+      if (event.action !== 'tls.reloaded' || !stapler) return;
+      let issuer: string | undefined;
+      try {
+        issuer = readIssuer();
+      } catch {
+        issuer = undefined;
+      }
+      void stapler.setCertificate(manager.certificatePem, issuer);
     });
-    const ocsp = settings.ocsp;
     if (ocsp?.enabled) {
       // Loaded only for a listener that staples: the stapler brings @peculiar/x509 and the ASN.1 modules.
       const { createOcspStapler, ocspEventToAudit } = await import('./ocsp-stapling.js');
       stapler = createOcspStapler(
         {
           certificatePem: manager.certificatePem,
+          ...(issuerPem !== undefined ? { issuerPem } : {}),
           source: ocsp.response_file
             ? { kind: 'file', file: path(ocsp.response_file) }
             : ocsp.responder_url
