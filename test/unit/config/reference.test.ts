@@ -75,6 +75,11 @@ describe('configuration', () => {
     ],
     ['listeners: []\n', 'bulwark.yaml:1:1', 'listeners'],
     [
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
+      'bulwark.yaml:6:23',
+      'use_ssl_tlv_cn is not supported yet',
+    ],
+    [
       'listeners:\n  - port: 1883\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n      require_certificate: true\n',
       'bulwark.yaml:3:5',
       'a tcp listener does not use tls; set transport: tls',
