@@ -48,6 +48,13 @@ export const proxyProtocolSchema = z
   })
   .strict()
   .superRefine((settings, ctx) => {
+    // Checked here, not when the listener starts, so `config check` catches it with the entry's position.
+    settings.trusted_proxies.forEach((entry, index) => {
+      const parsed = parseCidrList([entry]);
+      if (!parsed.ok)
+        for (const message of parsed.errors)
+          ctx.addIssue({ code: 'custom', path: ['trusted_proxies', index], message });
+    });
     // The CN is parsed but no authentication step reads it yet: accepting the option would promise a
     // certificate-based identity that never reaches the chain.
     if (settings.use_ssl_tlv_cn) {
