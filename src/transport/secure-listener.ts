@@ -106,7 +106,7 @@ export class SecureListener {
     const readIssuer = (): string | undefined => (issuerFile ? readFileSync(issuerFile, 'utf8') : undefined);
     const issuerPem = readIssuer();
     const manager = await createTlsContextManager(options, (event) => {
-      audit(tlsEventToAudit(event, listener));
+      audit(tlsEventToAudit(event, listener, options.certFile));
       if (event.action !== 'tls.reloaded' || !stapler) return;
       let issuer: string | undefined;
       try {
