@@ -231,7 +231,8 @@ export class BulwarkServer {
     const c = listener.config;
     const broker = this.broker;
     let secure: SecureListener | undefined;
-    if (c.tls) {
+    // The schema refuses tls on tcp/ws; checking the transport here keeps a plaintext listener from loading keys.
+    if (c.tls && (c.transport === 'tls' || c.transport === 'wss')) {
       secure = await SecureListener.create(
         { tls: c.tls, psk: c.psk, ocsp: c.ocsp_stapling },
         listener.name,

@@ -1,6 +1,6 @@
 export { PskAuthenticator } from './authenticator.js';
 export type { PskAuthenticatorOptions } from './authenticator.js';
-export { PSK_CIPHERS, createPskServerHooks } from './callback.js';
+export { PSK_CIPHERS, createPskServerHooks, pskSafeCiphers, pskWasUsed } from './callback.js';
 export type { PskServerHooks } from './callback.js';
 export { pskListenerSchema, pskSettingsSchema, pskType } from './config.js';
 export type { PskListenerSettings, PskSettings } from './config.js';

@@ -95,6 +95,7 @@ export class PskStore {
     if (digest === this.#digest) return { kind: 'unchanged' };
     const parsed = parsePskFile(text, file);
     if (!parsed.ok) return this.#failed(parsed.errors);
+    const oldDigest = this.#digest;
     this.#keys = parsed.keys;
     this.#digest = digest;
     this.#options.onEvent({
@@ -104,8 +105,12 @@ export class PskStore {
         reason: `${parsed.keys.size} PSK identities loaded`,
       },
       actor: 'broker',
-      labels: {
+      policy: {
         file,
+        ...(oldDigest !== undefined ? { old_hash: `sha256:${oldDigest}` } : {}),
+        new_hash: `sha256:${digest}`,
+      },
+      labels: {
         kind: 'psk',
         identities: String(parsed.keys.size),
         ...(parsed.warnings.length > 0 ? { warnings: parsed.warnings.join('; ') } : {}),
@@ -119,10 +124,11 @@ export class PskStore {
       event: {
         action: 'credentials.reload_failed',
         outcome: 'failure',
-        reason: errors.map((e) => e.describe()).join('; '),
+        reason: 'the PSK file was refused; the previous keys stay',
       },
       actor: 'broker',
-      labels: { file: this.#options.file, kind: 'psk', kept_identities: String(this.#keys.size) },
+      policy: { file: this.#options.file, error: errors.map((e) => e.describe()).join('; ') },
+      labels: { kind: 'psk', kept_identities: String(this.#keys.size) },
     });
     return { kind: 'failed', errors };
   }

@@ -220,6 +220,14 @@ export const listenerSchema = z
         message: `a ${listener.transport} listener needs a tls section (cert_file, key_file)`,
       });
     }
+    // A tls section on a plaintext listener would read as protection (require_certificate!) it does not give.
+    if (listener.tls && (listener.transport === 'tcp' || listener.transport === 'ws')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tls'],
+        message: `a ${listener.transport} listener does not use tls; set transport: ${listener.transport === 'tcp' ? 'tls' : 'wss'}`,
+      });
+    }
     if (listener.psk && listener.transport !== 'tls') {
       ctx.addIssue({ code: 'custom', path: ['psk'], message: 'psk needs transport: tls' });
     }

@@ -47,6 +47,24 @@ export const proxyProtocolSchema = z
       ),
   })
   .strict()
+  .superRefine((settings, ctx) => {
+    // Checked here, not when the listener starts, so `config check` catches it with the entry's position.
+    settings.trusted_proxies.forEach((entry, index) => {
+      const parsed = parseCidrList([entry]);
+      if (!parsed.ok)
+        for (const message of parsed.errors)
+          ctx.addIssue({ code: 'custom', path: ['trusted_proxies', index], message });
+    });
+    // The CN is parsed but no authentication step reads it yet: accepting the option would promise a
+    // certificate-based identity that never reaches the chain.
+    if (settings.use_ssl_tlv_cn) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['use_ssl_tlv_cn'],
+        message: 'use_ssl_tlv_cn is not supported yet: the CN a proxy reports does not reach authentication',
+      });
+    }
+  })
   .describe('PROXY protocol: the real client address comes from the trusted load balancer.');
 
 export type ProxyProtocolSettings = z.output<typeof proxyProtocolSchema>;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import type net from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
@@ -8,6 +9,7 @@ import {
   createPskServerHooks,
   PSK_CIPHERS,
   PskStore,
+  pskSafeCiphers,
   type PskListenerSettings,
   type PskServerHooks,
 } from '../../authn/psk/index.js';
@@ -32,12 +34,24 @@ export interface SecureListenerSettings {
   ocsp: OcspStaplingSettings | undefined;
 }
 
+/**
+ * Handshakes one listener keeps open at once. A handshake holds a socket and OpenSSL state before the client has
+ * proved anything, so past this bound new connections are closed at once instead of piling up (docs/tls.md).
+ */
+export const MAX_PENDING_HANDSHAKES = 1024;
+
 /** Addresses learned from a PROXY header, keyed by the raw socket the TLS socket wraps. */
 export const proxiedPeers = new WeakMap<net.Socket, { address: string; port: number }>();
 
+/**
+ * Addresses of raw sockets, taken when they connect: a socket that has been destroyed (a failed handshake) no
+ * longer reports its `remoteAddress`, and the refusal must still name who it was.
+ */
+const connectedPeers = new WeakMap<net.Socket, { address: string; port: number }>();
+
 function peerOfTls(socket: TLSSocket): { address: string; port: number } {
   const parent = (socket as unknown as { _parent?: net.Socket })._parent;
-  return (parent && proxiedPeers.get(parent)) ?? peerOf(socket);
+  return (parent && (proxiedPeers.get(parent) ?? connectedPeers.get(parent))) ?? peerOf(socket);
 }
 
 /**
@@ -75,24 +89,40 @@ export class SecureListener {
       psk = { store, hooks };
       options.pskCallback = hooks.pskCallback;
       if (settings.psk.identity_hint !== undefined) options.pskIdentityHint = settings.psk.identity_hint;
-      // TLS 1.3 PSK works only with SHA-256 suites, which the server must prefer (PLATFORM.md).
+      // TLS 1.3 is pinned to SHA-256 suites even for an operator's list: see PSK_CIPHERS for the bypass a
+      // SHA-384 suite opened.
       if (settings.tls.ciphers === undefined) {
         options.ciphers = PSK_CIPHERS;
         options.honorCipherOrder = true;
+      } else {
+        options.ciphers = pskSafeCiphers(settings.tls.ciphers);
       }
     }
     let stapler: OcspStapler | undefined;
-    const manager = await createTlsContextManager(options, (event) => {
-      audit(tlsEventToAudit(event, listener));
-      if (event.action === 'tls.reloaded' && stapler) void stapler.setCertificate(manager.certificatePem);
-    });
     const ocsp = settings.ocsp;
+    // Read at start (a missing file stops the start) and again with each certificate reload, which is when a
+    // new issuer would come with it; an unreadable file then keeps the one already known.
+    const issuerFile = ocsp?.enabled && ocsp.issuer_file !== undefined ? path(ocsp.issuer_file) : undefined;
+    const readIssuer = (): string | undefined => (issuerFile ? readFileSync(issuerFile, 'utf8') : undefined);
+    const issuerPem = readIssuer();
+    const manager = await createTlsContextManager(options, (event) => {
+      audit(tlsEventToAudit(event, listener, options.certFile));
+      if (event.action !== 'tls.reloaded' || !stapler) return;
+      let issuer: string | undefined;
+      try {
+        issuer = readIssuer();
+      } catch {
+        issuer = undefined;
+      }
+      void stapler.setCertificate(manager.certificatePem, issuer);
+    });
     if (ocsp?.enabled) {
       // Loaded only for a listener that staples: the stapler brings @peculiar/x509 and the ASN.1 modules.
       const { createOcspStapler, ocspEventToAudit } = await import('./ocsp-stapling.js');
       stapler = createOcspStapler(
         {
           certificatePem: manager.certificatePem,
+          ...(issuerPem !== undefined ? { issuerPem } : {}),
           source: ocsp.response_file
             ? { kind: 'file', file: path(ocsp.response_file) }
             : ocsp.responder_url
@@ -111,6 +141,7 @@ export class SecureListener {
 
   /** TLS peer facts for the authentication chain; undefined when the handshake must be refused (already recorded). */
   private admit(socket: TLSSocket, broker: Broker, listener: ListenerRuntime): TlsPeerInfo | undefined {
+    // identityOf answers only for a session the PSK keyed, so a claimed identity cannot stand in for a certificate.
     const info = tlsPeerInfo(socket, this.psk?.hooks.identityOf(socket));
     if (this.settings.tls.require_certificate && info.pskIdentity === undefined && !info.authorized) {
       const refusal = classifyRefusal(info) ?? {
@@ -139,9 +170,47 @@ export class SecureListener {
     return info;
   }
 
+  /**
+   * Bounds what a client that never finishes its handshake can hold: the time (the server's `handshakeTimeout`,
+   * set to `limits.connect_timeout_ms`) and the number of such sockets. Connections handed over by the PROXY
+   * reader arrive through the same `connection` event, so they are bounded too.
+   */
+  private boundHandshakes(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
+    const pending = new Set<net.Socket>();
+    let full = false;
+    server.on('connection', (socket: net.Socket) => {
+      if (socket.remoteAddress !== undefined)
+        connectedPeers.set(socket, { address: socket.remoteAddress, port: socket.remotePort ?? 0 });
+      if (pending.size >= MAX_PENDING_HANDSHAKES) {
+        if (!full) {
+          full = true;
+          broker.log.warn(
+            { listener: listener.name, limit: MAX_PENDING_HANDSHAKES },
+            'too many pending TLS handshakes: closing new connections',
+          );
+        }
+        socket.destroy();
+        return;
+      }
+      pending.add(socket);
+      socket.once('close', () => {
+        pending.delete(socket);
+        if (pending.size < MAX_PENDING_HANDSHAKES) full = false;
+      });
+    });
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const parent = (socket as unknown as { _parent?: net.Socket })._parent;
+      if (parent) pending.delete(parent);
+      if (pending.size < MAX_PENDING_HANDSHAKES) full = false;
+    });
+  }
+
   private watchHandshakeErrors(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
       const peer = peerOfTls(socket);
+      // Unlike https, a tls.Server with a tlsClientError listener leaves the socket open: a timed-out or failed
+      // handshake would keep its file descriptor until the client left.
+      socket.destroy();
       broker.audit.record({
         event: {
           action: 'tls.handshake_refused',
@@ -161,7 +230,7 @@ export class SecureListener {
   }
 
   createTlsServer(broker: Broker, listener: ListenerRuntime): tls.Server {
-    const server = tls.createServer(this.manager.serverOptions(), (socket) => {
+    const server = tls.createServer(this.handshakeOptions(broker), (socket) => {
       const info = this.admit(socket, broker, listener);
       if (info) broker.accept(socket, listener, peerOfTls(socket), info);
     });
@@ -170,7 +239,7 @@ export class SecureListener {
   }
 
   createWssServer(broker: Broker, listener: ListenerRuntime, path: string): https.Server {
-    const httpsServer = https.createServer(this.manager.serverOptions());
+    const httpsServer = https.createServer(this.handshakeOptions(broker));
     this.attach(httpsServer, broker, listener);
     createWebSocketServer(
       broker,
@@ -185,9 +254,15 @@ export class SecureListener {
     return httpsServer;
   }
 
+  /** A handshake counts against the time the client has to send CONNECT, as it must finish first. */
+  private handshakeOptions(broker: Broker): tls.TlsOptions {
+    return { ...this.manager.serverOptions(), handshakeTimeout: broker.limits.connect_timeout_ms };
+  }
+
   private attach(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
     this.manager.attach(server as tls.Server);
     this.stapler?.attach(server as tls.Server);
+    this.boundHandshakes(server, broker, listener);
     this.watchHandshakeErrors(server, broker, listener);
   }
 

@@ -429,7 +429,8 @@ export function tlsContextOptionsFrom(
 }
 
 /** The audit record for a context event (`tls.reloaded`, `tls.reload_failed`). */
-export function tlsEventToAudit(event: TlsContextEvent, listener: string): AuditEvent {
+/** `certFile` names the file a successful reload serves, in `policy.file` as docs/audit.md lists it. */
+export function tlsEventToAudit(event: TlsContextEvent, listener: string, certFile?: string): AuditEvent {
   if (event.action === 'tls.reload_failed') {
     return {
       event: {
@@ -438,9 +439,8 @@ export function tlsEventToAudit(event: TlsContextEvent, listener: string): Audit
         reason: `${event.reason}; the previous certificate keeps serving`,
       },
       mqtt: { listener },
-      tls: { error: event.reason },
+      policy: { ...(event.file !== undefined ? { file: event.file } : {}), error: event.reason },
       actor: 'broker',
-      labels: event.file ? { file: event.file } : undefined,
     };
   }
   const labels: Record<string, string> = {
@@ -454,6 +454,7 @@ export function tlsEventToAudit(event: TlsContextEvent, listener: string): Audit
     event: { action: 'tls.reloaded', outcome: 'success', reason: 'TLS certificate, key, CA or CRL files changed' },
     mqtt: { listener },
     tls: { subject: event.certificate.subject, fingerprint: event.certificate.fingerprint256 },
+    ...(certFile !== undefined ? { policy: { file: certFile } } : {}),
     actor: 'broker',
     labels,
   };

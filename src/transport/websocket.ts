@@ -43,8 +43,25 @@ export function createWebSocketServer(
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
       return;
     }
+    // [MQTT-6.0.0-3] a client offers `mqtt`; like Mosquitto, an upgrade offering no MQTT subprotocol is refused
+    // rather than served as MQTT to something that never asked for it.
+    const offered = (request.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    if (!SUBPROTOCOLS.some((p) => offered.includes(p))) {
+      socket.end(
+        'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n' +
+          'offer the WebSocket subprotocol mqtt\n',
+      );
+      return;
+    }
     wss.handleUpgrade(request, socket, head, (ws) => {
       const stream = createWebSocketStream(ws, { allowHalfOpen: false });
+      // [MQTT-6.0.0-1] MQTT travels in binary frames: a text frame closes the connection before its bytes reach
+      // the parser (prepended, so it runs before the stream pushes them).
+      ws.prependListener('message', (_data: unknown, isBinary: boolean) => {
+        if (isBinary) return;
+        ws.close(1003, 'MQTT is carried in binary frames');
+        stream.destroy();
+      });
       const peer = { address: normalizeAddress(request.socket.remoteAddress), port: request.socket.remotePort ?? 0 };
       broker.accept(stream, listener, peer, tlsInfo?.(request.socket));
     });

@@ -14,6 +14,7 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
   let mtls: TestBroker;
   let strict: TestBroker;
   let psk: TestBroker;
+  let strictPsk: TestBroker;
   let wss: TestBroker;
   let proxied: TestBroker;
   const pskKey = '0123456789abcdef0123456789abcdef';
@@ -79,6 +80,15 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
         authentication: { anonymous: false, steps: [{ type: 'psk', use_identity_as_username: true }] },
       },
     });
+    strictPsk = await startBroker({
+      config: { authorization: { policy_files: [policy] } },
+      listener: {
+        transport: 'tls',
+        tls: { ...tls, require_certificate: true },
+        psk: { file: pskFile },
+        authentication: { anonymous: true, steps: [{ type: 'psk', use_identity_as_username: true }] },
+      },
+    });
     wss = await startBroker({
       listener: { transport: 'wss', tls: { cert_file: pki.server.certFile, key_file: pki.server.keyFile } },
     });
@@ -88,7 +98,7 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
     });
   });
   afterAll(async () => {
-    for (const b of [mtls, strict, psk, wss, proxied]) await b?.stop();
+    for (const b of [mtls, strict, psk, strictPsk, wss, proxied]) await b?.stop();
     pki?.cleanup();
   });
 
@@ -226,6 +236,61 @@ describe('TLS, mTLS, PSK, WSS and PROXY listeners', () => {
     expect(psk.audit.events.some((e) => e.event.action === 'authn.allowed' && e.mqtt?.client_id === 'psk-bad')).toBe(
       false,
     );
+  });
+
+  const pskConnect = (
+    broker: TestBroker,
+    clientId: string,
+    key: Buffer,
+    tlsVersion: 'TLSv1.2' | 'TLSv1.3',
+    ciphers: string,
+  ): Promise<boolean> => {
+    // mqtt.js hands the TLS options to tls.connect; its own type does not list them.
+    const options: mqtt.IClientOptions & tls.ConnectionOptions = {
+      clientId,
+      reconnectPeriod: 0,
+      rejectUnauthorized: false,
+      minVersion: tlsVersion,
+      maxVersion: tlsVersion,
+      ciphers,
+      pskCallback: () => ({ identity: 'device-7', psk: key }),
+    };
+    const client = mqtt.connect(`mqtts://127.0.0.1:${broker.port}`, options);
+    client.on('error', () => undefined);
+    return new Promise<boolean>((resolve) => {
+      client.once('connect', () => {
+        client.end(true);
+        resolve(true);
+      });
+      client.once('close', () => {
+        client.end(true);
+        resolve(false);
+      });
+    });
+  };
+
+  it.each([
+    ['psk', () => psk],
+    ['require_certificate + psk', () => strictPsk],
+  ] as const)(
+    'on a %s listener a wrong key offering only TLS_AES_256_GCM_SHA384 gets no CONNACK and no identity',
+    async (_kind, broker) => {
+      const wrong = Buffer.alloc(16, 0x41);
+      expect(await pskConnect(broker(), 'psk-384', wrong, 'TLSv1.3', 'TLS_AES_256_GCM_SHA384')).toBe(false);
+      expect(broker().audit.events.some((e) => e.mqtt?.client_id === 'psk-384' && e.user?.name === 'device-7')).toBe(
+        false,
+      );
+    },
+  );
+
+  it.each([
+    ['TLSv1.2', 'ECDHE-PSK-AES128-CBC-SHA256'],
+    ['TLSv1.3', 'TLS_AES_128_GCM_SHA256'],
+  ] as const)('the right key still connects over %s on a require_certificate listener', async (version, ciphers) => {
+    const clientId = `psk-ok-${version}`;
+    expect(await pskConnect(strictPsk, clientId, Buffer.from(pskKey, 'hex'), version, ciphers)).toBe(true);
+    const allowed = await strictPsk.waitForAudit('authn.allowed', (e) => e.mqtt?.client_id === clientId);
+    expect(allowed.user?.name).toBe('device-7');
   });
 
   it('MQTT over secure WebSocket carries messages', async () => {

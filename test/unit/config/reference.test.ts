@@ -75,6 +75,31 @@ describe('configuration', () => {
     ],
     ['listeners: []\n', 'bulwark.yaml:1:1', 'listeners'],
     [
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies:\n        - 10.0.0.0/8\n        - 10.0.0.1/8\n',
+      'bulwark.yaml:7:11',
+      'has host bits set; the network is 10.0.0.0/8',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [lb.example]\n',
+      'bulwark.yaml:5',
+      'is not an IP address or CIDR',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
+      'bulwark.yaml:6:23',
+      'use_ssl_tlv_cn is not supported yet',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n      require_certificate: true\n',
+      'bulwark.yaml:3:5',
+      'a tcp listener does not use tls; set transport: tls',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    transport: ws\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n',
+      'bulwark.yaml:4:5',
+      'a ws listener does not use tls; set transport: wss',
+    ],
+    [
       'listeners:\n  - port: 1883\nauthentication:\n  steps:\n    - type: kerberos\n',
       'bulwark.yaml:5',
       'authentication.steps.0',

@@ -124,6 +124,7 @@ describe('TLS context manager', () => {
     });
     const audit = tlsEventToAudit(events.at(-1) as TlsContextEvent, 'mqtts');
     expect(audit.event).toMatchObject({ action: 'tls.reload_failed', outcome: 'failure' });
+    expect(audit.policy).toEqual({ file: keyFile, error: 'private key does not match the certificate' });
     const client = await connectClient(server, { ca: readFileSync(pki.caFile) });
     if (!client.ok) throw client.error;
     expect(client.socket.getPeerX509Certificate()?.fingerprint256).toBe(pki.server.fingerprint256);

@@ -97,7 +97,15 @@ describe('PskStore', () => {
       'credentials.reloaded',
       'credentials.reload_failed',
     ]);
-    expect(events[2]?.event.reason).toContain(`${file}:2:1: duplicate PSK identity`);
+    // The fields docs/audit.md lists: policy.file and hashes on success, policy.error on refusal.
+    expect(events[1]?.policy).toEqual({
+      file,
+      old_hash: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+      new_hash: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+    });
+    expect(events[1]?.policy?.old_hash).not.toBe(events[1]?.policy?.new_hash);
+    expect(events[2]?.policy?.file).toBe(file);
+    expect(events[2]?.policy?.error).toContain(`${file}:2:1: duplicate PSK identity`);
     expect(events[2]?.labels?.kept_identities).toBe('1');
     expect(JSON.stringify(events)).not.toContain(KEY);
     expect(await store.reload()).toEqual({ kind: 'failed', errors: expect.any(Array) });

@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConnectAttempt, TlsPeerInfo } from '../../../../authn/types.js';
-import { PSK_CIPHERS, PskAuthenticator, PskStore, createPskServerHooks } from '../../../../authn/psk/index.js';
+import {
+  PSK_CIPHERS,
+  PskAuthenticator,
+  PskStore,
+  createPskServerHooks,
+  pskSafeCiphers,
+} from '../../../../authn/psk/index.js';
 import { type TestPki, mintTestPki } from '../../../helpers/certs.js';
 import { type TestTlsServer, connectClient, startTlsServer } from '../../transport/tls-harness.js';
 
@@ -110,6 +116,30 @@ describe('TLS-PSK handshakes on a listener serving both PSK and certificate clie
     },
   );
 
+  it('refuses a TLS 1.3 client with a wrong key that offers only TLS_AES_256_GCM_SHA384', async () => {
+    const before = server.clientErrors.length;
+    const client = await connectClient(server, {
+      minVersion: 'TLSv1.3',
+      ciphers: 'TLS_AES_256_GCM_SHA384',
+      pskCallback: () => ({ identity: 'sensor-7', psk: Buffer.alloc(16, 0x41) }),
+      rejectUnauthorized: false,
+    });
+    expect(client.ok).toBe(false);
+    await new Promise<void>((resolve) => {
+      const check = (): void => (server.clientErrors.length > before ? resolve() : void setTimeout(check, 5));
+      check();
+    });
+  });
+
+  it('keeps TLS 1.3 on SHA-256 suites for an operator cipher list', () => {
+    expect(pskSafeCiphers('TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:PSK-AES128-GCM-SHA256')).toBe(
+      'TLS_CHACHA20_POLY1305_SHA256:PSK-AES128-GCM-SHA256',
+    );
+    expect(pskSafeCiphers('PSK-AES128-GCM-SHA256')).toBe(
+      'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:PSK-AES128-GCM-SHA256',
+    );
+  });
+
   it('still serves certificate clients under TLS 1.3, and the psk authenticator ignores them', async () => {
     const client = await connectClient(server, { ca: readFileSync(pki.caFile) });
     expect(client.ok).toBe(true);
@@ -167,5 +197,62 @@ describe('TLS-PSK handshakes on a listener serving both PSK and certificate clie
     (accepted.socket as TLSSocket).end();
     child.stdin.end();
     await new Promise((resolve) => child.on('close', resolve));
+  });
+});
+
+describe('a PSK identity the session did not use', () => {
+  let dir: string;
+  let pki: TestPki;
+  let server: TestTlsServer;
+
+  // A server that lets a SHA-384 suite win, as an unpinned list did: OpenSSL looks the key up, then drops it.
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-psk-unused-'));
+    pki = await mintTestPki();
+    writeFileSync(join(dir, 'psk.txt'), `sensor-7:${KEY}\n`);
+    const store = new PskStore({ file: join(dir, 'psk.txt'), watch: false, debounceMs: 0, onEvent: () => undefined });
+    await store.start();
+    const hooks = createPskServerHooks(store);
+    server = await startTlsServer(
+      {
+        cert: readFileSync(pki.server.certFile),
+        key: readFileSync(pki.server.keyFile),
+        pskCallback: hooks.pskCallback,
+        minVersion: 'TLSv1.3',
+      },
+      '::1',
+      hooks.identityOf,
+    );
+  });
+  afterAll(async () => {
+    await server.close();
+    pki.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is not reported when a wrong key completes a certificate handshake under TLS_AES_256_GCM_SHA384', async () => {
+    const client = await connectClient(server, {
+      ciphers: 'TLS_AES_256_GCM_SHA384',
+      pskCallback: () => ({ identity: 'sensor-7', psk: Buffer.alloc(16, 0x41) }),
+      rejectUnauthorized: false,
+    });
+    const { info } = await server.nextAccepted();
+    if (client.ok) client.socket.end();
+    expect(info.cipher).toBe('TLS_AES_256_GCM_SHA384');
+    expect(info.pskIdentity).toBeUndefined();
+    expect(
+      await new PskAuthenticator({ id: 'psk', useIdentityAsUsername: true }).authenticate(attempt(info), signal),
+    ).toEqual({ kind: 'ignore', detail: 'TLS session did not use a PSK' });
+  });
+
+  it('is reported when the right key keyed a TLS 1.3 session', async () => {
+    const client = await connectClient(server, {
+      ciphers: 'TLS_AES_128_GCM_SHA256',
+      pskCallback: () => ({ identity: 'sensor-7', psk: Buffer.from(KEY, 'hex') }),
+      rejectUnauthorized: false,
+    });
+    const { info } = await server.nextAccepted();
+    if (client.ok) client.socket.end();
+    expect(info.pskIdentity).toBe('sensor-7');
   });
 });

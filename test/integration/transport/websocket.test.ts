@@ -1,0 +1,78 @@
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBroker, type TestBroker } from '../../helpers/broker.js';
+
+/** CONNECT (3.1.1, clean session, keep alive 60, client id `text-1`): every byte is ASCII, so valid as text. */
+const CONNECT = Buffer.from([
+  0x10, 0x12, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x06, 0x74, 0x65, 0x78, 0x74, 0x2d,
+  0x31,
+]);
+
+interface Outcome {
+  opened: boolean;
+  status?: number;
+  closeCode?: number;
+  received: Buffer[];
+}
+
+function run(url: string, protocols: string[], send: (ws: WebSocket) => void): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const outcome: Outcome = { opened: false, received: [] };
+    const ws = new WebSocket(url, protocols);
+    ws.on('unexpected-response', (_req, res) => {
+      outcome.status = res.statusCode;
+      res.resume();
+      ws.terminate();
+      resolve(outcome);
+    });
+    ws.on('error', () => undefined);
+    ws.on('open', () => {
+      outcome.opened = true;
+      send(ws);
+    });
+    ws.on('message', (data: Buffer) => outcome.received.push(data));
+    ws.on('close', (code) => {
+      outcome.closeCode = code;
+      resolve(outcome);
+    });
+  });
+}
+
+describe('MQTT over WebSocket framing and subprotocol', () => {
+  let broker: TestBroker;
+  let url: string;
+
+  beforeAll(async () => {
+    broker = await startBroker({ listener: { transport: 'ws' } });
+    url = `ws://127.0.0.1:${broker.port}/mqtt`;
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  it('closes the connection on a CONNECT sent in a text frame, without a CONNACK [MQTT-6.0.0-1]', async () => {
+    const outcome = await run(url, ['mqtt'], (ws) => ws.send(CONNECT.toString('latin1'), { binary: false }));
+    expect(outcome.opened).toBe(true);
+    expect(outcome.received).toEqual([]);
+    expect(broker.audit.events.some((e) => e.mqtt?.client_id === 'text-1')).toBe(false);
+  });
+
+  it('answers the same CONNECT in a binary frame', async () => {
+    const outcome = await run(url, ['mqtt'], (ws) => {
+      ws.once('message', () => ws.close());
+      ws.send(CONNECT, { binary: true });
+    });
+    expect(outcome.received[0]?.[0]).toBe(0x20);
+  });
+
+  it.each([[[]], [['chat']]])('refuses an upgrade offering %j as subprotocols with 400', async (protocols) => {
+    const outcome = await run(url, protocols, () => undefined);
+    expect(outcome.opened).toBe(false);
+    expect(outcome.status).toBe(400);
+  });
+
+  it('accepts mqttv3.1 for 3.1 clients', async () => {
+    const outcome = await run(url, ['mqttv3.1'], (ws) => ws.close());
+    expect(outcome.opened).toBe(true);
+  });
+});
