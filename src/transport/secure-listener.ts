@@ -241,6 +241,10 @@ export class SecureListener {
   createWssServer(broker: Broker, listener: ListenerRuntime, path: string): https.Server {
     const httpsServer = https.createServer(this.handshakeOptions(broker));
     this.attach(httpsServer, broker, listener);
+    // Refused right after the handshake, before any HTTP is read: a client without a certificate gets no HTTP
+    // answer at all (not a 426 or an upgrade refused later), and a plain HTTPS GET is recorded like any other.
+    if (this.settings.tls.require_certificate)
+      httpsServer.on('secureConnection', (socket: TLSSocket) => void this.admit(socket, broker, listener));
     createWebSocketServer(
       broker,
       listener,

@@ -1,6 +1,10 @@
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import { mintTestPki, type TestPki } from '../../helpers/certs.js';
 
 /** CONNECT (3.1.1, clean session, keep alive 60, client id `text-1`): every byte is ASCII, so valid as text. */
 const CONNECT = Buffer.from([
@@ -74,5 +78,55 @@ describe('MQTT over WebSocket framing and subprotocol', () => {
   it('accepts mqttv3.1 for 3.1 clients', async () => {
     const outcome = await run(url, ['mqttv3.1'], (ws) => ws.close());
     expect(outcome.opened).toBe(true);
+  });
+});
+
+describe('secure WebSocket with require_certificate', () => {
+  let pki: TestPki;
+  let broker: TestBroker;
+
+  beforeAll(async () => {
+    pki = await mintTestPki();
+    broker = await startBroker({
+      listener: {
+        transport: 'wss',
+        tls: {
+          cert_file: pki.server.certFile,
+          key_file: pki.server.keyFile,
+          ca_file: pki.caFile,
+          require_certificate: true,
+        },
+      },
+    });
+  });
+  afterAll(async () => {
+    await broker?.stop();
+    pki?.cleanup();
+  });
+
+  it('refuses an HTTPS GET without a certificate at the TLS layer, with no HTTP answer, and records it', async () => {
+    const answered = await new Promise<number | 'closed'>((resolve) => {
+      const req = https.get(
+        { host: '127.0.0.1', port: broker.port, path: '/mqtt', servername: 'localhost', ca: readFileSync(pki.caFile) },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', () => resolve('closed'));
+    });
+    expect(answered).toBe('closed');
+    const refused = await broker.waitForAudit('tls.handshake_refused', (e) => e.event.code === 'missing');
+    expect(refused.client?.ip).toBe('127.0.0.1');
+  });
+
+  it('still serves MQTT to a client with a valid certificate', async () => {
+    const client = await mqtt.connectAsync(`wss://localhost:${broker.port}/mqtt`, {
+      ca: readFileSync(pki.caFile),
+      cert: readFileSync(pki.clients.good.certFile),
+      key: readFileSync(pki.clients.good.keyFile),
+      reconnectPeriod: 0,
+    });
+    await client.endAsync();
   });
 });
