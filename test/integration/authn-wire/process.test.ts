@@ -5,6 +5,7 @@ import { mosquittoPasswdHash, OPEN_POLICY, SecretLedger } from '../../helpers/au
 import { runCli, startCliBroker } from '../../helpers/cli.js';
 import { runMosquitto } from '../../helpers/mqtt-clients.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
+import { until } from '../../helpers/until.js';
 
 const ledger = new SecretLedger();
 const alicePw = ledger.password('alice');
@@ -80,9 +81,13 @@ describe('bulwark start with a password file from bulwark passwd, through mosqui
       const bad = await pub(version, 'alice', wrongPw);
       expect(bad.code).not.toBe(0);
     }
-    const denied = output()
-      .split('\n')
-      .filter((l) => l.includes('badUserNameOrPassword'));
+    // The broker logs each refusal as it sends the CONNACK; the line may reach its output after mosquitto_pub exits.
+    const denied = await until(() => {
+      const lines = output()
+        .split('\n')
+        .filter((l) => l.includes('badUserNameOrPassword'));
+      return lines.length >= 2 ? lines : undefined;
+    }, 'both refusals in the broker output');
     expect(denied.length).toBeGreaterThanOrEqual(2);
   });
 
