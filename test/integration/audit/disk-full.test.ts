@@ -1,10 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import type { AuditRecord } from '../../../audit/record.js';
 import { verifyAuditLog } from '../../../audit/verify.js';
+import { canMountTmpfs, SmallFilesystems } from '../../helpers/small-filesystem.js';
 import { openAuditWriter, type AuditWriterStats, type FailurePolicy } from '../../../audit/writer.js';
 import { createLogger } from '../../../src/log.js';
 import {
@@ -17,33 +17,19 @@ import {
   writerOptions,
 } from './harness.js';
 
-const mounts: string[] = [];
-afterEach(() => {
-  // Lazy: a test that failed may still hold a file open on it.
-  for (const m of mounts.splice(0)) execFileSync('umount', ['-l', m]);
-});
+const filesystems = new SmallFilesystems();
+afterEach(() => filesystems.unmountAll());
 afterAll(() => {
   expect(findSecrets(allTempDirs())).toEqual([]);
   removeTempDirs();
 });
 
-/** A 64 KiB filesystem, so the disk really fills up; needs root (the test machines run as root). */
+/** A 64 KiB filesystem, so the disk really fills up. */
 function smallFilesystem(): string | undefined {
-  const dir = tempDir('bulwark-audit-tmpfs-');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir], { stdio: 'ignore' });
-  } catch {
-    return undefined;
-  }
-  mounts.push(dir);
-  return dir;
+  return filesystems.mount(tempDir('bulwark-audit-tmpfs-'), '64k');
 }
 
-const canMount = (() => {
-  const probe = smallFilesystem();
-  if (probe) execFileSync('umount', [mounts.pop() as string]);
-  return probe !== undefined;
-})();
+const canMount = canMountTmpfs();
 
 function capturingLogger(): { logger: ReturnType<typeof createLogger>; lines: string[] } {
   const lines: string[] = [];

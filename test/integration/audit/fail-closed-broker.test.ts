@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +5,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { verifyAuditLog } from '../../../audit/verify.js';
+import { canMountTmpfs, SmallFilesystems } from '../../helpers/small-filesystem.js';
 import { adminSocketPath, callAdmin } from '../../../src/admin/client.js';
 import { configSchema } from '../../../src/config/schema.js';
 import { BulwarkServer } from '../../../src/server.js';
@@ -14,10 +14,10 @@ import { endAll, rawConnect, rawSubscribe } from '../../helpers/mqtt-clients.js'
 import type { RawClient } from '../../helpers/raw-client.js';
 import { auditFiles } from './harness.js';
 
-const mounts: string[] = [];
+const filesystems = new SmallFilesystems();
 const dirs: string[] = [];
 afterEach(() => {
-  for (const m of mounts.splice(0)) execFileSync('umount', ['-l', m]);
+  filesystems.unmountAll();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -27,23 +27,12 @@ function temp(prefix: string): string {
   return dir;
 }
 
-/** A small tmpfs the test can fill completely; needs root (the test machines run as root). */
+/** A small tmpfs the test can fill completely. */
 function smallFilesystem(): string | undefined {
-  const dir = temp('bulwark-failclosed-tmpfs-');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir], { stdio: 'ignore' });
-  } catch {
-    return undefined;
-  }
-  mounts.push(dir);
-  return dir;
+  return filesystems.mount(temp('bulwark-failclosed-tmpfs-'), '256k');
 }
 
-const canMount = (() => {
-  const probe = smallFilesystem();
-  if (probe) execFileSync('umount', [mounts.pop() as string]);
-  return probe !== undefined;
-})();
+const canMount = canMountTmpfs();
 
 /** Takes every free block of the file system, so the audit writer's next write fails with ENOSPC. */
 function fill(fs: string): string {
