@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { join, resolve } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { callAdmin, adminSocketPath } from '../admin/client.js';
 import { banEntrySchema, type BanEntry, type BanKind } from './ban-entry.js';
 import { Blocklist } from './blocklist.js';
@@ -13,6 +13,7 @@ import {
 } from './blocklist-store.js';
 import { defaultGuardConfig } from './config.js';
 import { parseDuration } from '../config/duration.js';
+import { lockDataDir, type DataDirLock } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
 
 /** Where the CLI writes; injected so tests read the output without touching the process streams. */
@@ -81,9 +82,9 @@ function describe(entry: BanEntry): string {
   return `${entry.kind.padEnd(15)} ${entry.value}  until ${entry.until ?? 'forever'}  by ${entry.by}${reason}`;
 }
 
-function paths(options: CommonOptions): { socket: string; file: string } {
+function paths(options: CommonOptions): { dataDir: string; socket: string; file: string } {
   const dataDir = resolve(options.dataDir);
-  return { socket: adminSocketPath(dataDir), file: join(dataDir, options.blocklistFile) };
+  return { dataDir, socket: adminSocketPath(dataDir), file: join(dataDir, options.blocklistFile) };
 }
 
 function offlineActor(): string {
@@ -93,8 +94,36 @@ function offlineActor(): string {
 const OFFLINE_NOTE = 'offline: no broker is running; edited';
 const AUDIT_NOTE = 'not recorded in the audit log; the broker records expiries and its own changes';
 
+/**
+ * The data directory's broker lock, held for the length of an offline edit. An unreachable control socket does not
+ * prove that no broker runs there: one that is starting has taken the lock and loaded the block list before its
+ * socket opens, and would neither see the edit nor keep it (its next change rewrites the file from memory).
+ */
+async function lockForOfflineEdit(dataDir: string): Promise<DataDirLock> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    return lockDataDir(dataDir);
+  } catch (error) {
+    if (!(error instanceof BulwarkError)) throw error;
+    throw new Error(
+      `not changed: ${error.message}, but its control socket did not answer (still starting?); ` +
+        'try again once it is ready, so the change goes through it and is audited',
+      { cause: error },
+    );
+  }
+}
+
 /** Loads the file into a block list with the default limits, applies `edit`, writes it back atomically. */
-async function editOffline<T>(file: string, edit: (list: Blocklist) => T): Promise<T> {
+async function editOffline<T>(dataDir: string, file: string, edit: (list: Blocklist) => T): Promise<T> {
+  const lock = await lockForOfflineEdit(dataDir);
+  try {
+    return await editUnderLock(file, edit);
+  } finally {
+    lock.release();
+  }
+}
+
+async function editUnderLock<T>(file: string, edit: (list: Blocklist) => T): Promise<T> {
   const config = defaultGuardConfig().blocklist;
   const list = new Blocklist({
     maxEntries: config.max_entries,
@@ -150,7 +179,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
           if (durationMs === undefined || durationMs <= 0)
             throw new Error(`--for expects a duration such as 30m, 12h or 7d, got "${options.for}"`);
         }
-        const { socket, file } = paths(options);
+        const { dataDir, socket, file } = paths(options);
         const params = {
           kind,
           value,
@@ -166,7 +195,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
         }
         if (online.kind === 'error') throw brokerError(online.code, online.message);
         const now = Date.now();
-        const added = await editOffline(file, (list) =>
+        const added = await editOffline(dataDir, file, (list) =>
           list.add(
             {
               kind,
@@ -190,7 +219,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
     .addHelpText('after', '\nExample:\n  bulwark ban delete --cidr 203.0.113.0/24')
     .action(async (options: Record<string, unknown> & CommonOptions) => {
       const { kind, value } = selectorOf(options);
-      const { socket, file } = paths(options);
+      const { dataDir, socket, file } = paths(options);
       const online = await callAdmin(socket, 'ban.delete', { kind, value });
       if (online.kind === 'ok') {
         io.out(`deleted ${describe((online.result as { entry: BanEntry }).entry)}`);
@@ -198,7 +227,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
         return;
       }
       if (online.kind === 'error') throw brokerError(online.code, online.message);
-      const removed = await editOffline(file, (list) => list.remove(kind, value));
+      const removed = await editOffline(dataDir, file, (list) => list.remove(kind, value));
       if (removed === undefined) throw new Error(`no ${kind} entry for that value in ${file}`);
       io.out(`deleted ${describe(removed)}`);
       io.out(`(${OFFLINE_NOTE} ${file}; ${AUDIT_NOTE})`);
@@ -273,13 +302,13 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
     } catch (error) {
       throw error instanceof BulwarkError ? new Error(error.describe(), { cause: error }) : error;
     }
-    const { socket, file } = paths(options);
+    const { dataDir, socket, file } = paths(options);
     const online = await callAdmin(socket, 'ban.import', { entries });
     if (online.kind === 'error') throw brokerError(online.code, online.message);
     let outcome: { added: number; skipped: Array<{ kind: string; value: string; reason: string }> };
     if (online.kind === 'ok') outcome = online.result as typeof outcome;
     else {
-      outcome = await editOffline(file, (list) => {
+      outcome = await editOffline(dataDir, file, (list) => {
         const skipped: Array<{ kind: string; value: string; reason: string }> = [];
         let added = 0;
         for (const entry of entries) {

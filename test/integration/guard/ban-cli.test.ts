@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -97,6 +98,33 @@ describe('bulwark ban, offline', () => {
     expect((await bulwark('ban', 'delete', '--cidr', '203.0.113.0/24', '--data-dir', dir)).error).toMatch(
       /no cidr entry/,
     );
+  });
+
+  it('refuses to edit while a broker holds the data directory without answering on its socket, and never leaves the lock', async () => {
+    // A broker that is starting holds the lock and has read the block list before its control socket opens.
+    const starting = spawn('sleep', ['60'], { stdio: 'ignore' });
+    cleanups.push(async () => {
+      starting.kill();
+    });
+    writeFileSync(join(dir, 'bulwark.lock'), `${starting.pid}\n`);
+    const refused = await bulwark('ban', 'add', '--username', 'mallory', '--forever', '--data-dir', dir);
+    expect(refused.error).toBe(
+      `not changed: another broker (pid ${starting.pid}) is running on data directory ${dir}, but its control ` +
+        'socket did not answer (still starting?); try again once it is ready, so the change goes through it and is audited',
+    );
+    expect(existsSync(join(dir, 'blocklist.json'))).toBe(false);
+    expect(readFileSync(join(dir, 'bulwark.lock'), 'utf8')).toBe(`${starting.pid}\n`);
+
+    // Once that process is gone its lock is stale: the edit takes it over and gives it up when done.
+    starting.kill();
+    await new Promise((done) => starting.once('exit', done));
+    const added = await bulwark('ban', 'add', '--username', 'mallory', '--forever', '--data-dir', dir);
+    expect(added.error).toBeUndefined();
+    expect(existsSync(join(dir, 'bulwark.lock'))).toBe(false);
+    const stored = JSON.parse(readFileSync(join(dir, 'blocklist.json'), 'utf8')) as { entries: BanEntry[] };
+    expect(stored.entries.map((e) => e.value)).toEqual(['mallory']);
+    expect((await bulwark('ban', 'delete', '--username', 'mallory', '--data-dir', dir)).error).toBeUndefined();
+    expect(existsSync(join(dir, 'bulwark.lock'))).toBe(false);
   });
 
   it('is picked up by the broker at its next start', async () => {
