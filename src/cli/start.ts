@@ -94,6 +94,18 @@ async function reloadOnSignal(server: BulwarkServer, options: StartOptions, stat
 }
 
 /** Said once, before the listeners open: an operator wondering what the start spent its first second on can see it. */
+let stopAskedDuringStart: NodeJS.Signals | undefined;
+
+/** A stop signal while the broker starts: noted, and acted on once the start is complete (see the start command). */
+function stopOnceStarted(signal: NodeJS.Signals): void {
+  if (stopAskedDuringStart !== undefined) {
+    console.error(`bulwark: second ${signal} during start-up; exiting without a clean stop`);
+    process.exit(1);
+  }
+  stopAskedDuringStart = signal;
+  console.error(`bulwark: ${signal} during start-up; stopping once the broker has started (again to exit at once)`);
+}
+
 function logWarmup(server: BulwarkServer, warmup: WarmupResult, asked: number): void {
   if (asked === 0) return;
   const fields = { ...warmup, asked };
@@ -149,6 +161,10 @@ export function registerStartCommand(program: Command): void {
         const warmup = await warmUpConnectPath(config, config.warmup_connects);
         process.off('SIGTERM', stopDuringStart);
         process.off('SIGINT', stopDuringStart);
+        // From here the start replays the journal and opens the audit log: ending the process in the middle (the
+        // signal's default action) would leave both as a crash does. The stop waits for the start to finish.
+        process.on('SIGTERM', stopOnceStarted);
+        process.on('SIGINT', stopOnceStarted);
         server = new BulwarkServer({
           config,
           repair: options.repair ?? false,
@@ -183,6 +199,12 @@ export function registerStartCommand(program: Command): void {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      process.off('SIGTERM', stopOnceStarted);
+      process.off('SIGINT', stopOnceStarted);
+      if (stopAskedDuringStart !== undefined) {
+        shutdown(stopAskedDuringStart);
+        return;
+      }
       // Reloads run one after another: a second SIGHUP during a reload waits for it.
       let reloading: Promise<void> = Promise.resolve();
       const reload = (): void => {

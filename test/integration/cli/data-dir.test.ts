@@ -1,5 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -132,5 +144,44 @@ describe('bulwark start and its data directory', () => {
     expect(output.indexOf('SIGHUP: re-reading the configuration')).toBeGreaterThan(output.indexOf('bulwark: ready'));
     child.kill('SIGTERM');
     expect(await exited(child)).toBe(0);
+  }, 60_000);
+
+  it('a SIGTERM while the store is being read stops the broker cleanly once it has started, not by the signal', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bw-term-'));
+    const config = writeConfig(dir, await freePort());
+    // The journal is a named pipe: replaying it blocks the start in the store's read, which the test can see and
+    // release, so the signal surely lands in the middle of the start.
+    const store = join(dir, 'data', 'store');
+    mkdirSync(store, { recursive: true, mode: 0o700 });
+    const journal = join(store, 'journal-00000001.log');
+    execFileSync('mkfifo', ['-m', '600', journal]);
+    const child = spawn(process.execPath, [CLI, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const waitsForJournal = (): boolean => {
+      try {
+        return readFileSync(`/proc/${child.pid}/wchan`, 'utf8') === 'wait_for_partner';
+      } catch {
+        return false;
+      }
+    };
+    await until(waitsForJournal, 'the broker reading its journal', 30_000);
+    child.kill('SIGTERM');
+    // The handler runs only once the read returns; first make sure the kernel has delivered the signal.
+    const delivered = (): boolean =>
+      !/^(SigPnd|ShdPnd):\s*0*[1-9a-f]/m.test(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+    await until(delivered, 'the signal delivered');
+    // Opened for reading and writing, the pipe lets the replay read an empty journal and the writer append to it.
+    const pipe = openSync(journal, constants.O_RDWR);
+    try {
+      expect(await exited(child)).toBe(0);
+    } finally {
+      closeSync(pipe);
+    }
+    expect(child.signalCode).toBeNull();
+    expect(output).toContain('bulwark: SIGTERM during start-up; stopping once the broker has started');
+    expect(output.indexOf('"msg":"shutting down"')).toBeGreaterThan(output.indexOf('store restored'));
+    expect(existsSync(join(dir, 'data', 'bulwark.lock'))).toBe(false);
   }, 60_000);
 });
