@@ -168,11 +168,39 @@ export const ldapSettingsSchema = z
 export type LdapSettings = z.output<typeof ldapSettingsSchema>;
 
 /**
+ * Directory attributes that hold passwords, password hashes or private keys (OpenLDAP, 389-DS, Active Directory,
+ * Samba, Kerberos). LDAP attribute names are case-insensitive.
+ */
+const CREDENTIAL_ATTRIBUTES: ReadonlySet<string> = new Set([
+  'userpassword',
+  'authpassword',
+  'unicodepwd',
+  'dbcspwd',
+  'ntpwdhistory',
+  'lmpwdhistory',
+  'supplementalcredentials',
+  'sambantpassword',
+  'sambalmpassword',
+  'sambapasswordhistory',
+  'userpkcs12',
+  'krbprincipalkey',
+  'krbextradata',
+  'olcrootpw',
+]);
+
+/**
  * Cross-field rules, kept out of the schema so the registry can `.extend()` it (zod refuses to extend refined
  * objects). Returns one problem per broken rule, as `key: message`.
  */
 export function ldapSettingsProblems(s: LdapSettings): string[] {
   const problems: string[] = [];
+  for (const name of s.attributes) {
+    if (CREDENTIAL_ATTRIBUTES.has(name.toLowerCase()))
+      problems.push(
+        `attributes: ${name} holds credentials; copied into the identity it would reach policies, their ` +
+          'explanations (`policy explain` prints attribute values) and the wills kept in the store',
+      );
+  }
   if ((s.user_dn_template === undefined) === (s.search === undefined)) {
     problems.push('search: set exactly one of user_dn_template and search');
   }

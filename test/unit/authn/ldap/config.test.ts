@@ -25,6 +25,21 @@ describe('ldap settings', () => {
     expect(ldapSettingsProblems(searchOnly)).toEqual(['service_account: search needs service_account']);
   });
 
+  it('refuses to copy password or key attributes into the identity, whatever their case', () => {
+    const s = parse({
+      url: 'ldaps://dir',
+      user_dn_template: 'uid=${username},dc=x',
+      attributes: ['mail', 'userPassword', 'UNICODEPWD', 'sambaNTPassword'],
+    });
+    expect(ldapSettingsProblems(s)).toEqual([
+      expect.stringMatching(/^attributes: userPassword holds credentials; .* the wills kept in the store/),
+      expect.stringMatching(/^attributes: UNICODEPWD holds credentials/),
+      expect.stringMatching(/^attributes: sambaNTPassword holds credentials/),
+    ]);
+    expect(ldapSettingsProblems({ ...s, attributes: ['mail', 'departmentNumber'] })).toEqual([]);
+    expect(() => ldapOptionsFromSettings(s, 'ldap', '/')).toThrow(/userPassword holds credentials/);
+  });
+
   it('rejects a DN template without ${username} and unknown keys', () => {
     expect(() => parse({ url: 'ldaps://dir', user_dn_template: 'uid=fixed,dc=x' })).toThrow();
     expect(() => parse({ url: 'ldaps://dir', user_dn_template: 'uid=${username}', tls: { verify: false } })).toThrow();
