@@ -16,7 +16,7 @@ import {
   type TopicPattern,
 } from './topic.js';
 import type { AccessRequest, AuthzDecision, RuleRef } from './types.js';
-import { isSysTopic, SYS_PUBLISH_REFUSED } from '../src/sys/read-only.js';
+import { refusedByBroker } from '../src/sys/read-only.js';
 
 export interface RuleConsideration {
   rule: RuleRef;
@@ -99,8 +99,8 @@ export function explainAccess(policy: CompiledPolicy, req: AccessRequest): Expla
  */
 export function explainBrokerAccess(policy: CompiledPolicy, req: AccessRequest): Explanation {
   const e = explainAccess(policy, req);
-  if (req.action !== 'publish' || !isSysTopic(req.topic)) return e;
-  return { decision: SYS_PUBLISH_REFUSED, considered: e.considered, policyDecision: e.decision };
+  const refusal = refusedByBroker(req);
+  return refusal ? { decision: refusal, considered: e.considered, policyDecision: e.decision } : e;
 }
 
 function describeRequest(req: AccessRequest): string {

@@ -18,3 +18,8 @@ export const SYS_PUBLISH_REFUSED: AuthzDecision = Object.freeze({
 export function isSysTopic(topic: string): boolean {
   return topic.startsWith('$SYS') && (topic.length === 4 || topic.charCodeAt(4) === 0x2f);
 }
+
+/** The broker's answer before any policy is asked: a refusal, or undefined when the policy decides. */
+export function refusedByBroker(req: { readonly action: string; readonly topic: string }): AuthzDecision | undefined {
+  return req.action === 'publish' && isSysTopic(req.topic) ? SYS_PUBLISH_REFUSED : undefined;
+}

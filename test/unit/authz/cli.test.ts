@@ -411,4 +411,39 @@ describe('publish grants on $SYS, which the broker refuses before the policy', (
     await policyExplain([file], { client: 'x', publish: '$SYSTEM/x' }, other);
     expect(other.stdout.join('\n')).toContain('decision: ALLOW');
   });
+
+  it('policy test judges cases as the broker does: a $SYS publish case expecting allow fails on the broker rule', async () => {
+    const cases = [
+      'cases:',
+      '  - name: the tool rewrites the version',
+      '    identity: { client: tool-1 }',
+      '    publish: $SYS/broker/version',
+      '    expect: allow',
+      '  - name: not even a superuser writes $SYS',
+      '    identity: { user: root, superuser: true }',
+      '    publish: $SYS/broker/uptime',
+      '    expect: deny',
+      '    rule: sys-topics-are-read-only',
+      '  - name: the tool still writes ordinary topics',
+      '    identity: { client: tool-1 }',
+      '    publish: ordinary/x',
+      '    expect: allow',
+      '    rule: tool-writes-sys',
+      '  - name: monitors read $SYS',
+      '    identity: { client: monitor }',
+      '    subscribe: $SYS/#',
+      '    expect: allow',
+      '',
+    ].join('\n');
+    const file = write('sys.policy.yaml', sysPolicy);
+    write('sys.cases.yaml', cases);
+    const io = capture();
+    expect(await policyTest([file], io)).toBe(1);
+    expect(io.stderr.filter((l) => l.includes('FAIL'))).toEqual([
+      expect.stringMatching(
+        /FAIL the tool rewrites the version: expected allow, got deny by broker rule "sys-topics-are-read-only" \(applied before the policy\)$/,
+      ),
+    ]);
+    expect(io.stderr.at(-1)).toBe('3 passed, 1 failed');
+  });
 });
