@@ -48,6 +48,30 @@ export async function pathTaken(path: string): Promise<boolean> {
  * symlink at `path` is refused rather than followed: it could point anywhere, a file of someone else's included.
  */
 export async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
+  await writeFilesAtomic([{ path, data, mode }]);
+}
+
+/**
+ * Writes a set of files that belong together (a key and its certificate, their chain) as far as a file system
+ * allows all or nothing: every file is checked and written to its temporary first, and only when all are ready are
+ * they renamed into place. A refused path (a symbolic link, a directory) or a full disk then leaves every old file
+ * as it was, never a new key beside the old certificate.
+ */
+export async function writeFilesAtomic(
+  files: ReadonlyArray<{ path: string; data: string; mode: number }>,
+): Promise<void> {
+  for (const f of files) await refuseUnsafeTarget(f.path);
+  const staged: string[] = [];
+  try {
+    for (const f of files) staged.push(await stage(f.path, f.data, f.mode));
+    for (const [i, f] of files.entries()) await rename(staged[i] as string, f.path);
+  } catch (error) {
+    for (const temporary of staged) await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function refuseUnsafeTarget(path: string): Promise<void> {
   const existing = await lstat(path).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined;
     throw error;
@@ -68,6 +92,10 @@ export async function writeFileAtomic(path: string, data: string, mode: number):
       'choose another output path',
     );
   }
+}
+
+/** Writes `data` to a new temporary file beside `path` and returns its name. */
+async function stage(path: string, data: string, mode: number): Promise<string> {
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(
     temporary,
@@ -75,19 +103,17 @@ export async function writeFileAtomic(path: string, data: string, mode: number):
     mode,
   );
   try {
-    try {
-      // The umask may have narrowed the mode; a public certificate should still be readable as documented.
-      await handle.chmod(mode);
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, path);
+    // The umask may have narrowed the mode; a public certificate should still be readable as documented.
+    await handle.chmod(mode);
+    await handle.writeFile(data);
+    await handle.sync();
   } catch (error) {
+    await handle.close();
     await unlink(temporary).catch(() => undefined);
     throw error;
   }
+  await handle.close();
+  return temporary;
 }
 
 /**
@@ -101,9 +127,11 @@ export async function writeCertificateFiles(
 ): Promise<WrittenFiles> {
   await mkdir(dirname(basePath), { recursive: true });
   const files = certificateFilePaths(issued, basePath, options);
-  await writeFileAtomic(files.key, issued.keyPem, 0o600);
-  await writeFileAtomic(files.certificate, issued.certificatePem, 0o644);
-  if (files.chain !== undefined) await writeFileAtomic(files.chain, issued.chainPem, 0o644);
+  await writeFilesAtomic([
+    { path: files.key, data: issued.keyPem, mode: 0o600 },
+    { path: files.certificate, data: issued.certificatePem, mode: 0o644 },
+    ...(files.chain === undefined ? [] : [{ path: files.chain, data: issued.chainPem, mode: 0o644 }]),
+  ]);
   return files;
 }
 

@@ -4,7 +4,9 @@ import {
   existsSync,
   linkSync,
   lstatSync,
+  mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -190,6 +192,25 @@ describe('bulwark certs', () => {
     expect(readFileSync(join(dir, 'precious.chain.crt'), 'utf8')).toBe('PRECIOUS');
     expect(existsSync(join(dir, 'precious.crt'))).toBe(false);
     expect(existsSync(join(dir, 'precious.key'))).toBe(false);
+    process.exitCode = undefined;
+  });
+
+  it('with --force, a set whose chain path cannot be written keeps the old key and certificate together', async () => {
+    process.exitCode = undefined;
+    const ca = ['--ca-cert', join(dir, 'ca.crt'), '--ca-key', join(dir, 'ca.key')];
+    await bulwark('ca', '--out', dir, '--name', 'pair', '--cn', 'Pair CA', ...ca);
+    expect(process.exitCode).toBeUndefined();
+    const key = readFileSync(join(dir, 'pair.key'), 'utf8');
+    const certificate = readFileSync(join(dir, 'pair.crt'), 'utf8');
+    // Something that is no regular file now stands where the chain goes; the key and certificate come first.
+    rmSync(join(dir, 'pair.chain.crt'));
+    mkdirSync(join(dir, 'pair.chain.crt'));
+    const lines = await bulwark('ca', '--out', dir, '--name', 'pair', '--cn', 'Pair CA', ...ca, '--force');
+    expect(lines.join('\n')).toContain(`${join(dir, 'pair.chain.crt')} exists and is not a regular file`);
+    expect(process.exitCode).toBe(1);
+    expect(readFileSync(join(dir, 'pair.key'), 'utf8')).toBe(key);
+    expect(readFileSync(join(dir, 'pair.crt'), 'utf8')).toBe(certificate);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     process.exitCode = undefined;
   });
 
