@@ -1,5 +1,5 @@
+import { isClientInputError } from '../../src/sql-client-input-error.js';
 import { mysqlDriver, pgDriver } from '../../src/sql-drivers.js';
-import { isClientInputError } from '../sql/client-input-error.js';
 import type { ScramCredentialStore } from './credential-store.js';
 import { decodeScramCredential } from './credential-format.js';
 import {

@@ -1,9 +1,9 @@
+import { isClientInputError } from '../../src/sql-client-input-error.js';
 import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../types.js';
 import type { HashAlgorithm, StoredCredential } from '../verify/password-hash.js';
 import type { VerificationServices } from '../verify/services.js';
 import { verifyPasswordBounded } from '../verify/verify-password.js';
 import type { SqlBackend } from './backend.js';
-import { isClientInputError } from './client-input-error.js';
 import { bindValues, type CompiledQuery } from './query-template.js';
 
 export interface SqlAuthenticatorOptions {

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type mysql from 'mysql2/promise';
+import { isClientInputError } from '../../src/sql-client-input-error.js';
 import { mysqlDriver } from '../../src/sql-drivers.js';
 import { raceAbort } from '../verify/race-abort.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
-import { isClientInputError } from './client-input-error.js';
 
 export class MysqlBackend implements SqlBackend {
   readonly #pool: mysql.Pool;

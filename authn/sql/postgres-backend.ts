@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
+import { isClientInputError } from '../../src/sql-client-input-error.js';
 import { pgDriver } from '../../src/sql-drivers.js';
 import { raceAbort } from '../verify/race-abort.js';
 import type { SqlBackend, SqlConnectionSettings } from './backend.js';
-import { isClientInputError } from './client-input-error.js';
 
 export class PostgresBackend implements SqlBackend {
   readonly #pool: pg.Pool;

@@ -1,6 +1,7 @@
 /**
- * MySQL/MariaDB errors a value can cause in a query that is otherwise sound: the user name holds characters the
- * column's character set or collation cannot compare (a latin1 table asked about `ä€`), or does not fit.
+ * MySQL/MariaDB errors a value can cause in a query that is otherwise sound: the user name or client id holds
+ * characters the column's character set or collation cannot compare (a latin1 table asked about `ユーザー`), or
+ * does not fit.
  */
 const MYSQL_INPUT_ERRORS: ReadonlySet<string> = new Set([
   'ER_CANT_AGGREGATE_2COLLATIONS',
@@ -18,8 +19,11 @@ const MYSQL_INPUT_ERRORS: ReadonlySet<string> = new Set([
  * True when the database refused the query because of a value the client supplied, not because it is unwell: an
  * SQLSTATE of class 22 (data exception: untranslatable character, invalid byte sequence, string too long) or one of
  * MySQL's character-set and collation errors. Such a refusal is the client's problem: a deny, never a count
- * against the backend's circuit breaker. Everything else (unreachable, timeout, the service account refused,
- * syntax errors in the configured query, server errors) stays a backend failure.
+ * against the backend's circuit breaker (authentication) and never a source failure that `on_error` could turn
+ * into "ask the next source" (the SQL authorization source). Everything else (unreachable, timeout, the service
+ * account refused, syntax errors in the configured query, server errors) stays a backend failure.
+ *
+ * Shared by the SQL authentication step, the SCRAM SQL store and the SQL authorization source.
  */
 export function isClientInputError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
