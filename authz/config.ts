@@ -63,7 +63,9 @@ const sqlShape = (type: 'postgres' | 'mysql', defaultPort: number) => ({
     .max(60_000)
     .default(2_000)
     .describe('Deadline for one lookup; on expiry `on_error` applies.'),
-  on_error: onError,
+  on_error: onError.describe(
+    'When the database is unreachable, fails or times out, or a row is malformed: `deny` (fail closed) or `next` (ask the next source). A client id or user name the table cannot hold is not a failure: it denies, whatever this says.',
+  ),
 });
 
 export const authzSourceSchema = z.discriminatedUnion('type', [

@@ -2,7 +2,8 @@ import { LRUCache } from 'lru-cache';
 import type { Secret } from '../../authn/secret.js';
 import { BulwarkError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
-import { CompiledPolicy } from '../compile.js';
+import { isClientInputError } from '../../src/sql-client-input-error.js';
+import { CompiledPolicy, type Verdict } from '../compile.js';
 import { ACTIONS, TOPIC_ACTIONS, type RuleSpec } from '../model.js';
 import { parseTopicPattern } from '../topic.js';
 import type { AccessAction, AccessRequest, AuthzOutcome, AuthzSource } from '../types.js';
@@ -176,23 +177,35 @@ export function rowsToRules(rows: ReadonlyArray<Record<string, unknown>>, source
 
 interface Entry {
   at: number;
-  policy: CompiledPolicy;
+  /** The client's rows, compiled; or the refusal when the database could not take the client's values. */
+  policy: CompiledPolicy | Verdict;
+}
+
+function answer(policy: CompiledPolicy | Verdict, req: AccessRequest): AuthzOutcome {
+  return policy instanceof CompiledPolicy ? policy.authorize(req) : policy;
 }
 
 /**
  * PostgreSQL or MySQL/MariaDB ACL table. Rows for one (username, client id, peer host) are fetched with the
  * configured parameterised query, compiled like a policy file (deny wins, then first allow) and kept for
  * `cacheTtlMs` in a bounded cache, so checks after the first answer synchronously. Concurrent misses for the
- * same key share one query. Errors propagate to the chain, which applies the fail-closed rule.
+ * same key share one query. Errors propagate to the chain, which applies the fail-closed rule and `on_error`.
+ *
+ * One exception: a query the database refuses because of the client's own values (a client id or user name a
+ * LATIN1 database or latin1 column cannot hold, see `isClientInputError`) is an answer from a working database,
+ * not a failure. It denies every request of that identity, named as such, and is cached like rows. Were it a
+ * failure, `on_error: next` would let a client skip this source's deny rows by choosing its client id, and
+ * `on_error: deny` would report every such request as a backend outage.
  */
 export class SqlAclSource implements AuthzSource {
   readonly id: string;
   readonly #opts: SqlAclSourceOptions;
   readonly #query: { text: string; params: QueryParameter[] };
   readonly #cache: LRUCache<string, Entry>;
-  readonly #inflight = new Map<string, Promise<CompiledPolicy>>();
+  readonly #inflight = new Map<string, Promise<CompiledPolicy | Verdict>>();
   #executor: SqlExecutor | undefined;
   readonly #now: () => number;
+  readonly #refused: Verdict;
 
   constructor(opts: SqlAclSourceOptions) {
     const q = compileQuery(opts.query, opts.dialect);
@@ -203,6 +216,12 @@ export class SqlAclSource implements AuthzSource {
     this.#cache = new LRUCache<string, Entry>({ max: Math.max(1, opts.cacheMaxEntries) });
     this.#executor = opts.executor;
     this.#now = opts.now ?? Date.now;
+    this.#refused = Object.freeze({
+      kind: 'deny',
+      allowed: false,
+      rule: Object.freeze({ source: opts.id, name: 'identity-not-representable' }),
+      reason: `denied by ${opts.id}: the table cannot hold this client's identity`,
+    });
   }
 
   async start(): Promise<void> {
@@ -231,26 +250,43 @@ export class SqlAclSource implements AuthzSource {
     const id = req.identity;
     const key = `${id.username ?? '\u0000'}\u0001${id.clientId}\u0001${req.peerAddress}`;
     const entry = this.#cache.get(key);
-    if (entry && this.#now() - entry.at < this.#opts.cacheTtlMs) return entry.policy.authorize(req);
+    if (entry && this.#now() - entry.at < this.#opts.cacheTtlMs) return answer(entry.policy, req);
     let pending = this.#inflight.get(key);
     if (!pending) {
       pending = this.#fetch(key, req).finally(() => this.#inflight.delete(key));
       this.#inflight.set(key, pending);
     }
-    return pending.then((policy) => policy.authorize(req));
+    return pending.then((policy) => answer(policy, req));
   }
 
-  async #fetch(key: string, req: AccessRequest): Promise<CompiledPolicy> {
+  async #fetch(key: string, req: AccessRequest): Promise<CompiledPolicy | Verdict> {
     const executor = this.#executor;
     if (!executor) throw new Error(`authz source ${this.id} is not started`);
     const values = this.#query.params.map((p) =>
       p === 'username' ? (req.identity.username ?? null) : p === 'clientid' ? req.identity.clientId : req.peerAddress,
     );
-    const rows = await executor.query(this.#query.text, values);
-    const policy = new CompiledPolicy(rowsToRules(rows, this.id), { sourceId: this.id, superusers: false });
+    let policy: CompiledPolicy | Verdict;
+    try {
+      const rows = await executor.query(this.#query.text, values);
+      policy = new CompiledPolicy(rowsToRules(rows, this.id), { sourceId: this.id, superusers: false });
+    } catch (error) {
+      if (!isClientInputError(error)) throw error;
+      // The database's message can quote the offending bytes: log the code only. The denial itself is audited.
+      this.#opts.logger?.debug(
+        { event: 'authz.sql_input_refused', source: this.id, code: errorCode(error) },
+        'the ACL table cannot hold this client identity: denied',
+      );
+      policy = this.#refused;
+    }
     this.#cache.set(key, { at: this.#now(), policy });
     return policy;
   }
+}
+
+function errorCode(error: unknown): string | undefined {
+  const { code, sqlState } = error as { code?: unknown; sqlState?: unknown };
+  if (typeof sqlState === 'string') return typeof code === 'string' ? `${code} (${sqlState})` : sqlState;
+  return typeof code === 'string' ? code : undefined;
 }
 
 function tlsOptions(

@@ -168,6 +168,53 @@ describe('SQL source cache', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it('a value the database refuses (SQLSTATE class 22) is a deny kept for the TTL; other errors stay failures', async () => {
+    let now = 0;
+    const errors: Array<Error & { code?: string; sqlState?: string }> = [];
+    let calls = 0;
+    const e: SqlExecutor = {
+      async query() {
+        calls++;
+        const next = errors.shift();
+        if (next) throw next;
+        return [];
+      },
+      async close() {},
+    };
+    const source = new SqlAclSource({
+      id: 'acl',
+      dialect: 'postgres',
+      query: 'SELECT * FROM acl WHERE clientid = ${clientid}',
+      executor: e,
+      cacheTtlMs: 100,
+      cacheMaxEntries: 10,
+      queryTimeoutMs: 100,
+      now: () => now,
+    });
+    const refusal = {
+      kind: 'deny',
+      allowed: false,
+      rule: { source: 'acl', name: 'identity-not-representable' },
+      reason: "denied by acl: the table cannot hold this client's identity",
+    };
+    errors.push(Object.assign(new Error('untranslatable character'), { code: '22P05' }));
+    expect(await source.authorize(request('publish', 'a'))).toEqual(refusal);
+    // Same identity, another topic or action: answered from the cache, synchronously, without a query.
+    expect(source.authorize(request('connect', ''))).toEqual(refusal);
+    expect(calls).toBe(1);
+    now += 100;
+    errors.push(Object.assign(new Error('Illegal mix of collations'), { code: 'ER_CANT_AGGREGATE_2COLLATIONS' }));
+    expect(await source.authorize(request('subscribe', 'a'))).toEqual(refusal);
+    now += 100;
+    // Not the client's doing: thrown to the chain (which applies on_error), and not cached.
+    errors.push(Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' }));
+    await expect(source.authorize(request('publish', 'a'))).rejects.toThrow('connection refused');
+    errors.push(Object.assign(new Error('syntax error'), { code: '42601' }));
+    await expect(source.authorize(request('publish', 'a'))).rejects.toThrow('syntax error');
+    expect(await source.authorize(request('publish', 'a'))).toEqual({ kind: 'nomatch' });
+    expect(calls).toBe(5);
+  });
+
   it('refuses a configuration whose query concatenates values', () => {
     expect(
       () =>

@@ -1,0 +1,212 @@
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { authorizationConfigSchema } from '../../../authz/config.js';
+import { createAuthorization, type AuthorizationSubsystem } from '../../../authz/create.js';
+import type { AccessAction, AuthzDecision } from '../../../authz/types.js';
+import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
+import type { SqlServiceInfo } from '../../helpers/services/types.js';
+import { identity, request } from '../../unit/authz/helpers.js';
+
+/** Outside latin1 (and MySQL's latin1, which is cp1252 and does hold €): neither table can compare it. */
+const UNREPRESENTABLE = 'ユーザー€';
+
+/** The policy file behind the SQL source allows everything: whatever reaches it is let in. */
+const ALLOW_ALL = `version: 1
+rules:
+  - name: everyone-connects
+    allow: connect
+    subjects: all
+  - name: everything
+    allow: [publish, subscribe, receive]
+    subjects: all
+    topics: ['#']
+`;
+
+/** Rows of the single-byte ACL table: `mallory` is kept off every topic, `plain` gets its own subtree. */
+const ROWS: ReadonlyArray<readonly [string | null, string | null, string, string, string | null]> = [
+  ['mallory', null, 'deny', 'all', '#'],
+  ['plain', null, 'allow', 'all', 'sensors/plain/#'],
+  ['plain', null, 'deny', 'publish', 'sensors/plain/secret'],
+];
+
+interface Backend {
+  type: 'postgres' | 'mysql';
+  info: ReturnType<typeof inject<'postgres'>>;
+  /** The single-byte database (PostgreSQL) or the shared one with a latin1 table (MariaDB). */
+  database(db: SqlServiceInfo): string;
+  exec(db: SqlServiceInfo, sql: string[]): Promise<void>;
+  createTable(table: string): string;
+  insert(table: string): string;
+}
+
+const backends: Backend[] = [
+  {
+    type: 'postgres',
+    info: inject('postgres'),
+    database: () => 'bulwark_latin1',
+    async exec(db, sql) {
+      const c = new pg.Client({
+        host: db.host,
+        port: db.port,
+        user: db.user,
+        password: db.password,
+        database: 'bulwark_latin1',
+      });
+      await c.connect();
+      try {
+        for (const s of sql) await c.query(s);
+      } finally {
+        await c.end();
+      }
+    },
+    createTable: (t) => `CREATE TABLE ${t} (username text, clientid text, permission text, action text, topic text)`,
+    insert: (t) =>
+      `INSERT INTO ${t} VALUES ${ROWS.map((r) => `(${r.map((v) => (v === null ? 'NULL' : `'${v}'`)).join(', ')})`).join(', ')}`,
+  },
+  {
+    type: 'mysql',
+    info: inject('mariadb'),
+    database: (db) => db.database,
+    async exec(db, sql) {
+      const c = await mysql.createConnection({
+        host: db.host,
+        port: db.port,
+        user: db.user,
+        password: db.password,
+        database: db.database,
+      });
+      try {
+        for (const s of sql) await c.query(s);
+      } finally {
+        await c.end();
+      }
+    },
+    createTable: (t) =>
+      `CREATE TABLE ${t} (username varchar(64), clientid varchar(64), permission varchar(8), action varchar(32), topic varchar(255)) CHARACTER SET latin1 COLLATE latin1_swedish_ci`,
+    insert: (t) =>
+      `INSERT INTO ${t} VALUES ${ROWS.map((r) => `(${r.map((v) => (v === null ? 'NULL' : `'${v}'`)).join(', ')})`).join(', ')}`,
+  },
+];
+
+for (const b of backends) {
+  for (const onError of ['next', 'deny'] as const) {
+    describe(`${b.type} ACL source (on_error: ${onError}): a client identity the table cannot hold`, () => {
+      const table = `authz_latin1_${randomBytes(4).toString('hex')}`;
+      const sourceId = `acl-${b.type}`;
+      const lines: Array<Record<string, unknown>> = [];
+      const raw: string[] = [];
+      let dir: TempDir;
+      let db: SqlServiceInfo;
+      let sub: AuthorizationSubsystem;
+
+      beforeAll(async () => {
+        // The harness could not start the database: fail with its reason rather than pass silently.
+        if ('missing' in b.info) throw new Error(`${b.type} unavailable: ${b.info.missing}`);
+        db = b.info;
+        await b.exec(db, [b.createTable(table), b.insert(table)]);
+        dir = tempDir('bulwark-authz-latin1-');
+        const policy = dir.write('site.policy.yaml', ALLOW_ALL);
+        const logger = pino(
+          { level: 'debug' },
+          new Writable({
+            write(chunk: Buffer, _enc, done) {
+              for (const line of chunk.toString('utf8').split('\n')) {
+                if (!line) continue;
+                raw.push(line);
+                lines.push(JSON.parse(line) as Record<string, unknown>);
+              }
+              done();
+            },
+          }),
+        );
+        sub = createAuthorization(
+          authorizationConfigSchema.parse({
+            policy_files: [policy],
+            watch: false,
+            sources: [
+              {
+                type: b.type,
+                id: sourceId,
+                host: db.host,
+                port: db.port,
+                user: db.user,
+                password: db.password,
+                database: b.database(db),
+                query: `SELECT permission, action, topic FROM ${table} WHERE username = \${username} OR clientid = \${clientid}`,
+                on_error: onError,
+              },
+              { type: 'file' },
+            ],
+          }),
+          { baseDir: dir.path, logger },
+        );
+        await sub.start();
+      });
+
+      afterAll(async () => {
+        await sub?.stop();
+        if (db) await b.exec(db, [`DROP TABLE IF EXISTS ${table}`]).catch(() => undefined);
+        dir?.cleanup();
+      });
+
+      const refused = (): Partial<AuthzDecision> => ({
+        allowed: false,
+        rule: { source: sourceId, name: 'identity-not-representable' },
+        reason: `denied by ${sourceId}: the table cannot hold this client's identity`,
+      });
+
+      const ask = async (
+        who: { username: string; clientId: string },
+        action: AccessAction,
+        topic: string,
+      ): Promise<AuthzDecision> =>
+        sub.authorizer.check(request(action, action === 'connect' ? '' : topic, { identity: identity(who) }));
+
+      it('a client id it cannot hold denies every request, although the next source would allow', async () => {
+        // mallory's deny row would be skipped if the refusal handed the request to the policy file.
+        const mallory = { username: 'mallory', clientId: UNREPRESENTABLE };
+        expect(await ask(mallory, 'publish', 'sensors/x')).toMatchObject(refused());
+        expect(await ask(mallory, 'subscribe', '#')).toMatchObject(refused());
+        expect(await ask(mallory, 'connect', '')).toMatchObject(refused());
+      });
+
+      it('so does a user name it cannot hold', async () => {
+        expect(await ask({ username: UNREPRESENTABLE, clientId: 'u-1' }, 'publish', 'sensors/x')).toMatchObject(
+          refused(),
+        );
+      });
+
+      it('is not reported as a source failure, and the log carries no value of the client', () => {
+        expect(lines.filter((l) => l.event === 'authz.source_failed')).toEqual([]);
+        const refusals = lines.filter((l) => l.event === 'authz.sql_input_refused');
+        expect(refusals.length).toBeGreaterThan(0);
+        for (const l of refusals) expect(l).toMatchObject({ level: 20, source: sourceId });
+        expect(raw.filter((l) => l.includes(UNREPRESENTABLE) || l.includes('\\u30e6'))).toEqual([]);
+      });
+
+      it('an ordinary client is still judged by its rows, and by the next source where none match', async () => {
+        const plain = { username: 'plain', clientId: 'plain-1' };
+        expect(await ask(plain, 'publish', 'sensors/plain/temp')).toMatchObject({
+          allowed: true,
+          rule: { source: sourceId, name: 'row-1' },
+        });
+        expect(await ask(plain, 'publish', 'sensors/plain/secret')).toMatchObject({
+          allowed: false,
+          rule: { source: sourceId, name: 'row-2' },
+        });
+        expect(await ask(plain, 'publish', 'elsewhere/x')).toMatchObject({
+          allowed: true,
+          rule: { source: 'file', name: 'everything' },
+        });
+        expect(await ask({ username: 'mallory', clientId: 'm-1' }, 'publish', 'sensors/x')).toMatchObject({
+          allowed: false,
+          rule: { source: sourceId, name: 'row-1' },
+        });
+      });
+    });
+  }
+}
