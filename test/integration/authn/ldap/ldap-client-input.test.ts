@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MAX_LDAP_USERNAME_BYTES } from '../../../../authn/ldap/authenticator.js';
 import { CircuitBreaker } from '../../../../authn/verify/breaker.js';
-import { deadline, login, made, make, slapd, SLAPD_SEED } from './fixtures.js';
+import { Secret } from '../../../../authn/secret.js';
+import { deadline, login, made, make, searchLookup, service, slapd, SLAPD_SEED } from './fixtures.js';
 
 const { alice } = SLAPD_SEED.users;
 
@@ -82,5 +83,56 @@ describe.skipIf(!slapd)('ldap: refusals caused by the client’s user name', () 
     const a = make();
     const r = await a.authenticate(login('a'.repeat(MAX_LDAP_USERNAME_BYTES), 'whatever'), deadline());
     expect(r).toMatchObject({ kind: 'deny', detail: 'directory refused the bind (invalid credentials)' });
+  });
+
+  /**
+   * What a client can put in front of the directory once the broker's own checks pass: well-formed UTF-8 without
+   * NUL (the MQTT codec), no control characters or padding and at most 256 bytes (this step), any password bytes up
+   * to 65535. Against OpenLDAP none of it draws a result code that is not already the client's answer (49, 34, no
+   * entry), so none of it may ever reach the breaker as a failure.
+   */
+  it('crafted user names and passwords are answered, never counted as directory failures', async () => {
+    const names = [
+      'a,b+c=d;e<f>"g"\\h',
+      '#lead',
+      ')(uid=*',
+      '*',
+      '\\2a',
+      '\ufffd',
+      '\uffff\ufdd0',
+      '\u{10ffff}\u{1f600}',
+      'a\u0085b\u0080\u009f',
+      '\u0301',
+      '\u202e\u200b\u061c',
+      '\u0378\ue000',
+      'uid=alice,ou=people,dc=example,dc=com',
+      'a'.repeat(MAX_LDAP_USERNAME_BYTES),
+      '€'.repeat(Math.floor(MAX_LDAP_USERNAME_BYTES / 3)),
+      '\u{1f600}'.repeat(MAX_LDAP_USERNAME_BYTES / 4),
+    ];
+    const passwords = [
+      new Secret('pw'),
+      new Secret(Buffer.alloc(65_535, 0x61)),
+      new Secret(Buffer.from([0])),
+      new Secret(Buffer.from([0xff, 0xfe, 0xc3])),
+    ];
+    const { breaker, states } = strictBreaker();
+    const steps = [
+      make({ breaker }),
+      make({ breaker, lookup: searchLookup, service }),
+      // An attribute whose syntax refuses most names: the directory says 34 (bind) or matches nothing (search).
+      make({ breaker, lookup: { kind: 'bind', dnTemplate: `mail=\${username},${SLAPD_SEED.peopleDn}` } }),
+      make({ breaker, lookup: { ...searchLookup, filter: '(uidNumber>=${username})' }, service }),
+    ];
+    for (const step of steps) {
+      for (const name of names) {
+        for (const password of passwords) {
+          const r = await step.authenticate({ ...login(name, 'x'), password }, deadline());
+          expect(r).toMatchObject({ kind: 'deny', reason: 'badUserNameOrPassword' });
+        }
+      }
+    }
+    expect(breaker.state).toBe('closed');
+    expect(states).toEqual([]);
   });
 });
