@@ -61,6 +61,14 @@ type Verification =
  */
 export const MAX_LDAP_USERNAME_BYTES = 256;
 
+/**
+ * The longest client id (UTF-8 bytes) sent to the directory, when a DN template or filter uses `${clientid}`. The
+ * broker's own client id limit can be raised to 65535 characters; in a template that would let a client send a
+ * bind larger than the directory accepts before authentication (OpenLDAP closes the connection, which looks like
+ * an outage and would open the breaker for everyone).
+ */
+export const MAX_LDAP_CLIENT_ID_BYTES = 256;
+
 interface CachedBind {
   user: UserEntry;
 }
@@ -184,6 +192,13 @@ export class LdapAuthenticator implements Authenticator {
         kind: 'deny',
         reason: 'badUserNameOrPassword',
         detail: `user name longer than ${MAX_LDAP_USERNAME_BYTES} bytes`,
+      };
+    }
+    if (this.#keyOnClientId && Buffer.byteLength(attempt.clientId) > MAX_LDAP_CLIENT_ID_BYTES) {
+      return {
+        kind: 'deny',
+        reason: 'clientIdentifierNotValid',
+        detail: `client id longer than ${MAX_LDAP_CLIENT_ID_BYTES} bytes, and the directory lookup uses it`,
       };
     }
     const key = this.#digest(attempt, password);

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_LDAP_USERNAME_BYTES } from '../../../../authn/ldap/authenticator.js';
+import { MAX_LDAP_CLIENT_ID_BYTES, MAX_LDAP_USERNAME_BYTES } from '../../../../authn/ldap/authenticator.js';
 import { CircuitBreaker } from '../../../../authn/verify/breaker.js';
 import { Secret } from '../../../../authn/secret.js';
 import { deadline, login, made, make, searchLookup, service, slapd, SLAPD_SEED } from './fixtures.js';
@@ -77,6 +77,28 @@ describe.skipIf(!slapd)('ldap: refusals caused by the client’s user name', () 
     } finally {
       listener.close();
     }
+  });
+
+  it(`a client id over ${MAX_LDAP_CLIENT_ID_BYTES} bytes is refused before any directory traffic when the DN template uses it`, async () => {
+    const { breaker, states } = strictBreaker();
+    const template = `uid=\${username},${SLAPD_SEED.peopleDn}`;
+    const withClientId = make({
+      breaker,
+      lookup: { kind: 'bind', dnTemplate: `${template.replace('uid=', 'description=${clientid}+uid=')}` },
+    });
+    // Over OpenLDAP's 256 KiB limit for a request before authentication: the directory would close the connection,
+    // an outage to the breaker.
+    const long = 'c'.repeat(300_000);
+    expect(await withClientId.authenticate(login('alice', alice.password, long), deadline())).toEqual({
+      kind: 'deny',
+      reason: 'clientIdentifierNotValid',
+      detail: `client id longer than ${MAX_LDAP_CLIENT_ID_BYTES} bytes, and the directory lookup uses it`,
+    });
+    expect(breaker.state).toBe('closed');
+    expect(states).toEqual([]);
+    // A template without ${clientid} does not care how long the client id is.
+    const plain = make({ breaker });
+    expect((await plain.authenticate(login('alice', alice.password, long), deadline())).kind).toBe('allow');
   });
 
   it(`a user name of exactly ${MAX_LDAP_USERNAME_BYTES} bytes still reaches the directory`, async () => {
