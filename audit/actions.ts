@@ -10,6 +10,7 @@ export const AuditAction = {
   authnReauthAllowed: 'authn.reauth_allowed',
   authnReauthDenied: 'authn.reauth_denied',
   clientDisconnected: 'client.disconnected',
+  connectionMalformedConnect: 'connection.malformed_connect',
   authzConnectDenied: 'authz.connect_denied',
   authzPublishDenied: 'authz.publish_denied',
   authzSubscribeDenied: 'authz.subscribe_denied',
@@ -42,11 +43,15 @@ export const AuditAction = {
   auditRetentionDeleted: 'audit.retention_deleted',
   auditCheckpoint: 'audit.checkpoint',
   auditWriteRecovered: 'audit.write_recovered',
+  auditRefusalsSuppressed: 'audit.refusals_suppressed',
 } as const;
 
 export type AuditActionName = (typeof AuditAction)[keyof typeof AuditAction];
 
-/** The actions the writer itself appends; the broker never records these. */
+/**
+ * The actions the writer itself appends; the broker never records these. (`audit.refusals_suppressed` is about
+ * the log's content too, but the broker records it: see audit/refusal-limiter.ts.)
+ */
 export const WRITER_ACTIONS: ReadonlySet<string> = new Set([
   AuditAction.auditTornTailSealed,
   AuditAction.auditRetentionDeleted,

@@ -101,6 +101,37 @@ export const auditMirrorSchema = z
 
 export type AuditMirrorConfig = z.output<typeof auditMirrorSchema>;
 
+/**
+ * `audit.refusals`: how records of repeated refusals before authentication are bounded (audit/refusal-limiter.ts).
+ * The defaults keep one client's flood to at most 11 records a minute per key.
+ */
+export const auditRefusalsSchema = z
+  .object({
+    burst: z
+      .number()
+      .int()
+      .min(0)
+      .max(10_000)
+      .default(10)
+      .describe(
+        'Refusals per key (action, client address, reason code, listener) and window that are recorded one by one; later ones in the window are counted and summarised in one `audit.refusals_suppressed` record when it ends. 0: summaries only.',
+      ),
+    window: duration(
+      'Length of a key’s counting window, from its first refusal; its summary is written when it ends. 1s to 24h.',
+      '60s',
+    ).refine((ms) => ms >= 1000 && ms <= 24 * 3600 * 1000, 'must be between 1s and 24h'),
+    max_keys: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(1000)
+      .describe(
+        'Keys counted separately at most (about 200 bytes each); refusals of further keys while all are in their window share one overflow key per action, counted and summarised the same way.',
+      ),
+  })
+  .strict();
+
 /** The `audit:` section of the broker configuration. */
 export const auditConfigSchema = z
   .object({
@@ -175,6 +206,11 @@ export const auditConfigSchema = z
       .boolean()
       .default(false)
       .describe('Record PUBLISH payloads (base64) in denial records. Off by default: payloads can hold secrets.'),
+    refusals: auditRefusalsSchema
+      .prefault({})
+      .describe(
+        'Bounds the records of refusals a client can repeat at no cost before it has proved anything (`tls.handshake_refused`, `guard.blocked`, `guard.throttle_refused`, `connection.malformed_connect`, `proxy.header_refused`) and their log lines: a flood of connection attempts cannot fill the disk, yet every refusal is counted. See docs/audit.md, "Repeated refusals".',
+      ),
     mirror: auditMirrorSchema
       .optional()
       .describe(

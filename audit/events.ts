@@ -79,8 +79,22 @@ export interface AuditSelfFields {
   /** Events dropped and write failures while the log could not be written (`audit.write_recovered`). */
   dropped?: number;
   failures?: number;
-  /** Why: `max_files`, `max_age` (retention); `interval`, `rotation`, `shutdown` (checkpoint). */
+  /**
+   * Why: `max_files`, `max_age` (retention); `interval`, `rotation`, `shutdown` (checkpoint); `window_end`,
+   * `shutdown` (refusals suppressed).
+   */
   reason?: string;
+  /** `audit.refusals_suppressed`: the action of the refusals counted, not recorded one by one. */
+  action?: string;
+  /** `audit.refusals_suppressed`: refusals of the key in the interval counted only here. */
+  suppressed?: number;
+  /** `audit.refusals_suppressed`: refusals of the key in the interval that were recorded one by one. */
+  recorded?: number;
+  /** `audit.refusals_suppressed`: the interval the counts cover (ISO 8601; start inclusive, end exclusive). */
+  window_start?: string;
+  window_end?: string;
+  /** `audit.refusals_suppressed`: true for the key that counts refusals beyond the limiter's key bound. */
+  overflow?: boolean;
   /** An Ed25519 signature over the chain head: see docs/audit.md "Checkpoints". */
   checkpoint?: AuditCheckpoint;
 }

@@ -155,7 +155,38 @@ export const auditRecordSchema = z
         reason: z
           .string()
           .optional()
-          .describe('Retention: max_files or max_age; checkpoint: interval, rotation or shutdown.'),
+          .describe(
+            'Retention: max_files or max_age; checkpoint: interval, rotation or shutdown; refusals suppressed: ' +
+              'window_end or shutdown.',
+          ),
+        action: z
+          .string()
+          .optional()
+          .describe('Refusals suppressed: the action of the refusals counted, e.g. `tls.handshake_refused`.'),
+        suppressed: z
+          .number()
+          .int()
+          .min(1)
+          .optional()
+          .describe('Refusals suppressed: refusals of the key in the interval that have no record of their own.'),
+        recorded: z
+          .number()
+          .int()
+          .min(0)
+          .optional()
+          .describe('Refusals suppressed: refusals of the key in the interval that were recorded one by one.'),
+        window_start: z.iso
+          .datetime()
+          .optional()
+          .describe('Refusals suppressed: start of the interval the counts cover (inclusive).'),
+        window_end: z.iso
+          .datetime()
+          .optional()
+          .describe('Refusals suppressed: end of the interval the counts cover (exclusive).'),
+        overflow: z
+          .boolean()
+          .optional()
+          .describe('Refusals suppressed: true for the key counting refusals beyond `audit.refusals.max_keys`.'),
         checkpoint: z
           .object({
             seq: z.number().int().min(0).describe('seq of the record the checkpoint signs (the one before it).'),

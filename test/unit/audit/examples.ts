@@ -164,7 +164,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       code: 'banned',
     },
     client: { ip: '198.51.100.7', port: 50412 },
-    mqtt: { client_id: 'device-042' },
+    mqtt: { client_id: 'device-042', listener: 'mqtts' },
     guard: { key: 'device-042', dimension: 'client_id', until: '2026-11-26T10:00:00.000Z' },
     labels: { by: 'cli:root@unix-socket' },
   },
@@ -176,7 +176,7 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       code: 'banned',
     },
     client: { ip: '203.0.113.9', port: 40111 },
-    mqtt: { client_id: 'dash-1', username: 'alice' },
+    mqtt: { client_id: 'dash-1', listener: 'mqtt', username: 'alice' },
     guard: { key: 'alice', dimension: 'username', until: '2026-11-25T10:05:00.000Z' },
   },
   {
@@ -318,6 +318,37 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     user: { name: 'sensor-17' },
     mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5, reason_code: 135 },
     authz: { rule: 'default-deny', rule_name: 'default-deny', action: 'connect' },
+  },
+  {
+    event: {
+      action: 'connection.malformed_connect',
+      outcome: 'failure',
+      reason: 'unsupported protocol level 6',
+      code: 'unsupportedProtocolVersion',
+    },
+    client: { ip: '203.0.113.44', port: 49152 },
+    mqtt: { listener: 'mqtt', reason_code: 132 },
+  },
+  {
+    event: {
+      action: 'audit.refusals_suppressed',
+      outcome: 'failure',
+      reason:
+        '2387 tls.handshake_refused refusals from 203.0.113.80 on mqtts (ECONNRESET) not recorded one by one: ' +
+        '2397 in the interval, 10 recorded',
+      code: 'ECONNRESET',
+    },
+    client: { ip: '203.0.113.80' },
+    mqtt: { listener: 'mqtts' },
+    actor: 'broker',
+    audit: {
+      action: 'tls.handshake_refused',
+      suppressed: 2387,
+      recorded: 10,
+      window_start: '2026-11-25T09:59:00.000Z',
+      window_end: '2026-11-25T10:00:00.000Z',
+      reason: 'window_end',
+    },
   },
 ];
 
