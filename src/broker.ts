@@ -6,7 +6,8 @@ import {
   type Identity,
   type TlsPeerInfo,
 } from '../authn/types.js';
-import type { AuditSink } from '../audit/events.js';
+import type { AuditEvent, AuditSink } from '../audit/events.js';
+import { RefusalLimiter } from '../audit/refusal-limiter.js';
 import { authnDecisionEvent } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
 import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
@@ -41,6 +42,8 @@ export interface BrokerOptions {
   audit: AuditSink;
   guard?: ConnectGuard;
   store?: SessionStore;
+  /** Clock of the refusal limiter (epoch ms); injected so tests scale time instead of sleeping. */
+  refusalClock?: () => number;
 }
 
 const NEVER_EXPIRES = 0xffff_ffff;
@@ -86,6 +89,8 @@ export class Broker {
   private restoring = false;
   readonly log: Logger;
   readonly audit: AuditSink;
+  /** Bounds the records (and log lines) of repeated refusals before authentication: see `recordRefusal`. */
+  readonly refusals: RefusalLimiter;
   authorizer: Authorizer;
   guard: ConnectGuard | undefined;
   private readonly sessionEvents: SessionEvents;
@@ -112,6 +117,30 @@ export class Broker {
     this.limits = options.config.limits;
     this.log = options.log;
     this.audit = options.audit;
+    const refusals = options.config.audit.refusals;
+    this.refusals = new RefusalLimiter({
+      burst: refusals.burst,
+      windowMs: refusals.window,
+      maxKeys: refusals.max_keys,
+      now: options.refusalClock,
+      onSummary: (summary) => {
+        this.audit.record(summary);
+        const a = summary.audit!;
+        this.log.warn(
+          {
+            action: a.action,
+            peer: summary.client?.ip,
+            listener: summary.mqtt?.listener,
+            code: summary.event.code,
+            suppressed: a.suppressed,
+            recorded: a.recorded,
+            from: a.window_start,
+            to: a.window_end,
+          },
+          'repeated refusals: the rest of the interval was counted, not recorded one by one',
+        );
+      },
+    });
     this.authorizer = options.authorizer;
     this.guard = options.guard;
     const store = options.store?.enabled ? options.store : undefined;
@@ -1045,6 +1074,17 @@ export class Broker {
   }
 
   // --- audit -------------------------------------------------------------------------------------------
+
+  /**
+   * Records a refusal a client can repeat before proving anything (`SUMMARISED_REFUSALS`), within the bound of
+   * `audit.refusals`. True: it was recorded; log it. False: it was counted for its key's summary record, and its
+   * log line is left out too, so a flood of attempts is bounded in the log as in the audit log.
+   */
+  recordRefusal(event: AuditEvent): boolean {
+    if (!this.refusals.admit(event)) return false;
+    this.audit.record(event);
+    return true;
+  }
 
   recordAuthentication(connection: Connection, attempt: ConnectAttempt, result: ChainResult): void {
     if (result.kind === 'continue') return;

@@ -12,6 +12,9 @@ export interface GuardClient {
   address: string;
   certFingerprint: string | undefined;
   jwtSubject: string | undefined;
+  /** Peer port and listener name: not matched by anything, only named in the guard's refusal records. */
+  port?: number;
+  listener?: string;
 }
 
 export type GuardVerdict =
@@ -43,6 +46,8 @@ export function guardClientOf(attempt: ConnectAttempt): GuardClient {
     address: attempt.peer.address,
     certFingerprint: attempt.tls?.certificate?.fingerprint256,
     jwtSubject: undefined,
+    port: attempt.peer.port,
+    listener: attempt.listener,
   };
 }
 
@@ -57,6 +62,8 @@ export function attemptedGuardClient(attempt: ConnectAttempt, attemptedUsername:
     address: attempt.peer.address,
     certFingerprint: attempt.tls?.certificate?.fingerprint256,
     jwtSubject: undefined,
+    port: attempt.peer.port,
+    listener: attempt.listener,
   };
 }
 
@@ -73,5 +80,7 @@ export function verifiedGuardClient(attempt: ConnectAttempt, identity: Identity)
     address: attempt.peer.address,
     certFingerprint: attempt.tls?.certificate?.fingerprint256,
     jwtSubject: identity.attributes['jwt.sub'],
+    port: attempt.peer.port,
+    listener: attempt.listener,
   };
 }

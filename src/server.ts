@@ -42,6 +42,8 @@ export interface ServerOptions {
   authenticators?: ReadonlyMap<string, ConnectAuthenticator>;
   /** SHA-256 (hex) of the configuration file's content, for `broker.started` (the one `config.changed` compares). */
   configHash?: string;
+  /** Clock of the audit refusal limiter (epoch ms): tests move it instead of sleeping through a window. */
+  refusalClock?: () => number;
 }
 
 /**
@@ -94,6 +96,7 @@ export class BulwarkServer {
       authorizer: options.authorizer ?? refuseUntilStarted,
       audit: this.audit,
       guard: options.guard,
+      refusalClock: options.refusalClock,
     });
     this.chains = new AuthenticationChains(config, this.broker.audit, this.log, options.baseDir ?? process.cwd());
     for (const listenerConfig of config.listeners) {
@@ -165,6 +168,8 @@ export class BulwarkServer {
         config: config.guard,
         dataDir,
         onEvent: (event) => this.audit.record(event),
+        // Each refused CONNECT is a refusal a client can repeat for free: bounded like a failed handshake.
+        onRefusal: (event) => void this.broker.recordRefusal(event),
         log: this.log,
       });
       this.guard.start();
@@ -295,6 +300,8 @@ export class BulwarkServer {
     await this.authorization?.stop();
     await this.chains.stop();
     for (const secure of this.secureListeners) await secure.close();
+    // Nothing can be refused any more: the counts of refusals not recorded one by one go in before the end.
+    this.broker.refusals.stop();
     this.broker.audit.record({
       event: { action: 'broker.stopped', outcome: 'success', reason },
       actor: 'broker',

@@ -37,6 +37,9 @@ export interface GuardClient {
   certFingerprint?: string | undefined;
   /** `sub` claim of the client's JWT, once known. */
   jwtSubject?: string | undefined;
+  /** Peer port and listener: never matched, only named in refusal records (`client.port`, `mqtt.listener`). */
+  port?: number | undefined;
+  listener?: string | undefined;
 }
 
 export const banEntrySchema = z.strictObject({

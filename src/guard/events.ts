@@ -24,12 +24,13 @@ export type GuardEventAction =
  * an identity, so it goes in `mqtt.username` and never in `user.name`.
  */
 function clientFields(client: GuardClient): Pick<AuditEvent, 'client' | 'mqtt'> {
+  const mqtt: NonNullable<AuditEvent['mqtt']> = { client_id: client.clientId };
+  if (client.username !== undefined) mqtt.username = client.username;
+  // The listener is part of the key that bounds repeated refusals (audit/refusal-limiter.ts), and evidence.
+  if (client.listener !== undefined) mqtt.listener = client.listener;
   return {
-    client: { ip: client.address },
-    mqtt:
-      client.username === undefined
-        ? { client_id: client.clientId }
-        : { client_id: client.clientId, username: client.username },
+    client: client.port === undefined ? { ip: client.address } : { ip: client.address, port: client.port },
+    mqtt,
   };
 }
 

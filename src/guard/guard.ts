@@ -42,6 +42,11 @@ export interface GuardOptions {
    * `decision.event` itself, so that each refusal is recorded exactly once.
    */
   recordRefusals?: boolean;
+  /**
+   * Receives the refusal events instead of `onEvent` (when `recordRefusals`): the broker bounds them, as a client
+   * can repeat a refused CONNECT at no cost (audit/refusal-limiter.ts). Must not throw.
+   */
+  onRefusal?: (event: AuditEvent) => void;
 }
 
 export interface BanInput {
@@ -83,6 +88,7 @@ export class Guard {
   private readonly listeners = new Set<BanAddedListener>();
   private purgeTimer: NodeJS.Timeout | undefined;
   private readonly recordRefusals: boolean;
+  private readonly emitRefusal: (event: AuditEvent) => void;
 
   private constructor(
     readonly config: GuardConfig,
@@ -100,6 +106,17 @@ export class Guard {
         this.log.error({ err: error, action: event.event.action }, 'guard event sink threw');
       }
     };
+    const onRefusal = options.onRefusal;
+    this.emitRefusal =
+      onRefusal === undefined
+        ? this.emit
+        : (event) => {
+            try {
+              onRefusal(event);
+            } catch (error) {
+              this.log.error({ err: error, action: event.event.action }, 'guard refusal sink threw');
+            }
+          };
     this.blocklist = new Blocklist({
       maxEntries: config.blocklist.max_entries,
       maxRegexEntries: config.blocklist.max_regex_entries,
@@ -187,7 +204,7 @@ export class Guard {
   }
 
   private recorded(decision: GuardDecision): GuardDecision {
-    if (decision.kind === 'refuse' && this.recordRefusals) this.emit(decision.event);
+    if (decision.kind === 'refuse' && this.recordRefusals) this.emitRefusal(decision.event);
     return decision;
   }
 

@@ -28,20 +28,22 @@ export function createProxiedServer(
       versions: settings.versions,
     }).then((result) => {
       if (result.kind === 'rejected') {
-        broker.audit.record({
+        // Bounded (audit.refusals): any address can open a connection without a valid header, in a loop.
+        const recorded = broker.recordRefusal({
           event: { action: 'proxy.header_refused', outcome: 'failure', reason: result.detail, code: result.reason },
           client: { ip: result.proxy.address, port: result.proxy.port },
           mqtt: { listener: listener.name },
         });
-        broker.log.info(
-          {
-            proxy: `${result.proxy.address}:${result.proxy.port}`,
-            listener: listener.name,
-            reason: result.reason,
-            detail: result.detail,
-          },
-          'PROXY header refused',
-        );
+        if (recorded)
+          broker.log.info(
+            {
+              proxy: `${result.proxy.address}:${result.proxy.port}`,
+              listener: listener.name,
+              reason: result.reason,
+              detail: result.detail,
+            },
+            'PROXY header refused',
+          );
         socket.destroy();
         return;
       }

@@ -150,7 +150,8 @@ export class SecureListener {
         message: 'certificate not verified',
       };
       const peer = peerOfTls(socket);
-      broker.audit.record({
+      // Bounded (audit.refusals): a client can present a refused certificate in a loop at no cost.
+      const recorded = broker.recordRefusal({
         event: { action: 'tls.handshake_refused', outcome: 'failure', reason: refusal.message, code: refusal.refusal },
         client: { ip: peer.address, port: peer.port },
         mqtt: { listener: listener.name },
@@ -160,10 +161,16 @@ export class SecureListener {
           fingerprint: info.certificate?.fingerprint256,
         },
       });
-      broker.log.info(
-        { peer: `${peer.address}:${peer.port}`, listener: listener.name, refusal: refusal.refusal, code: refusal.code },
-        'TLS client refused',
-      );
+      if (recorded)
+        broker.log.info(
+          {
+            peer: `${peer.address}:${peer.port}`,
+            listener: listener.name,
+            refusal: refusal.refusal,
+            code: refusal.code,
+          },
+          'TLS client refused',
+        );
       socket.destroy();
       return undefined;
     }
@@ -211,7 +218,8 @@ export class SecureListener {
       // Unlike https, a tls.Server with a tlsClientError listener leaves the socket open: a timed-out or failed
       // handshake would keep its file descriptor until the client left.
       socket.destroy();
-      broker.audit.record({
+      // Bounded (audit.refusals): failed handshakes cost a client nothing, and can come thousands a second.
+      const recorded = broker.recordRefusal({
         event: {
           action: 'tls.handshake_refused',
           outcome: 'failure',
@@ -222,10 +230,11 @@ export class SecureListener {
         mqtt: { listener: listener.name },
         tls: { error: error.code ?? error.message.slice(0, 100) },
       });
-      broker.log.info(
-        { peer: `${peer.address}:${peer.port}`, listener: listener.name, code: error.code },
-        'TLS handshake failed',
-      );
+      if (recorded)
+        broker.log.info(
+          { peer: `${peer.address}:${peer.port}`, listener: listener.name, code: error.code },
+          'TLS handshake failed',
+        );
     });
   }
 

@@ -51,6 +51,9 @@ describe('which user name the guard is given', () => {
       address: '192.0.2.7',
       certFingerprint: undefined,
       jwtSubject: undefined,
+      // Not matched by the guard: named in its refusal records, and part of the key that bounds them.
+      port: 50000,
+      listener: 'tcp',
     });
   });
 });
