@@ -94,3 +94,28 @@ export function authzFields(access: AccessAction, decision: AuthzDecision): NonN
   if (!rule) return { action: access, rule: DEFAULT_DENY_RULE, rule_name: DEFAULT_DENY_RULE };
   return { action: access, rule: rule.location ?? rule.name, rule_name: rule.name, source: rule.source };
 }
+
+/**
+ * `connection.malformed_connect`: the first packet was not a well-formed CONNECT (not a CONNECT at all, not
+ * decodable, an unknown protocol level, a broken rule of the packet, too large), so there is no session and no
+ * attempt to record. Who (address, port, listener), what the broker made of it (`code`, a reason name) and what the
+ * client was sent (`reasonCode`, undefined when the connection was only closed). Never the packet's bytes, which may
+ * hold a password; `detail` is the decoder's own message, cut short.
+ */
+export function malformedConnectEvent(
+  peer: { address: string; port: number },
+  listener: string,
+  code: string,
+  detail: string,
+  reasonCode: number | undefined,
+  protocolVersion: number | undefined,
+): AuditEvent {
+  const mqtt: NonNullable<AuditEvent['mqtt']> = { listener };
+  if (protocolVersion !== undefined) mqtt.protocol_version = protocolVersion;
+  if (reasonCode !== undefined) mqtt.reason_code = reasonCode;
+  return {
+    event: { action: 'connection.malformed_connect', outcome: 'failure', reason: detail.slice(0, 200), code },
+    client: { ip: peer.address, port: peer.port },
+    mqtt,
+  };
+}

@@ -12,6 +12,7 @@ import { Framer, frameEnd, isFrameProblem, type FrameProblem } from './framer.js
 import { parseFrames, type PacketSink } from './codec.js';
 import { encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
+import { malformedConnectEvent } from '../connection-events.js';
 import { dispatchPacket } from '../handlers/index.js';
 import { expireReauthentication } from '../handlers/auth.js';
 import type { ConnectContext } from '../handlers/connect.js';
@@ -239,10 +240,11 @@ export class Connection implements SessionLink, PacketSink {
       if (this.state === 'awaiting-connect' && protocolLevelOf(chunk) === 5) {
         // An MQTT 5 client sending an oversize CONNECT is told why: CONNACK 0x95, then close (MQTT 5 section 3.2.2.2).
         this.closeReason = `CONNECT of ${result.size} bytes exceeds the maximum packet size`;
-        this.broker.log.info(
-          { peer: this.peerLabel, size: result.size },
-          'refusing connection: CONNECT exceeds the maximum packet size',
-        );
+        if (this.recordMalformedConnect('packetTooLarge', this.closeReason, ReasonCode.packetTooLarge, 5))
+          this.broker.log.info(
+            { peer: this.peerLabel, size: result.size },
+            'refusing connection: CONNECT exceeds the maximum packet size',
+          );
         this.state = 'closed';
         this.flush();
         this.socket.end(
@@ -280,7 +282,9 @@ export class Connection implements SessionLink, PacketSink {
               )
             : mqtt.generate({ cmd: 'connack', returnCode: 1, sessionPresent: false }, { protocolVersion: 4 });
         this.closeReason = `unsupported protocol level ${level}`;
-        this.broker.log.info({ peer: this.peerLabel, level }, 'refusing connection: unsupported protocol level');
+        const sent = level > 5 ? ReasonCode.unsupportedProtocolVersion : 1;
+        if (this.recordMalformedConnect('unsupportedProtocolVersion', this.closeReason, sent, undefined))
+          this.broker.log.info({ peer: this.peerLabel, level }, 'refusing connection: unsupported protocol level');
         this.flush();
         this.socket.end(packet);
         this.state = 'closed';
@@ -292,7 +296,9 @@ export class Connection implements SessionLink, PacketSink {
 
   private rejectFirstPacket(): void {
     this.closeReason = 'first packet is not CONNECT';
-    this.broker.log.info({ peer: this.peerLabel }, 'closing connection: first packet is not CONNECT');
+    // [MQTT-3.1.0-1]: a protocol error; nothing is sent, the connection is closed.
+    if (this.recordMalformedConnect('protocolError', this.closeReason, undefined, undefined))
+      this.broker.log.info({ peer: this.peerLabel }, 'closing connection: first packet is not CONNECT');
     this.destroy();
   }
 
@@ -311,10 +317,11 @@ export class Connection implements SessionLink, PacketSink {
       this.protocolViolation('protocolError', detail);
       return;
     }
-    this.broker.log.info(
-      { peer: this.peerLabel, reason: 'protocolError', detail },
-      'closing connection: protocol violation',
-    );
+    if (this.recordMalformedConnect('protocolError', detail, ReasonCode.protocolError, 5))
+      this.broker.log.info(
+        { peer: this.peerLabel, reason: 'protocolError', detail },
+        'closing connection: protocol violation',
+      );
     this.broker.stats.protocolErrors++;
     this.closeReason = detail;
     this.state = 'closed';
@@ -532,16 +539,36 @@ export class Connection implements SessionLink, PacketSink {
   /** A protocol violation: v5 clients get DISCONNECT with the reason (when past CONNECT), then close. */
   protocolViolation(reason: ReasonName, detail: string): void {
     if (this.state === 'closed') return;
-    this.broker.log.info(
-      { clientId: this.clientId || undefined, peer: this.peerLabel, reason, detail },
-      'closing connection: protocol violation',
-    );
+    // Before CONNECT was decoded there is no attempt to record the refusal with: the packet was not a CONNECT.
+    const logged =
+      this.state !== 'awaiting-connect' || this.recordMalformedConnect(reason, detail, undefined, undefined);
+    if (logged)
+      this.broker.log.info(
+        { clientId: this.clientId || undefined, peer: this.peerLabel, reason, detail },
+        'closing connection: protocol violation',
+      );
     this.broker.stats.protocolErrors++;
     if (this.state === 'connected') this.close(reason, detail);
     else {
       this.closeReason = detail;
       this.destroy();
     }
+  }
+
+  /**
+   * The first packet was not a well-formed CONNECT: recorded as `connection.malformed_connect`, bounded like every
+   * refusal a client can repeat before proving anything (`Broker.recordRefusal`). `sent` is the CONNACK reason or
+   * return code the client is sent, undefined when the connection is only closed. True: log it too.
+   */
+  private recordMalformedConnect(
+    code: ReasonName,
+    detail: string,
+    sent: number | undefined,
+    protocolVersion: number | undefined,
+  ): boolean {
+    return this.broker.recordRefusal(
+      malformedConnectEvent(this.peer, this.listener.name, code, detail, sent, protocolVersion),
+    );
   }
 
   private internalError(error: unknown): void {
