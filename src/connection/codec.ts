@@ -1,5 +1,5 @@
 import mqtt, { type IConnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
-import { checkProperties, type PropertyProblem } from '../protocol/properties.js';
+import { checkProperties, PACKET_PROPERTIES, WILL_PROPERTIES, type PropertyProblem } from '../protocol/properties.js';
 import { utf8Problem } from '../protocol/utf8.js';
 import { frameEnd } from './framer.js';
 
@@ -392,7 +392,7 @@ function checkUndecoded(
       break;
   }
   if (!v5 || propertiesAt < 0) return undefined;
-  const checked = checkProperties(frames, propertiesAt, end, name);
+  const checked = checkProperties(frames, propertiesAt, end, PACKET_PROPERTIES[type]!);
   return typeof checked === 'number' ? undefined : propertyError(checked);
 }
 
@@ -409,7 +409,7 @@ function checkSubscription(
   if (((frames[start]! << 8) | frames[start + 1]!) === 0) return zeroPacketId(name);
   let pos = start + 2;
   if (v5) {
-    const checked = checkProperties(frames, pos, end, name);
+    const checked = checkProperties(frames, pos, end, PACKET_PROPERTIES[subscribe ? 8 : 10]!);
     if (typeof checked !== 'number') return propertyError(checked);
     if (checked < 0) return undefined;
     pos = checked;
@@ -439,7 +439,7 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
   pos += 4;
   const v5 = level === 5;
   if (v5) {
-    const checked = checkProperties(frames, pos, end, 'CONNECT');
+    const checked = checkProperties(frames, pos, end, PACKET_PROPERTIES[1]!);
     if (typeof checked !== 'number') return propertyError(checked);
     if (checked < 0) return undefined;
     pos = checked;
@@ -448,7 +448,7 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
   if (pos < 0) return undefined;
   if ((flags & 0x04) !== 0) {
     if (v5) {
-      const checked = checkProperties(frames, pos, end, 'CONNECT will');
+      const checked = checkProperties(frames, pos, end, WILL_PROPERTIES);
       if (typeof checked !== 'number') return propertyError(checked);
       if (checked < 0) return undefined;
       pos = checked;

@@ -271,6 +271,8 @@ export class Connection implements SessionLink, PacketSink {
       return false;
     }
     const level = protocolLevelOf(frames);
+    // Known before the CONNECT is parsed, so that one found malformed can be answered in its own version.
+    if (level === 5) this.protocolVersion = 5;
     if (level !== undefined) {
       if (level !== 3 && level !== 4 && level !== 5) {
         // [MQTT-3.1.2-2] respond with 0x84 (v5) / return code 1 (3.1.1), then close.
@@ -302,9 +304,15 @@ export class Connection implements SessionLink, PacketSink {
     this.destroy();
   }
 
-  /** The connection is its own packet sink: a separate object with two closures cost ~200 bytes per connection. */
+  /**
+   * The connection is its own packet sink: a separate object with two closures cost ~200 bytes per connection.
+   * A malformed MQTT 5 CONNECT is answered with CONNACK 0x81 before the close (section 4.13.1 allows it, and the
+   * client learns why); one of MQTT 3.1.1, which has no such code, is closed without CONNACK ([MQTT-1.5.3-1]).
+   */
   onParseError(error: Error): void {
-    this.protocolViolation('malformedPacket', `malformed packet: ${error.message}`);
+    const detail = `malformed packet: ${error.message}`;
+    if (this.state === 'awaiting-connect' && this.protocolVersion === 5) this.refuseConnect('malformedPacket', detail);
+    else this.protocolViolation('malformedPacket', detail);
   }
 
   /**
@@ -313,23 +321,19 @@ export class Connection implements SessionLink, PacketSink {
    * with CONNACK 0x82 (MQTT 5 section 4.13.2) rather than a bare close, as a refused CONNECT is.
    */
   onProtocolError(detail: string): void {
-    if (this.state !== 'awaiting-connect') {
-      this.protocolViolation('protocolError', detail);
-      return;
-    }
-    if (this.recordMalformedConnect('protocolError', detail, ReasonCode.protocolError, 5))
-      this.broker.log.info(
-        { peer: this.peerLabel, reason: 'protocolError', detail },
-        'closing connection: protocol violation',
-      );
+    if (this.state !== 'awaiting-connect') this.protocolViolation('protocolError', detail);
+    else this.refuseConnect('protocolError', detail);
+  }
+
+  /** An MQTT 5 CONNECT the codec refused: CONNACK with the reason, then the connection closes. */
+  private refuseConnect(reason: 'malformedPacket' | 'protocolError', detail: string): void {
+    if (this.recordMalformedConnect(reason, detail, ReasonCode[reason], 5))
+      this.broker.log.info({ peer: this.peerLabel, reason, detail }, 'closing connection: protocol violation');
     this.broker.stats.protocolErrors++;
     this.closeReason = detail;
     this.state = 'closed';
     this.writeBytes(
-      mqtt.generate(
-        { cmd: 'connack', reasonCode: ReasonCode.protocolError, sessionPresent: false },
-        { protocolVersion: 5 },
-      ),
+      mqtt.generate({ cmd: 'connack', reasonCode: ReasonCode[reason], sessionPresent: false }, { protocolVersion: 5 }),
     );
     this.endSocket();
   }

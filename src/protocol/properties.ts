@@ -2,12 +2,27 @@ import { utf8Problem } from './utf8.js';
 
 /**
  * MQTT 5 property rules that mqtt-packet's parser does not apply, checked on a packet's bytes before it decodes
- * them. It keeps every property it reads: a repeated one becomes an array when the first value was truthy and
- * silently replaces a falsy first value, so a duplicate cannot be told from its result. Section 2.2.2.2: "It is a
- * Protocol Error to include" any property "more than once", except User Property (in every packet) and
- * Subscription Identifier (only in a PUBLISH). String properties are UTF-8 Encoded Strings ([MQTT-1.5.4-1/2]).
+ * them. It keeps every property it reads, whatever the packet: a SUBSCRIBE with a Topic Alias or a PUBLISH with a
+ * Session Expiry Interval decodes without complaint, the property sitting unused in `packet.properties`. Section
+ * 2.2.2.2: "A Control Packet which contains an Identifier which is not valid for its packet type ... is a Malformed
+ * Packet" (Table 2-4 says which packets each property may appear in). A repeated one becomes an array when the first
+ * value was truthy and silently replaces a falsy first value, so a duplicate cannot be told from its result. Section
+ * 2.2.2.2: "It is a Protocol Error to include" any property "more than once", except User Property (in every packet)
+ * and Subscription Identifier (only in a PUBLISH). String properties are UTF-8 Encoded Strings ([MQTT-1.5.4-1/2]).
  */
 export type PropertyProblem = { reason: 'protocolError' | 'malformedPacket'; detail: string };
+
+/**
+ * The property section of one kind of packet a client sends, with the identifiers Table 2-4 allows in it as two bit
+ * words (identifiers 0..31 and 32..63), so the check is one AND per property.
+ */
+export interface PropertySection {
+  readonly name: string;
+  readonly allowedLow: number;
+  readonly allowedHigh: number;
+  /** Subscription Identifier may repeat here (a PUBLISH; section 3.3.2.3.8). */
+  readonly subscriptionIdentifierRepeats: boolean;
+}
 
 const BYTE = 1;
 const TWO_BYTES = 2;
@@ -20,35 +35,60 @@ const STRING_PAIR = 7;
 const USER_PROPERTY = 0x26;
 const SUBSCRIPTION_IDENTIFIER = 0x0b;
 
-/** Section 2.2.2.2, by identifier: [name, value type]. Identifiers not listed are left to mqtt-packet's error. */
-const DEFINITIONS: readonly (readonly [number, string, number])[] = [
-  [0x01, 'Payload Format Indicator', BYTE],
-  [0x02, 'Message Expiry Interval', FOUR_BYTES],
-  [0x03, 'Content Type', STRING],
-  [0x08, 'Response Topic', STRING],
-  [0x09, 'Correlation Data', BINARY],
-  [0x0b, 'Subscription Identifier', VARIABLE],
-  [0x11, 'Session Expiry Interval', FOUR_BYTES],
-  [0x12, 'Assigned Client Identifier', STRING],
-  [0x13, 'Server Keep Alive', TWO_BYTES],
-  [0x15, 'Authentication Method', STRING],
-  [0x16, 'Authentication Data', BINARY],
-  [0x17, 'Request Problem Information', BYTE],
-  [0x18, 'Will Delay Interval', FOUR_BYTES],
-  [0x19, 'Request Response Information', BYTE],
-  [0x1a, 'Response Information', STRING],
-  [0x1c, 'Server Reference', STRING],
-  [0x1f, 'Reason String', STRING],
-  [0x21, 'Receive Maximum', TWO_BYTES],
-  [0x22, 'Topic Alias Maximum', TWO_BYTES],
-  [0x23, 'Topic Alias', TWO_BYTES],
-  [0x24, 'Maximum QoS', BYTE],
-  [0x25, 'Retain Available', BYTE],
-  [0x26, 'User Property', STRING_PAIR],
-  [0x27, 'Maximum Packet Size', FOUR_BYTES],
-  [0x28, 'Wildcard Subscription Available', BYTE],
-  [0x29, 'Subscription Identifier Available', BYTE],
-  [0x2a, 'Shared Subscription Available', BYTE],
+/** Packets a property may appear in (Table 2-4), as bits by packet type; the will properties of a CONNECT are 16. */
+const CONNECT = 1 << 1;
+const CONNACK = 1 << 2;
+const PUBLISH = 1 << 3;
+const PUBACK = 1 << 4;
+const PUBREC = 1 << 5;
+const PUBREL = 1 << 6;
+const PUBCOMP = 1 << 7;
+const SUBSCRIBE = 1 << 8;
+const SUBACK = 1 << 9;
+const UNSUBSCRIBE = 1 << 10;
+const UNSUBACK = 1 << 11;
+const DISCONNECT = 1 << 14;
+const AUTH = 1 << 15;
+const WILL = 1 << 16;
+const ACKS = PUBACK | PUBREC | PUBREL | PUBCOMP;
+
+/**
+ * Section 2.2.2.2, Table 2-4, by identifier: [name, value type, packets it may appear in]. Identifiers not listed
+ * are left to mqtt-packet's error.
+ */
+const DEFINITIONS: readonly (readonly [number, string, number, number])[] = [
+  [0x01, 'Payload Format Indicator', BYTE, PUBLISH | WILL],
+  [0x02, 'Message Expiry Interval', FOUR_BYTES, PUBLISH | WILL],
+  [0x03, 'Content Type', STRING, PUBLISH | WILL],
+  [0x08, 'Response Topic', STRING, PUBLISH | WILL],
+  [0x09, 'Correlation Data', BINARY, PUBLISH | WILL],
+  [0x0b, 'Subscription Identifier', VARIABLE, PUBLISH | SUBSCRIBE],
+  [0x11, 'Session Expiry Interval', FOUR_BYTES, CONNECT | CONNACK | DISCONNECT],
+  [0x12, 'Assigned Client Identifier', STRING, CONNACK],
+  [0x13, 'Server Keep Alive', TWO_BYTES, CONNACK],
+  [0x15, 'Authentication Method', STRING, CONNECT | CONNACK | AUTH],
+  [0x16, 'Authentication Data', BINARY, CONNECT | CONNACK | AUTH],
+  [0x17, 'Request Problem Information', BYTE, CONNECT],
+  [0x18, 'Will Delay Interval', FOUR_BYTES, WILL],
+  [0x19, 'Request Response Information', BYTE, CONNECT],
+  [0x1a, 'Response Information', STRING, CONNACK],
+  [0x1c, 'Server Reference', STRING, CONNACK | DISCONNECT],
+  [0x1f, 'Reason String', STRING, CONNACK | ACKS | SUBACK | UNSUBACK | DISCONNECT | AUTH],
+  [0x21, 'Receive Maximum', TWO_BYTES, CONNECT | CONNACK],
+  [0x22, 'Topic Alias Maximum', TWO_BYTES, CONNECT | CONNACK],
+  [0x23, 'Topic Alias', TWO_BYTES, PUBLISH],
+  [0x24, 'Maximum QoS', BYTE, CONNACK],
+  [0x25, 'Retain Available', BYTE, CONNACK],
+  [
+    0x26,
+    'User Property',
+    STRING_PAIR,
+    CONNECT | CONNACK | PUBLISH | WILL | ACKS | SUBSCRIBE | SUBACK | UNSUBSCRIBE | UNSUBACK | DISCONNECT | AUTH,
+  ],
+  [0x27, 'Maximum Packet Size', FOUR_BYTES, CONNECT | CONNACK],
+  [0x28, 'Wildcard Subscription Available', BYTE, CONNACK],
+  [0x29, 'Subscription Identifier Available', BYTE, CONNACK],
+  [0x2a, 'Shared Subscription Available', BYTE, CONNACK],
 ];
 
 const TYPES = new Uint8Array(0x2b);
@@ -58,17 +98,51 @@ for (const [id, name, type] of DEFINITIONS) {
   NAMES[id] = name;
 }
 
+function section(name: string, packet: number): PropertySection {
+  let allowedLow = 0;
+  let allowedHigh = 0;
+  for (const [id, , , packets] of DEFINITIONS) {
+    if ((packets & packet) === 0) continue;
+    if (id < 32) allowedLow |= 1 << id;
+    else allowedHigh |= 1 << (id & 31);
+  }
+  return { name, allowedLow, allowedHigh, subscriptionIdentifierRepeats: packet === PUBLISH };
+}
+
+/** The property section of each packet type a client sends, by type; undefined for the others. */
+export const PACKET_PROPERTIES: readonly (PropertySection | undefined)[] = [
+  undefined,
+  section('CONNECT', CONNECT),
+  undefined,
+  section('PUBLISH', PUBLISH),
+  section('PUBACK', PUBACK),
+  section('PUBREC', PUBREC),
+  section('PUBREL', PUBREL),
+  section('PUBCOMP', PUBCOMP),
+  section('SUBSCRIBE', SUBSCRIBE),
+  undefined,
+  section('UNSUBSCRIBE', UNSUBSCRIBE),
+  undefined,
+  undefined,
+  undefined,
+  section('DISCONNECT', DISCONNECT),
+  section('AUTH', AUTH),
+];
+
+/** The will properties of a CONNECT. */
+export const WILL_PROPERTIES: PropertySection = section('CONNECT will', WILL);
+
 /**
  * Reads the property section whose length field starts at `pos`, no further than `end`. Returns where the section
  * ends, the rule it breaks, or -1 when it cannot be read (a length past the end, an unknown identifier): mqtt-packet
  * then refuses the packet with its own error. Allocates nothing unless a rule is broken; an empty section is one
- * byte read.
+ * byte read, and each property costs one AND for where it may appear and one for whether it came before.
  */
 export function checkProperties(
   frames: Buffer,
   pos: number,
   end: number,
-  packetName: string,
+  section: PropertySection,
 ): number | PropertyProblem {
   // Property Length is a Variable Byte Integer of at most four bytes.
   let length = 0;
@@ -89,12 +163,16 @@ export function checkProperties(
     const id = frames[pos++]!;
     const type = id < TYPES.length ? TYPES[id]! : 0;
     if (type === 0) return -1;
-    const repeatable = id === USER_PROPERTY || (id === SUBSCRIPTION_IDENTIFIER && packetName === 'PUBLISH');
+    const bit = 1 << (id & 31);
+    // Section 2.2.2.2: an identifier not valid for the packet type makes the packet malformed.
+    if (((id < 32 ? section.allowedLow : section.allowedHigh) & bit) === 0)
+      return { reason: 'malformedPacket', detail: `${section.name} cannot carry the ${NAMES[id]} property` };
+    const repeatable =
+      id === USER_PROPERTY || (id === SUBSCRIPTION_IDENTIFIER && section.subscriptionIdentifierRepeats);
     if (!repeatable) {
-      const bit = 1 << (id & 31);
       const seen = id < 32 ? seenLow : seenHigh;
       if ((seen & bit) !== 0)
-        return { reason: 'protocolError', detail: `${packetName} has the ${NAMES[id]} property more than once` };
+        return { reason: 'protocolError', detail: `${section.name} has the ${NAMES[id]} property more than once` };
       if (id < 32) seenLow |= bit;
       else seenHigh |= bit;
     }
@@ -125,7 +203,7 @@ export function checkProperties(
           if (problem)
             return {
               reason: 'malformedPacket',
-              detail: `${packetName} ${NAMES[id]} property is not a valid UTF-8 string (${problem})`,
+              detail: `${section.name} ${NAMES[id]} property is not a valid UTF-8 string (${problem})`,
             };
           pos = stringEnd;
         }

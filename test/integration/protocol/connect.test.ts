@@ -143,7 +143,7 @@ describe('CONNECT, keep alive and bad connections', () => {
   });
 
   it.each([4, 5] as const)(
-    'v%i: a CONNECT with bytes after its last field is malformed: closed without CONNACK, with a log line',
+    'v%i: a CONNECT with bytes after its last field is malformed: closed (MQTT 5: after CONNACK 0x81), with a log line',
     async (version) => {
       const client = await RawClient.connect(broker.port, version);
       const connect = handmadeConnect('MQTT', version, `surplus-${version}`);
@@ -151,7 +151,8 @@ describe('CONNECT, keep alive and bad connections', () => {
       withSurplus[1] = (withSurplus[1] as number) + 3;
       client.sendBytes(withSurplus);
       await client.waitClosed();
-      expect(client.packets).toEqual([]);
+      const answers = client.packets.map((p) => [p.cmd, (p as { reasonCode?: number }).reasonCode]);
+      expect(answers).toEqual(version === 5 ? [['connack', 0x81]] : []);
       const line = await logged(
         'closing connection: protocol violation',
         (l) => typeof l.detail === 'string' && l.detail.includes('3 bytes after its last field'),

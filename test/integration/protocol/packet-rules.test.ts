@@ -152,6 +152,37 @@ const cases: Case[] = [
     detail: 'malformed packet: PUBLISH Response Topic property is not a valid UTF-8 string (illFormed)',
     routable: true,
   },
+  // 4. Section 2.2.2.2: a property the packet type may not carry (Table 2-4) makes the packet malformed.
+  {
+    name: 'v5 PUBLISH with Session Expiry Interval',
+    version: 5,
+    bytes: frame(0x30, str('rules/foreign-expiry'), props([0x11, 0, 0, 0, 10]), [0x78]),
+    reason: 'malformedPacket',
+    detail: 'malformed packet: PUBLISH cannot carry the Session Expiry Interval property',
+    routable: true,
+  },
+  {
+    name: 'v5 QoS 1 PUBLISH with Receive Maximum after a valid property',
+    version: 5,
+    bytes: frame(0x32, str('rules/foreign-receive'), [0, 5], props([0x01, 1, 0x21, 0, 10]), [0x78]),
+    reason: 'malformedPacket',
+    detail: 'malformed packet: PUBLISH cannot carry the Receive Maximum property',
+    routable: true,
+  },
+  {
+    name: 'v5 SUBSCRIBE with Topic Alias',
+    version: 5,
+    bytes: frame(0x82, [0, 1], props([0x23, 0, 1]), str('rules/a'), [0]),
+    reason: 'malformedPacket',
+    detail: 'malformed packet: SUBSCRIBE cannot carry the Topic Alias property',
+  },
+  {
+    name: 'v5 AUTH with Payload Format Indicator',
+    version: 5,
+    bytes: frame(0xf0, [0x18], props([0x01, 1])),
+    reason: 'malformedPacket',
+    detail: 'malformed packet: AUTH cannot carry the Payload Format Indicator property',
+  },
   // [MQTT-3.3.2-14] a Response Topic is a topic name: whoever answers publishes to it.
   {
     name: 'v5 PUBLISH with a wildcard in its response topic',
@@ -257,17 +288,79 @@ describe('packet rules mqtt-packet does not check', () => {
     ['3.1.1 will topic', 4, frame(0x10, str('MQTT'), [4, 0x06, 0, 60], str('w4'), str(ILL_FORMED), str('bye'))],
     ['3.1.1 user name', 4, frame(0x10, str('MQTT'), [4, 0x82, 0, 60], str('u4'), str(ILL_FORMED))],
     ['v5 user name', 5, frame(0x10, str('MQTT'), [5, 0x82, 0, 60, 0], str('u5'), str(ILL_FORMED))],
-  ] as const)('a CONNECT whose %s is ill-formed UTF-8 is malformed: closed without CONNACK', async (what, v, bytes) => {
-    const client = await RawClient.connect(broker.port, v);
-    client.sendBytes(bytes);
-    await client.waitClosed();
-    expect(client.packets).toEqual([]);
-    const field = what.endsWith('user name') ? 'user name' : 'will topic';
-    const line = await broker.waitForLog(
-      (l) =>
-        l.msg === 'closing connection: protocol violation' &&
-        l.detail === `malformed packet: CONNECT ${field} is not a valid UTF-8 string (illFormed)`,
-    );
-    expect(line.reason).toBe('malformedPacket');
-  });
+  ] as const)(
+    'a CONNECT whose %s is ill-formed UTF-8 is malformed: CONNACK 0x81 for MQTT 5, none for 3.1.1, then closed',
+    async (what, v, bytes) => {
+      const client = await RawClient.connect(broker.port, v);
+      const peer = `127.0.0.1:${client.socket.localPort}`;
+      client.sendBytes(bytes);
+      await client.waitClosed();
+      if (v === 5) {
+        expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
+        expect((client.packets[0] as IConnackPacket).reasonCode).toBe(MALFORMED);
+      } else expect(client.packets).toEqual([]);
+      const field = ['user name', 'will topic'].find((f) => what.includes(f))!;
+      const detail = `malformed packet: CONNECT ${field} is not a valid UTF-8 string (illFormed)`;
+      const line = await broker.waitForLog(
+        (l) => l.msg === 'closing connection: protocol violation' && l.detail === detail && l.peer === peer,
+      );
+      expect(line.reason).toBe('malformedPacket');
+      await expectServing(`after ${what}`);
+    },
+  );
+
+  it.each([
+    ['Topic Alias', props([0x23, 0, 1]), props(), 'CONNECT cannot carry the Topic Alias property'],
+    [
+      'Payload Format Indicator',
+      props([0x01, 1]),
+      props(),
+      'CONNECT cannot carry the Payload Format Indicator property',
+    ],
+    [
+      'will: Session Expiry Interval',
+      props(),
+      props([0x11, 0, 0, 0, 10]),
+      'CONNECT will cannot carry the Session Expiry Interval property',
+    ],
+    ['will: Topic Alias', props(), props([0x23, 0, 1]), 'CONNECT will cannot carry the Topic Alias property'],
+  ] as const)(
+    'v5 CONNECT carrying %s gets CONNACK 0x81, keeps no session, and the broker serves others',
+    async (what, properties, willProperties, detail) => {
+      const clientId = `rules-foreign-${what.replace(/\W+/g, '-')}`;
+      const client = await RawClient.connect(broker.port, 5);
+      client.sendBytes(
+        frame(
+          0x10,
+          str('MQTT'),
+          [5, 0x06, 0, 60],
+          properties,
+          str(clientId),
+          willProperties,
+          str('rules/will'),
+          str('b'),
+        ),
+      );
+      await client.waitClosed();
+      expect(client.packets.map((p) => [p.cmd, (p as IConnackPacket).reasonCode])).toEqual([['connack', MALFORMED]]);
+      const line = await broker.waitForLog(
+        (l) => l.msg === 'closing connection: protocol violation' && l.detail === `malformed packet: ${detail}`,
+      );
+      expect(line.reason).toBe('malformedPacket');
+      expect(broker.server.broker.sessions.has(clientId)).toBe(false);
+      await expectServing(`after ${what}`);
+    },
+  );
+
+  /** The broker still routes for everyone else: a new client's message reaches the long-lived subscriber. */
+  async function expectServing(marker: string): Promise<void> {
+    const before = subscriber.received.messages.length;
+    const publisher = await connectClient(broker.url, { clientId: `rules-after-${++n}`, protocolVersion: 5 });
+    await publisher.client.publishAsync('rules/marker', marker, { qos: 1 });
+    await subscriber.received.until((): boolean => subscriber.received.messages.length > before, 'the marker');
+    expect(subscriber.received.messages.slice(before).map((m) => [m.topic, m.payload])).toEqual([
+      ['rules/marker', marker],
+    ]);
+    await endAll(publisher.client);
+  }
 });

@@ -116,7 +116,6 @@ describe('a single-valued MQTT 5 property given twice is a protocol error', () =
       'CONNECT will has the Will Delay Interval',
     ],
     ['SUBSCRIBE', frame(0x82, [0, 1], props([0x0b, 1, 0x0b, 2]), str('a'), [0]), 'SUBSCRIBE has the Subscription'],
-    ['UNSUBSCRIBE', frame(0xa2, [0, 1], props([0x1f], str('a'), [0x1f], str('b')), str('a')), 'UNSUBSCRIBE has'],
     ['PUBACK', frame(0x40, [0, 1, 0x10], props([0x1f], str('a'), [0x1f], str('b'))), 'PUBACK has the Reason String'],
     ['PUBREL', frame(0x62, [0, 1, 0x92], props([0x1f], str('a'), [0x1f], str('b'))), 'PUBREL has the Reason String'],
     [
@@ -222,5 +221,172 @@ describe('UTF-8 string fields are checked as bytes [MQTT-1.5.4-1] [MQTT-1.5.4-2]
     expect(decode(4, connect(4, 0x82, str('c'), str('\ufffd'))).decoded).toMatchObject([
       { cmd: 'connect', username: '\ufffd' },
     ]);
+  });
+});
+
+describe('a property the packet type may not carry is malformed (section 2.2.2.2, Table 2-4)', () => {
+  const u32 = [0, 0, 0, 10];
+  const cases: [string, Buffer, string][] = [
+    ['PUBLISH', frame(0x30, str('a'), props([0x11, ...u32]), [0x78]), 'PUBLISH cannot carry the Session Expiry'],
+    ['PUBLISH', frame(0x32, str('a'), [0, 7], props([0x21, 0, 10])), 'PUBLISH cannot carry the Receive Maximum'],
+    ['PUBLISH', frame(0x30, str('a'), props([0x1f], str('r'))), 'PUBLISH cannot carry the Reason String'],
+    // After a valid property: the check is per property, not only on the first.
+    ['PUBLISH', frame(0x30, str('a'), props([0x01, 1, 0x24, 1])), 'PUBLISH cannot carry the Maximum QoS'],
+    ['PUBLISH', frame(0x30, str('a'), props([0x18, ...u32])), 'PUBLISH cannot carry the Will Delay Interval'],
+    ['SUBSCRIBE', frame(0x82, [0, 1], props([0x23, 0, 1]), str('a'), [0]), 'SUBSCRIBE cannot carry the Topic Alias'],
+    ['UNSUBSCRIBE', frame(0xa2, [0, 1], props([0x0b, 1]), str('a')), 'UNSUBSCRIBE cannot carry the Subscription'],
+    ['UNSUBSCRIBE', frame(0xa2, [0, 1], props([0x1f], str('a')), str('a')), 'UNSUBSCRIBE cannot carry the Reason'],
+    ['PUBACK', frame(0x40, [0, 1, 0x10], props([0x23, 0, 1])), 'PUBACK cannot carry the Topic Alias'],
+    ['PUBREL', frame(0x62, [0, 1, 0x92], props([0x11, ...u32])), 'PUBREL cannot carry the Session Expiry'],
+    ['DISCONNECT', frame(0xe0, [0x04], props([0x21, 0, 5])), 'DISCONNECT cannot carry the Receive Maximum'],
+    ['AUTH', frame(0xf0, [0x18], props([0x01, 1])), 'AUTH cannot carry the Payload Format Indicator'],
+    ['CONNECT', connect(5, 0x02, props([0x23, 0, 1]), str('c')), 'CONNECT cannot carry the Topic Alias'],
+    ['CONNECT', connect(5, 0x02, props([0x12], str('x')), str('c')), 'CONNECT cannot carry the Assigned Client'],
+    ['CONNECT', connect(5, 0x02, props([0x18, ...u32]), str('c')), 'CONNECT cannot carry the Will Delay Interval'],
+    ['CONNECT', connect(5, 0x02, props([0x01, 1]), str('c')), 'CONNECT cannot carry the Payload Format Indicator'],
+    [
+      'CONNECT will',
+      connect(5, 0x06, props(), str('c'), props([0x23, 0, 1]), str('w'), str('b')),
+      'CONNECT will cannot carry the Topic Alias',
+    ],
+    [
+      'CONNECT will',
+      connect(5, 0x06, props(), str('c'), props([0x11, ...u32]), str('w'), str('b')),
+      'CONNECT will cannot carry the Session Expiry Interval',
+    ],
+  ];
+  it.each(cases.map(([name, bytes, detail]) => [name, detail, bytes] as const))('%s: %s', (_name, detail, bytes) => {
+    const alone = bytes[0] === 0x10;
+    const outcome = decode(5, alone ? bytes : Buffer.concat([PINGREQ, bytes, PINGREQ]));
+    expect(outcome.packets).toEqual(alone ? [] : ['pingreq']);
+    expect(outcome.protocolErrors).toEqual([]);
+    expect(outcome.malformed).toEqual([expect.stringContaining(detail)]);
+  });
+
+  it('a foreign property mqtt-packet would have kept unused is refused before it decodes the packet', () => {
+    const bytes = frame(0x30, str('a'), props([0x11, 0, 0, 0, 10]), [0x78]);
+    const parser = mqtt.parser({ protocolVersion: 5 });
+    const kept: Packet[] = [];
+    parser.on('packet', (p: Packet) => kept.push(p));
+    parser.parse(bytes);
+    expect(kept).toMatchObject([{ cmd: 'publish', properties: { sessionExpiryInterval: 10 } }]);
+    expect(decode(5, bytes)).toMatchObject({ packets: [], malformed: [expect.stringContaining('cannot carry')] });
+  });
+
+  // Every property Table 2-4 allows in each packet a client sends, as mqtt-packet writes them: none is refused.
+  const allowed: [string, Packet][] = [
+    [
+      'CONNECT and its will',
+      {
+        cmd: 'connect',
+        protocolId: 'MQTT',
+        protocolVersion: 5,
+        clean: true,
+        keepalive: 30,
+        clientId: 'c',
+        properties: {
+          sessionExpiryInterval: 10,
+          receiveMaximum: 10,
+          maximumPacketSize: 1000,
+          topicAliasMaximum: 5,
+          requestResponseInformation: true,
+          requestProblemInformation: true,
+          userProperties: { k: 'v' },
+          authenticationMethod: 'm',
+          authenticationData: Buffer.from('d'),
+        },
+        will: {
+          topic: 'w',
+          payload: Buffer.from('bye'),
+          qos: 0,
+          retain: false,
+          properties: {
+            willDelayInterval: 1,
+            payloadFormatIndicator: true,
+            messageExpiryInterval: 10,
+            contentType: 't',
+            responseTopic: 'r',
+            correlationData: Buffer.from('c'),
+            userProperties: { k: 'v' },
+          },
+        },
+      } as Packet,
+    ],
+    [
+      'PUBLISH',
+      {
+        cmd: 'publish',
+        topic: 'a',
+        payload: 'x',
+        qos: 1,
+        messageId: 3,
+        dup: false,
+        retain: false,
+        properties: {
+          payloadFormatIndicator: true,
+          messageExpiryInterval: 10,
+          topicAlias: 1,
+          responseTopic: 'r',
+          correlationData: Buffer.from('c'),
+          userProperties: { k: 'v' },
+          subscriptionIdentifier: 4,
+          contentType: 't',
+        },
+      },
+    ],
+    ...(['puback', 'pubrec', 'pubrel', 'pubcomp'] as const).map((cmd): [string, Packet] => [
+      cmd.toUpperCase(),
+      {
+        cmd,
+        messageId: 3,
+        // 0x10 No matching subscribers (PUBACK, PUBREC), 0x92 Packet Identifier not found (PUBREL, PUBCOMP).
+        reasonCode: cmd === 'puback' || cmd === 'pubrec' ? 0x10 : 0x92,
+        properties: { reasonString: 'r', userProperties: { k: 'v' } },
+      } as Packet,
+    ]),
+    [
+      'SUBSCRIBE',
+      {
+        cmd: 'subscribe',
+        messageId: 3,
+        subscriptions: [{ topic: 'a', qos: 1 }],
+        properties: { subscriptionIdentifier: 7, userProperties: { k: 'v' } },
+      } as Packet,
+    ],
+    [
+      'UNSUBSCRIBE',
+      { cmd: 'unsubscribe', messageId: 3, unsubscriptions: ['a'], properties: { userProperties: { k: 'v' } } },
+    ],
+    [
+      'DISCONNECT',
+      {
+        cmd: 'disconnect',
+        reasonCode: 0x04,
+        properties: { sessionExpiryInterval: 0, reasonString: 'r', serverReference: 's', userProperties: { k: 'v' } },
+      },
+    ],
+    [
+      'AUTH',
+      {
+        cmd: 'auth',
+        reasonCode: 0x18,
+        properties: {
+          authenticationMethod: 'm',
+          authenticationData: Buffer.from('d'),
+          reasonString: 'r',
+          userProperties: { k: 'v' },
+        },
+      },
+    ],
+  ];
+  it.each(allowed)('%s with every property it may carry is decoded as mqtt-packet decodes it', (_name, packet) => {
+    const bytes = mqtt.generate(packet, { protocolVersion: 5 });
+    const outcome = decode(5, bytes);
+    expect(outcome).toMatchObject({ malformed: [], protocolErrors: [] });
+    const parser = mqtt.parser({ protocolVersion: 5 });
+    const expected: Packet[] = [];
+    parser.on('packet', (p: Packet) => expected.push(p));
+    parser.parse(bytes);
+    expect(outcome.decoded).toEqual(expected);
   });
 });
