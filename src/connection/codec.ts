@@ -252,8 +252,8 @@ const WILL_OR_RESERVED_FLAGS = 0x01 | 0x04 | 0x18 | 0x20;
 /**
  * A well-formed MQTT 3.1 / 3.1.1 CONNECT without a will, exactly as mqtt-packet would decode it; undefined for
  * anything else (MQTT 5, a will, bridge mode, a reserved bit, any length that does not add up), which mqtt-packet
- * then decodes or refuses with its own error; the error for a user name that is not UTF-8 (decoded leniently, it
- * would reach the authenticators as U+FFFD). A reconnect storm is all CONNECTs, and mqtt-packet's generic parser
+ * then decodes or refuses with its own error; the error for a client identifier or user name that is not UTF-8
+ * (decoded leniently, it would reach the authenticators as U+FFFD). A reconnect storm is all CONNECTs, and mqtt-packet's generic parser
  * (a buffer list copy per string, `debug` calls) was about a sixth of the bytes the broker allocated per connect.
  */
 function decodePlainConnect(
@@ -278,6 +278,8 @@ function decodePlainConnect(
   pos += 4;
   const clientIdEnd = stringEnd(frames, pos, end);
   if (clientIdEnd < 0) return undefined;
+  const clientIdProblem = checkClientId(frames, pos, clientIdEnd);
+  if (clientIdProblem) return clientIdProblem;
   const packet: IConnectPacket = {
     cmd: 'connect',
     retain: false,
@@ -428,8 +430,7 @@ function checkSubscription(
 
 /**
  * A CONNECT mqtt-packet will decode (MQTT 5, a will, or anything the plain decoder passed over): its properties and
- * will properties, and the will topic and user name as UTF-8. The client identifier is checked by `validateConnect`,
- * which refuses it with its own reason code.
+ * will properties, and the client identifier, will topic and user name as UTF-8.
  */
 function checkConnect(frames: Buffer, start: number, end: number): Error | undefined {
   let pos = stringEnd(frames, start, end);
@@ -444,8 +445,11 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
     if (checked < 0) return undefined;
     pos = checked;
   }
-  pos = stringEnd(frames, pos, end);
-  if (pos < 0) return undefined;
+  const clientIdEnd = stringEnd(frames, pos, end);
+  if (clientIdEnd < 0) return undefined;
+  const clientIdProblem = checkClientId(frames, pos, clientIdEnd);
+  if (clientIdProblem) return clientIdProblem;
+  pos = clientIdEnd;
   if ((flags & 0x04) !== 0) {
     if (v5) {
       const checked = checkProperties(frames, pos, end, WILL_PROPERTIES);
@@ -462,6 +466,15 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
   }
   if ((flags & 0x80) !== 0) return checkUserName(frames, pos, end);
   return undefined;
+}
+
+/**
+ * The client identifier `pos..fieldEnd` as UTF-8 ([MQTT-3.1.3-4]): ill-formed UTF-8 or U+0000 makes the CONNECT
+ * malformed ([MQTT-1.5.4-1], [MQTT-1.5.4-2]), not the identifier invalid (0x85), like every other string field.
+ */
+function checkClientId(frames: Buffer, pos: number, fieldEnd: number): Error | undefined {
+  const problem = utf8Problem(frames, pos + 2, fieldEnd);
+  return problem ? new Error(`CONNECT client identifier is not a valid UTF-8 string (${problem})`) : undefined;
 }
 
 /** The user name at `pos`, when it fits, as UTF-8 ([MQTT-3.1.3-11]). */

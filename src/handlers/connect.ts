@@ -226,8 +226,11 @@ function validateConnect(ctx: ConnectContext): StepResult {
   if (clientId.length > limits.max_client_id_length || (version === 3 && clientId.length > 23)) {
     return { ok: false, reason: 'clientIdentifierNotValid', detail: 'client identifier too long' };
   }
-  if (clientId.includes('\u0000') || clientId.includes('\ufffd')) {
-    return { ok: false, reason: 'clientIdentifierNotValid', detail: 'client identifier is not valid UTF-8' };
+  // Ill-formed UTF-8 and U+0000 do not get here: the codec refuses such a CONNECT as malformed [MQTT-1.5.4-1/2].
+  // A well-formed U+FFFD is refused by choice: in logs, audit and %c substitution it could not be told from a
+  // decoding error. U+0000 is checked again so that no other path can hand one over.
+  if (clientId.includes('\ufffd') || clientId.includes('\u0000')) {
+    return { ok: false, reason: 'clientIdentifierNotValid', detail: 'client identifier contains U+FFFD or U+0000' };
   }
   attempt.clientId = clientId;
   connection.clientId = clientId;

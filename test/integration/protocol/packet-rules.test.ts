@@ -288,10 +288,18 @@ describe('packet rules mqtt-packet does not check', () => {
     ['3.1.1 will topic', 4, frame(0x10, str('MQTT'), [4, 0x06, 0, 60], str('w4'), str(ILL_FORMED), str('bye'))],
     ['3.1.1 user name', 4, frame(0x10, str('MQTT'), [4, 0x82, 0, 60], str('u4'), str(ILL_FORMED))],
     ['v5 user name', 5, frame(0x10, str('MQTT'), [5, 0x82, 0, 60, 0], str('u5'), str(ILL_FORMED))],
+    ['3.1.1 client identifier', 4, frame(0x10, str('MQTT'), [4, 0x02, 0, 60], str(ILL_FORMED))],
+    ['3.1 client identifier', 3, frame(0x10, str('MQIsdp'), [3, 0x02, 0, 60], str(ILL_FORMED))],
+    ['v5 client identifier', 5, frame(0x10, str('MQTT'), [5, 0x02, 0, 60, 0], str(ILL_FORMED))],
+    [
+      '3.1.1 client identifier with a will',
+      4,
+      frame(0x10, str('MQTT'), [4, 0x06, 0, 60], str(ILL_FORMED), str('w'), str('b')),
+    ],
   ] as const)(
     'a CONNECT whose %s is ill-formed UTF-8 is malformed: CONNACK 0x81 for MQTT 5, none for 3.1.1, then closed',
     async (what, v, bytes) => {
-      const client = await RawClient.connect(broker.port, v);
+      const client = await RawClient.connect(broker.port, v === 3 ? 4 : v);
       const peer = `127.0.0.1:${client.socket.localPort}`;
       client.sendBytes(bytes);
       await client.waitClosed();
@@ -299,7 +307,7 @@ describe('packet rules mqtt-packet does not check', () => {
         expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
         expect((client.packets[0] as IConnackPacket).reasonCode).toBe(MALFORMED);
       } else expect(client.packets).toEqual([]);
-      const field = ['user name', 'will topic'].find((f) => what.includes(f))!;
+      const field = ['user name', 'will topic', 'client identifier'].find((f) => what.includes(f))!;
       const detail = `malformed packet: CONNECT ${field} is not a valid UTF-8 string (illFormed)`;
       const line = await broker.waitForLog(
         (l) => l.msg === 'closing connection: protocol violation' && l.detail === detail && l.peer === peer,
@@ -308,6 +316,23 @@ describe('packet rules mqtt-packet does not check', () => {
       await expectServing(`after ${what}`);
     },
   );
+
+  it('a CONNECT whose client identifier holds U+0000 is malformed too, not an invalid identifier (0x85)', async () => {
+    const client = await RawClient.connect(broker.port, 5);
+    client.sendBytes(frame(0x10, str('MQTT'), [5, 0x02, 0, 60, 0], str('nul\u0000id')));
+    await client.waitClosed();
+    expect(client.packets.map((p) => [p.cmd, (p as IConnackPacket).reasonCode])).toEqual([['connack', MALFORMED]]);
+    await broker.waitForLog(
+      (l) => l.detail === 'malformed packet: CONNECT client identifier is not a valid UTF-8 string (nullCharacter)',
+    );
+  });
+
+  it('a well-formed U+FFFD in a client identifier is still refused by choice with 0x85', async () => {
+    const client = await RawClient.connect(broker.port, 5);
+    client.sendBytes(frame(0x10, str('MQTT'), [5, 0x02, 0, 60, 0], str('fffd\ufffd')));
+    await client.waitClosed();
+    expect(client.packets.map((p) => [p.cmd, (p as IConnackPacket).reasonCode])).toEqual([['connack', 0x85]]);
+  });
 
   it.each([
     ['Topic Alias', props([0x23, 0, 1]), props(), 'CONNECT cannot carry the Topic Alias property'],

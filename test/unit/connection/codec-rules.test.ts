@@ -196,6 +196,15 @@ describe('UTF-8 string fields are checked as bytes [MQTT-1.5.4-1] [MQTT-1.5.4-2]
     ['3.1.1 CONNECT user name', 4, connect(4, 0x82, str('c'), str(ILL_FORMED)), 'CONNECT user name'],
     ['3.1.1 CONNECT user name with U+0000', 4, connect(4, 0x82, str('c'), str('u\u0000')), 'CONNECT user name'],
     ['MQTT 5 CONNECT user name', 5, connect(5, 0x82, props(), str('c'), str(ILL_FORMED)), 'CONNECT user name'],
+    ['3.1.1 CONNECT client identifier', 4, connect(4, 0x02, str(ILL_FORMED)), 'CONNECT client identifier'],
+    ['3.1.1 CONNECT client identifier with U+0000', 4, connect(4, 0x02, str('c\u0000')), 'CONNECT client identifier'],
+    [
+      '3.1.1 CONNECT client identifier, with a will',
+      4,
+      connect(4, 0x06, str(ILL_FORMED), str('w'), str('bye')),
+      'CONNECT client identifier',
+    ],
+    ['MQTT 5 CONNECT client identifier', 5, connect(5, 0x02, props(), str(ILL_FORMED)), 'CONNECT client identifier'],
     [
       'MQTT 5 CONNECT will user property',
       5,
@@ -214,7 +223,12 @@ describe('UTF-8 string fields are checked as bytes [MQTT-1.5.4-1] [MQTT-1.5.4-2]
     expect(outcome.malformed[0]).toContain('not a valid UTF-8 string');
   });
 
-  it('a well-formed U+FFFD is a character like any other, in a filter and in a user name', () => {
+  it('a well-formed U+FFFD is a character like any other, in a filter, a user name and a client identifier', () => {
+    // The connect handler refuses it in a client identifier by choice (0x85); the codec passes it as well-formed.
+    expect(decode(4, connect(4, 0x02, str('c\ufffd'))).decoded).toMatchObject([
+      { cmd: 'connect', clientId: 'c\ufffd' },
+    ]);
+    expect(decode(5, connect(5, 0x02, props(), str('c\ufffd'))).decoded).toMatchObject([{ clientId: 'c\ufffd' }]);
     expect(decode(5, frame(0x82, [0, 1, 0], str('fffd/\ufffd'), [0])).decoded).toMatchObject([
       { cmd: 'subscribe', subscriptions: [{ topic: 'fffd/\ufffd' }] },
     ]);
