@@ -44,6 +44,11 @@ export interface ServerOptions {
   configHash?: string;
   /** Clock of the audit refusal limiter (epoch ms): tests move it instead of sleeping through a window. */
   refusalClock?: () => number;
+  /**
+   * Internal: the bound on TLS handshakes in progress per `tls`/`wss` listener (default `MAX_PENDING_HANDSHAKES`,
+   * 1024). Not a setting; tests lower it to reach the bound with a few sockets.
+   */
+  maxPendingTlsHandshakes?: number;
 }
 
 /**
@@ -57,7 +62,8 @@ export class BulwarkServer {
   readonly sys: SysTopics;
   readonly store: SessionStore | undefined;
   private authorization: AuthorizationSubsystem | undefined;
-  private readonly secureListeners: SecureListener[] = [];
+  /** By listener name. */
+  private readonly secureListeners = new Map<string, SecureListener>();
   private readonly chains: AuthenticationChains;
   private started = false;
   private startedAt = 0;
@@ -232,6 +238,11 @@ export class BulwarkServer {
     });
   }
 
+  /** The TLS side of a started `tls` or `wss` listener (its handshakes in progress, its context); else undefined. */
+  secureListener(name: string): SecureListener | undefined {
+    return this.secureListeners.get(name);
+  }
+
   private async createServer(listener: ListenerRuntime): Promise<ListeningServer> {
     const c = listener.config;
     const broker = this.broker;
@@ -243,8 +254,9 @@ export class BulwarkServer {
         listener.name,
         this.options.baseDir ?? process.cwd(),
         (event) => broker.audit.record(event),
+        this.options.maxPendingTlsHandshakes,
       );
-      this.secureListeners.push(secure);
+      this.secureListeners.set(listener.name, secure);
     }
     const proxy = c.proxy_protocol?.enabled ? c.proxy_protocol : undefined;
     switch (c.transport) {
@@ -299,7 +311,7 @@ export class BulwarkServer {
     await this.guard?.stop();
     await this.authorization?.stop();
     await this.chains.stop();
-    for (const secure of this.secureListeners) await secure.close();
+    for (const secure of this.secureListeners.values()) await secure.close();
     // Nothing can be refused any more: the counts of refusals not recorded one by one go in before the end.
     this.broker.refusals.stop();
     this.broker.audit.record({

@@ -61,18 +61,29 @@ function peerOfTls(socket: TLSSocket): { address: string; port: number } {
  * OpenSSL (`rejectUnauthorized: false`) and enforced here, after recording.
  */
 export class SecureListener {
+  /** Raw sockets whose handshake has not finished yet. */
+  private readonly pending = new Set<net.Socket>();
+
   private constructor(
     readonly manager: TlsContextManager,
     readonly psk: { store: PskStore; hooks: PskServerHooks } | undefined,
     readonly stapler: OcspStapler | undefined,
     private readonly settings: SecureListenerSettings,
+    readonly maxPendingHandshakes: number,
   ) {}
 
+  /** Handshakes in progress now, at most `maxPendingHandshakes` (diagnostics and tests). */
+  get pendingHandshakes(): number {
+    return this.pending.size;
+  }
+
+  /** `maxPendingHandshakes` is not a setting: only tests lower it, to reach the bound without 1024 sockets. */
   static async create(
     settings: SecureListenerSettings,
     listener: string,
     baseDir: string,
     audit: (e: AuditEvent) => void,
+    maxPendingHandshakes = MAX_PENDING_HANDSHAKES,
   ): Promise<SecureListener> {
     const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
     const options = tlsContextOptionsFrom(settings.tls, path);
@@ -136,7 +147,7 @@ export class SecureListener {
       );
       await stapler.start();
     }
-    return new SecureListener(manager, psk, stapler, settings);
+    return new SecureListener(manager, psk, stapler, settings, maxPendingHandshakes);
   }
 
   /** TLS peer facts for the authentication chain; undefined when the handshake must be refused (already recorded). */
@@ -183,16 +194,17 @@ export class SecureListener {
    * reader arrive through the same `connection` event, so they are bounded too.
    */
   private boundHandshakes(server: tls.Server | https.Server, broker: Broker, listener: ListenerRuntime): void {
-    const pending = new Set<net.Socket>();
+    const pending = this.pending;
+    const max = this.maxPendingHandshakes;
     let full = false;
     server.on('connection', (socket: net.Socket) => {
       if (socket.remoteAddress !== undefined)
         connectedPeers.set(socket, { address: socket.remoteAddress, port: socket.remotePort ?? 0 });
-      if (pending.size >= MAX_PENDING_HANDSHAKES) {
+      if (pending.size >= max) {
         if (!full) {
           full = true;
           broker.log.warn(
-            { listener: listener.name, limit: MAX_PENDING_HANDSHAKES },
+            { listener: listener.name, limit: max },
             'too many pending TLS handshakes: closing new connections',
           );
         }
@@ -202,13 +214,13 @@ export class SecureListener {
       pending.add(socket);
       socket.once('close', () => {
         pending.delete(socket);
-        if (pending.size < MAX_PENDING_HANDSHAKES) full = false;
+        if (pending.size < max) full = false;
       });
     });
     server.on('secureConnection', (socket: TLSSocket) => {
       const parent = (socket as unknown as { _parent?: net.Socket })._parent;
       if (parent) pending.delete(parent);
-      if (pending.size < MAX_PENDING_HANDSHAKES) full = false;
+      if (pending.size < max) full = false;
     });
   }
 

@@ -31,6 +31,8 @@ export interface TestBrokerOptions {
   authorizer?: Authorizer;
   authenticator?: ConnectAuthenticator;
   guard?: ConnectGuard;
+  /** `ServerOptions.maxPendingTlsHandshakes`: the TLS handshake bound, lowered to test it with a few sockets. */
+  maxPendingTlsHandshakes?: number;
 }
 
 /** Starts a real broker on a free loopback port with in-memory audit capture. */
@@ -64,6 +66,7 @@ export async function startBroker(options: TestBrokerOptions = {}): Promise<Test
     authorizer: options.authorizer,
     guard: options.guard,
     authenticators: options.authenticator ? new Map([['test', options.authenticator]]) : undefined,
+    maxPendingTlsHandshakes: options.maxPendingTlsHandshakes,
   });
   await server.start();
   const port = server.listeners[0]!.address!.port;
