@@ -63,6 +63,12 @@ function peerOfTls(socket: TLSSocket): { address: string; port: number } {
 export class SecureListener {
   /** Raw sockets whose handshake has not finished yet. */
   private readonly pending = new Set<net.Socket>();
+  /**
+   * Raw sockets closed because the bound was reached. Node's TLS layer has wrapped them already and reports the
+   * close as a failed handshake (`ECONNRESET`, "socket hang up"), which would blame the client; they are recorded
+   * with the bound's own code instead.
+   */
+  private readonly closedAtBound = new WeakSet<net.Socket>();
 
   private constructor(
     readonly manager: TlsContextManager,
@@ -208,6 +214,7 @@ export class SecureListener {
             'too many pending TLS handshakes: closing new connections',
           );
         }
+        this.closedAtBound.add(socket);
         socket.destroy();
         return;
       }
@@ -230,6 +237,22 @@ export class SecureListener {
       // Unlike https, a tls.Server with a tlsClientError listener leaves the socket open: a timed-out or failed
       // handshake would keep its file descriptor until the client left.
       socket.destroy();
+      const parent = (socket as unknown as { _parent?: net.Socket })._parent;
+      if (parent !== undefined && this.closedAtBound.has(parent)) {
+        // Logged once per episode by the bound itself; bounded in the audit log like every refusal.
+        broker.recordRefusal({
+          event: {
+            action: 'tls.handshake_refused',
+            outcome: 'failure',
+            reason: `closed before its handshake: ${this.maxPendingHandshakes} handshakes already in progress on this listener`,
+            code: 'too_many_pending_handshakes',
+          },
+          client: { ip: peer.address, port: peer.port },
+          mqtt: { listener: listener.name },
+          tls: { error: 'too_many_pending_handshakes' },
+        });
+        return;
+      }
       // Bounded (audit.refusals): failed handshakes cost a client nothing, and can come thousands a second.
       const recorded = broker.recordRefusal({
         event: {

@@ -90,6 +90,19 @@ describe('the bound on TLS handshakes in progress', () => {
     }
     expect(sockets.filter((s) => s.destroyed || s.readyState !== 'open')).toEqual([]);
     expect(pendingOf(b)).toBe(cap);
+    // Each is recorded as closed by the bound, not as a client's failed handshake ("socket hang up").
+    await until(
+      () => b.audit.events.filter((e) => e.event.action === 'tls.handshake_refused').length === 3,
+      'three refusals recorded',
+    );
+    for (const e of b.audit.events.filter((r) => r.event.action === 'tls.handshake_refused')) {
+      expect(e.event).toMatchObject({
+        code: 'too_many_pending_handshakes',
+        reason: `closed before its handshake: ${cap} handshakes already in progress on this listener`,
+      });
+      expect(e.tls).toEqual({ error: 'too_many_pending_handshakes' });
+    }
+    expect(b.logs.filter((l) => l.msg === 'TLS handshake failed')).toEqual([]);
     const warnings = b.logs.filter((l) => l.msg === WARNING);
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ level: 40, listener: 'test', limit: cap });
