@@ -1,19 +1,14 @@
 import { AuditAction } from './actions.js';
 import type { AuditEvent } from './events.js';
 
-/**
- * The refusals a client can repeat at no cost, before it has proved anything (what the broker passes to
- * `recordRefusal`; documentation and tests, the limiter itself counts whatever it is given): each would otherwise be one record,
- * so a client looping connect attempts could fill the disk (and a fail-closed broker would then refuse everyone)
- * and bury the records a reviewer needs. Only these go through the limiter; every other record is written as is.
+/*
+ * The refusals a client can repeat at no cost, before it has proved anything, are what the broker passes to
+ * `Broker.recordRefusal`: `tls.handshake_refused`, `proxy.header_refused`, `connection.malformed_connect`,
+ * `guard.blocked`, `guard.throttle_refused`, and `authn.denied` for a CONNECT refused before any authenticator ran.
+ * Each would otherwise be one record, so a client looping connect attempts could fill the disk (and a fail-closed
+ * broker would then refuse everyone) and bury the records a reviewer needs. Every other record is written as is;
+ * the limiter itself counts whatever it is given.
  */
-export const SUMMARISED_REFUSALS: ReadonlySet<string> = new Set([
-  AuditAction.tlsHandshakeRefused,
-  AuditAction.guardBlocked,
-  AuditAction.guardThrottleRefused,
-  AuditAction.connectionMalformedConnect,
-  AuditAction.proxyHeaderRefused,
-]);
 
 export interface RefusalLimiterOptions {
   /** Refusals per key and window recorded one by one; the rest are counted. 0 counts every one. */

@@ -1076,7 +1076,7 @@ export class Broker {
   // --- audit -------------------------------------------------------------------------------------------
 
   /**
-   * Records a refusal a client can repeat before proving anything (`SUMMARISED_REFUSALS`), within the bound of
+   * Records a refusal a client can repeat before proving anything (audit/refusal-limiter.ts), within the bound of
    * `audit.refusals`. True: it was recorded; log it. False: it was counted for its key's summary record, and its
    * log line is left out too, so a flood of attempts is bounded in the log as in the audit log.
    */
@@ -1089,6 +1089,28 @@ export class Broker {
   recordAuthentication(connection: Connection, attempt: ConnectAttempt, result: ChainResult): void {
     if (result.kind === 'continue') return;
     this.audit.record(authnDecisionEvent(attempt, result));
+    this.logAuthentication(connection, attempt, result);
+  }
+
+  /**
+   * `authn.denied` for a CONNECT the broker refused before any authenticator ran (an invalid client id, a protocol
+   * name that does not match its level, an unsupported authentication method): bounded by `recordRefusal`, as a
+   * client can send such a CONNECT in a loop. Decisions of the authentication chain are never bounded.
+   */
+  recordPreAuthenticationRefusal(
+    connection: Connection,
+    attempt: ConnectAttempt,
+    result: Extract<ChainResult, { kind: 'deny' }>,
+  ): void {
+    if (this.recordRefusal(authnDecisionEvent(attempt, result))) this.logAuthentication(connection, attempt, result);
+    else this.stats.connectRefused++;
+  }
+
+  private logAuthentication(
+    connection: Connection,
+    attempt: ConnectAttempt,
+    result: Exclude<ChainResult, { kind: 'continue' }>,
+  ): void {
     // One of these per connect: at `warn` (as the benchmark runs) not even the log object is built.
     const logging = this.log.isLevelEnabled('info');
     if (result.kind === 'allow') {

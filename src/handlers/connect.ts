@@ -403,7 +403,9 @@ export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, {
   if (connection.state === 'closed') return;
   const broker = connection.broker;
   if (!result.audited) {
-    broker.recordAuthentication(connection, ctx.attempt, {
+    // Refused before any authenticator ran (the CONNECT itself broke a rule): a client can repeat it at no cost,
+    // so its records are bounded like the other refusals before authentication.
+    broker.recordPreAuthenticationRefusal(connection, ctx.attempt, {
       kind: 'deny',
       reason: result.reason,
       detail: result.detail,

@@ -237,4 +237,41 @@ describe('a flood of refused connections', () => {
     // Other records are not limited: the ban itself is there.
     expect(byAction(records, 'guard.banned')).toHaveLength(1);
   });
+
+  it('a CONNECT the broker refuses before authentication, sent again and again, writes burst records and one summary', async () => {
+    const broker = await startFloodBroker({ transport: 'tcp' });
+    const attempts = 60;
+    const codes: number[] = [];
+    await repeat(attempts, 8, async () => {
+      // An authentication method no step of the chain offers: the broker refuses it before any authenticator runs.
+      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
+        clientId: 'prober',
+        protocolVersion: 5,
+        properties: { authenticationMethod: 'NO-SUCH-METHOD' },
+        reconnectPeriod: 0,
+      });
+      await new Promise<void>((resolve) => {
+        client.once('error', (e) => {
+          codes.push((e as Error & { code?: number }).code ?? -1);
+          resolve();
+        });
+        client.once('connect', () => resolve());
+      });
+      client.end(true);
+    });
+    expect(codes).toEqual(new Array<number>(attempts).fill(0x8c));
+    // An ordinary client's authentication decision is never bounded.
+    const ok = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'ordinary', reconnectPeriod: 0 });
+    await ok.endAsync();
+    const records = await stopAndRead(broker);
+    const denied = byAction(records, 'authn.denied');
+    expect(denied).toHaveLength(BURST);
+    for (const r of denied) expect(field(r, 'event.code')).toBe('badAuthenticationMethod');
+    const summaries = summariesOf(records, 'authn.denied');
+    expect(summaries).toHaveLength(1);
+    expect(field(summaries[0]!, 'event.code')).toBe('badAuthenticationMethod');
+    expect(denied.length + suppressedTotal(summaries)).toBe(attempts);
+    expect(byAction(records, 'authn.allowed').map((r) => field(r, 'mqtt.client_id'))).toEqual(['ordinary']);
+    expect(broker.logs.filter((l) => l.msg === 'connection refused')).toHaveLength(BURST);
+  });
 });
