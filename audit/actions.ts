@@ -44,6 +44,7 @@ export const AuditAction = {
   auditCheckpoint: 'audit.checkpoint',
   auditWriteRecovered: 'audit.write_recovered',
   auditRefusalsSuppressed: 'audit.refusals_suppressed',
+  auditEarlyEventsDropped: 'audit.early_events_dropped',
 } as const;
 
 export type AuditActionName = (typeof AuditAction)[keyof typeof AuditAction];

@@ -1,3 +1,4 @@
+import { AuditAction } from '../audit/actions.js';
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 
 const MAX_EARLY_EVENTS = 10_000;
@@ -35,7 +36,7 @@ export class SwitchableAuditSink implements AuditSink {
     if (this.lost > 0) {
       target.record({
         event: {
-          action: 'audit.early_events_dropped',
+          action: AuditAction.auditEarlyEventsDropped,
           outcome: 'failure',
           reason: `${this.lost} events recorded before the audit log opened were dropped`,
         },

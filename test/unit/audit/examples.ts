@@ -350,6 +350,14 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
       reason: 'window_end',
     },
   },
+  {
+    event: {
+      action: 'audit.early_events_dropped',
+      outcome: 'failure',
+      reason: '37 events recorded before the audit log opened were dropped',
+    },
+    actor: 'broker',
+  },
 ];
 
 /** What the writer records during an outage of its disk (the others it produces itself in the generator). */
