@@ -11,7 +11,7 @@ describe('the audit sink before the audit log opens', () => {
   it('holds up to 10,000 events, hands them over in order, and records how many more were dropped', () => {
     const sink = new SwitchableAuditSink();
     for (let i = 0; i < 10_005; i++) sink.record(event(i));
-    const target = new MemoryAuditSink();
+    const target = new MemoryAuditSink(20_000);
     sink.attach(target);
     expect(target.events).toHaveLength(10_001);
     expect(target.events[0]!.event.reason).toBe('reload 0');
