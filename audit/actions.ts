@@ -11,6 +11,7 @@ export const AuditAction = {
   authnReauthDenied: 'authn.reauth_denied',
   clientDisconnected: 'client.disconnected',
   connectionMalformedConnect: 'connection.malformed_connect',
+  connectionConnectTimeout: 'connection.connect_timeout',
   authzConnectDenied: 'authz.connect_denied',
   authzPublishDenied: 'authz.publish_denied',
   authzSubscribeDenied: 'authz.subscribe_denied',

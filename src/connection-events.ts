@@ -119,3 +119,28 @@ export function malformedConnectEvent(
     mqtt,
   };
 }
+
+/**
+ * `connection.connect_timeout`: the connection was closed because no CONNECT arrived within
+ * `limits.connect_timeout_ms` (`connect_timeout`), or an enhanced authentication exchange the CONNECT started did
+ * not finish in that time (`authentication_timeout`, with the client id the CONNECT named). Nobody was verified.
+ */
+export function connectTimeoutEvent(
+  peer: { address: string; port: number },
+  listener: string,
+  authenticating: { clientId: string } | undefined,
+  detail: string,
+): AuditEvent {
+  const mqtt: NonNullable<AuditEvent['mqtt']> = { listener };
+  if (authenticating !== undefined && authenticating.clientId !== '') mqtt.client_id = authenticating.clientId;
+  return {
+    event: {
+      action: 'connection.connect_timeout',
+      outcome: 'failure',
+      reason: detail,
+      code: authenticating === undefined ? 'connect_timeout' : 'authentication_timeout',
+    },
+    client: { ip: peer.address, port: peer.port },
+    mqtt,
+  };
+}

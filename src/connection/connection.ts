@@ -12,7 +12,7 @@ import { Framer, frameEnd, isFrameProblem, type FrameProblem } from './framer.js
 import { parseFrames, type PacketSink } from './codec.js';
 import { encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
-import { malformedConnectEvent } from '../connection-events.js';
+import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
 import { dispatchPacket } from '../handlers/index.js';
 import { expireReauthentication } from '../handlers/auth.js';
 import type { ConnectContext } from '../handlers/connect.js';
@@ -449,11 +449,23 @@ export class Connection implements SessionLink, PacketSink {
         expireReauthentication(this);
         return;
       }
-      this.closeReason = 'no CONNECT within the connect timeout';
-      this.broker.log.info(
-        { peer: this.peerLabel, listener: this.listener.name },
-        'closing connection: no CONNECT within the connect timeout',
+      // Bounded like every refusal a client can repeat at no cost (`Broker.recordRefusal`): opening connections
+      // that never finish CONNECT is the cheapest way to hold a broker's sockets.
+      const exchanging = this.state === 'authenticating';
+      this.closeReason = exchanging
+        ? 'authentication not finished within the connect timeout'
+        : 'no CONNECT within the connect timeout';
+      const event = connectTimeoutEvent(
+        this.peer,
+        this.listener.name,
+        exchanging ? { clientId: this.clientId } : undefined,
+        this.closeReason,
       );
+      if (this.broker.recordRefusal(event))
+        this.broker.log.info(
+          { peer: this.peerLabel, listener: this.listener.name },
+          `closing connection: ${this.closeReason}`,
+        );
       this.destroy();
       return;
     }

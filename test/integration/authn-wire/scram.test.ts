@@ -127,8 +127,9 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
   it('closes a client that stalls after the server-first message once the connect timeout passes', async () => {
     const client = await RawClient.connect(broker.port, 5);
     const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: scramPw });
+    const clientId = cid();
     client.send(
-      connectPacket(cid(), {
+      connectPacket(clientId, {
         protocolVersion: 5,
         properties: { authenticationMethod: 'SCRAM-SHA-256', authenticationData: scram.clientFirst() },
       }),
@@ -140,6 +141,15 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
     // Never answer: the broker must not keep a half-authenticated connection.
     await client.waitClosed(CONNECT_TIMEOUT_MS + 5_000);
     expect(client.packets.some((p) => p.cmd === 'connack' && p.reasonCode === 0)).toBe(false);
+    // The audit log says why, naming the client id the CONNECT claimed (nobody was verified).
+    const record = await broker.waitForAudit('connection.connect_timeout', (e) => e.mqtt?.client_id === clientId);
+    expect(record.event).toEqual({
+      action: 'connection.connect_timeout',
+      outcome: 'failure',
+      reason: 'authentication not finished within the connect timeout',
+      code: 'authentication_timeout',
+    });
+    expect(record.user).toBeUndefined();
   });
 
   it('closes a client that sends PUBLISH before CONNACK during the exchange [MQTT-3.1.2-30], delivering nothing', async () => {

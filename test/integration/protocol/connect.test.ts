@@ -222,6 +222,7 @@ describe('CONNECT, keep alive and bad connections', () => {
     const before = broker.logs.filter(
       (l) => l.msg === 'closing connection: no CONNECT within the connect timeout',
     ).length;
+    const recordsBefore = broker.audit.events.filter((e) => e.event.action === 'connection.connect_timeout').length;
     const client = await RawClient.connect(broker.port, 4);
     await client.waitClosed(3000);
     await broker.waitForLog(
@@ -229,6 +230,15 @@ describe('CONNECT, keep alive and bad connections', () => {
         broker.logs.filter((l) => l.msg === 'closing connection: no CONNECT within the connect timeout').length >
         before,
     );
+    // And an audit record: holding sockets open without a CONNECT is an attack a reviewer must be able to see.
+    const records = broker.audit.events.filter((e) => e.event.action === 'connection.connect_timeout');
+    expect(records).toHaveLength(recordsBefore + 1);
+    expect(records.at(-1)).toMatchObject({
+      event: { outcome: 'failure', code: 'connect_timeout', reason: 'no CONNECT within the connect timeout' },
+      client: { ip: '127.0.0.1' },
+      mqtt: { listener: 'test' },
+    });
+    expect(records.at(-1)!.mqtt?.client_id).toBeUndefined();
   });
 
   it('a connection that sends half a CONNECT is closed after the connect timeout too', async () => {

@@ -321,6 +321,16 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
   },
   {
     event: {
+      action: 'connection.connect_timeout',
+      outcome: 'failure',
+      reason: 'no CONNECT within the connect timeout',
+      code: 'connect_timeout',
+    },
+    client: { ip: '203.0.113.45', port: 49160 },
+    mqtt: { listener: 'mqtt' },
+  },
+  {
+    event: {
       action: 'connection.malformed_connect',
       outcome: 'failure',
       reason: 'unsupported protocol level 6',
