@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,10 +6,11 @@ import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startCliBroker } from '../../helpers/cli.js';
 import { freePort } from '../../helpers/free-port.js';
+import { canMountTmpfs, SmallFilesystems } from '../../helpers/small-filesystem.js';
 import { until } from '../../helpers/until.js';
 
 /** A real full disk needs a small file system of its own: a tmpfs, which only root can mount. */
-const canMount = process.getuid?.() === 0;
+const canMount = canMountTmpfs();
 
 const exited = (child: ChildProcess): Promise<unknown> =>
   new Promise((resolve) => (child.exitCode !== null || child.signalCode ? resolve(null) : child.on('exit', resolve)));
@@ -34,7 +34,7 @@ function fillDisk(file: string): void {
 }
 
 describe.skipIf(!canMount)('store on a full disk', () => {
-  const mounts: string[] = [];
+  const filesystems = new SmallFilesystems();
   const brokers: ChildProcess[] = [];
   // A failed assertion must not leave a broker holding the mount.
   afterEach(async () => {
@@ -42,15 +42,14 @@ describe.skipIf(!canMount)('store on a full disk', () => {
       child.kill('SIGKILL');
       await exited(child);
     }
-    for (const mount of mounts.splice(0)) execFileSync('umount', [mount]);
+    filesystems.unmountAll();
   });
 
   it('holds the PUBACK, logs once and retries each second, cuts back the partial record, and after a kill -9 starts without --repair with every acknowledged message', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bulwark-diskfull-'));
     const mount = join(dir, 'mnt');
     mkdirSync(mount);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', mount]);
-    mounts.push(mount);
+    expect(filesystems.mount(mount, '512k')).toBe(mount);
     const port = await freePort();
     const config = join(dir, 'bulwark.yaml');
     writeFileSync(
