@@ -10,11 +10,13 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   readSync,
   renameSync,
   statSync,
   unlinkSync,
   write,
+  writeSync,
 } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
@@ -55,6 +57,65 @@ export class JournalCorruptError extends BulwarkError {
       { file, line: 0, column: offset },
       'restore from backup, or start with --repair to keep what is readable',
     );
+  }
+}
+
+/**
+ * `store/newest-generation` names the newest journal generation the broker has written. Journal files carry no
+ * count of themselves, so without it a store whose newest file was deleted (an over-eager clean-up, a restore that
+ * missed a file) would start as if it held less, or nothing, and the sessions and messages in that file would be
+ * gone without a word. Written after the generation's file is durable, so it never names a file that may not be
+ * there after a crash.
+ */
+export const NEWEST_GENERATION_FILE = 'newest-generation';
+
+/** The generation `newest-generation` names; undefined when there is none (a new store, or an older version's). */
+export function readNewestGeneration(dir: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, NEWEST_GENERATION_FILE), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const generation = Number(text.trim());
+  if (!Number.isSafeInteger(generation) || generation < 0)
+    throw new BulwarkError(
+      'BULWARK_ERR_STORE_CORRUPT',
+      `${join(dir, NEWEST_GENERATION_FILE)} does not hold a generation number`,
+      undefined,
+      'restore it from backup, or delete it if the journal files are complete',
+    );
+  return generation;
+}
+
+/** Replaces `newest-generation` in one rename, after syncing the folder so the journal file it names is durable. */
+export function writeNewestGeneration(dir: string, generation: number): void {
+  syncDirectory(dir);
+  const file = join(dir, NEWEST_GENERATION_FILE);
+  const tmp = `${file}.tmp`;
+  const fd = openSync(tmp, 'w', STORE_FILE_MODE);
+  try {
+    writeSync(fd, `${generation}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+  try {
+    syncDirectory(dir);
+  } catch {
+    // The rename may then not survive a power loss: the marker names an older generation, which is only less
+    // strict. A marker naming a newer generation than the files hold is the one thing it must never do.
+  }
+}
+
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -403,6 +464,14 @@ export class JournalWriter {
       // Opened before the rename, so that nothing after the rename can fail.
       fd = openSync(tmp, 'a', STORE_FILE_MODE);
       renameSync(tmp, this.fileFor(next));
+      // Before the older files go: a crash from here on finds `next` and its marker. Should the marker fail, the
+      // new file goes too: the writer keeps appending to the old generation, which a later `next` would override.
+      try {
+        writeNewestGeneration(this.options.dir, next);
+      } catch (error) {
+        removeFailedFile(this.fileFor(next));
+        throw error;
+      }
     } catch (error) {
       if (fd !== undefined) closeSync(fd);
       removeFailedFile(tmp);

@@ -5,7 +5,17 @@ import type { Logger } from '../log.js';
 import type { Message } from '../routing/message.js';
 import type { Outbound, OutboundJournal } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
-import { journalFiles, JournalWriter, readJournal, STORE_DIR_MODE, type Durability } from './journal.js';
+import {
+  journalFiles,
+  JournalWriter,
+  NEWEST_GENERATION_FILE,
+  readJournal,
+  readNewestGeneration,
+  STORE_DIR_MODE,
+  writeNewestGeneration,
+  type Durability,
+} from './journal.js';
+import { BulwarkError } from '../errors.js';
 import { messageRecord, outboundRecord, subscriptionRecord, willRecord, type StoreRecord } from './records.js';
 
 export interface StoreOptions {
@@ -66,6 +76,7 @@ export class SessionStore implements OutboundJournal {
     if (this.options.durability === 'none') return { records: [], files: [], tornTailBytes: 0, droppedBytes: 0 };
     mkdirSync(this.dir, { recursive: true, mode: STORE_DIR_MODE });
     const files = journalFiles(this.dir);
+    this.checkNewestGeneration(files);
     const records: StoreRecord[] = [];
     let tornTailBytes = 0;
     let droppedBytes = 0;
@@ -90,11 +101,42 @@ export class SessionStore implements OutboundJournal {
     return { records, files, tornTailBytes, droppedBytes };
   }
 
+  /**
+   * Refuses a store whose newest journal file is gone (`newest-generation` names a later one than the folder holds):
+   * starting would silently lose what it held. `--repair` starts from what is there, with a warning.
+   */
+  private checkNewestGeneration(files: string[]): void {
+    let expected: number | undefined;
+    try {
+      expected = readNewestGeneration(this.dir);
+    } catch (error) {
+      if (!this.options.repair) throw error;
+      this.options.log.warn({ err: error }, 'store repaired: newest-generation was unreadable; it is rewritten');
+      return;
+    }
+    if (expected === undefined) return;
+    const newest = files.length === 0 ? -1 : generationOf(files.at(-1)!);
+    if (newest >= expected) return;
+    const missing = join(this.dir, `journal-${String(expected).padStart(8, '0')}.log`);
+    if (!this.options.repair)
+      throw new BulwarkError(
+        'BULWARK_ERR_STORE_CORRUPT',
+        `store journal ${missing} is missing: ${join(this.dir, NEWEST_GENERATION_FILE)} says the store reached ` +
+          `generation ${expected}, the newest file left is ${newest < 0 ? 'none' : `generation ${newest}`}`,
+        undefined,
+        'restore the file from backup, or start with --repair to continue from what is left (its sessions and messages are lost)',
+      );
+    this.options.log.warn(
+      { missing, expected, newest: newest < 0 ? null : newest },
+      'store repaired: the newest journal file is missing; continuing from what is left',
+    );
+  }
+
   /** Opens the writer after loading; the newest generation continues. */
   open(generationFiles: string[]): void {
     if (this.options.durability === 'none') return;
     const last = generationFiles.at(-1);
-    const generation = last ? Number(/journal-(\d{8})\.log/.exec(last)![1]) : 0;
+    const generation = last ? generationOf(last) : 0;
     this.writer = new JournalWriter(
       {
         dir: this.dir,
@@ -106,6 +148,14 @@ export class SessionStore implements OutboundJournal {
       },
       generation,
     );
+    // A new store, one from a version before the marker, or one repaired past a missing file: name what is there.
+    let named: number | undefined;
+    try {
+      named = readNewestGeneration(this.dir);
+    } catch {
+      // Unreadable: `load` refused it unless repairing, and repairing replaces it.
+    }
+    if (named !== generation) writeNewestGeneration(this.dir, generation);
   }
 
   /**
@@ -261,4 +311,8 @@ export class SessionStore implements OutboundJournal {
     await this.writer.close();
     this.writer = undefined;
   }
+}
+
+function generationOf(file: string): number {
+  return Number(/journal-(\d{8})\.log/.exec(file)![1]);
 }

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -216,8 +216,46 @@ describe('persistence across restarts', () => {
         `impossible record length ${length}: it runs past the end of the file over bytes that are not the start of ` +
         'one record (restore from backup, or start with --repair to keep what is readable)',
     );
-    expect(readdirSync(storeDir)).toEqual([file.slice(storeDir.length + 1)]);
+    expect(readdirSync(storeDir)).toEqual([file.slice(storeDir.length + 1), 'newest-generation']);
     expect(readFileSync(file)).toEqual(bytes);
+  }, 60_000);
+
+  it('a missing newest journal file stops start-up and names it; --repair starts from what is left and says so', async () => {
+    const { dir, config, port } = await brokerSetup('sync');
+    const url = `mqtt://127.0.0.1:${port}`;
+    let broker = await startCliBroker(['-c', config]);
+    const client = await mqtt.connectAsync(url, { clientId: 'vanish', protocolVersion: 4, clean: false });
+    await client.subscribeAsync('vanish/#', { qos: 1 });
+    await client.endAsync();
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+
+    // A clean-up that deletes `*.log` files: the marker stays and tells the next start what is gone.
+    const storeDir = join(dir, 'data', 'store');
+    const journals = readdirSync(storeDir).filter((f) => f.endsWith('.log'));
+    expect(journals).toHaveLength(1);
+    const generation = Number(readFileSync(join(storeDir, 'newest-generation'), 'utf8'));
+    expect(journals[0]).toBe(`journal-${String(generation).padStart(8, '0')}.log`);
+    for (const f of journals) unlinkSync(join(storeDir, f));
+
+    const refused = await runCli(['start', '-c', config]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n').at(-1)).toBe(
+      `bulwark: cannot start: store journal ${join(storeDir, journals[0]!)} is missing: ` +
+        `${join(storeDir, 'newest-generation')} says the store reached generation ${generation}, the newest file ` +
+        'left is none (restore the file from backup, or start with --repair to continue from what is left (its ' +
+        'sessions and messages are lost))',
+    );
+    expect(readdirSync(storeDir)).toEqual(['newest-generation']);
+
+    broker = await startCliBroker(['-c', config, '--repair']);
+    await until(() => broker.output().includes('store repaired: the newest journal file is missing'), 'the warning');
+    broker.child.kill('SIGTERM');
+    await exited(broker.child);
+    // Repaired: the next start needs no --repair.
+    broker = await startCliBroker(['-c', config]);
+    broker.child.kill('SIGTERM');
+    expect(await exited(broker.child)).toBe(0);
   }, 60_000);
   it('periodic: a kill -9 right after the last PUBACK loses none of the acknowledged messages', async () => {
     // A long batch delay: an acknowledgement sent before the batch is written would have 100 ms to be lost in.

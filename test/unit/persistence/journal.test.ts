@@ -17,6 +17,7 @@ import {
   JournalWriter,
   journalFiles,
   readJournal,
+  readNewestGeneration,
 } from '../../../src/persistence/journal.js';
 import { foldRecords } from '../../../src/persistence/restore.js';
 import type { StoreRecord } from '../../../src/persistence/records.js';
@@ -253,6 +254,27 @@ describe('journal writer failures', () => {
       { n: 2 },
     ]);
     expect(readdirSync(dir).sort()).toEqual(['journal-00000000.log', 'journal-00000001.log']);
+    await w.close();
+  });
+
+  it('compaction names the new generation in newest-generation; if that fails, the new file goes too', async () => {
+    const dir = tmp();
+    const w = writer(dir);
+    await w.durableThrough(w.append({ n: 0 }));
+    await w.compact([{ snapshot: 1 }]);
+    expect(readFileSync(join(dir, 'newest-generation'), 'utf8')).toBe('1\n');
+    expect(readNewestGeneration(dir)).toBe(1);
+    expect(journalFiles(dir)).toEqual(['journal-00000001.log']);
+
+    // The marker cannot be replaced (its temporary name is taken by a folder): the compaction fails, and the
+    // snapshot must not stay behind, or a later start would replay it over what the writer keeps appending.
+    mkdirSync(join(dir, 'newest-generation.tmp'));
+    await expect(w.compact([{ snapshot: 2 }])).rejects.toThrow();
+    expect(journalFiles(dir)).toEqual(['journal-00000001.log']);
+    expect(readNewestGeneration(dir)).toBe(1);
+    const after = w.append({ n: 3 });
+    await w.durableThrough(after);
+    expect(readJournal<unknown>(join(dir, 'journal-00000001.log'), false).records).toEqual([{ snapshot: 1 }, { n: 3 }]);
     await w.close();
   });
 });
