@@ -51,7 +51,13 @@ export interface AuditEvent {
   };
   authz?: { rule?: string; rule_name?: string; source?: string; action?: string; explanation?: string };
   guard?: { key?: string; dimension?: string; count?: number; window_ms?: number; until?: string; dry_run?: boolean };
-  tls?: { error?: string; subject?: string; fingerprint?: string };
+  tls?: {
+    error?: string;
+    subject?: string;
+    fingerprint?: string;
+    /** `proxy`: a trusted proxy verified the client certificate and reported its CN (audit/record-schema.ts). */
+    source?: 'proxy';
+  };
   policy?: { file?: string; old_hash?: string; new_hash?: string; error?: string };
   /** `config.changed`: key paths (never values) that changed, took effect now, or wait for a restart. */
   config?: { changed?: readonly string[]; applied?: readonly string[]; restart_required?: readonly string[] };

@@ -112,6 +112,13 @@ export const auditRecordSchema = z
         error: z.string().optional().describe('OpenSSL reason a handshake or certificate was refused.'),
         subject: z.string().optional().describe('Certificate subject DN.'),
         fingerprint: z.string().optional().describe('Certificate SHA-256 fingerprint.'),
+        source: z
+          .literal('proxy')
+          .optional()
+          .describe(
+            'On authn records: the client certificate was verified by a trusted TLS-terminating proxy, which ' +
+              'reported only its CN (PROXY v2 SSL TLV, `use_ssl_tlv_cn`); `subject` is then `CN=<cn>`.',
+          ),
       })
       .strict()
       .optional(),

@@ -77,6 +77,9 @@ export function authnDecisionEvent(
     authn,
   };
   // Absent rather than undefined: a record has no member that does not apply.
+  const tls = attempt.tls;
+  if (tls?.source === 'proxy' && tls.certificate !== undefined)
+    record.tls = { source: 'proxy', subject: tls.certificate.subjectDn };
   if (user !== undefined) record.user = user;
   return record;
 }
@@ -100,6 +103,7 @@ function writeAuthnDecisionBody(this: AuditEvent, timestamp: string, seq: number
   const event = this.event;
   const mqtt = this.mqtt as NonNullable<AuditEvent['mqtt']>;
   const user = this.user;
+  const tls = this.tls;
   const steps = authn.steps as NonNullable<NonNullable<AuditEvent['authn']>['steps']>;
   let stepList = '';
   for (let i = 0; i < steps.length; i++) {
@@ -118,5 +122,9 @@ function writeAuthnDecisionBody(this: AuditEvent, timestamp: string, seq: number
       userMembers += `${user.groups !== undefined ? ',' : ''}"name":${canonicalString(user.name)}`;
     userMember = `,"user":{${userMembers}}`;
   }
-  return `{"@timestamp":${canonicalString(timestamp)},"authn":{"by":${canonicalString(authn.by as string)}${optionalString('"method"', authn.method)},"steps":[${stepList}]},"client":{"ip":${canonicalString(client.ip as string)},"port":${canonicalNumber(client.port as number)}},"event":{"action":${canonicalString(event.action)},"code":${canonicalString(event.code as string)},"outcome":${canonicalString(event.outcome)}${optionalString('"reason"', event.reason)}},"mqtt":{"client_id":${canonicalString(mqtt.client_id as string)},"listener":${canonicalString(mqtt.listener as string)},"protocol_version":${canonicalNumber(mqtt.protocol_version as number)},"reason_code":${canonicalNumber(mqtt.reason_code as number)}${optionalString('"username"', mqtt.username)}},"prev_hash":${canonicalString(prevHash)},"seq":${canonicalNumber(seq)}${userMember}}`;
+  const tlsMember =
+    tls === undefined
+      ? ''
+      : `,"tls":{"source":${canonicalString(tls.source as string)},"subject":${canonicalString(tls.subject as string)}}`;
+  return `{"@timestamp":${canonicalString(timestamp)},"authn":{"by":${canonicalString(authn.by as string)}${optionalString('"method"', authn.method)},"steps":[${stepList}]},"client":{"ip":${canonicalString(client.ip as string)},"port":${canonicalNumber(client.port as number)}},"event":{"action":${canonicalString(event.action)},"code":${canonicalString(event.code as string)},"outcome":${canonicalString(event.outcome)}${optionalString('"reason"', event.reason)}},"mqtt":{"client_id":${canonicalString(mqtt.client_id as string)},"listener":${canonicalString(mqtt.listener as string)},"protocol_version":${canonicalNumber(mqtt.protocol_version as number)},"reason_code":${canonicalNumber(mqtt.reason_code as number)}${optionalString('"username"', mqtt.username)}},"prev_hash":${canonicalString(prevHash)},"seq":${canonicalNumber(seq)}${tlsMember}${userMember}}`;
 }

@@ -1,4 +1,5 @@
 import type { ReasonName } from '../src/protocol/reason-codes.js';
+import { escapeDnValue } from '../src/transport/peer-certificate.js';
 import type { Secret } from './secret.js';
 
 /** What the TLS layer learned about the peer, when the listener is TLS. */
@@ -12,6 +13,13 @@ export interface TlsPeerInfo {
   pskIdentity?: string;
   protocol?: string;
   cipher?: string;
+  /**
+   * Where these facts come from. Absent: this broker's own TLS handshake. `proxy`: a trusted load balancer that
+   * terminated TLS and reported, in a PROXY v2 SSL TLV, that it verified the client certificate, with the subject
+   * CN (`proxy_protocol.use_ssl_tlv_cn`). Nothing else about the certificate was reported: `certificate` then holds
+   * `subjectCn` and `subjectDn` (`CN=<cn>`), and its other members are empty, never to be read as facts.
+   */
+  source?: 'proxy';
 }
 
 export interface PeerCertificate {
@@ -29,6 +37,36 @@ export interface PeerCertificate {
   sanIp: string[];
   validFrom: string;
   validTo: string;
+}
+
+/**
+ * TLS facts for a client certificate a trusted proxy verified and named by `cn` (see `TlsPeerInfo.source`): the
+ * only facts it reported. Empty strings and lists stand for what it did not report.
+ */
+export function proxyReportedTls(cn: string): TlsPeerInfo {
+  return {
+    authorized: true,
+    source: 'proxy',
+    certificate: {
+      subjectCn: cn,
+      subjectDn: `CN=${escapeDnValue(cn)}`,
+      issuerDn: '',
+      serialNumber: '',
+      fingerprint256: '',
+      organizationalUnits: [],
+      sanDns: [],
+      sanUri: [],
+      sanEmail: [],
+      sanIp: [],
+      validFrom: '',
+      validTo: '',
+    },
+  };
+}
+
+/** The client certificate's SHA-256 fingerprint, when this broker saw the certificate (never for `source: proxy`). */
+export function certificateFingerprint(tls: TlsPeerInfo | undefined): string | undefined {
+  return tls === undefined || tls.source === 'proxy' ? undefined : tls.certificate?.fingerprint256;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { recordableUsername, type ConnectAttempt, type Identity } from '../authn/types.js';
+import { certificateFingerprint, recordableUsername, type ConnectAttempt, type Identity } from '../authn/types.js';
 import type { ReasonName } from './protocol/reason-codes.js';
 
 /**
@@ -44,7 +44,7 @@ export function guardClientOf(attempt: ConnectAttempt): GuardClient {
     clientId: attempt.clientId,
     username: recordableUsername(attempt),
     address: attempt.peer.address,
-    certFingerprint: attempt.tls?.certificate?.fingerprint256,
+    certFingerprint: certificateFingerprint(attempt.tls),
     jwtSubject: undefined,
     port: attempt.peer.port,
     listener: attempt.listener,
@@ -60,7 +60,7 @@ export function attemptedGuardClient(attempt: ConnectAttempt, attemptedUsername:
     clientId: attempt.clientId,
     username: attemptedUsername ?? recordableUsername(attempt),
     address: attempt.peer.address,
-    certFingerprint: attempt.tls?.certificate?.fingerprint256,
+    certFingerprint: certificateFingerprint(attempt.tls),
     jwtSubject: undefined,
     port: attempt.peer.port,
     listener: attempt.listener,
@@ -78,7 +78,7 @@ export function verifiedGuardClient(attempt: ConnectAttempt, identity: Identity)
     clientId: attempt.clientId,
     username: identity.username,
     address: attempt.peer.address,
-    certFingerprint: attempt.tls?.certificate?.fingerprint256,
+    certFingerprint: certificateFingerprint(attempt.tls),
     jwtSubject: identity.attributes['jwt.sub'],
     port: attempt.peer.port,
     listener: attempt.listener,

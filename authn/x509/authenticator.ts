@@ -77,12 +77,23 @@ export function certificateAttributes(
 }
 
 /**
- * Authenticates a client by the certificate it presented in the TLS handshake (mTLS).
+ * Attributes of a certificate a trusted proxy verified and reported only by its CN (`TlsPeerInfo.source: proxy`):
+ * `cert.source` says so, and the facts it did not report (DN, issuer, serial, fingerprint, validity, OUs, SANs) are
+ * absent, so no policy condition on them can match.
+ */
+function proxyCertificateAttributes(cn: string): Record<string, string> {
+  return { 'cert.cn': cn, 'cert.identity': cn, 'cert.identity_source': 'cn', 'cert.source': 'proxy' };
+}
+
+/**
+ * Authenticates a client by the certificate it presented in the TLS handshake (mTLS), or by the CN of the one a
+ * trusted TLS-terminating proxy verified (`TlsPeerInfo.source: proxy`).
  *
  * Contract: ignores connections without a client certificate (so a password step can follow); denies a
  * certificate the TLS layer did not verify, with OpenSSL's reason; otherwise maps the certificate to an
- * identity by the configured source, enforces the optional client-id/username binding and allows. Pure and
- * synchronous underneath: safe to run concurrently for any number of clients.
+ * identity by the configured source, enforces the optional client-id/username binding and allows. A certificate
+ * the proxy reported has only a CN: `identity_source` other than `cn` and `groups_from_ou` need facts it did not
+ * report, so they deny. Pure and synchronous underneath: safe to run concurrently for any number of clients.
  */
 export class X509Authenticator implements Authenticator {
   readonly type = 'x509';
@@ -112,6 +123,21 @@ export class X509Authenticator implements Authenticator {
       };
     }
     const o = this.#options;
+    const fromProxy = tls.source === 'proxy';
+    if (fromProxy && o.identitySource !== 'cn') {
+      return {
+        kind: 'deny',
+        reason: 'notAuthorized',
+        detail: `identity_source ${o.identitySource} needs the certificate itself; the proxy reported only its CN`,
+      };
+    }
+    if (fromProxy && o.groupsFromOu) {
+      return {
+        kind: 'deny',
+        reason: 'notAuthorized',
+        detail: "groups_from_ou needs the certificate's OUs; the proxy reported only its CN",
+      };
+    }
     const mapped = mapIdentity(cert, o.identitySource, o.sanPrefix);
     if (!mapped.ok) return { kind: 'deny', reason: 'notAuthorized', detail: mapped.detail };
     if (o.requireClientIdMatch && attempt.clientId !== mapped.value) {
@@ -134,7 +160,9 @@ export class X509Authenticator implements Authenticator {
       // Only a name the certificate vouches for: the CONNECT User Name alone is whatever the client wrote.
       username: o.useAsUsername || o.requireUsernameMatch ? mapped.value : undefined,
       groups: o.groupsFromOu ? [...cert.organizationalUnits] : [],
-      attributes: certificateAttributes(cert, mapped.value, o.identitySource),
+      attributes: fromProxy
+        ? proxyCertificateAttributes(mapped.value)
+        : certificateAttributes(cert, mapped.value, o.identitySource),
       superuser: false,
       anonymous: false,
       authenticator: this.id,

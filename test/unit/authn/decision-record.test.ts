@@ -3,7 +3,7 @@ import { canonicalJsonWith } from '../../../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../../../audit/events.js';
 import { encodeRecord, splitLine } from '../../../audit/record.js';
 import { authnDecisionEvent } from '../../../authn/decision-event.js';
-import type { ChainResult, ConnectAttempt, StepRecord } from '../../../authn/types.js';
+import { proxyReportedTls, type ChainResult, type ConnectAttempt, type StepRecord } from '../../../authn/types.js';
 import { ReasonCode, type ReasonName } from '../../../src/protocol/reason-codes.js';
 import { seededInts } from '../../helpers/seeded.js';
 
@@ -59,7 +59,8 @@ describe('the authentication decision record', () => {
         password: undefined,
         protocolVersion: ([3, 4, 5] as const)[next(3)] as 3 | 4 | 5,
         peer: { address: text(), port: numbers[next(numbers.length)] as number },
-        tls: undefined,
+        // A certificate a trusted proxy reported is recorded with its source (tls.source: proxy).
+        tls: next(2) === 0 ? undefined : proxyReportedTls(text()),
         authMethod: next(3) === 0 ? text() : undefined,
         authData: undefined,
       };
@@ -111,12 +112,13 @@ describe('the authentication decision record', () => {
           event.authn?.method !== undefined,
           steps.length,
           steps.some((s) => s.detail !== undefined),
+          event.tls?.source === 'proxy',
         ].join(),
       );
     }
     // Every combination was met: allow/deny × user name × CONNECT username × method × (no steps, or 1–3 steps
-    // with or without a detail).
-    expect(variants.size).toBe(2 * 2 * 2 * 2 * (1 + 3 * 2));
+    // with or without a detail) × certificate reported by a proxy.
+    expect(variants.size).toBe(2 * 2 * 2 * 2 * (1 + 3 * 2) * 2);
   });
 
   it('is what the audit writer puts in the line, and the line verifies', () => {

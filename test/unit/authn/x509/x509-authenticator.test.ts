@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AuthnOutcome, ConnectAttempt, TlsPeerInfo } from '../../../../authn/types.js';
+import {
+  certificateFingerprint,
+  proxyReportedTls,
+  type AuthnOutcome,
+  type ConnectAttempt,
+  type TlsPeerInfo,
+} from '../../../../authn/types.js';
 import {
   X509Authenticator,
   type X509AuthenticatorOptions,
@@ -195,6 +201,58 @@ describe('x509 authenticator over real mTLS handshakes', () => {
       kind: 'ignore',
       detail: 'not a TLS connection',
     });
+  });
+});
+
+describe('x509 authenticator with a certificate a trusted proxy reported (use_ssl_tlv_cn)', () => {
+  const fromProxy = proxyReportedTls('sensor-1');
+
+  it('maps the CN, marks the source, and gives policies no fact the proxy did not report', () => {
+    const outcome = allowed(authenticator().decide(attempt(fromProxy)));
+    expect(outcome.identity.username).toBe('sensor-1');
+    expect(outcome.identity.groups).toEqual([]);
+    expect(outcome.identity.attributes).toEqual({
+      'cert.cn': 'sensor-1',
+      'cert.identity': 'sensor-1',
+      'cert.identity_source': 'cn',
+      'cert.source': 'proxy',
+    });
+  });
+
+  it('enforces the client id and username bindings against the reported CN', () => {
+    expect(allowed(authenticator({ requireClientIdMatch: true }).decide(attempt(fromProxy))).identity.username).toBe(
+      'sensor-1',
+    );
+    expect(authenticator({ requireClientIdMatch: true }).decide(attempt(fromProxy, { clientId: 'other' })).kind).toBe(
+      'deny',
+    );
+    expect(authenticator({ requireUsernameMatch: true }).decide(attempt(fromProxy, { username: 'other' })).kind).toBe(
+      'deny',
+    );
+  });
+
+  it.each(['dn', 'san_dns', 'san_uri', 'san_email', 'fingerprint'] as const)(
+    'denies identity_source %s, which needs facts the proxy did not report',
+    (identitySource) => {
+      expect(authenticator({ identitySource }).decide(attempt(fromProxy))).toEqual({
+        kind: 'deny',
+        reason: 'notAuthorized',
+        detail: `identity_source ${identitySource} needs the certificate itself; the proxy reported only its CN`,
+      });
+    },
+  );
+
+  it('denies groups_from_ou, which needs OUs the proxy did not report', () => {
+    expect(authenticator({ groupsFromOu: true }).decide(attempt(fromProxy))).toEqual({
+      kind: 'deny',
+      reason: 'notAuthorized',
+      detail: "groups_from_ou needs the certificate's OUs; the proxy reported only its CN",
+    });
+  });
+
+  it('holds no fingerprint for the guard, and escapes the CN in the subject DN', () => {
+    expect(certificateFingerprint(fromProxy)).toBeUndefined();
+    expect(proxyReportedTls('a,b=c').certificate?.subjectDn).toBe('CN=a\\,b\\=c');
   });
 });
 
