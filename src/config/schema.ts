@@ -238,6 +238,23 @@ export const listenerSchema = z
         message: 'PROXY protocol is supported on tcp and tls listeners',
       });
     }
+    // The CN a proxy reports is worth something only from a trusted proxy that terminated TLS itself.
+    if (listener.proxy_protocol?.use_ssl_tlv_cn) {
+      if (!listener.proxy_protocol.enabled) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['proxy_protocol', 'use_ssl_tlv_cn'],
+          message: 'use_ssl_tlv_cn needs proxy_protocol.enabled: true (and trusted_proxies)',
+        });
+      } else if (listener.transport === 'tls') {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['proxy_protocol', 'use_ssl_tlv_cn'],
+          message:
+            'use_ssl_tlv_cn is for tcp listeners behind a proxy that terminates TLS; on a tls listener the broker verifies the client certificate itself: remove use_ssl_tlv_cn',
+        });
+      }
+    }
     if (listener.socket_layer !== undefined && listener.transport !== 'tcp') {
       ctx.addIssue({ code: 'custom', path: ['socket_layer'], message: 'socket_layer applies to tcp listeners' });
     }

@@ -1,7 +1,8 @@
 import net from 'node:net';
 import type { Broker } from '../broker.js';
 import type { ListenerRuntime } from '../listener.js';
-import { parseCidrList, readProxyHeader, type ProxyProtocolSettings } from './proxy-protocol.js';
+import { proxyReportedTls } from '../../authn/types.js';
+import { parseCidrList, readProxyHeader, verifiedSslCommonName, type ProxyProtocolSettings } from './proxy-protocol.js';
 import { proxiedPeers } from './secure-listener.js';
 
 /**
@@ -53,8 +54,10 @@ export function createProxiedServer(
         inner.emit('connection', socket);
         return;
       }
+      // use_ssl_tlv_cn (tcp listeners only): the certificate the proxy verified is the client's only TLS fact.
+      const cn = settings.use_ssl_tlv_cn ? verifiedSslCommonName(result.header) : undefined;
       socket.resume();
-      broker.accept(socket, listener, client, undefined);
+      broker.accept(socket, listener, client, cn === undefined ? undefined : proxyReportedTls(cn));
     });
   });
 }

@@ -43,7 +43,7 @@ export const proxyProtocolSchema = z
       .boolean()
       .default(false)
       .describe(
-        'Trust the client certificate CN a v2 PP2_TYPE_SSL TLV reports (the proxy terminated TLS and verified it). Off by default.',
+        'tcp listeners: a trusted proxy that terminated TLS names the client certificate it verified by its CN, in the v2 PP2_TYPE_SSL TLV; an `x509` step can then authenticate the client by that CN (`identity_source: cn`). Only a TLV saying TLS, certificate presented and verified (`verify` 0) counts; any other gives no certificate identity. Refused on tls listeners, where the broker checks the certificate itself. Off by default. See docs/tls.md.',
       ),
   })
   .strict()
@@ -55,13 +55,11 @@ export const proxyProtocolSchema = z
         for (const message of parsed.errors)
           ctx.addIssue({ code: 'custom', path: ['trusted_proxies', index], message });
     });
-    // The CN is parsed but no authentication step reads it yet: accepting the option would promise a
-    // certificate-based identity that never reaches the chain.
-    if (settings.use_ssl_tlv_cn) {
+    if (settings.use_ssl_tlv_cn && !settings.versions.includes(2)) {
       ctx.addIssue({
         code: 'custom',
         path: ['use_ssl_tlv_cn'],
-        message: 'use_ssl_tlv_cn is not supported yet: the CN a proxy reports does not reach authentication',
+        message: 'use_ssl_tlv_cn reads the PROXY v2 SSL TLV: add 2 to versions, or leave use_ssl_tlv_cn out',
       });
     }
   })
@@ -610,7 +608,8 @@ export function readProxyHeader(socket: Socket, options: ProxyAcceptOptions): Pr
 
 /**
  * The client-certificate CN from a v2 SSL TLV, only when the proxy says the client used TLS, presented a
- * certificate and the proxy verified it. Use it only with `use_ssl_tlv_cn: true`.
+ * certificate and the proxy verified it (a LOCAL header has none: its TLVs are not kept). Use it only with
+ * `use_ssl_tlv_cn: true`.
  */
 export function verifiedSslCommonName(header: ProxyHeader): string | undefined {
   const ssl = header.ssl;

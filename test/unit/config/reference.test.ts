@@ -56,6 +56,14 @@ describe('configuration', () => {
     expect(defaultCell.get('audit.batch_delay')).toBe('`"5ms"`');
   });
 
+  it('accepts use_ssl_tlv_cn on a tcp listener behind trusted proxies', () => {
+    const config = parseConfigText(
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
+      'bulwark.yaml',
+    );
+    expect(config.listeners[0]?.proxy_protocol?.use_ssl_tlv_cn).toBe(true);
+  });
+
   it('the local-only default listens on 127.0.0.1:1883 with anonymous clients, in sync durability', () => {
     const config = localOnlyConfig();
     expect(config.listeners).toHaveLength(1);
@@ -85,9 +93,24 @@ describe('configuration', () => {
       'is not an IP address or CIDR',
     ],
     [
-      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
+      'listeners:\n  - port: 1883\n    transport: tls\n    tls: { cert_file: c.pem, key_file: k.pem }\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
+      'bulwark.yaml:8:23',
+      'on a tls listener the broker verifies the client certificate itself: remove use_ssl_tlv_cn',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: false\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
       'bulwark.yaml:6:23',
-      'use_ssl_tlv_cn is not supported yet',
+      'use_ssl_tlv_cn needs proxy_protocol.enabled: true',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      versions: [1]\n      use_ssl_tlv_cn: true\n',
+      'bulwark.yaml:7:23',
+      'use_ssl_tlv_cn reads the PROXY v2 SSL TLV: add 2 to versions',
+    ],
+    [
+      'listeners:\n  - port: 1883\n    transport: ws\n    proxy_protocol:\n      enabled: true\n      trusted_proxies: [10.0.0.1]\n      use_ssl_tlv_cn: true\n',
+      'bulwark.yaml:4:5',
+      'PROXY protocol is supported on tcp and tls listeners',
     ],
     [
       'listeners:\n  - port: 1883\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n      require_certificate: true\n',

@@ -226,6 +226,13 @@ describe('PROXY v2', () => {
     expect(verified.kind === 'header' && verifiedSslCommonName(verified.header)).toBe('alice');
   });
 
+  it('gives no certificate CN from a LOCAL header (a health check from the proxy itself): its TLVs are dropped', () => {
+    const ssl = tlv(0x20, Buffer.concat([Buffer.from([0x05, 0, 0, 0, 0]), tlv(0x22, Buffer.from('alice'))]));
+    const local = parseProxyHeader(v2({ verCmd: 0x20, tlvs: [ssl] }));
+    expect(local.kind === 'header' && local.header.command).toBe('local');
+    expect(local.kind === 'header' && verifiedSslCommonName(local.header)).toBeUndefined();
+  });
+
   it('checks a CRC32C TLV and refuses a header whose checksum does not match', () => {
     const withCrc = v2({ tlvs: [tlv(0x03, Buffer.alloc(4))] });
     withCrc.writeUInt32BE(crc32c(withCrc), withCrc.length - 4);
