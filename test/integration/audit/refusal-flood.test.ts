@@ -107,6 +107,17 @@ async function stopAndRead(broker: FloodBroker): Promise<AuditRecord[]> {
   return readAuditRecords(join(broker.dataDir, 'audit'));
 }
 
+/** Connects once with mqtt.js: the CONNACK reason code of a refusal, 0 when accepted (then disconnected). */
+async function connackCode(port: number, options: mqtt.IClientOptions): Promise<number> {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { ...options, reconnectPeriod: 0 });
+  const code = await new Promise<number>((resolve) => {
+    client.once('error', (e) => resolve((e as Error & { code?: number }).code ?? -1));
+    client.once('connect', () => resolve(0));
+  });
+  client.end(true);
+  return code;
+}
+
 function summariesOf(records: AuditRecord[], action: string): AuditRecord[] {
   return byAction(records, 'audit.refusals_suppressed').filter((r) => field(r, 'audit.action') === action);
 }
@@ -201,19 +212,7 @@ describe('a flood of refused connections', () => {
     const attempts = 120;
     const codes: number[] = [];
     await repeat(attempts, 8, async () => {
-      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
-        clientId: 'stolen-7',
-        protocolVersion: 5,
-        reconnectPeriod: 0,
-      });
-      await new Promise<void>((resolve) => {
-        client.once('error', (e) => {
-          codes.push((e as Error & { code?: number }).code ?? -1);
-          resolve();
-        });
-        client.once('connect', () => resolve());
-      });
-      client.end(true);
+      codes.push(await connackCode(broker.port, { clientId: 'stolen-7', protocolVersion: 5 }));
     });
     // Every attempt was refused as banned (CONNACK 0x8A), recorded or not.
     expect(codes).toHaveLength(attempts);
@@ -244,20 +243,10 @@ describe('a flood of refused connections', () => {
     const codes: number[] = [];
     await repeat(attempts, 8, async () => {
       // An authentication method no step of the chain offers: the broker refuses it before any authenticator runs.
-      const client = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, {
-        clientId: 'prober',
-        protocolVersion: 5,
-        properties: { authenticationMethod: 'NO-SUCH-METHOD' },
-        reconnectPeriod: 0,
-      });
-      await new Promise<void>((resolve) => {
-        client.once('error', (e) => {
-          codes.push((e as Error & { code?: number }).code ?? -1);
-          resolve();
-        });
-        client.once('connect', () => resolve());
-      });
-      client.end(true);
+      const options = { clientId: 'prober', protocolVersion: 5 as const };
+      codes.push(
+        await connackCode(broker.port, { ...options, properties: { authenticationMethod: 'NO-SUCH-METHOD' } }),
+      );
     });
     expect(codes).toEqual(new Array<number>(attempts).fill(0x8c));
     // An ordinary client's authentication decision is never bounded.
