@@ -190,7 +190,7 @@ export class Guard {
 
   /** The block list alone; call again after authentication when it revealed a JWT subject or other identity. */
   checkBlocklist(client: GuardClient): GuardDecision {
-    return this.recorded(this.blocklistDecision(client));
+    return this.recordedVerified(this.blocklistDecision(client), client);
   }
 
   /**
@@ -205,6 +205,17 @@ export class Guard {
 
   private recorded(decision: GuardDecision): GuardDecision {
     if (decision.kind === 'refuse' && this.recordRefusals) this.emitRefusal(decision.event);
+    return decision;
+  }
+
+  /**
+   * A refusal of a client that has just proved who it is (after authentication): a banned identity in use, such
+   * as a stolen certificate or token, is evidence. It is recorded one by one, never through the bound on repeated
+   * refusals (`onRefusal`), and names the verified user.
+   */
+  private recordedVerified(decision: GuardDecision, client: GuardClient): GuardDecision {
+    if (decision.kind !== 'refuse' || !this.recordRefusals) return decision;
+    this.emit(client.username === undefined ? decision.event : { ...decision.event, user: { name: client.username } });
     return decision;
   }
 
@@ -297,7 +308,7 @@ export class Guard {
     for (const locked of this.throttle.record(client, ok, now)) this.emit(throttledEvent(client, locked));
     if (!ok) return { kind: 'pass' };
     const refusal = this.enforceFlapping(client, this.flapping.record(client, now, POST_AUTH_DIMENSIONS), now);
-    return refusal === undefined ? { kind: 'pass' } : this.recorded(refusal);
+    return refusal === undefined ? { kind: 'pass' } : this.recordedVerified(refusal, client);
   }
 
   /** Adds (or replaces) a block-list entry, records `guard.banned`, persists it and tells the `onBanAdded` listeners. */

@@ -20,6 +20,7 @@ import { mintTestPki, type TestPki } from '../../helpers/certs.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 import { connectPacket, RawClient } from '../../helpers/raw-client.js';
 import { ScramClient } from '../../helpers/scram-client.js';
+import { until } from '../../helpers/until.js';
 
 /**
  * The guard judges who a client is, not the User Name it wrote: SCRAM without a CONNECT User Name, certificates
@@ -257,7 +258,10 @@ describe('username bans and certificate identities', () => {
   beforeAll(async () => {
     pki = await mintTestPki();
     tls = await ledger.broker({
-      config: { authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] } },
+      config: {
+        authorization: { watch: false, policy_files: [dir.file('open.policy.yaml')] },
+        audit: { refusals: { burst: 1 } },
+      },
       listener: {
         transport: 'tls',
         tls: { cert_file: pki.server.certFile, key_file: pki.server.keyFile, ca_file: pki.caFile },
@@ -296,6 +300,21 @@ describe('username bans and certificate identities', () => {
     expect(again.code).toBe(0x8a);
     const blocked = await tls.waitForAudit('guard.blocked');
     expect(blocked.guard).toMatchObject({ dimension: 'username', key: 'sensor-1' });
+
+    // The certificate proved who the client is: each such refusal is evidence of a banned identity in use, named
+    // as the verified user, and never folded into the bound on repeated refusals (its burst is 1 here).
+    for (let i = 0; i < 3; i++) {
+      const more = await tryConnect(url, { ...certOptions(), clientId: cid('cert') });
+      more.client.end(true);
+      expect(more.code).toBe(0x8a);
+    }
+    await until(
+      () => tls.audit.events.filter((e) => e.event.action === 'guard.blocked').length === 4,
+      'four guard.blocked records',
+    );
+    const records = tls.audit.events.filter((e) => e.event.action === 'guard.blocked');
+    for (const r of records) expect(r.user).toEqual({ name: 'sensor-1' });
+    expect(tls.audit.events.filter((e) => e.event.action === 'audit.refusals_suppressed')).toEqual([]);
   });
 });
 
