@@ -324,6 +324,8 @@ function parseV2(data: Buffer, maxLength: number): ProxyParseResult {
   const parsed = parseTlvs(block.subarray(addressLength), 'v2');
   if (!parsed.ok) return invalid(parsed.reason);
   header.tlvs = parsed.tlvs;
+  const repeated = repeatedType(parsed.tlvs, SINGLE_TLVS, 'v2');
+  if (repeated !== undefined) return invalid(repeated);
   for (const tlv of parsed.tlvs) {
     switch (tlv.type) {
       case 0x01:
@@ -361,6 +363,30 @@ function parseV2(data: Buffer, maxLength: number): ProxyParseResult {
   return { kind: 'header', header, rest };
 }
 
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
+
+/** TLVs read as one value each (ALPN, AUTHORITY, CRC32C, UNIQUE_ID, SSL): a second one is refused, never chosen. */
+const SINGLE_TLVS: ReadonlySet<number> = new Set([0x01, 0x02, 0x03, 0x05, 0x20]);
+/** SSL sub-TLVs read as one value each: two CNs cannot both name the client. */
+const SINGLE_SSL_SUB_TLVS: ReadonlySet<number> = new Set([0x21, 0x22, 0x23, 0x24, 0x25]);
+
+/** An ambiguous header (which of two values would the proxy have meant?) is refused, as a parser must not guess. */
+function repeatedType(tlvs: readonly ProxyTlv[], single: ReadonlySet<number>, what: string): string | undefined {
+  const seen = new Set<number>();
+  for (const { type } of tlvs) {
+    if (!single.has(type)) continue;
+    if (seen.has(type)) return `${what} TLV 0x${type.toString(16).padStart(2, '0')} appears more than once`;
+    seen.add(type);
+  }
+  return undefined;
+}
+
 function parseSslTlv(value: Buffer): { ok: true; info: ProxySslInfo } | { ok: false; reason: string } {
   if (value.length < 5) return { ok: false, reason: 'SSL TLV shorter than its 5-byte fixed part' };
   const client = value[0] as number;
@@ -371,6 +397,8 @@ function parseSslTlv(value: Buffer): { ok: true; info: ProxySslInfo } | { ok: fa
   };
   const sub = parseTlvs(value.subarray(5), 'SSL sub-');
   if (!sub.ok) return sub;
+  const repeated = repeatedType(sub.tlvs, SINGLE_SSL_SUB_TLVS, 'SSL sub-');
+  if (repeated !== undefined) return { ok: false, reason: repeated };
   const names: Record<number, keyof ProxySslInfo> = {
     0x21: 'version',
     0x22: 'cn',
@@ -383,6 +411,8 @@ function parseSslTlv(value: Buffer): { ok: true; info: ProxySslInfo } | { ok: fa
     if (key === undefined) continue;
     const text = utf8(tlv.value, `SSL ${key}`);
     if (!text.ok) return text;
+    // A CN `ali\0ce` could be read as `ali` by whatever compares it next; MQTT strings forbid U+0000 too.
+    if (hasControlCharacter(text.text)) return { ok: false, reason: `SSL ${key} TLV contains a control character` };
     (info as unknown as Record<string, string>)[key] = text.text;
   }
   return { ok: true, info };

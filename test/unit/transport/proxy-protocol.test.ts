@@ -297,6 +297,37 @@ describe('PROXY v2', () => {
       v2({ tlvs: [tlv(0x20, Buffer.concat([Buffer.from([1, 0, 0, 0, 0]), tlv(0x22, Buffer.from([0xff, 0xfe]))]))] }),
       'SSL cn TLV is not valid UTF-8',
     ],
+    [
+      'a CN holding U+0000 (read as a shorter name by C string code)',
+      v2({ tlvs: [tlv(0x20, Buffer.concat([Buffer.from([5, 0, 0, 0, 0]), tlv(0x22, Buffer.from('ali\u0000ce'))]))] }),
+      'SSL cn TLV contains a control character',
+    ],
+    [
+      'two SSL TLVs (an unverified one, then a verified one)',
+      v2({
+        tlvs: [
+          tlv(0x20, Buffer.concat([Buffer.from([5, 0, 0, 0, 1]), tlv(0x22, Buffer.from('alice1'))])),
+          tlv(0x20, Buffer.concat([Buffer.from([5, 0, 0, 0, 0]), tlv(0x22, Buffer.from('alice2'))])),
+        ],
+      }),
+      'v2 TLV 0x20 appears more than once',
+    ],
+    [
+      'two CNs in one SSL TLV',
+      v2({
+        tlvs: [
+          tlv(
+            0x20,
+            Buffer.concat([
+              Buffer.from([5, 0, 0, 0, 0]),
+              tlv(0x22, Buffer.from('alice4')),
+              tlv(0x22, Buffer.from('root')),
+            ]),
+          ),
+        ],
+      }),
+      'SSL sub- TLV 0x22 appears more than once',
+    ],
     ['a UNIQUE_ID over 128 bytes', v2({ tlvs: [tlv(0x05, Buffer.alloc(129))] }), 'UNIQUE_ID TLV longer than 128 bytes'],
     ['a CRC32C TLV of the wrong size', v2({ tlvs: [tlv(0x03, Buffer.alloc(2))] }), 'CRC32C TLV must be 4 bytes'],
     [
