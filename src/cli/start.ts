@@ -147,24 +147,30 @@ export function registerStartCommand(program: Command): void {
       try {
         // Until the broker's own handlers below, a stop signal ends the start at once (through process.exit, so
         // the warm-up's temporary directory is removed on the way out).
+        // `on`, not `once`: while `process.exit` runs its handlers (the warm-up folder's removal), a second signal
+        // with no listener left would take its default action and kill the process half-way.
+        let warmupStopping = false;
         const stopDuringStart = (signal: NodeJS.Signals): void => {
+          if (warmupStopping) return;
+          warmupStopping = true;
           console.error(`bulwark: ${signal} during start-up; stopping`);
           process.exit(0);
         };
-        process.once('SIGTERM', stopDuringStart);
-        process.once('SIGINT', stopDuringStart);
+        process.on('SIGTERM', stopDuringStart);
+        process.on('SIGINT', stopDuringStart);
         // Before anything reads or writes the data directory: a second broker on it would compact the first one's
         // live journal away. Released on every way out of the process but a kill; a dead broker's lock is taken over.
         prepareDataDir(config.data_dir);
         const lock: DataDirLock = lockDataDir(config.data_dir);
         process.on('exit', () => lock.release());
         const warmup = await warmUpConnectPath(config, config.warmup_connects);
-        process.off('SIGTERM', stopDuringStart);
-        process.off('SIGINT', stopDuringStart);
         // From here the start replays the journal and opens the audit log: ending the process in the middle (the
-        // signal's default action) would leave both as a crash does. The stop waits for the start to finish.
+        // signal's default action) would leave both as a crash does. The stop waits for the start to finish. The
+        // new handlers come first, so that no moment is left without one.
         process.on('SIGTERM', stopOnceStarted);
         process.on('SIGINT', stopOnceStarted);
+        process.off('SIGTERM', stopDuringStart);
+        process.off('SIGINT', stopDuringStart);
         server = new BulwarkServer({
           config,
           repair: options.repair ?? false,

@@ -82,4 +82,39 @@ describe('bulwark start: the start-up warm-up', () => {
     expect(output).not.toContain('bulwark: ready');
     expect(readdirSync(tmp)).toEqual([]);
   });
+
+  it('a second stop signal while the warm-up stops neither kills the process nor leaves its temporary directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-cli-warmup-twice-'));
+    const file = join(dir, 'bulwark.yaml');
+    writeFileSync(
+      file,
+      [
+        `data_dir: ${join(dir, 'data')}`,
+        'warmup_connects: 20000',
+        'listeners:',
+        `  - { name: main, transport: tcp, host: 127.0.0.1, port: ${await freePort()} }`,
+        '',
+      ].join('\n'),
+    );
+    // A supervisor that signals again: a second SIGTERM that lands while the first one's exit removes the warm-up
+    // folder must not find the signal's default action back. The window is milliseconds wide, so a few tries.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const tmp = mkdtempSync(join(dir, 'tmp-'));
+      const child = spawn(process.execPath, [CLI, 'start', '-c', file], {
+        env: { ...process.env, TMPDIR: tmp },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+        child.on('exit', (code, signal) => resolve([code, signal])),
+      );
+      await until(() => readdirSync(tmp).some((name) => name.startsWith('bulwark-warmup-')) || undefined, 'warm-up');
+      child.kill('SIGTERM');
+      // The same signal again over the next milliseconds: one of them lands while the first one's exit runs.
+      const again = [1, 2, 4, 7, 11, 16].map((ms) => setTimeout(() => child.kill('SIGTERM'), ms));
+      expect(await exited).toEqual([0, null]);
+      for (const timer of again) clearTimeout(timer);
+      expect(readdirSync(tmp)).toEqual([]);
+      expect(readdirSync(join(dir, 'data'))).not.toContain('bulwark.lock');
+    }
+  });
 });
