@@ -78,8 +78,9 @@ export function readNewestGeneration(dir: string): number | undefined {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
-  const generation = Number(text.trim());
-  if (!Number.isSafeInteger(generation) || generation < 0)
+  // Digits only: `Number` would read `1e3` as 1000 and an empty file as 0.
+  const generation = /^\d{1,15}\n?$/.test(text) ? Number(text.trim()) : Number.NaN;
+  if (!Number.isSafeInteger(generation))
     throw new BulwarkError(
       'BULWARK_ERR_STORE_CORRUPT',
       `${join(dir, NEWEST_GENERATION_FILE)} does not hold a generation number`,

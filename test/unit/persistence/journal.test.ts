@@ -277,4 +277,14 @@ describe('journal writer failures', () => {
     expect(readJournal<unknown>(join(dir, 'journal-00000001.log'), false).records).toEqual([{ snapshot: 1 }, { n: 3 }]);
     await w.close();
   });
+
+  it('newest-generation holds digits only: an empty file, an exponent or garbage is refused, never guessed at', () => {
+    const dir = tmp();
+    for (const text of ['', '1e3', '2abc', '-1', ' 7', '12345678901234567890']) {
+      writeFileSync(join(dir, 'newest-generation'), text);
+      expect(() => readNewestGeneration(dir)).toThrow(/does not hold a generation number/);
+    }
+    writeFileSync(join(dir, 'newest-generation'), '42\n');
+    expect(readNewestGeneration(dir)).toBe(42);
+  });
 });
