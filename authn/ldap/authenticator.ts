@@ -272,7 +272,8 @@ export class LdapAuthenticator implements Authenticator {
           return searchEntries;
         } catch (error) {
           // Only the search carries the user's name; the service bind before it is configuration.
-          if (isRequestFault(error)) return { kind: 'malformed', detail: requestFaultDetail(error) } as const;
+          if (isRequestFault(error))
+            return { kind: 'malformed', detail: requestFaultDetail(error, this.#keyOnClientId) } as const;
           throw error;
         }
       }).catch((error: unknown) => {
@@ -348,7 +349,7 @@ export class LdapAuthenticator implements Authenticator {
         return { kind: 'refused', detail: `directory refused the bind (result code ${error.code})` };
       }
       // The DN was built from the user name: a directory that cannot parse it is answering the client, not failing.
-      if (isRequestFault(error)) return { kind: 'malformed', detail: requestFaultDetail(error) };
+      if (isRequestFault(error)) return { kind: 'malformed', detail: requestFaultDetail(error, this.#keyOnClientId) };
       throw error;
     }
   }
@@ -388,8 +389,9 @@ function isRequestFault(error: unknown): error is ResultCodeError {
   );
 }
 
-function requestFaultDetail(error: ResultCodeError): string {
-  return `directory refused the user name (result code ${error.code})`;
+/** Names what the request carried of the client's: its user name, and its client id where a template uses it. */
+function requestFaultDetail(error: ResultCodeError, withClientId: boolean): string {
+  return `directory refused the user name${withClientId ? ' or client id' : ''} (result code ${error.code})`;
 }
 
 function hasControlCharacter(value: string): boolean {

@@ -36,6 +36,17 @@ describe.skipIf(!slapd)('ldap: refusals caused by the client’s user name', () 
     }
     expect(breaker.state).toBe('closed');
     expect(states).toEqual([]);
+    // Where the template carries the client id too, the refusal may be its doing, and says so.
+    const withClientId = make({
+      breaker,
+      lookup: { kind: 'bind', dnTemplate: `uidNumber=\${clientid}+uid=\${username},${SLAPD_SEED.peopleDn}` },
+    });
+    expect(await withClientId.authenticate(login('alice', 'whatever', 'not-a-number'), deadline())).toEqual({
+      kind: 'deny',
+      reason: 'badUserNameOrPassword',
+      detail: 'directory refused the user name or client id (result code 34)',
+    });
+    expect(breaker.state).toBe('closed');
     const ok = make({ breaker });
     expect((await ok.authenticate(login('alice', alice.password), deadline())).kind).toBe('allow');
   });
