@@ -314,7 +314,17 @@ async function postgresExecutor(c: SqlConnectionOptions, timeoutMs: number, logg
   pool.on('error', (e) => logger?.warn({ event: 'authz.sql_pool_error', error: e.message }, 'postgres pool error'));
   return {
     async query(text, values) {
-      const result = await pool.query({ text, values: [...values] });
+      const client = await pool.connect();
+      let result: { rows: unknown[] };
+      try {
+        result = await client.query({ text, values: [...values] });
+      } catch (error) {
+        // `pool.query` discards the connection on any error. A value the database could not take leaves it healthy:
+        // discarding it would make every such client (new client ids are free) cost the server a new backend.
+        client.release(isClientInputError(error) ? undefined : (error as Error));
+        throw error;
+      }
+      client.release();
       return result.rows as Array<Record<string, unknown>>;
     },
     close: () => pool.end(),

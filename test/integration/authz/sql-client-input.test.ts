@@ -210,3 +210,85 @@ for (const b of backends) {
     });
   }
 }
+
+describe('postgres ACL source: a client identity the table cannot hold costs the server no new connection', () => {
+  const info = inject('postgres');
+  const hex = randomBytes(4).toString('hex');
+  const table = `authz_pool_${hex}`;
+  const seen = `authz_backends_${hex}`;
+  let dir: TempDir;
+  let sub: AuthorizationSubsystem;
+  const postgres = backends[0]!;
+
+  beforeAll(async () => {
+    if ('missing' in info) throw new Error(`postgres unavailable: ${info.missing}`);
+    // Each query that runs notes the backend (server process) it ran on; one refused for its values never runs.
+    await postgres.exec(info, [
+      postgres.createTable(table),
+      postgres.insert(table),
+      `CREATE TABLE ${seen} (pid int PRIMARY KEY)`,
+      `CREATE FUNCTION note_${hex}() RETURNS boolean LANGUAGE sql VOLATILE AS ` +
+        `'INSERT INTO ${seen} VALUES (pg_backend_pid()) ON CONFLICT DO NOTHING; SELECT true'`,
+    ]);
+    dir = tempDir('bulwark-authz-pool-');
+    sub = createAuthorization(
+      authorizationConfigSchema.parse({
+        policy_files: [dir.write('site.policy.yaml', ALLOW_ALL)],
+        watch: false,
+        sources: [
+          {
+            type: 'postgres',
+            id: 'acl-pool',
+            host: info.host,
+            port: info.port,
+            user: info.user,
+            password: info.password,
+            database: 'bulwark_latin1',
+            pool_size: 1,
+            query: `SELECT permission, action, topic FROM ${table} WHERE note_${hex}() AND (username = \${username} OR clientid = \${clientid})`,
+          },
+          { type: 'file' },
+        ],
+      }),
+      { baseDir: dir.path },
+    );
+    await sub.start();
+  });
+
+  afterAll(async () => {
+    await sub?.stop();
+    if (!('missing' in info))
+      await postgres
+        .exec(info, [
+          `DROP TABLE IF EXISTS ${table}`,
+          `DROP TABLE IF EXISTS ${seen}`,
+          `DROP FUNCTION IF EXISTS note_${hex}`,
+        ])
+        .catch(() => undefined);
+    dir?.cleanup();
+  });
+
+  it('keeps its one pooled connection through refusals of new, unrepresentable client ids', async () => {
+    for (let i = 0; i < 8; i++) {
+      // A fresh client id each time, as an attacker would send: no cached answer.
+      const bad = await sub.authorizer.check(
+        request('publish', 't', { identity: identity({ username: 'x', clientId: `${UNREPRESENTABLE}-${i}` }) }),
+      );
+      expect(bad).toMatchObject({ allowed: false, rule: { name: 'identity-not-representable' } });
+      await sub.authorizer.check(
+        request('publish', 't', { identity: identity({ username: 'plain', clientId: `ok-${i}` }) }),
+      );
+    }
+    const backendsUsed: number[] = [];
+    const c = new pg.Client({ ...(info as SqlServiceInfo), database: 'bulwark_latin1' });
+    await c.connect();
+    try {
+      const { rows } = await c.query<{ pid: number }>(`SELECT pid FROM ${seen}`);
+      for (const r of rows) backendsUsed.push(r.pid);
+    } finally {
+      await c.end();
+    }
+    // Eight allowed lookups, each after a refusal, all on the pool's one connection.
+    expect(backendsUsed).toHaveLength(1);
+  });
+});
