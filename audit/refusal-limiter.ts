@@ -63,9 +63,22 @@ export class RefusalLimiter {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  constructor(private readonly options: RefusalLimiterOptions) {
+  private options: RefusalLimiterOptions;
+
+  constructor(options: RefusalLimiterOptions) {
+    this.options = options;
     this.now = options.now ?? Date.now;
     this.onSummary = options.onSummary;
+  }
+
+  /**
+   * New bounds, as a SIGHUP reload brings them during an attack: they apply from the next refusal on. A window in
+   * progress keeps its start and its counts (so they still add up) and ends `windowMs` (the new one) after it
+   * began; with a lower `burst` its next refusals are counted, with a lower `maxKeys` new keys share the overflow
+   * key until enough windows have ended.
+   */
+  reconfigure(bounds: Pick<RefusalLimiterOptions, 'burst' | 'windowMs' | 'maxKeys'>): void {
+    this.options = { ...this.options, ...bounds };
   }
 
   /** Keys in their window now (overflow keys not included); never more than `maxKeys`. */

@@ -373,7 +373,10 @@ export class BulwarkServer {
       if (key === 'log_level') this.log.level = next.log_level;
       else if (key === 'check_receive_on_delivery') this.broker.checkReceive = next.check_receive_on_delivery;
       else if (key === 'audit.include_payload') this.broker.auditPayloads = next.audit.include_payload;
-      else samplingChanged = true;
+      else if (key === 'audit.refusals') {
+        const r = next.audit.refusals;
+        this.broker.refusals.reconfigure({ burst: r.burst, windowMs: r.window, maxKeys: r.max_keys });
+      } else samplingChanged = true;
     }
     // One filter from all the sampling keys together, however many of them changed.
     if (samplingChanged) this.broker.allowedAudit = createAllowedDecisionFilter(next.audit);

@@ -16,6 +16,7 @@ export const LIVE_CONFIG_KEYS: readonly string[] = [
   'audit.record_subscribe_allowed',
   'audit.allowed_sample_every',
   'audit.include_payload',
+  'audit.refusals',
 ];
 
 /** What a re-read configuration changes, by key path only: values (which can be secrets) never leave here. */

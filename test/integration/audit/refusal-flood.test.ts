@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { configSchema } from '../../../src/config/schema.js';
+import { configSchema, type BrokerConfig } from '../../../src/config/schema.js';
 import type { Guard } from '../../../src/guard/guard.js';
 import { BulwarkServer } from '../../../src/server.js';
 import { byAction, field, readAuditRecords, type AuditRecord } from '../../helpers/audit-e2e.js';
@@ -20,6 +20,7 @@ const T0 = Date.parse('2026-11-25T10:00:00.000Z');
 
 interface FloodBroker {
   server: BulwarkServer;
+  config: BrokerConfig;
   port: number;
   dataDir: string;
   clock: { now: number };
@@ -67,7 +68,7 @@ async function startFloodBroker(listener: Record<string, unknown>): Promise<Floo
     refusalClock: () => clock.now,
   });
   await server.start();
-  return { server, port: server.listeners[0]!.address!.port, dataDir, clock, logs };
+  return { server, config, port: server.listeners[0]!.address!.port, dataDir, clock, logs };
 }
 
 /** Runs `attempt` `count` times, `parallel` at a time. */
@@ -262,5 +263,25 @@ describe('a flood of refused connections', () => {
     expect(denied.length + suppressedTotal(summaries)).toBe(attempts);
     expect(byAction(records, 'authn.allowed').map((r) => field(r, 'mqtt.client_id'))).toEqual(['ordinary']);
     expect(broker.logs.filter((l) => l.msg === 'connection refused')).toHaveLength(BURST);
+  });
+
+  it('takes a new burst from a configuration reload at once, and the counts of the window in progress still add up', async () => {
+    const broker = await startFloodBroker({ transport: 'tcp' });
+    const guard = broker.server.broker.guard as Guard;
+    guard.ban({ kind: 'client_id', value: 'stolen-8', reason: 'stolen device', until: null }, 'test');
+    const attempt = async (): Promise<void> => {
+      expect(await connackCode(broker.port, { clientId: 'stolen-8', protocolVersion: 5 })).toBe(0x8a);
+    };
+    for (let i = 0; i < 3; i++) await attempt();
+    // Under attack, the operator lowers the burst to 1 and sends SIGHUP: no restart, no dropped clients.
+    const next = structuredClone(broker.config);
+    next.audit.refusals.burst = 1;
+    expect(broker.server.reloadConfig(next).applied).toEqual(['audit.refusals']);
+    for (let i = 0; i < 4; i++) await attempt();
+    const records = await stopAndRead(broker);
+    // The three recorded before the reload stay; every later one in the same window is counted, not recorded.
+    expect(byAction(records, 'guard.blocked')).toHaveLength(3);
+    const summaries = summariesOf(records, 'guard.blocked');
+    expect(summaries.map((r) => [field(r, 'audit.recorded'), field(r, 'audit.suppressed')])).toEqual([[3, 4]]);
   });
 });
