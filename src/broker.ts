@@ -149,7 +149,7 @@ export class Broker {
       store
         ? (topic, message) => {
             // $SYS values are republished on every interval; journaling them would only grow the store.
-            if (!this.restoring && !topic.startsWith('$SYS/')) store.retainedChanged(topic, message);
+            if (!this.restoring && !isSysTopic(topic)) store.retainedChanged(topic, message);
           }
         : undefined,
     );

@@ -2,6 +2,7 @@ import type { Broker } from '../broker.js';
 import { isExpired } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 import type { Outbound } from '../session/outbound.js';
+import { isSysTopic } from '../sys/read-only.js';
 import { messageFromRecord, willFromRecord, type MessageRecord, type StoreRecord } from './records.js';
 
 interface SessionState {
@@ -87,7 +88,7 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
   };
   for (const record of retained.values()) {
     // Older versions wrote $SYS values into snapshots; serving them would report the previous run.
-    if (record.t.startsWith('$SYS/')) continue;
+    if (isSysTopic(record.t)) continue;
     const message = messageFromRecord(record);
     if (isExpired(message, now)) {
       summary.expiredMessages++;

@@ -16,6 +16,7 @@ import {
   type Durability,
 } from './journal.js';
 import { BulwarkError } from '../errors.js';
+import { isSysTopic } from '../sys/read-only.js';
 import { messageRecord, outboundRecord, subscriptionRecord, willRecord, type StoreRecord } from './records.js';
 
 export interface StoreOptions {
@@ -278,7 +279,7 @@ export class SessionStore implements OutboundJournal {
     }
     for (const message of broker.retained.all()) {
       // $SYS values are the running broker's own: journaling skips them and a restart recomputes them.
-      if (!message.topic.startsWith('$SYS/')) records.push({ t: 'R', m: messageRecord(message) });
+      if (!isSysTopic(message.topic)) records.push({ t: 'R', m: messageRecord(message) });
     }
     return records;
   }
