@@ -120,6 +120,16 @@ function syncDirectory(dir: string): void {
   }
 }
 
+/** The file of journal generation `generation`: `journal-NNNNNNNN.log`. */
+export function journalFileName(generation: number): string {
+  return `journal-${String(generation).padStart(8, '0')}.log`;
+}
+
+/** The generation a `journal-NNNNNNNN.log` name holds. */
+export function generationOf(file: string): number {
+  return Number(/journal-(\d{8})\.log/.exec(file)![1]);
+}
+
 export function journalFiles(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
@@ -278,7 +288,7 @@ export class JournalWriter {
   }
 
   private fileFor(generation: number): string {
-    return join(this.options.dir, `journal-${String(generation).padStart(8, '0')}.log`);
+    return join(this.options.dir, journalFileName(generation));
   }
 
   /** Truncates a torn tail found at start-up, so new records follow the last intact one. */

@@ -6,6 +6,8 @@ import type { Message } from '../routing/message.js';
 import type { Outbound, OutboundJournal } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import {
+  generationOf,
+  journalFileName,
   journalFiles,
   JournalWriter,
   NEWEST_GENERATION_FILE,
@@ -48,6 +50,8 @@ export class SessionStore implements OutboundJournal {
   private writer: JournalWriter | undefined;
   private nextKey = 1;
   private compacting = false;
+  /** What `newest-generation` named when the store was loaded; undefined when absent or unreadable. */
+  private namedGeneration: number | undefined;
   /** The current episode of failing writes, for rate-limited logging. */
   private failure: { since: number; loggedAt: number; attempts: number } | undefined;
   healthy = true;
@@ -110,6 +114,7 @@ export class SessionStore implements OutboundJournal {
     let expected: number | undefined;
     try {
       expected = readNewestGeneration(this.dir);
+      this.namedGeneration = expected;
     } catch (error) {
       if (!this.options.repair) throw error;
       this.options.log.warn({ err: error }, 'store repaired: newest-generation was unreadable; it is rewritten');
@@ -118,7 +123,7 @@ export class SessionStore implements OutboundJournal {
     if (expected === undefined) return;
     const newest = files.length === 0 ? -1 : generationOf(files.at(-1)!);
     if (newest >= expected) return;
-    const missing = join(this.dir, `journal-${String(expected).padStart(8, '0')}.log`);
+    const missing = join(this.dir, journalFileName(expected));
     if (!this.options.repair)
       throw new BulwarkError(
         'BULWARK_ERR_STORE_CORRUPT',
@@ -149,14 +154,9 @@ export class SessionStore implements OutboundJournal {
       },
       generation,
     );
-    // A new store, one from a version before the marker, or one repaired past a missing file: name what is there.
-    let named: number | undefined;
-    try {
-      named = readNewestGeneration(this.dir);
-    } catch {
-      // Unreadable: `load` refused it unless repairing, and repairing replaces it.
-    }
-    if (named !== generation) writeNewestGeneration(this.dir, generation);
+    // A new store, one from a version before the marker, one whose marker was unreadable (`load` refused that
+    // unless repairing) or one repaired past a missing file: name what is there.
+    if (this.namedGeneration !== generation) writeNewestGeneration(this.dir, generation);
   }
 
   /**
@@ -312,8 +312,4 @@ export class SessionStore implements OutboundJournal {
     await this.writer.close();
     this.writer = undefined;
   }
-}
-
-function generationOf(file: string): number {
-  return Number(/journal-(\d{8})\.log/.exec(file)![1]);
 }
