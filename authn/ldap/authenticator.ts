@@ -20,6 +20,7 @@ import { LdapConnectionPool, type LdapConnection, type LdapConnectionSettings } 
 import { escapeDnValue, escapeFilterValue, expandTemplate, templatePlaceholders } from './escape.js';
 import { lookupGroups, stringValues, type GroupSettings, type UserEntry } from './groups.js';
 import { TtlCache } from './ttl-cache.js';
+import { hasControlCharacter } from '../../src/control-characters.js';
 
 export type LdapUserLookup =
   { kind: 'bind'; dnTemplate: string } | { kind: 'search'; baseDn: string; filter: string; scope: 'one' | 'sub' };
@@ -392,12 +393,4 @@ function isRequestFault(error: unknown): error is ResultCodeError {
 /** Names what the request carried of the client's: its user name, and its client id where a template uses it. */
 function requestFaultDetail(error: ResultCodeError, withClientId: boolean): string {
   return `directory refused the user name${withClientId ? ' or client id' : ''} (result code ${error.code})`;
-}
-
-function hasControlCharacter(value: string): boolean {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return true;
-  }
-  return false;
 }

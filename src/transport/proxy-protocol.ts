@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 import { z } from 'zod';
+import { hasControlCharacter } from '../control-characters.js';
 
 /**
  * PROXY protocol v1 and v2 (haproxy.org/download/2.9/doc/proxy-protocol.txt), parsed strictly: a header
@@ -361,14 +362,6 @@ function parseV2(data: Buffer, maxLength: number): ProxyParseResult {
     }
   }
   return { kind: 'header', header, rest };
-}
-
-function hasControlCharacter(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return true;
-  }
-  return false;
 }
 
 /** TLVs read as one value each (ALPN, AUTHORITY, CRC32C, UNIQUE_ID, SSL): a second one is refused, never chosen. */
