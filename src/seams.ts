@@ -40,15 +40,7 @@ export interface ConnectGuard {
 
 /** Before authentication: the CONNECT as sent, for the cheap refusals (a banned or locked-out User Name). */
 export function guardClientOf(attempt: ConnectAttempt): GuardClient {
-  return {
-    clientId: attempt.clientId,
-    username: recordableUsername(attempt),
-    address: attempt.peer.address,
-    certFingerprint: certificateFingerprint(attempt.tls),
-    jwtSubject: undefined,
-    port: attempt.peer.port,
-    listener: attempt.listener,
-  };
+  return guardClient(attempt, recordableUsername(attempt), undefined);
 }
 
 /**
@@ -56,15 +48,7 @@ export function guardClientOf(attempt: ConnectAttempt): GuardClient {
  * credential for (SCRAM's `n=`), else the CONNECT User Name.
  */
 export function attemptedGuardClient(attempt: ConnectAttempt, attemptedUsername: string | undefined): GuardClient {
-  return {
-    clientId: attempt.clientId,
-    username: attemptedUsername ?? recordableUsername(attempt),
-    address: attempt.peer.address,
-    certFingerprint: certificateFingerprint(attempt.tls),
-    jwtSubject: undefined,
-    port: attempt.peer.port,
-    listener: attempt.listener,
-  };
+  return guardClient(attempt, attemptedUsername ?? recordableUsername(attempt), undefined);
 }
 
 /**
@@ -74,12 +58,21 @@ export function attemptedGuardClient(attempt: ConnectAttempt, attemptedUsername:
  * no user name at all.
  */
 export function verifiedGuardClient(attempt: ConnectAttempt, identity: Identity): GuardClient {
+  return guardClient(attempt, identity.username, identity.attributes['jwt.sub']);
+}
+
+/** The three differ only in whose name and JWT subject they carry; one builder keeps one object shape. */
+function guardClient(
+  attempt: ConnectAttempt,
+  username: string | undefined,
+  jwtSubject: string | undefined,
+): GuardClient {
   return {
     clientId: attempt.clientId,
-    username: identity.username,
+    username,
     address: attempt.peer.address,
     certFingerprint: certificateFingerprint(attempt.tls),
-    jwtSubject: identity.attributes['jwt.sub'],
+    jwtSubject,
     port: attempt.peer.port,
     listener: attempt.listener,
   };
