@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { jsonLogSink } from './json-log-sink.js';
 import { pino } from 'pino';
 import type { ConnectAuthenticator } from '../../authn/types.js';
 import { MemoryAuditSink, type AuditEvent } from '../../audit/events.js';
@@ -37,14 +37,7 @@ export interface TestBrokerOptions {
 
 /** Starts a real broker on a free loopback port with in-memory audit capture. */
 export async function startBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
-  const logs: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n'))
-        if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { sink, logs } = jsonLogSink();
   const { limits, ...rest } = options.config ?? {};
   const config = configSchema.parse({
     sys_interval_seconds: 0,

@@ -2,7 +2,6 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import tls from 'node:tls';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
@@ -13,6 +12,7 @@ import { BulwarkServer } from '../../../src/server.js';
 import { byAction, field, readAuditRecords, type AuditRecord } from '../../helpers/audit-e2e.js';
 import { runCli } from '../../helpers/cli.js';
 import { mintTestPki, type TestPki } from '../../helpers/certs.js';
+import { jsonLogSink } from '../../helpers/json-log-sink.js';
 
 const BURST = 5;
 const WINDOW_MS = 60_000;
@@ -42,14 +42,7 @@ afterEach(() => {
 async function startFloodBroker(listener: Record<string, unknown>): Promise<FloodBroker> {
   const dataDir = mkdtempSync(join(tmpdir(), 'bulwark-refusal-flood-'));
   dirs.push(dataDir);
-  const logs: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n'))
-        if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { sink, logs } = jsonLogSink();
   const config = configSchema.parse({
     data_dir: dataDir,
     sys_interval_seconds: 0,

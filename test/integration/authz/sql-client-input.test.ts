@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { Writable } from 'node:stream';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -7,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { authorizationConfigSchema } from '../../../authz/config.js';
 import { createAuthorization, type AuthorizationSubsystem } from '../../../authz/create.js';
 import type { AccessAction, AuthzDecision } from '../../../authz/types.js';
+import { jsonLogSink } from '../../helpers/json-log-sink.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
 import type { SqlServiceInfo } from '../../helpers/services/types.js';
 import { identity, request } from '../../unit/authz/helpers.js';
@@ -97,8 +97,8 @@ for (const b of backends) {
     describe(`${b.type} ACL source (on_error: ${onError}): a client identity the table cannot hold`, () => {
       const table = `authz_latin1_${randomBytes(4).toString('hex')}`;
       const sourceId = `acl-${b.type}`;
-      const lines: Array<Record<string, unknown>> = [];
-      const raw: string[] = [];
+      let lines: Array<Record<string, unknown>> = [];
+      let raw: string[] = [];
       let dir: TempDir;
       let db: SqlServiceInfo;
       let sub: AuthorizationSubsystem;
@@ -110,19 +110,10 @@ for (const b of backends) {
         await b.exec(db, [b.createTable(table), b.insert(table)]);
         dir = tempDir('bulwark-authz-latin1-');
         const policy = dir.write('site.policy.yaml', ALLOW_ALL);
-        const logger = pino(
-          { level: 'debug' },
-          new Writable({
-            write(chunk: Buffer, _enc, done) {
-              for (const line of chunk.toString('utf8').split('\n')) {
-                if (!line) continue;
-                raw.push(line);
-                lines.push(JSON.parse(line) as Record<string, unknown>);
-              }
-              done();
-            },
-          }),
-        );
+        const captured = jsonLogSink();
+        lines = captured.logs;
+        raw = captured.raw;
+        const logger = pino({ level: 'debug' }, captured.sink);
         sub = createAuthorization(
           authorizationConfigSchema.parse({
             policy_files: [policy],
