@@ -111,6 +111,35 @@ export function writeNewestGeneration(dir: string, generation: number): void {
   }
 }
 
+/**
+ * `writeNewestGeneration` for a running broker's compaction: the same steps, without holding the event loop for
+ * the three syncs (a directory sync can take milliseconds, every connection's packets wait behind it).
+ */
+async function writeNewestGenerationAsync(dir: string, generation: number): Promise<void> {
+  await syncDirectoryAsync(dir);
+  const file = join(dir, NEWEST_GENERATION_FILE);
+  const tmp = `${file}.tmp`;
+  const handle = await fsp.open(tmp, 'w', STORE_FILE_MODE);
+  try {
+    await handle.writeFile(`${generation}\n`);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fsp.rename(tmp, file);
+  // As in `writeNewestGeneration`: an unsynced rename only leaves the marker naming an older generation.
+  await syncDirectoryAsync(dir).catch(() => undefined);
+}
+
+async function syncDirectoryAsync(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 function syncDirectory(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -478,7 +507,7 @@ export class JournalWriter {
       // Before the older files go: a crash from here on finds `next` and its marker. Should the marker fail, the
       // new file goes too: the writer keeps appending to the old generation, which a later `next` would override.
       try {
-        writeNewestGeneration(this.options.dir, next);
+        await writeNewestGenerationAsync(this.options.dir, next);
       } catch (error) {
         removeFailedFile(this.fileFor(next));
         throw error;
