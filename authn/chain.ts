@@ -249,7 +249,7 @@ export class AuthenticationChain implements ConnectAuthenticator {
     const id = step.authenticator.id;
     switch (outcome.kind) {
       case 'allow': {
-        records.push(record(step, 'allow', durationMs));
+        records.push(record(step, 'allow', durationMs, outcome.detail));
         const identity: Identity = { ...outcome.identity, clientId: attempt.clientId, authenticator: id };
         // SCRAM's server-final message travels to CONNACK (or the AUTH that ends a re-authentication).
         return { kind: 'allow', identity, steps: records, ...(outcome.authData ? { authData: outcome.authData } : {}) };

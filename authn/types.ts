@@ -124,6 +124,8 @@ export type AuthnOutcome =
   | {
       kind: 'allow';
       identity: Identity;
+      /** What the audit record's step should say about how it allowed (never a secret). */
+      detail?: string;
       /**
        * MQTT 5 enhanced authentication: final data for the client (SCRAM's server-final `v=...`), sent as
        * CONNACK's Authentication Data, or in the AUTH 0x00 that ends a re-authentication.

@@ -4,7 +4,13 @@ import { looksLikeJwt } from '../chain.js';
 import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../types.js';
 
 export type JwtKeySource =
-  { kind: 'static'; key: KeyObject | Uint8Array } | { kind: 'remote'; getKey: JWTVerifyGetKey };
+  | { kind: 'static'; key: KeyObject | Uint8Array }
+  | {
+      kind: 'remote';
+      getKey: JWTVerifyGetKey;
+      /** Set when tokens are verified with a copy past its refresh (`jwks_stale_if_error_ms`): why. */
+      staleness?: () => string | undefined;
+    };
 
 export interface JwtClaimMapping {
   /** Claim whose value becomes the identity's username; undefined keeps the CONNECT username. */
@@ -98,7 +104,9 @@ export class JwtAuthenticator implements Authenticator {
       }
       throw error instanceof errors.JOSEError ? new Error(`JWT keys unavailable (${error.code})`) : error;
     }
-    return this.#identity(attempt, payload);
+    const outcome = this.#identity(attempt, payload);
+    const stale = o.keys.kind === 'remote' ? o.keys.staleness?.() : undefined;
+    return outcome.kind === 'allow' && stale !== undefined ? { ...outcome, detail: stale } : outcome;
   }
 
   #identity(attempt: ConnectAttempt, payload: JWTPayload): AuthnOutcome {

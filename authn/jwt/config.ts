@@ -47,6 +47,9 @@ export const jwtSettingsSchema = z
     jwk: z.record(z.string(), z.unknown()).optional().describe('Public JWK inline.'),
     jwks_url: z
       .url({ protocol: /^https?$/ })
+      // fetch refuses such a URL with an error quoting it whole, which would carry the password into every
+      // CONNECT's step detail (audit log) and the broker log.
+      .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'must not carry a user name or password')
       .optional()
       .describe('JWKS endpoint; keys are selected by `kid`.'),
     jwks_refresh_ms: z
@@ -66,6 +69,15 @@ export const jwtSettingsSchema = z
       .default(30_000)
       .describe(
         'The JWKS is requested at most this often, whatever the outcome of the last request: an unknown `kid` refetches early within this limit, and a failing identity provider is not asked again before it passes (rate limit against forged kids).',
+      ),
+    jwks_stale_if_error_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(604_800_000)
+      .default(0)
+      .describe(
+        'While the identity provider cannot be reached (or fails, or is in its back-off) after the copy passed `jwks_refresh_ms`, keep verifying with the last good copy for up to this much longer. 0 (default): refuse tokens then (serverUnavailable, fail closed). A key the provider removed keeps working for up to `jwks_refresh_ms` plus this.',
       ),
     jwks_timeout_ms: z.number().int().min(100).max(60_000).default(5_000).describe('JWKS fetch deadline.'),
     jwks_max_bytes: z
@@ -149,7 +161,7 @@ export const jwtSettingsSchema = z
 
 type JwtSettings = z.output<typeof jwtSettingsSchema>;
 
-function keySource(s: JwtSettings, ctx: AuthenticatorContext): JwtKeySource {
+function keySource(s: JwtSettings, id: string, ctx: AuthenticatorContext): JwtKeySource {
   const path = (p: string): string => (isAbsolute(p) ? p : resolve(ctx.baseDir, p));
   const read = (p: string): Buffer => {
     try {
@@ -182,8 +194,14 @@ function keySource(s: JwtSettings, ctx: AuthenticatorContext): JwtKeySource {
       minRefetchMs: s.jwks_min_refetch_ms,
       timeoutMs: s.jwks_timeout_ms,
       maxBytes: s.jwks_max_bytes,
+      staleIfErrorMs: s.jwks_stale_if_error_ms,
+      onStaleUse: (ageMs, failure) =>
+        ctx.logger.warn(
+          { authenticator: id, jwks_age_s: Math.round(ageMs / 1000), failure },
+          'JWKS refresh failed; verifying tokens with the last good copy (jwks_stale_if_error_ms)',
+        ),
     });
-    return { kind: 'remote', getKey: source.getKey };
+    return { kind: 'remote', getKey: source.getKey, staleness: () => source.staleness() };
   }
   let key: KeyObject;
   try {
@@ -215,7 +233,7 @@ export const jwtType = defineAuthenticatorType({
     new JwtAuthenticator({
       id,
       tokenFrom: s.token_from,
-      keys: keySource(s, ctx),
+      keys: keySource(s, id, ctx),
       algorithms: s.algorithms,
       issuer: s.issuer,
       audience: s.audience,

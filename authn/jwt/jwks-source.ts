@@ -10,6 +10,13 @@ export interface JwksSourceOptions {
   timeoutMs: number;
   /** Largest response body accepted (`jwks_max_bytes`). */
   maxBytes: number;
+  /**
+   * How much longer than `refreshMs` the last good copy keeps verifying while the provider cannot be had
+   * (`jwks_stale_if_error_ms`); 0 refuses tokens then (fail closed).
+   */
+  staleIfErrorMs?: number;
+  /** Told once per failed refresh that the last good copy is used instead (for the operator's log). */
+  onStaleUse?: (ageMs: number, failure: string) => void;
   /** Injected for tests. */
   now?: () => number;
 }
@@ -28,8 +35,10 @@ type KeySet = (...args: Parameters<JWTVerifyGetKey>) => ReturnType<JWTVerifyGetK
  * whatever its outcome, starts the `minRefetchMs` back-off, and a body over `maxBytes` is refused as it streams in.
  *
  * The copy is refreshed when older than `refreshMs`; while it is stale and the provider cannot be asked (back-off)
- * or fails, tokens are refused as unverifiable (serverUnavailable), as with a provider that never answered. An
- * unknown `kid` refetches early, within the same back-off. Concurrent callers share one request.
+ * or fails, tokens are refused as unverifiable (serverUnavailable), as with a provider that never answered, unless
+ * the operator allowed the last good copy to serve for `staleIfErrorMs` longer. An unknown `kid` refetches early,
+ * within the same back-off; one the provider could not be asked about is unverifiable, never a refusal. Concurrent
+ * callers share one request.
  */
 export class JwksSource {
   readonly #o: JwksSourceOptions;
@@ -43,22 +52,48 @@ export class JwksSource {
 
   constructor(options: JwksSourceOptions) {
     this.#o = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? (() => Date.now());
   }
 
   readonly getKey: JWTVerifyGetKey = async (header, token) => {
-    if (this.#keys === undefined || this.#now() - this.#fetchedAt >= this.#o.refreshMs) await this.#refresh();
+    let refreshFailure: JwksUnavailableError | undefined;
+    if (this.#keys === undefined || this.#now() - this.#fetchedAt >= this.#o.refreshMs) {
+      try {
+        await this.#refresh();
+      } catch (error) {
+        if (!(error instanceof JwksUnavailableError) || !this.#mayServeStale()) throw error;
+        refreshFailure = error;
+      }
+    }
     const keys = this.#keys;
     if (!keys) throw new JwksUnavailableError('JWKS unavailable');
     try {
       return await keys(header, token);
     } catch (error) {
-      if (!(error instanceof errors.JWKSNoMatchingKey) || !this.#mayAsk()) throw error;
+      if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
+      // A key the provider may have added since the last good copy: not knowable while it fails.
+      if (refreshFailure) throw refreshFailure;
+      if (!this.#mayAsk()) throw error;
       // Perhaps a rotation the copy has not seen yet.
       await this.#refresh();
       return await (this.#keys ?? keys)(header, token);
     }
   };
+
+  /**
+   * Why the copy that verifies tokens now is past `refreshMs` (served because the provider failed), or undefined
+   * when it is current: the step reports it with each CONNECT it allows that way.
+   */
+  staleness(): string | undefined {
+    const age = this.#now() - this.#fetchedAt;
+    if (this.#keys === undefined || age < this.#o.refreshMs) return undefined;
+    return `verified with a JWKS copy ${Math.round(age / 1000)} s old (jwks_stale_if_error_ms): ${this.#lastFailure ?? 'refresh pending'}`;
+  }
+
+  #mayServeStale(): boolean {
+    const staleIfErrorMs = this.#o.staleIfErrorMs ?? 0;
+    return this.#keys !== undefined && this.#now() - this.#fetchedAt < this.#o.refreshMs + staleIfErrorMs;
+  }
 
   #mayAsk(): boolean {
     return (
@@ -88,6 +123,8 @@ export class JwksSource {
       this.#lastFailure = undefined;
     } catch (error) {
       this.#lastFailure = error instanceof Error ? error.message : 'fetch failed';
+      const age = this.#now() - this.#fetchedAt;
+      if (age >= this.#o.refreshMs && this.#mayServeStale()) this.#o.onStaleUse?.(age, this.#lastFailure);
       throw new JwksUnavailableError(`JWKS fetch failed: ${this.#lastFailure}`);
     }
   }

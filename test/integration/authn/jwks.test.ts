@@ -2,7 +2,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, SignJWT, type JWK } from 'jose';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createBuiltinRegistry } from '../../../authn/builtin.js';
 import { JwksSource, JwksUnavailableError } from '../../../authn/jwt/jwks-source.js';
 import { Secret } from '../../../authn/secret.js';
@@ -184,6 +184,77 @@ describe('jwt authenticator with a JWKS URL', () => {
     now = 31_000 + 30_000;
     await expect(source.getKey(header, flattened)).resolves.toBeDefined();
     expect(jwks.fetches).toBe(3);
+  });
+
+  it('jwks_stale_if_error_ms: a failing provider leaves the last good copy verifying for that long, said in the step', async () => {
+    jwks = new JwksServer();
+    const k1 = await es256('key-1');
+    jwks.keys = [k1.jwk];
+    let now = 0;
+    const staleUses: [number, string][] = [];
+    const source = new JwksSource({
+      url: new URL(await jwks.start()),
+      refreshMs: 1_000,
+      minRefetchMs: 5_000,
+      timeoutMs: 1_000,
+      maxBytes: 1_048_576,
+      staleIfErrorMs: 60_000,
+      onStaleUse: (age, failure) => staleUses.push([age, failure]),
+      now: () => now,
+    });
+    const header = { alg: 'ES256', kid: 'key-1' };
+    const flattened = { payload: '', signature: '' };
+    await expect(source.getKey(header, flattened)).resolves.toBeDefined();
+    expect(source.staleness()).toBeUndefined();
+
+    jwks.down = true;
+    now = 6_000;
+    await expect(source.getKey(header, flattened)).resolves.toBeDefined();
+    expect(jwks.fetches).toBe(2);
+    expect(staleUses).toEqual([[6_000, 'HTTP 503']]);
+    expect(source.staleness()).toBe('verified with a JWKS copy 6 s old (jwks_stale_if_error_ms): HTTP 503');
+    // Within the back-off the copy serves without asking, and the operator is not told again.
+    now = 7_000;
+    await expect(source.getKey(header, flattened)).resolves.toBeDefined();
+    expect(jwks.fetches).toBe(2);
+    expect(staleUses).toHaveLength(1);
+    // A kid the copy lacks may be one the provider added: unverifiable while it fails, not a bad token.
+    await expect(source.getKey({ alg: 'ES256', kid: 'key-2' }, flattened)).rejects.toBeInstanceOf(JwksUnavailableError);
+    // Past refresh + stale-if-error: fail closed again.
+    now = 61_000;
+    await expect(source.getKey(header, flattened)).rejects.toBeInstanceOf(JwksUnavailableError);
+    jwks.down = false;
+    now = 67_000;
+    await expect(source.getKey(header, flattened)).resolves.toBeDefined();
+    expect(source.staleness()).toBeUndefined();
+  });
+
+  it('jwks_stale_if_error_ms through the chain: allowed with the stale copy, the step detail saying so; 0 refuses', async () => {
+    jwks = new JwksServer();
+    const url = await jwks.start();
+    const k1 = await es256('key-1');
+    jwks.keys = [k1.jwk];
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const lenient = await chainFor(url, 0, { jwks_refresh_ms: 1_000, jwks_stale_if_error_ms: 60_000 });
+      const strict = await chainFor(url, 0, { jwks_refresh_ms: 1_000 });
+      const jwt = await token(k1.privateKey, 'key-1', 'dev-1');
+      for (const chain of [lenient, strict]) {
+        expect(await chain.authenticate(attempt({ password: new Secret(jwt) }))).toMatchObject({ kind: 'allow' });
+      }
+      jwks.down = true;
+      vi.setSystemTime(Date.now() + 5_000);
+      const served = await lenient.authenticate(attempt({ password: new Secret(jwt) }));
+      expect(served.kind === 'allow' && served.identity.username).toBe('dev-1');
+      expect(served.steps[0]).toMatchObject({ answer: 'allow' });
+      expect(served.steps[0]?.detail).toMatch(
+        /^verified with a JWKS copy 5 s old \(jwks_stale_if_error_ms\): HTTP 503$/,
+      );
+      const refused = await strict.authenticate(attempt({ password: new Secret(jwt) }));
+      expect(refused).toMatchObject({ kind: 'deny', reason: 'serverUnavailable' });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   const huge = JSON.stringify({ keys: [], padding: 'x'.repeat(2 * 1_048_576) });

@@ -210,6 +210,15 @@ describe('jwt configuration', () => {
   it('refuses HMAC algorithms with a public key (key confusion)', () => {
     expect(parse({ algorithms: ['HS256'], jwks_url: 'http://127.0.0.1/jwks' }).success).toBe(false);
   });
+  it('refuses a jwks_url carrying credentials, without echoing them (fetch would quote the URL in every error)', () => {
+    for (const url of ['https://svc:hunter2@idp.example/jwks', 'http://token@127.0.0.1/jwks']) {
+      const r = parse({ algorithms: ['ES256'], jwks_url: url });
+      expect(r.success).toBe(false);
+      expect(JSON.stringify(r.error?.issues)).toContain('must not carry a user name or password');
+      expect(JSON.stringify(r.error?.issues)).not.toContain('hunter2');
+    }
+    expect(parse({ algorithms: ['ES256'], jwks_url: 'https://idp.example/jwks?user=a@b' }).success).toBe(true);
+  });
   it('refuses a public-key algorithm with an HMAC secret', () => {
     expect(parse({ algorithms: ['RS256'], secret: 'x'.repeat(32) }).success).toBe(false);
   });
