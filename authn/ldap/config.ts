@@ -7,7 +7,9 @@ export const ldapSettingsSchema = z
   .object({
     url: z
       .string()
-      .regex(/^ldaps?:\/\/[^/\s]+\/?$/, 'ldap://host[:port] or ldaps://host[:port]')
+      // No user info: the URL names the step's circuit breaker in logs and `authn.backend_*` audit records, and
+      // the bind identity belongs in `service_account` (whose password is read from a file and kept secret).
+      .regex(/^ldaps?:\/\/[^/\s@]+\/?$/, 'ldap://host[:port] or ldaps://host[:port]')
       .describe('Directory URL: `ldaps://host:636`, or `ldap://host:389` with `start_tls: true`.'),
     start_tls: z
       .boolean()

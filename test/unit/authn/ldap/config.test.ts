@@ -14,6 +14,18 @@ describe('ldap settings', () => {
     expect(() => ldapOptionsFromSettings(s, 'ldap', '/')).toThrow(BulwarkError);
   });
 
+  it('refuses a URL with user info (it would name the backend in logs and audit records, password and all)', () => {
+    const r = ldapSettingsSchema.safeParse({
+      url: 'ldaps://cn=admin:hunter2@dir:636',
+      user_dn_template: 'uid=${username}',
+    });
+    expect(r.success).toBe(false);
+    expect(JSON.stringify(r.error?.issues)).not.toContain('hunter2');
+    expect(ldapSettingsSchema.safeParse({ url: 'ldaps://dir:636', user_dn_template: 'uid=${username}' }).success).toBe(
+      true,
+    );
+  });
+
   it('needs exactly one of user_dn_template and search, and a service account for search', () => {
     const both = parse({
       url: 'ldaps://dir',
