@@ -1,7 +1,7 @@
 import { canonicalNumber, canonicalString } from '../audit/canonical.js';
 import { WRITE_RECORD_BODY, type AuditEvent } from '../audit/events.js';
 import { ReasonCode, v3ConnackCode } from '../src/protocol/reason-codes.js';
-import { recordableUsername, type ChainResult, type ConnectAttempt, type Identity } from './types.js';
+import { recordableUsername, type ChainResult, type ConnectAttempt, type Identity, type TlsPeerInfo } from './types.js';
 
 type AuditStep = NonNullable<NonNullable<AuditEvent['authn']>['steps']>[number];
 
@@ -77,11 +77,20 @@ export function authnDecisionEvent(
     authn,
   };
   // Absent rather than undefined: a record has no member that does not apply.
-  const tls = attempt.tls;
-  if (tls?.source === 'proxy' && tls.certificate !== undefined)
-    record.tls = { source: 'proxy', subject: tls.certificate.subjectDn };
+  const tls = proxyReportedTlsFields(attempt.tls);
+  if (tls !== undefined) record.tls = tls;
   if (user !== undefined) record.user = user;
   return record;
+}
+
+/**
+ * `tls.source` and `tls.subject` for a client certificate a trusted proxy reported (`use_ssl_tlv_cn`): a reviewer
+ * must be able to tell such an identity from one this broker's own handshake verified, in every record about it.
+ */
+export function proxyReportedTlsFields(tls: TlsPeerInfo | undefined): AuditEvent['tls'] | undefined {
+  return tls?.source === 'proxy' && tls.certificate !== undefined
+    ? { source: 'proxy', subject: tls.certificate.subjectDn }
+    : undefined;
 }
 
 /** `,"name":value`, or nothing for an absent member, as the canonical writer omits `undefined` members. */

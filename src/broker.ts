@@ -8,7 +8,7 @@ import {
 } from '../authn/types.js';
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import { RefusalLimiter } from '../audit/refusal-limiter.js';
-import { authnDecisionEvent } from '../authn/decision-event.js';
+import { authnDecisionEvent, proxyReportedTlsFields } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
 import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
@@ -1256,6 +1256,8 @@ export class Broker {
     );
     const authz = authzFields('connect', decision);
     record.authz = authz;
+    const tls = proxyReportedTlsFields(connection.tls);
+    if (tls !== undefined) record.tls = tls;
     this.audit.record(record);
     return authz.rule;
   }

@@ -133,6 +133,7 @@ describe('PROXY v2 SSL TLV CN as the client certificate identity (use_ssl_tlv_cn
     expect(connected).toBe(false);
     const event = await broker.waitForAudit('authz.connect_denied', (e) => e.mqtt?.client_id === 'cn-2');
     expect(event.user?.name).toBe('bob');
+    expect(event.tls).toEqual({ source: 'proxy', subject: 'CN=bob' });
     const denied = await broker.waitForAudit('authn.denied', (e) => e.mqtt?.client_id === 'cn-2');
     expect(denied.authn?.steps).toEqual([expect.objectContaining({ type: 'x509', answer: 'allow' })]);
     expect(denied.tls).toEqual({ source: 'proxy', subject: 'CN=bob' });
