@@ -22,7 +22,7 @@ export interface AuditEvent {
   [WRITE_RECORD_BODY]?: RecordBodyWriter;
   event: {
     /** Stable dotted id, e.g. `authn.allowed`, `authz.publish_denied`, `guard.banned`. See docs/audit.md. */
-    action: string;
+    action: AuditActionName;
     outcome: AuditOutcome;
     /** Human-readable reason for the outcome. */
     reason?: string;
@@ -136,3 +136,4 @@ export class MemoryAuditSink implements AuditSink {
 }
 
 export { AuditAction, type AuditActionName } from './actions.js';
+import type { AuditActionName } from './actions.js';

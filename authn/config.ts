@@ -43,16 +43,20 @@ export function createVerificationServices(
 ): VerificationServices {
   return new VerificationServices(verificationSettings(c), {
     onBreakerChange: (backend, state) => {
-      if (state === 'half-open') return;
-      onEvent?.({
-        event: {
-          action: state === 'open' ? 'authn.backend_unavailable' : 'authn.backend_recovered',
-          outcome: state === 'open' ? 'failure' : 'success',
-          reason: state === 'open' ? 'circuit breaker opened after consecutive failures' : 'backend answered again',
-        },
-        actor: 'broker',
-        labels: { backend },
-      });
+      if (state !== 'half-open') onEvent?.(backendBreakerEvent(backend, state));
     },
   });
+}
+
+/** The audit record of a backend's breaker opening (`authn.backend_unavailable`) or closing again. */
+export function backendBreakerEvent(backend: string, state: 'open' | 'closed'): AuditEvent {
+  return {
+    event: {
+      action: state === 'open' ? 'authn.backend_unavailable' : 'authn.backend_recovered',
+      outcome: state === 'open' ? 'failure' : 'success',
+      reason: state === 'open' ? 'circuit breaker opened after consecutive failures' : 'backend answered again',
+    },
+    actor: 'broker',
+    labels: { backend },
+  };
 }

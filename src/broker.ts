@@ -6,7 +6,7 @@ import {
   type Identity,
   type TlsPeerInfo,
 } from '../authn/types.js';
-import type { AuditEvent, AuditSink } from '../audit/events.js';
+import type { AuditActionName, AuditEvent, AuditSink } from '../audit/events.js';
 import { RefusalLimiter } from '../audit/refusal-limiter.js';
 import { authnDecisionEvent, proxyReportedTlsFields } from '../authn/decision-event.js';
 import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
@@ -1168,7 +1168,7 @@ export class Broker {
 
   /** A denied topic decision; `reasonCode` is what the client was sent about it, if anything (see topicDecisionEvent). */
   private recordAuthz(
-    action: string,
+    action: AuditActionName,
     access: TopicAction,
     connection: Connection,
     topic: string,

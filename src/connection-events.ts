@@ -1,4 +1,4 @@
-import type { AuditEvent } from '../audit/events.js';
+import type { AuditActionName, AuditEvent } from '../audit/events.js';
 import { DEFAULT_DENY_RULE } from '../authz/model.js';
 import type { AccessAction, AuthzDecision, TopicAction } from '../authz/types.js';
 
@@ -61,7 +61,7 @@ function connectionBase(
  */
 export function topicDecisionEvent(
   connection: ConnectionFacts,
-  action: string,
+  action: AuditActionName,
   access: TopicAction,
   topic: string,
   qos: number,

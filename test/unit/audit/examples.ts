@@ -1,4 +1,6 @@
 import type { AuditEvent } from '../../../audit/events.js';
+import { backendBreakerEvent } from '../../../authn/config.js';
+import { ocspEventToAudit } from '../../../src/transport/ocsp-stapling.js';
 
 /** One realistic event per action the broker records: docs/audit.md shows each as the writer stores it. */
 export const BROKER_EXAMPLES: readonly AuditEvent[] = [
@@ -61,6 +63,8 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     mqtt: { client_id: 'billing-1', listener: 'mqtts', protocol_version: 5, reason_code: 135 },
     authn: { by: 'scram', method: 'SCRAM-SHA-256' },
   },
+  backendBreakerEvent('postgres://bulwark@db.internal:5432/iot', 'open'),
+  backendBreakerEvent('postgres://bulwark@db.internal:5432/iot', 'closed'),
   {
     event: {
       action: 'client.disconnected',
@@ -244,6 +248,25 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     policy: { file: 'certs/server.pem', error: 'key does not match certificate' },
     mqtt: { listener: 'mqtts' },
   },
+  ocspEventToAudit(
+    {
+      action: 'tls.ocsp_refreshed',
+      status: 'good',
+      thisUpdate: new Date('2026-11-25T09:00:00.000Z'),
+      nextUpdate: new Date('2026-11-26T09:00:00.000Z'),
+      source: 'http://ocsp.example.net',
+    },
+    'mqtts',
+  ),
+  ocspEventToAudit(
+    {
+      action: 'tls.ocsp_failed',
+      reason: 'responder answered HTTP 503',
+      source: 'http://ocsp.example.net',
+      stapling: true,
+    },
+    'mqtts',
+  ),
   {
     event: { action: 'tls.handshake_refused', outcome: 'failure', reason: 'client certificate refused' },
     client: { ip: '10.0.7.2', port: 61001 },

@@ -176,7 +176,7 @@ describe('canonical JSON of nested values, sorted or not', () => {
 describe('record lines', () => {
   it('puts the hash last so the hashed body is the line minus its suffix', () => {
     const { line, hash } = encodeRecord(
-      { event: { action: 'x', outcome: 'success' } },
+      { event: { action: 'broker.started', outcome: 'success' } },
       '2026-01-01T00:00:00.000Z',
       1,
       GENESIS_HASH,

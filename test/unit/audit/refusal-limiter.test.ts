@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { AuditEvent } from '../../../audit/events.js';
+import type { AuditActionName, AuditEvent } from '../../../audit/events.js';
 import { auditRecordSchema } from '../../../audit/record-schema.js';
 import { RefusalLimiter, type RefusalLimiterOptions } from '../../../audit/refusal-limiter.js';
 
 const T0 = Date.parse('2026-11-25T10:00:00.000Z');
 
-function refusal(action: string, ip: string, code = 'ECONNRESET', listener = 'mqtts'): AuditEvent {
+function refusal(action: AuditActionName, ip: string, code = 'ECONNRESET', listener = 'mqtts'): AuditEvent {
   return {
     event: { action, outcome: 'failure', reason: 'handshake failed', code },
     client: { ip, port: 40000 },
@@ -126,7 +126,7 @@ describe('RefusalLimiter', () => {
     let refused = 0;
     // 50 addresses, 3 refusals each, of two actions: 4 keys fit, the rest share an overflow key per action.
     for (let i = 0; i < 50; i++)
-      for (const action of ['tls.handshake_refused', 'connection.malformed_connect'])
+      for (const action of ['tls.handshake_refused', 'connection.malformed_connect'] as const)
         for (let k = 0; k < 3; k++) {
           refused++;
           if (l.admit(refusal(action, `10.0.${i}.1`))) admitted++;

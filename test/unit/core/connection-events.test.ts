@@ -91,7 +91,10 @@ describe('connection audit events', () => {
     }
     // No CONNECT username at all: no mqtt.username member either.
     expect(
-      connectionEvent(connection(undefined, { username: 'device-7' }), { action: 'x', outcome: 'success' }).mqtt,
+      connectionEvent(connection(undefined, { username: 'device-7' }), {
+        action: 'client.disconnected',
+        outcome: 'success',
+      }).mqtt,
     ).toEqual({
       client_id: 'sensor-1',
       listener: 'tcp',
