@@ -23,6 +23,8 @@ export const AuditAction = {
   authzSubscribeAllowed: 'authz.subscribe_allowed',
   authzSubscriptionRevoked: 'authz.subscription_revoked',
   authzConnectionRevoked: 'authz.connection_revoked',
+  authzSourceUnavailable: 'authz.source_unavailable',
+  authzSourceRecovered: 'authz.source_recovered',
   guardBanned: 'guard.banned',
   guardUnbanned: 'guard.unbanned',
   guardBanExpired: 'guard.ban_expired',

@@ -1,3 +1,4 @@
+import { CircuitOpenError } from '../authn/verify/breaker.js';
 import type { Logger } from '../src/log.js';
 import { DecisionCache } from './cache.js';
 import { DEFAULT_DENY } from './compile.js';
@@ -208,6 +209,8 @@ export class ChainAuthorizer implements Authorizer {
   }
 
   #report(b: Bound, e: unknown): void {
+    // The source said once that it fails fast (its breaker opened); a line per request would flood the log.
+    if (e instanceof CircuitOpenError) return;
     const message = e instanceof Error ? e.message : String(e);
     this.#logger?.warn(
       { event: 'authz.source_failed', source: b.source.id, error: message, on_error: b.onError },

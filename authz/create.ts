@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { AuditEvent } from '../audit/events.js';
 import { Secret } from '../authn/secret.js';
 import { BulwarkError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
@@ -28,6 +29,8 @@ export interface AuthorizationDeps {
   logger?: Logger;
   /** Policy reloads and rejected reloads, for the audit log (see `policyEventToAudit`). */
   onPolicyEvent?: (event: PolicyEvent) => void;
+  /** A SQL source failing fast after consecutive failures, and answering again (see `sourceAvailabilityEvent`). */
+  onSourceAvailability?: (event: AuditEvent) => void;
 }
 
 export interface AuthorizationSubsystem {
@@ -83,6 +86,8 @@ function binding(s: AuthzSourceConfig, manager: PolicyManager, deps: Authorizati
         cacheTtlMs: s.cache_ttl_ms,
         cacheMaxEntries: s.cache_max_entries,
         queryTimeoutMs: s.timeout_ms,
+        breaker: { failureThreshold: s.breaker_failure_threshold, resetMs: s.breaker_reset_ms },
+        ...(deps.onSourceAvailability ? { onAvailabilityChange: deps.onSourceAvailability } : {}),
         logger: deps.logger,
       });
       return { source, onError: s.on_error, timeoutMs: s.timeout_ms, cacheable: false };

@@ -190,6 +190,7 @@ export class BulwarkServer {
         baseDir: this.options.baseDir ?? process.cwd(),
         logger: this.log,
         onPolicyEvent: (event) => audit.record(policyEventToAudit(event)),
+        onSourceAvailability: (event) => audit.record(event),
       });
       this.authorization.manager.onChange((next) => this.compactAfterLargePolicy(next.rules.length));
       await this.authorization.start();

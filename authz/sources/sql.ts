@@ -1,5 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Secret } from '../../authn/secret.js';
+import type { AuditEvent } from '../../audit/events.js';
+import { CircuitBreaker } from '../../authn/verify/breaker.js';
 import { BulwarkError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { isClientInputError } from '../../src/sql-client-input-error.js';
@@ -40,6 +42,13 @@ export interface SqlAclSourceOptions {
   cacheMaxEntries: number;
   /** Passed to the driver as the statement timeout; the chain enforces its own deadline too. */
   queryTimeoutMs: number;
+  /**
+   * Consecutive failed lookups that make the source fail fast (`breaker_failure_threshold`), and for how long
+   * before one probe (`breaker_reset_ms`). Defaults: 5 and 10 s, as for authentication backends.
+   */
+  breaker?: { failureThreshold: number; resetMs: number };
+  /** Hears the breaker open (`authz.source_unavailable`) and close again (`authz.source_recovered`). */
+  onAvailabilityChange?: (event: AuditEvent) => void;
   now?: () => number;
   logger?: Logger;
 }
@@ -196,6 +205,10 @@ function answer(policy: CompiledPolicy | Verdict, req: AccessRequest): AuthzOutc
  * not a failure. It denies every request of that identity, named as such, and is cached like rows. Were it a
  * failure, `on_error: next` would let a client skip this source's deny rows by choosing its client id, and
  * `on_error: deny` would report every such request as a backend outage.
+ *
+ * A database that keeps failing opens a circuit breaker: lookups then fail at once (the chain applies `on_error`)
+ * instead of each costing a connection attempt, a wait for the deadline and a warning in the log, at the rate
+ * clients publish. One probe per reset period finds the database again.
  */
 export class SqlAclSource implements AuthzSource {
   readonly id: string;
@@ -206,6 +219,7 @@ export class SqlAclSource implements AuthzSource {
   #executor: SqlExecutor | undefined;
   readonly #now: () => number;
   readonly #refused: Verdict;
+  readonly #breaker: CircuitBreaker;
 
   constructor(opts: SqlAclSourceOptions) {
     const q = compileQuery(opts.query, opts.dialect);
@@ -216,6 +230,14 @@ export class SqlAclSource implements AuthzSource {
     this.#cache = new LRUCache<string, Entry>({ max: Math.max(1, opts.cacheMaxEntries) });
     this.#executor = opts.executor;
     this.#now = opts.now ?? Date.now;
+    this.#breaker = new CircuitBreaker(opts.id, {
+      failureThreshold: opts.breaker?.failureThreshold ?? 5,
+      resetTimeoutMs: opts.breaker?.resetMs ?? 10_000,
+      now: this.#now,
+      onStateChange: (state) => {
+        if (state !== 'half-open') this.#availabilityChanged(state);
+      },
+    });
     this.#refused = Object.freeze({
       kind: 'deny',
       allowed: false,
@@ -265,15 +287,24 @@ export class SqlAclSource implements AuthzSource {
     const values = this.#query.params.map((p) =>
       p === 'username' ? (req.identity.username ?? null) : p === 'clientid' ? req.identity.clientId : req.peerAddress,
     );
+    // A refusal of the client's own values is an answer from a working database: a value, so that it never counts
+    // towards the breaker (no client can make the source fail fast for everyone by choosing its client id).
+    type Answer = { rows: Awaited<ReturnType<SqlExecutor['query']>> } | { refused: unknown };
+    const result = await this.#breaker.run(async (): Promise<Answer> => {
+      try {
+        return { rows: await executor.query(this.#query.text, values) };
+      } catch (error) {
+        if (isClientInputError(error)) return { refused: error };
+        throw error;
+      }
+    });
     let policy: CompiledPolicy | Verdict;
-    try {
-      const rows = await executor.query(this.#query.text, values);
-      policy = new CompiledPolicy(rowsToRules(rows, this.id), { sourceId: this.id, superusers: false });
-    } catch (error) {
-      if (!isClientInputError(error)) throw error;
+    if ('rows' in result) {
+      policy = new CompiledPolicy(rowsToRules(result.rows, this.id), { sourceId: this.id, superusers: false });
+    } else {
       // The database's message can quote the offending bytes: log the code only. The denial itself is audited.
       this.#opts.logger?.debug(
-        { event: 'authz.sql_input_refused', source: this.id, code: errorCode(error) },
+        { event: 'authz.sql_input_refused', source: this.id, code: errorCode(result.refused) },
         'the ACL table cannot hold this client identity: denied',
       );
       policy = this.#refused;
@@ -281,6 +312,33 @@ export class SqlAclSource implements AuthzSource {
     this.#cache.set(key, { at: this.#now(), policy });
     return policy;
   }
+
+  #availabilityChanged(state: 'open' | 'closed'): void {
+    const { logger, breaker, onAvailabilityChange } = this.#opts;
+    if (state === 'open')
+      logger?.warn(
+        { event: 'authz.source_unavailable', source: this.id, retry_in_ms: breaker?.resetMs ?? 10_000 },
+        'authorization source unavailable: its lookups fail at once (on_error applies) until a probe succeeds',
+      );
+    else logger?.info({ event: 'authz.source_recovered', source: this.id }, 'authorization source answers again');
+    onAvailabilityChange?.(sourceAvailabilityEvent(this.id, state));
+  }
+}
+
+/** The audit record of a SQL policy source's breaker opening (`authz.source_unavailable`) or closing again. */
+export function sourceAvailabilityEvent(source: string, state: 'open' | 'closed'): AuditEvent {
+  return {
+    event: {
+      action: state === 'open' ? 'authz.source_unavailable' : 'authz.source_recovered',
+      outcome: state === 'open' ? 'failure' : 'success',
+      reason:
+        state === 'open'
+          ? 'circuit breaker opened after consecutive failed lookups; on_error applies until a probe succeeds'
+          : 'the database answered again',
+    },
+    actor: 'broker',
+    authz: { source },
+  };
 }
 
 function errorCode(error: unknown): string | undefined {

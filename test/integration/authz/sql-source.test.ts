@@ -1,17 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { AuditEvent } from '../../../audit/events.js';
 import { Secret } from '../../../authn/secret.js';
 import { ChainAuthorizer } from '../../../authz/authorizer.js';
 import { authorizationConfigSchema } from '../../../authz/config.js';
 import { createAuthorization, type AuthorizationSubsystem } from '../../../authz/create.js';
 import { SqlAclSource, type SqlDialect } from '../../../authz/sources/sql.js';
 import type { AccessRequest } from '../../../authz/types.js';
+import { jsonLogSink } from '../../helpers/json-log-sink.js';
 import type { SqlServiceInfo } from '../../helpers/services/types.js';
 import { identity, request } from '../../unit/authz/helpers.js';
 
@@ -302,6 +305,86 @@ for (const d of dialects) {
         expect((await open.check(request('publish', 'sensors/alice/x', { identity: alice }))).allowed).toBe(true);
       } finally {
         await down.stop();
+      }
+    });
+
+    it('a failing database opens a breaker: lookups fail fast without reaching it, said once, and a probe recovers', async () => {
+      const s = service();
+      // In front of the real database: refuses every connection while `up` is false, forwards once it is true.
+      let up = false;
+      let connections = 0;
+      const open = new Set<Socket>();
+      const forwarder = createServer((client) => {
+        connections++;
+        open.add(client);
+        client.on('close', () => open.delete(client));
+        if (!up) {
+          client.destroy();
+          return;
+        }
+        const upstream = connect(s.port, s.host);
+        open.add(upstream);
+        upstream.on('close', () => open.delete(upstream));
+        client.on('error', () => upstream.destroy());
+        upstream.on('error', () => client.destroy());
+        client.pipe(upstream).pipe(client);
+      });
+      await new Promise<void>((res) => forwarder.listen(0, '127.0.0.1', res));
+      let now = 1_000_000;
+      const availability: AuditEvent[] = [];
+      const captured = jsonLogSink();
+      const logger = pino({ level: 'info' }, captured.sink);
+      const flaky = new SqlAclSource({
+        id: d.type,
+        dialect: d.type as SqlDialect,
+        query,
+        connection: {
+          host: '127.0.0.1',
+          port: (forwarder.address() as AddressInfo).port,
+          user: s.user,
+          password: new Secret(s.password),
+          database: s.database,
+        },
+        cacheTtlMs: 60_000,
+        cacheMaxEntries: 100,
+        queryTimeoutMs: 5_000,
+        breaker: { failureThreshold: 2, resetMs: 10_000 },
+        onAvailabilityChange: (event) => availability.push(event),
+        now: () => now,
+        logger,
+      });
+      await flaky.start();
+      const chain = new ChainAuthorizer([{ source: flaky, onError: 'deny', timeoutMs: 5_000, cacheable: false }], {
+        logger,
+      });
+      const ask = (clientId: string) =>
+        chain.check(request('publish', 'sensors/alice/x', { identity: identity({ username: 'alice', clientId }) }));
+      const failed = () => captured.logs.filter((l) => l.event === 'authz.source_failed').length;
+      try {
+        for (const clientId of ['a-1', 'a-2']) {
+          expect(await ask(clientId)).toMatchObject({ allowed: false, rule: { name: 'source-error' } });
+        }
+        const reached = connections;
+        expect(reached).toBeGreaterThanOrEqual(2);
+        expect(availability.map((e) => e.event.action)).toEqual(['authz.source_unavailable']);
+        expect(availability[0]).toMatchObject({ authz: { source: d.type }, event: { outcome: 'failure' } });
+        expect(failed()).toBe(2);
+        // Open: denied as before (on_error: deny), but the database is not asked and the log is not written again.
+        for (const clientId of ['a-3', 'a-4', 'a-5']) {
+          expect(await ask(clientId)).toMatchObject({ allowed: false, rule: { name: 'source-error' } });
+        }
+        expect(connections).toBe(reached);
+        expect(failed()).toBe(2);
+        expect(captured.logs.filter((l) => l.event === 'authz.source_unavailable')).toHaveLength(1);
+        // The database is back; after the reset period one probe finds it and the rows decide again.
+        up = true;
+        now += 10_000;
+        expect(await ask('a-6')).toMatchObject({ allowed: true });
+        expect(availability.map((e) => e.event.action)).toEqual(['authz.source_unavailable', 'authz.source_recovered']);
+      } finally {
+        await flaky.stop();
+        for (const socket of open) socket.destroy();
+        await new Promise<void>((res) => forwarder.close(() => res()));
       }
     });
 

@@ -1,5 +1,6 @@
 import type { AuditEvent } from '../../../audit/events.js';
 import { backendBreakerEvent } from '../../../authn/config.js';
+import { sourceAvailabilityEvent } from '../../../authz/sources/sql.js';
 import { ocspEventToAudit } from '../../../src/transport/ocsp-stapling.js';
 
 /** One realistic event per action the broker records: docs/audit.md shows each as the writer stores it. */
@@ -342,6 +343,8 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     mqtt: { client_id: 'sensor-17', listener: 'mqtts', protocol_version: 5, reason_code: 135 },
     authz: { rule: 'default-deny', rule_name: 'default-deny', action: 'connect' },
   },
+  sourceAvailabilityEvent('acl-db', 'open'),
+  sourceAvailabilityEvent('acl-db', 'closed'),
   {
     event: {
       action: 'connection.connect_timeout',
