@@ -84,6 +84,10 @@ export const stepCommonShape = {
   when: preconditionSchema.optional(),
 };
 
+/** A circuit breaker's settings, shared by authentication backends and SQL policy sources (authz/config.ts). */
+export const breakerFailureThreshold = z.number().int().min(1).max(1_000).default(5);
+export const breakerResetMs = z.number().int().min(1).max(3_600_000).default(10_000);
+
 export const verificationConfigSchema = z
   .object({
     hash_concurrency: z
@@ -122,20 +126,10 @@ export const verificationConfigSchema = z
       .max(86_400_000)
       .default(300_000)
       .describe('How long a successful verification is remembered.'),
-    breaker_failure_threshold: z
-      .number()
-      .int()
-      .min(1)
-      .max(1_000)
-      .default(5)
-      .describe('Consecutive backend failures that open a circuit breaker.'),
-    breaker_reset_ms: z
-      .number()
-      .int()
-      .min(1)
-      .max(3_600_000)
-      .default(10_000)
-      .describe('How long an open breaker fails fast before letting one probe through.'),
+    breaker_failure_threshold: breakerFailureThreshold.describe(
+      'Consecutive backend failures that open a circuit breaker.',
+    ),
+    breaker_reset_ms: breakerResetMs.describe('How long an open breaker fails fast before letting one probe through.'),
   })
   .strict()
   .prefault({})

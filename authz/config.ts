@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { breakerFailureThreshold, breakerResetMs } from '../authn/registry.js';
 import { databaseTlsSchema } from '../authn/sql/config.js';
 
 const onError = z
@@ -63,24 +64,12 @@ const sqlShape = (type: 'postgres' | 'mysql', defaultPort: number) => ({
     .max(60_000)
     .default(2_000)
     .describe('Deadline for one lookup; on expiry `on_error` applies.'),
-  breaker_failure_threshold: z
-    .number()
-    .int()
-    .min(1)
-    .max(1_000)
-    .default(5)
-    .describe(
-      'Consecutive failed lookups (unreachable, timed out, refused login, server error) after which the source fails fast: lookups are not sent, `on_error` applies at once, and `authz.source_unavailable` is audited once.',
-    ),
-  breaker_reset_ms: z
-    .number()
-    .int()
-    .min(1)
-    .max(3_600_000)
-    .default(10_000)
-    .describe(
-      'How long the source fails fast before one probe lookup; its success closes the breaker (`authz.source_recovered`), its failure starts another period.',
-    ),
+  breaker_failure_threshold: breakerFailureThreshold.describe(
+    'Consecutive failed lookups (unreachable, timed out, refused login, server error) after which the source fails fast: lookups are not sent, `on_error` applies at once, and `authz.source_unavailable` is audited once.',
+  ),
+  breaker_reset_ms: breakerResetMs.describe(
+    'How long the source fails fast before one probe lookup; its success closes the breaker (`authz.source_recovered`), its failure starts another period.',
+  ),
   on_error: onError.describe(
     'When the database is unreachable, fails or times out, or a row is malformed: `deny` (fail closed) or `next` (ask the next source). A client id or user name the table cannot hold is not a failure: it denies, whatever this says.',
   ),

@@ -17,7 +17,8 @@ vi.mock('node:fs', async (importOriginal) => {
   return { ...fs, fsyncSync: counted(fs.fsyncSync), fdatasyncSync: counted(fs.fdatasyncSync) };
 });
 
-const { JournalWriter, journalFiles } = await import('../../../src/persistence/journal.js');
+const { journalFiles } = await import('../../../src/persistence/journal.js');
+const { testJournalWriter } = await import('./journal-writer.js');
 
 describe('compaction of a running journal', () => {
   afterEach(() => {
@@ -26,18 +27,7 @@ describe('compaction of a running journal', () => {
 
   it('syncs the new generation and its newest-generation marker without a synchronous sync', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bulwark-compaction-'));
-    const writer = new JournalWriter(
-      {
-        dir,
-        durability: 'sync',
-        flushIntervalMs: 1000,
-        maxBatchDelayMs: 0,
-        onError: (e) => {
-          throw e;
-        },
-      },
-      0,
-    );
+    const writer = testJournalWriter(dir);
     await writer.durableThrough(writer.append({ n: 0 }));
     syncCalls.count = 0;
     await writer.compact([{ snapshot: 1 }]);

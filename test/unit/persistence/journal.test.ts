@@ -21,21 +21,10 @@ import {
 } from '../../../src/persistence/journal.js';
 import { foldRecords } from '../../../src/persistence/restore.js';
 import type { StoreRecord } from '../../../src/persistence/records.js';
+import { testJournalWriter } from './journal-writer.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'bulwark-journal-'));
-const writer = (dir: string): JournalWriter =>
-  new JournalWriter(
-    {
-      dir,
-      durability: 'sync',
-      flushIntervalMs: 1000,
-      maxBatchDelayMs: 0,
-      onError: (e) => {
-        throw e;
-      },
-    },
-    0,
-  );
+const writer = testJournalWriter;
 
 describe('journal', () => {
   it('writes batches and reads back every record in order', async () => {

@@ -1,0 +1,17 @@
+import { JournalWriter } from '../../../src/persistence/journal.js';
+
+/** A journal writer in `sync` mode over `dir`, starting at generation 0, that throws whatever it fails on. */
+export function testJournalWriter(dir: string): JournalWriter {
+  return new JournalWriter(
+    {
+      dir,
+      durability: 'sync',
+      flushIntervalMs: 1000,
+      maxBatchDelayMs: 0,
+      onError: (e) => {
+        throw e;
+      },
+    },
+    0,
+  );
+}
