@@ -12,8 +12,8 @@ export interface AuthenticatorContext {
   verification: VerificationServices;
   /**
    * Security-relevant happenings outside a CONNECT (`credentials.reloaded`, `credentials.reload_failed`,
-   * `authn.backend_unavailable`, `authn.backend_recovered`, `authn.keys_refreshed`). The broker records
-   * them in the audit log; authenticators never write it themselves.
+   * `credentials.rehashed`, `credentials.rehash_failed`). The broker records them in the audit log;
+   * authenticators never write it themselves. (Backend breaker transitions come from `VerificationServices`.)
    */
   onEvent: (event: AuditEvent) => void;
   logger: Logger;
