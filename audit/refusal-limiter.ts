@@ -62,6 +62,8 @@ export class RefusalLimiter {
   private pending = 0;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Refusals counted into summaries instead of recorded one by one, since start (for the metrics endpoint). */
+  suppressedTotal = 0;
 
   private options: RefusalLimiterOptions;
 
@@ -114,6 +116,7 @@ export class RefusalLimiter {
       window.recorded++;
       return true;
     }
+    this.suppressedTotal++;
     if (window.suppressed++ === 0) {
       this.pending++;
       this.arm(now);

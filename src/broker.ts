@@ -32,6 +32,7 @@ import {
 import type { Outbound } from './session/outbound.js';
 import { Session, type PendingWill, type SessionEvents, type SessionLimits } from './session/session.js';
 import { BrokerStats } from './sys/stats.js';
+import { ConnectOutcomes } from './sys/connect-outcomes.js';
 import { isSysTopic, SYS_PUBLISH_REFUSED } from './sys/read-only.js';
 import type { SessionStore } from './persistence/store.js';
 
@@ -80,6 +81,8 @@ export class Broker {
   /** When each session's queue overflow was last logged, and the drops since then. */
   private readonly overflowLogged = new WeakMap<Session, { at: number; unlogged: number }>();
   readonly stats = new BrokerStats();
+  /** Every CONNECT decision by outcome, reason and deciding step (docs/metrics.md). */
+  readonly connectOutcomes = new ConnectOutcomes();
   readonly sessions = new Map<string, Session>();
   readonly connections = new Set<Connection>();
   readonly tree = new SubscriptionTree();
@@ -604,16 +607,7 @@ export class Broker {
       if (refused.length === 0) return;
       const dropped = new Set(session.discard(refused));
       waiting.forEach((out, i) => {
-        if (dropped.has(out))
-          this.recordAuthz(
-            'authz.receive_denied',
-            'receive',
-            connection,
-            out.message.topic,
-            out.qos,
-            out.retain,
-            settled[i]!,
-          );
+        if (dropped.has(out)) this.recordReceiveDenied(connection, out.message.topic, out.qos, out.retain, settled[i]!);
       });
     };
     if (!decisions.some((d) => d instanceof Promise)) return apply(decisions as AuthzDecision[]);
@@ -775,7 +769,7 @@ export class Broker {
       const deliver = (d: AuthzDecision): void => {
         if (d.allowed) subscription.session.deliver(out);
         // Withheld like any other delivery the policy refuses: one action for every message a subscriber may not read.
-        else this.recordAuthz('authz.receive_denied', 'receive', connection, message.topic, qos, true, d);
+        else this.recordReceiveDenied(connection, message.topic, qos, true, d);
       };
       if (decision instanceof Promise) decision.then(deliver, () => undefined);
       else deliver(decision);
@@ -859,8 +853,7 @@ export class Broker {
 
   private deliverIfAllowed(session: Session, out: Outbound, decision: AuthzDecision, connection: Connection): void {
     if (decision.allowed) session.deliver(out);
-    else
-      this.recordAuthz('authz.receive_denied', 'receive', connection, out.message.topic, out.qos, out.retain, decision);
+    else this.recordReceiveDenied(connection, out.message.topic, out.qos, out.retain, decision);
   }
 
   private openBacklog(session: Session): NonNullable<Session['receiveBacklog']> {
@@ -1005,6 +998,7 @@ export class Broker {
    */
   revokeConnection(connection: Connection, decision: AuthzDecision): void {
     if (connection.state === 'closed') return;
+    this.stats.connectionsRevoked++;
     // 3.1.1 has no server DISCONNECT, so no reason code reaches the client.
     const rule = this.recordConnectDecision(
       'authz.connection_revoked',
@@ -1088,6 +1082,8 @@ export class Broker {
 
   recordAuthentication(connection: Connection, attempt: ConnectAttempt, result: ChainResult): void {
     if (result.kind === 'continue') return;
+    // A deny is counted where the CONNECT is refused (`refuseConnect`), which also sees the guard's refusals.
+    if (result.kind === 'allow') this.connectOutcomes.allowed(result.identity.authenticator);
     this.audit.record(authnDecisionEvent(attempt, result));
     this.logAuthentication(connection, attempt, result);
   }
@@ -1196,6 +1192,18 @@ export class Broker {
     this.recordAuthz('authz.publish_denied', 'publish', connection, topic, qos, retain, decision, reasonCode);
   }
 
+  /** A delivery (live, queued or retained) the policy's `receive` rules withheld. */
+  private recordReceiveDenied(
+    connection: Connection,
+    topic: string,
+    qos: number,
+    retain: boolean,
+    decision: AuthzDecision,
+  ): void {
+    this.stats.receiveDenied++;
+    this.recordAuthz('authz.receive_denied', 'receive', connection, topic, qos, retain, decision);
+  }
+
   /** `returnCode`: the SUBACK code sent for the filter (0x87 on MQTT 5, 0x80 on 3.1.1). */
   recordSubscribeDenied(
     connection: Connection,
@@ -1214,6 +1222,7 @@ export class Broker {
     will: Pick<Message, 'topic' | 'qos' | 'retain'>,
     decision: AuthzDecision,
   ): void {
+    this.stats.willDenied++;
     // [MQTT-3.2.2.2] the CONNECT is refused: 0x87 Not authorized, 3.1.1 return code 5.
     const reasonCode = connection.isV5 ? ReasonCode.notAuthorized : v3ConnackCode('notAuthorized');
     this.recordAuthz(
@@ -1230,6 +1239,7 @@ export class Broker {
 
   /** A CONNECT refused because the policy does not allow the authenticated identity to connect. */
   recordConnectDenied(connection: Connection, decision: AuthzDecision): void {
+    this.stats.connectDenied++;
     const rule = this.recordConnectDecision(
       'authz.connect_denied',
       connection,

@@ -59,6 +59,20 @@ export interface BanInput {
 
 export type BanAddedListener = (entry: BanEntry) => void;
 
+/** What the guard has refused and decided since start, as plain numbers read by the metrics endpoint. */
+export interface GuardCounters {
+  /** CONNECTs refused by a block-list entry (operator, import or an earlier flapping ban). */
+  blocked: number;
+  /** CONNECTs refused at the moment flapping was detected (later attempts meet the ban: `blocked`). */
+  flapping: number;
+  /** CONNECTs refused by a brute-force throttle lockout. */
+  throttled: number;
+  /** Flapping detections that banned (dry runs not included). */
+  flappingBans: number;
+  /** Throttle lockouts started by failed authentications. */
+  throttleLockouts: number;
+}
+
 /**
  * Abuse protection for the CONNECT pipeline: block list, flapping detection and brute-force throttling. The
  * broker calls, in order and before any expensive authentication:
@@ -89,6 +103,7 @@ export class Guard {
   private purgeTimer: NodeJS.Timeout | undefined;
   private readonly recordRefusals: boolean;
   private readonly emitRefusal: (event: AuditEvent) => void;
+  readonly counters: GuardCounters = { blocked: 0, flapping: 0, throttled: 0, flappingBans: 0, throttleLockouts: 0 };
 
   private constructor(
     readonly config: GuardConfig,
@@ -231,6 +246,7 @@ export class Guard {
   private throttleDecision(client: GuardClient, now: number): GuardDecision {
     const throttled = this.throttle.check(client, now);
     if (throttled.kind === 'refuse') {
+      this.counters.throttled++;
       return {
         kind: 'refuse',
         reason: throttled.reason,
@@ -250,6 +266,7 @@ export class Guard {
     for (const detection of detections) {
       this.emit(flappingDetectedEvent(client, detection, now));
       if (detection.dryRun) continue;
+      this.counters.flappingBans++;
       const added = this.ban(
         {
           kind: detection.banKind,
@@ -281,12 +298,14 @@ export class Guard {
         event: blockedEvent(client, entry),
       };
     }
+    if (refusal !== undefined) this.counters.flapping++;
     return refusal;
   }
 
   private blocklistDecision(client: GuardClient): GuardDecision {
     const entry = this.blocklist.check(client, this.now());
     if (entry === undefined) return { kind: 'pass' };
+    this.counters.blocked++;
     return {
       kind: 'refuse',
       reason: 'banned',
@@ -305,7 +324,10 @@ export class Guard {
    */
   recordAuthResult(client: GuardClient, ok: boolean): GuardDecision {
     const now = this.now();
-    for (const locked of this.throttle.record(client, ok, now)) this.emit(throttledEvent(client, locked));
+    for (const locked of this.throttle.record(client, ok, now)) {
+      this.counters.throttleLockouts++;
+      this.emit(throttledEvent(client, locked));
+    }
     if (!ok) return { kind: 'pass' };
     const refusal = this.enforceFlapping(client, this.flapping.record(client, now, POST_AUTH_DIMENSIONS), now);
     return refusal === undefined ? { kind: 'pass' } : this.recordedVerified(refusal, client);

@@ -33,7 +33,16 @@ export interface ConnectContext {
  * steps write for the client to read (a malformed CONNECT, a ban, the policy).
  */
 export type StepResult =
-  { ok: true } | { ok: false; reason: ReasonName; detail: string; clientDetail?: string; audited?: boolean };
+  | { ok: true }
+  | {
+      ok: false;
+      reason: ReasonName;
+      detail: string;
+      clientDetail?: string;
+      audited?: boolean;
+      /** The authentication chain's deciding step (`decidedBy`), when the chain refused: a metrics label. */
+      authenticator?: string;
+    };
 
 type ConnectStep = (ctx: ConnectContext) => StepResult | Promise<StepResult>;
 
@@ -394,14 +403,17 @@ export function chainRefusal(result: Extract<ChainResult, { kind: 'deny' }>): Ex
     detail: result.detail,
     clientDetail: clientReasonString(result),
     audited: true,
+    authenticator: result.decidedBy,
   };
 }
 
 /** CONNACK with the refusal, in the client's protocol version, then close ([MQTT-3.2.2-7]). */
 export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, { ok: false }>): void {
   const connection = ctx.connection;
-  if (connection.state === 'closed') return;
   const broker = connection.broker;
+  // Counted even for a client that has gone meanwhile: the decision was made (and audited) all the same.
+  broker.connectOutcomes.denied(result.reason, result.authenticator);
+  if (connection.state === 'closed') return;
   if (!result.audited) {
     // Refused before any authenticator ran (the CONNECT itself broke a rule): a client can repeat it at no cost,
     // so its records are bounded like the other refusals before authentication.

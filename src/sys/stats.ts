@@ -15,4 +15,11 @@ export class BrokerStats {
   publishDenied = 0;
   subscribeDenied = 0;
   connectRefused = 0;
+  // The rest of the policy's denials, for the metrics endpoint: counted with the decision, never per allowed message.
+  receiveDenied = 0;
+  willDenied = 0;
+  /** CONNECTs refused by the policy's `connect` action. */
+  connectDenied = 0;
+  /** Connected clients disconnected because a changed policy no longer lets them connect. */
+  connectionsRevoked = 0;
 }
