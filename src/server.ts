@@ -26,6 +26,9 @@ import { createWebSocketServer } from './transport/websocket.js';
 import { SecureListener } from './transport/secure-listener.js';
 import { createProxiedServer } from './transport/proxied.js';
 import { SessionStore, type LoadedJournal } from './persistence/store.js';
+import { readBearerToken } from './metrics/bearer-token.js';
+import { MetricsEndpoint } from './metrics/endpoint.js';
+import { createMetricsRegistry } from './metrics/registry.js';
 import { restoreState, type RestoreSummary } from './persistence/restore.js';
 
 export interface ServerOptions {
@@ -73,6 +76,7 @@ export class BulwarkServer {
   private auditWriter: AuditWriter | undefined;
   private guard: Guard | undefined;
   private admin: AdminServer | undefined;
+  private metrics: MetricsEndpoint | undefined;
   /** The configuration as changed by `reloadConfig` (undefined until the first reload). */
   private runningConfig: BrokerConfig | undefined;
 
@@ -148,6 +152,11 @@ export class BulwarkServer {
   async start(): Promise<void> {
     const config = this.options.config;
     const dataDir = config.data_dir;
+    // Read first: a missing or unsafe token file stops the start before anything is opened.
+    const metricsToken =
+      config.metrics.enabled && config.metrics.bearer_token_file !== undefined
+        ? readBearerToken(config.metrics.bearer_token_file, this.options.baseDir ?? process.cwd())
+        : undefined;
     if (!this.options.audit) {
       if (config.audit.enabled) {
         this.auditWriter = await openAuditWriter(auditWriterOptions(config.audit, dataDir, { logger: this.log }));
@@ -201,10 +210,34 @@ export class BulwarkServer {
     this.broker.authorizationReady();
     this.broker.checkReceive = config.check_receive_on_delivery;
     await this.chains.start();
-    for (const listener of this.listeners) {
-      const server = await this.createServer(listener);
-      listener.server = server;
-      listener.address = await listen(server, listener.config.host, listener.config.port);
+    // Just before the MQTT listeners: a metrics port in use fails the start before any client can connect.
+    if (config.metrics.enabled) {
+      this.metrics = await MetricsEndpoint.start({
+        host: config.metrics.host,
+        port: config.metrics.port,
+        path: config.metrics.path,
+        token: metricsToken,
+        registry: createMetricsRegistry({
+          broker: this.broker,
+          store: this.store,
+          audit: this.audit,
+          auditWriter: this.auditWriter,
+          guard: this.guard,
+        }),
+        log: this.log,
+      });
+    }
+    try {
+      for (const listener of this.listeners) {
+        const server = await this.createServer(listener);
+        listener.server = server;
+        listener.address = await listen(server, listener.config.host, listener.config.port);
+      }
+    } catch (error) {
+      // stop() does nothing for a broker that never started: the endpoint must not outlive the failed start.
+      await this.metrics?.close();
+      this.metrics = undefined;
+      throw error;
     }
     if (this.store) await this.store.compact(this.broker);
     await this.startAdmin(dataDir);
@@ -237,6 +270,11 @@ export class BulwarkServer {
       actor: 'broker',
       labels,
     });
+  }
+
+  /** Where the metrics endpoint listens, once started with `metrics.enabled`; else undefined. */
+  get metricsAddress(): { host: string; port: number } | undefined {
+    return this.metrics?.address;
   }
 
   /** The TLS side of a started `tls` or `wss` listener (its handshakes in progress, its context); else undefined. */
@@ -305,8 +343,11 @@ export class BulwarkServer {
     const closing = this.listeners.map(
       (l) => new Promise<void>((resolve) => (l.server ? l.server.close(() => resolve()) : resolve())),
     );
+    const metricsClosed = this.metrics?.close();
+    this.metrics = undefined;
     await this.broker.closeAllConnections();
     await Promise.all(closing);
+    await metricsClosed;
     await this.store?.close(this.broker);
     await this.admin?.stop();
     await this.guard?.stop();

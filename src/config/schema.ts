@@ -8,6 +8,7 @@ import { proxyProtocolSchema } from '../transport/proxy-protocol.js';
 import { tlsSettingsSchema } from '../transport/tls-context.js';
 import { auditConfigSchema } from '../../audit/config.js';
 import { guardConfigSchema } from '../guard/config.js';
+import { metricsConfigSchema } from '../metrics/config.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -305,6 +306,11 @@ export const configSchema = z
     persistence: persistenceSchema
       .default(persistenceSchema.parse({}))
       .describe('Durability of sessions and retained messages. See docs/persistence.md.'),
+    metrics: metricsConfigSchema
+      .prefault({})
+      .describe(
+        'Prometheus metrics over HTTP: off by default, loopback unless a bearer token protects it. See docs/metrics.md.',
+      ),
     sys_interval_seconds: z
       .number()
       .int()

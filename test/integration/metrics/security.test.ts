@@ -1,0 +1,125 @@
+import { chmodSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { loadConfigFile } from '../../../src/config/load.js';
+import { BulwarkError } from '../../../src/errors.js';
+import { MAX_CONNECTIONS } from '../../../src/metrics/endpoint.js';
+import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import { scrape, sample } from '../../helpers/metrics-scrape.js';
+import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
+import { until } from '../../helpers/until.js';
+
+const TOKEN = 'zq-scrape-token-4b9e7c0d2a61f385';
+
+describe('metrics endpoint security', () => {
+  let broker: TestBroker | undefined;
+  let dir: TempDir | undefined;
+  let blocker: Server | undefined;
+  afterEach(async () => {
+    await broker?.stop();
+    broker = undefined;
+    dir?.cleanup();
+    dir = undefined;
+    await new Promise<void>((resolve) => (blocker ? blocker.close(() => resolve()) : resolve()));
+    blocker = undefined;
+  });
+
+  function tokenFile(text: string, mode = 0o600): string {
+    dir ??= tempDir('bulwark-metrics-');
+    const file = dir.write('metrics.token', text);
+    chmodSync(file, mode);
+    return file;
+  }
+
+  it('with bearer_token_file: 401 with WWW-Authenticate without the token or with a wrong one, 200 with it', async () => {
+    broker = await startBroker({
+      config: { metrics: { enabled: true, port: 0, bearer_token_file: tokenFile(`${TOKEN}\n`) } },
+    });
+    const address = broker.server.metricsAddress!;
+    const url = `http://${address.host}:${address.port}/metrics`;
+    const missing = await fetch(url);
+    expect(missing.status).toBe(401);
+    expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer\b/);
+    expect(await missing.text()).not.toContain('bulwark_');
+    const wrong = await scrape(address, { token: `${TOKEN.slice(0, -1)}x` });
+    expect(wrong.status).toBe(401);
+    expect(wrong.text).not.toContain('bulwark_');
+    const basic = await fetch(url, {
+      headers: { authorization: `Basic ${Buffer.from(`x:${TOKEN}`).toString('base64')}` },
+    });
+    expect(basic.status).toBe(401);
+    const right = await scrape(address, { token: TOKEN });
+    expect(right.status).toBe(200);
+    expect(sample(right, 'bulwark_clients_connected')).toBe(0);
+    // Neither the token nor a guess at it reaches the log.
+    expect(JSON.stringify(broker.logs)).not.toContain(TOKEN.slice(0, 20));
+    const listening = broker.logs.find((l) => l['msg'] === 'metrics endpoint listening');
+    expect(listening).toMatchObject({ auth: 'bearer', path: '/metrics' });
+  });
+
+  it('refuses a token file others can read, and a token too short to resist guessing, at start', async () => {
+    await expect(
+      startBroker({ config: { metrics: { enabled: true, port: 0, bearer_token_file: tokenFile(TOKEN, 0o644) } } }),
+    ).rejects.toThrow(/metrics\.bearer_token_file .*readable or writable by group or others/);
+    await expect(
+      startBroker({ config: { metrics: { enabled: true, port: 0, bearer_token_file: tokenFile('short\n') } } }),
+    ).rejects.toThrow(/metrics\.bearer_token_file .*16 to 4096 characters/);
+  });
+
+  it('config check refuses a host that is not loopback without bearer_token_file, naming file:line:column', () => {
+    dir = tempDir('bulwark-metrics-');
+    const open = dir.write('bulwark.yaml', 'listeners:\n  - port: 1883\nmetrics:\n  enabled: true\n  host: 0.0.0.0\n');
+    let error: unknown;
+    try {
+      loadConfigFile(open);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(BulwarkError);
+    expect((error as BulwarkError).describe()).toMatch(
+      /bulwark\.yaml:5:\d+: .*metrics on 0\.0\.0\.0 \(not loopback\) need bearer_token_file/,
+    );
+    // Loopback in any spelling needs no token; a token makes any address acceptable.
+    for (const host of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1', 'localhost'])
+      expect(
+        loadConfigFile(
+          dir.write('loopback.yaml', `listeners:\n  - port: 1883\nmetrics:\n  enabled: true\n  host: '${host}'\n`),
+        ).metrics.host,
+      ).toBe(host);
+    const withToken = dir.write(
+      'token.yaml',
+      'listeners:\n  - port: 1883\nmetrics:\n  enabled: true\n  host: 0.0.0.0\n  bearer_token_file: metrics.token\n',
+    );
+    expect(loadConfigFile(withToken).metrics.bearer_token_file).toBe('metrics.token');
+    // Disabled, the address exposes nothing.
+    const disabled = dir.write('disabled.yaml', 'listeners:\n  - port: 1883\nmetrics:\n  host: 0.0.0.0\n');
+    expect(loadConfigFile(disabled).metrics.enabled).toBe(false);
+  });
+
+  it('a metrics port in use fails the start with an error naming metrics.port', async () => {
+    blocker = createServer();
+    const port = await new Promise<number>((resolve) =>
+      blocker!.listen(0, '127.0.0.1', () => resolve((blocker!.address() as { port: number }).port)),
+    );
+    const start = startBroker({ config: { metrics: { enabled: true, port } } });
+    await expect(start).rejects.toThrow(BulwarkError);
+    await expect(start).rejects.toThrow(`metrics.port: 127.0.0.1:${port} is already in use`);
+  });
+
+  it('holds at most MAX_CONNECTIONS sockets: the ones beyond are closed at once, and it serves again after', async () => {
+    broker = await startBroker({ config: { metrics: { enabled: true, port: 0 } } });
+    const address = broker.server.metricsAddress!;
+    let closed = 0;
+    // Idle sockets, as a slow or hostile client leaves them: without the cap none would close before the timeout.
+    const sockets = Array.from({ length: MAX_CONNECTIONS + 4 }, () => {
+      const socket = connect(address.port, address.host);
+      socket.on('error', () => undefined);
+      socket.once('close', () => closed++);
+      return socket;
+    });
+    await until(() => closed >= 4, 'the sockets beyond the cap closed');
+    for (const socket of sockets) socket.destroy();
+    // The server notices the closes on its own turn: asked again until it has.
+    await vi.waitFor(async () => expect((await scrape(address)).status).toBe(200));
+  });
+});
