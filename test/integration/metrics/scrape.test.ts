@@ -176,6 +176,57 @@ describe('metrics endpoint', () => {
     expect(after.text).not.toContain(DENIED_ID);
   });
 
+  it('counts throttle lockouts, flapping bans and the refusals they cause, and refusals counted into summaries', async () => {
+    const victim = 'zq-victim-user';
+    pb = await startPolicyBroker({
+      policy: POLICY,
+      users: { [USER]: { password: PASSWORD }, [victim]: { password: PASSWORD } },
+      config: {
+        metrics: { enabled: true, port: 0 },
+        // Loopback counted like any address (the test broker exempts it), with thresholds a test reaches at once.
+        guard: {
+          exempt_networks: [],
+          throttle: { username: { max_failures: 2 }, address: { enabled: false } },
+          flapping: {
+            client_id: { max_attempts: 2 },
+            username: { enabled: false },
+            address: { enabled: false },
+            network: { enabled: false },
+          },
+        },
+        audit: { refusals: { burst: 1 } },
+      },
+    });
+    const address = metricsAddress(pb.broker);
+    const before = await scrape(address);
+    const attempt = (clientId: string, username: string, password: string): Promise<Connected> =>
+      connectClient(pb!.broker.url, { clientId, username, password, protocolVersion: 5 });
+
+    // Two failures lock the user out; the third attempt is refused before its password is checked.
+    for (let i = 0; i < 3; i++) await expect(attempt(`zq-guess-${i}`, victim, 'wrong')).rejects.toThrow();
+    // A client id that logs in a third time within the window is banned on that attempt, and refused after it.
+    for (let i = 0; i < 2; i++) (await attempt(PUBLISHER_ID, USER, PASSWORD)).client.end(true);
+    await expect(attempt(PUBLISHER_ID, USER, PASSWORD)).rejects.toThrow();
+    await expect(attempt(PUBLISHER_ID, USER, PASSWORD)).rejects.toThrow();
+    await expect(attempt(PUBLISHER_ID, USER, PASSWORD)).rejects.toThrow();
+    await pb.broker.waitForAudit('guard.blocked', (e) => e.event.outcome === 'failure');
+
+    const after = await scrape(address);
+    expect(moved(before, after, 'bulwark_guard_throttle_lockouts_total')).toBe(1);
+    expect(moved(before, after, 'bulwark_guard_refusals_total', { kind: 'throttled' })).toBe(1);
+    expect(moved(before, after, 'bulwark_guard_flapping_bans_total')).toBe(1);
+    expect(moved(before, after, 'bulwark_guard_refusals_total', { kind: 'flapping' })).toBe(1);
+    expect(moved(before, after, 'bulwark_guard_refusals_total', { kind: 'blocked' })).toBe(2);
+    expect(sample(after, 'bulwark_guard_blocklist_entries')).toBe(1);
+    expect(
+      moved(before, after, 'bulwark_connects_denied_total', { reason: 'connectionRateExceeded', authenticator: '' }),
+    ).toBe(1);
+    expect(moved(before, after, 'bulwark_connects_denied_total', { reason: 'banned', authenticator: '' })).toBe(3);
+    // audit.refusals burst 1: the second block-list refusal from this address went into a summary.
+    expect(moved(before, after, 'bulwark_audit_refusals_suppressed_total')).toBe(1);
+    for (const chosen of [PUBLISHER_ID, USER, victim]) expect(after.text).not.toContain(chosen);
+  });
+
   it('answers GET and HEAD on the configured path only', async () => {
     broker = await startBroker({ config: { metrics: { enabled: true, port: 0, path: '/internal/prom' } } });
     const { host, port } = metricsAddress(broker);
