@@ -20,6 +20,21 @@ export interface MetricsSources {
 
 type Read = () => number;
 
+let processMetrics: Registry | undefined;
+
+/**
+ * prom-client's process and Node.js metrics, registered once per process: each `collectDefaultMetrics` call starts
+ * an event loop delay monitor and a GC observer that nothing stops, so a broker restarted in the same process
+ * (tests, embedding) must not add another.
+ */
+function processRegistry(): Registry {
+  if (processMetrics === undefined) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics, prefix: METRIC_PREFIX });
+  }
+  return processMetrics;
+}
+
 /**
  * The broker's Prometheus registry (docs/metrics.md lists every metric). Counters are the broker's own plain
  * numbers, copied in by each metric's `collect` when a scrape asks: the message and connect paths never call
@@ -27,7 +42,6 @@ type Read = () => number;
  */
 export function createMetricsRegistry(sources: MetricsSources): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
   const counter = (name: string, help: string, read: Read): void => {
     new Counter({
       name: METRIC_PREFIX + name,
@@ -110,7 +124,7 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
       return persistent;
     });
   }
-  return registry;
+  return Registry.merge([processRegistry(), registry]);
 }
 
 function registerConnectOutcomes(registry: Registry, broker: Broker): void {

@@ -24,11 +24,11 @@ export class ConnectOutcomes {
   private readonly deniedBy = new Map<string, DeniedConnects>();
 
   allowed(authenticator: string): void {
-    const key =
-      this.allowedBy.has(authenticator) || this.allowedBy.size < MAX_CONNECT_OUTCOME_KEYS
-        ? authenticator
-        : OTHER_AUTHENTICATOR;
-    this.allowedBy.set(key, (this.allowedBy.get(key) ?? 0) + 1);
+    // Once per accepted CONNECT: one lookup when the step is already counted, which is every time but the first.
+    const count = this.allowedBy.get(authenticator);
+    if (count !== undefined) this.allowedBy.set(authenticator, count + 1);
+    else if (this.allowedBy.size < MAX_CONNECT_OUTCOME_KEYS) this.allowedBy.set(authenticator, 1);
+    else this.allowedBy.set(OTHER_AUTHENTICATOR, (this.allowedBy.get(OTHER_AUTHENTICATOR) ?? 0) + 1);
   }
 
   denied(reason: ReasonName, authenticator: string | undefined): void {
