@@ -504,6 +504,7 @@ export class Broker {
     who: PendingWill['authorizedFor'],
     decision: AuthzDecision,
   ): void {
+    this.stats.willDenied++;
     this.audit.record({
       event: { action: 'authz.will_denied', outcome: 'failure', reason: decision.reason, code: 'notAuthorized' },
       user: who?.identity.username !== undefined ? { name: who.identity.username } : undefined,

@@ -17,6 +17,7 @@ export class BrokerStats {
   connectRefused = 0;
   // The rest of the policy's denials, for the metrics endpoint: counted with the decision, never per allowed message.
   receiveDenied = 0;
+  /** Wills refused at CONNECT, and wills withheld when they fell due (both `authz.will_denied`). */
   willDenied = 0;
   /** CONNECTs refused by the policy's `connect` action. */
   connectDenied = 0;
