@@ -24,6 +24,11 @@ rules:
     subjects: all
     topics: ['locked/#']
 
+  - name: open-secrets-withheld
+    deny: receive
+    subjects: all
+    topics: ['open/secret/#']
+
   - name: no-entry
     deny: connect
     subjects: { clients: ['zq-no-entry-*'] }
@@ -98,6 +103,11 @@ describe('metrics endpoint', () => {
     clients.push(pub);
     for (let i = 0; i < 3; i++) await pub.client.publishAsync('open/a', `m${i}`, { qos: 1 });
     await sub.received.waitFor(3);
+    // Allowed to publish, but the subscriber may not receive it: withheld, one receive denial.
+    await pub.client.publishAsync('open/secret/plan', 'hidden', { qos: 1 });
+    await pb.broker.waitForAudit('authz.receive_denied');
+    // SUBACK 0x87, which mqtt.js reports as an error.
+    await expect(sub.client.subscribeAsync('nowhere/#', { qos: 0 })).rejects.toThrow('Not authorized');
     // MQTT 5: the denied QoS 1 PUBLISH is answered PUBACK 0x87 and the client stays connected.
     await pub.client.publishAsync('locked/door', 'knock', { qos: 1 }).catch(() => undefined);
     await pb.broker.waitForAudit('authz.publish_denied');
@@ -117,9 +127,11 @@ describe('metrics endpoint', () => {
     ).toBe(1);
     expect(moved(before, after, 'bulwark_connects_refused_total')).toBe(1);
     expect(moved(before, after, 'bulwark_authorization_denials_total', { action: 'publish' })).toBe(1);
-    expect(moved(before, after, 'bulwark_authorization_denials_total', { action: 'subscribe' })).toBe(0);
-    // Three allowed and one denied PUBLISH received; three delivered to the one subscriber.
-    expect(moved(before, after, 'bulwark_messages_received_total')).toBe(4);
+    expect(moved(before, after, 'bulwark_authorization_denials_total', { action: 'subscribe' })).toBe(1);
+    expect(moved(before, after, 'bulwark_authorization_denials_total', { action: 'receive' })).toBe(1);
+    expect(moved(before, after, 'bulwark_authorization_denials_total', { action: 'connect' })).toBe(0);
+    // Four allowed and one denied PUBLISH received; three delivered to the one subscriber, one withheld.
+    expect(moved(before, after, 'bulwark_messages_received_total')).toBe(5);
     expect(moved(before, after, 'bulwark_messages_sent_total')).toBe(3);
     expect(moved(before, after, 'bulwark_connections_total')).toBe(3);
     expect(sample(after, 'bulwark_clients_connected')).toBe(2);
@@ -127,7 +139,7 @@ describe('metrics endpoint', () => {
     expect(sample(after, 'bulwark_build_info', { version: '0.1.0', node_version: process.version })).toBe(1);
     expect(sample(after, 'bulwark_process_resident_memory_bytes')).toBeGreaterThan(0);
     // Bounded labels only: nothing a client chose is a label or a value.
-    for (const chosen of [PUBLISHER_ID, DENIED_ID, 'zq-subscriber', USER, 'open/a', 'locked/door'])
+    for (const chosen of [PUBLISHER_ID, DENIED_ID, 'zq-subscriber', USER, 'open/a', 'open/secret', 'locked/door'])
       expect(after.text).not.toContain(chosen);
   });
 
