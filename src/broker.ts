@@ -267,8 +267,9 @@ export class Broker {
       this.log.info({ clientId, peer: connection.peerLabel }, 'session taken over by a new connection');
       old.close('sessionTakenOver', 'another connection used this client identifier');
       // [MQTT-3.1.4-3] the old connection's will is handled as for any abnormal end; its delay still applies, and a
-      // resumed session cancels a delayed will below.
-      this.detachConnection(session, true);
+      // resumed session cancels a delayed will below. An old connection that already sent DISCONNECT 0x00 and is
+      // only waiting for its socket to close discarded its will then ([MQTT-3.14.4-3]).
+      this.detachConnection(session, !old.disconnectedCleanly);
       // A session with expiry 0 ended with its connection: start from nothing.
       session = this.sessions.get(clientId);
     }

@@ -45,6 +45,8 @@ export class Session {
   /** The connection object currently attached, for takeover and disconnect; typed loosely to avoid a cycle. */
   connection:
     | {
+        /** Set by the client's DISCONNECT without a will (0x00): the connection may still be closing. */
+        readonly disconnectedCleanly: boolean;
         close(
           reason: 'sessionTakenOver' | 'administrativeAction' | 'notAuthorized' | 'serverShuttingDown',
           detail: string,

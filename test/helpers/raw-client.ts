@@ -9,6 +9,8 @@ export class RawClient {
   readonly packets: Packet[] = [];
   readonly socket: net.Socket;
   closed = false;
+  /** The peer (the broker) has ended its side: with `allowHalfOpen` ours stays open until `end()`. */
+  ended = false;
   private readonly parser;
   private waiters: { match: (p: Packet) => boolean; resolve: (p: Packet) => void }[] = [];
   private closeWaiters: (() => void)[] = [];
@@ -22,6 +24,9 @@ export class RawClient {
       if (index >= 0) this.waiters.splice(index, 1)[0]!.resolve(packet);
     });
     socket.on('data', (d) => this.parser.parse(d));
+    socket.on('end', () => {
+      this.ended = true;
+    });
     socket.on('close', () => {
       this.closed = true;
       for (const w of this.closeWaiters) w();
@@ -29,9 +34,15 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static connect(port: number, protocolVersion = 4): Promise<RawClient> {
+  /**
+   * `allowHalfOpen`: the client does not close its side when the broker closes its own, so the broker's connection
+   * stays open (half-closed) until the client ends it, as a slow or unresponsive peer would keep it.
+   */
+  static connect(port: number, protocolVersion = 4, options: { allowHalfOpen?: boolean } = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: '127.0.0.1', port }, () => resolve(new RawClient(socket, protocolVersion)));
+      const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: options.allowHalfOpen ?? false }, () =>
+        resolve(new RawClient(socket, protocolVersion)),
+      );
       socket.once('error', reject);
     });
   }

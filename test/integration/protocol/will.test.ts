@@ -2,6 +2,8 @@ import type { IConnectPacket } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { connectClient, endAll, rawConnect, rawPublish, type Connected } from '../../helpers/mqtt-clients.js';
+import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+import { until } from '../../helpers/until.js';
 
 type Will = NonNullable<IConnectPacket['will']>;
 
@@ -183,5 +185,55 @@ describe('will messages', () => {
     const message = await watcher.received.waitForTopic(topic, 2000);
     expect(message.payload).toBe(`will of ${topic}`);
     fresh.client.end();
+  });
+});
+
+describe('will messages: a takeover while the old connection is still closing', () => {
+  // With `net` sockets the broker half-closes after a DISCONNECT and waits for the client's FIN (up to the close
+  // grace): a client that has not closed its side yet, or a WebSocket peer that has not answered the close, keeps
+  // the old connection attached to its session while the client reconnects with the same identifier.
+  let broker: TestBroker;
+  let watcher: Connected;
+  beforeAll(async () => {
+    broker = await startBroker({ listener: { socket_layer: 'net' } });
+    watcher = await connectClient(broker.url, { clientId: 'closing-watcher', protocolVersion: 5 });
+    await watcher.client.subscribeAsync('will/#', { qos: 1 });
+  });
+  afterAll(async () => {
+    await endAll(watcher.client);
+    await broker.stop();
+  });
+
+  it.each([4, 5] as const)(
+    'v%i: a normal DISCONNECT (0x00) discards the will also when the client reconnects at once [MQTT-3.14.4-3]',
+    async (version) => {
+      const id = `will-quick-reconnect-${version}`;
+      const topic = `will/quick-reconnect/${version}`;
+      const old = await RawClient.connect(broker.port, version, { allowHalfOpen: true });
+      old.send(connectPacket(id, { protocolVersion: version, will: will(topic) }), version);
+      await old.next('connack');
+      old.send({ cmd: 'disconnect', reasonCode: 0 }, version);
+      // The broker has handled the DISCONNECT and ended its side; the old connection stays open until ours ends.
+      await until(() => old.ended, 'the broker to end the old connection');
+      const fresh = await rawConnect(broker.port, id, version);
+      await broker.waitForLog((l) => l.msg === 'session taken over by a new connection' && l.clientId === id);
+      await watcher.client.publishAsync(`will/marker/quick-${version}`, 'marker', { qos: 1 });
+      await watcher.received.waitForTopic(`will/marker/quick-${version}`);
+      expect(watcher.received.on(topic)).toEqual([]);
+      await endAll(old, fresh.client);
+    },
+  );
+
+  it('v5: the will of a connection that ended without DISCONNECT 0x00 is still published on takeover', async () => {
+    const id = 'will-quick-reconnect-abrupt';
+    const topic = 'will/quick-reconnect/abrupt';
+    const old = await RawClient.connect(broker.port, 5, { allowHalfOpen: true });
+    old.send(connectPacket(id, { protocolVersion: 5, will: will(topic) }), 5);
+    await old.next('connack');
+    // Half-closed by the client without a DISCONNECT: the broker ends the connection as abnormal.
+    old.socket.end();
+    const fresh = await rawConnect(broker.port, id, 5);
+    expect((await watcher.received.waitForTopic(topic)).payload).toBe(`will of ${topic}`);
+    await endAll(old, fresh.client);
   });
 });

@@ -65,8 +65,8 @@ describe('subscription tree', () => {
     const link = { sendQuota: 10, sendPublish: () => true, sendPubrel: () => undefined };
     a.link = link;
     b.link = link;
-    a.connection = { close: () => undefined };
-    b.connection = { close: () => undefined };
+    a.connection = { disconnectedCleanly: false, close: () => undefined };
+    b.connection = { disconnectedCleanly: false, close: () => undefined };
     tree.add(sub(a, 'x/+', 'g'));
     tree.add(sub(b, 'x/+', 'g'));
     expect(matched(tree, 'x/1')).toEqual(['group g:x/+']);
