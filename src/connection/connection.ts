@@ -616,10 +616,26 @@ export class Connection implements SessionLink, PacketSink {
 
   /** Writes a packet; writes until the next flush are coalesced into one socket write (see `writeBytes`). */
   writePacket(packet: Packet): void {
-    this.writeBytes(
-      encodeShortPacket(packet, this.protocolVersion) ??
-        mqtt.generate(packet, { protocolVersion: this.protocolVersion }),
-    );
+    const short = encodeShortPacket(packet, this.protocolVersion);
+    if (short !== undefined) {
+      this.writeBytes(short);
+      return;
+    }
+    const bytes = mqtt.generate(packet, { protocolVersion: this.protocolVersion });
+    this.writeBytes(bytes.length > this.clientMaximumPacketSize ? this.withoutReasonString(packet, bytes) : bytes);
+  }
+
+  /**
+   * A Reason String must not make a packet larger than the client's Maximum Packet Size ([MQTT-3.2.2-19],
+   * [MQTT-3.4.2-2], [MQTT-3.14.2-3] and the like for every packet that carries one): it goes, the packet and its
+   * reason code stay. PUBLISH never comes here (`sendPublish` discards one that is too large, [MQTT-3.1.2-25]).
+   */
+  private withoutReasonString(packet: Packet, bytes: Buffer): Buffer {
+    const properties = 'properties' in packet ? packet.properties : undefined;
+    if (!properties || !('reasonString' in properties) || properties.reasonString === undefined) return bytes;
+    const { reasonString: _dropped, ...rest } = properties;
+    const trimmed = { ...packet, properties: Object.keys(rest).length > 0 ? rest : undefined } as Packet;
+    return mqtt.generate(trimmed, { protocolVersion: this.protocolVersion });
   }
 
   /**

@@ -314,6 +314,29 @@ describe('MQTT 5 features', () => {
     client.end();
   });
 
+  it('a reason string that would exceed the client’s Maximum Packet Size is left out, the reason code kept [MQTT-3.4.2-2] [MQTT-3.14.2-3]', async () => {
+    // Enough for the CONNACK and a bare PUBACK or DISCONNECT, not for either with its reason string.
+    const small = 24;
+    const id = 'reason-too-big';
+    const { client } = await rawConnect(broker.port, id, 5, { properties: { maximumPacketSize: small } });
+    const sizes: number[] = [];
+    client.socket.on('data', (d: Buffer) => sizes.push(d.length));
+    client.send(rawPublish('denied/reason-too-big', 'no', 1, 1), 5);
+    const puback = await client.next('puback');
+    expect(puback.reasonCode).toBe(0x87);
+    expect(puback.properties?.reasonString).toBeUndefined();
+    const takeover = await rawConnect(broker.port, id, 5);
+    const disconnect = await client.next('disconnect');
+    expect(disconnect.reasonCode).toBe(0x8e);
+    expect(disconnect.properties?.reasonString).toBeUndefined();
+    await client.waitClosed();
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(small);
+    // The new connection, with no Maximum Packet Size, gets the reason string.
+    takeover.client.send(rawPublish('denied/reason-too-big', 'no', 1, 1), 5);
+    expect((await takeover.client.next('puback')).properties?.reasonString).toBe('denied/# is closed');
+    takeover.client.end();
+  });
+
   it('response topic, correlation data, user properties, payload format indicator and content type are forwarded', async () => {
     const sub = await connectClient(broker.url, { clientId: 'props-sub', protocolVersion: 5 });
     await sub.client.subscribeAsync('props/req', { qos: 1 });
