@@ -68,6 +68,20 @@ describe('will messages', () => {
     expect(message.payload).toBe(`will of ${topic}`);
   });
 
+  it.each([
+    { reasonCode: 0x80, hex: '0x80' },
+    { reasonCode: 0x83, hex: '0x83' },
+  ])(
+    'v5: a DISCONNECT with error reason $hex publishes the will: only 0x00 discards it [MQTT-3.14.4-3]',
+    async ({ reasonCode }) => {
+      const topic = `will/client-error/${reasonCode}`;
+      const { client } = await rawConnect(broker.port, `will-client-error-${reasonCode}`, 5, { will: will(topic) });
+      client.send({ cmd: 'disconnect', reasonCode }, 5);
+      const message = await watcher.received.waitForTopic(topic);
+      expect(message.payload).toBe(`will of ${topic}`);
+    },
+  );
+
   it('v5: the will is published when the broker closes the connection for a protocol error', async () => {
     const topic = 'will/violation';
     const { client } = await rawConnect(broker.port, 'will-violation', 5, { will: will(topic) });
