@@ -39,6 +39,12 @@ export class Session {
   #subscriptions: Map<string, Subscription> | undefined;
   #inflight: InflightWindow<Outbound> | undefined;
   #inboundQos2: Set<number> | undefined;
+  /**
+   * In-flight PUBLISH not yet re-sent on this connection, in send order: a client that reconnects with a lower
+   * Receive Maximum than it had gets its unacknowledged messages as its window frees up ([MQTT-3.3.4-9]), with
+   * their original packet ids ([MQTT-4.4.0-1]). Undefined when none is held, which is nearly always.
+   */
+  #held: Set<Outbound> | undefined;
   /** Messages waiting for a free slot in the send window or for the client to reconnect. */
   readonly queue: Outbound[] = [];
   link: SessionLink | undefined;
@@ -126,6 +132,7 @@ export class Session {
     const out = this.inflight.get(packetId);
     if (!out) return undefined;
     this.inflight.delete(packetId);
+    if (this.#held !== undefined) this.release(out);
     this.journal?.removed(this.clientId, out);
     this.drain();
     return out;
@@ -135,6 +142,8 @@ export class Session {
   released(packetId: number): boolean {
     const out = this.inflight.get(packetId);
     if (!out) return false;
+    // A held message the client had received on its previous connection: PUBREL it is, not the PUBLISH again.
+    if (this.#held !== undefined) this.release(out);
     out.state = 'pubrel';
     this.journal?.updated(this.clientId, out);
     this.link?.sendPubrel(packetId);
@@ -144,13 +153,22 @@ export class Session {
   /** On reconnect: [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP and PUBREL, in order, then the queue. */
   resume(link: SessionLink, now: number): void {
     this.link = link;
+    this.#held = undefined;
+    // PUBREL is always re-sent; each PUBLISH only while the client's window, new with this connection, has room.
+    let sent = 0;
     for (const out of this.#inflight ? [...this.#inflight.values()] : []) {
-      if (out.state === 'pubrel') link.sendPubrel(out.packetId);
-      else if (isExpired(out.message, now)) {
+      if (out.state === 'pubrel') {
+        link.sendPubrel(out.packetId);
+        sent++;
+      } else if (isExpired(out.message, now)) {
         this.inflight.delete(out.packetId);
         this.journal?.removed(this.clientId, out);
         this.events.onDiscarded(this, 'expired');
-      } else if (!link.sendPublish(out, true)) {
+      } else if (sent >= link.sendQuota) {
+        (this.#held ??= new Set()).add(out);
+      } else if (link.sendPublish(out, true)) {
+        sent++;
+      } else {
         this.inflight.delete(out.packetId);
         this.journal?.removed(this.clientId, out);
       }
@@ -160,6 +178,7 @@ export class Session {
 
   detach(): void {
     this.link = undefined;
+    this.#held = undefined;
     this.connection = undefined;
     this.offlineSince = Date.now();
     // What waits for the client's return may wait for the whole session expiry: see `withOwnedBytes`.
@@ -172,6 +191,7 @@ export class Session {
     const link = this.link;
     if (!link) return;
     const now = Date.now();
+    if (this.#held !== undefined) this.resendHeld(link, now);
     while (this.queue.length > 0) {
       const next = this.queue[0]!;
       if (next.qos > 0 && (this.#inflight?.size ?? 0) >= link.sendQuota) return;
@@ -186,12 +206,38 @@ export class Session {
     }
   }
 
+  /** Re-sends held in-flight PUBLISH (see `#held`) while fewer than the client's Receive Maximum are unacknowledged. */
+  private resendHeld(link: SessionLink, now: number): void {
+    const held = this.#held!;
+    for (const out of held) {
+      if (this.inflight.size - held.size >= link.sendQuota) return;
+      held.delete(out);
+      if (isExpired(out.message, now)) {
+        this.inflight.delete(out.packetId);
+        this.journal?.removed(this.clientId, out);
+        this.events.onDiscarded(this, 'expired');
+      } else if (!link.sendPublish(out, true)) {
+        this.inflight.delete(out.packetId);
+        this.journal?.removed(this.clientId, out);
+      }
+    }
+    this.#held = undefined;
+  }
+
+  /** An in-flight message left the window: it is no longer waiting to be re-sent. */
+  private release(out: Outbound): void {
+    const held = this.#held!;
+    held.delete(out);
+    if (held.size === 0) this.#held = undefined;
+  }
+
   /** Removes and returns every message that came through the given shared subscription, for redelivery. */
   takeShared(shareGroup: string, shareFilter: string): Outbound[] {
     const taken: Outbound[] = [];
     for (const [packetId, out] of this.inflight) {
       if (out.shareGroup === shareGroup && out.shareFilter === shareFilter && out.state === 'publish') {
         this.inflight.delete(packetId);
+        if (this.#held !== undefined) this.release(out);
         this.journal?.removed(this.clientId, out);
         taken.push(out);
       }
@@ -224,6 +270,7 @@ export class Session {
     for (const out of dropping) {
       if (out.state === 'publish' && this.inflight.get(out.packetId) === out) {
         this.inflight.delete(out.packetId);
+        if (this.#held !== undefined) this.release(out);
         dropped.push(out);
       }
     }

@@ -268,6 +268,47 @@ describe('sessions', () => {
     again.client.end();
   });
 
+  it('v5: reconnecting with a lower Receive Maximum, the unacknowledged messages are re-sent as the window frees [MQTT-3.3.4-9] [MQTT-4.4.0-1]', async () => {
+    const id = 'sess-lower-receive-maximum';
+    const topic = 'sess/lower-rm';
+    const session = { clean: false, properties: { sessionExpiryInterval: 60, receiveMaximum: 10 } };
+    const first = await rawConnect(broker.port, id, 5, session);
+    await rawSubscribe(first.client, 5, 1, [{ topic, qos: 1 }]);
+    for (let i = 0; i < 5; i++) await publisher.client.publishAsync(topic, `m${i}`, { qos: 1 });
+    const sent: [string, number | undefined][] = [];
+    for (let i = 0; i < 5; i++) {
+      const publish = await first.client.next('publish');
+      sent.push([publish.payload.toString(), publish.messageId]);
+    }
+    first.client.end();
+    await disconnected(broker, id);
+    const second = await rawConnect(broker.port, id, 5, {
+      ...session,
+      properties: { ...session.properties, receiveMaximum: 2 },
+    });
+    expect(second.connack.sessionPresent).toBe(true);
+    /** Whatever the broker has sent by the time it answers a PINGREQ (it handles packets in order). */
+    const publishesNow = async (): Promise<[string, number | undefined, boolean][]> => {
+      second.client.send({ cmd: 'pingreq' }, 5);
+      await second.client.next('pingresp');
+      const publishes = second.client.packets.filter((p) => p.cmd === 'publish');
+      second.client.packets.splice(0, second.client.packets.length);
+      return publishes.map((p) => [p.payload.toString(), p.messageId, p.dup]);
+    };
+    const resent = await publishesNow();
+    expect(resent).toEqual(sent.slice(0, 2).map(([payload, messageId]) => [payload, messageId, true]));
+    for (let i = 0; i < 3; i++) {
+      second.client.send({ cmd: 'puback', messageId: sent[i]![1] }, 5);
+      expect(await publishesNow()).toEqual([[sent[i + 2]![0], sent[i + 2]![1], true]]);
+    }
+    for (let i = 3; i < 5; i++) second.client.send({ cmd: 'puback', messageId: sent[i]![1] }, 5);
+    await publisher.client.publishAsync(topic, 'after', { qos: 1 });
+    const after = await second.client.next('publish');
+    expect([after.payload.toString(), after.dup]).toEqual(['after', false]);
+    second.client.send({ cmd: 'puback', messageId: after.messageId }, 5);
+    second.client.end();
+  });
+
   it('a raw persistent subscriber that reconnects gets queued messages with fresh packet ids and DUP=0', async () => {
     const id = 'sess-raw-queue';
     const first = await rawConnect(broker.port, id, 4, { clean: false });
