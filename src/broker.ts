@@ -48,6 +48,11 @@ export interface BrokerOptions {
 }
 
 const NEVER_EXPIRES = 0xffff_ffff;
+/**
+ * Node runs a timeout longer than 2^31 - 1 ms (24.8 days) after 1 ms instead: a session expiry or will delay longer
+ * than this is waited for in steps of at most this long.
+ */
+const LONGEST_TIMER_MS = 2_147_000_000;
 const PASS: GuardVerdict = { kind: 'pass' };
 
 /**
@@ -339,21 +344,10 @@ export class Broker {
       if (remaining === 0) {
         session.will = undefined;
         this.publishWill(session, will);
-      } else {
-        will.timer = setTimeout(() => {
-          if (session.will !== will) return;
-          session.will = undefined;
-          this.publishWill(session, will);
-          if (session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
-        }, remaining * 1000);
-        will.timer.unref();
-      }
+      } else this.armWill(session, will, now + remaining * 1000, true);
     }
     if (session.expiryInterval !== NEVER_EXPIRES) {
-      const remainingMs = Math.max(0, session.expiryInterval * 1000 - (now - offlineSince));
-      session.expiresAt = now + remainingMs;
-      session.expiryTimer = setTimeout(() => this.endSession(session), Math.min(remainingMs, 2_147_000_000));
-      session.expiryTimer.unref();
+      this.armExpiry(session, now + Math.max(0, session.expiryInterval * 1000 - (now - offlineSince)));
     }
   }
 
@@ -399,14 +393,43 @@ export class Broker {
       this.endSession(session);
       return;
     }
-    if (session.expiryInterval !== NEVER_EXPIRES) {
-      session.expiresAt = Date.now() + session.expiryInterval * 1000;
-      session.expiryTimer = setTimeout(
-        () => this.endSession(session),
-        Math.min(session.expiryInterval * 1000, 2_147_000_000),
-      );
-      session.expiryTimer.unref();
-    }
+    if (session.expiryInterval !== NEVER_EXPIRES) this.armExpiry(session, Date.now() + session.expiryInterval * 1000);
+  }
+
+  /** Ends the session at `expiresAt`, however far off (see `LONGEST_TIMER_MS`). */
+  private armExpiry(session: Session, expiresAt: number): void {
+    session.expiresAt = expiresAt;
+    const wait = Math.max(0, expiresAt - Date.now());
+    session.expiryTimer = setTimeout(
+      () => {
+        if (wait > LONGEST_TIMER_MS) this.armExpiry(session, expiresAt);
+        else this.endSession(session);
+      },
+      Math.min(wait, LONGEST_TIMER_MS),
+    );
+    session.expiryTimer.unref();
+  }
+
+  /**
+   * Publishes the will at `dueAt`, however far off, unless the session has dropped it by then. `saveAfter`: a
+   * session restored offline is saved once its will is gone.
+   */
+  private armWill(session: Session, will: PendingWill, dueAt: number, saveAfter: boolean): void {
+    const wait = Math.max(0, dueAt - Date.now());
+    will.timer = setTimeout(
+      () => {
+        if (session.will !== will) return;
+        if (wait > LONGEST_TIMER_MS) {
+          this.armWill(session, will, dueAt, saveAfter);
+          return;
+        }
+        session.will = undefined;
+        this.publishWill(session, will);
+        if (saveAfter && session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
+      },
+      Math.min(wait, LONGEST_TIMER_MS),
+    );
+    will.timer.unref();
   }
 
   private cancelExpiry(session: Session): void {
@@ -442,12 +465,7 @@ export class Broker {
       this.publishWill(session, will);
       return;
     }
-    will.timer = setTimeout(() => {
-      if (session.will !== will) return;
-      session.will = undefined;
-      this.publishWill(session, will);
-    }, delay * 1000);
-    will.timer.unref();
+    this.armWill(session, will, Date.now() + delay * 1000, false);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import {
   connectClient,
@@ -353,5 +353,39 @@ describe('sessions: queue overflow policy drop-oldest', () => {
     const messages = await second.received.waitFor(QUEUE_LIMIT);
     expect(messages.map((m) => m.payload)).toEqual(['o3', 'o4', 'o5']);
     await endAll(second.client, publisher.client);
+  });
+});
+
+describe('sessions: an expiry interval longer than the longest Node timer', () => {
+  const DAY_MS = 24 * 3600 * 1000;
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startBroker();
+  });
+  afterAll(async () => {
+    vi.useRealTimers();
+    await broker.stop();
+  });
+
+  it('v5: a 30-day session expiry lasts 30 days, not the 24.8 days (2^31 ms) a single timer can wait', async () => {
+    const id = 'sess-thirty-days';
+    const { client } = await rawConnect(broker.port, id, 5, {
+      clean: false,
+      properties: { sessionExpiryInterval: 30 * 24 * 3600 },
+    });
+    // The broker's clock from the disconnect on, so the days pass at once; its sockets do not need timers.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      client.end();
+      const closed = (): boolean => broker.logs.some((l) => l.msg === 'client disconnected' && l.clientId === id);
+      while (!closed()) await new Promise((resolve) => setImmediate(resolve));
+      const sessions = broker.server.broker.sessions;
+      vi.advanceTimersByTime(29 * DAY_MS);
+      expect(sessions.has(id)).toBe(true);
+      vi.advanceTimersByTime(DAY_MS + 1000);
+      expect(sessions.has(id)).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

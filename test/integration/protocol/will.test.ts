@@ -125,6 +125,24 @@ describe('will messages', () => {
     again.client.end();
   });
 
+  it('v5: a will delay beyond 24.8 days (2^31 ms, the longest Node timer) is not cut short to nothing', async () => {
+    const id = 'will-long-delay';
+    const topic = 'will/long-delay';
+    const options = { clean: false, properties: { sessionExpiryInterval: 0xffff_ffff } };
+    const { client } = await rawConnect(broker.port, id, 5, {
+      ...options,
+      will: will(topic, { properties: { willDelayInterval: 30 * 24 * 3600 } }),
+    });
+    client.end();
+    await closedLog(id);
+    await settle('long-delay');
+    expect(watcher.received.on(topic)).toEqual([]);
+    // Resuming the session cancels the will, so nothing is left waiting.
+    const again = await rawConnect(broker.port, id, 5, options);
+    expect(again.connack.sessionPresent).toBe(true);
+    again.client.end();
+  });
+
   it('v5: a session expiry shorter than the will delay publishes the will when the session ends', async () => {
     const id = 'will-session-ends';
     const topic = 'will/session-ends';
