@@ -12,7 +12,7 @@ import { authnDecisionEvent, proxyReportedTlsFields } from '../authn/decision-ev
 import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
 import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
-import { Connection } from './connection/connection.js';
+import { Connection, LONGEST_TIMER_MS } from './connection/connection.js';
 import type { ListenerRuntime } from './listener.js';
 import type { Logger } from './log.js';
 import { ReasonCode, v3ConnackCode, type ReasonName } from './protocol/reason-codes.js';
@@ -48,11 +48,6 @@ export interface BrokerOptions {
 }
 
 const NEVER_EXPIRES = 0xffff_ffff;
-/**
- * Node runs a timeout longer than 2^31 - 1 ms (24.8 days) after 1 ms instead: a session expiry or will delay longer
- * than this is waited for in steps of at most this long.
- */
-const LONGEST_TIMER_MS = 2_147_000_000;
 const PASS: GuardVerdict = { kind: 'pass' };
 
 /**

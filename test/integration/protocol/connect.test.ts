@@ -1,7 +1,8 @@
-import mqttPacket from 'mqtt-packet';
+import mqttPacket, { type IDisconnectPacket } from 'mqtt-packet';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { ChainResult, ConnectAttempt, ConnectAuthenticator } from '../../../authn/types.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { until } from '../../helpers/until.js';
 import {
@@ -384,5 +385,66 @@ describe('graceful shutdown', () => {
     expect(watcher.received.on('shutdown/will')).toEqual([]);
     expect(broker.audit.events.some((e) => e.event.action === 'broker.stopped')).toBe(true);
     await endAll(watcher.client);
+  });
+});
+
+describe('a credential that expires further off than the longest Node timer', () => {
+  const DAY_MS = 24 * 3600 * 1000;
+  /** Every client gets an identity whose credential (a JWT's `exp`, say) runs out 30 days after it connects. */
+  const thirtyDayCredentials: ConnectAuthenticator = {
+    authenticate: (attempt: ConnectAttempt): ChainResult => ({
+      kind: 'allow',
+      identity: {
+        clientId: attempt.clientId,
+        username: attempt.username,
+        groups: [],
+        attributes: {},
+        superuser: false,
+        anonymous: false,
+        authenticator: 'thirty-days',
+        expiresAt: Date.now() + 30 * DAY_MS,
+      },
+      steps: [],
+    }),
+    continueExchange: () =>
+      Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
+    supportsMethod: () => false,
+  };
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startBroker({
+      authenticator: thirtyDayCredentials,
+      authorizer: {
+        check: () => ({ allowed: true, reason: 'test allows' }),
+        onChange: () => undefined,
+        invalidate: () => undefined,
+      },
+    });
+  });
+  afterAll(async () => {
+    vi.useRealTimers();
+    await broker.stop();
+  });
+
+  it('v5: the client is disconnected when its 30-day credential runs out (0x87), not kept past it', async () => {
+    // The broker's clock from the CONNECT on, so the days pass at once; its sockets do not need timers. Keep alive 0,
+    // so that only the credential can end the connection.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      const { client, connack } = await rawConnect(broker.port, 'thirty-days', 5, { keepalive: 0, username: 'd' });
+      expect(connack.reasonCode).toBe(0);
+      vi.advanceTimersByTime(29 * DAY_MS);
+      client.send({ cmd: 'pingreq' }, 5);
+      await client.next('pingresp');
+      vi.advanceTimersByTime(DAY_MS + 1000);
+      // A connection still open answers the PINGREQ; the DISCONNECT, when sent, comes first.
+      client.send({ cmd: 'pingreq' }, 5);
+      const answer = await client.nextOf(['disconnect', 'pingresp']);
+      expect(answer.cmd).toBe('disconnect');
+      const disconnect = answer as IDisconnectPacket;
+      expect([disconnect.reasonCode, disconnect.properties?.reasonString]).toEqual([0x87, 'credential expired']);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
