@@ -443,6 +443,7 @@ describe('a credential that expires further off than the longest Node timer', ()
       expect(answer.cmd).toBe('disconnect');
       const disconnect = answer as IDisconnectPacket;
       expect([disconnect.reasonCode, disconnect.properties?.reasonString]).toEqual([0x87, 'credential expired']);
+      client.end();
     } finally {
       vi.useRealTimers();
     }
