@@ -309,6 +309,38 @@ describe('sessions', () => {
     second.client.end();
   });
 
+  it('v5: a QoS 2 message awaiting PUBCOMP fills the new window: its PUBREL is re-sent, the next PUBLISH waits for the PUBCOMP', async () => {
+    const id = 'sess-lower-receive-maximum-qos2';
+    const topic = 'sess/lower-rm2';
+    const first = await rawConnect(broker.port, id, 5, {
+      clean: false,
+      properties: { sessionExpiryInterval: 60, receiveMaximum: 5 },
+    });
+    await rawSubscribe(first.client, 5, 1, [{ topic, qos: 2 }]);
+    await publisher.client.publishAsync(topic, 'x', { qos: 2 });
+    await publisher.client.publishAsync(topic, 'y', { qos: 2 });
+    const x = await first.client.next('publish');
+    const y = await first.client.next('publish');
+    first.client.send({ cmd: 'pubrec', messageId: x.messageId }, 5);
+    await first.client.next('pubrel');
+    first.client.end();
+    await disconnected(broker, id);
+    const second = await rawConnect(broker.port, id, 5, {
+      clean: false,
+      properties: { sessionExpiryInterval: 60, receiveMaximum: 1 },
+    });
+    second.client.send({ cmd: 'pingreq' }, 5);
+    await second.client.next('pingresp');
+    expect(second.client.packets.map((p) => [p.cmd, 'messageId' in p ? p.messageId : undefined])).toEqual([
+      ['pubrel', x.messageId],
+    ]);
+    second.client.packets.length = 0;
+    second.client.send({ cmd: 'pubcomp', messageId: x.messageId }, 5);
+    const again = await second.client.next('publish');
+    expect([again.messageId, again.dup, again.payload.toString()]).toEqual([y.messageId, true, 'y']);
+    second.client.end();
+  });
+
   it('a raw persistent subscriber that reconnects gets queued messages with fresh packet ids and DUP=0', async () => {
     const id = 'sess-raw-queue';
     const first = await rawConnect(broker.port, id, 4, { clean: false });
