@@ -339,7 +339,7 @@ export class Broker {
       if (remaining === 0) {
         session.will = undefined;
         this.publishWill(session, will);
-      } else this.armWill(session, will, now + remaining * 1000, true);
+      } else this.armWill(session, will, now + remaining * 1000);
     }
     if (session.expiryInterval !== NEVER_EXPIRES) {
       this.armExpiry(session, now + Math.max(0, session.expiryInterval * 1000 - (now - offlineSince)));
@@ -406,21 +406,22 @@ export class Broker {
   }
 
   /**
-   * Publishes the will at `dueAt`, however far off, unless the session has dropped it by then. `saveAfter`: a
-   * session restored offline is saved once its will is gone.
+   * Publishes the will at `dueAt`, however far off, unless the session has dropped it by then. The offline session
+   * is then saved without it: the record written when the client went away still holds the will, and a broker
+   * that crashed before its next compaction would publish it again after the restart.
    */
-  private armWill(session: Session, will: PendingWill, dueAt: number, saveAfter: boolean): void {
+  private armWill(session: Session, will: PendingWill, dueAt: number): void {
     const wait = Math.max(0, dueAt - Date.now());
     will.timer = setTimeout(
       () => {
         if (session.will !== will) return;
         if (wait > LONGEST_TIMER_MS) {
-          this.armWill(session, will, dueAt, saveAfter);
+          this.armWill(session, will, dueAt);
           return;
         }
         session.will = undefined;
         this.publishWill(session, will);
-        if (saveAfter && session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
+        if (session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
       },
       Math.min(wait, LONGEST_TIMER_MS),
     );
@@ -460,7 +461,7 @@ export class Broker {
       this.publishWill(session, will);
       return;
     }
-    this.armWill(session, will, Date.now() + delay * 1000, false);
+    this.armWill(session, will, Date.now() + delay * 1000);
   }
 
   /**

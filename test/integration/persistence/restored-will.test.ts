@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type { IClientOptions } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChainResult, ConnectAttempt, ConnectAuthenticator, Identity } from '../../../authn/types.js';
-import { encodeRecord } from '../../../src/persistence/journal.js';
+import { encodeRecord, journalFiles, readJournal } from '../../../src/persistence/journal.js';
+import { foldRecords } from '../../../src/persistence/restore.js';
 import type { StoreRecord } from '../../../src/persistence/records.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { freePort } from '../../helpers/free-port.js';
@@ -144,6 +145,14 @@ async function techVanishes(broker: TestBroker, willDelay: number): Promise<void
   await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'tech-1');
 }
 
+/** Whether `tech-1`'s session, as the journal files on disk would restore it, still holds a will. */
+function storedWill(dataDir: string): boolean {
+  const dir = join(dataDir, 'store');
+  const records = journalFiles(dir).flatMap((f) => readJournal<StoreRecord>(join(dir, f), false).records);
+  const meta = foldRecords(records).sessions.get('tech-1')?.meta;
+  return meta !== undefined && meta.t === 's' && meta.will !== undefined;
+}
+
 function storeBytes(dataDir: string): string {
   const dir = join(dataDir, 'store');
   return readdirSync(dir)
@@ -180,6 +189,20 @@ describe('a will restored after a restart meets the policy in force when it is p
     expect(will.payload).toBe('tech-1 lost');
     expect(broker.audit.events.filter((e) => e.event.action === 'authz.will_denied')).toEqual([]);
     expect(broker.logs.some((l) => l.msg === 'publishing will message' && l.clientId === 'tech-1')).toBe(true);
+  }, 20_000);
+
+  it('once published during its delay, is gone from the store: a crash before the next compaction cannot send it twice', async () => {
+    s = await setup(ALLOWING);
+    broker = await start(s);
+    const monitor = await connectClient(broker.url, { clientId: 'monitor-live', protocolVersion: 5 });
+    clients.push(monitor);
+    await monitor.client.subscribeAsync('outages/#', { qos: 1 });
+    await techVanishes(broker, 1);
+    expect(storedWill(s.dataDir)).toBe(true);
+    await monitor.received.waitForTopic('outages/line-3');
+    // What a restart after kill -9 would replay: the journal as it stands, without a compaction or clean stop.
+    await until(() => !storedWill(s!.dataDir), 'the offline session saved without its published will');
+    expect(broker.server.broker.sessions.get('tech-1')?.will).toBeUndefined();
   }, 20_000);
 
   it('is withheld, audited and logged when the policy changed during the downtime to deny it', async () => {
