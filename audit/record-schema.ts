@@ -61,7 +61,13 @@ export const auditRecordSchema = z
       .optional(),
     authn: z
       .object({
-        by: z.string().optional().describe('Id of the chain step that decided, e.g. `password-file`.'),
+        by: z
+          .string()
+          .optional()
+          .describe(
+            'Id of the chain step that decided, e.g. `password-file`; `anonymous` for a client admitted as anonymous, ' +
+              '`chain` when no step decided, `broker` when the broker refused before any step ran or after the chain allowed.',
+          ),
         steps: z
           .array(
             z
@@ -82,10 +88,27 @@ export const auditRecordSchema = z
       .optional(),
     authz: z
       .object({
-        rule: z.string().optional().describe('The deciding rule as `file:line`, or `default-deny`.'),
+        rule: z
+          .string()
+          .optional()
+          .describe(
+            'The deciding rule as `file:line`, `default-deny`, a broker rule (`sys-topics-are-read-only`, ' +
+              '`restored-will-without-identity`), a JWT claim rule as `<source id>:aclRules:<n>`, a SQL row as ' +
+              '`<source id>:<n>`, or a pseudo-rule ' +
+              '(`superuser`, `source-error`, `source-timeout`, `identity-not-representable`).',
+          ),
         rule_name: z.string().optional().describe('The rule’s name, when it has one.'),
-        source: z.string().optional().describe('Authorization source id, e.g. `file`, `sql`, `jwt-acl`.'),
-        action: z.string().optional().describe('connect, publish, subscribe, receive, will or retained.'),
+        source: z
+          .string()
+          .optional()
+          .describe('Authorization source id (by default its type: `file`, `jwt`, `postgres`, `mysql`), or `broker`.'),
+        action: z
+          .string()
+          .optional()
+          .describe(
+            'The access asked for: connect, publish, subscribe or receive (a will is asked as publish, a retained ' +
+              'message sent on subscribe as receive).',
+          ),
         explanation: z.string().optional().describe('How the decision was reached.'),
       })
       .strict()
@@ -202,7 +225,10 @@ export const auditRecordSchema = z
             public_key: z.string().describe('The signing key’s SPKI DER, base64.'),
             signature: z
               .string()
-              .describe('Ed25519 signature, base64, over `bulwark-audit-checkpoint\\n<seq>\\n<hash>`.'),
+              .describe(
+                'Ed25519 signature, base64, over `bulwark-audit-checkpoint-v2\\n<seq>\\n<hash>\\n<audit.reason>` ' +
+                  '(checkpoints of older versions: `bulwark-audit-checkpoint\\n<seq>\\n<hash>`).',
+              ),
           })
           .strict()
           .optional(),
