@@ -12,10 +12,19 @@ import type { AccessRequest } from './types.js';
 export type ReloadTrigger = 'startup' | 'watch' | 'sighup' | 'cli' | 'manual';
 
 export type PolicyEvent =
-  | { action: 'policy.reloaded'; trigger: ReloadTrigger; files: readonly string[]; oldHash: string; newHash: string }
+  | {
+      action: 'policy.reloaded';
+      trigger: ReloadTrigger;
+      /** Who asked for the reload, when the trigger alone does not say (`cli:<uid>@unix-socket`). */
+      actor?: string;
+      files: readonly string[];
+      oldHash: string;
+      newHash: string;
+    }
   | {
       action: 'policy.reload_failed';
       trigger: ReloadTrigger;
+      actor?: string;
       files: readonly string[];
       /** The hash of the policy that stays live. */
       oldHash: string;
@@ -59,13 +68,14 @@ export function policyEventToAudit(e: PolicyEvent): AuditEvent {
       error: e.action === 'policy.reload_failed' ? e.error : undefined,
     },
     actor:
-      e.trigger === 'cli'
+      e.actor ??
+      (e.trigger === 'cli'
         ? 'cli'
         : e.trigger === 'sighup'
           ? 'signal:SIGHUP'
           : e.trigger === 'watch'
             ? 'file-watch'
-            : 'broker',
+            : 'broker'),
     labels: { trigger: e.trigger },
   };
 }
@@ -110,14 +120,17 @@ export class PolicyManager {
     return this.reload('startup');
   }
 
-  /** For SIGHUP, the CLI and file changes. Resolves when this reload has been applied or rejected. */
-  reload(trigger: ReloadTrigger = 'manual'): Promise<ReloadResult> {
-    const next = this.#queue.then(() => this.#reload(trigger));
+  /**
+   * For SIGHUP, the CLI and file changes. Resolves when this reload has been applied or rejected. `actor` names who
+   * asked (the control channel's caller), for the audit record.
+   */
+  reload(trigger: ReloadTrigger = 'manual', actor?: string): Promise<ReloadResult> {
+    const next = this.#queue.then(() => this.#reload(trigger, actor));
     this.#queue = next.catch(() => undefined);
     return next;
   }
 
-  async #reload(trigger: ReloadTrigger): Promise<ReloadResult> {
+  async #reload(trigger: ReloadTrigger, actor: string | undefined): Promise<ReloadResult> {
     const set = await loadPolicySet(this.files, {
       sourceId: this.#opts.sourceId ?? 'policy',
       readFile: this.#opts.readFile,
@@ -135,6 +148,7 @@ export class PolicyManager {
       this.#emit({
         action: 'policy.reload_failed',
         trigger,
+        ...(actor === undefined ? {} : { actor }),
         files: this.files,
         oldHash: previous.hash,
         newHash: set.hash,
@@ -156,7 +170,14 @@ export class PolicyManager {
       },
       'policy reloaded',
     );
-    this.#emit({ action: 'policy.reloaded', trigger, files: this.files, oldHash: previous.hash, newHash: set.hash });
+    this.#emit({
+      action: 'policy.reloaded',
+      trigger,
+      ...(actor === undefined ? {} : { actor }),
+      files: this.files,
+      oldHash: previous.hash,
+      newHash: set.hash,
+    });
     for (const l of this.#listeners) {
       try {
         l(set.policy, previous);

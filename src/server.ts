@@ -377,8 +377,9 @@ export class BulwarkServer {
     if (this.guard) registerBanCommands(admin, this.guard);
     admin.register(
       'policy.reload',
-      async (): Promise<AdminResult> => {
-        const result = await this.authorization?.manager.reload('cli');
+      async (_params, context): Promise<AdminResult> => {
+        // The caller, so policy.reloaded names the operator as admin.command does, not just "cli".
+        const result = await this.authorization?.manager.reload('cli', context.actor);
         if (result === undefined) return { ok: true, result: { kind: 'unchanged' } };
         // A refused policy is a refused command: the caller and the audit log must not read it as a success.
         if (!result.ok)

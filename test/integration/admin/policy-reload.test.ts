@@ -35,4 +35,32 @@ describe('policy.reload on the control socket', () => {
       await broker.stop();
     }
   });
+
+  it('names the operator who asked in policy.reloaded and policy.reload_failed, as admin.command does', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bw-policy-reload-'));
+    const policyFile = join(dir, 'site.policy.yaml');
+    writeFileSync(policyFile, readFileSync(DEFAULT_POLICY));
+    const broker = await startBroker({ config: { authorization: { policy_files: [policyFile], watch: false } } });
+    try {
+      const socket = adminSocketPath(broker.server.options.config.data_dir);
+      writeFileSync(policyFile, `${readFileSync(DEFAULT_POLICY, 'utf8')}\n# reviewed\n`);
+      expect(await callAdmin(socket, 'policy.reload', {})).toMatchObject({ kind: 'ok', result: { changed: true } });
+      writeFileSync(policyFile, 'version: 1\nrules:\n  - name: broken\n    allow: teleport\n');
+      expect(await callAdmin(socket, 'policy.reload', {})).toMatchObject({ kind: 'error', code: 'rejected' });
+
+      const operator = `cli:${process.getuid?.() ?? 'unknown'}@unix-socket`;
+      const commands = broker.audit.events.filter((e) => e.labels?.command === 'policy.reload');
+      expect(commands.map((e) => e.actor)).toEqual([operator, operator]);
+      const reloads = broker.audit.events.filter(
+        (e) => e.event.action === 'policy.reloaded' || e.event.action === 'policy.reload_failed',
+      );
+      expect(reloads.map((e) => [e.event.action, e.actor, e.labels?.trigger])).toEqual([
+        ['policy.reloaded', 'broker', 'startup'],
+        ['policy.reloaded', operator, 'cli'],
+        ['policy.reload_failed', operator, 'cli'],
+      ]);
+    } finally {
+      await broker.stop();
+    }
+  });
 });
