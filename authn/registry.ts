@@ -193,7 +193,25 @@ export class AuthenticatorRegistry {
           .boolean()
           .default(false)
           .describe('Allow clients that no step accepted, as anonymous identities. Off by default.'),
-        steps: z.array(this.stepSchema()).prefault([]).describe('Authenticators, consulted in this order.'),
+        steps: z
+          .array(this.stepSchema())
+          // buildChain refuses this too; here it is also what `bulwark config check` reports, with the line.
+          .superRefine((steps, ctx) => {
+            const seen = new Set<string>();
+            // Each member of the union has `type` and the common `id` (stepCommonShape).
+            (steps as ChainConfig['steps']).forEach((step, index) => {
+              const id = step.id ?? step.type;
+              if (seen.has(id))
+                ctx.addIssue({
+                  code: 'custom',
+                  path: step.id === undefined ? [index] : [index, 'id'],
+                  message: `duplicate id "${id}" (give each step of the same type its own \`id\`)`,
+                });
+              seen.add(id);
+            });
+          })
+          .prefault([])
+          .describe('Authenticators, consulted in this order.'),
       })
       .strict() as unknown as z.ZodType<ChainConfig>;
   }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { breakerFailureThreshold, breakerResetMs } from '../authn/registry.js';
 import { databaseTlsSchema } from '../authn/sql/config.js';
+import { compileQuery } from './sources/sql.js';
 
 const onError = z
   .enum(['deny', 'next'])
@@ -40,6 +41,11 @@ const sqlShape = (type: 'postgres' | 'mysql', defaultPort: number) => ({
   query: z
     .string()
     .min(1)
+    // The same check as at start, so that `bulwark config check` names the query's line.
+    .superRefine((query, ctx) => {
+      const compiled = compileQuery(query, 'postgres');
+      if (!compiled.ok) ctx.addIssue({ code: 'custom', message: compiled.message });
+    })
     .describe(
       'Parameterised query with ${username}, ${clientid}, ${peerhost} (sent as parameters, never spliced). Returns rows with permission (allow|deny), action (connect; or publish|subscribe|receive|all, or a comma list of these), topic (policy-file filter grammar, placeholders allowed; ignored for connect rows), and optionally qos (0-2 or a comma list) and retain (boolean). `all` does not include connect.',
     ),

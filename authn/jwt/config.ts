@@ -36,6 +36,9 @@ export const jwtSettingsSchema = z
     secret: z
       .string()
       .min(1)
+      // Here as well as where the key is made, so that `bulwark config check` refuses what start would refuse.
+      // RFC 7518 §3.2: an HMAC key must be at least as long as the hash output. The message never holds the value.
+      .refine((s) => Buffer.byteLength(s, 'utf8') >= 32, { message: 'an HMAC secret must be at least 32 bytes' })
       .transform((s) => new Secret(s))
       .optional()
       .describe('HMAC secret inline (UTF-8); prefer `secret_file`. At least 32 bytes.'),

@@ -42,6 +42,16 @@ const sqlSettingsShape = (defaultPort: number) => ({
   query: z
     .string()
     .min(1)
+    // The same check as at start, so that `bulwark config check` names the query's line.
+    .superRefine((query, ctx) => {
+      try {
+        compileQuery(query, 'postgres');
+      } catch (error) {
+        if (!(error instanceof BulwarkError)) throw error;
+        const hint = error.hint === undefined ? '' : ` (${error.hint})`;
+        ctx.addIssue({ code: 'custom', message: `${error.message}${hint}` });
+      }
+    })
     .describe(
       'Parameterised query with ${username}, ${clientid}, ${peerhost}, ${cert_cn}; returns password_hash and optionally algorithm, salt, is_superuser, groups. The first row is used.',
     ),
