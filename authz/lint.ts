@@ -59,7 +59,8 @@ export const NO_CONNECT_WARNING = 'no rule allows connect: every client will be 
 /**
  * Review warnings for `policy check`: rules that can never decide because another rule matches everything they
  * match, `#` grants to anonymous or all clients, publish grants on `$SYS` (the broker refuses them first), deny rules
- * that placeholders can defeat, conditions that cannot apply to the rule's actions, and a policy in which no rule
+ * that placeholders can defeat, `$share/` topics on subscribe or receive rules (never met: subscriptions are checked
+ * without that prefix), conditions that cannot apply to the rule's actions, and a policy in which no rule
  * allows `connect`. `files` (the files loaded, in order) gives the last warning a position.
  */
 export function lintRules(rules: readonly RuleSpec[], files: readonly string[] = []): Diagnostic[] {
@@ -123,9 +124,23 @@ export function lintRules(rules: readonly RuleSpec[], files: readonly string[] =
     if (rule.effect === 'deny' && rule.topics.some((t) => t.includes('${'))) {
       warn(
         rule,
-        `deny rule "${rule.name}" uses a placeholder: it does not apply to identities whose value is empty or contains + # /`,
+        `deny rule "${rule.name}" uses a placeholder: it does not apply to identities whose value is empty or contains + # /, or starts with $ in the first level`,
         'write deny rules with literal topics where possible',
       );
+    }
+    // A subscription is checked as its filter without `$share/<group>/` (docs/policy.md), so such a topic never
+    // meets a shared subscription: an allow grants nothing and, worse, a deny refuses nothing.
+    if (rule.actions.includes('subscribe') || rule.actions.includes('receive')) {
+      rule.topics.forEach((t, k) => {
+        if (t.startsWith('$share/')) {
+          warn(
+            rule,
+            `rule "${rule.name}": topic "${t}" never matches a shared subscription, which is checked without its "$share/<group>/" prefix`,
+            'write the filter itself and add when: { shared: true } to single out shared subscriptions',
+            rule.topicPositions[k],
+          );
+        }
+      });
     }
     const c = rule.conditions;
     if (c.shared !== undefined && !rule.actions.includes('subscribe') && !rule.actions.includes('receive')) {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { lintRules, NO_CONNECT_WARNING } from '../../../authz/lint.js';
 import { parsePolicyText } from '../../../authz/parse.js';
 import { coversFilter, matchesName, overlapsFilter, parseTopicPattern, patternCovers } from '../../../authz/topic.js';
-import { identity } from './helpers.js';
+import { identity, policyFrom, request } from './helpers.js';
 
 const pattern = (s: string) => {
   const p = parseTopicPattern(s);
@@ -89,8 +89,19 @@ describe('policy review warnings', () => {
       "rules:\n  - name: d\n    deny: publish\n    subjects: all\n    topics: ['u/${username}/admin']\n",
     );
     expect(w).toEqual([
-      '2: deny rule "d" uses a placeholder: it does not apply to identities whose value is empty or contains + # /',
+      '2: deny rule "d" uses a placeholder: it does not apply to identities whose value is empty or contains + # /, or starts with $ in the first level',
     ]);
+  });
+
+  it('warns that a $share/ topic on a subscribe or receive rule never meets a shared subscription', () => {
+    const text =
+      "rules:\n  - name: c\n    allow: connect\n    subjects: all\n  - name: all-reads\n    allow: subscribe\n    subjects: all\n    topics: ['plant/#']\n  - name: keep-group-off-secrets\n    deny: subscribe\n    subjects: all\n    topics: ['$share/ingest/plant/secret/#']\n";
+    expect(warnings(text)).toEqual([
+      '12: rule "keep-group-off-secrets": topic "$share/ingest/plant/secret/#" never matches a shared subscription, which is checked without its "$share/<group>/" prefix',
+    ]);
+    // Why it matters: the deny does not refuse the shared subscription it names.
+    const verdict = policyFrom(text).decide(request('subscribe', 'plant/secret/x', { sharedGroup: 'ingest' }));
+    expect(verdict?.rule.name).toBe('all-reads');
   });
 
   it('warns about conditions that cannot apply to the rule', () => {
