@@ -17,7 +17,7 @@ export interface CompiledQuery {
  */
 export function compileQuery(sql: string, dialect: 'postgres' | 'mysql'): CompiledQuery {
   const params: Placeholder[] = [];
-  const text = sql.replace(/\$\{([^}]*)\}/g, (_m, raw: string) => {
+  const text = sql.replace(/\$\{([^}]*)\}/g, (whole: string, raw: string, offset: number) => {
     const name = raw.trim();
     if (!(PLACEHOLDERS as readonly string[]).includes(name)) {
       throw new BulwarkError(
@@ -25,6 +25,18 @@ export function compileQuery(sql: string, dialect: 'postgres' | 'mysql'): Compil
         `query uses unknown placeholder \${${name}}`,
         undefined,
         `use one of ${PLACEHOLDERS.map((p) => `\${${p}}`).join(', ')}`,
+      );
+    }
+    // Quoted, the marker would be a string literal ('$1'): the value never bound, every lookup failing or
+    // comparing with the literal text. Refused, as the ACL sources refuse it.
+    const before = sql[offset - 1];
+    const after = sql[offset + whole.length];
+    if (before === "'" || before === '"' || after === "'" || after === '"') {
+      throw new BulwarkError(
+        'BULWARK_ERR_CONFIG_INVALID',
+        `do not quote ${whole}: it is sent as a query parameter`,
+        undefined,
+        'remove the quotes around it',
       );
     }
     params.push(name as Placeholder);

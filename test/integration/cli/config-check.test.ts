@@ -33,6 +33,12 @@ const refused: [string, string, RegExp][] = [
     /:10:14: authentication\.steps\.0\.query: query must select by \$\{username\}, \$\{clientid\} or \$\{cert_cn\}/,
   ],
   [
+    'an authentication query with a quoted placeholder',
+    'authentication:\n  steps:\n    - type: mysql\n      database: d\n      user: u\n' +
+      `      query: "SELECT password_hash FROM users WHERE username = '\${username}'"\n`,
+    /:10:14: authentication\.steps\.0\.query: do not quote \$\{username\}: it is sent as a query parameter/,
+  ],
+  [
     'an ACL query with a quoted placeholder',
     'authorization:\n  sources:\n    - type: mysql\n      database: d\n      user: u\n' +
       `      query: "SELECT permission, action, topic FROM acl WHERE username = '\${username}'"\n`,
