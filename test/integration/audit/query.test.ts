@@ -278,6 +278,14 @@ describe('bulwark audit refusing what it cannot run (exit 2, naming the option a
     [['--since', '2026-02-30'], "option '--since <time>' argument '2026-02-30' is invalid. expected an ISO 8601"],
     [['--until', '2026-11-31T00:00:00Z'], "option '--until <time>' argument '2026-11-31T00:00:00Z' is invalid"],
     [['--since', '2026-13-01'], "argument '2026-13-01' is invalid"],
+    // Keeping only the last would answer with records that do not match the first.
+    [
+      ['--client', 'gw-1', '--client', 'gw-2'],
+      "option '--client <id>' argument 'gw-2' is invalid. given more than once; this filter takes one value",
+    ],
+    [['--user', 'a', '--user', 'b'], "option '--user <name>' argument 'b' is invalid. given more than once"],
+    [['--ip', '10.0.0.0/8', '--ip', '192.0.2.1'], "argument '192.0.2.1' is invalid. given more than once"],
+    [['--since', '7d', '--since', '1d'], "option '--since <time>' argument '1d' is invalid. given more than once"],
   ])('query %j', async (args, message) => {
     const result = await runCli(['audit', 'query', logDir, ...args]);
     expect(result.stderr).toContain(message);
