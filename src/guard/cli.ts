@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
 import { callAdmin, adminSocketPath } from '../admin/client.js';
@@ -64,8 +64,18 @@ function addCommon(command: Command): Command {
     );
 }
 
+/**
+ * One value per option: commander would keep the last, so `ban add --ip A --ip B` banned B alone and reported
+ * success, leaving A connected. A command adds or deletes one entry (docs/admin.md: exactly one selector).
+ */
+function once(value: string, previous: string | undefined): string {
+  if (previous !== undefined)
+    throw new InvalidArgumentError(`given more than once (also "${previous}"); give it once, one entry per command`);
+  return value;
+}
+
 function addSelectors(command: Command): Command {
-  for (const s of SELECTORS) command.option(s.flag, s.help);
+  for (const s of SELECTORS) command.option(s.flag, s.help, once);
   return command;
 }
 
@@ -160,7 +170,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
     ),
   )
     .option('--reason <text>', 'why (kept with the entry and in the audit log)', '')
-    .addOption(new Option('--for <duration>', 'ban length, e.g. 30m, 12h, 7d').conflicts('forever'))
+    .addOption(new Option('--for <duration>', 'ban length, e.g. 30m, 12h, 7d').conflicts('forever').argParser(once))
     .option('--forever', 'ban until deleted')
     .addHelpText(
       'after',
@@ -329,8 +339,8 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
     ban
       .command('unthrottle')
       .description('lift a brute-force throttle lockout early (running broker only; lockouts live in its memory)')
-      .option('--username <name>', 'the locked-out username')
-      .option('--ip <address>', 'the locked-out source address'),
+      .option('--username <name>', 'the locked-out username', once)
+      .option('--ip <address>', 'the locked-out source address', once),
   ).action(async (options: CommonOptions & { username?: string; ip?: string }) => {
     if ((options.username === undefined) === (options.ip === undefined))
       throw new Error('give exactly one of --username, --ip');

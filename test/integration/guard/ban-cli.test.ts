@@ -249,6 +249,22 @@ describe('bulwark ban, against a running broker', () => {
     },
   );
 
+  it.each<[string[]]>([
+    [['add', '--ip', '192.0.2.50', '--ip', '192.0.2.51', '--for', '30m']],
+    [['add', '--client-id', 'meter-1', '--client-id', 'meter-2', '--forever']],
+    [['add', '--ip', '192.0.2.50', '--for', '30m', '--for', '7d']],
+    [['unthrottle', '--username', 'meter', '--username', 'hvac']],
+  ])('refuses an option given twice rather than acting on the last value alone: ban %j', async (args) => {
+    const broker = await runningBroker(live);
+    const result = await bulwark('ban', ...args, '--data-dir', dir);
+    expect(result.error).toMatch(/given more than once \(also "[^"]+"\)/);
+    // Nothing was banned, released or disconnected: a command that said "banned 192.0.2.51" would have left
+    // 192.0.2.50 connected.
+    expect(broker.disconnected).toEqual([]);
+    expect(broker.events).toEqual([]);
+    expect(existsSync(join(dir, 'blocklist.json'))).toBe(false);
+  });
+
   it('lists, deletes and survives a restart', async () => {
     const first = await runningBroker();
     await bulwark('ban', 'add', '--ip', '192.0.2.9', '--forever', '--data-dir', dir);
