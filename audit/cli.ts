@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
 import { InvalidArgumentError, type Command, type CommanderError } from 'commander';
+import { single } from '../src/cli/single-value.js';
 import { BulwarkError } from '../src/errors.js';
 import type { AuditOutcome } from './events.js';
 import { formatHeader, formatRecord, type QueryFormat } from './format.js';
@@ -12,6 +13,10 @@ import { describeVerifyResult, verifyAuditLog, type VerifyResult } from './verif
 /** Exit codes: 0 intact / query done, 1 the log is not intact, 2 the command could not run (bad argument, I/O). */
 const EXIT_BROKEN = 1;
 const EXIT_USAGE = 2;
+
+/** Every filter given must match: one that takes one value refuses a second (only --action takes several). */
+const oneFilter = <T = string>(parse?: (value: string) => T) =>
+  single<T>('this filter takes one value (only --action takes several)', parse);
 
 export function registerAuditCommand(program: Command): void {
   const audit = program
@@ -53,34 +58,22 @@ export function registerAuditCommand(program: Command): void {
     .option(
       '--since <time>',
       'from this time on: ISO 8601 (2026-11-01, 2026-11-01T08:00:00Z) or an age (7d, 24h)',
-      single(time),
+      oneFilter(time),
     )
-    .option('--until <time>', 'before this time (same forms as --since)', single(time))
+    .option('--until <time>', 'before this time (same forms as --since)', oneFilter(time))
     .option(
       '--action <action>',
       'event.action, exact or with * wildcards (authz.*, authz.*_denied); repeat or separate with commas for any of several',
       (value: string, previous: string[]) => [...previous, ...value.split(',').filter((a) => a.length > 0)],
       [] as string[],
     )
-    .option('--outcome <outcome>', 'success, failure or unknown', single(outcome))
-    .option(
-      '--user <name>',
-      'user.name: the verified identity (anonymous and refused clients have none)',
-      single((v) => v),
-    )
-    .option(
-      '--username <name>',
-      'mqtt.username: the username a CONNECT claimed, verified or not',
-      single((v) => v),
-    )
-    .option(
-      '--client <id>',
-      'mqtt.client_id',
-      single((v) => v),
-    )
-    .option('--ip <address>', 'client.ip: an address or a CIDR block (10.0.0.0/8)', single(ipFilter))
-    .option('--topic <filter>', 'mqtt.topic matches this MQTT topic filter (+ and # wildcards)', single(topicFilter))
-    .option('--limit <n>', 'stop after this many records', single(positiveInt))
+    .option('--outcome <outcome>', 'success, failure or unknown', oneFilter(outcome))
+    .option('--user <name>', 'user.name: the verified identity (anonymous and refused clients have none)', oneFilter())
+    .option('--username <name>', 'mqtt.username: the username a CONNECT claimed, verified or not', oneFilter())
+    .option('--client <id>', 'mqtt.client_id', oneFilter())
+    .option('--ip <address>', 'client.ip: an address or a CIDR block (10.0.0.0/8)', oneFilter(ipFilter))
+    .option('--topic <filter>', 'mqtt.topic matches this MQTT topic filter (+ and # wildcards)', oneFilter(topicFilter))
+    .option('--limit <n>', 'stop after this many records', oneFilter(positiveInt))
     .option('--format <format>', 'table, json (the stored lines, JSON Lines) or csv', format, 'table' as QueryFormat)
     .exitOverride(usageExit)
     .action(async (dir: string, opts: QueryOptions) => {
@@ -172,19 +165,6 @@ function describeForCli(result: VerifyResult): string {
 
 function isErrno(error: unknown): error is NodeJS.ErrnoException & { code: string } {
   return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string';
-}
-
-/**
- * A filter that takes one value, refused when given twice: commander would keep the last one, and the answer would
- * then hold records that do not match a filter the reviewer gave ("every filter given must match"). Only --action
- * takes several.
- */
-function single<T>(parse: (value: string) => T): (value: string, previous: T | undefined) => T {
-  return (value, previous) => {
-    if (previous !== undefined)
-      throw new InvalidArgumentError('given more than once; this filter takes one value (only --action takes several)');
-    return parse(value);
-  };
 }
 
 function time(value: string): number {

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { single } from '../src/cli/single-value.js';
 import type { Command } from 'commander';
 import { formatCaseFailure } from './cases.js';
 import { explainBrokerAccess, formatExplanation } from './explain.js';
@@ -85,6 +86,12 @@ export interface ExplainOptions {
   retain?: boolean;
 }
 
+/**
+ * Explain describes one request: an option given twice is refused rather than reduced to its last value. (Their
+ * defaults are applied in `explainRequest`, since a commander default would arrive as the "first" value.)
+ */
+const one = single('one request per explain; run it again for another');
+
 /** Builds the request `policy explain` describes; an error message when the options do not describe one. */
 export function explainRequest(o: ExplainOptions): AccessRequest | string {
   const chosen: AccessAction[] = (['publish', 'subscribe', 'receive'] as const).filter((a) => o[a] !== undefined);
@@ -116,7 +123,7 @@ export function explainRequest(o: ExplainOptions): AccessRequest | string {
   return {
     identity: buildIdentity({
       user: o.user,
-      client: o.client,
+      client: o.client ?? 'explain-client',
       groups: o.group,
       attributes,
       certCn: o.certCn,
@@ -180,20 +187,20 @@ export function registerPolicyCommand(program: Command): void {
     .command('explain')
     .description('Explain how the policy decides one request, rule by rule')
     .argument('<files...>', 'policy files (evaluated together, in order)')
-    .option('--user <name>', 'username (omit for an anonymous client)')
-    .option('--client <id>', 'client id', 'explain-client')
+    .option('--user <name>', 'username (omit for an anonymous client)', one)
+    .option('--client <id>', 'client id (default: "explain-client")', one)
     .option('--group <name>', 'group membership (repeatable)', collect, [])
-    .option('--cert-cn <cn>', 'certificate common name (attribute cert.cn)')
+    .option('--cert-cn <cn>', 'certificate common name (attribute cert.cn)', one)
     .option('--attr <name=value>', 'identity attribute, e.g. jwt.tenant=acme (repeatable)', collect, [])
-    .option('--ip <address>', 'peer address', '127.0.0.1')
-    .option('--listener <name>', 'listener name', 'default')
-    .option('--authenticator <id>', 'authenticator that admitted the client')
+    .option('--ip <address>', 'peer address (default: "127.0.0.1")', one)
+    .option('--listener <name>', 'listener name (default: "default")', one)
+    .option('--authenticator <id>', 'authenticator that admitted the client', one)
     .option('--superuser', 'the identity is a superuser')
     .option('--connect', 'explain whether the client may connect (and stay connected)')
-    .option('--publish <topic>', 'explain a publish to this topic')
-    .option('--subscribe <filter>', 'explain a subscription to this filter ($share/group/filter allowed)')
-    .option('--receive <topic>', 'explain delivery of a message on this topic')
-    .option('--qos <n>', 'QoS 0, 1 or 2', '0')
+    .option('--publish <topic>', 'explain a publish to this topic', one)
+    .option('--subscribe <filter>', 'explain a subscription to this filter ($share/group/filter allowed)', one)
+    .option('--receive <topic>', 'explain delivery of a message on this topic', one)
+    .option('--qos <n>', 'QoS 0, 1 or 2 (default: "0")', one)
     .option('--retain', 'the message is retained')
     .action(async (files: string[], options: ExplainOptions) => {
       process.exitCode = await policyExplain(files, options);

@@ -1,7 +1,8 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
 import { callAdmin, adminSocketPath } from '../admin/client.js';
+import { single } from '../cli/single-value.js';
 import { banEntrySchema, type BanEntry, type BanKind } from './ban-entry.js';
 import { Blocklist } from './blocklist.js';
 import {
@@ -64,15 +65,8 @@ function addCommon(command: Command): Command {
     );
 }
 
-/**
- * One value per option: commander would keep the last, so `ban add --ip A --ip B` banned B alone and reported
- * success, leaving A connected. A command adds or deletes one entry (docs/admin.md: exactly one selector).
- */
-function once(value: string, previous: string | undefined): string {
-  if (previous !== undefined)
-    throw new InvalidArgumentError(`given more than once (also "${previous}"); give it once, one entry per command`);
-  return value;
-}
+/** A command adds or deletes one entry (docs/admin.md: exactly one selector). */
+const once = single('give it once, one entry per command');
 
 function addSelectors(command: Command): Command {
   for (const s of SELECTORS) command.option(s.flag, s.help, once);

@@ -281,7 +281,7 @@ describe('bulwark audit refusing what it cannot run (exit 2, naming the option a
     // Keeping only the last would answer with records that do not match the first.
     [
       ['--client', 'gw-1', '--client', 'gw-2'],
-      "option '--client <id>' argument 'gw-2' is invalid. given more than once; this filter takes one value",
+      "option '--client <id>' argument 'gw-2' is invalid. given more than once (also \"gw-1\"); this filter takes one value",
     ],
     [['--user', 'a', '--user', 'b'], "option '--user <name>' argument 'b' is invalid. given more than once"],
     [['--ip', '10.0.0.0/8', '--ip', '192.0.2.1'], "argument '192.0.2.1' is invalid. given more than once"],

@@ -93,4 +93,24 @@ describe('docs/policy.md', () => {
       expect(result.code).toBe(0);
     }
   }, 60_000);
+
+  it('`policy explain` refuses an option given twice instead of explaining only its last value', async () => {
+    for (const repeated of [
+      ['--user', 'alice', '--user', 'mallory'],
+      ['--qos', '0', '--qos', '2'],
+      ['--ip', '127.0.0.1', '--ip', '203.0.113.9'],
+      ['--client', 'explain-client', '--client', 'gw-1'],
+    ]) {
+      const args = ['policy', 'explain', 'policies/devices.policy.yaml', '--publish', 'devices/x', ...repeated];
+      const result = await runCli(args, { cwd: ROOT });
+      expect(result.code, repeated.join(' ')).not.toBe(0);
+      expect(result.stderr).toMatch(/given more than once \(also "[^"]+"\); one request per explain/);
+      expect(result.stdout).toBe('');
+    }
+    // The defaults still apply when an option is not given.
+    const plain = await runCli(['policy', 'explain', 'policies/devices.policy.yaml', '--publish', 'devices/x'], {
+      cwd: ROOT,
+    });
+    expect(plain.stdout).toContain('explain-client');
+  }, 60_000);
 });
