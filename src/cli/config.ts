@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../config/load.js';
 import { renderConfigurationReference } from '../config/reference.js';
 import { BulwarkError } from '../errors.js';
 
@@ -11,9 +10,11 @@ export function registerConfigCommand(program: Command): void {
     .command('check')
     .argument('<file>', 'YAML configuration file')
     .description('Validate a configuration file without starting the broker; exits non-zero naming file:line:column')
-    .action((file: string) => {
+    .action(async (file: string) => {
       try {
-        loadConfigFile(file);
+        // Loaded only when it runs, like every subcommand: it brings the policy engine and TLS.
+        const { checkConfigFile } = await import('../config/check.js');
+        await checkConfigFile(file);
         console.log(`${file}: OK`);
       } catch (error) {
         console.error(error instanceof BulwarkError ? error.describe() : (error as Error).message);

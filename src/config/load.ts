@@ -80,6 +80,13 @@ export function parseYamlWithSchema<S extends z.ZodType>(
   throw new BulwarkError(code, `${key}: ${issue.message}`, position, 'see docs/configuration.md');
 }
 
+/** Where the value at `path` is written in a configuration's text, for problems found after validation. */
+export function configValuePosition(text: string, file: string, path: readonly (string | number)[]): SourcePosition {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false });
+  return positionOf(document.contents, path, lineCounter, file, 'value');
+}
+
 /** Where `path` is in the document: the last key itself (`'key'`), or its scalar value when it has one. */
 function positionOf(
   root: unknown,

@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mintTestPki, type TestPki } from '../../helpers/certs.js';
 import { runCli } from '../../helpers/cli.js';
 
 /**
@@ -75,6 +76,7 @@ describe('bulwark config check', () => {
 
   it('passes the same sections written correctly', async () => {
     const file = join(dir, 'good.yaml');
+    for (const users of ['a.yaml', 'b.yaml']) writeFileSync(join(dir, users), 'users: {}\n');
     writeFileSync(
       file,
       `${HEAD}authentication:\n  steps:\n    - type: jwt\n      algorithms: [HS256]\n` +
@@ -86,5 +88,58 @@ describe('bulwark config check', () => {
     const check = await runCli(['config', 'check', file]);
     expect(check.stderr).toBe('');
     expect(check.code).toBe(0);
+  });
+
+  describe('what start reads before it opens a port', () => {
+    let pki: TestPki;
+    beforeAll(async () => {
+      pki = await mintTestPki();
+    }, 60_000);
+    afterAll(() => pki?.cleanup());
+
+    const check = async (name: string, body: string) => {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, HEAD + body);
+      return runCli(['config', 'check', file]);
+    };
+
+    it('a file a setting names that cannot be read, at the line of the setting', async () => {
+      const result = await check(
+        'missing-users',
+        'authentication:\n  steps:\n    - type: password-file\n      file: users-missing.yaml\n',
+      );
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(
+        `:8:13: authentication.steps.0.file: ${join(dir, 'users-missing.yaml')}: cannot read (ENOENT)`,
+      );
+      // As `bulwark start` would: it refuses the configuration before any listener opens.
+      const start = await runCli(['start', '-c', join(dir, 'missing-users.yaml')]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toContain('users-missing.yaml');
+    });
+
+    it("a policy file with an error, at the policy file's line", async () => {
+      writeFileSync(join(dir, 'broken.policy.yaml'), 'version: 1\nrules:\n  - name: r\n    alow: publish\n');
+      const broken = await check('broken-policy', 'authorization:\n  policy_files: [broken.policy.yaml]\n');
+      expect(broken.code).toBe(1);
+      expect(broken.stderr).toMatch(/broken\.policy\.yaml:4:5: .*alow/);
+    });
+
+    it("a TLS listener whose key is not its certificate's", async () => {
+      const result = await check(
+        'tls-mismatch',
+        `  - name: secure\n    transport: tls\n    port: 0\n    tls:\n      cert_file: ${pki.server.certFile}\n` +
+          `      key_file: ${pki.serverRotated.keyFile}\n`,
+      );
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/listeners\.1\.tls: /);
+      const fine = await check(
+        'tls-good',
+        `  - name: secure\n    transport: tls\n    port: 0\n    tls:\n      cert_file: ${pki.server.certFile}\n` +
+          `      key_file: ${pki.server.keyFile}\n`,
+      );
+      expect(fine.stderr).toBe('');
+      expect(fine.code).toBe(0);
+    });
   });
 });

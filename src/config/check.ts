@@ -1,0 +1,116 @@
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { createAuthorization } from '../../authz/create.js';
+import { formatDiagnostic } from '../../authz/model.js';
+import { BulwarkError } from '../errors.js';
+import { createTlsContextManager, tlsContextOptionsFrom } from '../transport/tls-context.js';
+import { configValuePosition, parseConfigText, readConfigFile } from './load.js';
+import type { BrokerConfig } from './schema.js';
+
+/**
+ * Settings that name a file the broker reads at start and refuses to start without. Not here: files the broker
+ * writes itself (`guard.blocklist.file`, the audit directory) and `ocsp_stapling.response_file`, which a cron job
+ * may write after the start (until then handshakes go unstapled).
+ */
+const INPUT_FILE_KEYS: ReadonlySet<string> = new Set([
+  'password_file',
+  'secret_file',
+  'public_key_file',
+  'unknown_user_secret_file',
+  'bearer_token_file',
+  'signing_key_file',
+  'ca_file',
+  'cert_file',
+  'key_file',
+  'crl_file',
+  'issuer_file',
+  'psk_file',
+]);
+
+type Path = readonly (string | number)[];
+
+/** Every input file the configuration names, with where it is named. */
+export function inputFiles(config: BrokerConfig): { path: Path; file: string }[] {
+  const found: { path: Path; file: string }[] = [];
+  const walk = (value: unknown, path: Path): void => {
+    if (Array.isArray(value)) {
+      value.forEach((item, index) => walk(item, [...path, index]));
+      return;
+    }
+    if (typeof value !== 'object' || value === null) return;
+    for (const [key, member] of Object.entries(value)) {
+      const at = [...path, key];
+      if (typeof member === 'string' && (INPUT_FILE_KEYS.has(key) || (key === 'file' && readsFile(path))))
+        found.push({ path: at, file: member });
+      else if (key === 'policy_files' && Array.isArray(member))
+        member.forEach((f, index) => typeof f === 'string' && found.push({ path: [...at, index], file: f }));
+      else walk(member, at);
+    }
+  };
+  walk(config, []);
+  return found;
+}
+
+/** `file` names an input in authentication steps (password file, SCRAM users) and a listener's `psk`. */
+function readsFile(path: Path): boolean {
+  return path.includes('steps') || path.at(-1) === 'psk';
+}
+
+/**
+ * `bulwark config check`: what `bulwark start` would refuse before opening a port, without starting anything. The
+ * schema (with the line of each problem); every input file readable; the policy files loaded and their cases run,
+ * as at start; each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what
+ * needs the network (databases, directories, JWKS, OCSP responders) and the contents of credential files.
+ */
+export async function checkConfigFile(file: string): Promise<BrokerConfig> {
+  const text = readConfigFile(file).toString('utf8');
+  const config = parseConfigText(text, file);
+  const baseDir = dirname(resolve(file));
+  const absolute = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  for (const input of inputFiles(config)) {
+    const problem = unreadable(absolute(input.file));
+    if (problem !== undefined)
+      throw new BulwarkError(
+        'BULWARK_ERR_CONFIG_INVALID',
+        `${input.path.join('.')}: ${absolute(input.file)}: ${problem}`,
+        configValuePosition(text, file, input.path),
+      );
+  }
+  const authorization = createAuthorization(config.authorization, { baseDir });
+  const loaded = await authorization.manager.load();
+  if (!loaded.ok) {
+    const first = loaded.errors[0];
+    throw new BulwarkError(
+      'BULWARK_ERR_POLICY_INVALID',
+      first ? formatDiagnostic(first) : loaded.message,
+      undefined,
+      loaded.errors.length > 1 ? `${loaded.errors.length - 1} more: run bulwark policy check` : undefined,
+    );
+  }
+  for (const [index, listener] of config.listeners.entries()) {
+    if (listener.tls === undefined) continue;
+    try {
+      const manager = await createTlsContextManager(tlsContextOptionsFrom(listener.tls, absolute), () => undefined);
+      manager.close();
+    } catch (error) {
+      if (!(error instanceof BulwarkError)) throw error;
+      throw new BulwarkError(
+        error.code,
+        `listeners.${index}.tls: ${error.message}`,
+        error.position ?? configValuePosition(text, file, ['listeners', index, 'tls']),
+        error.hint,
+      );
+    }
+  }
+  return config;
+}
+
+function unreadable(path: string): string | undefined {
+  try {
+    if (!statSync(path).isFile()) return 'not a file';
+    accessSync(path, constants.R_OK);
+    return undefined;
+  } catch (error) {
+    return `cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`;
+  }
+}
