@@ -111,7 +111,9 @@ export const limitsSchema = z
       .min(100)
       .max(600_000)
       .default(10_000)
-      .describe('Time a new connection has to send CONNECT (and finish authentication) before it is closed.'),
+      .describe(
+        'Time a new connection has to send CONNECT (and finish authentication) before it is closed; on ws/wss listeners also the time it has to complete its WebSocket upgrade.',
+      ),
     max_output_buffer_bytes: z
       .number()
       .int()

@@ -1,9 +1,11 @@
 import http from 'node:http';
 import type https from 'node:https';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { TlsPeerInfo } from '../../authn/types.js';
 import type { Broker } from '../broker.js';
+import { connectTimeoutEvent } from '../connection-events.js';
 import type { ListenerRuntime } from '../listener.js';
 import { normalizeAddress } from './tcp.js';
 
@@ -27,6 +29,7 @@ export function createWebSocketServer(
   tlsInfo?: (socket: Duplex) => TlsPeerInfo | undefined,
 ): http.Server {
   const server: http.Server = httpsServer ?? http.createServer();
+  const upgradeDeadlines = boundUpgradeTime(server, broker, listener, httpsServer !== undefined);
   server.on('request', (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
     res.end('This is an MQTT over WebSocket endpoint.\n');
@@ -38,6 +41,8 @@ export function createWebSocketServer(
     handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
   });
   server.on('upgrade', (request, socket, head) => {
+    clearTimeout(upgradeDeadlines.get(socket));
+    upgradeDeadlines.delete(socket);
     const path = (request.url ?? '/').split('?')[0];
     if (path !== options.path) {
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
@@ -67,4 +72,42 @@ export function createWebSocketServer(
     });
   });
   return server;
+}
+
+/**
+ * The HTTP phase before the upgrade counts like the wait for CONNECT on a TCP listener: a client that sends no
+ * request, a slow one, or only a plain GET on a kept-alive connection is closed after `limits.connect_timeout_ms`
+ * and recorded as `connection.connect_timeout` (bounded, `Broker.recordRefusal`). Node's own HTTP deadlines
+ * (`headersTimeout`, checked every 30 s) would hold such a socket for a minute or more, unrecorded. On `wss` the
+ * time starts after the TLS handshake, which has its own deadline, as the CONNECT wait does on a `tls` listener.
+ * One timer per socket, and only until its upgrade: the connection then has the broker's own deadline.
+ */
+function boundUpgradeTime(
+  server: http.Server,
+  broker: Broker,
+  listener: ListenerRuntime,
+  secure: boolean,
+): WeakMap<Duplex, NodeJS.Timeout> {
+  const deadlines = new WeakMap<Duplex, NodeJS.Timeout>();
+  const timeoutMs = broker.limits.connect_timeout_ms;
+  server.on(secure ? 'secureConnection' : 'connection', (socket: Duplex & net.Socket) => {
+    const timer = setTimeout(() => {
+      deadlines.delete(socket);
+      if (socket.destroyed) return;
+      const peer = { address: normalizeAddress(socket.remoteAddress), port: socket.remotePort ?? 0 };
+      const detail = 'no WebSocket upgrade within the connect timeout';
+      if (broker.recordRefusal(connectTimeoutEvent(peer, listener.name, undefined, detail)))
+        broker.log.info(
+          { peer: `${peer.address}:${peer.port}`, listener: listener.name },
+          `closing connection: ${detail}`,
+        );
+      socket.destroy();
+    }, timeoutMs);
+    deadlines.set(socket, timer);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      deadlines.delete(socket);
+    });
+  });
+  return deadlines;
 }

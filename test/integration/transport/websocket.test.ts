@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -128,5 +130,82 @@ describe('secure WebSocket with require_certificate', () => {
       reconnectPeriod: 0,
     });
     await client.endAsync();
+  });
+});
+
+/** Opens a TCP connection to `port` and writes `bytes` (nothing when empty); resolves once it is connected. */
+function openRaw(port: number, bytes: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port }, () => {
+      if (bytes !== '') socket.write(bytes);
+      resolve(socket);
+    });
+    socket.on('error', reject);
+  });
+}
+
+function closed(socket: net.Socket): Promise<void> {
+  return socket.destroyed || socket.readyState === 'closed'
+    ? Promise.resolve()
+    : new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
+describe('the HTTP phase before a WebSocket upgrade', () => {
+  let broker: TestBroker;
+
+  beforeAll(async () => {
+    // The connect timeout is the bound under test; Node's own HTTP deadlines are a minute or more.
+    broker = await startBroker({ listener: { transport: 'ws' }, config: { limits: { connect_timeout_ms: 300 } } });
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  it.each([
+    ['sends nothing', ''],
+    ['never finishes its request headers', 'GET /mqtt HTTP/1.1\r\nHost: localhost\r\n'],
+    ['asks a plain GET and keeps the connection alive', 'GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\r\n'],
+  ])('closes a connection that %s after the connect timeout, and records it', async (_what, bytes) => {
+    const socket = await openRaw(broker.port, bytes);
+    socket.resume();
+    const port = socket.localPort;
+    const record = await broker.waitForAudit('connection.connect_timeout', (e) => e.client?.port === port);
+    expect(record.event).toMatchObject({ code: 'connect_timeout', outcome: 'failure' });
+    expect(record.mqtt?.listener).toBe('test');
+    await closed(socket);
+  });
+
+  it('on wss, counts from the end of the TLS handshake and closes a client that then sends nothing', async () => {
+    const pki = await mintTestPki();
+    const secure = await startBroker({
+      listener: { transport: 'wss', tls: { cert_file: pki.server.certFile, key_file: pki.server.keyFile } },
+      config: { limits: { connect_timeout_ms: 300 } },
+    });
+    try {
+      const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+        const s = tls.connect(
+          { host: '127.0.0.1', port: secure.port, servername: 'localhost', ca: readFileSync(pki.caFile) },
+          () => resolve(s),
+        );
+        s.on('error', reject);
+      });
+      socket.resume();
+      const port = socket.localPort;
+      const record = await secure.waitForAudit('connection.connect_timeout', (e) => e.client?.port === port);
+      expect(record.event.code).toBe('connect_timeout');
+      expect(secure.audit.events.some((e) => e.event.action === 'tls.handshake_refused')).toBe(false);
+      await new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once('close', () => resolve())));
+    } finally {
+      await secure.stop();
+      pki.cleanup();
+    }
+  });
+
+  it('leaves an upgraded connection to the broker: it still gets its CONNACK', async () => {
+    const outcome = await run(`ws://127.0.0.1:${broker.port}/mqtt`, ['mqtt'], (ws) => {
+      ws.once('message', () => ws.close());
+      ws.send(CONNECT, { binary: true });
+    });
+    expect(outcome.received[0]?.[0]).toBe(0x20);
   });
 });
