@@ -586,6 +586,24 @@ export class Connection implements SessionLink, PacketSink {
   }
 
   /**
+   * The transport refused what the client sent and closes the connection itself (a WebSocket message over the size
+   * limit, a text frame): recorded and logged as a protocol violation is, the first packet as a malformed CONNECT,
+   * but with no DISCONNECT, which can no longer be sent once the transport is closing.
+   */
+  transportRefused(reason: ReasonName, detail: string): void {
+    if (this.state === 'closed') return;
+    this.closeReason = detail;
+    const logged =
+      this.state !== 'awaiting-connect' || this.recordMalformedConnect(reason, detail, undefined, undefined);
+    if (logged)
+      this.broker.log.info(
+        { clientId: this.clientId || undefined, peer: this.peerLabel, reason, detail },
+        'closing connection: protocol violation',
+      );
+    this.broker.stats.protocolErrors++;
+  }
+
+  /**
    * The first packet was not a well-formed CONNECT: recorded as `connection.malformed_connect`, bounded like every
    * refusal a client can repeat before proving anything (`Broker.recordRefusal`). `sent` is the CONNACK reason or
    * return code the client is sent, undefined when the connection is only closed. True: log it too.

@@ -60,15 +60,27 @@ export function createWebSocketServer(
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
       const stream = createWebSocketStream(ws, { allowHalfOpen: false });
+      const peer = { address: normalizeAddress(request.socket.remoteAddress), port: request.socket.remotePort ?? 0 };
+      const connection = broker.accept(stream, listener, peer, tlsInfo?.(request.socket));
+      if (connection === undefined) return;
       // [MQTT-6.0.0-1] MQTT travels in binary frames: a text frame closes the connection before its bytes reach
       // the parser (prepended, so it runs before the stream pushes them).
       ws.prependListener('message', (_data: unknown, isBinary: boolean) => {
         if (isBinary) return;
+        connection.transportRefused('protocolError', 'text WebSocket frame: MQTT is carried in binary frames');
         ws.close(1003, 'MQTT is carried in binary frames');
         stream.destroy();
       });
-      const peer = { address: normalizeAddress(request.socket.remoteAddress), port: request.socket.remotePort ?? 0 };
-      broker.accept(stream, listener, peer, tlsInfo?.(request.socket));
+      // ws refuses a message over `maxPayload` (the maximum packet size) before the framer sees a byte of it, and
+      // closes with 1009 itself: the refusal is recorded as the framer's would be. This listener runs after the
+      // stream's, which has destroyed the stream but not yet told the connection why.
+      ws.on('error', (error: Error & { code?: string }) => {
+        if (error.code !== 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return;
+        connection.transportRefused(
+          'packetTooLarge',
+          `WebSocket message exceeds the maximum packet size of ${options.maxPayload} bytes`,
+        );
+      });
     });
   });
   return server;

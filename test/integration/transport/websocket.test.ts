@@ -3,6 +3,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import mqtt from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
@@ -207,5 +208,100 @@ describe('the HTTP phase before a WebSocket upgrade', () => {
       ws.send(CONNECT, { binary: true });
     });
     expect(outcome.received[0]?.[0]).toBe(0x20);
+  });
+});
+
+interface Refused {
+  port: number;
+  closeCode: number;
+}
+
+/** Opens a WebSocket, lets `send` write to it, and resolves with its local port and the close code it got. */
+function refusedBy(url: string, send: (ws: WebSocket) => void): Promise<Refused> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, ['mqtt']);
+    let port = 0;
+    ws.on('error', () => undefined);
+    ws.on('unexpected-response', () => reject(new Error('upgrade refused')));
+    ws.on('open', () => {
+      port = (ws as unknown as { _socket: net.Socket })._socket.localPort ?? 0;
+      send(ws);
+    });
+    ws.on('close', (closeCode) => resolve({ port, closeCode }));
+  });
+}
+
+describe('what the WebSocket layer refuses is recorded as the framer would record it', () => {
+  const MAX = 1024;
+  let broker: TestBroker;
+  let url: string;
+
+  beforeAll(async () => {
+    broker = await startBroker({ listener: { transport: 'ws' }, config: { limits: { max_packet_size: MAX } } });
+    url = `ws://127.0.0.1:${broker.port}/mqtt`;
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  it('records a first message larger than the maximum packet size as a malformed CONNECT', async () => {
+    const big = mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: 'ws-big',
+      keepalive: 60,
+      username: 'u',
+      password: Buffer.alloc(2 * MAX),
+    });
+    const refused = await refusedBy(url, (ws) => ws.send(big));
+    expect(refused.closeCode).toBe(1009);
+    const record = await broker.waitForAudit('connection.malformed_connect', (e) => e.client?.port === refused.port);
+    expect(record.event).toMatchObject({ code: 'packetTooLarge', outcome: 'failure' });
+    expect(record.event.reason).toContain(`maximum packet size of ${MAX} bytes`);
+    await broker.waitForLog(
+      (l) => l['msg'] === 'closing connection: protocol violation' && l['reason'] === 'packetTooLarge',
+    );
+  });
+
+  it('records a text frame before CONNECT as a malformed CONNECT', async () => {
+    const refused = await refusedBy(url, (ws) => ws.send(CONNECT.toString('latin1'), { binary: false }));
+    expect(refused.closeCode).toBe(1003);
+    const record = await broker.waitForAudit('connection.malformed_connect', (e) => e.client?.port === refused.port);
+    expect(record.event).toMatchObject({
+      code: 'protocolError',
+      reason: expect.stringContaining('text WebSocket frame'),
+    });
+  });
+
+  it('says why a connected client was closed for an oversize message', async () => {
+    const refused = await refusedBy(url, (ws) => {
+      ws.once('message', () =>
+        ws.send(
+          mqttPacket.generate({
+            cmd: 'publish',
+            topic: 't',
+            payload: Buffer.alloc(2 * MAX),
+            qos: 0,
+            retain: false,
+            dup: false,
+          }),
+        ),
+      );
+      ws.send(
+        mqttPacket.generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: true,
+          clientId: 'ws-big-pub',
+          keepalive: 60,
+        }),
+      );
+    });
+    expect(refused.closeCode).toBe(1009);
+    const record = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'ws-big-pub');
+    expect(record.event.reason).toBe(`WebSocket message exceeds the maximum packet size of ${MAX} bytes`);
   });
 });
