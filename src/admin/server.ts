@@ -216,6 +216,15 @@ export class AdminServer {
     let buffered: Buffer[] = [];
     let bufferedBytes = 0;
     let queue = Promise.resolve();
+    // Requests read and not yet answered (and flushed). While there are any the socket is not read: a client that
+    // writes requests and never reads the answers would otherwise have every one run and its answer kept in memory.
+    // So what one connection holds is one read's worth of request lines and one answer the kernel has not taken.
+    let unanswered = 0;
+    const answered = (): void => {
+      unanswered--;
+      if (unanswered === 0 && !socket.destroyed && !socket.writableEnded && bufferedBytes <= this.maxLineBytes)
+        socket.resume();
+    };
     socket.on('data', (chunk: Buffer) => {
       let start = 0;
       for (let newline = chunk.indexOf(0x0a, start); newline !== -1; newline = chunk.indexOf(0x0a, start)) {
@@ -224,8 +233,10 @@ export class AdminServer {
         buffered = [];
         bufferedBytes = 0;
         start = newline + 1;
-        queue = queue.then(() => this.handleLine(line, socket));
+        unanswered++;
+        queue = queue.then(() => this.handleLine(line, socket)).then(answered);
       }
+      if (unanswered > 0) socket.pause();
       if (start < chunk.length) {
         buffered.push(chunk.subarray(start));
         bufferedBytes += chunk.length - start;
@@ -244,10 +255,22 @@ export class AdminServer {
     });
   }
 
+  /** Runs one request and resolves once its answer is in the kernel (or the connection is gone). */
   private async handleLine(line: string, socket: Socket): Promise<void> {
-    if (line.trim() === '' || socket.destroyed) return;
+    // A connection being closed (idle, or a line too long) runs nothing more of what it had sent.
+    if (line.trim() === '' || socket.destroyed || socket.writableEnded) return;
     const response = await this.dispatch(line);
-    if (!socket.destroyed) socket.write(`${JSON.stringify(response)}\n`);
+    if (socket.destroyed || socket.writableEnded) return;
+    if (socket.write(`${JSON.stringify(response)}\n`)) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
   }
 
   /** Parses, runs and audits one request. Never throws. */

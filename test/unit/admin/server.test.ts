@@ -106,6 +106,41 @@ describe('admin control socket', () => {
     expect(await callAdmin(server.socketPath, 'echo', 1)).toEqual({ kind: 'ok', result: 1 });
   });
 
+  it('reads no further requests while its answers wait for a client that does not read them', async () => {
+    const { server } = await started();
+    const REQUESTS = 100;
+    const ANSWER_BYTES = 256 * 1024;
+    let handled = 0;
+    server.register('large', () => {
+      handled++;
+      return { ok: true, result: 'x'.repeat(ANSWER_BYTES) };
+    });
+    const client = createConnection(server.socketPath);
+    await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+    client.write(Array.from({ length: REQUESTS }, (_, id) => `${JSON.stringify({ id, command: 'large' })}\n`).join(''));
+    // Each answer is larger than what the kernel buffers between the two ends, so the server may be at most a
+    // few answers ahead of what the client has read. Without the bound it answered every request at once and kept
+    // them all in memory, however slowly the client read.
+    const aheadOfReader: number[] = [];
+    let text = '';
+    let read = 0;
+    await new Promise<void>((resolve, reject) => {
+      client.on('error', reject);
+      client.on('data', (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        for (let newline = text.indexOf('\n'); newline !== -1; newline = text.indexOf('\n')) {
+          text = text.slice(newline + 1);
+          read++;
+          aheadOfReader.push(handled - read);
+        }
+        if (read === REQUESTS) resolve();
+      });
+    });
+    client.destroy();
+    expect(handled).toBe(REQUESTS);
+    expect(Math.max(...aheadOfReader)).toBeLessThanOrEqual(4);
+  });
+
   it('lists registered commands and refuses to register one twice', async () => {
     const { server } = await started();
     const answer = await callAdmin(server.socketPath, 'commands.list', {});
