@@ -15,8 +15,9 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   const data = packet.properties?.authenticationData;
   const attempt = connection.attempt!;
   if (method !== attempt.authMethod) {
-    // [MQTT-4.12.0-5] the method must stay the same for the whole exchange.
-    connection.protocolViolation('protocolError', 'authentication method changed during the exchange');
+    // [MQTT-4.12.0-5] the method must stay the same for the whole exchange, and a re-authentication must use the
+    // CONNECT's ([MQTT-4.12.1-1]).
+    refuseAuth(connection, 'authentication method changed during the exchange');
     return;
   }
   const code = packet.reasonCode ?? 0;
@@ -44,7 +45,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
 
   // Re-authentication of a connected client.
   if (attempt.authMethod === undefined) {
-    connection.protocolViolation('protocolError', 'AUTH without enhanced authentication at CONNECT');
+    refuseAuth(connection, 'AUTH without enhanced authentication at CONNECT');
     return;
   }
   let result: ChainResult;
@@ -54,7 +55,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   } else if (code === ReasonCode.continueAuthentication && connection.exchange && connection.reauthenticating) {
     result = await chain.continueExchange(connection.exchange, attempt, data, true);
   } else {
-    connection.protocolViolation('protocolError', 'unexpected AUTH reason code');
+    refuseAuth(connection, 'unexpected AUTH reason code');
     return;
   }
   if (connection.state === 'closed') return;
@@ -95,6 +96,26 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   });
   // What the old identity subscribed to, the new one must still be allowed to receive.
   broker.reevaluateSubscriptionsOf(connection);
+}
+
+/**
+ * An AUTH the broker refuses as a protocol error (DISCONNECT 0x82). From a connected client it was an attempt to
+ * re-authenticate (another method, none at CONNECT, a client-final outside an exchange: a replay), so it is recorded
+ * as a refused re-authentication like any other; not counted by the throttle, as no credential was tried.
+ */
+function refuseAuth(connection: Connection, detail: string): void {
+  if (connection.state === 'connected') {
+    connection.exchange = undefined;
+    connection.endReauthentication();
+    connection.broker.recordReauthentication(connection, {
+      kind: 'deny',
+      reason: 'protocolError',
+      detail,
+      decidedBy: 'broker',
+      steps: [],
+    });
+  }
+  connection.protocolViolation('protocolError', detail);
 }
 
 /**

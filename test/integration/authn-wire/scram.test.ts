@@ -260,6 +260,67 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
     ).toBe(false);
   });
 
+  /** A raw MQTT 5 client connected as alice with SCRAM-SHA-256, for AUTH packets mqtt.js would not send. */
+  async function rawScramConnected(clientId: string): Promise<RawClient> {
+    const client = await RawClient.connect(broker.port, 5);
+    const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: scramPw });
+    const method = { authenticationMethod: scram.mechanism };
+    client.send(
+      connectPacket(clientId, {
+        protocolVersion: 5,
+        properties: { ...method, authenticationData: scram.clientFirst() },
+      }),
+      5,
+    );
+    const serverFirst = await client.next('auth');
+    const clientFinal = scram.clientFinal(serverFirst.properties?.authenticationData ?? Buffer.alloc(0));
+    client.send({ cmd: 'auth', reasonCode: 0x18, properties: { ...method, authenticationData: clientFinal } }, 5);
+    expect((await client.next('connack')).reasonCode).toBe(0);
+    return client;
+  }
+
+  it.each([
+    ['another method', { authenticationMethod: 'SCRAM-SHA-512' }],
+    ['no method', {}],
+  ])(
+    'refuses a re-authentication with %s than the CONNECT used as a protocol error, and records it as denied',
+    async (_what, method) => {
+      const clientId = cid();
+      const client = await rawScramConnected(clientId);
+      const scram = new ScramClient({ hash: 'SHA-512', username: 'alice', password: scramPw });
+      client.send(
+        { cmd: 'auth', reasonCode: 0x19, properties: { ...method, authenticationData: scram.clientFirst() } },
+        5,
+      );
+      expect(await client.next('disconnect')).toMatchObject({ reasonCode: 0x82 });
+      client.end();
+      const denied = await broker.waitForAudit('authn.reauth_denied', (e) => e.mqtt?.client_id === clientId);
+      expect(denied.event).toMatchObject({
+        code: 'protocolError',
+        reason: 'authentication method changed during the exchange',
+      });
+      expect(denied.authn?.method).toBe('SCRAM-SHA-256');
+      expect(denied.user?.name).toBe('alice');
+    },
+  );
+
+  it('records a replayed client-final outside a re-authentication as a denied re-authentication', async () => {
+    const clientId = cid();
+    const client = await rawScramConnected(clientId);
+    client.send(
+      {
+        cmd: 'auth',
+        reasonCode: 0x18,
+        properties: { authenticationMethod: 'SCRAM-SHA-256', authenticationData: Buffer.from('c=biws,r=x,p=AAAA') },
+      },
+      5,
+    );
+    expect(await client.next('disconnect')).toMatchObject({ reasonCode: 0x82 });
+    client.end();
+    const denied = await broker.waitForAudit('authn.reauth_denied', (e) => e.mqtt?.client_id === clientId);
+    expect(denied.event).toMatchObject({ code: 'protocolError', reason: 'unexpected AUTH reason code' });
+  });
+
   it('refuses AUTH from a client that connected without enhanced authentication with DISCONNECT 0x82', async () => {
     const r = await tryConnect(broker.url, {
       protocolVersion: 5,
@@ -273,6 +334,12 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
     sendAuth(r.client, again.reauthenticatePacket());
     expect((await disconnect).reasonCode).toBe(0x82);
     r.client.end(true);
+    const denied = await broker.waitForAudit(
+      'authn.reauth_denied',
+      (e) => e.mqtt?.client_id === r.client.options.clientId,
+    );
+    expect(denied.event.code).toBe('protocolError');
+    expect(denied.user?.name).toBe('legacy');
   });
 
   it('leaves MQTT 3.1.1 clients to the password steps: accepted with a password, refused without one', async () => {
