@@ -41,6 +41,9 @@ export function createWebSocketServer(
     handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
   });
   server.on('upgrade', (request, socket, head) => {
+    // Node takes its HTTP error handler off the socket before this event: without one of ours, a client that
+    // resets while we answer (ECONNRESET, EPIPE) raised an unhandled 'error' that ended the broker process.
+    socket.on('error', destroySocket);
     clearTimeout(upgradeDeadlines.get(socket));
     upgradeDeadlines.delete(socket);
     const path = (request.url ?? '/').split('?')[0];
@@ -84,6 +87,10 @@ export function createWebSocketServer(
     });
   });
   return server;
+}
+
+function destroySocket(this: Duplex): void {
+  this.destroy();
 }
 
 /**
