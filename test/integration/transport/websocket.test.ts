@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { mintTestPki, type TestPki } from '../../helpers/certs.js';
+import { until } from '../../helpers/until.js';
 
 /** CONNECT (3.1.1, clean session, keep alive 60, client id `text-1`): every byte is ASCII, so valid as text. */
 const CONNECT = Buffer.from([
@@ -81,6 +82,89 @@ describe('MQTT over WebSocket framing and subprotocol', () => {
   it('accepts mqttv3.1 for 3.1 clients', async () => {
     const outcome = await run(url, ['mqttv3.1'], (ws) => ws.close());
     expect(outcome.opened).toBe(true);
+  });
+});
+
+const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+
+/** An upgrade request; `change` replaces or removes (undefined) headers of a valid one. */
+function upgradeRequest(path: string, change: Record<string, string | undefined> = {}, method = 'GET'): string {
+  const headers: Record<string, string | undefined> = {
+    Host: 'localhost',
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': KEY,
+    'Sec-WebSocket-Version': '13',
+    'Sec-WebSocket-Protocol': 'mqtt',
+    ...change,
+  };
+  const lines = Object.entries(headers).flatMap(([name, value]) => (value === undefined ? [] : [`${name}: ${value}`]));
+  return `${method} ${path} HTTP/1.1\r\n${lines.join('\r\n')}\r\n\r\n`;
+}
+
+describe('refused WebSocket upgrades', () => {
+  let broker: TestBroker;
+
+  beforeAll(async () => {
+    // The default connect timeout, so that it is the refusal itself that closes the socket.
+    broker = await startBroker({ listener: { transport: 'ws' } });
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  it.each([
+    ['another path', upgradeRequest('/other'), 404],
+    ['no MQTT subprotocol', upgradeRequest('/mqtt', { 'Sec-WebSocket-Protocol': undefined }), 400],
+    ['another method', upgradeRequest('/mqtt', {}, 'POST'), 405],
+    ['no key', upgradeRequest('/mqtt', { 'Sec-WebSocket-Key': undefined }), 400],
+    ['a malformed request line', 'GET /mqtt HTTP/1.1 garbage\r\n\r\n', 400],
+  ])(
+    'answers an upgrade with %s, closes the socket though the client keeps its side open, and records it',
+    async (_what, request, status) => {
+      const socket = net.connect({ host: '127.0.0.1', port: broker.port, allowHalfOpen: true });
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const port = socket.localPort;
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      let failure: NodeJS.ErrnoException | undefined;
+      socket.on('error', (error) => (failure = error));
+      socket.write(request);
+      await new Promise<void>((resolve) => socket.once('end', () => resolve()));
+      expect(answer.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      // The client never ends its side: once the server has destroyed the socket, a write fails.
+      const writer = setInterval(() => socket.write('x'), 20);
+      try {
+        await until(() => failure, 'the server to close the refused socket');
+      } finally {
+        clearInterval(writer);
+        socket.destroy();
+      }
+      const record = await broker.waitForAudit('connection.malformed_connect', (e) => e.client?.port === port);
+      expect(record.event).toMatchObject({ code: 'protocolError', outcome: 'failure' });
+      expect(record.event.reason).toMatch(/^WebSocket upgrade refused: /);
+      expect(record.mqtt?.listener).toBe('test');
+    },
+  );
+
+  it('records a plain HTTP request, answered 426', async () => {
+    const socket = await openRaw(broker.port, 'GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    const port = socket.localPort;
+    const answer = await new Promise<string>((resolve) =>
+      socket.once('data', (chunk: Buffer) => resolve(String(chunk))),
+    );
+    socket.destroy();
+    expect(answer).toMatch(/^HTTP\/1\.1 426 /);
+    const record = await broker.waitForAudit('connection.malformed_connect', (e) => e.client?.port === port);
+    expect(record.event.reason).toBe('WebSocket upgrade refused: not a WebSocket upgrade request');
+  });
+
+  it('still upgrades a valid request', async () => {
+    const outcome = await run(`ws://127.0.0.1:${broker.port}/mqtt`, ['mqtt'], (ws) => {
+      ws.once('message', () => ws.close());
+      ws.send(CONNECT, { binary: true });
+    });
+    expect(outcome.received[0]?.[0]).toBe(0x20);
   });
 });
 
