@@ -211,8 +211,8 @@ export class AdminServer {
     }
     this.sockets.add(socket);
     // A client that ignores our FIN would keep its place (and with 16 of them, lock the CLI out) without the deadline.
-    socket.setTimeout(this.options.idleTimeoutMs ?? 60_000, () => closeWithDeadline(socket));
-    socket.on('close', () => this.sockets.delete(socket));
+    const idleTimeoutMs = this.options.idleTimeoutMs ?? 60_000;
+    socket.setTimeout(idleTimeoutMs, () => closeWithDeadline(socket));
     let buffered: Buffer[] = [];
     let bufferedBytes = 0;
     let queue = Promise.resolve();
@@ -225,6 +225,29 @@ export class AdminServer {
       if (unanswered === 0 && !socket.destroyed && !socket.writableEnded && bufferedBytes <= this.maxLineBytes)
         socket.resume();
     };
+    // The idle timeout restarts with every byte, so a client trickling one request line would keep its place for as
+    // long as it liked: a line must also be complete within the idle timeout of its first byte. Not counted while the
+    // broker itself is not reading (a request of this connection still running).
+    let lineDeadline: NodeJS.Timeout | undefined;
+    const lineTooSlow = (): void => {
+      lineDeadline = undefined;
+      if (socket.destroyed || socket.writableEnded || bufferedBytes === 0) return;
+      if (unanswered > 0) {
+        lineDeadline = setTimeout(lineTooSlow, idleTimeoutMs).unref();
+        return;
+      }
+      buffered = [];
+      socket.pause();
+      this.audit('unparsed', 'cli:unknown@unix-socket', null, 'bad_request', 'request line not completed in time');
+      closeWithDeadline(
+        socket,
+        `${JSON.stringify(errorResponse(null, 'bad_request', `request line not completed within ${idleTimeoutMs} ms of its first byte`))}\n`,
+      );
+    };
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      clearTimeout(lineDeadline);
+    });
     socket.on('data', (chunk: Buffer) => {
       let start = 0;
       for (let newline = chunk.indexOf(0x0a, start); newline !== -1; newline = chunk.indexOf(0x0a, start)) {
@@ -232,6 +255,8 @@ export class AdminServer {
         const line = Buffer.concat(buffered).toString('utf8');
         buffered = [];
         bufferedBytes = 0;
+        clearTimeout(lineDeadline);
+        lineDeadline = undefined;
         start = newline + 1;
         unanswered++;
         queue = queue.then(() => this.handleLine(line, socket)).then(answered);
@@ -240,6 +265,7 @@ export class AdminServer {
       if (start < chunk.length) {
         buffered.push(chunk.subarray(start));
         bufferedBytes += chunk.length - start;
+        lineDeadline ??= setTimeout(lineTooSlow, idleTimeoutMs).unref();
         if (bufferedBytes > this.maxLineBytes) {
           buffered = [];
           queue = queue.then(() => {

@@ -141,6 +141,29 @@ describe('admin control socket', () => {
     expect(Math.max(...aheadOfReader)).toBeLessThanOrEqual(4);
   });
 
+  it('closes a connection whose request line is not completed in time, though bytes keep arriving', async () => {
+    const { server, events } = await started({ idleTimeoutMs: 200 });
+    const client = createConnection(server.socketPath);
+    await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+    let text = '';
+    client.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+    let ended = false;
+    client.on('end', () => (ended = true));
+    client.on('error', () => undefined);
+    // Each byte comes well within the idle timeout, so only a deadline on the whole request line can end this.
+    client.write('{"id":1,');
+    const trickle = setInterval(() => client.write(' '), 50);
+    try {
+      await until(() => ended, 'the server to close the connection');
+    } finally {
+      clearInterval(trickle);
+      client.destroy();
+    }
+    expect(JSON.parse(text.trim())).toMatchObject({ id: null, ok: false, error: { code: 'bad_request' } });
+    expect(events.at(-1)?.labels).toMatchObject({ command: 'unparsed', error_code: 'bad_request' });
+    expect(await callAdmin(server.socketPath, 'echo', 1)).toEqual({ kind: 'ok', result: 1 });
+  });
+
   it('lists registered commands and refuses to register one twice', async () => {
     const { server } = await started();
     const answer = await callAdmin(server.socketPath, 'commands.list', {});
