@@ -134,15 +134,19 @@ export function createWebSocketServer(
         ws.close(1003, 'MQTT is carried in binary frames');
         stream.destroy();
       });
-      // ws refuses a message over `maxPayload` (the maximum packet size) before the framer sees a byte of it, and
-      // closes with 1009 itself: the refusal is recorded as the framer's would be. This listener runs after the
+      // ws refuses a message over `maxPayload` (the maximum packet size), and a frame that breaks RFC 6455 (an
+      // unmasked frame, a bad opcode), before the framer sees a byte of it, and closes (1009, 1002) itself: the
+      // refusal is recorded as the framer's would be. ws's messages are its own texts. This listener runs after the
       // stream's, which has destroyed the stream but not yet told the connection why.
       ws.on('error', (error: Error & { code?: string }) => {
-        if (error.code !== 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return;
-        connection.transportRefused(
-          'packetTooLarge',
-          `WebSocket message exceeds the maximum packet size of ${options.maxPayload} bytes`,
-        );
+        const code = error.code ?? '';
+        if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
+          connection.transportRefused(
+            'packetTooLarge',
+            `WebSocket message exceeds the maximum packet size of ${options.maxPayload} bytes`,
+          );
+        else if (code.startsWith('WS_ERR_'))
+          connection.transportRefused('protocolError', `WebSocket protocol error: ${error.message}`);
       });
     });
   });

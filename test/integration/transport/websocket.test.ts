@@ -359,6 +359,21 @@ describe('what the WebSocket layer refuses is recorded as the framer would recor
     });
   });
 
+  it('records a frame that breaks the WebSocket protocol before CONNECT as a malformed CONNECT', async () => {
+    // A client's frames must be masked (RFC 6455 section 5.1): this binary frame carrying a CONNECT is not.
+    const refused = await refusedBy(url, (ws) =>
+      (ws as unknown as { _socket: net.Socket })._socket.write(
+        Buffer.concat([Buffer.from([0x82, CONNECT.length]), CONNECT]),
+      ),
+    );
+    expect(refused.closeCode).toBe(1002);
+    const record = await broker.waitForAudit('connection.malformed_connect', (e) => e.client?.port === refused.port);
+    expect(record.event).toMatchObject({
+      code: 'protocolError',
+      reason: expect.stringMatching(/^WebSocket protocol error: /),
+    });
+  });
+
   it('says why a connected client was closed for an oversize message', async () => {
     const refused = await refusedBy(url, (ws) => {
       ws.once('message', () =>
