@@ -16,8 +16,25 @@ import { BulwarkError } from './errors.js';
 export const DATA_DIR_LOCK_NAME = 'bulwark.lock';
 
 /**
- * Creates the data directory (0700) when it is missing and refuses one that is not a directory or that group or
- * others may write to: someone who can write there could replace the control socket, the lock or the block list.
+ * Why a directory of this owner is not the broker's own, or undefined when it is: its owner can write in it whatever
+ * the mode says, so one that is neither the broker's user nor root (who can anyway) could replace the control
+ * socket, the lock or the block list. Undefined where there are no uids (Windows).
+ */
+export function foreignOwner(dir: string, uid: number): BulwarkError | undefined {
+  const self = process.geteuid?.();
+  if (self === undefined || uid === self || uid === 0) return undefined;
+  return new BulwarkError(
+    'BULWARK_ERR_LISTEN',
+    `data directory ${dir} is owned by uid ${uid}, not by the broker's user (uid ${self}); its owner could replace the control socket, the lock or the block list`,
+    undefined,
+    `chown ${self} ${dir}`,
+  );
+}
+
+/**
+ * Creates the data directory (0700) when it is missing and refuses one that is not a directory, that group or
+ * others may write to, or that another user owns: someone who can write there could replace the control socket, the
+ * lock or the block list.
  * Runs before anything else of the broker, so a refusal costs no warm-up, store load or open port.
  */
 export function prepareDataDir(dir: string): void {
@@ -41,6 +58,8 @@ export function prepareDataDir(dir: string): void {
       undefined,
       `chmod 0700 ${dir}`,
     );
+  const foreign = foreignOwner(dir, info.uid);
+  if (foreign) throw foreign;
 }
 
 export interface DataDirLock {

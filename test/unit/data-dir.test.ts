@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -52,6 +52,15 @@ describe('prepareDataDir', () => {
     writeFileSync(file, '');
     chmodSync(dir, 0o700);
     expect(() => prepareDataDir(file)).toThrow(BulwarkError);
+  });
+
+  // Only root can give a directory to another user; that user could then replace the socket, lock or block list.
+  it.skipIf(process.geteuid?.() !== 0)('refuses a data directory owned by another user than the broker', () => {
+    chmodSync(dir, 0o700);
+    chownSync(dir, 65534, 65534);
+    expect(() => prepareDataDir(dir)).toThrow(/owned by uid 65534/);
+    chownSync(dir, 0, 0);
+    expect(() => prepareDataDir(dir)).not.toThrow();
   });
 });
 

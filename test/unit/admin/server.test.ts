@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -207,6 +207,13 @@ describe('admin control socket', () => {
     chmodSync(dir, 0o777);
     const error = await started().catch((e: unknown) => e);
     expect((error as BulwarkError).message).toMatch(/writable by group or others/);
+  });
+
+  it.skipIf(process.geteuid?.() !== 0)('refuses a data directory owned by another user', async () => {
+    chownSync(dir, 65534, 65534);
+    const error = await started().catch((e: unknown) => e);
+    expect((error as BulwarkError).message).toMatch(/owned by uid 65534/);
+    expect(() => lstatSync(join(dir, 'admin.sock'))).toThrow();
   });
 
   it('removes its socket on stop, after which the client reports the broker unreachable', async () => {
