@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { createAuthorization } from '../../authz/create.js';
 import { formatDiagnostic } from '../../authz/model.js';
 import { BulwarkError } from '../errors.js';
+import { readBearerToken } from '../metrics/bearer-token.js';
 import { createTlsContextManager, tlsContextOptionsFrom } from '../transport/tls-context.js';
 import { configValuePosition, parseConfigText, readConfigFile } from './load.js';
 import type { BrokerConfig } from './schema.js';
@@ -58,7 +59,8 @@ function readsFile(path: Path): boolean {
 
 /**
  * `bulwark config check`: what `bulwark start` would refuse before opening a port, without starting anything. The
- * schema (with the line of each problem); every input file readable; the policy files loaded and their cases run,
+ * schema (with the line of each problem); every input file readable, the metrics token as start reads it; the
+ * policy files loaded and their cases run,
  * as at start; each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what
  * needs the network (databases, directories, JWKS, OCSP responders) and the contents of credential files.
  */
@@ -76,6 +78,9 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
         configValuePosition(text, file, input.path),
       );
   }
+  // As start reads it: mode 0600, one line of 16 to 4096 visible characters.
+  if (config.metrics.enabled && config.metrics.bearer_token_file !== undefined)
+    readBearerToken(config.metrics.bearer_token_file, baseDir);
   const authorization = createAuthorization(config.authorization, { baseDir });
   const loaded = await authorization.manager.load();
   if (!loaded.ok) {

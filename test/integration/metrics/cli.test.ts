@@ -28,6 +28,15 @@ describe('bulwark with metrics', () => {
       protectedFile,
       'listeners:\n  - port: 1883\nmetrics:\n  enabled: true\n  host: 0.0.0.0\n  bearer_token_file: metrics.token\n',
     );
+    // config check reads the token file as start does: present, owner-only, long enough.
+    const tokenFile = join(dir, 'metrics.token');
+    writeFileSync(tokenFile, `${TOKEN}\n`);
+    chmodSync(tokenFile, 0o644);
+    const exposed = await runCli(['config', 'check', protectedFile]);
+    expect(exposed.code).toBe(1);
+    expect(exposed.stderr).toContain('readable or writable by group or others');
+    expect(exposed.stderr).not.toContain(TOKEN);
+    chmodSync(tokenFile, 0o600);
     const accepted = await runCli(['config', 'check', protectedFile]);
     expect(accepted.stderr).toBe('');
     expect(accepted.code).toBe(0);
