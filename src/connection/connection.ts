@@ -569,15 +569,7 @@ export class Connection implements SessionLink, PacketSink {
   /** A protocol violation: v5 clients get DISCONNECT with the reason (when past CONNECT), then close. */
   protocolViolation(reason: ReasonName, detail: string): void {
     if (this.state === 'closed') return;
-    // Before CONNECT was decoded there is no attempt to record the refusal with: the packet was not a CONNECT.
-    const logged =
-      this.state !== 'awaiting-connect' || this.recordMalformedConnect(reason, detail, undefined, undefined);
-    if (logged)
-      this.broker.log.info(
-        { clientId: this.clientId || undefined, peer: this.peerLabel, reason, detail },
-        'closing connection: protocol violation',
-      );
-    this.broker.stats.protocolErrors++;
+    this.recordViolation(reason, detail);
     if (this.state === 'connected') this.close(reason, detail);
     else {
       this.closeReason = detail;
@@ -593,6 +585,12 @@ export class Connection implements SessionLink, PacketSink {
   transportRefused(reason: ReasonName, detail: string): void {
     if (this.state === 'closed') return;
     this.closeReason = detail;
+    this.recordViolation(reason, detail);
+  }
+
+  /** Logged and counted; before CONNECT, recorded as a malformed CONNECT (bounded, so the log line may be too). */
+  private recordViolation(reason: ReasonName, detail: string): void {
+    // Before CONNECT was decoded there is no attempt to record the refusal with: the packet was not a CONNECT.
     const logged =
       this.state !== 'awaiting-connect' || this.recordMalformedConnect(reason, detail, undefined, undefined);
     if (logged)
