@@ -129,26 +129,21 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
 
 function registerConnectOutcomes(registry: Registry, broker: Broker): void {
   const outcomes = broker.connectOutcomes;
-  new Counter({
-    name: `${METRIC_PREFIX}connects_allowed_total`,
-    help: 'CONNECTs accepted, by the authenticator step id that authenticated the client (`anonymous` when none had to).',
-    labelNames: ['authenticator'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [authenticator, count] of outcomes.allowedCounts()) this.inc({ authenticator }, count);
-    },
-  });
-  new Counter({
-    name: `${METRIC_PREFIX}connects_denied_total`,
-    help: 'CONNECTs refused, by MQTT 5 reason name and the authenticator step that refused (empty: a broker step refused).',
-    labelNames: ['reason', 'authenticator'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const d of outcomes.deniedCounts()) this.inc({ reason: d.reason, authenticator: d.authenticator }, d.count);
-    },
-  });
+  copiedCounter(
+    registry,
+    'connects_allowed_total',
+    'CONNECTs accepted, by the authenticator step id that authenticated the client (`anonymous` when none had to).',
+    ['authenticator'],
+    () => [...outcomes.allowedCounts()].map(([authenticator, count]) => [{ authenticator }, count] as const),
+  );
+  copiedCounter(
+    registry,
+    'connects_denied_total',
+    'CONNECTs refused, by MQTT 5 reason name and the authenticator step that refused (empty: a broker step refused).',
+    ['reason', 'authenticator'],
+    () =>
+      [...outcomes.deniedCounts()].map((d) => [{ reason: d.reason, authenticator: d.authenticator }, d.count] as const),
+  );
 }
 
 function registerAuthorizationDenials(registry: Registry, broker: Broker): void {
@@ -160,16 +155,13 @@ function registerAuthorizationDenials(registry: Registry, broker: Broker): void 
     ['connect', () => s.connectDenied],
     ['will', () => s.willDenied],
   ];
-  new Counter({
-    name: `${METRIC_PREFIX}authorization_denials_total`,
-    help: 'Requests the authorization policy denied, by action.',
-    labelNames: ['action'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [action, read] of byAction) this.inc({ action }, read());
-    },
-  });
+  copiedCounter(
+    registry,
+    'authorization_denials_total',
+    'Requests the authorization policy denied, by action.',
+    ['action'],
+    () => byAction.map(([action, read]) => [{ action }, read()] as const),
+  );
 }
 
 function registerGuard(
@@ -184,16 +176,13 @@ function registerGuard(
     ['flapping', () => c.flapping],
     ['throttled', () => c.throttled],
   ];
-  new Counter({
-    name: `${METRIC_PREFIX}guard_refusals_total`,
-    help: 'CONNECTs the guard refused: block list, flapping detected on this attempt, brute-force throttle.',
-    labelNames: ['kind'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [kind, read] of byKind) this.inc({ kind }, read());
-    },
-  });
+  copiedCounter(
+    registry,
+    'guard_refusals_total',
+    'CONNECTs the guard refused: block list, flapping detected on this attempt, brute-force throttle.',
+    ['kind'],
+    () => byKind.map(([kind, read]) => [{ kind }, read()] as const),
+  );
   counter('guard_flapping_bans_total', 'Block-list bans added by flapping detection.', () => c.flappingBans);
   counter(
     'guard_throttle_lockouts_total',
@@ -264,4 +253,24 @@ function registerAudit(
     'Audit records the database refused for their content; they are in the file log only.',
     mirror((m) => m.refused),
   );
+}
+
+/** A labelled counter whose values are the broker's own numbers, copied in at each scrape. */
+function copiedCounter<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  read: () => Iterable<readonly [Record<L, string>, number]>,
+): void {
+  new Counter<L>({
+    name: METRIC_PREFIX + name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, value] of read()) this.inc(labels, value);
+    },
+  });
 }
