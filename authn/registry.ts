@@ -19,6 +19,8 @@ export interface AuthenticatorContext {
   logger: Logger;
   /** Relative file paths in the configuration resolve against this directory. */
   baseDir: string;
+  /** The broker's data directory, for state an authenticator keeps across restarts; absent when embedded without. */
+  dataDir?: string;
 }
 
 /**

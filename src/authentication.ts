@@ -31,6 +31,7 @@ export class AuthenticationChains {
       onEvent: (e) => audit.record(e),
       logger: log,
       baseDir,
+      dataDir: config.data_dir,
     };
     this.global = authenticatorRegistry.buildChain(globalChain, context);
     for (const listener of config.listeners) {

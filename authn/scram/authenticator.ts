@@ -65,7 +65,8 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
   readonly methods: readonly ScramMechanism[];
   readonly #store: ScramCredentialStore;
   readonly #minIterations: number;
-  readonly #unknownIterations: number;
+  /** Configured (`unknown_user_iterations`); otherwise what the store's credentials typically use. */
+  readonly #unknownIterations: number | undefined;
   readonly #unknownSecret: Buffer;
   readonly #serverNonce: () => string;
 
@@ -74,7 +75,10 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     this.methods = options.mechanisms ?? SCRAM_MECHANISMS;
     this.#store = options.store;
     this.#minIterations = Math.max(MIN_ITERATIONS, options.minIterations ?? MIN_ITERATIONS);
-    this.#unknownIterations = Math.max(this.#minIterations, options.unknownUserIterations ?? this.#minIterations);
+    this.#unknownIterations =
+      options.unknownUserIterations === undefined
+        ? undefined
+        : Math.max(this.#minIterations, options.unknownUserIterations);
     this.#unknownSecret = options.unknownUserSecret ?? randomBytes(32);
     this.#serverNonce = options.serverNonce ?? ((): string => randomBytes(18).toString('base64'));
   }
@@ -214,7 +218,10 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     return {
       mechanism,
       salt: derive('salt', 16),
-      iterations: this.#unknownIterations,
+      iterations: Math.max(
+        this.#minIterations,
+        this.#unknownIterations ?? this.#store.typicalIterations?.(mechanism) ?? this.#minIterations,
+      ),
       storedKey: derive('stored-key', length),
       serverKey: derive('server-key', length),
     };

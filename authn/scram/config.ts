@@ -51,12 +51,14 @@ export const scramSettingsSchema = z
       .int()
       .min(MIN_ITERATIONS)
       .optional()
-      .describe('Iteration count announced to unknown users; set it to what your real credentials use.'),
+      .describe(
+        'Iteration count announced to unknown users. Default: the count most credentials of a `file` store use (per mechanism); `min_iterations` for SQL stores, so set it there to what your credentials use.',
+      ),
     unknown_user_secret_file: z
       .string()
       .optional()
       .describe(
-        'File with at least 32 bytes of secret used to derive stable fake salts for unknown users; random per process when unset.',
+        'File with at least 32 bytes of secret used to derive stable fake salts for unknown users. Default: `<data_dir>/scram-unknown-user.secret`, 32 random bytes made on the first start (mode 0600).',
       ),
     store: scramStoreSchema,
   })

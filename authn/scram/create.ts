@@ -6,6 +6,7 @@ import type { ScramSettings } from './config.js';
 import type { ScramCredentialStore } from './credential-store.js';
 import { ScramCredentialFile } from './file-store.js';
 import { createMysqlScramStore, createPostgresScramStore } from './sql-store.js';
+import { dataDirUnknownUserSecret } from './unknown-user-secret.js';
 
 function readSecretFile(path: string, what: string): Buffer {
   try {
@@ -50,11 +51,16 @@ export function createScramStore(
   return store.type === 'postgres' ? createPostgresScramStore(options) : createMysqlScramStore(options);
 }
 
+/**
+ * `dataDir`: where the unknown-user secret is kept when `unknown_user_secret_file` is not set; without one (an
+ * embedding with no data directory) the secret is random per process.
+ */
 export function createScramAuthenticator(
   settings: ScramSettings,
   id: string,
   baseDir: string,
   wrap?: <T>(task: () => Promise<T>) => Promise<T>,
+  dataDir?: string,
 ): ScramAuthenticator {
   let unknownUserSecret: Buffer | undefined;
   if (settings.unknown_user_secret_file !== undefined) {
@@ -62,7 +68,7 @@ export function createScramAuthenticator(
     if (unknownUserSecret.length < 32) {
       throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', 'unknown_user_secret_file must hold at least 32 bytes');
     }
-  }
+  } else if (dataDir !== undefined) unknownUserSecret = dataDirUnknownUserSecret(dataDir);
   return new ScramAuthenticator({
     id,
     store: createScramStore(settings, baseDir, wrap),

@@ -10,6 +10,11 @@ export interface ScramCredentialStore {
   /** `file`, `postgres`, `mysql`; for audit details. */
   readonly kind: string;
   lookup(username: string, mechanism: ScramMechanism, signal: AbortSignal): Promise<ScramCredential | undefined>;
+  /**
+   * The iteration count most of the stored credentials of `mechanism` use, where the store can tell (a file): what
+   * unknown users are told by default, so that the count does not give them away.
+   */
+  typicalIterations?(mechanism: ScramMechanism): number | undefined;
   start?(): Promise<void>;
   stop?(): Promise<void>;
 }

@@ -65,6 +65,7 @@ function entryKey(username: string, mechanism: ScramMechanism): string {
 export class ScramCredentialFile implements ScramCredentialStore {
   readonly kind = 'file';
   #users = new Map<string, ScramCredential>();
+  #typical = new Map<ScramMechanism, number>();
   #loaded: Promise<void> | undefined;
 
   constructor(
@@ -80,6 +81,11 @@ export class ScramCredentialFile implements ScramCredentialStore {
   async reload(): Promise<void> {
     const text = await readFile(this.path, 'utf8');
     this.#users = parseScramCredentialFile(text, this.path, this.minIterations);
+    this.#typical = mostCommonIterations(this.#users.values());
+  }
+
+  typicalIterations(mechanism: ScramMechanism): number | undefined {
+    return this.#typical.get(mechanism);
   }
 
   get size(): number {
@@ -97,4 +103,22 @@ export class ScramCredentialFile implements ScramCredentialStore {
     await this.#loaded;
     return this.#users.get(entryKey(username, mechanism));
   }
+}
+
+/** Per mechanism, the iteration count most credentials use (the higher one on a tie). */
+function mostCommonIterations(credentials: Iterable<ScramCredential>): Map<ScramMechanism, number> {
+  const counts = new Map<ScramMechanism, Map<number, number>>();
+  for (const c of credentials) {
+    const byCount = counts.get(c.mechanism) ?? new Map<number, number>();
+    byCount.set(c.iterations, (byCount.get(c.iterations) ?? 0) + 1);
+    counts.set(c.mechanism, byCount);
+  }
+  const typical = new Map<ScramMechanism, number>();
+  for (const [mechanism, byCount] of counts) {
+    let best: [number, number] | undefined;
+    for (const [iterations, n] of byCount)
+      if (!best || n > best[1] || (n === best[1] && iterations > best[0])) best = [iterations, n];
+    if (best) typical.set(mechanism, best[0]);
+  }
+  return typical;
 }

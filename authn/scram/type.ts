@@ -20,6 +20,7 @@ export const scramType = defineAuthenticatorType({
       id,
       context.baseDir,
       breaker ? <T>(task: () => Promise<T>): Promise<T> => breaker.run(task) : undefined,
+      context.dataDir,
     );
   },
 });

@@ -1,0 +1,68 @@
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { BulwarkError } from '../../src/errors.js';
+
+export const UNKNOWN_USER_SECRET_FILE = 'scram-unknown-user.secret';
+const SECRET_BYTES = 32;
+
+/**
+ * The data directory's secret for unknown users' fake salts, made on the first start (32 random bytes, mode 0600)
+ * and read at every later one. A secret new at each start would change every unknown user's salt across a restart
+ * while real users' salts stay: a prober comparing the two would tell them apart (docs/scram.md).
+ */
+export function dataDirUnknownUserSecret(dataDir: string): Buffer {
+  const file = join(dataDir, UNKNOWN_USER_SECRET_FILE);
+  const fail = (why: string, hint?: string): never => {
+    throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `SCRAM unknown-user secret ${file}: ${why}`, undefined, hint);
+  };
+  try {
+    return checked(readNoFollow(file), fail);
+  } catch (error) {
+    if (error instanceof BulwarkError) throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      return fail(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  // Written whole under a temporary name, then linked into place: the file never exists part-written, and a
+  // second step making it at the same moment keeps the first one's (link refuses to replace).
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  let fd: number;
+  try {
+    fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  } catch (error) {
+    return fail(
+      `cannot create (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      'create the data directory, or set unknown_user_secret_file',
+    );
+  }
+  try {
+    writeSync(fd, randomBytes(SECRET_BYTES));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(tmp, file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  } finally {
+    unlinkSync(tmp);
+  }
+  return checked(readNoFollow(file), fail);
+}
+
+function checked(secret: Buffer, fail: (why: string, hint?: string) => never): Buffer {
+  if (secret.length < SECRET_BYTES)
+    fail(`holds ${secret.length} bytes, fewer than ${SECRET_BYTES}`, 'delete it: the next start makes a new one');
+  return secret;
+}
+
+/** A symlink planted in the data directory must not make the broker read (and use) some other file's bytes. */
+function readNoFollow(file: string): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

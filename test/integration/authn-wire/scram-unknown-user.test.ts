@@ -1,0 +1,106 @@
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { formatScramCredentialLine } from '../../../authn/scram/file-store.js';
+import { deriveScramCredential } from '../../../authn/scram/mechanism.js';
+import { UNKNOWN_USER_SECRET_FILE } from '../../../authn/scram/unknown-user-secret.js';
+import { startBroker } from '../../helpers/broker.js';
+import { tempDir } from '../../helpers/policy-broker.js';
+import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+
+/**
+ * RFC 5802 §9: an unknown user must get a challenge that cannot be told from a real user's. Real users' salts
+ * survive a restart and their iteration counts are what the operator chose; an unknown user's must behave alike
+ * without the operator having to configure anything.
+ */
+const dir = tempDir('bulwark-scram-unknown-');
+afterAll(() => dir.cleanup());
+
+/** The server-first message a CONNECT for `username` gets: its salt and iteration count. */
+async function challenge(port: number, username: string): Promise<{ salt: string; iterations: string }> {
+  const client = await RawClient.connect(port, 5);
+  try {
+    client.send(
+      connectPacket(`probe-${username}`, {
+        protocolVersion: 5,
+        properties: {
+          authenticationMethod: 'SCRAM-SHA-256',
+          authenticationData: Buffer.from(`n,,n=${username},r=clientnonce0123456789`),
+        },
+      }),
+      5,
+    );
+    const auth = await client.next('auth');
+    const fields = new Map(
+      (auth.properties?.authenticationData?.toString() ?? '').split(',').map((kv) => [kv[0], kv.slice(2)] as const),
+    );
+    return { salt: fields.get('s') ?? '', iterations: fields.get('i') ?? '' };
+  } finally {
+    client.end();
+  }
+}
+
+describe('SCRAM unknown users', () => {
+  it('get the iteration count the stored credentials use, and the same salt after a restart, with no settings', async () => {
+    const lines: string[] = [];
+    for (const [name, iterations] of [
+      ['alice', 8192],
+      ['bob', 8192],
+      ['carol', 4096],
+    ] as const)
+      lines.push(
+        formatScramCredentialLine(name, await deriveScramCredential(`${name}-pw`, 'SCRAM-SHA-256', iterations)),
+      );
+    const credentials = dir.write('scram.txt', `${lines.join('\n')}\n`);
+    const dataDir = dir.file('data');
+    const start = () =>
+      startBroker({
+        config: {
+          data_dir: dataDir,
+          authentication: {
+            anonymous: false,
+            steps: [{ type: 'scram', id: 'scram', store: { type: 'file', path: credentials } }],
+          },
+        },
+      });
+    mkdirSync(dataDir, { mode: 0o700 });
+
+    let broker = await start();
+    const real = await challenge(broker.port, 'alice');
+    const before = await challenge(broker.port, 'ghost');
+    await broker.stop();
+    expect(real.iterations).toBe('8192');
+    expect(before.iterations).toBe('8192');
+    // Made on the first start, owner-only.
+    expect(statSync(join(dataDir, UNKNOWN_USER_SECRET_FILE)).mode & 0o777).toBe(0o600);
+
+    broker = await start();
+    try {
+      const after = await challenge(broker.port, 'ghost');
+      expect(after.salt).toBe(before.salt);
+      expect((await challenge(broker.port, 'alice')).salt).toBe(real.salt);
+      // Another unknown name gets a salt of its own, not one shared by every unknown user.
+      expect((await challenge(broker.port, 'phantom')).salt).not.toBe(before.salt);
+    } finally {
+      await broker.stop();
+    }
+  });
+
+  it('a secret file shorter than 32 bytes stops the start, naming the file', async () => {
+    const dataDir = dir.file('short');
+    mkdirSync(dataDir, { mode: 0o700 });
+    writeFileSync(join(dataDir, UNKNOWN_USER_SECRET_FILE), 'too short', { mode: 0o600 });
+    const credentials = dir.write(
+      'scram2.txt',
+      `${formatScramCredentialLine('alice', await deriveScramCredential('pw', 'SCRAM-SHA-256', 4096))}\n`,
+    );
+    await expect(
+      startBroker({
+        config: {
+          data_dir: dataDir,
+          authentication: { steps: [{ type: 'scram', store: { type: 'file', path: credentials } }] },
+        },
+      }),
+    ).rejects.toThrow(/scram-unknown-user\.secret: holds 9 bytes, fewer than 32/);
+  });
+});
