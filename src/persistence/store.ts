@@ -76,29 +76,38 @@ export class SessionStore implements OutboundJournal {
     return this.writer?.fileBytes ?? 0;
   }
 
-  /** Reads every journal file in order; throws a clear error on corruption (unless repairing). */
+  /**
+   * Reads the newest journal file; throws a clear error on corruption (unless repairing). Every generation after
+   * the first begins with a compaction's snapshot of the whole state, so an older file beside it is one a crash
+   * left before the compaction removed it, and is not read: the snapshot also holds what records still waiting to be
+   * written at that moment did (a delivered message's `d`, an ended session's `e`, a cleared retained message's `X`),
+   * and those records never reached the older file, so replaying it first would bring all of that back.
+   */
   load(): LoadedJournal {
     if (this.options.durability === 'none') return { records: [], files: [], tornTailBytes: 0, droppedBytes: 0 };
     mkdirSync(this.dir, { recursive: true, mode: STORE_DIR_MODE });
-    const files = journalFiles(this.dir);
-    this.checkNewestGeneration(files);
+    const all = journalFiles(this.dir);
+    this.checkNewestGeneration(all);
+    const files = all.slice(-1);
+    if (all.length > 1)
+      this.options.log.warn(
+        { file: files[0], superseded: all.slice(0, -1) },
+        'store: older journal files left by an interrupted compaction are superseded by the newest; the next compaction removes them',
+      );
     const records: StoreRecord[] = [];
     let tornTailBytes = 0;
     let droppedBytes = 0;
-    files.forEach((name, index) => {
+    for (const name of files) {
       const file = join(this.dir, name);
       const result = readJournal<StoreRecord>(file, this.options.repair);
       // Not `push(...records)`: a spread passes every record as an argument and overflows the stack past ~120,000.
       for (const record of result.records) records.push(record);
       droppedBytes += result.droppedBytes;
       if (result.tornTailBytes > 0 || result.droppedBytes > 0) {
-        if (index !== files.length - 1 && !this.options.repair) {
-          throw new Error(`store file ${file} ends mid-record but is not the newest file: the store is damaged`);
-        }
         tornTailBytes += result.tornTailBytes;
         JournalWriter.sealTornTail(file, result.tornTailBytes + result.droppedBytes);
       }
-    });
+    }
     for (const record of records) {
       if ((record.t === 'o' || record.t === 'u' || record.t === 'd') && record.k >= this.nextKey)
         this.nextKey = record.k + 1;
