@@ -198,6 +198,10 @@ function validateConnect(ctx: ConnectContext): StepResult {
   const limits = connection.broker.limits;
   const version = packet.protocolVersion;
   const v5 = version === 5;
+  const properties = packet.properties;
+  // First: a refusal's CONNACK, Reason String included, must not exceed it either ([MQTT-3.1.2-24], [MQTT-3.2.2-19]).
+  if (v5 && properties?.maximumPacketSize !== undefined && properties.maximumPacketSize > 0)
+    connection.clientMaximumPacketSize = properties.maximumPacketSize;
   if ((version === 3) !== (packet.protocolId === 'MQIsdp')) {
     return {
       ok: false,
@@ -209,7 +213,6 @@ function validateConnect(ctx: ConnectContext): StepResult {
     // [MQTT-3.1.2-22] 3.1.1 forbids a password without a user name.
     return { ok: false, reason: 'protocolError', detail: 'password without user name' };
   }
-  const properties = packet.properties;
   if (v5 && properties) {
     if (properties.receiveMaximum === 0) return { ok: false, reason: 'protocolError', detail: 'receive maximum of 0' };
     if (properties.maximumPacketSize === 0)

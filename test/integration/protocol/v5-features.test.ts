@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Authorizer } from '../../../authz/types.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
+import { connectPacket, RawClient } from '../../helpers/raw-client.js';
 import {
   connectClient,
   endAll,
@@ -336,6 +337,32 @@ describe('MQTT 5 features', () => {
     expect((await takeover.client.next('puback')).properties?.reasonString).toBe('denied/# is closed');
     takeover.client.end();
   });
+
+  it.each([
+    ['a Receive Maximum of 0', { receiveMaximum: 0 }],
+    ['Authentication Data without a method', { authenticationData: Buffer.from('x') }],
+  ])(
+    'a CONNECT refused for %s gets its 0x82 CONNACK within the Maximum Packet Size it announced [MQTT-3.2.2-19]',
+    async (_why, refused) => {
+      // A bare refusal (5 bytes) fits, not one with its reason string.
+      const small = 16;
+      const client = await RawClient.connect(broker.port, 5);
+      const sizes: number[] = [];
+      client.socket.on('data', (d: Buffer) => sizes.push(d.length));
+      client.send(
+        connectPacket('refused-reason-too-big', {
+          protocolVersion: 5,
+          properties: { maximumPacketSize: small, ...refused },
+        }),
+        5,
+      );
+      const connack = await client.next('connack');
+      expect(connack.reasonCode).toBe(0x82);
+      expect(connack.properties?.reasonString).toBeUndefined();
+      await client.waitClosed();
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(small);
+    },
+  );
 
   it('response topic, correlation data, user properties, payload format indicator and content type are forwarded', async () => {
     const sub = await connectClient(broker.url, { clientId: 'props-sub', protocolVersion: 5 });
