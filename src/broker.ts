@@ -339,6 +339,9 @@ export class Broker {
       if (remaining === 0) {
         session.will = undefined;
         this.publishWill(session, will);
+        // The session's record still holds the will until a compaction succeeds: one that fails (a disk too full
+        // for a new generation) or a crash before it would have every later start publish it again.
+        if (session.journal) this.store?.sessionSaved(session, offlineSince);
       } else this.armWill(session, will, now + remaining * 1000);
     }
     if (session.expiryInterval !== NEVER_EXPIRES) {

@@ -1,9 +1,15 @@
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IClientOptions } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChainResult, ConnectAttempt, ConnectAuthenticator, Identity } from '../../../authn/types.js';
-import { encodeRecord, journalFiles, readJournal } from '../../../src/persistence/journal.js';
+import {
+  encodeRecord,
+  generationOf,
+  journalFileName,
+  journalFiles,
+  readJournal,
+} from '../../../src/persistence/journal.js';
 import { foldRecords } from '../../../src/persistence/restore.js';
 import type { StoreRecord } from '../../../src/persistence/records.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
@@ -204,6 +210,38 @@ describe('a will restored after a restart meets the policy in force when it is p
     await until(() => !storedWill(s!.dataDir), 'the offline session saved without its published will');
     expect(broker.server.broker.sessions.get('tech-1')?.will).toBeUndefined();
   }, 20_000);
+
+  it('published at a start because it fell due during the downtime, is published at no later start, even while compaction fails', async () => {
+    s = await setup(ALLOWING);
+    broker = await start(s);
+    const monitor = await connectClient(broker.url, MONITOR);
+    await monitor.client.subscribeAsync('outages/#', { qos: 1 });
+    await monitor.client.endAsync();
+    await techVanishes(broker, 1);
+    await broker.stop();
+    await new Promise((r) => setTimeout(r, 1_100));
+    // Compaction fails from now on (as on a disk with room for records but not for a new generation): the next
+    // generation's temporary file is taken by a folder.
+    const store = join(s.dataDir, 'store');
+    const blocker = join(store, `${journalFileName(generationOf(journalFiles(store).at(-1)!) + 1)}.tmp`);
+    mkdirSync(blocker);
+    broker = await start(s);
+    await broker.waitForLog((l) => l.msg === 'publishing will message' && l.clientId === 'tech-1');
+    await broker.waitForLog((l) => String(l.msg).startsWith('store compaction failed'));
+    // What a kill -9 now would leave: the journal as it stands.
+    await until(() => !storedWill(s!.dataDir), 'the restored session saved without the will it published');
+    await broker.stop();
+    rmdirSync(blocker);
+    broker = await start(s);
+    const back = await connectClient(broker.url, MONITOR);
+    clients.push(back);
+    await back.received.waitForTopic('outages/line-3');
+    // Whatever the session still had queued came right after CONNACK, ahead of this.
+    await back.client.publishAsync('outages/sentinel', 'end', { qos: 1 });
+    await back.received.waitForTopic('outages/sentinel');
+    expect(back.received.on('outages/line-3').map((m) => m.payload)).toEqual(['tech-1 lost']);
+    expect(broker.logs.some((l) => l.msg === 'publishing will message')).toBe(false);
+  }, 30_000);
 
   it('is withheld, audited and logged when the policy changed during the downtime to deny it', async () => {
     s = await setup(ALLOWING);
