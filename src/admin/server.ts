@@ -111,7 +111,9 @@ export class AdminServer {
         `use a data directory path shorter than ${MAX_SOCKET_PATH_BYTES - ADMIN_SOCKET_NAME.length - 1} bytes`,
       );
     await this.clearStaleSocket();
-    const server = createServer({ allowHalfOpen: false }, (socket) => this.accept(socket));
+    // Half-open: a client that ends its side once it has written its requests (`printf … | socat - UNIX-CONNECT:…`)
+    // still gets their answers; `accept` closes ours after the last one.
+    const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // The socket file is created by bind() inside listen(); a umask of 0177 makes it 0600 from its first
@@ -250,6 +252,17 @@ export class AdminServer {
     socket.on('close', () => {
       this.sockets.delete(socket);
       clearTimeout(lineDeadline);
+    });
+    // The client has sent all it will: what it sent in full is run and answered, then the broker closes its side.
+    // (Node closing it at once, as without `allowHalfOpen`, dropped the answer to any request still running: a
+    // `ban.add` took effect and its client heard nothing.) A last line without its newline is not a request.
+    socket.on('end', () => {
+      clearTimeout(lineDeadline);
+      lineDeadline = undefined;
+      buffered = [];
+      queue = queue.then(() => {
+        if (!socket.destroyed && !socket.writableEnded) closeWithDeadline(socket);
+      });
     });
     socket.on('data', (chunk: Buffer) => {
       let start = 0;

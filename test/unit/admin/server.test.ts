@@ -106,6 +106,38 @@ describe('admin control socket', () => {
     expect(await callAdmin(server.socketPath, 'echo', 1)).toEqual({ kind: 'ok', result: 1 });
   });
 
+  it('answers every request a client sent before ending its side, then closes (printf … | socat)', async () => {
+    const { server, events } = await started();
+    const sockets = (server as unknown as { sockets: Set<Socket> }).sockets;
+    // Still running when the broker reads the client's FIN, as a ban.add writing the block list may be.
+    server.register('after-fin', async () => {
+      await until(() => [...sockets].every((s) => s.readableEnded), 'the client ending its side');
+      return { ok: true, result: 'ran' };
+    });
+    const client = createConnection({ path: server.socketPath, allowHalfOpen: true });
+    let text = '';
+    client.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+    const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
+    client.on('connect', () =>
+      client.end(
+        `${JSON.stringify({ id: 1, command: 'after-fin' })}\n${JSON.stringify({ id: 2, command: 'echo', params: [2] })}\n` +
+          '{"id":3,"command":"echo"',
+      ),
+    );
+    await closed;
+    expect(
+      text
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as unknown),
+    ).toEqual([
+      { id: 1, ok: true, result: 'ran' },
+      { id: 2, ok: true, result: [2] },
+    ]);
+    // The unfinished last line is no request: it is neither run nor audited.
+    expect(events.map((e) => e.labels?.['request_id'])).toEqual(['1', '2']);
+  });
+
   it('reads no further requests while its answers wait for a client that does not read them', async () => {
     const { server } = await started();
     const REQUESTS = 100;
