@@ -1,15 +1,18 @@
 import {
   closeSync,
   linkSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readFileSync,
+  realpathSync,
   statSync,
   unlinkSync,
   writeFileSync,
   writeSync,
+  type Stats,
 } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { BulwarkError } from './errors.js';
 
 /** File name of the lock inside the data directory. */
@@ -32,12 +35,53 @@ export function foreignOwner(dir: string, uid: number): BulwarkError | undefined
 }
 
 /**
+ * Why the path to the data directory is not the broker's own, or undefined when it is: a symbolic link on it (the
+ * directory itself or a folder above it) owned by another user than the broker's or root. Whoever owns a link in a
+ * sticky folder such as /tmp can point it at a directory of their own at any time, after every check here: the
+ * broker's next open of its block list, and every `bulwark` command's control socket, would follow it there.
+ * Undefined where there are no uids (Windows).
+ */
+export function foreignLink(dir: string): BulwarkError | undefined {
+  const self = process.geteuid?.();
+  if (self === undefined) return undefined;
+  const absolute = resolve(dir);
+  for (let end = absolute.indexOf(sep, 1); ; end = absolute.indexOf(sep, end + 1)) {
+    const prefix = end === -1 ? absolute : absolute.slice(0, end);
+    let info: Stats;
+    try {
+      info = lstatSync(prefix);
+    } catch {
+      // Missing: created below, by the broker's user.
+      return undefined;
+    }
+    if (info.isSymbolicLink() && info.uid !== self && info.uid !== 0)
+      return new BulwarkError(
+        'BULWARK_ERR_LISTEN',
+        `data directory ${dir}: ${prefix} is a symbolic link owned by uid ${info.uid}, not by the broker's user (uid ${self}) or root; its owner could point it at a directory of their own`,
+        undefined,
+        `name the directory it points to instead: ${realpathOf(prefix)}`,
+      );
+    if (end === -1) return undefined;
+  }
+}
+
+function realpathOf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return 'its target';
+  }
+}
+
+/**
  * Creates the data directory (0700) when it is missing and refuses one that is not a directory, that group or
  * others may write to, or that another user owns: someone who can write there could replace the control socket, the
  * lock or the block list.
  * Runs before anything else of the broker, so a refusal costs no warm-up, store load or open port.
  */
 export function prepareDataDir(dir: string): void {
+  const link = foreignLink(dir);
+  if (link) throw link;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (error) {

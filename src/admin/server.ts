@@ -2,7 +2,7 @@ import { chmod, lstat, stat, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { AuditEvent } from '../../audit/events.js';
-import { foreignOwner } from '../data-dir.js';
+import { foreignLink, foreignOwner } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import {
@@ -168,7 +168,7 @@ export class AdminServer {
         undefined,
         `chmod 0700 ${this.options.dataDir}`,
       );
-    const foreign = foreignOwner(this.options.dataDir, info.uid);
+    const foreign = foreignOwner(this.options.dataDir, info.uid) ?? foreignLink(this.options.dataDir);
     if (foreign) throw foreign;
   }
 

@@ -1,5 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lchownSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -62,6 +74,25 @@ describe('prepareDataDir', () => {
     chownSync(dir, 0, 0);
     expect(() => prepareDataDir(dir)).not.toThrow();
   });
+
+  // A link in a sticky folder (/tmp) can be re-pointed by whoever made it, whatever the directory it names now.
+  it.skipIf(process.geteuid?.() !== 0)(
+    'refuses a data directory reached through a symbolic link another user owns, the directory or a folder above',
+    () => {
+      chmodSync(dir, 0o700);
+      const target = join(dir, 'real');
+      mkdirSync(target, { mode: 0o700 });
+      const link = join(dir, 'link');
+      symlinkSync(target, link);
+      lchownSync(link, 65534, 65534);
+      expect(() => prepareDataDir(link)).toThrow(/link is a symbolic link owned by uid 65534/);
+      expect(() => prepareDataDir(join(link, 'below'))).toThrow(/link is a symbolic link owned by uid 65534/);
+      expect(existsSync(join(target, 'below'))).toBe(false);
+      lchownSync(link, 0, 0);
+      expect(() => prepareDataDir(link)).not.toThrow();
+      expect(() => prepareDataDir(join(link, 'below'))).not.toThrow();
+    },
+  );
 });
 
 describe('lockDataDir', () => {

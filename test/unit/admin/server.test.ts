@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lchownSync, lstatSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -245,6 +245,15 @@ describe('admin control socket', () => {
     chownSync(dir, 65534, 65534);
     const error = await started().catch((e: unknown) => e);
     expect((error as BulwarkError).message).toMatch(/owned by uid 65534/);
+    expect(() => lstatSync(join(dir, 'admin.sock'))).toThrow();
+  });
+
+  it.skipIf(process.geteuid?.() !== 0)('refuses a data directory named through a link another user owns', async () => {
+    const link = join(mkdtempSync(join(tmpdir(), 'bw-admin-link-')), 'data');
+    symlinkSync(dir, link);
+    lchownSync(link, 65534, 65534);
+    const error = await started({ dataDir: link }).catch((e: unknown) => e);
+    expect((error as BulwarkError).message).toMatch(/symbolic link owned by uid 65534/);
     expect(() => lstatSync(join(dir, 'admin.sock'))).toThrow();
   });
 
