@@ -25,7 +25,7 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
   if (connection.state === 'authenticating') {
     const ctx = connection.pendingConnect;
     if (!ctx || !connection.exchange || code !== ReasonCode.continueAuthentication) {
-      connection.protocolViolation('protocolError', 'unexpected AUTH during CONNECT');
+      refuseAuth(connection, 'unexpected AUTH during CONNECT');
       return;
     }
     const result = await chain.continueExchange(connection.exchange, attempt, data, false);
@@ -99,11 +99,21 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
 }
 
 /**
- * An AUTH the broker refuses as a protocol error (DISCONNECT 0x82). From a connected client it was an attempt to
+ * An AUTH the broker refuses as a protocol error (CONNACK or DISCONNECT 0x82). From a connected client it was an attempt to
  * re-authenticate (another method, none at CONNECT, a client-final outside an exchange: a replay), so it is recorded
  * as a refused re-authentication like any other; not counted by the throttle, as no credential was tried.
  */
 function refuseAuth(connection: Connection, detail: string): void {
+  const ctx = connection.pendingConnect;
+  if (connection.state === 'authenticating' && ctx) {
+    // In the middle of CONNECT's exchange: the CONNECT is refused (0x82) and recorded as any CONNECT refused before
+    // an authenticator decided is (authn.denied, bounded), rather than the connection dropped with no answer and no
+    // record. Not counted by the throttle: no proof was checked.
+    connection.pendingConnect = undefined;
+    connection.exchange = undefined;
+    refuseConnect(ctx, { ok: false, reason: 'protocolError', detail });
+    return;
+  }
   if (connection.state === 'connected') {
     connection.exchange = undefined;
     connection.endReauthentication();

@@ -304,6 +304,34 @@ describe('SCRAM over MQTT 5 enhanced authentication, configured from the chain',
     },
   );
 
+  it.each([
+    ['another method', { cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM-SHA-512' } }],
+    ['reason code 0x19', { cmd: 'auth', reasonCode: 0x19, properties: { authenticationMethod: 'SCRAM-SHA-256' } }],
+  ] as const)(
+    'refuses a CONNECT whose exchange continues with an AUTH of %s with CONNACK 0x82, recorded once',
+    async (_what, auth) => {
+      const clientId = cid();
+      const client = await RawClient.connect(broker.port, 5);
+      const scram = new ScramClient({ hash: 'SHA-256', username: 'alice', password: scramPw });
+      client.send(
+        connectPacket(clientId, {
+          protocolVersion: 5,
+          properties: { authenticationMethod: scram.mechanism, authenticationData: scram.clientFirst() },
+        }),
+        5,
+      );
+      await client.next('auth');
+      client.send({ ...auth, properties: { ...auth.properties, authenticationData: Buffer.from('x') } }, 5);
+      expect(await client.next('connack')).toMatchObject({ reasonCode: 0x82 });
+      await client.waitClosed();
+      const denied = await broker.waitForAudit('authn.denied', (e) => e.mqtt?.client_id === clientId);
+      expect(denied.event).toMatchObject({ outcome: 'failure', code: 'protocolError' });
+      expect(broker.audit.events.filter((e) => e.mqtt?.client_id === clientId).map((e) => e.event.action)).toEqual([
+        'authn.denied',
+      ]);
+    },
+  );
+
   it('records a replayed client-final outside a re-authentication as a denied re-authentication', async () => {
     const clientId = cid();
     const client = await rawScramConnected(clientId);
