@@ -1,11 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Secret } from '../../authn/secret.js';
 import { BulwarkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { bearerMatches } from './bearer-token.js';
 
-/** Scrapers are one or two Prometheus servers: a handful of sockets is plenty, and a flood cannot pile up. */
+/**
+ * Scrapers are one or two Prometheus servers: a handful of sockets is plenty, and a flood cannot pile up. A socket
+ * beyond the cap closes the oldest one that is not being answered, not itself: otherwise whoever keeps this many
+ * idle sockets open (no token needed to connect) would leave every scrape refused.
+ */
 export const MAX_CONNECTIONS = 8;
 /** A scrape takes milliseconds; a client that has not sent its headers (or read its answer) by then is dropped. */
 export const HEADERS_TIMEOUT_MS = 5_000;
@@ -44,7 +49,7 @@ export class MetricsEndpoint {
       },
       (request, response) => handle(options, request, response),
     );
-    server.maxConnections = MAX_CONNECTIONS;
+    capConnections(server);
     server.maxRequestsPerSocket = 1;
     // Without a 'timeout' listener an idle socket is destroyed: one that connects and never sends is let go.
     server.setTimeout(REQUEST_TIMEOUT_MS);
@@ -76,6 +81,33 @@ export class MetricsEndpoint {
   }
 }
 
+/**
+ * Holds at most MAX_CONNECTIONS sockets. Node's own `maxConnections` refuses the newest, which hands the endpoint
+ * to the first to fill it; here the newest stays and the oldest idle socket (connected but with no answer being
+ * written: silent, trickling its headers, or done and not closing) makes room. A scraper sends its request as it
+ * connects, so to push it out an attacker has to open the whole cap's worth in that instant, every scrape.
+ */
+function capConnections(server: Server): void {
+  const open = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    if (open.size <= MAX_CONNECTIONS) return;
+    // Set order is connection order: the first idle one found is the oldest.
+    for (const other of open) {
+      if (other !== socket && !answering.has(other)) {
+        other.destroy();
+        return;
+      }
+    }
+    // Every other socket is being answered: those finish in milliseconds, this one is refused.
+    socket.destroy();
+  });
+}
+
+/** Sockets whose request is being answered, so never closed to make room. */
+const answering = new WeakSet<Socket>();
+
 function listenError(error: NodeJS.ErrnoException, options: MetricsEndpointOptions): Error {
   const where = `${options.host}:${options.port}`;
   if (error.code === 'EADDRINUSE')
@@ -92,6 +124,9 @@ function listenError(error: NodeJS.ErrnoException, options: MetricsEndpointOptio
 }
 
 function handle(options: MetricsEndpointOptions, request: IncomingMessage, response: ServerResponse): void {
+  const socket = request.socket;
+  answering.add(socket);
+  response.once('close', () => answering.delete(socket));
   response.setHeader('Connection', 'close');
   response.setHeader('Cache-Control', 'no-store');
   const url = request.url ?? '';

@@ -1,5 +1,5 @@
 import { chmodSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfigFile } from '../../../src/config/load.js';
 import { BulwarkError } from '../../../src/errors.js';
@@ -106,7 +106,7 @@ describe('metrics endpoint security', () => {
     await expect(start).rejects.toThrow(`metrics.port: 127.0.0.1:${port} is already in use`);
   });
 
-  it('holds at most MAX_CONNECTIONS sockets: the ones beyond are closed at once, and it serves again after', async () => {
+  it('holds at most MAX_CONNECTIONS sockets: each one beyond closes an idle one at once, and it serves again after', async () => {
     broker = await startBroker({ config: { metrics: { enabled: true, port: 0 } } });
     const address = broker.server.metricsAddress!;
     let closed = 0;
@@ -121,5 +121,36 @@ describe('metrics endpoint security', () => {
     for (const socket of sockets) socket.destroy();
     // The server notices the closes on its own turn: asked again until it has.
     await vi.waitFor(async () => expect((await scrape(address)).status).toBe(200));
+  });
+
+  it('a client holding MAX_CONNECTIONS idle sockets does not lock the scraper out: its oldest socket makes room', async () => {
+    broker = await startBroker({
+      config: { metrics: { enabled: true, port: 0, bearer_token_file: tokenFile(`${TOKEN}\n`) } },
+    });
+    const address = broker.server.metricsAddress!;
+    // Connected and silent, as a slowloris leaves them: no token is needed to hold a socket.
+    const held = await Promise.all(
+      Array.from(
+        { length: MAX_CONNECTIONS },
+        () =>
+          new Promise<Socket>((resolve, reject) => {
+            const socket = connect(address.port, address.host, () => resolve(socket));
+            socket.once('error', reject);
+          }),
+      ),
+    );
+    const closed = held.map((socket) => {
+      socket.on('error', () => undefined);
+      return new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    });
+    try {
+      const answer = await scrape(address, { token: TOKEN });
+      expect(answer.status).toBe(200);
+      // The oldest held socket was the one closed for it.
+      await closed[0];
+      expect(held.slice(1).every((socket) => !socket.destroyed)).toBe(true);
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
   });
 });
