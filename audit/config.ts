@@ -150,7 +150,7 @@ export const auditConfigSchema = z
       .string()
       .optional()
       .describe(
-        'Ed25519 private key (PKCS#8 PEM, mode 0600) that signs checkpoints. Default: `<data_dir>/audit-signing.key`, generated on first start with its public key beside it (`audit-signing.pub`). A configured file must exist.',
+        'Ed25519 private key (PKCS#8 PEM, mode 0600) that signs checkpoints. Default: `<data_dir>/audit-signing.key`, generated on first start with its public key beside it (`audit-signing.pub`). A configured file must exist; a relative path is from the working directory, as `data_dir` is.',
       ),
     fsync: z
       .enum(['always', 'interval', 'never'])

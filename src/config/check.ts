@@ -1,5 +1,6 @@
-import { accessSync, constants, statSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { loadSigningKey } from '../../audit/signing-key.js';
 import { createAuthorization } from '../../authz/create.js';
 import { formatDiagnostic } from '../../authz/model.js';
 import { BulwarkError } from '../errors.js';
@@ -59,10 +60,10 @@ function readsFile(path: Path): boolean {
 
 /**
  * `bulwark config check`: what `bulwark start` would refuse before opening a port, without starting anything. The
- * schema (with the line of each problem); every input file readable, the metrics token as start reads it; the
- * policy files loaded and their cases run,
- * as at start; each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what
- * needs the network (databases, directories, JWKS, OCSP responders) and the contents of credential files.
+ * schema (with the line of each problem); every input file readable, the metrics token and the audit signing key
+ * as start reads them; the policy files loaded and their cases run, as at start; each TLS listener's certificate,
+ * key, CA bundle and CRLs built into a context. Not checked: what needs the network (databases, directories, JWKS,
+ * OCSP responders) and the contents of credential files. Files of a section that is off are not read, as by start.
  */
 export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   const text = readConfigFile(file).toString('utf8');
@@ -70,14 +71,21 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   const baseDir = dirname(resolve(file));
   const absolute = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
   for (const input of inputFiles(config)) {
-    const problem = unreadable(absolute(input.file));
+    const section = input.path[0];
+    // Start reads neither section's files while it is off.
+    if ((section === 'audit' && !config.audit.enabled) || (section === 'metrics' && !config.metrics.enabled)) continue;
+    // The audit writer opens its files as written, so a relative one is relative to the working directory (as
+    // data_dir is), not to the configuration file: checked where start will look.
+    const path = section === 'audit' ? resolve(input.file) : absolute(input.file);
+    const problem = unreadable(path);
     if (problem !== undefined)
       throw new BulwarkError(
         'BULWARK_ERR_CONFIG_INVALID',
-        `${input.path.join('.')}: ${absolute(input.file)}: ${problem}`,
+        `${input.path.join('.')}: ${path}: ${problem}`,
         configValuePosition(text, file, input.path),
       );
   }
+  if (config.audit.enabled) checkSigningKey(config, text, file);
   // As start reads it: mode 0600, one line of 16 to 4096 visible characters.
   if (config.metrics.enabled && config.metrics.bearer_token_file !== undefined)
     readBearerToken(config.metrics.bearer_token_file, baseDir);
@@ -108,6 +116,27 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
     }
   }
   return config;
+}
+
+/**
+ * The checkpoint signing key as start loads it: mode 0600 and an Ed25519 private key. The default one under
+ * data_dir only when it exists, as start generates it otherwise; nothing is created here.
+ */
+function checkSigningKey(config: BrokerConfig, text: string, file: string): void {
+  const configured = config.audit.signing_key_file;
+  const keyFile = configured ?? join(config.data_dir, 'audit-signing.key');
+  if (configured === undefined && !existsSync(keyFile)) return;
+  try {
+    loadSigningKey(keyFile, false);
+  } catch (error) {
+    if (!(error instanceof BulwarkError) || configured === undefined) throw error;
+    throw new BulwarkError(
+      error.code,
+      `audit.signing_key_file: ${error.message}`,
+      configValuePosition(text, file, ['audit', 'signing_key_file']),
+      error.hint,
+    );
+  }
 }
 
 function unreadable(path: string): string | undefined {

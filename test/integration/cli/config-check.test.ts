@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -124,6 +125,41 @@ describe('bulwark config check', () => {
       expect(broken.code).toBe(1);
       expect(broken.stderr).toMatch(/broken\.policy\.yaml:4:5: .*alow/);
     });
+
+    it('the audit signing key where start looks for it (a relative path is from the working directory), mode 0600', async () => {
+      const confDir = join(dir, 'signing-conf');
+      const elsewhere = join(dir, 'signing-cwd');
+      mkdirSync(confDir, { recursive: true });
+      mkdirSync(elsewhere, { recursive: true });
+      const pem = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' });
+      writeFileSync(join(confDir, 'audit.key'), pem, { mode: 0o600 });
+      const config = join(confDir, 'bulwark.yaml');
+      writeFileSync(config, `${HEAD}audit:\n  signing_key_file: audit.key\n`);
+
+      // Beside the configuration file but not in the working directory: start does not find it, so check must not.
+      const start = await runCli(['start', '-c', config], { cwd: elsewhere });
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toContain('audit signing key audit.key does not exist');
+      const away = await runCli(['config', 'check', config], { cwd: elsewhere });
+      expect(away.code).toBe(1);
+      expect(away.stderr).toContain(`:6:21: audit.signing_key_file: ${join(elsewhere, 'audit.key')}: cannot read`);
+      const beside = await runCli(['config', 'check', config], { cwd: confDir });
+      expect(beside.stderr).toBe('');
+      expect(beside.code).toBe(0);
+
+      // Readable by others: start refuses the key, and so does check.
+      chmodSync(join(confDir, 'audit.key'), 0o644);
+      const open = await runCli(['config', 'check', config], { cwd: confDir });
+      expect(open.code).toBe(1);
+      expect(open.stderr).toMatch(/:6:21: audit\.signing_key_file: .*readable by group or others \(mode 644\)/);
+      expect(open.stderr).not.toContain('PRIVATE KEY');
+
+      // With the audit log off start reads no key, so a missing one is no reason to refuse.
+      writeFileSync(config, `${HEAD}audit:\n  enabled: false\n  signing_key_file: missing.key\n`);
+      const off = await runCli(['config', 'check', config], { cwd: confDir });
+      expect(off.stderr).toBe('');
+      expect(off.code).toBe(0);
+    }, 30_000);
 
     it("a TLS listener whose key is not its certificate's", async () => {
       const result = await check(
