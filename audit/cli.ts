@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
 import { InvalidArgumentError, type Command, type CommanderError } from 'commander';
-import { single } from '../src/cli/single-value.js';
+import { shownDefault, single } from '../src/cli/single-value.js';
 import { BulwarkError } from '../src/errors.js';
 import type { AuditOutcome } from './events.js';
 import { formatHeader, formatRecord, type QueryFormat } from './format.js';
@@ -74,7 +74,11 @@ export function registerAuditCommand(program: Command): void {
     .option('--ip <address>', 'client.ip: an address or a CIDR block (10.0.0.0/8)', oneFilter(ipFilter))
     .option('--topic <filter>', 'mqtt.topic matches this MQTT topic filter (+ and # wildcards)', oneFilter(topicFilter))
     .option('--limit <n>', 'stop after this many records', oneFilter(positiveInt))
-    .option('--format <format>', 'table, json (the stored lines, JSON Lines) or csv', format, 'table' as QueryFormat)
+    .option(
+      '--format <format>',
+      `table, json (the stored lines, JSON Lines) or csv ${shownDefault('table')}`,
+      single('give it once', format),
+    )
     .exitOverride(usageExit)
     .action(async (dir: string, opts: QueryOptions) => {
       try {
@@ -92,10 +96,10 @@ export function registerAuditCommand(program: Command): void {
           limit: opts.limit,
         };
         const stats: QueryStats = { files: 0, filesSkipped: 0, lines: 0, matched: 0, unreadable: 0 };
-        const header = formatHeader(opts.format);
+        const as = opts.format ?? 'table';
+        const header = formatHeader(as);
         if (header !== undefined) await writeLine(header);
-        for await (const m of queryAuditLog(dir, query, stats))
-          await writeLine(formatRecord(opts.format, m.record, m.line));
+        for await (const m of queryAuditLog(dir, query, stats)) await writeLine(formatRecord(as, m.record, m.line));
         const unreadable = stats.unreadable > 0 ? `, ${stats.unreadable} unreadable lines skipped (run verify)` : '';
         console.error(`${stats.matched} records matched in ${stats.files} files${unreadable}`);
       } catch (error: unknown) {
@@ -115,7 +119,7 @@ interface QueryOptions {
   ip?: string;
   topic?: string;
   limit?: number;
-  format: QueryFormat;
+  format?: QueryFormat;
 }
 
 /** A usage error must not exit 1, which means "not intact" to a script calling verify. */

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
 import { callAdmin, adminSocketPath } from '../admin/client.js';
-import { single } from '../cli/single-value.js';
+import { shownDefault, single } from '../cli/single-value.js';
 import { banEntrySchema, type BanEntry, type BanKind } from './ban-entry.js';
 import { Blocklist } from './blocklist.js';
 import {
@@ -50,18 +50,28 @@ const SELECTORS: ReadonlyArray<{ flag: string; option: string; kind: BanKind; he
 
 const DEFAULT_DATA_DIR = process.env.BULWARK_DATA_DIR ?? './data';
 
+const DEFAULT_BLOCKLIST_FILE = 'blocklist.json';
+
+/** Given twice, the last would win: a ban written to another broker's list, or kept with another reason. */
+const given = single('give it once');
+
+/** Defaults are applied where read (`paths`): a commander default would make `given` refuse the first value. */
 interface CommonOptions {
-  dataDir: string;
-  blocklistFile: string;
+  dataDir?: string;
+  blocklistFile?: string;
 }
 
 function addCommon(command: Command): Command {
   return command
-    .option('--data-dir <dir>', 'the broker data directory (env BULWARK_DATA_DIR)', DEFAULT_DATA_DIR)
+    .option(
+      '--data-dir <dir>',
+      `the broker data directory (env BULWARK_DATA_DIR) ${shownDefault(DEFAULT_DATA_DIR)}`,
+      given,
+    )
     .option(
       '--blocklist-file <name>',
-      'block list file inside the data directory, if guard.blocklist.file is changed',
-      'blocklist.json',
+      `block list file inside the data directory, if guard.blocklist.file is changed ${shownDefault(DEFAULT_BLOCKLIST_FILE)}`,
+      given,
     );
 }
 
@@ -87,8 +97,12 @@ function describe(entry: BanEntry): string {
 }
 
 function paths(options: CommonOptions): { dataDir: string; socket: string; file: string } {
-  const dataDir = resolve(options.dataDir);
-  return { dataDir, socket: adminSocketPath(dataDir), file: join(dataDir, options.blocklistFile) };
+  const dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
+  return {
+    dataDir,
+    socket: adminSocketPath(dataDir),
+    file: join(dataDir, options.blocklistFile ?? DEFAULT_BLOCKLIST_FILE),
+  };
 }
 
 function offlineActor(): string {
@@ -163,7 +177,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
         .description('ban a client id, username, address, network, pattern, certificate or JWT subject'),
     ),
   )
-    .option('--reason <text>', 'why (kept with the entry and in the audit log)', '')
+    .option('--reason <text>', `why (kept with the entry and in the audit log) ${shownDefault('')}`, given)
     .addOption(new Option('--for <duration>', 'ban length, e.g. 30m, 12h, 7d').conflicts('forever').argParser(once))
     .option('--forever', 'ban until deleted')
     .addHelpText(
@@ -172,7 +186,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
     )
     .action(
       async (
-        options: Record<string, unknown> & CommonOptions & { reason: string; for?: string; forever?: boolean },
+        options: Record<string, unknown> & CommonOptions & { reason?: string; for?: string; forever?: boolean },
       ) => {
         const { kind, value } = selectorOf(options);
         if ((options.for === undefined) === (options.forever !== true))
@@ -187,7 +201,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
         const params = {
           kind,
           value,
-          reason: options.reason,
+          reason: options.reason ?? '',
           ...(durationMs === undefined ? { forever: true } : { duration_ms: durationMs }),
         };
         const online = await callAdmin(socket, 'ban.add', params);
@@ -204,7 +218,7 @@ export function registerBanCommandWith(program: Command, io: CliIo): void {
             {
               kind,
               value,
-              reason: options.reason,
+              reason: options.reason ?? '',
               by: offlineActor(),
               until: durationMs === undefined ? null : now + durationMs,
             },

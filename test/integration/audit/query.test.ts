@@ -286,6 +286,10 @@ describe('bulwark audit refusing what it cannot run (exit 2, naming the option a
     [['--user', 'a', '--user', 'b'], "option '--user <name>' argument 'b' is invalid. given more than once"],
     [['--ip', '10.0.0.0/8', '--ip', '192.0.2.1'], "argument '192.0.2.1' is invalid. given more than once"],
     [['--since', '7d', '--since', '1d'], "option '--since <time>' argument '1d' is invalid. given more than once"],
+    [
+      ['--format', 'json', '--format=csv'],
+      "option '--format <format>' argument 'csv' is invalid. given more than once",
+    ],
   ])('query %j', async (args, message) => {
     const result = await runCli(['audit', 'query', logDir, ...args]);
     expect(result.stderr).toContain(message);

@@ -254,6 +254,10 @@ describe('bulwark ban, against a running broker', () => {
     [['add', '--client-id', 'meter-1', '--client-id', 'meter-2', '--forever']],
     [['add', '--ip', '192.0.2.50', '--for', '30m', '--for', '7d']],
     [['unthrottle', '--username', 'meter', '--username', 'hvac']],
+    // Options with a default too: the last --data-dir would have banned on another broker's list.
+    [['add', '--ip', '192.0.2.50', '--for', '30m', '--data-dir', join(tmpdir(), 'bw-ban-not-this-one')]],
+    [['add', '--ip', '192.0.2.50', '--for', '30m', '--blocklist-file', 'a.json', '--blocklist-file', 'b.json']],
+    [['add', '--ip', '192.0.2.50', '--for', '30m', '--reason', 'spraying', '--reason', 'typo']],
   ])('refuses an option given twice rather than acting on the last value alone: ban %j', async (args) => {
     const broker = await runningBroker(live);
     const result = await bulwark('ban', ...args, '--data-dir', dir);
