@@ -92,18 +92,26 @@ export function prepareDataDir(dir: string): void {
       'create it with mode 0700, owned by the broker user',
     );
   }
+  const problem = unsafeDataDir(dir);
+  if (problem) throw problem;
+}
+
+/**
+ * Why an existing data directory is refused (not a directory, writable by group or others, another user's), or
+ * undefined when it is fit; also what `bulwark config check` asks, so it refuses what start would.
+ */
+export function unsafeDataDir(dir: string): BulwarkError | undefined {
   const info = statSync(dir);
   if (!info.isDirectory())
-    throw new BulwarkError('BULWARK_ERR_LISTEN', `data directory ${dir} is not a directory`, undefined, 'move it');
+    return new BulwarkError('BULWARK_ERR_LISTEN', `data directory ${dir} is not a directory`, undefined, 'move it');
   if ((info.mode & 0o022) !== 0)
-    throw new BulwarkError(
+    return new BulwarkError(
       'BULWARK_ERR_LISTEN',
       `data directory ${dir} is writable by group or others (mode ${(info.mode & 0o777).toString(8)})`,
       undefined,
       `chmod 0700 ${dir}`,
     );
-  const foreign = foreignOwner(dir, info.uid);
-  if (foreign) throw foreign;
+  return foreignOwner(dir, info.uid);
 }
 
 export interface DataDirLock {

@@ -3,6 +3,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadSigningKey } from '../../audit/signing-key.js';
 import { createAuthorization } from '../../authz/create.js';
 import { formatDiagnostic } from '../../authz/model.js';
+import { unsafeDataDir } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
 import { readBearerToken } from '../metrics/bearer-token.js';
 import { createTlsContextManager, tlsContextOptionsFrom } from '../transport/tls-context.js';
@@ -60,9 +61,9 @@ function readsFile(path: Path): boolean {
 
 /**
  * `bulwark config check`: what `bulwark start` would refuse before opening a port, without starting anything. The
- * schema (with the line of each problem); every input file readable, the metrics token and the audit signing key
- * as start reads them; the policy files loaded and their cases run, as at start; each TLS listener's certificate,
- * key, CA bundle and CRLs built into a context. Not checked: what needs the network (databases, directories, JWKS,
+ * schema (with the line of each problem); an existing data_dir fit for the broker; every input file readable, the
+ * metrics token and the audit signing key as start reads them; the policy files loaded and their cases run, as at
+ * start; each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what needs the network (databases, directories, JWKS,
  * OCSP responders) and the contents of credential files. Files of a section that is off are not read, as by start.
  */
 export async function checkConfigFile(file: string): Promise<BrokerConfig> {
@@ -70,6 +71,17 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   const config = parseConfigText(text, file);
   const baseDir = dirname(resolve(file));
   const absolute = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  // Start creates a missing one (0700); one that exists must be the broker's own, as start requires.
+  if (existsSync(config.data_dir)) {
+    const problem = unsafeDataDir(config.data_dir);
+    if (problem)
+      throw new BulwarkError(
+        'BULWARK_ERR_CONFIG_INVALID',
+        `data_dir: ${problem.message}`,
+        configValuePosition(text, file, ['data_dir']),
+        problem.hint,
+      );
+  }
   for (const input of inputFiles(config)) {
     const section = input.path[0];
     // Start reads neither section's files while it is off.

@@ -161,6 +161,27 @@ describe('bulwark config check', () => {
       expect(off.code).toBe(0);
     }, 30_000);
 
+    it('a data_dir that exists and others may write to (start creates a missing one)', async () => {
+      const dataDir = join(dir, 'shared-data');
+      const config = join(dir, 'shared-data.yaml');
+      writeFileSync(config, `data_dir: ${dataDir}\nwarmup_connects: 0\nlisteners:\n  - port: 0\n`);
+      // Missing: start would create it, so it is no reason to refuse.
+      const missing = await runCli(['config', 'check', config]);
+      expect(missing.stderr).toBe('');
+      expect(missing.code).toBe(0);
+
+      mkdirSync(dataDir);
+      chmodSync(dataDir, 0o777);
+      const start = await runCli(['start', '-c', config]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toContain(`data directory ${dataDir} is writable by group or others (mode 777)`);
+      const result = await runCli(['config', 'check', config]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(
+        `:1:11: data_dir: data directory ${dataDir} is writable by group or others (mode 777)`,
+      );
+    }, 30_000);
+
     it("a TLS listener whose key is not its certificate's", async () => {
       const result = await check(
         'tls-mismatch',
