@@ -233,14 +233,14 @@ export class BulwarkServer {
         listener.server = server;
         listener.address = await listen(server, listener.config.host, listener.config.port);
       }
+      if (this.store) await this.store.compact(this.broker);
+      await this.startAdmin(dataDir);
     } catch (error) {
-      // stop() does nothing for a broker that never started: the endpoint must not outlive the failed start.
-      await this.metrics?.close();
-      this.metrics = undefined;
+      // stop() does nothing for a broker that never started: neither the endpoint nor a listener may outlive the
+      // failed start (an embedding that goes on would serve metrics, and accept clients no timer ever times out).
+      await this.closeAfterFailedStart();
       throw error;
     }
-    if (this.store) await this.store.compact(this.broker);
-    await this.startAdmin(dataDir);
     this.sys.start();
     this.maintenanceTimer = setInterval(() => {
       this.broker.retained.sweep(Date.now());
@@ -270,6 +270,16 @@ export class BulwarkServer {
       actor: 'broker',
       labels,
     });
+  }
+
+  private async closeAfterFailedStart(): Promise<void> {
+    const closing = this.listeners.map(
+      (l) => new Promise<void>((resolve) => (l.server && l.address ? l.server.close(() => resolve()) : resolve())),
+    );
+    await this.broker.closeAllConnections();
+    await Promise.all(closing);
+    await this.metrics?.close();
+    this.metrics = undefined;
   }
 
   /** Where the metrics endpoint listens, once started with `metrics.enabled`; else undefined. */

@@ -1,9 +1,13 @@
-import { chmodSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { pino } from 'pino';
+import { MemoryAuditSink } from '../../../audit/events.js';
 import { loadConfigFile } from '../../../src/config/load.js';
+import { configSchema } from '../../../src/config/schema.js';
 import { BulwarkError } from '../../../src/errors.js';
 import { MAX_CONNECTIONS } from '../../../src/metrics/endpoint.js';
+import { BulwarkServer } from '../../../src/server.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { scrape, sample } from '../../helpers/metrics-scrape.js';
 import { tempDir, type TempDir } from '../../helpers/policy-broker.js';
@@ -151,6 +155,44 @@ describe('metrics endpoint security', () => {
       expect(held.slice(1).every((socket) => !socket.destroyed)).toBe(true);
     } finally {
       for (const socket of held) socket.destroy();
+    }
+  });
+
+  it('neither the endpoint nor a listener outlives a start that fails after they opened', async () => {
+    dir = tempDir('bulwark-metrics-');
+    // Too long a path for the control socket, which opens after the endpoint and the listeners.
+    const dataDir = dir.file('d'.repeat(110));
+    mkdirSync(dataDir, { mode: 0o700 });
+    // A port known free, so that the endpoint's can be tried after the failure (its address is not kept).
+    blocker = createServer();
+    const metricsPort = await new Promise<number>((resolve) =>
+      blocker!.listen(0, '127.0.0.1', () => resolve((blocker!.address() as { port: number }).port)),
+    );
+    await new Promise<void>((resolve) => blocker!.close(() => resolve()));
+    blocker = undefined;
+    const server = new BulwarkServer({
+      config: configSchema.parse({
+        data_dir: dataDir,
+        persistence: { durability: 'none' },
+        authentication: { anonymous: true },
+        metrics: { enabled: true, port: metricsPort },
+        listeners: [{ host: '127.0.0.1', port: 0 }],
+      }),
+      log: pino({ level: 'silent' }),
+      audit: new MemoryAuditSink(),
+    });
+    await expect(server.start()).rejects.toThrow(/admin socket path .* is too long/);
+    const mqttPort = server.listeners[0]!.address!.port;
+    expect(server.metricsAddress).toBeUndefined();
+    for (const port of [metricsPort, mqttPort]) {
+      const refused = await new Promise<string | undefined>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.destroy();
+          resolve(undefined);
+        });
+        socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code));
+      });
+      expect(refused, `port ${port}`).toBe('ECONNREFUSED');
     }
   });
 });
