@@ -73,7 +73,13 @@ export class JwksSource {
       if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
       // A key the provider may have added since the last good copy: not knowable while it fails.
       if (refreshFailure) throw refreshFailure;
-      if (!this.#mayAsk()) throw error;
+      if (!this.#mayAsk()) {
+        // In the back-off after a failed request the provider could not be asked about this kid either: a rotation
+        // during an outage is unverifiable, not a bad token (which the guard would count against a valid user).
+        if (this.#lastFailure !== undefined)
+          throw new JwksUnavailableError(`JWKS not refetched yet (back-off after: ${this.#lastFailure})`);
+        throw error;
+      }
       // Perhaps a rotation the copy has not seen yet.
       await this.#refresh();
       return await (this.#keys ?? keys)(header, token);

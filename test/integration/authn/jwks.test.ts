@@ -1,7 +1,7 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, SignJWT, type JWK } from 'jose';
+import { errors, exportJWK, SignJWT, type JWK } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createBuiltinRegistry } from '../../../authn/builtin.js';
 import { JwksSource, JwksUnavailableError } from '../../../authn/jwt/jwks-source.js';
@@ -117,6 +117,43 @@ describe('jwt authenticator with a JWKS URL', () => {
       expect(r).toMatchObject({ kind: 'deny', reason: 'badUserNameOrPassword' });
     }
     expect(jwks.fetches).toBe(1);
+  });
+
+  it('a kid rotated in while the provider fails is unverifiable for the whole back-off, not a bad token', async () => {
+    jwks = new JwksServer();
+    const k1 = await es256('key-1');
+    jwks.keys = [k1.jwk];
+    let now = 0;
+    const source = new JwksSource({
+      url: new URL(await jwks.start()),
+      refreshMs: 3_600_000,
+      minRefetchMs: 5_000,
+      timeoutMs: 1_000,
+      maxBytes: 1_048_576,
+      now: () => now,
+    });
+    const flattened = { payload: '', signature: '' };
+    await expect(source.getKey({ alg: 'ES256', kid: 'key-1' }, flattened)).resolves.toBeDefined();
+    // The provider rotates to key-2 and fails before the broker has seen it.
+    const k2 = await es256('key-2');
+    jwks.keys = [k2.jwk];
+    jwks.down = true;
+    now = 6_000;
+    await expect(source.getKey({ alg: 'ES256', kid: 'key-2' }, flattened)).rejects.toBeInstanceOf(JwksUnavailableError);
+    // In that request's back-off the provider is not asked again, and what it would say is still unknown.
+    now = 7_000;
+    await expect(source.getKey({ alg: 'ES256', kid: 'key-2' }, flattened)).rejects.toBeInstanceOf(JwksUnavailableError);
+    expect(jwks.fetches).toBe(2);
+    await expect(source.getKey({ alg: 'ES256', kid: 'key-1' }, flattened)).resolves.toBeDefined();
+    // Back: key-2 is fetched; a kid the provider has just answered without is a bad token again (forged kids).
+    jwks.down = false;
+    now = 12_000;
+    await expect(source.getKey({ alg: 'ES256', kid: 'key-2' }, flattened)).resolves.toBeDefined();
+    now = 13_000;
+    await expect(source.getKey({ alg: 'ES256', kid: 'forged' }, flattened)).rejects.toBeInstanceOf(
+      errors.JWKSNoMatchingKey,
+    );
+    expect(jwks.fetches).toBe(3);
   });
 
   it('an unreachable JWKS fails closed with serverUnavailable', async () => {
