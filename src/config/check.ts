@@ -1,10 +1,14 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadSigningKey } from '../../audit/signing-key.js';
+import { createVerificationServices, type VerificationConfig } from '../../authn/config.js';
+import type { AuthenticatorContext, ChainConfig } from '../../authn/registry.js';
 import { createAuthorization } from '../../authz/create.js';
 import { formatDiagnostic } from '../../authz/model.js';
+import { authenticatorRegistry } from '../authentication.js';
 import { unsafeDataDir } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
+import { silentLogger } from '../log.js';
 import { readBearerToken } from '../metrics/bearer-token.js';
 import { createTlsContextManager, tlsContextOptionsFrom } from '../transport/tls-context.js';
 import { configValuePosition, parseConfigText, readConfigFile } from './load.js';
@@ -62,9 +66,11 @@ function readsFile(path: Path): boolean {
 /**
  * `bulwark config check`: what `bulwark start` would refuse before opening a port, without starting anything. The
  * schema (with the line of each problem); an existing data_dir fit for the broker; every input file readable, the
- * metrics token and the audit signing key as start reads them; the policy files loaded and their cases run, as at
- * start; each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what needs the network (databases, directories, JWKS,
- * OCSP responders) and the contents of credential files. Files of a section that is off are not read, as by start.
+ * metrics token and the audit signing key as start reads them; each authentication step built; the policy files
+ * loaded and their cases run, as at start; each TLS listener's certificate, key, CA bundle and CRLs built into a
+ * context. Not checked: what needs the network (databases, directories, JWKS, OCSP responders) and the contents of
+ * password and PSK files (read when start starts the chains). Files of a section that is off are not read, as by
+ * start.
  */
 export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   const text = readConfigFile(file).toString('utf8');
@@ -101,6 +107,7 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   // As start reads it: mode 0600, one line of 16 to 4096 visible characters.
   if (config.metrics.enabled && config.metrics.bearer_token_file !== undefined)
     readBearerToken(config.metrics.bearer_token_file, baseDir);
+  checkAuthentication(config, text, file, baseDir);
   const authorization = createAuthorization(config.authorization, { baseDir });
   const loaded = await authorization.manager.load();
   if (!loaded.ok) {
@@ -128,6 +135,46 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
     }
   }
   return config;
+}
+
+/**
+ * Each authentication step built as start builds it: secrets, keys and certificates read and checked (an HMAC
+ * secret_file under 32 bytes), nothing connected (pools and directories open when start starts the chains). One
+ * step at a time, so that a refusal names the step and its line.
+ */
+function checkAuthentication(config: BrokerConfig, text: string, file: string, baseDir: string): void {
+  // The section's schema is generated from the registry, so its static type is loose; it was validated already.
+  const global = config.authentication as unknown as ChainConfig & { verification: VerificationConfig };
+  const context: AuthenticatorContext = {
+    verification: createVerificationServices(global.verification),
+    onEvent: () => undefined,
+    logger: silentLogger,
+    baseDir,
+  };
+  const chains: { path: Path; chain: ChainConfig }[] = [{ path: ['authentication'], chain: global }];
+  config.listeners.forEach((listener, index) => {
+    if (listener.authentication)
+      chains.push({
+        path: ['listeners', index, 'authentication'],
+        chain: listener.authentication as unknown as ChainConfig,
+      });
+  });
+  for (const { path, chain } of chains) {
+    chain.steps.forEach((step, index) => {
+      try {
+        authenticatorRegistry.buildChain({ ...chain, steps: [step] }, context);
+      } catch (error) {
+        if (!(error instanceof BulwarkError)) throw error;
+        const at = [...path, 'steps', index];
+        throw new BulwarkError(
+          error.code,
+          `${at.join('.')}: ${error.message}`,
+          error.position ?? configValuePosition(text, file, at),
+          error.hint,
+        );
+      }
+    });
+  }
 }
 
 /**

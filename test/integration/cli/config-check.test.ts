@@ -182,6 +182,33 @@ describe('bulwark config check', () => {
       );
     }, 30_000);
 
+    it('an authentication step start cannot build: a short HMAC secret_file, a plaintext LDAP step of a listener', async () => {
+      writeFileSync(join(dir, 'short.secret'), SHORT_SECRET, { mode: 0o600 });
+      const shortSecret = await check(
+        'short-secret-file',
+        'authentication:\n  steps:\n    - type: jwt\n      algorithms: [HS256]\n      secret_file: short.secret\n',
+      );
+      expect(shortSecret.code).toBe(1);
+      expect(shortSecret.stderr).toContain(':7:7: authentication.steps.0: jwt: HMAC secret shorter than 32 bytes');
+      expect(shortSecret.stderr).not.toContain(SHORT_SECRET);
+      const start = await runCli(['start', '-c', join(dir, 'short-secret-file.yaml')]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toContain('jwt: HMAC secret shorter than 32 bytes');
+
+      const plaintext = await check(
+        'listener-ldap-plaintext',
+        '    authentication:\n      steps:\n        - type: ldap\n          url: ldap://127.0.0.1:1\n' +
+          '          user_dn_template: uid=${username},dc=example\n',
+      );
+      expect(plaintext.code).toBe(1);
+      expect(plaintext.stderr).toMatch(
+        /:7:11: listeners\.0\.authentication\.steps\.0: ldap step "ldap": url: ldap:\/\/ without start_tls/,
+      );
+      const startPlain = await runCli(['start', '-c', join(dir, 'listener-ldap-plaintext.yaml')]);
+      expect(startPlain.code).not.toBe(0);
+      expect(startPlain.stderr).toContain('ldap:// without start_tls sends passwords in clear');
+    }, 30_000);
+
     it("a TLS listener whose key is not its certificate's", async () => {
       const result = await check(
         'tls-mismatch',
