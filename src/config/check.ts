@@ -47,7 +47,10 @@ export function inputFiles(config: BrokerConfig): { path: Path; file: string }[]
     if (typeof value !== 'object' || value === null) return;
     for (const [key, member] of Object.entries(value)) {
       const at = [...path, key];
-      if (typeof member === 'string' && (INPUT_FILE_KEYS.has(key) || (key === 'file' && readsFile(path))))
+      if (
+        typeof member === 'string' &&
+        (INPUT_FILE_KEYS.has(key) || (key === 'file' && readsFile(path)) || (key === 'path' && isFileStore(path)))
+      )
         found.push({ path: at, file: member });
       else if (key === 'policy_files' && Array.isArray(member))
         member.forEach((f, index) => typeof f === 'string' && found.push({ path: [...at, index], file: f }));
@@ -61,6 +64,11 @@ export function inputFiles(config: BrokerConfig): { path: Path; file: string }[]
 /** `file` names an input in authentication steps (password file, SCRAM users) and a listener's `psk`. */
 function readsFile(path: Path): boolean {
   return path.includes('steps') || path.at(-1) === 'psk';
+}
+
+/** A SCRAM step's `store: { type: file, path }` (elsewhere `path` is no file: `metrics.path` is an HTTP path). */
+function isFileStore(path: Path): boolean {
+  return path.includes('steps') && path.at(-1) === 'store';
 }
 
 /**

@@ -119,6 +119,21 @@ describe('bulwark config check', () => {
       expect(start.stderr).toContain('users-missing.yaml');
     });
 
+    it("a SCRAM step's credential file (store.path) that cannot be read, at the line of the setting", async () => {
+      const result = await check(
+        'missing-scram',
+        'authentication:\n  steps:\n    - type: scram\n      store:\n        type: file\n' +
+          '        path: scram-missing.txt\n',
+      );
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(
+        `:10:15: authentication.steps.0.store.path: ${join(dir, 'scram-missing.txt')}: cannot read (ENOENT)`,
+      );
+      const start = await runCli(['start', '-c', join(dir, 'missing-scram.yaml')]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toContain('scram-missing.txt');
+    }, 30_000);
+
     it("a policy file with an error, at the policy file's line", async () => {
       writeFileSync(join(dir, 'broken.policy.yaml'), 'version: 1\nrules:\n  - name: r\n    alow: publish\n');
       const broken = await check('broken-policy', 'authorization:\n  policy_files: [broken.policy.yaml]\n');
