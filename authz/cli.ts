@@ -118,7 +118,12 @@ export function explainRequest(o: ExplainOptions): AccessRequest | string {
   for (const kv of o.attr ?? []) {
     const eq = kv.indexOf('=');
     if (eq <= 0) return `--attr ${kv}: write NAME=VALUE`;
-    attributes[kv.slice(0, eq)] = kv.slice(eq + 1);
+    const name = kv.slice(0, eq);
+    // An attribute has one value: a second (or --cert-cn beside cert.cn) would silently replace the first.
+    const previous = attributes[name] ?? (name === 'cert.cn' ? o.certCn : undefined);
+    if (previous !== undefined)
+      return `--attr ${name} given more than once (also "${previous}"); one request per explain; run it again for another`;
+    attributes[name] = kv.slice(eq + 1);
   }
   return {
     identity: buildIdentity({

@@ -100,6 +100,9 @@ describe('docs/policy.md', () => {
       ['--qos', '0', '--qos', '2'],
       ['--ip', '127.0.0.1', '--ip', '203.0.113.9'],
       ['--client', 'explain-client', '--client', 'gw-1'],
+      // --attr is repeatable for several attributes, not for two values of one.
+      ['--attr', 'jwt.tenant=acme', '--attr', 'jwt.tenant=globex'],
+      ['--cert-cn', 'dev-1', '--attr', 'cert.cn=dev-2'],
     ]) {
       const args = ['policy', 'explain', 'policies/devices.policy.yaml', '--publish', 'devices/x', ...repeated];
       const result = await runCli(args, { cwd: ROOT });
