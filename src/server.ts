@@ -273,11 +273,10 @@ export class BulwarkServer {
   }
 
   private async closeAfterFailedStart(): Promise<void> {
-    const closing = this.listeners.map(
-      (l) => new Promise<void>((resolve) => (l.server && l.address ? l.server.close(() => resolve()) : resolve())),
-    );
+    // close() stops accepting at once; its callback, which waits for sockets still open (one mid-handshake, whose
+    // deadline timer never started), is not awaited: the start's error must reach the caller without delay.
+    for (const listener of this.listeners) if (listener.server && listener.address) listener.server.close();
     await this.broker.closeAllConnections();
-    await Promise.all(closing);
     await this.metrics?.close();
     this.metrics = undefined;
   }
