@@ -1,4 +1,5 @@
 import { CircuitOpenError } from '../authn/verify/breaker.js';
+import { PoolSaturatedError } from '../authn/verify/pool.js';
 import type { Logger } from '../src/log.js';
 import { DecisionCache } from './cache.js';
 import { DEFAULT_DENY } from './compile.js';
@@ -209,8 +210,9 @@ export class ChainAuthorizer implements Authorizer {
   }
 
   #report(b: Bound, e: unknown): void {
-    // The source said once that it fails fast (its breaker opened); a line per request would flood the log.
-    if (e instanceof CircuitOpenError) return;
+    // The source said once that it fails fast (its breaker opened) or is saturated; a line per request would flood
+    // the log.
+    if (e instanceof CircuitOpenError || e instanceof PoolSaturatedError) return;
     const message = e instanceof Error ? e.message : String(e);
     this.#logger?.warn(
       { event: 'authz.source_failed', source: b.source.id, error: message, on_error: b.onError },

@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { Secret } from '../../authn/secret.js';
 import type { AuditEvent } from '../../audit/events.js';
 import { CircuitBreaker } from '../../authn/verify/breaker.js';
+import { ConcurrencyPool, PoolSaturatedError } from '../../authn/verify/pool.js';
 import { BulwarkError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { isClientInputError } from '../../src/sql-client-input-error.js';
@@ -47,6 +48,11 @@ export interface SqlAclSourceOptions {
    * before one probe (`breaker_reset_ms`). Defaults: 5 and 10 s, as for authentication backends.
    */
   breaker?: { failureThreshold: number; resetMs: number };
+  /**
+   * Lookups beyond the pool's connections that may wait for one (default 1000); more are refused at once. Only
+   * embedding code and tests change it.
+   */
+  maxQueuedLookups?: number;
   /** Hears the breaker open (`authz.source_unavailable`) and close again (`authz.source_recovered`). */
   onAvailabilityChange?: (event: AuditEvent) => void;
   now?: () => number;
@@ -220,6 +226,13 @@ export class SqlAclSource implements AuthzSource {
   readonly #now: () => number;
   readonly #refused: Verdict;
   readonly #breaker: CircuitBreaker;
+  /**
+   * As many lookups at once as the pool has connections; the rest wait here, bounded, and outside the breaker: a
+   * flood of new identities is overload of a working database, and counted as failures it would open the breaker
+   * for every client (with `on_error: next`, skipping this table's deny rows for everyone).
+   */
+  readonly #lookups: ConcurrencyPool;
+  #saturationLoggedAt = Number.NEGATIVE_INFINITY;
 
   constructor(opts: SqlAclSourceOptions) {
     const q = compileQuery(opts.query, opts.dialect);
@@ -238,6 +251,11 @@ export class SqlAclSource implements AuthzSource {
         if (state !== 'half-open') this.#availabilityChanged(state);
       },
     });
+    this.#lookups = new ConcurrencyPool(
+      `authz source ${opts.id}`,
+      opts.connection?.poolSize ?? 4,
+      opts.maxQueuedLookups ?? 1000,
+    );
     this.#refused = Object.freeze({
       kind: 'deny',
       allowed: false,
@@ -290,14 +308,23 @@ export class SqlAclSource implements AuthzSource {
     // A refusal of the client's own values is an answer from a working database: a value, so that it never counts
     // towards the breaker (no client can make the source fail fast for everyone by choosing its client id).
     type Answer = { rows: Awaited<ReturnType<SqlExecutor['query']>> } | { refused: unknown };
-    const result = await this.#breaker.run(async (): Promise<Answer> => {
-      try {
-        return { rows: await executor.query(this.#query.text, values) };
-      } catch (error) {
-        if (isClientInputError(error)) return { refused: error };
-        throw error;
-      }
-    });
+    const ask = (): Promise<Answer> =>
+      this.#breaker.run(async (): Promise<Answer> => {
+        try {
+          return { rows: await executor.query(this.#query.text, values) };
+        } catch (error) {
+          if (isClientInputError(error)) return { refused: error };
+          throw error;
+        }
+      });
+    let result: Answer;
+    try {
+      // The wait for a connection is bounded by the lookup's own deadline: past it the answer is not wanted.
+      result = await this.#lookups.run(ask, AbortSignal.timeout(this.#opts.queryTimeoutMs));
+    } catch (error) {
+      if (error instanceof PoolSaturatedError) this.#saturated();
+      throw error;
+    }
     let policy: CompiledPolicy | Verdict;
     if ('rows' in result) {
       policy = new CompiledPolicy(rowsToRules(result.rows, this.id), { sourceId: this.id, superusers: false });
@@ -311,6 +338,17 @@ export class SqlAclSource implements AuthzSource {
     }
     this.#cache.set(key, { at: this.#now(), policy });
     return policy;
+  }
+
+  /** Refused for want of a connection: said at most every 10 s, since a flood would say it per request. */
+  #saturated(): void {
+    const now = this.#now();
+    if (now - this.#saturationLoggedAt < 10_000) return;
+    this.#saturationLoggedAt = now;
+    this.#opts.logger?.warn(
+      { event: 'authz.source_saturated', source: this.id, queued: this.#lookups.queued },
+      'authorization source saturated: lookups beyond its connections and queue are refused (on_error applies)',
+    );
   }
 
   #availabilityChanged(state: 'open' | 'closed'): void {

@@ -388,6 +388,54 @@ for (const d of dialects) {
       }
     });
 
+    it('a flood of new identities is refused beyond the pool and its queue, and never opens the breaker', async () => {
+      const s = service();
+      const availability: AuditEvent[] = [];
+      const captured = jsonLogSink();
+      const logger = pino({ level: 'info' }, captured.sink);
+      // One connection and one waiting lookup; each query takes 0.3 s, and a single failure would open the breaker.
+      // Lookups beyond those two are refused at once, as overload: not failures of the database.
+      const busy = new SqlAclSource({
+        id: d.type,
+        dialect: d.type as SqlDialect,
+        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', '0.3')} WHERE username = \${username}`,
+        connection: {
+          host: s.host,
+          port: s.port,
+          user: s.user,
+          password: new Secret(s.password),
+          database: s.database,
+          poolSize: 1,
+        },
+        cacheTtlMs: 60_000,
+        cacheMaxEntries: 100,
+        queryTimeoutMs: 3_000,
+        breaker: { failureThreshold: 1, resetMs: 60_000 },
+        maxQueuedLookups: 1,
+        onAvailabilityChange: (event) => availability.push(event),
+        logger,
+      });
+      await busy.start();
+      const chain = new ChainAuthorizer([{ source: busy, onError: 'deny', timeoutMs: 5_000, cacheable: false }], {
+        logger,
+      });
+      try {
+        const decisions = await Promise.all(
+          ['f-1', 'f-2', 'f-3', 'f-4', 'f-5'].map((clientId) =>
+            chain.check(request('publish', 'sensors/alice/x', { identity: identity({ username: 'alice', clientId }) })),
+          ),
+        );
+        // The first two were answered by the table; the other three found the connection and the queue taken.
+        expect(decisions.map((d) => d.allowed)).toEqual([true, true, false, false, false]);
+        for (const refused of decisions.slice(2)) expect(refused.rule).toMatchObject({ name: 'source-error' });
+        expect(availability).toEqual([]);
+        expect(captured.logs.filter((l) => l.event === 'authz.source_saturated')).toHaveLength(1);
+        expect(captured.logs.filter((l) => l.event === 'authz.source_failed')).toEqual([]);
+      } finally {
+        await busy.stop();
+      }
+    });
+
     it('a query slower than the deadline denies with a timeout', async () => {
       // The sleep sits in FROM, so it runs once per query rather than once per row.
       const slow = source({
