@@ -174,6 +174,10 @@ export class JwksSource {
     if (typeof parsed !== 'object' || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
       throw new Error('response is not a JWK set');
     }
+    // An identity provider always publishes a key; an empty set is a fault on its side (a deployment half done, a
+    // proxy's placeholder). Taken as the new copy it would refuse every token as a bad credential, and count each
+    // against the brute-force throttle; as a failed fetch the last good copy stays, as the stale rules allow.
+    if ((parsed as { keys: unknown[] }).keys.length === 0) throw new Error('response holds no keys');
     return parsed as JSONWebKeySet;
   }
 }

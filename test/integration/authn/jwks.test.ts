@@ -177,6 +177,8 @@ describe('jwt authenticator with a JWKS URL', () => {
     ],
     ['answers something that is not JSON', (res) => res.end('<html>maintenance</html>')],
     ['answers JSON that is not a key set', (res) => res.end('{"keys":"none"}')],
+    // Not a rotation to nothing: every token would be refused as a bad credential and counted by the throttle.
+    ['answers an empty key set', (res) => res.end('{"keys":[]}')],
   ];
   for (const [name, answer] of failures) {
     it(`a provider that ${name} is asked at most once per jwks_min_refetch_ms, and tokens get serverUnavailable`, async () => {
