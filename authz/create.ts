@@ -35,6 +35,8 @@ export interface AuthorizationDeps {
 
 export interface AuthorizationSubsystem {
   authorizer: ChainAuthorizer;
+  /** The SQL sources, for their availability (metrics). */
+  sqlSources: readonly SqlAclSource[];
   /** The policy-file manager: `reload('sighup')` on SIGHUP; `current` for explanations. */
   manager: PolicyManager;
   /** Loads the policy (rejecting the start on any error), starts SQL pools and the file watcher. */
@@ -115,13 +117,12 @@ export function createAuthorization(config: AuthorizationConfig, deps: Authoriza
       throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `duplicate authorization source id "${s.id}"`);
     ids.add(s.id);
   }
-  const authorizer = new ChainAuthorizer(
-    config.sources.map((s) => binding(s, manager, deps)),
-    { cacheMaxEntries: config.cache_max_entries, logger: deps.logger },
-  );
+  const bindings = config.sources.map((s) => binding(s, manager, deps));
+  const authorizer = new ChainAuthorizer(bindings, { cacheMaxEntries: config.cache_max_entries, logger: deps.logger });
   const usesFiles = config.sources.some((s) => s.type === 'file');
   return {
     authorizer,
+    sqlSources: bindings.map((b) => b.source).filter((s): s is SqlAclSource => s instanceof SqlAclSource),
     manager,
     async start() {
       if (usesFiles) {

@@ -5,6 +5,7 @@ import { createVerificationServices, type VerificationConfig } from '../authn/co
 import { ldapType } from '../authn/ldap/type.js';
 import { pskType } from '../authn/psk/index.js';
 import type { AuthenticatorContext, ChainConfig } from '../authn/registry.js';
+import type { VerificationServices } from '../authn/verify/services.js';
 import { scramType } from '../authn/scram/type.js';
 import { x509Type } from '../authn/x509/index.js';
 import type { BrokerConfig, ListenerConfig } from './config/schema.js';
@@ -20,14 +21,17 @@ export const authenticatorRegistry = createBuiltinRegistry([x509Type, pskType, l
 export class AuthenticationChains {
   private readonly global: AuthenticationChain;
   private readonly perListener = new Map<ListenerConfig, AuthenticationChain>();
+  /** Shared by every chain: its breakers say which backends are failing fast (metrics). */
+  readonly verification: VerificationServices;
 
   constructor(config: BrokerConfig, audit: AuditSink, log: Logger, baseDir: string) {
     // The section's schema is generated from the registry, so its static type is loose; it was validated already.
     const { verification, ...globalChain } = config.authentication as unknown as ChainConfig & {
       verification: VerificationConfig;
     };
+    this.verification = createVerificationServices(verification, (e) => audit.record(e));
     const context: AuthenticatorContext = {
-      verification: createVerificationServices(verification, (e) => audit.record(e)),
+      verification: this.verification,
       onEvent: (e) => audit.record(e),
       logger: log,
       baseDir,

@@ -223,6 +223,9 @@ export class BulwarkServer {
           audit: this.audit,
           auditWriter: this.auditWriter,
           guard: this.guard,
+          authnBackends: () =>
+            [...this.chains.verification.breakerStates()].map(([backend, state]) => [backend, state === 'closed']),
+          authzSources: () => (this.authorization?.sqlSources ?? []).map((s) => [s.id, s.available]),
         }),
         log: this.log,
       });

@@ -1,3 +1,4 @@
+import type { CircuitBreaker } from '../verify/breaker.js';
 import { isClientInputError } from '../../src/sql-client-input-error.js';
 import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../types.js';
 import type { HashAlgorithm, StoredCredential } from '../verify/password-hash.js';
@@ -36,9 +37,13 @@ export class SqlAuthenticator implements Authenticator {
   readonly id: string;
   readonly type: 'postgres' | 'mysql';
 
+  readonly #breaker: CircuitBreaker;
+
   constructor(private readonly options: SqlAuthenticatorOptions) {
     this.id = options.id;
     this.type = options.type;
+    // Made now rather than at the first lookup, so the backend is known (metrics: answering) before anyone logs in.
+    this.#breaker = options.verification.breaker(options.backendName);
   }
 
   stop(): Promise<void> {
@@ -87,11 +92,11 @@ export class SqlAuthenticator implements Authenticator {
   }
 
   #lookup(attempt: ConnectAttempt, signal: AbortSignal): Promise<Record<string, unknown>[] | typeof INPUT_REFUSED> {
-    const { backend, verification, backendName, query } = this.options;
+    const { backend, verification, query } = this.options;
     const values = bindValues(query, attempt);
     // Identical lookups in flight (a reconnect storm of one client) share one round trip.
     const key = `sql:${this.id}:${JSON.stringify(values)}`;
-    const breaker = verification.breaker(backendName);
+    const breaker = this.#breaker;
     // The shared round trip must not die with whichever caller started it, so it gets its own deadline; a
     // saturated pool is overload, not a database failure, so it stays outside the breaker.
     return verification.coalesce(

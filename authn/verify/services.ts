@@ -66,6 +66,11 @@ export class VerificationServices {
     return b;
   }
 
+  /** Each backend's breaker state, by backend name (`type://user@host:port/database`, an LDAP URL). */
+  breakerStates(): Iterable<readonly [string, BreakerState]> {
+    return [...this.#breakers].map(([backend, breaker]) => [backend, breaker.state] as const);
+  }
+
   coalesce<T>(key: string, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     return this.coalescer.run(key, task, signal) as Promise<T>;
   }

@@ -281,6 +281,11 @@ export class SqlAclSource implements AuthzSource {
     if (e && e !== this.#opts.executor) await e.close();
   }
 
+  /** False while the breaker fails lookups fast after consecutive failures (`authz.source_unavailable`). */
+  get available(): boolean {
+    return this.#breaker.state === 'closed';
+  }
+
   /** Drops cached rows, e.g. after an administrator changed the table. */
   clear(): void {
     this.#cache.clear();

@@ -16,6 +16,10 @@ export interface MetricsSources {
   /** The file writer, when the broker opened one (`audit.enabled`). */
   auditWriter: AuditWriter | undefined;
   guard: Guard | undefined;
+  /** Authentication backends by name, and whether each is answering (its breaker closed). */
+  authnBackends?: () => Iterable<readonly [string, boolean]>;
+  /** SQL policy sources by id, and whether each is answering. */
+  authzSources?: () => Iterable<readonly [string, boolean]>;
 }
 
 type Read = () => number;
@@ -114,6 +118,7 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   );
 
   if (sources.guard) registerGuard(registry, sources.guard, counter, gauge);
+  registerBackendAvailability(registry, sources);
   registerAudit(sources, counter, gauge);
   const store = sources.store;
   if (store) {
@@ -125,6 +130,49 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
     });
   }
   return Registry.merge([processRegistry(), registry]);
+}
+
+/**
+ * 1 while a backend answers, 0 while its circuit breaker fails requests fast: what an alert on an outage of the
+ * directory, a user table or an ACL table watches. Labels are configured names (bounded).
+ */
+function registerBackendAvailability(registry: Registry, sources: MetricsSources): void {
+  const { authnBackends, authzSources } = sources;
+  if (authnBackends)
+    availabilityGauge(
+      registry,
+      'authn_backend_up',
+      'Authentication backends (SQL databases, LDAP directories) by name: 1 answering, 0 failing fast after consecutive failures (authn.backend_unavailable).',
+      'backend',
+      authnBackends,
+    );
+  if (authzSources)
+    availabilityGauge(
+      registry,
+      'authz_source_up',
+      'SQL policy sources by id: 1 answering, 0 failing fast after consecutive failures (authz.source_unavailable; on_error applies).',
+      'source',
+      authzSources,
+    );
+}
+
+function availabilityGauge<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: L,
+  read: () => Iterable<readonly [string, boolean]>,
+): void {
+  new Gauge<L>({
+    name: METRIC_PREFIX + name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, up] of read()) this.set({ [label]: value } as Record<L, string>, up ? 1 : 0);
+    },
+  });
 }
 
 function registerConnectOutcomes(registry: Registry, broker: Broker): void {
