@@ -323,11 +323,21 @@ export class SqlAclSource implements AuthzSource {
         }
       });
     let result: Answer;
+    let asked = false;
     try {
       // The wait for a connection is bounded by the lookup's own deadline: past it the answer is not wanted.
-      result = await this.#lookups.run(ask, AbortSignal.timeout(this.#opts.queryTimeoutMs));
+      result = await this.#lookups.run((): Promise<Answer> => {
+        asked = true;
+        return ask();
+      }, AbortSignal.timeout(this.#opts.queryTimeoutMs));
     } catch (error) {
       if (error instanceof PoolSaturatedError) this.#saturated();
+      // A deadline reached while still waiting for a connection is the same overload as a full queue; as a plain
+      // timeout the chain would log it once per request, the flood the queue's bound is there to prevent.
+      else if (!asked) {
+        this.#saturated();
+        throw new PoolSaturatedError(`authz source ${this.id}`);
+      }
       throw error;
     }
     let policy: CompiledPolicy | Verdict;

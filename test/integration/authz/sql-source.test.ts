@@ -436,6 +436,52 @@ for (const d of dialects) {
       }
     });
 
+    it('a lookup whose wait for a connection outlives its deadline is saturation, not a failure logged per request', async () => {
+      const s = service();
+      const captured = jsonLogSink();
+      const logger = pino({ level: 'info' }, captured.sink);
+      // One connection, 0.6 s per query, a 1 s deadline: the first two lookups hold the connection for 1.2 s between
+      // them, so the third, queued behind both, reaches its deadline while still waiting.
+      const busy = new SqlAclSource({
+        id: d.type,
+        dialect: d.type as SqlDialect,
+        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', '0.6')} WHERE username = \${username}`,
+        connection: {
+          host: s.host,
+          port: s.port,
+          user: s.user,
+          password: new Secret(s.password),
+          database: s.database,
+          poolSize: 1,
+        },
+        cacheTtlMs: 60_000,
+        cacheMaxEntries: 100,
+        queryTimeoutMs: 1_000,
+        breaker: { failureThreshold: 1, resetMs: 60_000 },
+        maxQueuedLookups: 10,
+        logger,
+      });
+      await busy.start();
+      const chain = new ChainAuthorizer([{ source: busy, onError: 'deny', timeoutMs: 5_000, cacheable: false }], {
+        logger,
+      });
+      try {
+        const decisions = await Promise.all(
+          ['w-1', 'w-2', 'w-3'].map((clientId) =>
+            chain.check(request('publish', 'sensors/alice/x', { identity: identity({ username: 'alice', clientId }) })),
+          ),
+        );
+        expect(decisions.map((d) => d.allowed)).toEqual([true, true, false]);
+        expect(decisions[2]?.rule).toMatchObject({ name: 'source-error' });
+        // A flood of such waits would otherwise write one warning per request: the log the bound is there to spare.
+        expect(captured.logs.filter((l) => l.event === 'authz.source_failed')).toEqual([]);
+        expect(captured.logs.filter((l) => l.event === 'authz.source_saturated')).toHaveLength(1);
+        expect(busy.available).toBe(true);
+      } finally {
+        await busy.stop();
+      }
+    });
+
     it('a query slower than the deadline denies with a timeout', async () => {
       // The sleep sits in FROM, so it runs once per query rather than once per row.
       const slow = source({
