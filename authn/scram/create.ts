@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { BulwarkError } from '../../src/errors.js';
@@ -51,6 +52,23 @@ export function createScramStore(
   return store.type === 'postgres' ? createPostgresScramStore(options) : createMysqlScramStore(options);
 }
 
+/** What tells one store's users from another's: the credential file, or the database and its statement. */
+function storeIdentity(settings: ScramSettings, baseDir: string): string {
+  const store = settings.store;
+  if (store.type === 'file') return `file\0${resolve(baseDir, store.path)}`;
+  return `${store.type}\0${store.user}@${store.host}:${store.port}/${store.database}\0${store.statement ?? ''}`;
+}
+
+/**
+ * The data directory's one secret, made particular to a store. Every SCRAM step of the broker reads the same file;
+ * with its bytes as they are, a name unknown to two steps' stores would get the same fake salt from both, while a
+ * name real in one of them gets two different salts: comparing the steps (two listeners) would tell them apart.
+ * Steps on the same store still agree, as their real users do.
+ */
+function perStoreSecret(secret: Buffer, identity: string): Buffer {
+  return createHmac('sha512', secret).update(`bulwark scram unknown-user store\0${identity}`).digest();
+}
+
 /**
  * `dataDir`: where the unknown-user secret is kept when `unknown_user_secret_file` is not set; without one (an
  * embedding with no data directory) the secret is random per process.
@@ -68,7 +86,9 @@ export function createScramAuthenticator(
     if (unknownUserSecret.length < 32) {
       throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', 'unknown_user_secret_file must hold at least 32 bytes');
     }
-  } else if (dataDir !== undefined) unknownUserSecret = dataDirUnknownUserSecret(dataDir);
+  } else if (dataDir !== undefined) {
+    unknownUserSecret = perStoreSecret(dataDirUnknownUserSecret(dataDir), storeIdentity(settings, baseDir));
+  }
   return new ScramAuthenticator({
     id,
     store: createScramStore(settings, baseDir, wrap),

@@ -1,5 +1,6 @@
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatScramCredentialLine } from '../../../authn/scram/file-store.js';
 import { deriveScramCredential } from '../../../authn/scram/mechanism.js';
@@ -7,6 +8,8 @@ import { UNKNOWN_USER_SECRET_FILE } from '../../../authn/scram/unknown-user-secr
 import { startBroker } from '../../helpers/broker.js';
 import { tempDir } from '../../helpers/policy-broker.js';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+import { configSchema } from '../../../src/config/schema.js';
+import { BulwarkServer } from '../../../src/server.js';
 
 /**
  * RFC 5802 §9: an unknown user must get a challenge that cannot be told from a real user's. Real users' salts
@@ -83,6 +86,51 @@ describe('SCRAM unknown users', () => {
       expect((await challenge(broker.port, 'phantom')).salt).not.toBe(before.salt);
     } finally {
       await broker.stop();
+    }
+  });
+
+  it('two listeners with SCRAM steps on different files do not tell a user real in one from a user in neither', async () => {
+    const fileA = dir.write(
+      'scram-a.txt',
+      `${formatScramCredentialLine('bob', await deriveScramCredential('bob-pw', 'SCRAM-SHA-256', 4096))}\n`,
+    );
+    const fileB = dir.write(
+      'scram-b.txt',
+      `${formatScramCredentialLine('carol', await deriveScramCredential('carol-pw', 'SCRAM-SHA-256', 4096))}\n`,
+    );
+    const dataDir = dir.file('two-listeners');
+    mkdirSync(dataDir, { mode: 0o700 });
+    const listener = (name: string, path: string) => ({
+      name,
+      transport: 'tcp',
+      host: '127.0.0.1',
+      port: 0,
+      authentication: {
+        anonymous: false,
+        steps: [{ type: 'scram', id: `scram-${name}`, store: { type: 'file', path } }],
+      },
+    });
+    const server = new BulwarkServer({
+      config: configSchema.parse({
+        sys_interval_seconds: 0,
+        persistence: { durability: 'none' },
+        data_dir: dataDir,
+        guard: { exempt_networks: ['127.0.0.0/8', '::1/128'] },
+        listeners: [listener('a', fileA), listener('b', fileB)],
+      }),
+      log: pino({ level: 'silent' }),
+    });
+    await server.start();
+    try {
+      const [portA, portB] = server.listeners.map((l) => l.address!.port) as [number, number];
+      // bob is real behind listener a only; ghost is real nowhere. Were ghost's two salts equal while bob's differ,
+      // comparing the listeners would sort names into real somewhere and real nowhere.
+      const bob = [(await challenge(portA, 'bob')).salt, (await challenge(portB, 'bob')).salt];
+      const ghost = [(await challenge(portA, 'ghost')).salt, (await challenge(portB, 'ghost')).salt];
+      expect(bob[0]).not.toBe(bob[1]);
+      expect(ghost[0]).not.toBe(ghost[1]);
+    } finally {
+      await server.stop();
     }
   });
 
