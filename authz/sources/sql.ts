@@ -313,8 +313,11 @@ export class SqlAclSource implements AuthzSource {
     // A refusal of the client's own values is an answer from a working database: a value, so that it never counts
     // towards the breaker (no client can make the source fail fast for everyone by choosing its client id).
     type Answer = { rows: Awaited<ReturnType<SqlExecutor['query']>> } | { refused: unknown };
-    const ask = (): Promise<Answer> =>
-      this.#breaker.run(async (): Promise<Answer> => {
+    const ask = (): Promise<Answer> => {
+      // Stopped while this lookup waited for a connection: the pool it would use is closed, which says nothing
+      // about the database, so it must not reach the breaker (an outage recorded at every shutdown under load).
+      if (this.#executor !== executor) return Promise.reject(new Error(`authz source ${this.id} is stopped`));
+      return this.#breaker.run(async (): Promise<Answer> => {
         try {
           return { rows: await executor.query(this.#query.text, values) };
         } catch (error) {
@@ -322,6 +325,7 @@ export class SqlAclSource implements AuthzSource {
           throw error;
         }
       });
+    };
     let result: Answer;
     let asked = false;
     try {

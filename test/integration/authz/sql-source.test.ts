@@ -482,6 +482,44 @@ for (const d of dialects) {
       }
     });
 
+    it('lookups still waiting for a connection when the source stops do not open its breaker', async () => {
+      const s = service();
+      const availability: AuditEvent[] = [];
+      // One connection, 0.3 s per query, two failures open the breaker: the two lookups waiting behind the first.
+      // (The first may fail too: MariaDB's pool ends the connection a query runs on. That one is not counted here.)
+      const busy = new SqlAclSource({
+        id: d.type,
+        dialect: d.type as SqlDialect,
+        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', '0.3')} WHERE username = \${username}`,
+        connection: {
+          host: s.host,
+          port: s.port,
+          user: s.user,
+          password: new Secret(s.password),
+          database: s.database,
+          poolSize: 1,
+        },
+        cacheTtlMs: 60_000,
+        cacheMaxEntries: 100,
+        queryTimeoutMs: 3_000,
+        breaker: { failureThreshold: 2, resetMs: 60_000 },
+        onAvailabilityChange: (event) => availability.push(event),
+      });
+      await busy.start();
+      const lookups = ['s-1', 's-2', 's-3'].map((clientId) =>
+        Promise.resolve(
+          busy.authorize(
+            request('publish', 'sensors/alice/x', { identity: identity({ username: 'alice', clientId }) }),
+          ),
+        ).catch(() => undefined),
+      );
+      await busy.stop();
+      await Promise.all(lookups);
+      // The closed pool the waiting lookups found says nothing about the database: no outage recorded.
+      expect(availability).toEqual([]);
+      expect(busy.available).toBe(true);
+    });
+
     it('a query slower than the deadline denies with a timeout', async () => {
       // The sleep sits in FROM, so it runs once per query rather than once per row.
       const slow = source({
