@@ -1,5 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { BulwarkError } from '../../src/errors.js';
 
@@ -17,7 +27,7 @@ export function dataDirUnknownUserSecret(dataDir: string): Buffer {
     throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `SCRAM unknown-user secret ${file}: ${why}`, undefined, hint);
   };
   try {
-    return checked(readNoFollow(file), fail);
+    return checked(readNoFollow(file, fail), fail);
   } catch (error) {
     if (error instanceof BulwarkError) throw error;
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
@@ -48,7 +58,7 @@ export function dataDirUnknownUserSecret(dataDir: string): Buffer {
   } finally {
     unlinkSync(tmp);
   }
-  return checked(readNoFollow(file), fail);
+  return checked(readNoFollow(file, fail), fail);
 }
 
 function checked(secret: Buffer, fail: (why: string, hint?: string) => never): Buffer {
@@ -57,10 +67,20 @@ function checked(secret: Buffer, fail: (why: string, hint?: string) => never): B
   return secret;
 }
 
-/** A symlink planted in the data directory must not make the broker read (and use) some other file's bytes. */
-function readNoFollow(file: string): Buffer {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+/**
+ * A symlink planted in the data directory must not make the broker read (and use) some other file's bytes, nor a
+ * FIFO hold the start (hence O_NONBLOCK and the check for a regular file). A secret others can read lets them
+ * compute every unknown user's fake salt and so tell unknown names from real ones: refused, as the audit signing
+ * key and the metrics token are.
+ */
+function readNoFollow(file: string, fail: (why: string, hint?: string) => never): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) fail('not a regular file', 'delete it: the next start makes a new one');
+    const mode = info.mode & 0o777;
+    if ((mode & 0o077) !== 0)
+      fail(`readable or writable by group or others (mode ${mode.toString(8)})`, `chmod 600 ${file}`);
     return readFileSync(fd);
   } finally {
     closeSync(fd);

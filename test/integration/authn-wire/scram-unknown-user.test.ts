@@ -1,4 +1,5 @@
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -150,5 +151,26 @@ describe('SCRAM unknown users', () => {
         },
       }),
     ).rejects.toThrow(/scram-unknown-user\.secret: holds 9 bytes, fewer than 32/);
+  });
+
+  it('a secret file others can read stops the start, naming the file', async () => {
+    const dataDir = dir.file('loose');
+    mkdirSync(dataDir, { mode: 0o700 });
+    // Restored from a backup, say: whoever can read it can compute every unknown user's fake salt.
+    const secret = join(dataDir, UNKNOWN_USER_SECRET_FILE);
+    writeFileSync(secret, randomBytes(32), { mode: 0o644 });
+    chmodSync(secret, 0o644);
+    const credentials = dir.write(
+      'scram3.txt',
+      `${formatScramCredentialLine('alice', await deriveScramCredential('pw', 'SCRAM-SHA-256', 4096))}\n`,
+    );
+    await expect(
+      startBroker({
+        config: {
+          data_dir: dataDir,
+          authentication: { steps: [{ type: 'scram', store: { type: 'file', path: credentials } }] },
+        },
+      }),
+    ).rejects.toThrow(/scram-unknown-user\.secret: readable or writable by group or others \(mode 644\)/);
   });
 });
