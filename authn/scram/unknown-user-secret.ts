@@ -22,17 +22,10 @@ const SECRET_BYTES = 32;
  * while real users' salts stay: a prober comparing the two would tell them apart (docs/scram.md).
  */
 export function dataDirUnknownUserSecret(dataDir: string): Buffer {
+  const existing = existingUnknownUserSecret(dataDir);
+  if (existing) return existing;
   const file = join(dataDir, UNKNOWN_USER_SECRET_FILE);
-  const fail = (why: string, hint?: string): never => {
-    throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `SCRAM unknown-user secret ${file}: ${why}`, undefined, hint);
-  };
-  try {
-    return checked(readNoFollow(file, fail), fail);
-  } catch (error) {
-    if (error instanceof BulwarkError) throw error;
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
-      return fail(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
+  const fail = failure(file);
   // Written whole under a temporary name, then linked into place: the file never exists part-written, and a
   // second step making it at the same moment keeps the first one's (link refuses to replace).
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
@@ -59,6 +52,28 @@ export function dataDirUnknownUserSecret(dataDir: string): Buffer {
     unlinkSync(tmp);
   }
   return checked(readNoFollow(file, fail), fail);
+}
+
+/**
+ * The data directory's secret as start reads it, or undefined when there is none yet (start makes it). Nothing is
+ * created: `bulwark config check` asks this too, so that it refuses what start would.
+ */
+export function existingUnknownUserSecret(dataDir: string): Buffer | undefined {
+  const file = join(dataDir, UNKNOWN_USER_SECRET_FILE);
+  const fail = failure(file);
+  try {
+    return checked(readNoFollow(file, fail), fail);
+  } catch (error) {
+    if (error instanceof BulwarkError) throw error;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return fail(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+function failure(file: string): (why: string, hint?: string) => never {
+  return (why, hint) => {
+    throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `SCRAM unknown-user secret ${file}: ${why}`, undefined, hint);
+  };
 }
 
 function checked(secret: Buffer, fail: (why: string, hint?: string) => never): Buffer {

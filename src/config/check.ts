@@ -3,6 +3,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadSigningKey } from '../../audit/signing-key.js';
 import { createVerificationServices, type VerificationConfig } from '../../authn/config.js';
 import type { AuthenticatorContext, ChainConfig } from '../../authn/registry.js';
+import { existingUnknownUserSecret } from '../../authn/scram/unknown-user-secret.js';
 import { createAuthorization } from '../../authz/create.js';
 import { formatDiagnostic } from '../../authz/model.js';
 import { authenticatorRegistry } from '../authentication.js';
@@ -74,11 +75,11 @@ function isFileStore(path: Path): boolean {
 /**
  * `bulwark config check`: what `bulwark start` would refuse before opening a port, without starting anything. The
  * schema (with the line of each problem); an existing data_dir fit for the broker; every input file readable, the
- * metrics token and the audit signing key as start reads them; each authentication step built; the policy files
- * loaded and their cases run, as at start; each TLS listener's certificate, key, CA bundle and CRLs built into a
- * context. Not checked: what needs the network (databases, directories, JWKS, OCSP responders) and the contents of
- * password and PSK files (read when start starts the chains). Files of a section that is off are not read, as by
- * start.
+ * metrics token and the audit signing key as start reads them; each authentication step built (a SCRAM step's
+ * unknown-user secret in data_dir read, when it exists); the policy files loaded and their cases run, as at start;
+ * each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what needs the network
+ * (databases, directories, JWKS, OCSP responders) and the contents of password and PSK files (read when start
+ * starts the chains). Files of a section that is off are not read, as by start.
  */
 export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   const text = readConfigFile(file).toString('utf8');
@@ -171,6 +172,10 @@ function checkAuthentication(config: BrokerConfig, text: string, file: string, b
     chain.steps.forEach((step, index) => {
       try {
         authenticatorRegistry.buildChain({ ...chain, steps: [step] }, context);
+        // Start reads the data directory's unknown-user secret for such a step (and makes it when missing).
+        const s = step as { type?: unknown; unknown_user_secret_file?: unknown };
+        if (s.type === 'scram' && s.unknown_user_secret_file === undefined && existsSync(config.data_dir))
+          existingUnknownUserSecret(config.data_dir);
       } catch (error) {
         if (!(error instanceof BulwarkError)) throw error;
         const at = [...path, 'steps', index];

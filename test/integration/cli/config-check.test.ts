@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -194,6 +194,33 @@ describe('bulwark config check', () => {
       expect(result.code).toBe(1);
       expect(result.stderr).toContain(
         `:1:11: data_dir: data directory ${dataDir} is writable by group or others (mode 777)`,
+      );
+    }, 30_000);
+
+    it("a SCRAM step's unknown-user secret in data_dir that start refuses (nothing is created when it is missing)", async () => {
+      const dataDir = join(dir, 'scram-data');
+      const config = join(dir, 'scram-secret.yaml');
+      // A credential file with no lines: the step is built all the same.
+      writeFileSync(join(dir, 'scram-empty.txt'), '');
+      writeFileSync(
+        config,
+        `data_dir: ${dataDir}\nwarmup_connects: 0\nlisteners:\n  - port: 0\n` +
+          'authentication:\n  steps:\n    - type: scram\n      store:\n        type: file\n        path: scram-empty.txt\n',
+      );
+      mkdirSync(dataDir, { mode: 0o700 });
+      const missing = await runCli(['config', 'check', config]);
+      expect(missing.stderr).toBe('');
+      expect(missing.code).toBe(0);
+      expect(existsSync(join(dataDir, 'scram-unknown-user.secret'))).toBe(false);
+
+      writeFileSync(join(dataDir, 'scram-unknown-user.secret'), 'too short', { mode: 0o600 });
+      const start = await runCli(['start', '-c', config]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toContain('scram-unknown-user.secret: holds 9 bytes, fewer than 32');
+      const result = await runCli(['config', 'check', config]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(
+        /:7:7: authentication\.steps\.0: SCRAM unknown-user secret .*scram-unknown-user\.secret: holds 9 bytes/,
       );
     }, 30_000);
 
