@@ -177,7 +177,10 @@ export class JwksSource {
     // An identity provider always publishes a key; an empty set is a fault on its side (a deployment half done, a
     // proxy's placeholder). Taken as the new copy it would refuse every token as a bad credential, and count each
     // against the brute-force throttle; as a failed fetch the last good copy stays, as the stale rules allow.
-    if ((parsed as { keys: unknown[] }).keys.length === 0) throw new Error('response holds no keys');
+    // Members without a kty (REQUIRED, RFC 7517 §4.1) match no token either: such a set is as empty.
+    const isKey = (k: unknown): boolean =>
+      typeof k === 'object' && k !== null && typeof (k as { kty?: unknown }).kty === 'string';
+    if (!(parsed as { keys: unknown[] }).keys.some(isKey)) throw new Error('response holds no keys');
     return parsed as JSONWebKeySet;
   }
 }

@@ -179,6 +179,8 @@ describe('jwt authenticator with a JWKS URL', () => {
     ['answers JSON that is not a key set', (res) => res.end('{"keys":"none"}')],
     // Not a rotation to nothing: every token would be refused as a bad credential and counted by the throttle.
     ['answers an empty key set', (res) => res.end('{"keys":[]}')],
+    // Members without the REQUIRED kty (RFC 7517 §4.1) are no keys either: the same empty copy in disguise.
+    ['answers a key set whose members are no keys', (res) => res.end('{"keys":[{},{"use":"sig"}]}')],
   ];
   for (const [name, answer] of failures) {
     it(`a provider that ${name} is asked at most once per jwks_min_refetch_ms, and tokens get serverUnavailable`, async () => {
