@@ -217,7 +217,9 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     const { length } = mechanismParams(mechanism);
     return {
       mechanism,
-      salt: derive('salt', 16),
+      // As long as most real salts of the store are (a length only unknown users had would give them away); 16
+      // bytes, what `bulwark passwd` makes, where the store cannot tell. At most what one HMAC-SHA-512 gives.
+      salt: derive('salt', Math.min(64, this.#store.typicalSaltLength?.(mechanism) ?? 16)),
       iterations: Math.max(
         this.#minIterations,
         this.#unknownIterations ?? this.#store.typicalIterations?.(mechanism) ?? this.#minIterations,

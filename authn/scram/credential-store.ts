@@ -15,6 +15,8 @@ export interface ScramCredentialStore {
    * unknown users are told by default, so that the count does not give them away.
    */
   typicalIterations?(mechanism: ScramMechanism): number | undefined;
+  /** The salt length (bytes) most of the stored credentials of `mechanism` use, where the store can tell. */
+  typicalSaltLength?(mechanism: ScramMechanism): number | undefined;
   start?(): Promise<void>;
   stop?(): Promise<void>;
 }

@@ -66,6 +66,7 @@ export class ScramCredentialFile implements ScramCredentialStore {
   readonly kind = 'file';
   #users = new Map<string, ScramCredential>();
   #typical = new Map<ScramMechanism, number>();
+  #typicalSalt = new Map<ScramMechanism, number>();
   #loaded: Promise<void> | undefined;
 
   constructor(
@@ -81,11 +82,16 @@ export class ScramCredentialFile implements ScramCredentialStore {
   async reload(): Promise<void> {
     const text = await readFile(this.path, 'utf8');
     this.#users = parseScramCredentialFile(text, this.path, this.minIterations);
-    this.#typical = mostCommonIterations(this.#users.values());
+    this.#typical = mostCommon(this.#users.values(), (c) => c.iterations);
+    this.#typicalSalt = mostCommon(this.#users.values(), (c) => c.salt.length);
   }
 
   typicalIterations(mechanism: ScramMechanism): number | undefined {
     return this.#typical.get(mechanism);
+  }
+
+  typicalSaltLength(mechanism: ScramMechanism): number | undefined {
+    return this.#typicalSalt.get(mechanism);
   }
 
   get size(): number {
@@ -105,19 +111,21 @@ export class ScramCredentialFile implements ScramCredentialStore {
   }
 }
 
-/** Per mechanism, the iteration count most credentials use (the higher one on a tie). */
-function mostCommonIterations(credentials: Iterable<ScramCredential>): Map<ScramMechanism, number> {
+/** Per mechanism, the value (iteration count, salt length) most credentials have (the higher one on a tie). */
+function mostCommon(
+  credentials: Iterable<ScramCredential>,
+  value: (c: ScramCredential) => number,
+): Map<ScramMechanism, number> {
   const counts = new Map<ScramMechanism, Map<number, number>>();
   for (const c of credentials) {
     const byCount = counts.get(c.mechanism) ?? new Map<number, number>();
-    byCount.set(c.iterations, (byCount.get(c.iterations) ?? 0) + 1);
+    byCount.set(value(c), (byCount.get(value(c)) ?? 0) + 1);
     counts.set(c.mechanism, byCount);
   }
   const typical = new Map<ScramMechanism, number>();
   for (const [mechanism, byCount] of counts) {
     let best: [number, number] | undefined;
-    for (const [iterations, n] of byCount)
-      if (!best || n > best[1] || (n === best[1] && iterations > best[0])) best = [iterations, n];
+    for (const [v, n] of byCount) if (!best || n > best[1] || (n === best[1] && v > best[0])) best = [v, n];
     if (best) typical.set(mechanism, best[0]);
   }
   return typical;

@@ -135,6 +135,35 @@ describe('SCRAM unknown users', () => {
     }
   });
 
+  it('get a salt as long as the stored credentials use', async () => {
+    // Credentials made elsewhere with 24-byte salts: a 16-byte one would mark a name as unknown at a glance.
+    const lines: string[] = [];
+    for (const name of ['alice', 'bob'])
+      lines.push(
+        formatScramCredentialLine(
+          name,
+          await deriveScramCredential(`${name}-pw`, 'SCRAM-SHA-256', 4096, randomBytes(24)),
+        ),
+      );
+    const credentials = dir.write('scram-salt24.txt', `${lines.join('\n')}\n`);
+    const broker = await startBroker({
+      config: {
+        authentication: {
+          anonymous: false,
+          steps: [{ type: 'scram', id: 'scram', store: { type: 'file', path: credentials } }],
+        },
+      },
+    });
+    try {
+      const real = await challenge(broker.port, 'alice');
+      const unknown = await challenge(broker.port, 'ghost');
+      expect(Buffer.from(real.salt, 'base64')).toHaveLength(24);
+      expect(Buffer.from(unknown.salt, 'base64')).toHaveLength(24);
+    } finally {
+      await broker.stop();
+    }
+  });
+
   it('a secret file shorter than 32 bytes stops the start, naming the file', async () => {
     const dataDir = dir.file('short');
     mkdirSync(dataDir, { mode: 0o700 });
