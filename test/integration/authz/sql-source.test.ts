@@ -12,7 +12,7 @@ import { Secret } from '../../../authn/secret.js';
 import { ChainAuthorizer } from '../../../authz/authorizer.js';
 import { authorizationConfigSchema } from '../../../authz/config.js';
 import { createAuthorization, type AuthorizationSubsystem } from '../../../authz/create.js';
-import { SqlAclSource, type SqlDialect } from '../../../authz/sources/sql.js';
+import { SqlAclSource, type SqlAclSourceOptions, type SqlDialect } from '../../../authz/sources/sql.js';
 import type { AccessRequest } from '../../../authz/types.js';
 import { jsonLogSink } from '../../helpers/json-log-sink.js';
 import type { SqlServiceInfo } from '../../helpers/services/types.js';
@@ -126,25 +126,36 @@ for (const d of dialects) {
       return info;
     };
 
-    const source = (over: { query?: string; port?: number; ttl?: number; now?: () => number } = {}) => {
+    type SourceOverrides = { query?: string; host?: string; port?: number; poolSize?: number; ttl?: number } & Partial<
+      Pick<
+        SqlAclSourceOptions,
+        'now' | 'queryTimeoutMs' | 'breaker' | 'maxQueuedLookups' | 'onAvailabilityChange' | 'logger'
+      >
+    >;
+    const source = (over: SourceOverrides = {}) => {
       const s = service();
+      const { query: text, host, port, poolSize, ttl, ...options } = over;
       return new SqlAclSource({
         id: d.type,
         dialect: d.type as SqlDialect,
-        query: over.query ?? query,
+        query: text ?? query,
         connection: {
-          host: s.host,
-          port: over.port ?? s.port,
+          host: host ?? s.host,
+          port: port ?? s.port,
           user: s.user,
           password: new Secret(s.password),
           database: s.database,
+          ...(poolSize === undefined ? {} : { poolSize }),
         },
-        cacheTtlMs: over.ttl ?? 60_000,
+        cacheTtlMs: ttl ?? 60_000,
         cacheMaxEntries: 100,
         queryTimeoutMs: 5_000,
-        now: over.now,
+        ...options,
       });
     };
+    /** The ACL query, taking `seconds` per run (the sleep sits in FROM, so it runs once per query). */
+    const slowQuery = (seconds: string) =>
+      `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', seconds)} WHERE username = \${username}`;
 
     beforeAll(async () => {
       const s = service();
@@ -334,20 +345,9 @@ for (const d of dialects) {
       const availability: AuditEvent[] = [];
       const captured = jsonLogSink();
       const logger = pino({ level: 'info' }, captured.sink);
-      const flaky = new SqlAclSource({
-        id: d.type,
-        dialect: d.type as SqlDialect,
-        query,
-        connection: {
-          host: '127.0.0.1',
-          port: (forwarder.address() as AddressInfo).port,
-          user: s.user,
-          password: new Secret(s.password),
-          database: s.database,
-        },
-        cacheTtlMs: 60_000,
-        cacheMaxEntries: 100,
-        queryTimeoutMs: 5_000,
+      const flaky = source({
+        host: '127.0.0.1',
+        port: (forwarder.address() as AddressInfo).port,
         breaker: { failureThreshold: 2, resetMs: 10_000 },
         onAvailabilityChange: (event) => availability.push(event),
         now: () => now,
@@ -389,26 +389,14 @@ for (const d of dialects) {
     });
 
     it('a flood of new identities is refused beyond the pool and its queue, and never opens the breaker', async () => {
-      const s = service();
       const availability: AuditEvent[] = [];
       const captured = jsonLogSink();
       const logger = pino({ level: 'info' }, captured.sink);
       // One connection and one waiting lookup; each query takes 0.3 s, and a single failure would open the breaker.
       // Lookups beyond those two are refused at once, as overload: not failures of the database.
-      const busy = new SqlAclSource({
-        id: d.type,
-        dialect: d.type as SqlDialect,
-        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', '0.3')} WHERE username = \${username}`,
-        connection: {
-          host: s.host,
-          port: s.port,
-          user: s.user,
-          password: new Secret(s.password),
-          database: s.database,
-          poolSize: 1,
-        },
-        cacheTtlMs: 60_000,
-        cacheMaxEntries: 100,
+      const busy = source({
+        query: slowQuery('0.3'),
+        poolSize: 1,
         queryTimeoutMs: 3_000,
         breaker: { failureThreshold: 1, resetMs: 60_000 },
         maxQueuedLookups: 1,
@@ -437,25 +425,13 @@ for (const d of dialects) {
     });
 
     it('a lookup whose wait for a connection outlives its deadline is saturation, not a failure logged per request', async () => {
-      const s = service();
       const captured = jsonLogSink();
       const logger = pino({ level: 'info' }, captured.sink);
       // One connection, 0.6 s per query, a 1 s deadline: the first two lookups hold the connection for 1.2 s between
       // them, so the third, queued behind both, reaches its deadline while still waiting.
-      const busy = new SqlAclSource({
-        id: d.type,
-        dialect: d.type as SqlDialect,
-        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', '0.6')} WHERE username = \${username}`,
-        connection: {
-          host: s.host,
-          port: s.port,
-          user: s.user,
-          password: new Secret(s.password),
-          database: s.database,
-          poolSize: 1,
-        },
-        cacheTtlMs: 60_000,
-        cacheMaxEntries: 100,
+      const busy = source({
+        query: slowQuery('0.6'),
+        poolSize: 1,
         queryTimeoutMs: 1_000,
         breaker: { failureThreshold: 1, resetMs: 60_000 },
         maxQueuedLookups: 10,
@@ -483,24 +459,12 @@ for (const d of dialects) {
     });
 
     it('lookups still waiting for a connection when the source stops do not open its breaker', async () => {
-      const s = service();
       const availability: AuditEvent[] = [];
       // One connection, 0.3 s per query, two failures open the breaker: the two lookups waiting behind the first.
       // (The first may fail too: MariaDB's pool ends the connection a query runs on. That one is not counted here.)
-      const busy = new SqlAclSource({
-        id: d.type,
-        dialect: d.type as SqlDialect,
-        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep.replace('1', '0.3')} WHERE username = \${username}`,
-        connection: {
-          host: s.host,
-          port: s.port,
-          user: s.user,
-          password: new Secret(s.password),
-          database: s.database,
-          poolSize: 1,
-        },
-        cacheTtlMs: 60_000,
-        cacheMaxEntries: 100,
+      const busy = source({
+        query: slowQuery('0.3'),
+        poolSize: 1,
         queryTimeoutMs: 3_000,
         breaker: { failureThreshold: 2, resetMs: 60_000 },
         onAvailabilityChange: (event) => availability.push(event),
@@ -521,9 +485,8 @@ for (const d of dialects) {
     });
 
     it('a query slower than the deadline denies with a timeout', async () => {
-      // The sleep sits in FROM, so it runs once per query rather than once per row.
       const slow = source({
-        query: `SELECT permission, action, topic FROM ${table}, ${d.sleep} WHERE username = \${username}`,
+        query: slowQuery('1'),
       });
       await slow.start();
       try {
