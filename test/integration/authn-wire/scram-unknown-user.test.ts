@@ -164,33 +164,29 @@ describe('SCRAM unknown users', () => {
     }
   });
 
-  it('a secret file shorter than 32 bytes stops the start, naming the file', async () => {
-    const dataDir = dir.file('short');
+  // A short one (a write cut off), or one others can read (restored from a backup, say: whoever can read it can
+  // compute every unknown user's fake salt).
+  it.each([
+    [
+      'shorter than 32 bytes',
+      Buffer.from('too short'),
+      0o600,
+      /scram-unknown-user\.secret: holds 9 bytes, fewer than 32/,
+    ],
+    [
+      'others can read',
+      randomBytes(32),
+      0o644,
+      /scram-unknown-user\.secret: readable or writable by group or others \(mode 644\)/,
+    ],
+  ] as const)('a secret file %s stops the start, naming the file', async (name, content, mode, expected) => {
+    const dataDir = dir.file(name.replace(/\W+/g, '-'));
     mkdirSync(dataDir, { mode: 0o700 });
-    writeFileSync(join(dataDir, UNKNOWN_USER_SECRET_FILE), 'too short', { mode: 0o600 });
-    const credentials = dir.write(
-      'scram2.txt',
-      `${formatScramCredentialLine('alice', await deriveScramCredential('pw', 'SCRAM-SHA-256', 4096))}\n`,
-    );
-    await expect(
-      startBroker({
-        config: {
-          data_dir: dataDir,
-          authentication: { steps: [{ type: 'scram', store: { type: 'file', path: credentials } }] },
-        },
-      }),
-    ).rejects.toThrow(/scram-unknown-user\.secret: holds 9 bytes, fewer than 32/);
-  });
-
-  it('a secret file others can read stops the start, naming the file', async () => {
-    const dataDir = dir.file('loose');
-    mkdirSync(dataDir, { mode: 0o700 });
-    // Restored from a backup, say: whoever can read it can compute every unknown user's fake salt.
     const secret = join(dataDir, UNKNOWN_USER_SECRET_FILE);
-    writeFileSync(secret, randomBytes(32), { mode: 0o644 });
-    chmodSync(secret, 0o644);
+    writeFileSync(secret, content, { mode });
+    chmodSync(secret, mode);
     const credentials = dir.write(
-      'scram3.txt',
+      `${dataDir.split('/').at(-1)}.txt`,
       `${formatScramCredentialLine('alice', await deriveScramCredential('pw', 'SCRAM-SHA-256', 4096))}\n`,
     );
     await expect(
@@ -200,6 +196,6 @@ describe('SCRAM unknown users', () => {
           authentication: { steps: [{ type: 'scram', store: { type: 'file', path: credentials } }] },
         },
       }),
-    ).rejects.toThrow(/scram-unknown-user\.secret: readable or writable by group or others \(mode 644\)/);
+    ).rejects.toThrow(expected);
   });
 });
