@@ -1309,4 +1309,11 @@ export class Broker {
     }
     await Promise.all(closing);
   }
+
+  /** Sessions the store keeps (persistent ones): `$SYS/broker/store/sessions` and the metrics' `store_sessions`. */
+  persistedSessionCount(): number {
+    let persisted = 0;
+    for (const session of this.sessions.values()) if (session.journal) persisted++;
+    return persisted;
+  }
 }

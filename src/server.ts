@@ -80,6 +80,11 @@ export class BulwarkServer {
   /** The configuration as changed by `reloadConfig` (undefined until the first reload). */
   private runningConfig: BrokerConfig | undefined;
 
+  /** What relative paths in the configuration resolve against: the configuration file's folder. */
+  private get baseDir(): string {
+    return this.options.baseDir ?? process.cwd();
+  }
+
   constructor(readonly options: ServerOptions) {
     const config = options.config;
     this.log = options.log ?? createLogger(config.log_level);
@@ -108,7 +113,7 @@ export class BulwarkServer {
       guard: options.guard,
       refusalClock: options.refusalClock,
     });
-    this.chains = new AuthenticationChains(config, this.broker.audit, this.log, options.baseDir ?? process.cwd());
+    this.chains = new AuthenticationChains(config, this.broker.audit, this.log, this.baseDir);
     for (const listenerConfig of config.listeners) {
       const name = listenerName(listenerConfig);
       this.listeners.push({
@@ -123,9 +128,7 @@ export class BulwarkServer {
     if (this.store) {
       const store = this.store;
       this.sys.add('$SYS/broker/store/bytes', () => String(store.fileBytes));
-      this.sys.add('$SYS/broker/store/sessions', () =>
-        String([...this.broker.sessions.values()].filter((s) => s.journal).length),
-      );
+      this.sys.add('$SYS/broker/store/sessions', () => String(this.broker.persistedSessionCount()));
       this.sys.add('$SYS/broker/store/durability', () => store.durability);
     }
     if (loaded) this.restoreFrom(loaded);
@@ -155,7 +158,7 @@ export class BulwarkServer {
     // Read first: a missing or unsafe token file stops the start before anything is opened.
     const metricsToken =
       config.metrics.enabled && config.metrics.bearer_token_file !== undefined
-        ? readBearerToken(config.metrics.bearer_token_file, this.options.baseDir ?? process.cwd())
+        ? readBearerToken(config.metrics.bearer_token_file, this.baseDir)
         : undefined;
     if (!this.options.audit) {
       if (config.audit.enabled) {
@@ -196,7 +199,7 @@ export class BulwarkServer {
     if (!this.options.authorizer) {
       const audit = this.audit;
       this.authorization = createAuthorization(config.authorization, {
-        baseDir: this.options.baseDir ?? process.cwd(),
+        baseDir: this.baseDir,
         logger: this.log,
         onPolicyEvent: (event) => audit.record(policyEventToAudit(event)),
         onSourceAvailability: (event) => audit.record(event),
@@ -303,7 +306,7 @@ export class BulwarkServer {
       secure = await SecureListener.create(
         { tls: c.tls, psk: c.psk, ocsp: c.ocsp_stapling },
         listener.name,
-        this.options.baseDir ?? process.cwd(),
+        this.baseDir,
         (event) => broker.audit.record(event),
         this.options.maxPendingTlsHandshakes,
       );

@@ -123,11 +123,7 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   const store = sources.store;
   if (store) {
     gauge('store_bytes', 'Size of the session store journal on disk.', () => store.fileBytes);
-    gauge('store_sessions', 'Sessions kept in the store (persistent sessions).', () => {
-      let persistent = 0;
-      for (const session of broker.sessions.values()) if (session.journal) persistent++;
-      return persistent;
-    });
+    gauge('store_sessions', 'Sessions kept in the store (persistent sessions).', () => broker.persistedSessionCount());
   }
   return Registry.merge([processRegistry(), registry]);
 }
