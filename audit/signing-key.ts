@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BulwarkError } from '../src/errors.js';
 
 export interface SigningKey {
@@ -10,6 +10,11 @@ export interface SigningKey {
   keyId: string;
   /** SPKI DER, base64. */
   publicKeyDer: string;
+}
+
+/** `audit.signing_key_file`, or the key generated under the data directory when none is configured. */
+export function signingKeyFile(configured: string | undefined, dataDir: string): string {
+  return configured ?? join(dataDir, 'audit-signing.key');
 }
 
 /** `audit-signing.key` → `audit-signing.pub`; any other name gets `.pub` appended. */

@@ -12,7 +12,7 @@ import { HEAD_FILE, auditFileName, listAuditFiles, readFileTail, type AuditHead 
 import { recoverChainHead, type TornRegion } from './recover.js';
 import { PostgresAuditMirror, type AuditMirror, type AuditMirrorStats } from './mirror.js';
 import { GENESIS_HASH, checkpointMessage, encodeRecord, parseRecordLine } from './record.js';
-import { loadSigningKey, type SigningKey } from './signing-key.js';
+import { loadSigningKey, signingKeyFile, type SigningKey } from './signing-key.js';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 export type FailurePolicy = 'fail-closed' | 'continue';
@@ -92,7 +92,7 @@ export function auditWriterOptions(
   dataDir: string,
   extras: Pick<AuditWriterOptions, 'logger' | 'now' | 'onStateChange'> = {},
 ): AuditWriterOptions {
-  const keyFile = config.signing_key_file ?? join(dataDir, 'audit-signing.key');
+  const keyFile = signingKeyFile(config.signing_key_file, dataDir);
   const mirror = config.mirror
     ? new PostgresAuditMirror({ config: config.mirror, logger: extras.logger ?? silentLogger })
     : undefined;

@@ -1,6 +1,6 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { loadSigningKey } from '../../audit/signing-key.js';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { loadSigningKey, signingKeyFile } from '../../audit/signing-key.js';
 import { createVerificationServices, type VerificationConfig } from '../../authn/config.js';
 import type { AuthenticatorContext, ChainConfig } from '../../authn/registry.js';
 import { existingUnknownUserSecret } from '../../authn/scram/unknown-user-secret.js';
@@ -134,13 +134,7 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
       const manager = await createTlsContextManager(tlsContextOptionsFrom(listener.tls, absolute), () => undefined);
       manager.close();
     } catch (error) {
-      if (!(error instanceof BulwarkError)) throw error;
-      throw new BulwarkError(
-        error.code,
-        `listeners.${index}.tls: ${error.message}`,
-        error.position ?? configValuePosition(text, file, ['listeners', index, 'tls']),
-        error.hint,
-      );
+      atSetting(error, ['listeners', index, 'tls'], text, file);
     }
   }
   return config;
@@ -177,14 +171,7 @@ function checkAuthentication(config: BrokerConfig, text: string, file: string, b
         if (s.type === 'scram' && s.unknown_user_secret_file === undefined && existsSync(config.data_dir))
           existingUnknownUserSecret(config.data_dir);
       } catch (error) {
-        if (!(error instanceof BulwarkError)) throw error;
-        const at = [...path, 'steps', index];
-        throw new BulwarkError(
-          error.code,
-          `${at.join('.')}: ${error.message}`,
-          error.position ?? configValuePosition(text, file, at),
-          error.hint,
-        );
+        atSetting(error, [...path, 'steps', index], text, file);
       }
     });
   }
@@ -196,19 +183,28 @@ function checkAuthentication(config: BrokerConfig, text: string, file: string, b
  */
 function checkSigningKey(config: BrokerConfig, text: string, file: string): void {
   const configured = config.audit.signing_key_file;
-  const keyFile = configured ?? join(config.data_dir, 'audit-signing.key');
+  const keyFile = signingKeyFile(configured, config.data_dir);
   if (configured === undefined && !existsSync(keyFile)) return;
   try {
     loadSigningKey(keyFile, false);
   } catch (error) {
-    if (!(error instanceof BulwarkError) || configured === undefined) throw error;
-    throw new BulwarkError(
-      error.code,
-      `audit.signing_key_file: ${error.message}`,
-      configValuePosition(text, file, ['audit', 'signing_key_file']),
-      error.hint,
-    );
+    if (configured === undefined) throw error;
+    atSetting(error, ['audit', 'signing_key_file'], text, file);
   }
+}
+
+/**
+ * A refusal of start's own code, named by the setting it came from and placed at that setting's line (unless it
+ * already names a position of its own, in a file the setting points to). Anything else is thrown as it is.
+ */
+function atSetting(error: unknown, path: Path, text: string, file: string): never {
+  if (!(error instanceof BulwarkError)) throw error;
+  throw new BulwarkError(
+    error.code,
+    `${path.join('.')}: ${error.message}`,
+    error.position ?? configValuePosition(text, file, path),
+    error.hint,
+  );
 }
 
 function unreadable(path: string): string | undefined {
