@@ -3,6 +3,7 @@ import type { Secret } from '../../authn/secret.js';
 import type { AuditEvent } from '../../audit/events.js';
 import { CircuitBreaker } from '../../authn/verify/breaker.js';
 import { ConcurrencyPool, PoolSaturatedError } from '../../authn/verify/pool.js';
+import { DEFAULT_VERIFICATION } from '../../authn/verify/services.js';
 import { BulwarkError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { isClientInputError } from '../../src/sql-client-input-error.js';
@@ -45,7 +46,7 @@ export interface SqlAclSourceOptions {
   queryTimeoutMs: number;
   /**
    * Consecutive failed lookups that make the source fail fast (`breaker_failure_threshold`), and for how long
-   * before one probe (`breaker_reset_ms`). Defaults: 5 and 10 s, as for authentication backends.
+   * before one probe (`breaker_reset_ms`). Defaults: those of the authentication backends (`DEFAULT_VERIFICATION`).
    */
   breaker?: { failureThreshold: number; resetMs: number };
   /**
@@ -244,8 +245,8 @@ export class SqlAclSource implements AuthzSource {
     this.#executor = opts.executor;
     this.#now = opts.now ?? Date.now;
     this.#breaker = new CircuitBreaker(opts.id, {
-      failureThreshold: opts.breaker?.failureThreshold ?? 5,
-      resetTimeoutMs: opts.breaker?.resetMs ?? 10_000,
+      failureThreshold: opts.breaker?.failureThreshold ?? DEFAULT_VERIFICATION.breakerFailureThreshold,
+      resetTimeoutMs: opts.breaker?.resetMs ?? DEFAULT_VERIFICATION.breakerResetMs,
       now: this.#now,
       onStateChange: (state) => {
         if (state !== 'half-open') this.#availabilityChanged(state);
@@ -371,10 +372,10 @@ export class SqlAclSource implements AuthzSource {
   }
 
   #availabilityChanged(state: 'open' | 'closed'): void {
-    const { logger, breaker, onAvailabilityChange } = this.#opts;
+    const { logger, onAvailabilityChange } = this.#opts;
     if (state === 'open')
       logger?.warn(
-        { event: 'authz.source_unavailable', source: this.id, retry_in_ms: breaker?.resetMs ?? 10_000 },
+        { event: 'authz.source_unavailable', source: this.id, retry_in_ms: this.#breaker.options.resetTimeoutMs },
         'authorization source unavailable: its lookups fail at once (on_error applies) until a probe succeeds',
       );
     else logger?.info({ event: 'authz.source_recovered', source: this.id }, 'authorization source answers again');
