@@ -7,7 +7,7 @@ import type { ScramSettings } from './config.js';
 import type { ScramCredentialStore } from './credential-store.js';
 import { ScramCredentialFile } from './file-store.js';
 import { createMysqlScramStore, createPostgresScramStore } from './sql-store.js';
-import { dataDirUnknownUserSecret } from './unknown-user-secret.js';
+import { dataDirUnknownUserSecret, UNKNOWN_USER_SECRET_BYTES } from './unknown-user-secret.js';
 
 function readSecretFile(path: string, what: string): Buffer {
   try {
@@ -83,8 +83,11 @@ export function createScramAuthenticator(
   let unknownUserSecret: Buffer | undefined;
   if (settings.unknown_user_secret_file !== undefined) {
     unknownUserSecret = readSecretFile(resolve(baseDir, settings.unknown_user_secret_file), 'unknown_user_secret_file');
-    if (unknownUserSecret.length < 32) {
-      throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', 'unknown_user_secret_file must hold at least 32 bytes');
+    if (unknownUserSecret.length < UNKNOWN_USER_SECRET_BYTES) {
+      throw new BulwarkError(
+        'BULWARK_ERR_CONFIG_INVALID',
+        `unknown_user_secret_file must hold at least ${UNKNOWN_USER_SECRET_BYTES} bytes`,
+      );
     }
   } else if (dataDir !== undefined) {
     unknownUserSecret = perStoreSecret(dataDirUnknownUserSecret(dataDir), storeIdentity(settings, baseDir));

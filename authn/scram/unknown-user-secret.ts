@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { BulwarkError } from '../../src/errors.js';
 
 export const UNKNOWN_USER_SECRET_FILE = 'scram-unknown-user.secret';
-const SECRET_BYTES = 32;
+/** The least an unknown-user secret holds, configured or made: what makes 256-bit HMAC keys of it. */
+export const UNKNOWN_USER_SECRET_BYTES = 32;
 
 /**
  * The data directory's secret for unknown users' fake salts, made on the first start (32 random bytes, mode 0600)
@@ -39,7 +40,7 @@ export function dataDirUnknownUserSecret(dataDir: string): Buffer {
     );
   }
   try {
-    writeSync(fd, randomBytes(SECRET_BYTES));
+    writeSync(fd, randomBytes(UNKNOWN_USER_SECRET_BYTES));
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -77,8 +78,11 @@ function failure(file: string): (why: string, hint?: string) => never {
 }
 
 function checked(secret: Buffer, fail: (why: string, hint?: string) => never): Buffer {
-  if (secret.length < SECRET_BYTES)
-    fail(`holds ${secret.length} bytes, fewer than ${SECRET_BYTES}`, 'delete it: the next start makes a new one');
+  if (secret.length < UNKNOWN_USER_SECRET_BYTES)
+    fail(
+      `holds ${secret.length} bytes, fewer than ${UNKNOWN_USER_SECRET_BYTES}`,
+      'delete it: the next start makes a new one',
+    );
   return secret;
 }
 
