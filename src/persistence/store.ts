@@ -88,31 +88,21 @@ export class SessionStore implements OutboundJournal {
     mkdirSync(this.dir, { recursive: true, mode: STORE_DIR_MODE });
     const all = journalFiles(this.dir);
     this.checkNewestGeneration(all);
-    const files = all.slice(-1);
+    const newest = all.at(-1);
+    if (newest === undefined) return { records: [], files: [], tornTailBytes: 0, droppedBytes: 0 };
     if (all.length > 1)
       this.options.log.warn(
-        { file: files[0], superseded: all.slice(0, -1) },
+        { file: newest, superseded: all.slice(0, -1) },
         'store: older journal files left by an interrupted compaction are superseded by the newest; the next compaction removes them',
       );
-    const records: StoreRecord[] = [];
-    let tornTailBytes = 0;
-    let droppedBytes = 0;
-    for (const name of files) {
-      const file = join(this.dir, name);
-      const result = readJournal<StoreRecord>(file, this.options.repair);
-      // Not `push(...records)`: a spread passes every record as an argument and overflows the stack past ~120,000.
-      for (const record of result.records) records.push(record);
-      droppedBytes += result.droppedBytes;
-      if (result.tornTailBytes > 0 || result.droppedBytes > 0) {
-        tornTailBytes += result.tornTailBytes;
-        JournalWriter.sealTornTail(file, result.tornTailBytes + result.droppedBytes);
-      }
-    }
+    const file = join(this.dir, newest);
+    const { records, tornTailBytes, droppedBytes } = readJournal<StoreRecord>(file, this.options.repair);
+    if (tornTailBytes > 0 || droppedBytes > 0) JournalWriter.sealTornTail(file, tornTailBytes + droppedBytes);
     for (const record of records) {
       if ((record.t === 'o' || record.t === 'u' || record.t === 'd') && record.k >= this.nextKey)
         this.nextKey = record.k + 1;
     }
-    return { records, files, tornTailBytes, droppedBytes };
+    return { records, files: [newest], tornTailBytes, droppedBytes };
   }
 
   /**
