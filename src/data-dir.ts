@@ -23,7 +23,7 @@ export const DATA_DIR_LOCK_NAME = 'bulwark.lock';
  * the mode says, so one that is neither the broker's user nor root (who can anyway) could replace the control
  * socket, the lock or the block list. Undefined where there are no uids (Windows).
  */
-export function foreignOwner(dir: string, uid: number): BulwarkError | undefined {
+function foreignOwner(dir: string, uid: number): BulwarkError | undefined {
   const self = process.geteuid?.();
   if (self === undefined || uid === self || uid === 0) return undefined;
   return new BulwarkError(
@@ -41,7 +41,7 @@ export function foreignOwner(dir: string, uid: number): BulwarkError | undefined
  * broker's next open of its block list, and every `bulwark` command's control socket, would follow it there.
  * Undefined where there are no uids (Windows).
  */
-export function foreignLink(dir: string): BulwarkError | undefined {
+function foreignLink(dir: string): BulwarkError | undefined {
   const self = process.geteuid?.();
   if (self === undefined) return undefined;
   const absolute = resolve(dir);
@@ -80,6 +80,7 @@ function realpathOf(path: string): string {
  * Runs before anything else of the broker, so a refusal costs no warm-up, store load or open port.
  */
 export function prepareDataDir(dir: string): void {
+  // Before mkdir too: it would follow another user's link and create the directory where they chose.
   const link = foreignLink(dir);
   if (link) throw link;
   try {
@@ -97,10 +98,13 @@ export function prepareDataDir(dir: string): void {
 }
 
 /**
- * Why an existing data directory is refused (not a directory, writable by group or others, another user's), or
- * undefined when it is fit; also what `bulwark config check` asks, so it refuses what start would.
+ * Why an existing data directory is refused (reached through another user's link, not a directory, writable by
+ * group or others, another user's), or undefined when it is fit. Start, the embedded control channel and `bulwark
+ * config check` all ask this one function, so that none accepts what another refuses.
  */
 export function unsafeDataDir(dir: string): BulwarkError | undefined {
+  const link = foreignLink(dir);
+  if (link) return link;
   const info = statSync(dir);
   if (!info.isDirectory())
     return new BulwarkError('BULWARK_ERR_LISTEN', `data directory ${dir} is not a directory`, undefined, 'move it');

@@ -2,7 +2,7 @@ import { chmod, lstat, stat, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { AuditEvent } from '../../audit/events.js';
-import { foreignLink, foreignOwner } from '../data-dir.js';
+import { unsafeDataDir } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import {
@@ -152,24 +152,17 @@ export class AdminServer {
       await unlink(this.socketPath).catch(() => undefined);
   }
 
+  /** The control socket goes only into a data directory start would accept (`unsafeDataDir`). */
   private async checkDataDir(): Promise<void> {
-    const info = await stat(this.options.dataDir).catch(() => undefined);
-    if (info === undefined || !info.isDirectory())
+    if ((await stat(this.options.dataDir).catch(() => undefined)) === undefined)
       throw new BulwarkError(
         'BULWARK_ERR_LISTEN',
         `data directory ${this.options.dataDir} does not exist`,
         undefined,
         'create it with mode 0700 owned by the broker user',
       );
-    if ((info.mode & 0o022) !== 0)
-      throw new BulwarkError(
-        'BULWARK_ERR_LISTEN',
-        `data directory ${this.options.dataDir} is writable by group or others (mode ${(info.mode & 0o777).toString(8)}); refusing to open the admin socket there`,
-        undefined,
-        `chmod 0700 ${this.options.dataDir}`,
-      );
-    const foreign = foreignOwner(this.options.dataDir, info.uid) ?? foreignLink(this.options.dataDir);
-    if (foreign) throw foreign;
+    const problem = unsafeDataDir(this.options.dataDir);
+    if (problem) throw problem;
   }
 
   private async clearStaleSocket(): Promise<void> {

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -196,6 +196,28 @@ describe('bulwark config check', () => {
         `:1:11: data_dir: data directory ${dataDir} is writable by group or others (mode 777)`,
       );
     }, 30_000);
+
+    it.skipIf(process.geteuid?.() !== 0)(
+      "a data_dir reached through another user's symbolic link, as start refuses it",
+      async () => {
+        const target = join(dir, 'linked-data');
+        mkdirSync(target, { mode: 0o700 });
+        const link = join(dir, 'linked-data-link');
+        symlinkSync(target, link);
+        lchownSync(link, 65534, 65534);
+        const config = join(dir, 'linked-data.yaml');
+        writeFileSync(config, `data_dir: ${link}\nwarmup_connects: 0\nlisteners:\n  - port: 0\n`);
+        const start = await runCli(['start', '-c', config]);
+        expect(start.code).not.toBe(0);
+        expect(start.stderr).toContain(`${link} is a symbolic link owned by uid 65534`);
+        const result = await runCli(['config', 'check', config]);
+        expect(result.code).toBe(1);
+        expect(result.stderr).toContain(
+          `:1:11: data_dir: data directory ${link}: ${link} is a symbolic link owned by uid 65534`,
+        );
+      },
+      30_000,
+    );
 
     it("a SCRAM step's unknown-user secret in data_dir that start refuses (nothing is created when it is missing)", async () => {
       const dataDir = join(dir, 'scram-data');
