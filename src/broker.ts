@@ -12,7 +12,7 @@ import { authnDecisionEvent, proxyReportedTlsFields } from '../authn/decision-ev
 import type { AccessRequest, AuthzDecision, Authorizer, TopicAction } from '../authz/types.js';
 import { authzFields, connectionEvent, topicDecisionEvent } from './connection-events.js';
 import type { BrokerConfig, Limits } from './config/schema.js';
-import { Connection, LONGEST_TIMER_MS } from './connection/connection.js';
+import { Connection } from './connection/connection.js';
 import type { ListenerRuntime } from './listener.js';
 import type { Logger } from './log.js';
 import { ReasonCode, v3ConnackCode, type ReasonName } from './protocol/reason-codes.js';
@@ -34,6 +34,7 @@ import { Session, type PendingWill, type SessionEvents, type SessionLimits } fro
 import { BrokerStats } from './sys/stats.js';
 import { ConnectOutcomes } from './sys/connect-outcomes.js';
 import { isSysTopic, SYS_PUBLISH_REFUSED } from './sys/read-only.js';
+import { setTimeoutAt } from './timeout-at.js';
 import type { SessionStore } from './persistence/store.js';
 
 export interface BrokerOptions {
@@ -394,18 +395,14 @@ export class Broker {
     if (session.expiryInterval !== NEVER_EXPIRES) this.armExpiry(session, Date.now() + session.expiryInterval * 1000);
   }
 
-  /** Ends the session at `expiresAt`, however far off (see `LONGEST_TIMER_MS`). */
+  /** Ends the session at `expiresAt`, however far off (`setTimeoutAt`). */
   private armExpiry(session: Session, expiresAt: number): void {
     session.expiresAt = expiresAt;
-    const wait = Math.max(0, expiresAt - Date.now());
-    session.expiryTimer = setTimeout(
-      () => {
-        if (wait > LONGEST_TIMER_MS) this.armExpiry(session, expiresAt);
-        else this.endSession(session);
-      },
-      Math.min(wait, LONGEST_TIMER_MS),
+    setTimeoutAt(
+      expiresAt,
+      () => this.endSession(session),
+      (timer) => (session.expiryTimer = timer),
     );
-    session.expiryTimer.unref();
   }
 
   /**
@@ -414,21 +411,16 @@ export class Broker {
    * that crashed before its next compaction would publish it again after the restart.
    */
   private armWill(session: Session, will: PendingWill, dueAt: number): void {
-    const wait = Math.max(0, dueAt - Date.now());
-    will.timer = setTimeout(
+    setTimeoutAt(
+      dueAt,
       () => {
         if (session.will !== will) return;
-        if (wait > LONGEST_TIMER_MS) {
-          this.armWill(session, will, dueAt);
-          return;
-        }
         session.will = undefined;
         this.publishWill(session, will);
         if (session.journal && !session.connected) this.store?.sessionSaved(session, session.offlineSince);
       },
-      Math.min(wait, LONGEST_TIMER_MS),
+      (timer) => (will.timer = timer),
     );
-    will.timer.unref();
   }
 
   private cancelExpiry(session: Session): void {

@@ -13,6 +13,7 @@ import { parseFrames, type PacketSink } from './codec.js';
 import { encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
+import { setTimeoutAt } from '../timeout-at.js';
 import { dispatchPacket } from '../handlers/index.js';
 import { expireReauthentication } from '../handlers/auth.js';
 import type { ConnectContext } from '../handlers/connect.js';
@@ -21,11 +22,6 @@ export type ConnectionState = 'awaiting-connect' | 'authenticating' | 'connected
 
 /** How long a closing connection may wait for the peer to read our last bytes and close its side. */
 export const CLOSE_GRACE_MS = 2_000;
-/**
- * Node runs a timeout longer than 2^31 - 1 ms (24.8 days) after 1 ms instead: credential expiry, session expiry
- * and will delays longer than this are waited for in steps of at most this long.
- */
-export const LONGEST_TIMER_MS = 2_147_000_000;
 
 /** Packets held while CONNECT is being authenticated or an asynchronous check runs ([MQTT-3.1.4-7]). */
 const MAX_BACKLOG_PACKETS = 1000;
@@ -506,28 +502,20 @@ export class Connection implements SessionLink, PacketSink {
     this.authDeadline = 0;
   }
 
-  /**
-   * A credential with an expiry (JWT `exp`) disconnects the client when it runs out. Node runs a timeout over
-   * 2^31 - 1 ms (24.8 days) at once, so a later expiry is waited for in steps.
-   */
+  /** A credential with an expiry (JWT `exp`) disconnects the client when it runs out, however far off. */
   scheduleCredentialExpiry(): void {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     const expiresAt = this.identity?.expiresAt;
     if (expiresAt === undefined) return;
-    const delay = Math.max(0, expiresAt - Date.now());
-    this.expiryTimer = setTimeout(
+    setTimeoutAt(
+      expiresAt,
       () => {
-        if (delay > LONGEST_TIMER_MS) {
-          this.scheduleCredentialExpiry();
-          return;
-        }
         this.broker.log.info({ clientId: this.clientId }, 'disconnecting client: credential expired');
         this.close('notAuthorized', 'credential expired');
       },
-      Math.min(delay, LONGEST_TIMER_MS),
+      (timer) => (this.expiryTimer = timer),
     );
-    this.expiryTimer.unref();
   }
 
   /**
