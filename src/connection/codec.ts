@@ -253,8 +253,9 @@ const WILL_OR_RESERVED_FLAGS = 0x01 | 0x04 | 0x18 | 0x20;
  * A well-formed MQTT 3.1 / 3.1.1 CONNECT without a will, exactly as mqtt-packet would decode it; undefined for
  * anything else (MQTT 5, a will, bridge mode, a reserved bit, any length that does not add up), which mqtt-packet
  * then decodes or refuses with its own error; the error for a client identifier or user name that is not UTF-8
- * (decoded leniently, it would reach the authenticators as U+FFFD). A reconnect storm is all CONNECTs, and mqtt-packet's generic parser
- * (a buffer list copy per string, `debug` calls) was about a sixth of the bytes the broker allocated per connect.
+ * (decoded leniently, it would reach the authenticators as U+FFFD). A reconnect storm is all CONNECTs, and
+ * mqtt-packet's generic parser (a buffer list copy per string, `debug` calls) was about a sixth of the bytes the
+ * broker allocated per connect.
  */
 function decodePlainConnect(
   first: number,

@@ -99,9 +99,9 @@ export async function handleAuth(connection: Connection, packet: IAuthPacket): P
 }
 
 /**
- * An AUTH the broker refuses as a protocol error (CONNACK or DISCONNECT 0x82). From a connected client it was an attempt to
- * re-authenticate (another method, none at CONNECT, a client-final outside an exchange: a replay), so it is recorded
- * as a refused re-authentication like any other; not counted by the throttle, as no credential was tried.
+ * An AUTH the broker refuses as a protocol error (CONNACK or DISCONNECT 0x82). From a connected client it was an
+ * attempt to re-authenticate (another method, none at CONNECT, a client-final outside an exchange: a replay), so it
+ * is recorded as a refused re-authentication like any other; not counted by the throttle, as no credential was tried.
  */
 function refuseAuth(connection: Connection, detail: string): void {
   const ctx = connection.pendingConnect;
