@@ -161,6 +161,7 @@ function nativeArguments(job: Job): string[] {
         String(job.warmupMs),
         String(job.durationMs),
         String(job.drainMs),
+        job.wait,
       ];
     default:
       throw new Error(`the native load generator does not run ${job.kind} jobs`);

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { BrokerKind } from './brokers.js';
+import type { LatencyWait } from './loadgen/jobs.js';
 
 export interface BenchOptions {
   /** Brokers run beside Bulwark, each at most once, with the loopback port asked for (else a free one per start). */
@@ -16,6 +17,8 @@ export interface BenchOptions {
   brokerOutputDir: string | undefined;
   /** Run the connect and latency scenarios with the Node load generator instead of the C one. */
   nodeLoadgen: boolean;
+  /** How the latency scenario's C load generator waits (it polls only when pinned to a core of its own). */
+  latencyWait: LatencyWait;
   /** Raise the priority of brokers and load generator (nice -10) where permitted; --no-priority turns it off. */
   priority: boolean;
   out: string | undefined;
@@ -30,6 +33,7 @@ export const USAGE = `usage: node dist/bench/run.js [options]
   --quick                      short runs and 500 idle connections: a smoke test in seconds
   --big                        50,000 idle connections instead of 10,000
   --node-loadgen               connect and latency scenarios use the Node load generator, not the C one built per run
+  --latency-wait poll|sleep    how the C load generator waits in the latency scenario (default poll, when pinned)
   --no-priority                do not raise the priority (nice -10) of brokers and load generator
   --cpu-prof DIR               write a V8 CPU profile of every Bulwark process into DIR
   --node-option FLAG           pass FLAG to every Bulwark process's node (repeatable), e.g. --trace-gc
@@ -52,6 +56,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       'broker-output': { type: 'string' },
       'no-priority': { type: 'boolean', default: false },
       'node-loadgen': { type: 'boolean', default: false },
+      'latency-wait': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -85,6 +90,9 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
   const seconds = values.duration === undefined ? (quick ? 1 : 5) : Number(values.duration);
   if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600)
     throw new Error(`--duration ${values.duration}: seconds, 0 to 600`);
+  const latencyWait = values['latency-wait'] ?? 'poll';
+  if (latencyWait !== 'poll' && latencyWait !== 'sleep')
+    throw new Error(`--latency-wait ${latencyWait}: poll or sleep`);
   return {
     against,
     quick,
@@ -97,6 +105,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     brokerOutputDir: values['broker-output'],
     priority: !(values['no-priority'] ?? false),
     nodeLoadgen: values['node-loadgen'] ?? false,
+    latencyWait,
     out: values.out,
   };
 }

@@ -119,6 +119,8 @@ async function main(options: BenchOptions): Promise<number> {
     workDir,
     brokerCpu: pinned ? '0' : undefined,
     loadgenCpu: pinned ? '1' : undefined,
+    // A polling load generator on a shared core would take the broker's time: it polls only when pinned apart.
+    latencyWait: pinned ? options.latencyWait : 'sleep',
     nice,
     durations,
     quick: options.quick,

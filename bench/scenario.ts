@@ -1,5 +1,6 @@
 import type { BrokerKind } from './brokers.js';
 import type { Credential } from './fixtures.js';
+import type { LatencyWait } from './loadgen/jobs.js';
 
 /** One number a scenario reports, and how to read it. */
 export interface MetricSpec {
@@ -43,6 +44,8 @@ export interface BenchContext {
   workDir: string;
   brokerCpu: string | undefined;
   loadgenCpu: string | undefined;
+  /** How the latency scenario's C load generator waits (`poll` only when it has a core of its own). */
+  latencyWait: LatencyWait;
   /** `nice -n` for brokers and load generator (same for both brokers), or undefined. */
   nice: number | undefined;
   durations: Durations;

@@ -31,7 +31,15 @@ export interface LatencyJob {
   warmupMs: number;
   durationMs: number;
   drainMs: number;
+  /**
+   * How the C load generator waits between sends and deliveries: `poll` keeps its core busy so that its own
+   * wake-ups stay out of the samples (only when it has a core to itself); `sleep` waits on a timer and epoll. The
+   * Node load generator always sleeps.
+   */
+  wait: LatencyWait;
 }
+
+export type LatencyWait = 'poll' | 'sleep';
 
 export interface IdleJob {
   kind: 'idle';
@@ -85,6 +93,8 @@ export interface LatencyResult {
    */
   scheduleGapMinMs?: number;
   scheduleGapMaxMs?: number;
+  /** How the C load generator waited; absent from the Node one, which sleeps. */
+  wait?: LatencyWait;
   loadgenCpu: number;
   errors: string[];
 }

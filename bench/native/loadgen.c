@@ -8,8 +8,8 @@
  *   sends 5,000 msg/s as bursts of about five messages per millisecond, and the time a message waits for its burst
  *   (0 to 1.2 ms) swamps the broker's part of the latency (about 0.1 ms). Worse, a Node publisher that sends what
  *   is due whenever an acknowledgement arrives sends earlier the *slower* the broker acknowledges. This one sends
- *   every message at its own scheduled time from a timerfd with a 1 ns timer slack, at a pseudo-random point in the
- *   first half of its slot (see `scheduled_at`).
+ *   every message at its own scheduled time, at a pseudo-random point in the first half of its slot (see
+ *   `scheduled_at`), and by default polls rather than sleeps (see `relax`).
  *
  * It speaks just enough MQTT 3.1.1 for these (CONNECT, CONNACK, SUBSCRIBE, SUBACK, QoS 1 PUBLISH, PUBACK,
  * DISCONNECT) over non-blocking sockets and epoll, and talks to the orchestrator in the same JSON messages as
@@ -18,7 +18,7 @@
  *
  *   loadgen idle PORT CONNECTIONS CONCURRENCY
  *   loadgen storm PORT DURATION_MS CONCURRENCY [USER PASSWORD]...
- *   loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS
+ *   loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -475,7 +475,26 @@ static struct {
   double *samples, *lateness;
   long sample_count, lateness_count, capacity;
   int64_t read_at;
+  int poll;
 } lat;
+
+/*
+ * What a polling latency run does between two empty polls. A sleeping load generator wakes from a timer for every
+ * send and from epoll for every delivery, and on this kind of virtual machine a wake-up costs tens of microseconds
+ * that vary from one to the next: its own wake-ups were part of every sample, for every broker alike, and blurred
+ * the brokers' own tails (docs/performance.md, session 19). Polling keeps its core busy (it is pinned to a core of
+ * its own) and sees a send fall due, or a delivery arrive, within about a microsecond. The pause instructions keep
+ * the busy loop from flooding the core with system calls.
+ */
+static void relax(void) {
+  for (int k = 0; k < 50; k++) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+  }
+}
 
 static void arm_timer(int64_t at) {
   struct itimerspec when = {.it_value = {.tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL}};
@@ -520,7 +539,7 @@ static void send_due(void) {
     sent++;
   }
   if (sent > 0 && flush_peer(&lat.pub) < 0) note_error("publisher: write failed");
-  if (lat.next < lat.total && lat.inflight < lat.inflight_limit) arm_timer(scheduled_at(lat.next));
+  if (!lat.poll && lat.next < lat.total && lat.inflight < lat.inflight_limit) arm_timer(scheduled_at(lat.next));
 }
 
 static void on_publisher_packet(const uint8_t *packet, size_t header, size_t length) {
@@ -570,9 +589,14 @@ static double percentile(const double *sorted, long n, long p) {
 static int run_latency(int argc, char **argv) {
   if (argc < 9) {
     emit("{\"type\":\"error\",\"message\":\"usage: loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS "
-         "DURATION_MS DRAIN_MS\"}");
+         "DURATION_MS DRAIN_MS [poll|sleep]\"}");
     return 2;
   }
+  if (argc > 9 && strcmp(argv[9], "poll") != 0 && strcmp(argv[9], "sleep") != 0) {
+    emit("{\"type\":\"error\",\"message\":\"latency: the wait is poll or sleep\"}");
+    return 2;
+  }
+  lat.poll = argc <= 9 || strcmp(argv[9], "poll") == 0;
   double rate = atof(argv[3]);
   size_t payload_bytes = (size_t)atol(argv[4]);
   lat.inflight_limit = atol(argv[5]);
@@ -628,10 +652,12 @@ static int run_latency(int argc, char **argv) {
   lat.capacity = (long)(duration / lat.interval) + 2;
   lat.samples = malloc(sizeof(double) * (size_t)lat.capacity);
   lat.lateness = malloc(sizeof(double) * (size_t)lat.capacity);
-  lat.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
-  struct epoll_event timer_event = {.events = EPOLLIN, .data.ptr = NULL};
-  epoll_ctl(epfd, EPOLL_CTL_ADD, lat.timer, &timer_event);
-  arm_timer(lat.t0);
+  if (!lat.poll) {
+    lat.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+    struct epoll_event timer_event = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, lat.timer, &timer_event);
+    arm_timer(lat.t0);
+  }
 
   int started = 0, ended = 0, closed = 0;
   double cpu0 = 0, cpu_window = 0;
@@ -657,7 +683,11 @@ static int run_latency(int argc, char **argv) {
     } else if (ended && now - last_progress > drain) {
       break;
     }
-    int n = epoll_wait(epfd, events, 8, 20);
+    int n = epoll_wait(epfd, events, 8, lat.poll ? 0 : 20);
+    if (lat.poll) {
+      if (n == 0) relax();
+      if (lat.next < lat.total && lat.inflight < lat.inflight_limit && now_ns() >= scheduled_at(lat.next)) send_due();
+    }
     for (int i = 0; i < n && !closed; i++) {
       struct peer *p = events[i].data.ptr;
       if (p == NULL) {
@@ -722,8 +752,8 @@ static int run_latency(int argc, char **argv) {
   long lost = lat.total - lat.received;
   snprintf(result, sizeof result,
            "{\"type\":\"result\",\"result\":{\"kind\":\"latency\",\"sent\":%ld,\"received\":%ld,\"lost\":%ld,%s"
-           "\"samples\":%ld,\"loadgenCpu\":%.4f,\"errors\":%s}}",
-           lat.total, lat.received, lost > 0 ? lost : 0, summary, lat.sample_count,
+           "\"samples\":%ld,\"wait\":\"%s\",\"loadgenCpu\":%.4f,\"errors\":%s}}",
+           lat.total, lat.received, lost > 0 ? lost : 0, summary, lat.sample_count, lat.poll ? "poll" : "sleep",
            cpu_window / ((double)duration / 1e6), errs);
   emit(result);
   return 0;
@@ -732,7 +762,7 @@ static int run_latency(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (argc < 5) {
     emit("{\"type\":\"error\",\"message\":\"usage: loadgen idle|storm PORT N CONCURRENCY [USER PASS]... | "
-         "loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS\"}");
+         "loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep]\"}");
     return 2;
   }
   struct rlimit limit;

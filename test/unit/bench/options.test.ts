@@ -33,6 +33,12 @@ describe('bench options: --against', () => {
     expect(() => parseBenchOptions(['--against', 'aedes:1884', '--against', 'aedes:1886'])).toThrow(/already given/);
   });
 
+  it('the latency scenario polls unless told to sleep, and takes nothing else', () => {
+    expect(parseBenchOptions([]).latencyWait).toBe('poll');
+    expect(parseBenchOptions(['--latency-wait', 'sleep']).latencyWait).toBe('sleep');
+    expect(() => parseBenchOptions(['--latency-wait', 'spin'])).toThrow(/--latency-wait spin: poll or sleep/);
+  });
+
   it('refuses mosquitto and aedes on the same fixed port', () => {
     expect(() => parseBenchOptions(['--against', 'mosquitto:1884', '--against', 'aedes:1884'])).toThrow(
       /cannot share a port/,
