@@ -162,6 +162,7 @@ function nativeArguments(job: Job): string[] {
         String(job.durationMs),
         String(job.drainMs),
         job.wait,
+        ...(job.samplesFile !== undefined ? [job.samplesFile] : []),
       ];
     default:
       throw new Error(`the native load generator does not run ${job.kind} jobs`);

@@ -19,6 +19,8 @@ export interface BenchOptions {
   nodeLoadgen: boolean;
   /** How the latency scenario's C load generator waits (it polls only when pinned to a core of its own). */
   latencyWait: LatencyWait;
+  /** Where each latency run's samples are kept (the C load generator only), when asked. */
+  latencySamplesDir: string | undefined;
   /** Raise the priority of brokers and load generator (nice -10) where permitted; --no-priority turns it off. */
   priority: boolean;
   out: string | undefined;
@@ -34,6 +36,7 @@ export const USAGE = `usage: node dist/bench/run.js [options]
   --big                        50,000 idle connections instead of 10,000
   --node-loadgen               connect and latency scenarios use the Node load generator, not the C one built per run
   --latency-wait poll|sleep    how the C load generator waits in the latency scenario (default poll, when pinned)
+  --latency-samples DIR        keep every latency of each latency run in DIR (one file per run, C load generator)
   --no-priority                do not raise the priority (nice -10) of brokers and load generator
   --cpu-prof DIR               write a V8 CPU profile of every Bulwark process into DIR
   --node-option FLAG           pass FLAG to every Bulwark process's node (repeatable), e.g. --trace-gc
@@ -57,6 +60,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       'no-priority': { type: 'boolean', default: false },
       'node-loadgen': { type: 'boolean', default: false },
       'latency-wait': { type: 'string' },
+      'latency-samples': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -106,6 +110,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     priority: !(values['no-priority'] ?? false),
     nodeLoadgen: values['node-loadgen'] ?? false,
     latencyWait,
+    latencySamplesDir: values['latency-samples'],
     out: values.out,
   };
 }

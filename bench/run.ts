@@ -114,6 +114,7 @@ async function main(options: BenchOptions): Promise<number> {
     : { warmupMs: 1000, durationMs: options.durationMs, drainMs: 3000 };
   if (options.cpuProfileDir) mkdirSync(options.cpuProfileDir, { recursive: true });
   if (options.brokerOutputDir) mkdirSync(options.brokerOutputDir, { recursive: true });
+  if (options.latencySamplesDir) mkdirSync(options.latencySamplesDir, { recursive: true });
   const ctx: BenchContext = {
     repoRoot,
     workDir,
@@ -121,6 +122,7 @@ async function main(options: BenchOptions): Promise<number> {
     loadgenCpu: pinned ? '1' : undefined,
     // A polling load generator on a shared core would take the broker's time: it polls only when pinned apart.
     latencyWait: pinned ? options.latencyWait : 'sleep',
+    latencySamplesDir: options.latencySamplesDir ? resolve(options.latencySamplesDir) : undefined,
     nice,
     durations,
     quick: options.quick,

@@ -46,6 +46,8 @@ export interface BenchContext {
   loadgenCpu: string | undefined;
   /** How the latency scenario's C load generator waits (`poll` only when it has a core of its own). */
   latencyWait: LatencyWait;
+  /** Where each latency run's samples are kept, when asked (`<broker>-<n>.txt`, n counting that broker's runs). */
+  latencySamplesDir: string | undefined;
   /** `nice -n` for brokers and load generator (same for both brokers), or undefined. */
   nice: number | undefined;
   durations: Durations;

@@ -37,6 +37,8 @@ export interface LatencyJob {
    * Node load generator always sleeps.
    */
   wait: LatencyWait;
+  /** The C load generator writes every latency of the window here, in milliseconds, in the order they arrived. */
+  samplesFile?: string;
 }
 
 export type LatencyWait = 'poll' | 'sleep';

@@ -18,7 +18,10 @@
  *
  *   loadgen idle PORT CONNECTIONS CONCURRENCY
  *   loadgen storm PORT DURATION_MS CONCURRENCY [USER PASSWORD]...
- *   loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep]
+ *   loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep [SAMPLES_FILE]]
+ *
+ * SAMPLES_FILE receives every latency of the window, in milliseconds, one per line in the order the deliveries
+ * arrived: what a tail is made of (stall clusters, isolated late messages) shows in their order, not in p99.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -589,7 +592,7 @@ static double percentile(const double *sorted, long n, long p) {
 static int run_latency(int argc, char **argv) {
   if (argc < 9) {
     emit("{\"type\":\"error\",\"message\":\"usage: loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS "
-         "DURATION_MS DRAIN_MS [poll|sleep]\"}");
+         "DURATION_MS DRAIN_MS [poll|sleep [SAMPLES_FILE]]\"}");
     return 2;
   }
   if (argc > 9 && strcmp(argv[9], "poll") != 0 && strcmp(argv[9], "sleep") != 0) {
@@ -734,6 +737,12 @@ static int run_latency(int argc, char **argv) {
     if (first || gap > gap_max) gap_max = gap;
     first = 0;
   }
+  if (argc > 10) {
+    FILE *out = fopen(argv[10], "w");
+    if (out == NULL) note_error("latency: cannot write the samples file");
+    for (long i = 0; out != NULL && i < lat.sample_count; i++) fprintf(out, "%.6f\n", lat.samples[i]);
+    if (out != NULL && fclose(out) != 0) note_error("latency: cannot write the samples file");
+  }
   qsort(lat.samples, (size_t)lat.sample_count, sizeof(double), compare_doubles);
   qsort(lat.lateness, (size_t)lat.lateness_count, sizeof(double), compare_doubles);
   char summary[384] = "";
@@ -762,7 +771,8 @@ static int run_latency(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (argc < 5) {
     emit("{\"type\":\"error\",\"message\":\"usage: loadgen idle|storm PORT N CONCURRENCY [USER PASS]... | "
-         "loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep]\"}");
+         "loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep "
+         "[SAMPLES_FILE]]\"}");
     return 2;
   }
   struct rlimit limit;

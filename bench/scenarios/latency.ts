@@ -1,5 +1,7 @@
 import { absorbCpu, loadgen, saturationNote, withBroker } from '../harness.js';
-import { emptyMeasurement, type Scenario } from '../scenario.js';
+import { join } from 'node:path';
+import type { BrokerKind } from '../brokers.js';
+import { emptyMeasurement, type BenchContext, type Scenario } from '../scenario.js';
 
 export const RATE = 5000;
 
@@ -14,6 +16,7 @@ export const latencyScenario: Scenario = {
   ],
   run: (kind, ctx) =>
     withBroker(kind, ctx, {}, async (broker) => {
+      const samplesFile = latencySamplesFile(kind, ctx);
       const run = await loadgen(
         {
           kind: 'latency',
@@ -22,6 +25,7 @@ export const latencyScenario: Scenario = {
           payloadBytes: 64,
           inflight: 64,
           wait: ctx.latencyWait,
+          ...(samplesFile !== undefined ? { samplesFile } : {}),
           ...ctx.durations,
         },
         ctx,
@@ -48,3 +52,12 @@ export const latencyScenario: Scenario = {
       return m;
     }),
 };
+
+/** `<broker>-<n>.txt` in the samples directory, n counting this broker's runs; only the C load generator writes it. */
+function latencySamplesFile(kind: BrokerKind, ctx: BenchContext): string | undefined {
+  if (ctx.latencySamplesDir === undefined || ctx.nativeLoadgen === undefined) return undefined;
+  const key = `latency-samples-${kind}`;
+  const n = ((ctx.memo.get(key) as number | undefined) ?? 0) + 1;
+  ctx.memo.set(key, n);
+  return join(ctx.latencySamplesDir, `${kind}-${n}.txt`);
+}

@@ -94,7 +94,8 @@ describe('bench smoke', () => {
   }, 120_000);
 
   it('a quick latency run with the C load generator sends on schedule and measures every message of its window', async () => {
-    const report = await quickRun('latency.json', ['--scenario', 'latency-qos1']);
+    const samplesDir = join(dir, 'latency-samples');
+    const report = await quickRun('latency.json', ['--scenario', 'latency-qos1', '--latency-samples', samplesDir]);
     expect(report.machine.loadgen).toBe('native (C)');
     expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
     const latency = report.summaries.find((s) => s.name === 'latency-qos1');
@@ -118,6 +119,12 @@ describe('bench smoke', () => {
     expect(shortest).toBeLessThan(0.12);
     expect(longest).toBeGreaterThan(0.28);
     expect(longest).toBeLessThan(0.3);
+    // Every sample of the window is kept, and the reported p99 is the nearest-rank p99 of those samples.
+    const samples = readFileSync(join(samplesDir, 'bulwark-1.txt'), 'utf8').trim().split('\n').map(Number);
+    expect(samples).toHaveLength(5000);
+    const sorted = [...samples].sort((a, b) => a - b);
+    expect(sorted[0]).toBeGreaterThan(0);
+    expect(sorted[Math.floor((99 * sorted.length + 99) / 100) - 1]).toBeCloseTo(median('p99Ms'), 6);
   }, 120_000);
 
   it('a quick reconnect storm measures the warm-up storm, the ramp and the storm after them, with no connect refused', async () => {
