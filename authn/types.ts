@@ -171,6 +171,11 @@ export interface Authenticator {
   readonly usernameIsCredential?: boolean;
   start?(): Promise<void>;
   stop?(): Promise<void>;
+  /**
+   * Reads and checks the files `start` would read (a password, PSK or SCRAM credential file), keeping nothing,
+   * watching nothing and contacting nothing: `bulwark config check`. Steps without such files leave it out.
+   */
+  checkFiles?(): Promise<void>;
 }
 
 /** One round of an MQTT 5 enhanced authentication exchange. */

@@ -64,6 +64,10 @@ export class PasswordFileAuthenticator implements Authenticator {
     return this.store.stop();
   }
 
+  checkFiles(): Promise<void> {
+    return this.store.check();
+  }
+
   /** A known user whose password was verified against the same stored hash moments ago is allowed at once. */
   quickAnswer(attempt: ConnectAttempt): AuthnOutcome | undefined {
     const { username, password } = attempt;

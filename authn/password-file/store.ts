@@ -44,6 +44,16 @@ export class PasswordFileStore {
 
   /** Loads the file; a broken or missing file at startup is a configuration error (thrown). */
   async start(): Promise<void> {
+    this.#contents = await this.#readContents();
+    if (this.options.watch) this.#watch();
+  }
+
+  /** Reads and parses the file as start does, keeping nothing and watching nothing (`bulwark config check`). */
+  async check(): Promise<void> {
+    await this.#readContents();
+  }
+
+  async #readContents(): Promise<PasswordFileContents> {
     let text: string;
     try {
       text = await readFile(this.file, 'utf8');
@@ -58,8 +68,7 @@ export class PasswordFileStore {
         },
       );
     }
-    this.#contents = parsePasswordFile(text, this.file);
-    if (this.options.watch) this.#watch();
+    return parsePasswordFile(text, this.file);
   }
 
   async stop(): Promise<void> {

@@ -9,7 +9,7 @@ export interface PskAuthenticatorOptions {
    * When set, an identity no longer in this store is denied: a key removed from the file after the
    * handshake must not keep authenticating new MQTT sessions on a resumed or long TLS connection.
    */
-  store?: Pick<PskStore, 'has'> & Partial<Pick<PskStore, 'start' | 'stop'>>;
+  store?: Pick<PskStore, 'has'> & Partial<Pick<PskStore, 'start' | 'stop' | 'check'>>;
   /** Start and stop `store` with the authenticator (it was created for this step from its `file` setting). */
   ownsStore?: boolean;
 }
@@ -35,6 +35,10 @@ export class PskAuthenticator implements Authenticator {
 
   async stop(): Promise<void> {
     if (this.#options.ownsStore) await this.#options.store?.stop?.();
+  }
+
+  async checkFiles(): Promise<void> {
+    if (this.#options.ownsStore) await this.#options.store?.check?.();
   }
 
   async authenticate(attempt: ConnectAttempt, _signal: AbortSignal): Promise<AuthnOutcome> {

@@ -75,22 +75,37 @@ export class PskStore {
     return this.#reloading;
   }
 
-  async #load(): Promise<PskReloadResult> {
+  /** Reads and parses the file as start does, keeping nothing and watching nothing (`bulwark config check`). */
+  async check(): Promise<void> {
+    const read = await this.#read();
+    const parsed = 'errors' in read ? read : parsePskFile(read.text, this.#options.file);
+    if ('errors' in parsed && parsed.errors.length > 0) throw parsed.errors[0];
+  }
+
+  async #read(): Promise<{ text: string } | { errors: BulwarkError[] }> {
     const file = this.#options.file;
-    let text: string;
     try {
-      text = await readFile(file, 'utf8');
+      return { text: await readFile(file, 'utf8') };
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
-      return this.#failed([
-        new BulwarkError(
-          'BULWARK_ERR_PASSWORD_FILE',
-          `cannot read PSK file (${code})`,
-          { file, line: 1, column: 1 },
-          'check the path and permissions',
-        ),
-      ]);
+      return {
+        errors: [
+          new BulwarkError(
+            'BULWARK_ERR_PASSWORD_FILE',
+            `cannot read PSK file (${code})`,
+            { file, line: 1, column: 1 },
+            'check the path and permissions',
+          ),
+        ],
+      };
     }
+  }
+
+  async #load(): Promise<PskReloadResult> {
+    const file = this.#options.file;
+    const read = await this.#read();
+    if ('errors' in read) return this.#failed(read.errors);
+    const text = read.text;
     const digest = createHash('sha256').update(text).digest('hex');
     if (digest === this.#digest) return { kind: 'unchanged' };
     const parsed = parsePskFile(text, file);

@@ -91,6 +91,10 @@ export class ScramAuthenticator implements EnhancedAuthenticator {
     await this.#store.stop?.();
   }
 
+  async checkFiles(): Promise<void> {
+    await this.#store.check?.();
+  }
+
   async authenticate(attempt: ConnectAttempt, signal: AbortSignal): Promise<AuthnOutcome> {
     const mechanism = attempt.authMethod;
     if (!isScramMechanism(mechanism) || !this.methods.includes(mechanism)) {

@@ -19,4 +19,6 @@ export interface ScramCredentialStore {
   typicalSaltLength?(mechanism: ScramMechanism): number | undefined;
   start?(): Promise<void>;
   stop?(): Promise<void>;
+  /** Reads and checks what `start` would read, keeping nothing and contacting nothing (a file store only). */
+  check?(): Promise<void>;
 }

@@ -79,6 +79,11 @@ export class ScramCredentialFile implements ScramCredentialStore {
     await this.#loaded;
   }
 
+  /** Reads and parses the file as start does, keeping nothing (`bulwark config check`). */
+  async check(): Promise<void> {
+    parseScramCredentialFile(await readFile(this.path, 'utf8'), this.path, this.minIterations);
+  }
+
   async reload(): Promise<void> {
     const text = await readFile(this.path, 'utf8');
     this.#users = parseScramCredentialFile(text, this.path, this.minIterations);

@@ -1,7 +1,8 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadSigningKey, signingKeyFile } from '../../audit/signing-key.js';
 import { createVerificationServices, type VerificationConfig } from '../../authn/config.js';
+import { PskStore } from '../../authn/psk/store.js';
 import type { AuthenticatorContext, ChainConfig } from '../../authn/registry.js';
 import { existingUnknownUserSecret } from '../../authn/scram/unknown-user-secret.js';
 import { createAuthorization } from '../../authz/create.js';
@@ -9,6 +10,7 @@ import { formatDiagnostic } from '../../authz/model.js';
 import { authenticatorRegistry } from '../authentication.js';
 import { unsafeDataDir } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
+import { readBlocklistFile } from '../guard/blocklist-store.js';
 import { silentLogger } from '../log.js';
 import { readBearerToken } from '../metrics/bearer-token.js';
 import { createTlsContextManager, tlsContextOptionsFrom } from '../transport/tls-context.js';
@@ -77,9 +79,9 @@ function isFileStore(path: Path): boolean {
  * schema (with the line of each problem); an existing data_dir fit for the broker; every input file readable, the
  * metrics token and the audit signing key as start reads them; each authentication step built (a SCRAM step's
  * unknown-user secret in data_dir read, when it exists); the policy files loaded and their cases run, as at start;
- * each TLS listener's certificate, key, CA bundle and CRLs built into a context. Not checked: what needs the network
- * (databases, directories, JWKS, OCSP responders) and the contents of password and PSK files (read when start
- * starts the chains). Files of a section that is off are not read, as by start.
+ * each TLS listener's certificate, key, CA bundle and CRLs built into a context; the password, PSK and SCRAM
+ * credential files parsed, and the persisted block list read, as start reads them. Not checked: what needs the
+ * network (databases, directories, JWKS, OCSP responders). Files of a section that is off are not read, as by start.
  */
 export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   const text = readConfigFile(file).toString('utf8');
@@ -116,7 +118,7 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   // As start reads it: mode 0600, one line of 16 to 4096 visible characters.
   if (config.metrics.enabled && config.metrics.bearer_token_file !== undefined)
     readBearerToken(config.metrics.bearer_token_file, baseDir);
-  checkAuthentication(config, text, file, baseDir);
+  await checkAuthentication(config, text, file, baseDir);
   const authorization = createAuthorization(config.authorization, { baseDir });
   const loaded = await authorization.manager.load();
   if (!loaded.ok) {
@@ -128,6 +130,18 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
       loaded.errors.length > 1 ? `${loaded.errors.length - 1} more: run bulwark policy check` : undefined,
     );
   }
+  for (const [index, listener] of config.listeners.entries()) {
+    if (listener.psk === undefined) continue;
+    const psk = new PskStore({
+      file: absolute(listener.psk.file),
+      watch: false,
+      debounceMs: 0,
+      onEvent: () => undefined,
+    });
+    await psk.check().catch((error: unknown) => atSetting(error, ['listeners', index, 'psk', 'file'], text, file));
+  }
+  // Start refuses a persisted block list it cannot read (starting without the bans would fail open).
+  if (existsSync(config.data_dir)) await readBlocklistFile(join(config.data_dir, config.guard.blocklist.file));
   for (const [index, listener] of config.listeners.entries()) {
     if (listener.tls === undefined) continue;
     try {
@@ -142,10 +156,10 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
 
 /**
  * Each authentication step built as start builds it: secrets, keys and certificates read and checked (an HMAC
- * secret_file under 32 bytes), nothing connected (pools and directories open when start starts the chains). One
- * step at a time, so that a refusal names the step and its line.
+ * secret_file under 32 bytes), its credential files parsed, nothing connected (pools and directories open when
+ * start starts the chains). One step at a time, so that a refusal names the step and its line.
  */
-function checkAuthentication(config: BrokerConfig, text: string, file: string, baseDir: string): void {
+async function checkAuthentication(config: BrokerConfig, text: string, file: string, baseDir: string): Promise<void> {
   // The section's schema is generated from the registry, so its static type is loose; it was validated already.
   const global = config.authentication as unknown as ChainConfig & { verification: VerificationConfig };
   const context: AuthenticatorContext = {
@@ -163,9 +177,10 @@ function checkAuthentication(config: BrokerConfig, text: string, file: string, b
       });
   });
   for (const { path, chain } of chains) {
-    chain.steps.forEach((step, index) => {
+    for (const [index, step] of chain.steps.entries()) {
       try {
-        authenticatorRegistry.buildChain({ ...chain, steps: [step] }, context);
+        const built = authenticatorRegistry.buildChain({ ...chain, steps: [step] }, context);
+        for (const s of built.steps) await s.authenticator.checkFiles?.();
         // Start reads the data directory's unknown-user secret for such a step (and makes it when missing).
         const s = step as { type?: unknown; unknown_user_secret_file?: unknown };
         if (s.type === 'scram' && s.unknown_user_secret_file === undefined && existsSync(config.data_dir))
@@ -173,7 +188,7 @@ function checkAuthentication(config: BrokerConfig, text: string, file: string, b
       } catch (error) {
         atSetting(error, [...path, 'steps', index], text, file);
       }
-    });
+    }
   }
 }
 

@@ -71,7 +71,7 @@ export function renderConfigurationReference(): string {
     '',
     'Generated from the configuration schema (`src/config/schema.ts`) by `bulwark config reference`; do not edit by hand.',
     'A configuration file is YAML. Unknown keys are errors, and every error names `file:line:column` and the key.',
-    "Check a file without starting the broker with `bulwark config check FILE`: besides the schema it reads what `bulwark start` reads before it opens a port (every file a setting names, the policy files and their cases, each TLS listener's certificate, key, CA bundle and CRLs), and refuses what start would refuse there. It does not contact databases, directories, identity providers or OCSP responders.",
+    "Check a file without starting the broker with `bulwark config check FILE`: besides the schema it reads what `bulwark start` reads before it opens a port (every file a setting names, the password, PSK and SCRAM credential files and the persisted block list parsed, the policy files and their cases, each TLS listener's certificate, key, CA bundle and CRLs), and refuses what start would refuse there. It does not contact databases, directories, identity providers or OCSP responders.",
     '',
     '| key | type | default | meaning |',
     '| --- | --- | --- | --- |',

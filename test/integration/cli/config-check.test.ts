@@ -134,6 +134,76 @@ describe('bulwark config check', () => {
       expect(start.stderr).toContain('scram-missing.txt');
     }, 30_000);
 
+    it.each([
+      [
+        'password file',
+        'users-broken.yaml',
+        'users:\n  alice: [\n',
+        'authentication:\n  steps:\n    - type: password-file\n      file: users-broken.yaml\n',
+        /users-broken\.yaml:\d+:\d+: (authentication\.steps\.0: )?not valid YAML/,
+      ],
+      [
+        'PSK step file',
+        'psk-step.txt',
+        '# devices\ndevice-1:abc\n',
+        'authentication:\n  steps:\n    - type: psk\n      file: psk-step.txt\n',
+        /psk-step\.txt:2:10: (authentication\.steps\.0: )?PSK key has an odd number of hex digits/,
+      ],
+      [
+        'SCRAM credential file',
+        'scram-broken.txt',
+        'alice\n',
+        'authentication:\n  steps:\n    - type: scram\n      store:\n        type: file\n        path: scram-broken.txt\n',
+        /scram-broken\.txt:1:1: (authentication\.steps\.0: )?expected username:credential/,
+      ],
+    ])(
+      'a %s start cannot parse, at its own line (start refuses it the same way)',
+      async (_kind, name, content, body, expected) => {
+        writeFileSync(join(dir, name), content);
+        const result = await check(`parse-${name}`, body);
+        expect(result.code, result.stderr).toBe(1);
+        // config check names the step as well; start names the file's position alone.
+        expect(expected.exec(result.stderr)?.[1]).toBe('authentication.steps.0: ');
+        const start = await runCli(['start', '-c', join(dir, `parse-${name}.yaml`)]);
+        expect(start.code).not.toBe(0);
+        expect(start.stderr).toMatch(expected);
+      },
+      30_000,
+    );
+
+    it("a TLS listener's PSK file start cannot parse, at its own line", async () => {
+      writeFileSync(join(dir, 'psk-listener.txt'), 'gateway:0g\n');
+      const result = await check(
+        'psk-listener',
+        `  - name: secure\n    transport: tls\n    port: 0\n    tls:\n      cert_file: ${pki.server.certFile}\n` +
+          `      key_file: ${pki.server.keyFile}\n    psk:\n      file: psk-listener.txt\n`,
+      );
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toMatch(/psk-listener\.txt:1:9: listeners\.1\.psk\.file: PSK key is not hexadecimal/);
+      expect(result.stderr).not.toContain('0g');
+      const start = await runCli(['start', '-c', join(dir, 'psk-listener.yaml')]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toMatch(/psk-listener\.txt:1:9: PSK key is not hexadecimal/);
+    }, 30_000);
+
+    it('a persisted block list start cannot read (a missing one is an empty list)', async () => {
+      const dataDir = join(dir, 'data-blocklist');
+      mkdirSync(dataDir, { mode: 0o700 });
+      const file = join(dir, 'blocklist-data.yaml');
+      writeFileSync(file, `data_dir: ${dataDir}\nwarmup_connects: 0\nlisteners:\n  - port: 0\n`);
+      const fine = await runCli(['config', 'check', file]);
+      expect(fine.stderr).toBe('');
+      expect(fine.code).toBe(0);
+
+      writeFileSync(join(dataDir, 'blocklist.json'), '{"version": 1, "entries": [{"kind": "planet"}]}\n');
+      const result = await runCli(['config', 'check', file]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/blocklist\.json:1:\d+: block list entry invalid at entries\.0/);
+      const start = await runCli(['start', '-c', file]);
+      expect(start.code).not.toBe(0);
+      expect(start.stderr).toMatch(/block list entry invalid at entries\.0/);
+    }, 30_000);
+
     it("a policy file with an error, at the policy file's line", async () => {
       writeFileSync(join(dir, 'broken.policy.yaml'), 'version: 1\nrules:\n  - name: r\n    alow: publish\n');
       const broken = await check('broken-policy', 'authorization:\n  policy_files: [broken.policy.yaml]\n');
