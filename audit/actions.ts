@@ -33,6 +33,7 @@ export const AuditAction = {
   guardBlocked: 'guard.blocked',
   guardThrottleRefused: 'guard.throttle_refused',
   proxyHeaderRefused: 'proxy.header_refused',
+  metricsScrapeRefused: 'metrics.scrape_refused',
   policyReloaded: 'policy.reloaded',
   policyReloadFailed: 'policy.reload_failed',
   credentialsReloaded: 'credentials.reloaded',

@@ -209,7 +209,7 @@ export const auditConfigSchema = z
     refusals: auditRefusalsSchema
       .prefault({})
       .describe(
-        'Bounds the records of refusals a client can repeat at no cost before it has proved anything (`tls.handshake_refused`, `proxy.header_refused`, `connection.malformed_connect`, `connection.connect_timeout`, `guard.blocked` and `guard.throttle_refused` before authentication, and `authn.denied` for a CONNECT refused before any authenticator ran) and their log lines: a flood of connection attempts cannot fill the disk, yet every refusal is counted. See docs/audit.md, "Repeated refusals".',
+        'Bounds the records of refusals a client can repeat at no cost before it has proved anything (`tls.handshake_refused`, `proxy.header_refused`, `connection.malformed_connect`, `connection.connect_timeout`, `guard.blocked` and `guard.throttle_refused` before authentication, `authn.denied` for a CONNECT refused before any authenticator ran, and `metrics.scrape_refused`) and their log lines: a flood of connection attempts cannot fill the disk, yet every refusal is counted. See docs/audit.md, "Repeated refusals".',
       ),
     mirror: auditMirrorSchema
       .optional()

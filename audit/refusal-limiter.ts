@@ -4,8 +4,8 @@ import type { AuditEvent } from './events.js';
 /*
  * The refusals a client can repeat at no cost, before it has proved anything, are what the broker passes to
  * `Broker.recordRefusal`: `tls.handshake_refused`, `proxy.header_refused`, `connection.malformed_connect`,
- * `connection.connect_timeout`, `guard.blocked`, `guard.throttle_refused`, and `authn.denied` for a CONNECT refused
- * before any authenticator ran.
+ * `connection.connect_timeout`, `guard.blocked`, `guard.throttle_refused`, `authn.denied` for a CONNECT refused
+ * before any authenticator ran, and `metrics.scrape_refused`.
  * Each would otherwise be one record, so a client looping connect attempts could fill the disk (and a fail-closed
  * broker would then refuse everyone) and bury the records a reviewer needs. Every other record is written as is;
  * the limiter itself counts whatever it is given.

@@ -220,6 +220,22 @@ export class BulwarkServer {
         port: config.metrics.port,
         path: config.metrics.path,
         token: metricsToken,
+        // Bounded as the other refusals anyone can repeat at no cost: a guessing loop cannot fill the audit log.
+        onRefused: (peer, code) => {
+          const recorded = this.broker.recordRefusal({
+            event: {
+              action: 'metrics.scrape_refused',
+              outcome: 'failure',
+              reason:
+                code === 'missing_token'
+                  ? 'scrape without a bearer token'
+                  : 'scrape with a bearer token that does not match',
+              code,
+            },
+            client: { ip: peer.address, port: peer.port },
+          });
+          if (recorded) this.log.warn({ peer: peer.address, code }, 'metrics scrape refused');
+        },
         registry: createMetricsRegistry({
           broker: this.broker,
           store: this.store,

@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import type { Secret } from '../../authn/secret.js';
 import { BulwarkError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { peerOf } from '../transport/tcp.js';
 import { bearerMatches } from './bearer-token.js';
 
 /**
@@ -26,7 +27,14 @@ export interface MetricsEndpointOptions {
   token: Secret | undefined;
   registry: Registry;
   log: Logger;
+  /**
+   * A scrape refused for its bearer token: `missing_token` (no `Authorization: Bearer` header) or `wrong_token`.
+   * Called before the answer is sent; must not throw. The header's value is never passed.
+   */
+  onRefused?: (peer: { address: string; port: number }, code: MetricsRefusal) => void;
 }
+
+export type MetricsRefusal = 'missing_token' | 'wrong_token';
 
 /**
  * The HTTP endpoint Prometheus scrapes: `GET`/`HEAD` on one path, one request per connection, the request body
@@ -137,7 +145,10 @@ function handle(options: MetricsEndpointOptions, request: IncomingMessage, respo
     return plain(response, 405, 'method not allowed');
   }
   // The header's value is never logged: it is the credential, or a guess at it.
-  if (options.token && !bearerMatches(request.headers.authorization, options.token)) {
+  const authorization = request.headers.authorization;
+  if (options.token && !bearerMatches(authorization, options.token)) {
+    const code = authorization !== undefined && /^Bearer\s/i.test(authorization) ? 'wrong_token' : 'missing_token';
+    options.onRefused?.(peerOf(socket), code);
     response.setHeader('WWW-Authenticate', 'Bearer realm="bulwark"');
     return plain(response, 401, 'unauthorized');
   }

@@ -57,8 +57,39 @@ describe('metrics endpoint security', () => {
     expect(sample(right, 'bulwark_clients_connected')).toBe(0);
     // Neither the token nor a guess at it reaches the log.
     expect(JSON.stringify(broker.logs)).not.toContain(TOKEN.slice(0, 20));
+    // Each refusal is an audit record a reviewer can attribute (without the header's value); the scrape that
+    // succeeded is none.
+    const refusals = broker.audit.events.filter((e) => e.event.action === 'metrics.scrape_refused');
+    expect(refusals.map((e) => [e.event.code, e.event.outcome, e.client?.ip])).toEqual([
+      ['missing_token', 'failure', '127.0.0.1'],
+      ['wrong_token', 'failure', '127.0.0.1'],
+      ['missing_token', 'failure', '127.0.0.1'],
+    ]);
+    expect(JSON.stringify(refusals)).not.toContain(TOKEN.slice(0, 20));
+    expect(broker.logs.filter((l) => l['msg'] === 'metrics scrape refused')).toHaveLength(3);
     const listening = broker.logs.find((l) => l['msg'] === 'metrics endpoint listening');
     expect(listening).toMatchObject({ auth: 'bearer', path: '/metrics' });
+  });
+
+  it('a guessing loop is bounded in the audit log as other repeatable refusals are, and every guess is counted', async () => {
+    broker = await startBroker({
+      config: {
+        metrics: { enabled: true, port: 0, bearer_token_file: tokenFile(`${TOKEN}\n`) },
+        audit: { refusals: { burst: 2 } },
+      },
+    });
+    const address = broker.server.metricsAddress!;
+    const guesses = 12;
+    for (let i = 0; i < guesses; i++)
+      expect((await scrape(address, { token: `guess-${i}-${TOKEN}` })).status).toBe(401);
+    expect(broker.audit.events.filter((e) => e.event.action === 'metrics.scrape_refused')).toHaveLength(2);
+    broker.server.broker.refusals.flush();
+    const summary = await broker.waitForAudit(
+      'audit.refusals_suppressed',
+      (e) => e.audit?.action === 'metrics.scrape_refused' && e.event.code === 'wrong_token',
+    );
+    expect(summary.audit?.recorded).toBe(2);
+    expect(summary.audit?.suppressed).toBe(guesses - 2);
   });
 
   it('refuses a token file others can read, and a token too short to resist guessing, at start', async () => {

@@ -307,6 +307,15 @@ export const BROKER_EXAMPLES: readonly AuditEvent[] = [
     mqtt: { listener: 'mqtt-behind-lb' },
   },
   {
+    event: {
+      action: 'metrics.scrape_refused',
+      outcome: 'failure',
+      reason: 'scrape with a bearer token that does not match',
+      code: 'wrong_token',
+    },
+    client: { ip: '10.0.4.17', port: 51022 },
+  },
+  {
     event: { action: 'policy.reloaded', outcome: 'success', reason: 'policy reloaded (cli)' },
     policy: {
       file: '/etc/bulwark/site.policy.yaml',
