@@ -1,7 +1,8 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BulwarkError } from '../src/errors.js';
+import { readOwnerOnlyFile } from '../src/owner-only-file.js';
 
 export interface SigningKey {
   privateKey: KeyObject;
@@ -57,18 +58,19 @@ export function loadSigningKey(keyFile: string, create: boolean): SigningKey {
     const { privateKey } = generateKeyPairSync('ed25519');
     writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
   }
-  const mode = statSync(keyFile).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
-    throw new BulwarkError(
-      'BULWARK_ERR_AUDIT',
-      `audit signing key ${keyFile} is readable by group or others (mode ${mode.toString(8)})`,
-      undefined,
-      `run chmod 600 ${keyFile}`,
-    );
+  const refuse = (why: string, hint?: string): never => {
+    throw new BulwarkError('BULWARK_ERR_AUDIT', `audit signing key ${keyFile}: ${why}`, undefined, hint);
+  };
+  let pem: Buffer;
+  try {
+    pem = readOwnerOnlyFile(keyFile, refuse);
+  } catch (error) {
+    if (error instanceof BulwarkError) throw error;
+    return refuse(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
   let privateKey: KeyObject;
   try {
-    privateKey = createPrivateKey(readFileSync(keyFile));
+    privateKey = createPrivateKey(pem);
   } catch {
     // The parser's message could quote key material; say only what is wrong.
     throw new BulwarkError('BULWARK_ERR_AUDIT', `audit signing key ${keyFile} is not a PEM private key`);

@@ -1,17 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  fsyncSync,
-  linkSync,
-  openSync,
-  readFileSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, constants, fsyncSync, linkSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulwarkError } from '../../src/errors.js';
+import { readOwnerOnlyFile, type RefuseFile } from '../../src/owner-only-file.js';
 
 export const UNKNOWN_USER_SECRET_FILE = 'scram-unknown-user.secret';
 /** The least an unknown-user secret holds, configured or made: what makes 256-bit HMAC keys of it. */
@@ -52,7 +43,7 @@ export function dataDirUnknownUserSecret(dataDir: string): Buffer {
   } finally {
     unlinkSync(tmp);
   }
-  return checked(readNoFollow(file, fail), fail);
+  return checked(readSecretNoFollow(file, fail), fail);
 }
 
 /**
@@ -63,7 +54,7 @@ export function existingUnknownUserSecret(dataDir: string): Buffer | undefined {
   const file = join(dataDir, UNKNOWN_USER_SECRET_FILE);
   const fail = failure(file);
   try {
-    return checked(readNoFollow(file, fail), fail);
+    return checked(readSecretNoFollow(file, fail), fail);
   } catch (error) {
     if (error instanceof BulwarkError) throw error;
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -71,13 +62,13 @@ export function existingUnknownUserSecret(dataDir: string): Buffer | undefined {
   }
 }
 
-function failure(file: string): (why: string, hint?: string) => never {
+function failure(file: string): RefuseFile {
   return (why, hint) => {
     throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `SCRAM unknown-user secret ${file}: ${why}`, undefined, hint);
   };
 }
 
-function checked(secret: Buffer, fail: (why: string, hint?: string) => never): Buffer {
+function checked(secret: Buffer, fail: RefuseFile): Buffer {
   if (secret.length < UNKNOWN_USER_SECRET_BYTES)
     fail(
       `holds ${secret.length} bytes, fewer than ${UNKNOWN_USER_SECRET_BYTES}`,
@@ -87,21 +78,9 @@ function checked(secret: Buffer, fail: (why: string, hint?: string) => never): B
 }
 
 /**
- * A symlink planted in the data directory must not make the broker read (and use) some other file's bytes, nor a
- * FIFO hold the start (hence O_NONBLOCK and the check for a regular file). A secret others can read lets them
- * compute every unknown user's fake salt and so tell unknown names from real ones: refused, as the audit signing
- * key and the metrics token are.
+ * A symlink planted in the data directory must not make the broker read (and use) some other file's bytes. A secret
+ * others can read lets them compute every unknown user's fake salt and so tell unknown names from real ones.
  */
-function readNoFollow(file: string, fail: (why: string, hint?: string) => never): Buffer {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  try {
-    const info = fstatSync(fd);
-    if (!info.isFile()) fail('not a regular file', 'delete it: the next start makes a new one');
-    const mode = info.mode & 0o777;
-    if ((mode & 0o077) !== 0)
-      fail(`readable or writable by group or others (mode ${mode.toString(8)})`, `chmod 600 ${file}`);
-    return readFileSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+function readSecretNoFollow(file: string, fail: RefuseFile): Buffer {
+  return readOwnerOnlyFile(file, fail, { noFollow: true, notRegularHint: 'delete it: the next start makes a new one' });
 }

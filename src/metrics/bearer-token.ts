@@ -1,7 +1,7 @@
-import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { Secret } from '../../authn/secret.js';
 import { BulwarkError } from '../errors.js';
+import { readOwnerOnlyFile } from '../owner-only-file.js';
 
 /** Shorter tokens are guessable; longer ones do not fit a header the endpoint accepts. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -18,11 +18,7 @@ export function readBearerToken(file: string, baseDir: string): Secret {
   };
   let bytes: Buffer;
   try {
-    // Checked before reading, so a token readable by others is refused without having been loaded.
-    const mode = statSync(path).mode & 0o777;
-    if (process.platform !== 'win32' && (mode & 0o077) !== 0)
-      refuse(`readable or writable by group or others (mode ${mode.toString(8)})`, `chmod 600 ${path}`);
-    bytes = readFileSync(path);
+    bytes = readOwnerOnlyFile(path, refuse);
   } catch (error) {
     if (error instanceof BulwarkError) throw error;
     return refuse(`cannot read: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);

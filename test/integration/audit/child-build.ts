@@ -6,7 +6,7 @@ import ts from 'typescript';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 /**
- * Transpiles the audit writer (and the two src/ modules it imports) to plain ESM in `outDir`, so a child process
+ * Transpiles the audit writer (and the src/ modules it imports) to plain ESM in `outDir`, so a child process
  * can run the real writer with plain `node`: the crash test needs a process it can kill -9.
  */
 export function buildWriterForChild(outDir: string): void {
@@ -16,6 +16,7 @@ export function buildWriterForChild(outDir: string): void {
       .map((n) => `audit/${n}`),
     'src/errors.ts',
     'src/log.ts',
+    'src/owner-only-file.ts',
     'src/sql-drivers.ts',
   ];
   for (const rel of sources) {

@@ -236,7 +236,7 @@ describe('bulwark config check', () => {
       chmodSync(join(confDir, 'audit.key'), 0o644);
       const open = await runCli(['config', 'check', config], { cwd: confDir });
       expect(open.code).toBe(1);
-      expect(open.stderr).toMatch(/:6:21: audit\.signing_key_file: .*readable by group or others \(mode 644\)/);
+      expect(open.stderr).toMatch(/:6:21: audit\.signing_key_file: .*readable or writable by group or others \(mode 644\)/);
       expect(open.stderr).not.toContain('PRIVATE KEY');
 
       // With the audit log off start reads no key, so a missing one is no reason to refuse.
