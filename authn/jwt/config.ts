@@ -198,6 +198,7 @@ function keySource(s: JwtSettings, id: string, ctx: AuthenticatorContext): JwtKe
       timeoutMs: s.jwks_timeout_ms,
       maxBytes: s.jwks_max_bytes,
       staleIfErrorMs: s.jwks_stale_if_error_ms,
+      algorithms: s.algorithms,
       onStaleUse: (ageMs, failure) =>
         ctx.logger.warn(
           { authenticator: id, jwks_age_s: Math.round(ageMs / 1000), failure },

@@ -17,6 +17,11 @@ export interface JwksSourceOptions {
   staleIfErrorMs?: number;
   /** Told once per failed refresh that the last good copy is used instead (for the operator's log). */
   onStaleUse?: (ageMs: number, failure: string) => void;
+  /**
+   * The step's accepted `alg` values: a set none of whose keys could verify one of them is refused like an empty
+   * one. Without it every key with a `kty` counts.
+   */
+  algorithms?: readonly string[];
   /** Injected for tests. */
   now?: () => number;
 }
@@ -180,7 +185,49 @@ export class JwksSource {
     // Members without a kty (REQUIRED, RFC 7517 §4.1) match no token either: such a set is as empty.
     const isKey = (k: unknown): boolean =>
       typeof k === 'object' && k !== null && typeof (k as { kty?: unknown }).kty === 'string';
-    if (!(parsed as { keys: unknown[] }).keys.some(isKey)) throw new Error('response holds no keys');
+    const keys = (parsed as { keys: unknown[] }).keys;
+    if (!keys.some(isKey)) throw new Error('response holds no keys');
+    // Likewise a set whose keys serve none of the step's algorithms (an RSA-only set for an ES256 step, keys marked
+    // for encryption): no token could verify against it, yet it would replace a copy that can.
+    const algorithms = this.#o.algorithms;
+    if (algorithms !== undefined && !keys.some((k) => isKey(k) && verifiesAny(k as JwkFields, algorithms)))
+      throw new Error(`response holds no key for ${algorithms.join(', ')}`);
     return parsed as JSONWebKeySet;
   }
+}
+
+interface JwkFields {
+  kty: string;
+  alg?: unknown;
+  use?: unknown;
+  crv?: unknown;
+}
+
+/** The key type (and curve) an algorithm verifies with (RFC 7518 §3.1, RFC 8037). */
+const KEY_FOR_ALGORITHM: Record<string, { kty: string; crv?: readonly string[] }> = {
+  HS256: { kty: 'oct' },
+  HS384: { kty: 'oct' },
+  HS512: { kty: 'oct' },
+  RS256: { kty: 'RSA' },
+  RS384: { kty: 'RSA' },
+  RS512: { kty: 'RSA' },
+  PS256: { kty: 'RSA' },
+  PS384: { kty: 'RSA' },
+  PS512: { kty: 'RSA' },
+  ES256: { kty: 'EC', crv: ['P-256'] },
+  ES384: { kty: 'EC', crv: ['P-384'] },
+  ES512: { kty: 'EC', crv: ['P-521'] },
+  EdDSA: { kty: 'OKP', crv: ['Ed25519', 'Ed448'] },
+  Ed25519: { kty: 'OKP', crv: ['Ed25519'] },
+};
+
+/** Whether a JWK could verify a token signed with one of `algorithms`, as jose picks keys: `use`, `alg`, `kty`, `crv`. */
+function verifiesAny(key: JwkFields, algorithms: readonly string[]): boolean {
+  if (key.use !== undefined && key.use !== 'sig') return false;
+  return algorithms.some((alg) => {
+    if (key.alg !== undefined && key.alg !== alg) return false;
+    const wanted = KEY_FOR_ALGORITHM[alg];
+    if (wanted === undefined || wanted.kty !== key.kty) return false;
+    return wanted.crv === undefined || (typeof key.crv === 'string' && wanted.crv.includes(key.crv));
+  });
 }

@@ -181,6 +181,21 @@ describe('jwt authenticator with a JWKS URL', () => {
     ['answers an empty key set', (res) => res.end('{"keys":[]}')],
     // Members without the REQUIRED kty (RFC 7517 §4.1) are no keys either: the same empty copy in disguise.
     ['answers a key set whose members are no keys', (res) => res.end('{"keys":[{},{"use":"sig"}]}')],
+    // Keys, but none an ES256 token could verify with: another type, another curve, or marked for encryption.
+    [
+      "answers a key set whose keys serve none of the step's algorithms",
+      (res) =>
+        res.end(
+          JSON.stringify({
+            keys: [
+              { kty: 'RSA', kid: 'rsa', n: 'sXch', e: 'AQAB' },
+              { kty: 'EC', kid: 'p384', crv: 'P-384', x: 'AA', y: 'AA' },
+              { kty: 'EC', kid: 'enc', crv: 'P-256', use: 'enc', x: 'AA', y: 'AA' },
+              { kty: 'EC', kid: 'es512', crv: 'P-256', alg: 'ES512', x: 'AA', y: 'AA' },
+            ],
+          }),
+        ),
+    ],
   ];
   for (const [name, answer] of failures) {
     it(`a provider that ${name} is asked at most once per jwks_min_refetch_ms, and tokens get serverUnavailable`, async () => {
