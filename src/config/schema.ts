@@ -283,7 +283,9 @@ export const configSchema = z
     listeners: z
       .array(listenerSchema)
       .min(1)
-      .describe('Where the broker listens. Each listener has its own transport, chain and limits.'),
+      .describe(
+        'Where the broker listens. Each listener has its own transport, chain and limits. Two listeners, or a listener and the metrics endpoint, on one port of overlapping addresses (the same address, `::`, or `0.0.0.0` and an IPv4 address) are refused at the second one.',
+      ),
     limits: limitsSchema.default(limitsSchema.parse({})).describe('Protocol limits, the same for every listener.'),
     authentication: authenticationConfigSchema(authenticatorRegistry)
       .prefault({})
@@ -330,7 +332,41 @@ export const configSchema = z
         '`bulwark start` only: MQTT connects run against two throwaway brokers on private loopback ports before the listeners open, so that the reconnect wave after a restart meets compiled code (measured: the first 10,000 connects after a start at 0.50–0.65× Mosquitto\'s rate with it, 0.41–0.50× without). About a second per 4,000 here; stops after 10 s. Nothing of the real broker sees them: not the audit log, the guard, sessions, metrics or any configured authenticator, and the memory they used is returned before the start. 0 opens the listeners at once. See docs/performance.md, "Start-up warm-up".',
       ),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // Two sockets on one port of overlapping addresses: start would fail with EADDRINUSE after opening some of
+    // them; said here, config check says it too, at the line of the second one.
+    const taken: { host: string; port: number; what: string }[] = [];
+    const claim = (host: string, port: number, what: string, path: (string | number)[]): void => {
+      if (port === 0) return;
+      const other = taken.find((t) => t.port === port && addressesOverlap(t.host, host));
+      if (other)
+        ctx.addIssue({
+          code: 'custom',
+          path,
+          message: `port ${port} on ${host} is already ${other.what}'s (${other.host})`,
+        });
+      else taken.push({ host, port, what });
+    };
+    config.listeners.forEach((listener, index) =>
+      claim(listener.host, listener.port, `listener ${listener.name ?? `${listener.transport}:${listener.port}`}`, [
+        'listeners',
+        index,
+        'port',
+      ]),
+    );
+    if (config.metrics.enabled)
+      claim(config.metrics.host, config.metrics.port, 'the metrics endpoint', ['metrics', 'port']);
+  });
+
+/**
+ * Whether two bind addresses collide on one port: the same address; `::`, which takes every address (IPv4 too, on a
+ * dual-stack system); or `0.0.0.0` and an address that is not IPv6.
+ */
+function addressesOverlap(a: string, b: string): boolean {
+  if (a.toLowerCase() === b.toLowerCase() || a === '::' || b === '::') return true;
+  return (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
+}
 
 export type BrokerConfig = z.infer<typeof configSchema>;
 export type ListenerConfig = z.infer<typeof listenerSchema>;

@@ -44,3 +44,37 @@ describe('configuration errors name the position of the problem', () => {
     );
   });
 });
+
+describe('two sockets on one port', () => {
+  it.each([
+    [
+      'two listeners on the same address',
+      'listeners:\n  - name: a\n    port: 1883\n  - name: b\n    port: 1883\n',
+      /^b\.yaml:5:11: listeners\.1\.port: port 1883 on 127\.0\.0\.1 is already listener a's \(127\.0\.0\.1\)/,
+    ],
+    [
+      'a listener on every IPv4 address and one on loopback',
+      'listeners:\n  - name: all\n    host: 0.0.0.0\n    port: 8883\n  - name: local\n    port: 8883\n',
+      /^b\.yaml:6:11: listeners\.1\.port: port 8883 on 127\.0\.0\.1 is already listener all's \(0\.0\.0\.0\)/,
+    ],
+    [
+      'the metrics endpoint on a listener port',
+      'listeners:\n  - port: 1883\nmetrics:\n  enabled: true\n  port: 1883\n',
+      /^b\.yaml:5:9: metrics\.port: port 1883 on 127\.0\.0\.1 is already listener tcp:1883's \(127\.0\.0\.1\)/,
+    ],
+  ])('%s is refused at the second one', (_case, text, expected) => {
+    expect(errorOf(text).describe()).toMatch(expected);
+  });
+
+  it.each([
+    ['different loopback addresses', 'listeners:\n  - port: 1883\n  - host: 127.0.0.2\n    port: 1883\n'],
+    [
+      'IPv4 everywhere and IPv6 loopback',
+      'listeners:\n  - host: 0.0.0.0\n    port: 1883\n  - host: "::1"\n    port: 1883\n',
+    ],
+    ['free ports picked at start', 'listeners:\n  - port: 0\n  - port: 0\nmetrics:\n  enabled: true\n  port: 0\n'],
+    ['a metrics port that is off', 'listeners:\n  - port: 9464\nmetrics:\n  port: 9464\n'],
+  ])('%s are accepted', (_case, text) => {
+    expect(() => parseConfigText(text, 'b.yaml')).not.toThrow();
+  });
+});
