@@ -32,9 +32,10 @@ export function keyIdOf(publicKey: KeyObject): string {
 /**
  * Loads the checkpoint signing key, or creates it when `create` is set and the file does not exist yet (the
  * default key under the data directory). A created key is written 0600 with O_EXCL so a pre-planted symlink or
- * a concurrent start cannot redirect it; its public key goes beside it for reviewers.
+ * a concurrent start cannot redirect it; its public key goes beside it for reviewers. `ownFile` (by default when
+ * `create` is set): the key is the broker's own in the data directory, so a symbolic link there is refused.
  */
-export function loadSigningKey(keyFile: string, create: boolean): SigningKey {
+export function loadSigningKey(keyFile: string, create: boolean, ownFile = create): SigningKey {
   if (!existsSync(keyFile)) {
     if (!create) {
       throw new BulwarkError(
@@ -63,7 +64,8 @@ export function loadSigningKey(keyFile: string, create: boolean): SigningKey {
   };
   let pem: Buffer;
   try {
-    pem = readOwnerOnlyFile(keyFile, refuse);
+    // The broker's own key in data_dir must not be read through a link planted there; a configured one may be one.
+    pem = readOwnerOnlyFile(keyFile, refuse, { noFollow: ownFile });
   } catch (error) {
     if (error instanceof BulwarkError) throw error;
     return refuse(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);

@@ -200,6 +200,7 @@ interface JwkFields {
   kty: string;
   alg?: unknown;
   use?: unknown;
+  key_ops?: unknown;
   crv?: unknown;
 }
 
@@ -217,13 +218,18 @@ const KEY_FOR_ALGORITHM: Record<string, { kty: string; crv?: readonly string[] }
   ES256: { kty: 'EC', crv: ['P-256'] },
   ES384: { kty: 'EC', crv: ['P-384'] },
   ES512: { kty: 'EC', crv: ['P-521'] },
-  EdDSA: { kty: 'OKP', crv: ['Ed25519', 'Ed448'] },
+  // jose verifies EdDSA with Ed25519 keys only.
+  EdDSA: { kty: 'OKP', crv: ['Ed25519'] },
   Ed25519: { kty: 'OKP', crv: ['Ed25519'] },
 };
 
-/** Whether a JWK could verify a token signed with one of `algorithms`, as jose picks keys: `use`, `alg`, `kty`, `crv`. */
+/**
+ * Whether a JWK could verify a token signed with one of `algorithms`, by the fields jose 6 picks keys with: `use`,
+ * `key_ops`, `alg`, `kty`, `crv`.
+ */
 function verifiesAny(key: JwkFields, algorithms: readonly string[]): boolean {
   if (key.use !== undefined && key.use !== 'sig') return false;
+  if (Array.isArray(key.key_ops) && !key.key_ops.includes('verify')) return false;
   return algorithms.some((alg) => {
     if (key.alg !== undefined && key.alg !== alg) return false;
     const wanted = KEY_FOR_ALGORITHM[alg];

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { localOnlyConfig, parseConfigText, readConfigFile } from '../config/load.js';
 import { configChangedEvent, configRefusedEvent, contentHash, type ReloadContext } from '../config/reload.js';
+import { portCollision } from '../config/port-collision.js';
 import type { BrokerConfig } from '../config/schema.js';
 import { lockDataDir, prepareDataDir, type DataDirLock } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
@@ -37,6 +38,8 @@ function applyOverrides(config: BrokerConfig, options: StartOptions): BrokerConf
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new Error(`--port: ${options.port} is not a port number`);
     config.listeners[0]!.port = port;
+    const collision = portCollision(config);
+    if (collision) throw new Error(`--port: ${collision.path.join('.')}: ${collision.message}`);
   }
   if (options.dataDir !== undefined) config.data_dir = options.dataDir;
   return config;

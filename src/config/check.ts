@@ -201,7 +201,7 @@ function checkSigningKey(config: BrokerConfig, text: string, file: string): void
   const keyFile = signingKeyFile(configured, config.data_dir);
   if (configured === undefined && !existsSync(keyFile)) return;
   try {
-    loadSigningKey(keyFile, false);
+    loadSigningKey(keyFile, false, configured === undefined);
   } catch (error) {
     if (configured === undefined) throw error;
     atSetting(error, ['audit', 'signing_key_file'], text, file);

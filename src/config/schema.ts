@@ -9,6 +9,7 @@ import { tlsSettingsSchema } from '../transport/tls-context.js';
 import { auditConfigSchema } from '../../audit/config.js';
 import { guardConfigSchema } from '../guard/config.js';
 import { metricsConfigSchema } from '../metrics/config.js';
+import { portCollision } from './port-collision.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -284,7 +285,7 @@ export const configSchema = z
       .array(listenerSchema)
       .min(1)
       .describe(
-        'Where the broker listens. Each listener has its own transport, chain and limits. Two listeners, or a listener and the metrics endpoint, on one port of overlapping addresses (the same address, `::`, or `0.0.0.0` and an IPv4 address) are refused at the second one.',
+        'Where the broker listens. Each listener has its own transport, chain and limits. Two listeners, or a listener and the metrics endpoint, on one port of overlapping addresses (as Linux has them: the same address, `::`, or `0.0.0.0` and an IPv4 address; host names as written) are refused at the second one, also when `bulwark start -p` makes them collide.',
       ),
     limits: limitsSchema.default(limitsSchema.parse({})).describe('Protocol limits, the same for every listener.'),
     authentication: authenticationConfigSchema(authenticatorRegistry)
@@ -334,39 +335,10 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
-    // Two sockets on one port of overlapping addresses: start would fail with EADDRINUSE after opening some of
-    // them; said here, config check says it too, at the line of the second one.
-    const taken: { host: string; port: number; what: string }[] = [];
-    const claim = (host: string, port: number, what: string, path: (string | number)[]): void => {
-      if (port === 0) return;
-      const other = taken.find((t) => t.port === port && addressesOverlap(t.host, host));
-      if (other)
-        ctx.addIssue({
-          code: 'custom',
-          path,
-          message: `port ${port} on ${host} is already ${other.what}'s (${other.host})`,
-        });
-      else taken.push({ host, port, what });
-    };
-    config.listeners.forEach((listener, index) =>
-      claim(listener.host, listener.port, `listener ${listener.name ?? `${listener.transport}:${listener.port}`}`, [
-        'listeners',
-        index,
-        'port',
-      ]),
-    );
-    if (config.metrics.enabled)
-      claim(config.metrics.host, config.metrics.port, 'the metrics endpoint', ['metrics', 'port']);
+    // Said here, so that config check says it too, at the line of the second socket.
+    const collision = portCollision(config);
+    if (collision) ctx.addIssue({ code: 'custom', path: collision.path, message: collision.message });
   });
-
-/**
- * Whether two bind addresses collide on one port: the same address; `::`, which takes every address (IPv4 too, on a
- * dual-stack system); or `0.0.0.0` and an address that is not IPv6.
- */
-function addressesOverlap(a: string, b: string): boolean {
-  if (a.toLowerCase() === b.toLowerCase() || a === '::' || b === '::') return true;
-  return (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
-}
 
 export type BrokerConfig = z.infer<typeof configSchema>;
 export type ListenerConfig = z.infer<typeof listenerSchema>;

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +61,19 @@ describe('the secrets read through it', () => {
     expect(() => readBearerToken(fifo('token-pipe'), dir)).toThrow(
       /metrics\.bearer_token_file .*token-pipe: not a regular file/,
     );
+  });
+
+  it("the broker's own signing key is not read through a link planted in data_dir; a configured one may be a link", () => {
+    const real = file(
+      'real.key',
+      generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    );
+    const link = join(dir, 'audit-signing.key');
+    symlinkSync(real, link);
+    expect(() => loadSigningKey(link, false, true)).toThrow(
+      /audit signing key .*audit-signing\.key: cannot read \(ELOOP\)/,
+    );
+    expect(loadSigningKey(link, false).keyId).toMatch(/^[\w-]{43}$/);
   });
 
   it('an audit signing key that is a FIFO, or unreadable, is refused as such (not as "not a PEM private key")', () => {

@@ -156,6 +156,32 @@ describe('jwt authenticator with a JWKS URL', () => {
     expect(jwks.fetches).toBe(3);
   });
 
+  it("a key set with one key the step's algorithms can use is taken, whatever else it holds", async () => {
+    jwks = new JwksServer();
+    const k1 = await es256('key-1');
+    // No `alg`, no `use`: usable for ES256 by its type and curve, as jose picks keys.
+    const { alg: _alg, use: _use, ...bare } = k1.jwk;
+    jwks.keys = [
+      { kty: 'RSA', kid: 'rsa', n: 'sXch', e: 'AQAB' },
+      { ...bare, key_ops: ['verify'] },
+    ];
+    const url = await jwks.start();
+    const chain = await chainFor(url, 0);
+    const r = await chain.authenticate(attempt({ password: new Secret(await token(k1.privateKey, 'key-1', 'dev-1')) }));
+    expect(r).toMatchObject({ kind: 'allow' });
+
+    // An RSA key without `alg` serves a PS256 step.
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    jwks.keys = [{ ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1' }];
+    const ps = await chainFor(url, 0, { algorithms: ['PS256'] });
+    const signed = await new SignJWT({ sub: 'dev-2' })
+      .setProtectedHeader({ alg: 'PS256', kid: 'rsa-1' })
+      .setIssuer('idp')
+      .setExpirationTime('5m')
+      .sign(rsa.privateKey);
+    expect(await ps.authenticate(attempt({ password: new Secret(signed) }))).toMatchObject({ kind: 'allow' });
+  });
+
   it('an unreachable JWKS fails closed with serverUnavailable', async () => {
     jwks = new JwksServer();
     const url = await jwks.start();
@@ -192,6 +218,7 @@ describe('jwt authenticator with a JWKS URL', () => {
               { kty: 'EC', kid: 'p384', crv: 'P-384', x: 'AA', y: 'AA' },
               { kty: 'EC', kid: 'enc', crv: 'P-256', use: 'enc', x: 'AA', y: 'AA' },
               { kty: 'EC', kid: 'es512', crv: 'P-256', alg: 'ES512', x: 'AA', y: 'AA' },
+              { kty: 'EC', kid: 'wrap', crv: 'P-256', key_ops: ['wrapKey'], x: 'AA', y: 'AA' },
             ],
           }),
         ),

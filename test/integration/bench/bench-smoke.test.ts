@@ -113,7 +113,7 @@ describe('bench smoke', () => {
     expect(note).toMatch(shape);
     // Pinned to a core of its own, it polls, and its busy core is not reported as saturation; sharing one, it sleeps.
     expect(shape.exec(note)![3]).toBe(report.machine.pinned ? 'polled' : 'slept');
-    expect(notes.filter((n) => n.includes('saturated'))).toEqual([]);
+    if (report.machine.pinned) expect(notes.filter((n) => n.includes('saturated'))).toEqual([]);
     const [, shortest, longest] = shape.exec(note)!.slice(0, 3).map(Number);
     expect(shortest).toBeGreaterThanOrEqual(0.1);
     expect(shortest).toBeLessThan(0.12);
@@ -123,6 +123,8 @@ describe('bench smoke', () => {
     const samples = readFileSync(join(samplesDir, 'bulwark-1.txt'), 'utf8').trim().split('\n').map(Number);
     expect(samples).toHaveLength(5000);
     const sorted = [...samples].sort((a, b) => a - b);
+    // In the order the deliveries arrived, not sorted.
+    expect(samples).not.toEqual(sorted);
     expect(sorted[0]).toBeGreaterThan(0);
     expect(sorted[Math.floor((99 * sorted.length + 99) / 100) - 1]).toBeCloseTo(median('p99Ms'), 6);
   }, 120_000);

@@ -75,6 +75,19 @@ describe('bulwark config check', () => {
     30_000,
   );
 
+  it('start refuses a --port that collides with another socket of the file, naming both', async () => {
+    const file = join(dir, 'port-override.yaml');
+    writeFileSync(
+      file,
+      `data_dir: ${join(dir, 'data-port')}\nwarmup_connects: 0\nlisteners:\n  - port: 0\n  - name: second\n    port: 18931\n`,
+    );
+    const start = await runCli(['start', '-c', file, '-p', '18931']);
+    expect(start.code).not.toBe(0);
+    expect(start.stderr).toContain(
+      "--port: listeners.1.port: port 18931 on 127.0.0.1 is already listener tcp:18931's (127.0.0.1)",
+    );
+  }, 30_000);
+
   it('passes the same sections written correctly', async () => {
     const file = join(dir, 'good.yaml');
     for (const users of ['a.yaml', 'b.yaml']) writeFileSync(join(dir, users), 'users: {}\n');
@@ -236,7 +249,9 @@ describe('bulwark config check', () => {
       chmodSync(join(confDir, 'audit.key'), 0o644);
       const open = await runCli(['config', 'check', config], { cwd: confDir });
       expect(open.code).toBe(1);
-      expect(open.stderr).toMatch(/:6:21: audit\.signing_key_file: .*readable or writable by group or others \(mode 644\)/);
+      expect(open.stderr).toMatch(
+        /:6:21: audit\.signing_key_file: .*readable or writable by group or others \(mode 644\)/,
+      );
       expect(open.stderr).not.toContain('PRIVATE KEY');
 
       // With the audit log off start reads no key, so a missing one is no reason to refuse.

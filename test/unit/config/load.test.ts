@@ -74,6 +74,11 @@ describe('two sockets on one port', () => {
     ],
     ['free ports picked at start', 'listeners:\n  - port: 0\n  - port: 0\nmetrics:\n  enabled: true\n  port: 0\n'],
     ['a metrics port that is off', 'listeners:\n  - port: 9464\nmetrics:\n  port: 9464\n'],
+    // What a host name binds to is known only at start (`localhost` is ::1 first on many systems).
+    [
+      'a host name beside every IPv4 address',
+      'listeners:\n  - host: 0.0.0.0\n    port: 1883\n  - host: localhost\n    port: 1883\n',
+    ],
   ])('%s are accepted', (_case, text) => {
     expect(() => parseConfigText(text, 'b.yaml')).not.toThrow();
   });
