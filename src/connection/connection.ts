@@ -146,6 +146,11 @@ export class Connection implements SessionLink, PacketSink {
   inboundUnacknowledged = 0;
   /** Set by a clean DISCONNECT (0x00): the will is not published. */
   disconnectedCleanly = false;
+  /**
+   * The CONNECT asked for a session expiry above 0 (the broker may have capped it to 0): a DISCONNECT may then set
+   * one ([MQTT-3.14.2-2] refuses it only after a CONNECT that asked for 0).
+   */
+  connectAskedSessionExpiry = false;
   closeReason: string | undefined;
   readonly connectedAt = Date.now();
 

@@ -355,6 +355,7 @@ function acceptSession(ctx: ConnectContext, session: Session, present: boolean):
   const { connection, packet } = ctx;
   const broker = connection.broker;
   if (connection.state === 'closed') return OK;
+  connection.connectAskedSessionExpiry = ctx.sessionExpiry > 0 || ctx.sessionExpiryClamped;
   if (ctx.will)
     session.will = {
       message: ctx.will,

@@ -269,3 +269,43 @@ describe('will messages: a takeover while the old connection is still closing', 
     await endAll(old, fresh.client);
   });
 });
+
+describe('a session expiry the broker capped to 0', () => {
+  let broker: TestBroker;
+  let watcher: Connected;
+  beforeAll(async () => {
+    broker = await startBroker({ config: { limits: { max_session_expiry_interval: 0 } } });
+    watcher = await connectClient(broker.url, { clientId: 'capped-watcher', protocolVersion: 5 });
+    await watcher.client.subscribeAsync('capped/#', { qos: 1 });
+  });
+  afterAll(async () => {
+    await endAll(watcher.client);
+    await broker.stop();
+  });
+
+  it('v5: a DISCONNECT setting the expiry its CONNECT asked for is no protocol error, and a normal one discards the will [MQTT-3.14.2-2]', async () => {
+    const id = 'capped-expiry';
+    const { client, connack } = await rawConnect(broker.port, id, 5, {
+      clean: false,
+      properties: { sessionExpiryInterval: 3600 },
+      will: will('capped/will'),
+    });
+    // The broker said 0 in its CONNACK; the client, which asked for an hour, may still name one on DISCONNECT.
+    expect(connack.properties?.sessionExpiryInterval).toBe(0);
+    client.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 3600 } }, 5);
+    await client.waitClosed();
+    const line = await broker.waitForLog((l) => l.msg === 'client disconnected' && l.clientId === id);
+    expect(line.reason).toBe('client disconnected (reason 0x00)');
+    expect(broker.logs.filter((l) => l.clientId === id && l.msg === 'closing connection: protocol violation')).toEqual(
+      [],
+    );
+    // A marker published after the disconnect arrives; a will routed before it would have arrived first.
+    await watcher.client.publishAsync('capped/marker', 'marker', { qos: 1 });
+    await watcher.received.waitForTopic('capped/marker');
+    expect(watcher.received.on('capped/will')).toEqual([]);
+    // Capped again: nothing of the session is kept.
+    const again = await rawConnect(broker.port, id, 5, { clean: false, properties: { sessionExpiryInterval: 3600 } });
+    expect(again.connack.sessionPresent).toBe(false);
+    again.client.end();
+  });
+});
