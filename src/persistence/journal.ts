@@ -250,6 +250,12 @@ export interface JournalOptions {
   onError: (error: Error) => void;
   /** A write succeeded after failed ones. */
   onRecovered?: () => void;
+  /**
+   * A compaction switched to its new generation but could not name it in `newest-generation`, which still names an
+   * older one: everything is in the new file; only a later deletion of it would go unnoticed until the marker is
+   * written again (at the next compaction or start).
+   */
+  onMarkerFailed?: (error: Error) => void;
 }
 
 /** A failed batch is written again after this long, not at once: the disk is full or failing. */
@@ -473,7 +479,10 @@ export class JournalWriter {
     if (failure !== undefined) throw failure;
   }
 
-  /** Writes and syncs the next generation, opens it and removes the older files; nothing changes if it throws. */
+  /**
+   * Writes and syncs the next generation, opens it, names it in `newest-generation` and removes the older files
+   * (kept when it could not be named); nothing changes if it throws.
+   */
   private async writeGeneration(records: readonly unknown[]): Promise<void> {
     const next = this.generation + 1;
     const tmp = `${this.fileFor(next)}.tmp`;
@@ -504,18 +513,23 @@ export class JournalWriter {
       // Opened before the rename, so that nothing after the rename can fail.
       fd = openSync(tmp, 'a', STORE_FILE_MODE);
       renameSync(tmp, this.fileFor(next));
-      // Before the older files go: a crash from here on finds `next` and its marker. Should the marker fail, the
-      // new file goes too: the writer keeps appending to the old generation, which a later `next` would override.
-      try {
-        await writeNewestGenerationAsync(this.options.dir, next);
-      } catch (error) {
-        removeFailedFile(this.fileFor(next));
-        throw error;
-      }
     } catch (error) {
       if (fd !== undefined) closeSync(fd);
       removeFailedFile(tmp);
       throw error;
+    }
+    // From the rename on, `next` is the newest file and a start reads it: the writer must append there, whatever
+    // happens to the marker. (Removing `next` when the marker failed left it behind when the removal failed too, and
+    // a start then read that stale snapshot instead of what the writer went on appending to the older file.) A
+    // marker naming an older generation than the files hold is only less strict. Without it the older files stay
+    // (a start reads the newest and says the others are superseded): the marker's first step syncs the folder, so
+    // its failure may mean the rename is not durable yet, and the older files are then all a power loss leaves.
+    let named = true;
+    try {
+      await writeNewestGenerationAsync(this.options.dir, next);
+    } catch (error) {
+      named = false;
+      this.options.onMarkerFailed?.(error as Error);
     }
     const old = this.fd;
     const oldGeneration = this.generation;
@@ -524,6 +538,7 @@ export class JournalWriter {
     this.fileBytes = size;
     this.snapshotBytes = size;
     closeSync(old);
+    if (!named) return;
     for (let g = oldGeneration; g >= 0; g--) {
       const file = this.fileFor(g);
       if (existsSync(file)) unlinkSync(file);

@@ -150,6 +150,11 @@ export class SessionStore implements OutboundJournal {
         maxBatchDelayMs: this.options.maxBatchDelayMs,
         onError: (error) => this.writeFailed(error),
         onRecovered: () => this.writeRecovered(),
+        onMarkerFailed: (error) =>
+          this.options.log.warn(
+            { err: error, dir: this.dir },
+            'store compacted, but newest-generation could not be updated: the older journal files are kept until a later compaction names the new one',
+          ),
       },
       generation,
     );

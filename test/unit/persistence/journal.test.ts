@@ -5,6 +5,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmdirSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
@@ -246,24 +247,46 @@ describe('journal writer failures', () => {
     await w.close();
   });
 
-  it('compaction names the new generation in newest-generation; if that fails, the new file goes too', async () => {
+  it('compaction names the new generation in newest-generation; if that fails, it keeps the new file and the old ones', async () => {
     const dir = tmp();
-    const w = writer(dir);
+    const markerFailures: Error[] = [];
+    const w = new JournalWriter(
+      {
+        dir,
+        durability: 'sync',
+        flushIntervalMs: 1000,
+        maxBatchDelayMs: 0,
+        onError: (e) => {
+          throw e;
+        },
+        onMarkerFailed: (e) => markerFailures.push(e),
+      },
+      0,
+    );
     await w.durableThrough(w.append({ n: 0 }));
     await w.compact([{ snapshot: 1 }]);
     expect(readFileSync(join(dir, 'newest-generation'), 'utf8')).toBe('1\n');
     expect(readNewestGeneration(dir)).toBe(1);
     expect(journalFiles(dir)).toEqual(['journal-00000001.log']);
 
-    // The marker cannot be replaced (its temporary name is taken by a folder): the compaction fails, and the
-    // snapshot must not stay behind, or a later start would replay it over what the writer keeps appending.
+    // The marker cannot be replaced (its temporary name is taken by a folder). The snapshot is written and synced
+    // and is the newest file, which a start reads: the writer goes on appending there, so nothing written after
+    // the compaction can be lost to a stale snapshot; the older file stays until a marker names the new one.
     mkdirSync(join(dir, 'newest-generation.tmp'));
-    await expect(w.compact([{ snapshot: 2 }])).rejects.toThrow();
-    expect(journalFiles(dir)).toEqual(['journal-00000001.log']);
+    await w.compact([{ snapshot: 2 }]);
+    expect(markerFailures).toHaveLength(1);
     expect(readNewestGeneration(dir)).toBe(1);
+    expect(journalFiles(dir)).toEqual(['journal-00000001.log', 'journal-00000002.log']);
     const after = w.append({ n: 3 });
     await w.durableThrough(after);
-    expect(readJournal<unknown>(join(dir, 'journal-00000001.log'), false).records).toEqual([{ snapshot: 1 }, { n: 3 }]);
+    expect(readJournal<unknown>(join(dir, 'journal-00000002.log'), false).records).toEqual([{ snapshot: 2 }, { n: 3 }]);
+    expect(readJournal<unknown>(join(dir, 'journal-00000001.log'), false).records).toEqual([{ snapshot: 1 }]);
+
+    // Once the marker can be written again, the next compaction names its generation and removes the others.
+    rmdirSync(join(dir, 'newest-generation.tmp'));
+    await w.compact([{ snapshot: 3 }]);
+    expect(readNewestGeneration(dir)).toBe(3);
+    expect(journalFiles(dir)).toEqual(['journal-00000003.log']);
     await w.close();
   });
 
