@@ -1,7 +1,7 @@
-import { JournalWriter } from '../../../src/persistence/journal.js';
+import { JournalWriter, type JournalOptions } from '../../../src/persistence/journal.js';
 
 /** A journal writer in `sync` mode over `dir`, starting at generation 0, that throws whatever it fails on. */
-export function testJournalWriter(dir: string): JournalWriter {
+export function testJournalWriter(dir: string, extra: Partial<JournalOptions> = {}): JournalWriter {
   return new JournalWriter(
     {
       dir,
@@ -11,6 +11,7 @@ export function testJournalWriter(dir: string): JournalWriter {
       onError: (e) => {
         throw e;
       },
+      ...extra,
     },
     0,
   );

@@ -250,19 +250,7 @@ describe('journal writer failures', () => {
   it('compaction names the new generation in newest-generation; if that fails, it keeps the new file and the old ones', async () => {
     const dir = tmp();
     const markerFailures: Error[] = [];
-    const w = new JournalWriter(
-      {
-        dir,
-        durability: 'sync',
-        flushIntervalMs: 1000,
-        maxBatchDelayMs: 0,
-        onError: (e) => {
-          throw e;
-        },
-        onMarkerFailed: (e) => markerFailures.push(e),
-      },
-      0,
-    );
+    const w = writer(dir, { onMarkerFailed: (e) => markerFailures.push(e) });
     await w.durableThrough(w.append({ n: 0 }));
     await w.compact([{ snapshot: 1 }]);
     expect(readFileSync(join(dir, 'newest-generation'), 'utf8')).toBe('1\n');
