@@ -117,7 +117,11 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
   if (config.audit.enabled) checkSigningKey(config, text, file);
   // As start reads it: mode 0600, one line of 16 to 4096 visible characters.
   if (config.metrics.enabled && config.metrics.bearer_token_file !== undefined)
-    readBearerToken(config.metrics.bearer_token_file, baseDir);
+    try {
+      readBearerToken(config.metrics.bearer_token_file, baseDir);
+    } catch (error) {
+      atSetting(error, ['metrics', 'bearer_token_file'], text, file);
+    }
   await checkAuthentication(config, text, file, baseDir);
   const authorization = createAuthorization(config.authorization, { baseDir });
   const loaded = await authorization.manager.load();

@@ -34,7 +34,10 @@ describe('bulwark with metrics', () => {
     chmodSync(tokenFile, 0o644);
     const exposed = await runCli(['config', 'check', protectedFile]);
     expect(exposed.code).toBe(1);
-    expect(exposed.stderr).toContain('readable or writable by group or others');
+    // At the setting's line (line 6, after `bearer_token_file: `).
+    expect(exposed.stderr).toMatch(
+      /protected\.yaml:6:22: metrics\.bearer_token_file: .*readable or writable by group or others/,
+    );
     expect(exposed.stderr).not.toContain(TOKEN);
     chmodSync(tokenFile, 0o600);
     const accepted = await runCli(['config', 'check', protectedFile]);
