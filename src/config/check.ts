@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { loadSigningKey, signingKeyFile } from '../../audit/signing-key.js';
 import { createVerificationServices, type VerificationConfig } from '../../authn/config.js';
 import { PskStore } from '../../authn/psk/store.js';
@@ -10,7 +10,7 @@ import { formatDiagnostic } from '../../authz/model.js';
 import { authenticatorRegistry } from '../authentication.js';
 import { unsafeDataDir } from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
-import { readBlocklistFile } from '../guard/blocklist-store.js';
+import { blocklistPath, readBlocklistFile } from '../guard/blocklist-store.js';
 import { silentLogger } from '../log.js';
 import { readBearerToken } from '../metrics/bearer-token.js';
 import { createTlsContextManager, tlsContextOptionsFrom } from '../transport/tls-context.js';
@@ -145,7 +145,7 @@ export async function checkConfigFile(file: string): Promise<BrokerConfig> {
     await psk.check().catch((error: unknown) => atSetting(error, ['listeners', index, 'psk', 'file'], text, file));
   }
   // Start refuses a persisted block list it cannot read (starting without the bans would fail open).
-  if (existsSync(config.data_dir)) await readBlocklistFile(join(config.data_dir, config.guard.blocklist.file));
+  if (existsSync(config.data_dir)) await readBlocklistFile(blocklistPath(config.data_dir, config.guard.blocklist.file));
   for (const [index, listener] of config.listeners.entries()) {
     if (listener.tls === undefined) continue;
     try {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, extname } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { BulwarkError } from '../errors.js';
 import { blocklistFileSchema, type BanEntry, type BlocklistFile } from './ban-entry.js';
@@ -41,6 +41,14 @@ export function parseBlocklistText(text: string, file: string): BanEntry[] {
     { file, line: pos.line, column: pos.col },
     'expected {version: 1, entries: [{kind, value, by, reason, created, until}]}; see docs/abuse-protection.md',
   );
+}
+
+/**
+ * Where a data directory keeps its block list: `guard.blocklist.file`, relative to the data directory. The guard,
+ * `bulwark ban` working offline and `bulwark config check` all look here.
+ */
+export function blocklistPath(dataDir: string, file: string): string {
+  return join(dataDir, file);
 }
 
 export function serializeBlocklist(entries: readonly BanEntry[], format: 'json' | 'yaml'): string {

@@ -1,11 +1,12 @@
 import { Command, Option } from 'commander';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
 import { callAdmin, adminSocketPath } from '../admin/client.js';
 import { shownDefault, single } from '../cli/single-value.js';
 import { banEntrySchema, type BanEntry, type BanKind } from './ban-entry.js';
 import { Blocklist } from './blocklist.js';
 import {
+  blocklistPath,
   formatForPath,
   parseBlocklistText,
   readBlocklistFile,
@@ -50,7 +51,7 @@ const SELECTORS: ReadonlyArray<{ flag: string; option: string; kind: BanKind; he
 
 const DEFAULT_DATA_DIR = process.env.BULWARK_DATA_DIR ?? './data';
 
-const DEFAULT_BLOCKLIST_FILE = 'blocklist.json';
+const DEFAULT_BLOCKLIST_FILE = defaultGuardConfig().blocklist.file;
 
 /** Given twice, the last would win: a ban written to another broker's list, or kept with another reason. */
 const given = single('give it once');
@@ -101,7 +102,7 @@ function paths(options: CommonOptions): { dataDir: string; socket: string; file:
   return {
     dataDir,
     socket: adminSocketPath(dataDir),
-    file: join(dataDir, options.blocklistFile ?? DEFAULT_BLOCKLIST_FILE),
+    file: blocklistPath(dataDir, options.blocklistFile ?? DEFAULT_BLOCKLIST_FILE),
   };
 }
 

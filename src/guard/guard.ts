@@ -1,10 +1,9 @@
-import { join } from 'node:path';
 import type { AuditEvent } from '../../audit/events.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { BanEntry, BanKind, GuardClient } from './ban-entry.js';
 import { Blocklist, type AddResult } from './blocklist.js';
-import { BlocklistStore, readBlocklistFile } from './blocklist-store.js';
+import { BlocklistStore, blocklistPath, readBlocklistFile } from './blocklist-store.js';
 import type { GuardConfig } from './config.js';
 import {
   auditDimension,
@@ -144,7 +143,7 @@ export class Guard {
       options.dataDir === undefined
         ? undefined
         : new BlocklistStore(
-            join(options.dataDir, config.blocklist.file),
+            blocklistPath(options.dataDir, config.blocklist.file),
             () => this.blocklist.list(),
             (error) => this.log.error({ err: error }, 'could not persist the block list'),
           );
