@@ -81,14 +81,17 @@ export class ScramCredentialFile implements ScramCredentialStore {
 
   /** Reads and parses the file as start does, keeping nothing (`bulwark config check`). */
   async check(): Promise<void> {
-    parseScramCredentialFile(await readFile(this.path, 'utf8'), this.path, this.minIterations);
+    await this.#read();
   }
 
   async reload(): Promise<void> {
-    const text = await readFile(this.path, 'utf8');
-    this.#users = parseScramCredentialFile(text, this.path, this.minIterations);
+    this.#users = await this.#read();
     this.#typical = mostCommon(this.#users.values(), (c) => c.iterations);
     this.#typicalSalt = mostCommon(this.#users.values(), (c) => c.salt.length);
+  }
+
+  async #read(): Promise<Map<string, ScramCredential>> {
+    return parseScramCredentialFile(await readFile(this.path, 'utf8'), this.path, this.minIterations);
   }
 
   typicalIterations(mechanism: ScramMechanism): number | undefined {

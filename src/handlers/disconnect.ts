@@ -2,12 +2,12 @@ import type { IDisconnectPacket } from 'mqtt-packet';
 import type { Connection } from '../connection/connection.js';
 
 /**
- * DISCONNECT from the client. [MQTT-3.14.4-3] a normal disconnect (0x00) discards the will; any other reason
- * leaves it to be published. [MQTT-3.14.2-2]: a session expiry of 0 in CONNECT cannot be raised here: protocol
- * error. One the CONNECT asked for and the broker capped to 0 can be set again (and is capped again): the client
- * did nothing wrong, and a protocol error would publish the will of a client that left normally. The server SHOULD close the network connection if the client has not (MQTT 5 section 3.14.4):
- * it is closed at once, or, where bytes are still on their way out, after they are sent or the close grace has
- * passed.
+ * DISCONNECT from the client. [MQTT-3.14.4-3] a normal disconnect (0x00) discards the will; any other reason leaves
+ * it to be published. [MQTT-3.14.2-2]: a session expiry of 0 in CONNECT cannot be raised here: protocol error. One
+ * the CONNECT asked for and the broker capped to 0 can be set again (and is capped again): the client did nothing
+ * wrong, and a protocol error would publish the will of a client that left normally. The server SHOULD close the
+ * network connection if the client has not (MQTT 5 section 3.14.4): it is closed at once, or, where bytes are still
+ * on their way out, after they are sent or the close grace has passed.
  */
 export function handleDisconnect(connection: Connection, packet: IDisconnectPacket): void {
   const session = connection.session!;

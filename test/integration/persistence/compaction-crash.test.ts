@@ -2,10 +2,11 @@ import { cpSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { journalFiles, JournalWriter } from '../../../src/persistence/journal.js';
+import { journalFiles } from '../../../src/persistence/journal.js';
 import type { StoreRecord } from '../../../src/persistence/records.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { connectClient, endAll, type Connected } from '../../helpers/mqtt-clients.js';
+import { testJournalWriter } from '../../unit/persistence/journal-writer.js';
 
 const base64 = (text: string): string => Buffer.from(text).toString('base64');
 
@@ -22,18 +23,7 @@ describe('a crash in the middle of a compaction', () => {
   it('brings back nothing that changed just before the snapshot: no delivered message, ended session or cleared retained message', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'bulwark-compaction-crash-'));
     const dir = join(dataDir, 'store');
-    const writer = new JournalWriter(
-      {
-        dir,
-        durability: 'sync',
-        flushIntervalMs: 1000,
-        maxBatchDelayMs: 0,
-        onError: (error) => {
-          throw error;
-        },
-      },
-      0,
-    );
+    const writer = testJournalWriter(dir);
     const kept: StoreRecord = {
       t: 's',
       id: 'kept',
