@@ -109,6 +109,10 @@ export class ChainAuthorizer implements Authorizer {
     return this.#run(req, 0, true, this.#generation);
   }
 
+  cached(req: AccessRequest): AuthzDecision | undefined {
+    return this.#cache.get(req);
+  }
+
   /**
    * Only the first source can prove it: when it allows every topic under the filter, the chain never asks the
    * others. A source configured `on_error: next` could still hand some checks on, but file sources never fail.

@@ -64,6 +64,12 @@ export interface AuthzSource {
 export interface Authorizer {
   check(request: AccessRequest): AuthzDecision | Promise<AuthzDecision>;
   /**
+   * The decision `check` would take from its cache, or undefined when it would have to ask its sources. Keeps
+   * nothing of `request`, so a caller may reuse one object for every lookup: the per-message path then builds a
+   * request only on a miss.
+   */
+  cached?(request: AccessRequest): AuthzDecision | undefined;
+  /**
    * Whether every delivery through a subscription (filter in `request.topic`, granted QoS in `request.qos`) would
    * pass its `receive` check, so the broker can skip the per-delivery checks. Absent or false: check each one.
    */

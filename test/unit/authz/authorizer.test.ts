@@ -147,6 +147,26 @@ describe('decision cache', () => {
     expect(src.calls).toBe(1);
   });
 
+  it('answers a cache lookup without asking a source, and keeps nothing of the request it was asked with', () => {
+    const src = new CountingSource('s', (r) => allowT.authorize(r));
+    const chain = new ChainAuthorizer([bind(src)]);
+    const probe = request('publish', 't/x');
+    expect(chain.cached(probe)).toBeUndefined();
+    expect(src.calls).toBe(0);
+    const decided = sync(chain.check({ ...probe }));
+    expect(chain.cached(probe)).toBe(decided);
+    // The broker reuses one object for every lookup: what it asks next must not find the earlier answer.
+    probe.topic = 't/y';
+    expect(chain.cached(probe)).toBeUndefined();
+    probe.topic = 't/x';
+    probe.qos = 1;
+    expect(chain.cached(probe)).toBeUndefined();
+    probe.qos = 0;
+    probe.identity = identity({ clientId: probe.identity.clientId });
+    expect(chain.cached(probe)).toBeUndefined();
+    expect(src.calls).toBe(1);
+  });
+
   it('keys on action, qos, retain, shared and topic', () => {
     const src = new CountingSource('s', (r) => allowT.authorize(r));
     const chain = new ChainAuthorizer([bind(src)]);
