@@ -10,7 +10,7 @@ import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import { Framer, frameEnd, isFrameProblem, type FrameProblem } from './framer.js';
 import { parseFrames, type PacketSink } from './codec.js';
-import { encodeShortPacket } from '../protocol/encode-short-packet.js';
+import { encodeAck, encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
 import { setTimeoutAt } from '../timeout-at.js';
@@ -741,17 +741,7 @@ export class Connection implements SessionLink, PacketSink {
         }
       }
     }
-    const packet: IPublishPacket = {
-      cmd: 'publish',
-      topic,
-      payload: message.payload,
-      qos: out.qos,
-      retain: out.retain,
-      dup,
-      messageId: out.qos > 0 ? out.packetId : undefined,
-      properties,
-    };
-    const bytes = this.encodePublish(packet, out, properties === undefined && !dup);
+    const bytes = this.encodePublish(topic, out, dup, properties);
     if (bytes.length > this.clientMaximumPacketSize) {
       if (properties?.topicAlias !== undefined && topic !== '') this.outboundAliases?.delete(topic);
       this.broker.stats.messagesDiscarded++;
@@ -768,13 +758,13 @@ export class Connection implements SessionLink, PacketSink {
    * itself; a map is made only when subscribers need a second one (mixed protocol versions or retain flags), so a
    * message with one subscriber pays for no cache.
    */
-  private encodePublish(packet: IPublishPacket, out: Outbound, shareable: boolean): Buffer {
-    if (!shareable || out.qos !== 0) return this.encodeFresh(packet, out);
+  private encodePublish(topic: string, out: Outbound, dup: boolean, properties: IPublishPacket['properties']): Buffer {
+    if (properties !== undefined || dup || out.qos !== 0) return this.encodeFresh(topic, out, dup, properties);
     const message = out.message;
     const key = this.protocolVersion * 2 + (out.retain ? 1 : 0);
     if (message.encodedKey === key) return message.encoded!;
     if (message.encodedKey === undefined) {
-      const bytes = this.encodeFresh(packet, out);
+      const bytes = this.encodeFresh(topic, out, false, undefined);
       message.encodedKey = key;
       message.encoded = bytes;
       return bytes;
@@ -782,39 +772,52 @@ export class Connection implements SessionLink, PacketSink {
     const others = (message.encodedOthers ??= new Map());
     let bytes = others.get(key);
     if (!bytes) {
-      bytes = this.encodeFresh(packet, out);
+      bytes = this.encodeFresh(topic, out, false, undefined);
       others.set(key, bytes);
     }
     return bytes;
   }
 
-  private encodeFresh(packet: IPublishPacket, out: Outbound): Buffer {
+  /** Only a PUBLISH with properties is built as a packet object, for mqtt-packet: ~90 bytes less per message. */
+  private encodeFresh(topic: string, out: Outbound, dup: boolean, properties: IPublishPacket['properties']): Buffer {
     const version = this.protocolVersion;
-    return packet.properties === undefined
-      ? encodePublishWithoutProperties(
-          packet.topic,
-          out.message.payload,
-          out.qos,
-          out.retain,
-          packet.dup ?? false,
-          out.packetId,
-          version,
-        )
-      : mqtt.generate(packet, { protocolVersion: version });
+    const payload = out.message.payload;
+    if (properties === undefined)
+      return encodePublishWithoutProperties(topic, payload, out.qos, out.retain, dup, out.packetId, version);
+    const packet: IPublishPacket = {
+      cmd: 'publish',
+      topic,
+      payload,
+      qos: out.qos,
+      retain: out.retain,
+      dup,
+      messageId: out.qos > 0 ? out.packetId : undefined,
+      properties,
+    };
+    return mqtt.generate(packet, { protocolVersion: version });
   }
 
   /**
    * Sends a PUBACK/PUBREC/PUBCOMP once the store holds what it vouches for (`seq`: written, and in `sync`
    * durability synced), keeping acknowledgements in the order their packets arrived ([MQTT-4.6.0-2]).
    */
-  sendAck(packet: Packet, seq: number): void {
+  sendAck(
+    cmd: 'puback' | 'pubrec' | 'pubcomp',
+    messageId: number,
+    reasonCode: number | undefined,
+    properties: { reasonString: string } | undefined,
+    seq: number,
+  ): void {
     const store = this.broker.store;
     const deferred = this.deferredAcks;
+    const success = (reasonCode === undefined || reasonCode === 0) && properties === undefined;
     if ((!deferred || deferred.length === 0) && (!store || seq <= store.durableSeq)) {
-      this.writePacket(packet);
+      // A success is written without a packet object: one per QoS 1/2 message was ~55 bytes of garbage.
+      if (success) this.writeBytes(encodeAck(cmd, messageId));
+      else this.writePacket({ cmd, messageId, reasonCode, properties });
       return;
     }
-    (this.deferredAcks ??= []).push({ packet, seq });
+    (this.deferredAcks ??= []).push({ packet: { cmd, messageId, reasonCode, properties }, seq });
     if (!this.awaitingStore) this.awaitStore();
   }
 

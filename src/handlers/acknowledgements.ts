@@ -46,12 +46,6 @@ export function handlePubrel(connection: Connection, packet: IPubrelPacket): voi
   store?.inboundQos2Released(connection.clientId, id);
   // PUBCOMP lets the client reuse the id: if the release were lost in a crash, the restored session would take
   // the next PUBLISH with that id for a re-send of the old one and not route it.
-  connection.sendAck(
-    {
-      cmd: 'pubcomp',
-      messageId: id,
-      reasonCode: connection.isV5 && !known ? ReasonCode.packetIdentifierNotFound : undefined,
-    },
-    store?.lastSeq ?? 0,
-  );
+  const reasonCode = connection.isV5 && !known ? ReasonCode.packetIdentifierNotFound : undefined;
+  connection.sendAck('pubcomp', id, reasonCode, undefined, store?.lastSeq ?? 0);
 }

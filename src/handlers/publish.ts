@@ -130,12 +130,12 @@ function acknowledge(
   const properties = reasonCode !== undefined ? connection.reasonProperties(detail) : undefined;
   if (qos === 1) {
     connection.inboundUnacknowledged--;
-    connection.sendAck({ cmd: 'puback', messageId: id, reasonCode, properties }, seq);
+    connection.sendAck('puback', id, reasonCode, properties, seq);
     return;
   }
   if (reasonCode === undefined) connection.session!.inboundQos2.add(id);
   else connection.inboundUnacknowledged--;
-  connection.sendAck({ cmd: 'pubrec', messageId: id, reasonCode, properties }, seq);
+  connection.sendAck('pubrec', id, reasonCode, properties, seq);
 }
 
 /** [MQTT-3.3.2-12] topic aliases: set on a non-empty topic, looked up on an empty one. */

@@ -26,12 +26,7 @@ export function encodeShortPacket(packet: Packet, protocolVersion: number): Buff
         return undefined;
       const id = packet.messageId;
       if (id === undefined) return undefined;
-      const out = Buffer.allocUnsafe(4);
-      out[0] = FIRST_BYTE[packet.cmd];
-      out[1] = 2;
-      out[2] = id >> 8;
-      out[3] = id & 0xff;
-      return out;
+      return encodeAck(packet.cmd, id);
     }
     case 'connack': {
       if (protocolVersion === 5 || packet.returnCode === undefined) return undefined;
@@ -47,4 +42,16 @@ export function encodeShortPacket(packet: Packet, protocolVersion: number): Buff
     default:
       return undefined;
   }
+}
+
+export type AckCommand = keyof typeof FIRST_BYTE;
+
+/** An acknowledgement of success: the packet id alone, which every protocol version reads as reason code 0x00. */
+export function encodeAck(cmd: AckCommand, packetId: number): Buffer {
+  const out = Buffer.allocUnsafe(4);
+  out[0] = FIRST_BYTE[cmd];
+  out[1] = 2;
+  out[2] = packetId >> 8;
+  out[3] = packetId & 0xff;
+  return out;
 }
