@@ -210,7 +210,6 @@ export class Connection implements SessionLink, PacketSink {
 
   /** Called by `onSocketData`, which writes what the read queued once this returns. */
   onData(chunk: Buffer): void {
-    this.lastReceived = Date.now();
     this.broker.stats.bytesReceived += chunk.length;
     if (
       this.state === 'awaiting-connect' &&
@@ -228,6 +227,9 @@ export class Connection implements SessionLink, PacketSink {
       this.frameProblem(result, chunk);
       return;
     }
+    // Keep alive counts Control Packets [MQTT-3.1.2-22], as Mosquitto does: bytes of one that never completes,
+    // trickled in, must not hold a connection (and up to max_packet_size of buffer) open for ever.
+    this.lastReceived = Date.now();
     let frames = result;
     if (this.state === 'awaiting-connect') {
       if (!this.checkFirstPacket(frames)) return;

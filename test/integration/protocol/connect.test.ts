@@ -191,6 +191,21 @@ describe('CONNECT, keep alive and bad connections', () => {
     },
   );
 
+  it('v5: bytes of a packet that never completes do not count as a packet for keep alive [MQTT-3.1.2-22]', async () => {
+    const id = 'keepalive-trickle';
+    const { client } = await rawConnect(broker.port, id, 5, { keepalive: 1 });
+    // A PUBLISH announcing 100 bytes, then one byte every 300 ms: never a whole Control Packet, but never silent.
+    client.sendBytes([0x30, 100, 0, 5]);
+    const trickle = setInterval(() => client.sendBytes([0x61]), 300);
+    try {
+      expect((await client.next('disconnect', 4000)).reasonCode).toBe(0x8d);
+      await client.waitClosed(4000);
+      await logged('disconnecting client: keep alive timeout', (l) => l.clientId === id);
+    } finally {
+      clearInterval(trickle);
+    }
+  });
+
   it('v5: a keep alive above limits.max_keepalive is lowered with Server Keep Alive in CONNACK', async () => {
     const { client, connack } = await rawConnect(broker.port, 'keepalive-v5-high', 5, { keepalive: MAX_KEEPALIVE * 2 });
     expect(connack.reasonCode).toBe(0);
