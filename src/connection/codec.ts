@@ -315,7 +315,7 @@ function decodePlainConnect(
 }
 
 /** Packet names by type, for details in the log and in DISCONNECT's reason string. */
-const PACKET_NAMES = [
+export const PACKET_NAMES = [
   '',
   'CONNECT',
   'CONNACK',

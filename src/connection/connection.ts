@@ -9,7 +9,7 @@ import { remainingExpirySeconds } from '../routing/message.js';
 import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import { Framer, frameEnd, isFrameProblem, type FrameProblem } from './framer.js';
-import { parseFrames, type PacketSink } from './codec.js';
+import { PACKET_NAMES, parseFrames, type PacketSink } from './codec.js';
 import { encodeAck, encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
@@ -653,7 +653,8 @@ export class Connection implements SessionLink, PacketSink {
   /**
    * A Reason String must not make a packet larger than the client's Maximum Packet Size ([MQTT-3.2.2-19],
    * [MQTT-3.4.2-2], [MQTT-3.14.2-3] and the like for every packet that carries one): it goes, the packet and its
-   * reason code stay. PUBLISH never comes here (`sendPublish` discards one that is too large, [MQTT-3.1.2-25]).
+   * reason code stay. A packet still too large is then not sent at all (`writeBytes`). PUBLISH never comes here
+   * (`sendPublish` discards one that is too large, [MQTT-3.1.2-25]).
    */
   private withoutReasonString(packet: Packet, bytes: Buffer): Buffer {
     const properties = 'properties' in packet ? packet.properties : undefined;
@@ -672,6 +673,10 @@ export class Connection implements SessionLink, PacketSink {
   writeBytes(bytes: Buffer): void {
     const socket = this.socket;
     if (socket.destroyed) return;
+    if (bytes.length > this.clientMaximumPacketSize) {
+      this.refuseOversizePacket(bytes);
+      return;
+    }
     if (socket.writableLength + this.pendingBytes > this.broker.limits.max_output_buffer_bytes) {
       if (this.state !== 'closed') {
         this.broker.log.warn(
@@ -692,6 +697,25 @@ export class Connection implements SessionLink, PacketSink {
     else this.pendingAll.push(bytes);
     this.pendingBytes += bytes.length;
     this.broker.stats.bytesSent += bytes.length;
+  }
+
+  /**
+   * [MQTT-3.1.2-24] nothing larger than the client's Maximum Packet Size is sent, even without its Reason String: a
+   * SUBACK for many filters, a CONNACK or AUTH with authentication data. EMQX discards such a packet too; the client
+   * set a limit it cannot be answered within, and the log says so.
+   */
+  private refuseOversizePacket(bytes: Buffer): void {
+    const type = bytes[0]! >> 4;
+    this.broker.log.warn(
+      {
+        clientId: this.clientId,
+        peer: this.peerLabel,
+        packet: PACKET_NAMES[type] ?? type,
+        size: bytes.length,
+        maximum: this.clientMaximumPacketSize,
+      },
+      "packet not sent: larger than the client's Maximum Packet Size",
+    );
   }
 
   /** Sends what was queued. Large batches are written buffer by buffer under cork rather than copied. */

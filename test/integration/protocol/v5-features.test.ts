@@ -338,6 +338,27 @@ describe('MQTT 5 features', () => {
     takeover.client.end();
   });
 
+  it('a packet still larger than the client’s Maximum Packet Size without its reason string is not sent, and logged [MQTT-3.1.2-24]', async () => {
+    const small = 24;
+    const id = 'suback-too-big';
+    const { client } = await rawConnect(broker.port, id, 5, { properties: { maximumPacketSize: small } });
+    const sizes: number[] = [];
+    client.socket.on('data', (d: Buffer) => sizes.push(d.length));
+    // 30 filters: the SUBACK carries 30 reason codes, 35 bytes with nothing to leave out.
+    const subscriptions = Array.from({ length: 30 }, (_, i) => ({ topic: `many/${i}`, qos: 0 as const }));
+    const line = broker.waitForLog((l) => l.msg === "packet not sent: larger than the client's Maximum Packet Size");
+    client.send({ cmd: 'subscribe', messageId: 7, subscriptions }, 5);
+    expect(await line).toMatchObject({ clientId: id, packet: 'SUBACK', size: 35, maximum: small });
+    // The connection goes on, and the subscriptions were made: only the acknowledgement could not be sent.
+    client.send({ cmd: 'pingreq' }, 5);
+    await client.next('pingresp');
+    await publisher.client.publishAsync('many/29', 'fits', { qos: 0 });
+    expect((await client.next('publish')).payload.toString()).toBe('fits');
+    expect(client.packets.filter((p) => p.cmd === 'suback')).toEqual([]);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(small);
+    client.end();
+  });
+
   it.each([
     ['a Receive Maximum of 0', { receiveMaximum: 0 }],
     ['Authentication Data without a method', { authenticationData: Buffer.from('x') }],
