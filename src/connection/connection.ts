@@ -137,6 +137,8 @@ export class Connection implements SessionLink, PacketSink {
   /** Client's limits (MQTT 5 CONNECT properties). */
   clientReceiveMaximum = 65_535;
   clientMaximumPacketSize = 268_435_460;
+  /** Whether a packet over `clientMaximumPacketSize` was already dropped and logged (`refuseOversizePacket`). */
+  private oversizeLogged = false;
   clientTopicAliasMaximum = 0;
   requestProblemInformation = true;
   /** Topic aliases, created on first use: most clients never use them. */
@@ -705,6 +707,9 @@ export class Connection implements SessionLink, PacketSink {
    * set a limit it cannot be answered within, and the log says so.
    */
   private refuseOversizePacket(bytes: Buffer): void {
+    // Once per connection: a client repeating the SUBSCRIBE must not be able to fill the log.
+    if (this.oversizeLogged) return;
+    this.oversizeLogged = true;
     const type = bytes[0]! >> 4;
     this.broker.log.warn(
       {

@@ -354,8 +354,16 @@ describe('MQTT 5 features', () => {
     await client.next('pingresp');
     await publisher.client.publishAsync('many/29', 'fits', { qos: 0 });
     expect((await client.next('publish')).payload.toString()).toBe('fits');
+    // A second one is dropped too, without a second line (PINGRESP comes after the SUBACK would have).
+    client.send({ cmd: 'subscribe', messageId: 8, subscriptions }, 5);
+    client.send({ cmd: 'pingreq' }, 5);
+    await client.next('pingresp');
     expect(client.packets.filter((p) => p.cmd === 'suback')).toEqual([]);
     expect(Math.max(...sizes)).toBeLessThanOrEqual(small);
+    const dropped = broker.logs.filter(
+      (l) => l.msg === "packet not sent: larger than the client's Maximum Packet Size",
+    );
+    expect(dropped.filter((l) => l.clientId === id)).toHaveLength(1);
     client.end();
   });
 
