@@ -105,10 +105,15 @@ export function forwardedProperties(packet: IPublishPacket): ForwardedProperties
   return any ? out : undefined;
 }
 
-/** Seconds left before expiry, rounded up so a message is never forwarded as already expired. */
+/**
+ * Seconds left before expiry [MQTT-3.3.2-6], rounded up so a message with time left is never forwarded as 0. Only a
+ * message published with an interval of 0 and delivered at once is forwarded with 0: anything that waits for it
+ * (a queue, a retained store, a re-send) finds it expired. Mosquitto drops the property then (no expiry at all);
+ * forwarding 1 would give the receiver a second the publisher never granted.
+ */
 export function remainingExpirySeconds(message: Message, now: number): number | undefined {
   if (message.expiresAt === undefined) return undefined;
-  return Math.max(1, Math.ceil((message.expiresAt - now) / 1000));
+  return Math.max(0, Math.ceil((message.expiresAt - now) / 1000));
 }
 
 export function isExpired(message: Message, now: number): boolean {

@@ -220,6 +220,32 @@ describe('MQTT 5 features', () => {
     await endAll(sub.client);
   });
 
+  it('a Message Expiry Interval of 0 is forwarded as 0 to a subscriber reached at once, and the message is not queued [MQTT-3.3.2-6]', async () => {
+    const live = await connectClient(broker.url, { clientId: 'expiry-zero-live', protocolVersion: 5 });
+    await live.client.subscribeAsync('expiry/zero', { qos: 1 });
+    const away = {
+      clientId: 'expiry-zero-away',
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    };
+    const first = await connectClient(broker.url, away);
+    await first.client.subscribeAsync('expiry/zero', { qos: 1 });
+    await first.client.endAsync();
+    await broker.waitForLog((l) => l.msg === 'client disconnected' && l.clientId === away.clientId);
+    await publisher.client.publishAsync('expiry/zero', 'now', { qos: 1, properties: { messageExpiryInterval: 0 } });
+    await publisher.client.publishAsync('expiry/zero', 'kept', { qos: 1 });
+    const [now, kept] = await live.received.waitFor(2);
+    expect(now!.payload).toBe('now');
+    // The received value minus the time it waited, which was none: not rounded up to a second it never had.
+    expect(now!.packet.properties?.messageExpiryInterval).toBe(0);
+    expect(kept!.packet.properties?.messageExpiryInterval).toBeUndefined();
+    const back = await connectClient(broker.url, away);
+    await back.received.waitFor(1);
+    expect(back.received.messages.map((m) => m.payload)).toEqual(['kept']);
+    await endAll(live.client, back.client);
+  });
+
   it('a queued message whose expiry passes while its subscriber is offline is not delivered', async () => {
     const id = 'expiry-queued';
     const options = {
