@@ -856,33 +856,27 @@ export class Broker {
     }
     if (backlog !== undefined) {
       const check = (): AuthzDecision | Promise<AuthzDecision> =>
-        this.authorize(
-          identity,
-          connection,
-          'receive',
-          out.message.topic,
-          out.qos,
-          out.retain,
-          subscription.shareGroup,
-        );
+        this.authorizeReceive(identity, connection, out, subscription);
       this.deliverAfterBacklog(session, backlog, out, check, connection);
       return;
     }
     // Asked directly, not through a closure like the backlog's: one for every delivery was ~80 bytes of garbage.
-    const decision = this.authorize(
-      identity,
-      connection,
-      'receive',
-      out.message.topic,
-      out.qos,
-      out.retain,
-      subscription.shareGroup,
-    );
+    const decision = this.authorizeReceive(identity, connection, out, subscription);
     if (!(decision instanceof Promise)) {
       this.deliverIfAllowed(session, out, decision, connection);
       return;
     }
     this.deliverAfterBacklog(session, this.openBacklog(session), out, () => decision, connection);
+  }
+
+  private authorizeReceive(
+    identity: Identity,
+    connection: Connection,
+    out: Outbound,
+    subscription: Subscription,
+  ): AuthzDecision | Promise<AuthzDecision> {
+    const message = out.message;
+    return this.authorize(identity, connection, 'receive', message.topic, out.qos, out.retain, subscription.shareGroup);
   }
 
   private deliverIfAllowed(session: Session, out: Outbound, decision: AuthzDecision, connection: Connection): void {

@@ -46,6 +46,16 @@ describe('MQTT 5 features', () => {
     await broker.stop();
   });
 
+  /** A persistent MQTT 5 session subscribed to `topic` at QoS 1 whose client has left: its options, to come back. */
+  async function subscribedAndGone(clientId: string, topic: string) {
+    const options = { clientId, protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 60 } };
+    const first = await connectClient(broker.url, options);
+    await first.client.subscribeAsync(topic, { qos: 1 });
+    await first.client.endAsync();
+    await broker.waitForLog((l) => l.msg === 'client disconnected' && l.clientId === clientId);
+    return options;
+  }
+
   function violation(clientId: string): Promise<Record<string, unknown>> {
     return broker.waitForLog((l) => l.msg === 'closing connection: protocol violation' && l.clientId === clientId);
   }
@@ -223,16 +233,7 @@ describe('MQTT 5 features', () => {
   it('a Message Expiry Interval of 0 is forwarded as 0 to a subscriber reached at once, and the message is not queued [MQTT-3.3.2-6]', async () => {
     const live = await connectClient(broker.url, { clientId: 'expiry-zero-live', protocolVersion: 5 });
     await live.client.subscribeAsync('expiry/zero', { qos: 1 });
-    const away = {
-      clientId: 'expiry-zero-away',
-      protocolVersion: 5 as const,
-      clean: false,
-      properties: { sessionExpiryInterval: 60 },
-    };
-    const first = await connectClient(broker.url, away);
-    await first.client.subscribeAsync('expiry/zero', { qos: 1 });
-    await first.client.endAsync();
-    await broker.waitForLog((l) => l.msg === 'client disconnected' && l.clientId === away.clientId);
+    const away = await subscribedAndGone('expiry-zero-away', 'expiry/zero');
     await publisher.client.publishAsync('expiry/zero', 'now', { qos: 1, properties: { messageExpiryInterval: 0 } });
     await publisher.client.publishAsync('expiry/zero', 'kept', { qos: 1 });
     const [now, kept] = await live.received.waitFor(2);
@@ -247,17 +248,7 @@ describe('MQTT 5 features', () => {
   });
 
   it('a queued message whose expiry passes while its subscriber is offline is not delivered', async () => {
-    const id = 'expiry-queued';
-    const options = {
-      clientId: id,
-      protocolVersion: 5 as const,
-      clean: false,
-      properties: { sessionExpiryInterval: 60 },
-    };
-    const first = await connectClient(broker.url, options);
-    await first.client.subscribeAsync('expiry/queued', { qos: 1 });
-    await first.client.endAsync();
-    await broker.waitForLog((l) => l.msg === 'client disconnected' && l.clientId === id);
+    const options = await subscribedAndGone('expiry-queued', 'expiry/queued');
     await publisher.client.publishAsync('expiry/queued', 'stale', { qos: 1, properties: { messageExpiryInterval: 1 } });
     await publisher.client.publishAsync('expiry/queued', 'fresh', { qos: 1 });
     await new Promise((r) => setTimeout(r, 1200));
