@@ -12,7 +12,7 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { BulwarkError } from './errors.js';
 
 /** File name of the lock inside the data directory. */
@@ -70,6 +70,59 @@ function realpathOf(path: string): string {
     return realpathSync(path);
   } catch {
     return 'its target';
+  }
+}
+
+/** A folder above the data directory that lets another user replace it (`dataDirAncestorProblems`). */
+export interface DataDirAncestorProblem {
+  folder: string;
+  /** e.g. `writable by others without the sticky bit (mode 777)` */
+  problem: string;
+}
+
+/** Logged (start) and printed (config check) as this, with the folder and its problem. */
+export const DATA_DIR_ANCESTOR_WARNING = 'a folder above the data directory lets another user replace it';
+
+/**
+ * Folders above the data directory in which a user other than the broker's (or root) can rename entries: one
+ * writable by others, or by a group that is not the broker user's own, without the sticky bit; or one owned by
+ * another user. Whoever can do that can move the data directory aside after start's checks and put one of their own
+ * in its place, with their block list and their control socket. A warning, not a refusal: shared folders like these
+ * are common on development machines, and Mosquitto checks none of it. Empty where there are no uids (Windows).
+ */
+export function dataDirAncestorProblems(dir: string): DataDirAncestorProblem[] {
+  const self = process.geteuid?.();
+  const ownGroup = process.getegid?.();
+  if (self === undefined) return [];
+  let folder: string;
+  try {
+    folder = realpathSync(dirname(resolve(dir)));
+  } catch {
+    return [];
+  }
+  const problems: DataDirAncestorProblem[] = [];
+  for (;;) {
+    let info: Stats | undefined;
+    try {
+      info = statSync(folder);
+    } catch {
+      info = undefined;
+    }
+    if (info) {
+      const sticky = (info.mode & 0o1000) !== 0;
+      const why =
+        info.uid !== self && info.uid !== 0
+          ? `owned by uid ${info.uid}`
+          : !sticky && (info.mode & 0o002) !== 0
+            ? 'writable by others without the sticky bit'
+            : !sticky && (info.mode & 0o020) !== 0 && info.gid !== ownGroup
+              ? `writable by group ${info.gid} without the sticky bit`
+              : undefined;
+      if (why) problems.push({ folder, problem: `${why} (mode ${(info.mode & 0o7777).toString(8)})` });
+    }
+    const parent = dirname(folder);
+    if (parent === folder) return problems;
+    folder = parent;
   }
 }
 

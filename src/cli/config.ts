@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { renderConfigurationReference } from '../config/reference.js';
 import { BulwarkError } from '../errors.js';
+import { DATA_DIR_ANCESTOR_WARNING, dataDirAncestorProblems } from '../data-dir.js';
 
 export function registerConfigCommand(program: Command): void {
   const config = program
@@ -14,7 +15,9 @@ export function registerConfigCommand(program: Command): void {
       try {
         // Loaded only when it runs, like every subcommand: it brings the policy engine and TLS.
         const { checkConfigFile } = await import('../config/check.js');
-        await checkConfigFile(file);
+        const config = await checkConfigFile(file);
+        for (const { folder, problem } of dataDirAncestorProblems(config.data_dir))
+          console.error(`${file}: warning: data_dir: ${DATA_DIR_ANCESTOR_WARNING}: ${folder} is ${problem}`);
         console.log(`${file}: OK`);
       } catch (error) {
         console.error(error instanceof BulwarkError ? error.describe() : (error as Error).message);

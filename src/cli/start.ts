@@ -5,7 +5,13 @@ import { localOnlyConfig, parseConfigText, readConfigFile } from '../config/load
 import { configChangedEvent, configRefusedEvent, contentHash, type ReloadContext } from '../config/reload.js';
 import { portCollision } from '../config/port-collision.js';
 import type { BrokerConfig } from '../config/schema.js';
-import { lockDataDir, prepareDataDir, type DataDirLock } from '../data-dir.js';
+import {
+  DATA_DIR_ANCESTOR_WARNING,
+  dataDirAncestorProblems,
+  lockDataDir,
+  prepareDataDir,
+  type DataDirLock,
+} from '../data-dir.js';
 import { BulwarkError } from '../errors.js';
 import { BulwarkServer } from '../server.js';
 import { deferHangups, takeDeferredHangups } from './start-signals.js';
@@ -185,6 +191,8 @@ export function registerStartCommand(program: Command): void {
             { lock: lock.file, pid: lock.tookOverFrom },
             `took over the lock of broker pid ${lock.tookOverFrom}, which is no longer running`,
           );
+        for (const { folder, problem } of dataDirAncestorProblems(config.data_dir))
+          server.log.warn({ dataDir: config.data_dir, folder, problem }, DATA_DIR_ANCESTOR_WARNING);
         logWarmup(server, warmup, config.warmup_connects);
         await server.start();
       } catch (error) {

@@ -15,7 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DATA_DIR_LOCK_NAME, lockDataDir, prepareDataDir } from '../../src/data-dir.js';
+import { DATA_DIR_LOCK_NAME, dataDirAncestorProblems, lockDataDir, prepareDataDir } from '../../src/data-dir.js';
 import { BulwarkError } from '../../src/errors.js';
 
 let dir: string;
@@ -91,6 +91,41 @@ describe('prepareDataDir', () => {
       lchownSync(link, 0, 0);
       expect(() => prepareDataDir(link)).not.toThrow();
       expect(() => prepareDataDir(join(link, 'below'))).not.toThrow();
+    },
+  );
+});
+
+describe('dataDirAncestorProblems', () => {
+  it('names a folder above that others may write in without the sticky bit, and none with it', () => {
+    const above = join(dir, 'above');
+    mkdirSync(above);
+    chmodSync(above, 0o757);
+    const dataDir = join(above, 'data');
+    expect(dataDirAncestorProblems(dataDir)).toEqual([
+      { folder: above, problem: 'writable by others without the sticky bit (mode 757)' },
+    ]);
+    chmodSync(above, 0o1757);
+    expect(dataDirAncestorProblems(dataDir)).toEqual([]);
+  });
+
+  // Only root can give a folder to another user or group.
+  it.skipIf(process.geteuid?.() !== 0)(
+    "names a folder above owned by another user, or writable by a group not the broker user's own",
+    () => {
+      const above = join(dir, 'above');
+      mkdirSync(above, { mode: 0o770 });
+      chmodSync(above, 0o770);
+      const dataDir = join(above, 'data');
+      // The user's own group (a user private group, as umask 002 makes them) is no one else.
+      chownSync(above, 0, process.getegid!());
+      expect(dataDirAncestorProblems(dataDir)).toEqual([]);
+      chownSync(above, 0, 65534);
+      expect(dataDirAncestorProblems(dataDir)).toEqual([
+        { folder: above, problem: 'writable by group 65534 without the sticky bit (mode 770)' },
+      ]);
+      chmodSync(above, 0o755);
+      chownSync(above, 65534, 0);
+      expect(dataDirAncestorProblems(dataDir)).toEqual([{ folder: above, problem: 'owned by uid 65534 (mode 755)' }]);
     },
   );
 });

@@ -121,6 +121,38 @@ describe('bulwark start and its data directory', () => {
     expect(result.stderr).not.toMatch(/store restored|listening/);
   }, 30_000);
 
+  it('warns, at start and in config check, of a folder above the data directory that others may rename entries in', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bw-above-'));
+    const open = join(dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const port = await freePort();
+    const file = join(open, 'bulwark.yaml');
+    writeFileSync(file, readFileSync(writeConfig(dir, port)).toString().replace(join(dir, 'data'), join(open, 'data')));
+    const broker = await startCliBroker(['-c', file]);
+    const line = broker
+      .output()
+      .split('\n')
+      .find((l) => l.includes('a folder above the data directory lets another user replace it'));
+    expect(line && JSON.parse(line)).toMatchObject({
+      level: 40,
+      folder: open,
+      problem: 'writable by others without the sticky bit (mode 777)',
+    });
+    broker.child.kill('SIGTERM');
+    expect(await exited(broker.child)).toBe(0);
+    const check = await runCli(['config', 'check', file]);
+    expect(check.code).toBe(0);
+    expect(check.stderr).toContain(
+      `warning: data_dir: a folder above the data directory lets another user replace it: ${open} is writable by others without the sticky bit (mode 777)`,
+    );
+    // With the sticky bit (as /tmp has) nobody can rename another user's entries: no warning.
+    chmodSync(open, 0o1777);
+    const sticky = await runCli(['config', 'check', file]);
+    expect(sticky.code).toBe(0);
+    expect(sticky.stderr).not.toContain('warning');
+  }, 30_000);
+
   it('survives a SIGHUP during start-up and reloads once it is ready', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bw-hup-'));
     const config = writeConfig(dir, await freePort());
