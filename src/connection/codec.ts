@@ -5,6 +5,11 @@ import { frameEnd } from './framer.js';
 
 export interface PacketSink {
   onPacket(packet: Packet): void;
+  /**
+   * A PUBACK of success (the packet id alone), when the sink takes it so: one arrives for every QoS 1 delivery, and
+   * its packet object was ~70 bytes of garbage. Without it, such a PUBACK comes to `onPacket` like any other.
+   */
+  onPuback?(messageId: number): void;
   /** A malformed packet (MQTT 5: 0x81); nothing after it is decoded. */
   onParseError(error: Error): void;
   /** A packet that parses but breaks a rule of the protocol (MQTT 5: 0x82); nothing after it is decoded. */
@@ -108,7 +113,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
       type === 3
         ? decodePublish(protocolVersion, first, frames, j, end, remaining)
         : type >= 4 && type <= 7
-          ? decodeShortAck(protocolVersion, type, first, frames, j, remaining)
+          ? decodeShortAck(protocolVersion, type, first, frames, j, remaining, sink.onPuback !== undefined)
           : type === 12
             ? decodePingreq(first, remaining)
             : type === 1
@@ -129,7 +134,8 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
         else sink.onParseError(checked);
         return;
       }
-      sink.onPacket(checked);
+      if (checked === PUBACK_BY_ID) sink.onPuback!((frames[j]! << 8) | frames[j + 1]!);
+      else sink.onPacket(checked);
     } else if (slowFrom < 0) slowFrom = i;
     i = end;
   }
@@ -185,7 +191,13 @@ function decodePublish(
 const ACK_FLAGS = [0, 0, 0, 0, 0, 0, 2, 0];
 const ACK_NAMES = ['', '', '', '', 'puback', 'pubrec', 'pubrel', 'pubcomp'] as const;
 
-/** PUBACK, PUBREC, PUBREL or PUBCOMP of exactly two bytes (a packet id; MQTT 5: reason Success, no properties). */
+/** What `decodeShortAck` returns for a PUBACK the sink takes by its packet id (`PacketSink.onPuback`). */
+const PUBACK_BY_ID = Object.freeze({ cmd: 'puback' }) as Packet;
+
+/**
+ * PUBACK, PUBREC, PUBREL or PUBCOMP of exactly two bytes (a packet id; MQTT 5: reason Success, no properties).
+ * `pubackById`: a PUBACK is answered with `PUBACK_BY_ID` instead of a packet object.
+ */
 function decodeShortAck(
   protocolVersion: 3 | 4 | 5,
   type: number,
@@ -193,10 +205,17 @@ function decodeShortAck(
   frames: Buffer,
   start: number,
   remaining: number,
+  pubackById: boolean,
 ): Packet | Error | undefined {
   if (remaining !== 2 || (first & 0x0f) !== ACK_FLAGS[type]) return undefined;
   const messageId = (frames[start]! << 8) | frames[start + 1]!;
   if (messageId === 0) return zeroPacketId(PACKET_NAMES[type]!);
+  if (type === 4 && pubackById) return PUBACK_BY_ID;
+  return shortAckPacket(protocolVersion, type, first, messageId);
+}
+
+/** A two-byte acknowledgement as mqtt-packet decodes it. */
+export function shortAckPacket(protocolVersion: 3 | 4 | 5, type: number, first: number, messageId: number): Packet {
   const packet = {
     cmd: ACK_NAMES[type] as 'puback',
     retain: (first & 1) !== 0,

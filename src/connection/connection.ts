@@ -9,7 +9,7 @@ import { remainingExpirySeconds } from '../routing/message.js';
 import type { Outbound, SessionLink } from '../session/outbound.js';
 import type { Session } from '../session/session.js';
 import { Framer, frameEnd, isFrameProblem, type FrameProblem } from './framer.js';
-import { PACKET_NAMES, parseFrames, type PacketSink } from './codec.js';
+import { PACKET_NAMES, parseFrames, shortAckPacket, type PacketSink } from './codec.js';
 import { encodeAck, encodeShortPacket } from '../protocol/encode-short-packet.js';
 import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
@@ -346,6 +346,22 @@ export class Connection implements SessionLink, PacketSink {
       mqtt.generate({ cmd: 'connack', reasonCode: ReasonCode[reason], sessionPresent: false }, { protocolVersion: 5 }),
     );
     this.endSocket();
+  }
+
+  /**
+   * A success PUBACK by its packet id (`PacketSink.onPuback`): completed at once when nothing is held back, which is
+   * what `dispatchPacket` would do with it; otherwise it takes the packet path, in order with what is held.
+   */
+  onPuback(messageId: number): void {
+    if (this.state !== 'connected' || this.busy) {
+      this.onPacket(shortAckPacket(this.protocolVersion, 4, 0x40, messageId));
+      return;
+    }
+    try {
+      this.session!.complete(messageId);
+    } catch (error) {
+      this.internalError(error);
+    }
   }
 
   onPacket(packet: Packet): void {

@@ -143,6 +143,49 @@ describe('fast decoding of PUBLISH and acknowledgements', () => {
     });
   }
 
+  it('hands a success PUBACK to a sink that takes it by packet id, in order with what mqtt-packet decodes', () => {
+    const order: string[] = [];
+    const sink: PacketSink = {
+      onPacket: (p) => order.push(p.cmd === 'puback' ? `packet puback ${p.messageId} ${p.reasonCode}` : p.cmd),
+      onPuback: (id) => order.push(`id ${id}`),
+      onParseError: (e) => order.push(`error ${e.message}`),
+      onProtocolError: (detail) => order.push(`protocol error ${detail}`),
+    };
+    // Two bytes, the packet id alone (mqtt-packet writes MQTT 5 ones with the reason byte: those go to onPacket).
+    const stream = Buffer.concat([
+      Buffer.from([0x40, 2, 0xff, 0xff]),
+      // A PUBLISH with properties and a PUBACK with a reason code are mqtt-packet's, in between.
+      mqtt.generate(
+        {
+          cmd: 'publish',
+          topic: 'p',
+          payload: 'z',
+          qos: 0,
+          dup: false,
+          retain: false,
+          properties: { contentType: 't' },
+        },
+        { protocolVersion: 5 },
+      ),
+      mqtt.generate({ cmd: 'puback', messageId: 7, reasonCode: 0x10 }, { protocolVersion: 5 }),
+      Buffer.from([0x40, 2, 0, 2]),
+      mqtt.generate({ cmd: 'puback', messageId: 8 }, { protocolVersion: 5 }),
+      mqtt.generate({ cmd: 'pubrec', messageId: 3 }, { protocolVersion: 5 }),
+      Buffer.from([0x40, 2, 0, 0]), // packet id 0: refused, and nothing after it decoded
+      Buffer.from([0x40, 2, 0, 9]),
+    ]);
+    parseFrames(5, stream, sink);
+    expect(order).toEqual([
+      'id 65535',
+      'publish',
+      'packet puback 7 16',
+      'id 2',
+      'packet puback 8 0',
+      'pubrec',
+      'protocol error PUBACK has Packet Identifier 0 [MQTT-2.2.1-3]',
+    ]);
+  });
+
   it('refuses QoS 3, a topic longer than the packet, a missing packet id, bad ack flags and a PINGREQ with a body', () => {
     const cases = [
       Buffer.from([0x36, 5, 0, 1, 0x61, 0, 1]), // QoS 3
