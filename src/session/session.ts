@@ -189,7 +189,9 @@ export class Session {
   /** Moves queued messages into the send window while it has room. */
   drain(): void {
     const link = this.link;
-    if (!link) return;
+    // Called after every acknowledgement: with nothing waiting, not even the clock is read (its boxed number was
+    // the only garbage an acknowledgement made).
+    if (!link || (this.#held === undefined && this.queue.length === 0)) return;
     const now = Date.now();
     if (this.#held !== undefined) this.resendHeld(link, now);
     while (this.queue.length > 0) {
