@@ -48,6 +48,11 @@ export class InflightWindow<T> {
       return;
     }
     if ((this.count + 1) * 2 > this.slotIds.length) this.resize(this.slotIds.length * 2);
+    this.append(packetId, value);
+  }
+
+  /** Puts an id known to be absent, with room for it, at the end of the send order. */
+  private append(packetId: number, value: T): void {
     let slot = packetId & this.mask;
     while (this.slotIds[slot] !== 0) slot = (slot + 1) & this.mask;
     this.slotIds[slot] = packetId;
@@ -125,13 +130,6 @@ export class InflightWindow<T> {
     this.mask = slots - 1;
     this.count = 0;
     this.inserted = 0;
-    for (const [id, value] of entries) {
-      let slot = id & this.mask;
-      while (this.slotIds[slot] !== 0) slot = (slot + 1) & this.mask;
-      this.slotIds[slot] = id;
-      this.slotValues[slot] = value;
-      this.slotOrder[slot] = this.inserted++;
-      this.count++;
-    }
+    for (const [id, value] of entries) this.append(id, value);
   }
 }
