@@ -46,6 +46,14 @@ describe('MQTT 5 features', () => {
     await broker.stop();
   });
 
+  /** An MQTT 5 client that announced a Maximum Packet Size, and the size of every chunk it receives from here on. */
+  async function withMaximumPacketSize(clientId: string, maximumPacketSize: number) {
+    const { client } = await rawConnect(broker.port, clientId, 5, { properties: { maximumPacketSize } });
+    const sizes: number[] = [];
+    client.socket.on('data', (d: Buffer) => sizes.push(d.length));
+    return { client, sizes };
+  }
+
   /** A persistent MQTT 5 session subscribed to `topic` at QoS 1 whose client has left: its options, to come back. */
   async function subscribedAndGone(clientId: string, topic: string) {
     const options = { clientId, protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 60 } };
@@ -319,10 +327,8 @@ describe('MQTT 5 features', () => {
   });
 
   it('a client with a small Maximum Packet Size never receives a larger packet; smaller messages still arrive', async () => {
-    const { client } = await rawConnect(broker.port, 'too-big-out', 5, { properties: { maximumPacketSize: 200 } });
+    const { client, sizes } = await withMaximumPacketSize('too-big-out', 200);
     await rawSubscribe(client, 5, 1, [{ topic: 'big/out', qos: 1 }]);
-    const sizes: number[] = [];
-    client.socket.on('data', (d: Buffer) => sizes.push(d.length));
     await publisher.client.publishAsync('big/out', Buffer.alloc(500, 0x62), { qos: 1 });
     await publisher.client.publishAsync('big/out', 'small', { qos: 1 });
     const next = await client.next('publish');
@@ -336,9 +342,7 @@ describe('MQTT 5 features', () => {
     // Enough for the CONNACK and a bare PUBACK or DISCONNECT, not for either with its reason string.
     const small = 24;
     const id = 'reason-too-big';
-    const { client } = await rawConnect(broker.port, id, 5, { properties: { maximumPacketSize: small } });
-    const sizes: number[] = [];
-    client.socket.on('data', (d: Buffer) => sizes.push(d.length));
+    const { client, sizes } = await withMaximumPacketSize(id, small);
     client.send(rawPublish('denied/reason-too-big', 'no', 1, 1), 5);
     const puback = await client.next('puback');
     expect(puback.reasonCode).toBe(0x87);
@@ -358,9 +362,7 @@ describe('MQTT 5 features', () => {
   it('a packet still larger than the client’s Maximum Packet Size without its reason string is not sent, and logged [MQTT-3.1.2-24]', async () => {
     const small = 24;
     const id = 'suback-too-big';
-    const { client } = await rawConnect(broker.port, id, 5, { properties: { maximumPacketSize: small } });
-    const sizes: number[] = [];
-    client.socket.on('data', (d: Buffer) => sizes.push(d.length));
+    const { client, sizes } = await withMaximumPacketSize(id, small);
     // 30 filters: the SUBACK carries 30 reason codes, 35 bytes with nothing to leave out.
     const subscriptions = Array.from({ length: 30 }, (_, i) => ({ topic: `many/${i}`, qos: 0 as const }));
     const line = broker.waitForLog((l) => l.msg === "packet not sent: larger than the client's Maximum Packet Size");
