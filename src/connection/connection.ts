@@ -857,14 +857,18 @@ export class Connection implements SessionLink, PacketSink {
   ): void {
     const store = this.broker.store;
     const deferred = this.deferredAcks;
-    const success = (reasonCode === undefined || reasonCode === 0) && properties === undefined;
-    if ((!deferred || deferred.length === 0) && (!store || seq <= store.durableSeq)) {
+    const immediate = (!deferred || deferred.length === 0) && (!store || seq <= store.durableSeq);
+    if (immediate && (reasonCode === undefined || reasonCode === 0) && properties === undefined) {
       // A success is written without a packet object: one per QoS 1/2 message was ~55 bytes of garbage.
-      if (success) this.writeBytes(encodeAck(cmd, messageId));
-      else this.writePacket({ cmd, messageId, reasonCode, properties });
+      this.writeBytes(encodeAck(cmd, messageId));
       return;
     }
-    (this.deferredAcks ??= []).push({ packet: { cmd, messageId, reasonCode, properties }, seq });
+    const packet: Packet = { cmd, messageId, reasonCode, properties };
+    if (immediate) {
+      this.writePacket(packet);
+      return;
+    }
+    (this.deferredAcks ??= []).push({ packet, seq });
     if (!this.awaitingStore) this.awaitStore();
   }
 
