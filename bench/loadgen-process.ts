@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Job, JobResult, LoadgenMessage, OrchestratorMessage } from './loadgen/jobs.js';
+import type { Job, JobResult, LoadgenMessage, OrchestratorMessage, WindowReading } from './loadgen/jobs.js';
 import { withPlacement } from './brokers.js';
-import { processCpuMs, processRunQueueWaitMs } from './proc.js';
+import { BROKER_PID_VARIABLE } from './proc.js';
 
 export interface LoadgenRun {
   result?: JobResult;
@@ -41,15 +41,13 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
     : [process.execPath, join(o.repoRoot, 'dist/bench/loadgen/main.js')];
   const argv = withPlacement(command, { cpu: o.cpu, nice: o.nice });
   const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...argv], {
+    env: { ...process.env, [BROKER_PID_VARIABLE]: String(o.brokerPid) },
     stdio: native ? ['pipe', 'pipe', 'inherit'] : ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const channel = native ? lineChannel(child) : ipcChannel(child);
   return new Promise((resolve) => {
     const run: LoadgenRun = {};
-    let windowStart:
-      | { wall: number; cpu: number | undefined; brokerWait: number | undefined; loadgenWait: number | undefined }
-      | undefined;
-    const loadgenPid = child.pid as number;
+    let windowStart: WindowReading | undefined;
     let settled = false;
     const finish = (): void => {
       if (settled) return;
@@ -65,26 +63,8 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
     channel.onMessage((m) => {
       switch (m.type) {
         case 'mark':
-          if (m.phase === 'window-start')
-            windowStart = {
-              wall: performance.now(),
-              cpu: processCpuMs(o.brokerPid),
-              brokerWait: processRunQueueWaitMs(o.brokerPid),
-              loadgenWait: processRunQueueWaitMs(loadgenPid),
-            };
-          else if (windowStart) {
-            const wall = performance.now() - windowStart.wall;
-            const cpu = processCpuMs(o.brokerPid);
-            const brokerWait = processRunQueueWaitMs(o.brokerPid);
-            const loadgenWait = processRunQueueWaitMs(loadgenPid);
-            if (wall > 0) {
-              if (cpu !== undefined && windowStart.cpu !== undefined) run.brokerCpu = (cpu - windowStart.cpu) / wall;
-              if (brokerWait !== undefined && windowStart.brokerWait !== undefined)
-                run.brokerWait = (brokerWait - windowStart.brokerWait) / wall;
-              if (loadgenWait !== undefined && windowStart.loadgenWait !== undefined)
-                run.loadgenWait = (loadgenWait - windowStart.loadgenWait) / wall;
-            }
-          }
+          if (m.phase === 'window-start') windowStart = m.reading;
+          else if (windowStart) Object.assign(run, windowShares(windowStart, m.reading));
           break;
         case 'held':
           void (o.onHeld ?? (() => Promise.resolve()))(m.connected).then(() => channel.send({ type: 'release' }));
@@ -137,6 +117,26 @@ function lineChannel(child: ChildProcess): Channel {
       child.stdin?.write(`${JSON.stringify(message)}\n`);
     },
   };
+}
+
+/** The broker's CPU and both sides' run-queue waits over a window, as shares of its length; what was not read is absent. */
+export function windowShares(
+  start: WindowReading,
+  end: WindowReading,
+): Pick<LoadgenRun, 'brokerCpu' | 'brokerWait' | 'loadgenWait'> {
+  const shares: Pick<LoadgenRun, 'brokerCpu' | 'brokerWait' | 'loadgenWait'> = {};
+  const wall = end.atMs - start.atMs;
+  if (!(wall > 0)) return shares;
+  const readings = [
+    ['brokerCpu', 'brokerCpuMs'],
+    ['brokerWait', 'brokerWaitMs'],
+    ['loadgenWait', 'loadgenWaitMs'],
+  ] as const;
+  for (const [share, reading] of readings) {
+    const [from, to] = [start[reading], end[reading]];
+    if (from !== undefined && to !== undefined) shares[share] = (to - from) / wall;
+  }
+  return shares;
 }
 
 function nativeArguments(job: Job): string[] {

@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import type { WindowReading } from './loadgen/jobs.js';
 
 /** Clock ticks per second of /proc/PID/stat times; 100 on every Linux we run on (`getconf CLK_TCK`). */
 const CLK_TCK = 100;
@@ -92,4 +93,22 @@ export function loadAverage(): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The environment variable through which the orchestrator tells a load generator (Node or C) whose CPU to read
+ * at its window marks.
+ */
+export const BROKER_PID_VARIABLE = 'BENCH_BROKER_PID';
+
+/** The readings a load generator takes at a window mark; `brokerPid` undefined when it was not told one. */
+export function windowReading(brokerPid: number | undefined, loadgenPid: number): WindowReading {
+  const reading: WindowReading = { atMs: performance.now() };
+  const cpu = brokerPid === undefined ? undefined : processCpuMs(brokerPid);
+  const brokerWait = brokerPid === undefined ? undefined : processRunQueueWaitMs(brokerPid);
+  const loadgenWait = processRunQueueWaitMs(loadgenPid);
+  if (cpu !== undefined) reading.brokerCpuMs = cpu;
+  if (brokerWait !== undefined) reading.brokerWaitMs = brokerWait;
+  if (loadgenWait !== undefined) reading.loadgenWaitMs = loadgenWait;
+  return reading;
 }

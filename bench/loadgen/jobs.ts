@@ -124,9 +124,25 @@ export interface ConnectStormResult {
 
 export type JobResult = FlowResult | LatencyResult | IdleResult | ConnectStormResult;
 
-/** Load generator → orchestrator. `mark` lets the orchestrator sample the broker's CPU over the same window. */
+/**
+ * What the load generator read at one edge of its measurement window, at that instant: the orchestrator handles a
+ * mark when its own event loop gets to it, which on a busy machine can be after the whole window (a 500-connect
+ * burst takes 40 ms), so readings it took itself would miss the broker's work. Times are in milliseconds; `atMs`
+ * is on the load generator's own monotonic clock, so only differences between its readings mean anything. A
+ * reading it could not take is absent.
+ */
+export interface WindowReading {
+  atMs: number;
+  /** All the broker's threads' time on a CPU. */
+  brokerCpuMs?: number;
+  /** Time the broker's and the load generator's main threads were runnable but waited for a CPU. */
+  brokerWaitMs?: number;
+  loadgenWaitMs?: number;
+}
+
+/** Load generator → orchestrator. `mark` gives the orchestrator the broker's CPU over the same window. */
 export type LoadgenMessage =
-  | { type: 'mark'; phase: 'window-start' | 'window-end' }
+  | { type: 'mark'; phase: 'window-start' | 'window-end'; reading: WindowReading }
   | { type: 'held'; connected: number }
   | { type: 'result'; result: JobResult }
   | { type: 'error'; message: string };

@@ -2,6 +2,7 @@ import { runConnectStorm, runIdle } from './connections.js';
 import { runFlow } from './flow.js';
 import type { Job, JobResult, LoadgenMessage, OrchestratorMessage } from './jobs.js';
 import { runLatency } from './latency.js';
+import { BROKER_PID_VARIABLE, windowReading } from '../proc.js';
 
 /**
  * The load generator process: pinned by the orchestrator to its own core, it runs one job and exits. It is a
@@ -11,10 +12,14 @@ function send(message: LoadgenMessage): void {
   process.send?.(message);
 }
 
+const brokerPidText = process.env[BROKER_PID_VARIABLE];
+const brokerPid = brokerPidText ? Number(brokerPidText) : undefined;
+
 let release: (() => void) | undefined;
 
 async function runJob(job: Job): Promise<JobResult> {
-  const mark = (phase: 'window-start' | 'window-end'): void => send({ type: 'mark', phase });
+  const mark = (phase: 'window-start' | 'window-end'): void =>
+    send({ type: 'mark', phase, reading: windowReading(brokerPid, process.pid) });
   switch (job.kind) {
     case 'flow':
       return runFlow(job, mark);

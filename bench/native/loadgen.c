@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -81,6 +82,79 @@ static void emit(const char *line) {
   fputs(line, stdout);
   fputc('\n', stdout);
   fflush(stdout);
+}
+
+/* Whose CPU the window marks read: the orchestrator's BENCH_BROKER_PID (bench/proc.ts reads the same way). */
+static int broker_pid;
+
+/*
+ * CPU time of all a process's threads in milliseconds, or -1 if it is gone: their schedstat run times (ns) where
+ * the kernel keeps schedstats, clock ticks of /proc/PID/stat (10 ms) otherwise, the rule bench/proc.ts follows.
+ */
+static double process_cpu_ms(int pid) {
+  char path[320];
+  if (access("/proc/self/schedstat", R_OK) != 0) {
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char stat[1024];
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    /* The command name may contain spaces and parentheses: fields are counted after the last ')'. */
+    char *fields = strrchr(stat, ')');
+    unsigned long utime, stime;
+    if (!fields || sscanf(fields + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+      return -1;
+    return (double)(utime + stime) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+  }
+  snprintf(path, sizeof path, "/proc/%d/task", pid);
+  DIR *tasks = opendir(path);
+  if (!tasks) return -1;
+  double ns = 0;
+  struct dirent *task;
+  while ((task = readdir(tasks))) {
+    if (task->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", pid, task->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue; /* the thread ended between the listing and this read */
+    unsigned long long run;
+    if (fscanf(f, "%llu", &run) == 1) ns += (double)run;
+    fclose(f);
+  }
+  closedir(tasks);
+  return ns / 1e6;
+}
+
+/* Time a process's main thread was runnable but waited for a CPU, in milliseconds, or -1 without schedstats. */
+static double run_queue_wait_ms(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", pid, pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  unsigned long long run, wait;
+  int ok = fscanf(f, "%llu %llu", &run, &wait) == 2;
+  fclose(f);
+  return ok ? (double)wait / 1e6 : -1;
+}
+
+/*
+ * An edge of the measurement window, with its readings taken now rather than whenever the orchestrator gets to
+ * the line (WindowReading in bench/loadgen/jobs.ts).
+ */
+static void mark(const char *phase) {
+  double at = now_ms();
+  double cpu = broker_pid > 0 ? process_cpu_ms(broker_pid) : -1;
+  double broker_wait = broker_pid > 0 ? run_queue_wait_ms(broker_pid) : -1;
+  double loadgen_wait = run_queue_wait_ms(getpid());
+  char line[320];
+  size_t n = (size_t)snprintf(line, sizeof line, "{\"type\":\"mark\",\"phase\":\"%s\",\"reading\":{\"atMs\":%.3f",
+                              phase, at);
+  if (cpu >= 0) n += (size_t)snprintf(line + n, sizeof line - n, ",\"brokerCpuMs\":%.6f", cpu);
+  if (broker_wait >= 0) n += (size_t)snprintf(line + n, sizeof line - n, ",\"brokerWaitMs\":%.6f", broker_wait);
+  if (loadgen_wait >= 0) n += (size_t)snprintf(line + n, sizeof line - n, ",\"loadgenWaitMs\":%.6f", loadgen_wait);
+  snprintf(line + n, sizeof line - n, "}}");
+  emit(line);
 }
 
 /* Reports a failure that ends the run; returns the exit status. */
@@ -229,7 +303,7 @@ static int run_idle(long connections, int concurrency) {
   long started = 0, finished = 0, in_flight = 0;
   struct epoll_event events[256];
   double cpu0 = cpu_ms();
-  emit("{\"type\":\"mark\",\"phase\":\"window-start\"}");
+  mark("window-start");
   double t0 = now_ms();
   while (finished < connections) {
     while (in_flight < concurrency && started < connections) {
@@ -257,7 +331,7 @@ static int run_idle(long connections, int concurrency) {
   }
   double connect_ms = now_ms() - t0;
   double cpu = cpu_ms() - cpu0;
-  emit("{\"type\":\"mark\",\"phase\":\"window-end\"}");
+  mark("window-end");
   char line[512];
   snprintf(line, sizeof line, "{\"type\":\"held\",\"connected\":%ld}", connected);
   emit(line);
@@ -284,7 +358,7 @@ static int run_storm(double duration_ms, int concurrency) {
   static const uint8_t disconnect_packet[2] = {0xe0, 0x00};
   struct epoll_event events[256];
   double cpu0 = cpu_ms();
-  emit("{\"type\":\"mark\",\"phase\":\"window-start\"}");
+  mark("window-start");
   double t0 = now_ms();
   double deadline = t0 + duration_ms;
   int live = 0;
@@ -314,7 +388,7 @@ static int run_storm(double duration_ms, int concurrency) {
   }
   double elapsed = now_ms() - t0;
   double cpu = cpu_ms() - cpu0;
-  emit("{\"type\":\"mark\",\"phase\":\"window-end\"}");
+  mark("window-end");
   char errs[600];
   errors_json(errs, sizeof errs);
   char result[1024];
@@ -674,12 +748,12 @@ static int run_latency(int argc, char **argv) {
     if (!started && now >= lat.window_start) {
       started = 1;
       cpu0 = cpu_ms();
-      emit("{\"type\":\"mark\",\"phase\":\"window-start\"}");
+      mark("window-start");
     }
     if (!ended && now >= lat.window_end) {
       ended = 1;
       cpu_window = cpu_ms() - cpu0;
-      emit("{\"type\":\"mark\",\"phase\":\"window-end\"}");
+      mark("window-end");
     }
     if (closed || (ended && lat.next >= lat.total && lat.received >= lat.total && lat.inflight == 0)) break;
     if (lat.received != last_received) {
@@ -719,7 +793,7 @@ static int run_latency(int argc, char **argv) {
   }
   if (!ended) {
     cpu_window = cpu_ms() - cpu0;
-    emit("{\"type\":\"mark\",\"phase\":\"window-end\"}");
+    mark("window-end");
   }
   static const uint8_t disconnect_packet[2] = {0xe0, 0x00};
   for (int i = 0; i < 2; i++) {
@@ -782,6 +856,8 @@ int main(int argc, char **argv) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
+  const char *broker = getenv("BENCH_BROKER_PID");
+  broker_pid = broker ? atoi(broker) : 0;
   port = atoi(argv[2]);
   epfd = epoll_create1(0);
   if (strcmp(argv[1], "latency") == 0) return run_latency(argc, argv);
