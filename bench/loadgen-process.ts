@@ -79,7 +79,9 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
           break;
       }
     });
-    child.once('exit', (code) => {
+    // 'close', not 'exit': a process that wrote its result and exited may be reaped before this event loop has
+    // read the last lines of its output (as happens when the orchestrator was busy while the job ran).
+    child.once('close', (code) => {
       if (!run.result && !run.error) run.error = `load generator exited with code ${code}`;
       finish();
     });
