@@ -435,6 +435,38 @@ describe('MQTT 5 features', () => {
     await endAll(sub.client);
   });
 
+  it('a PUBLISH no subscription matches is acknowledged 0x00, not 0x10: a publisher does not learn who subscribes', async () => {
+    const { client } = await rawConnect(broker.port, 'no-subscribers', 5);
+    client.send(rawPublish('nobody/listens', 'x', 1, 1), 5);
+    client.send(rawPublish('nobody/listens', 'x', 2, 2), 5);
+    expect((await client.next('puback')).reasonCode).toBe(0x00);
+    expect((await client.next('pubrec')).reasonCode).toBe(0x00);
+    // The same answer once someone does subscribe: the reason code carries nothing about subscribers.
+    const sub = await connectClient(broker.url, { clientId: 'no-subscribers-sub', protocolVersion: 5 });
+    await sub.client.subscribeAsync('nobody/listens', { qos: 1 });
+    client.send(rawPublish('nobody/listens', 'y', 1, 3), 5);
+    expect((await client.next('puback')).reasonCode).toBe(0x00);
+    expect((await sub.received.waitFor(1)).map((m) => m.payload)).toEqual(['y']);
+    client.end();
+    await endAll(sub.client);
+  });
+
+  it('a QoS 0 PUBLISH with DUP=1 and a payload declared UTF-8 that is not are both delivered, as Mosquitto does', async () => {
+    const sub = await connectClient(broker.url, { clientId: 'lenient-sub', protocolVersion: 5 });
+    await sub.client.subscribeAsync('lenient/#', { qos: 1 });
+    const { client } = await rawConnect(broker.port, 'lenient-pub', 5);
+    client.send({ ...rawPublish('lenient/dup', 'dup', 0), dup: true }, 5);
+    const notUtf8 = Buffer.from([0xff, 0xfe]);
+    client.send(rawPublish('lenient/format', notUtf8, 1, 1, { properties: { payloadFormatIndicator: true } }), 5);
+    expect((await client.next('puback')).reasonCode).toBe(0x00);
+    const [dup, format] = await sub.received.waitFor(2);
+    expect([dup?.topic, dup?.packet.qos, dup?.packet.dup]).toEqual(['lenient/dup', 0, false]);
+    expect([format?.topic, Buffer.from(format!.packet.payload).equals(notUtf8)]).toEqual(['lenient/format', true]);
+    expect(format?.packet.properties?.payloadFormatIndicator).toBe(true);
+    client.end();
+    await endAll(sub.client);
+  });
+
   it('a denied PUBLISH gets PUBACK 0x87 with a reason string, and none when problem information is not requested', async () => {
     const sub = await connectClient(broker.url, { clientId: 'denied-sub', protocolVersion: 5 });
     await sub.client.subscribeAsync('denied/#', { qos: 1 });
