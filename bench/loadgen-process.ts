@@ -121,12 +121,11 @@ function lineChannel(child: ChildProcess): Channel {
   };
 }
 
+type WindowShares = Pick<LoadgenRun, 'brokerCpu' | 'brokerWait' | 'loadgenWait'>;
+
 /** The broker's CPU and both sides' run-queue waits over a window, as shares of its length; what was not read is absent. */
-export function windowShares(
-  start: WindowReading,
-  end: WindowReading,
-): Pick<LoadgenRun, 'brokerCpu' | 'brokerWait' | 'loadgenWait'> {
-  const shares: Pick<LoadgenRun, 'brokerCpu' | 'brokerWait' | 'loadgenWait'> = {};
+export function windowShares(start: WindowReading, end: WindowReading): WindowShares {
+  const shares: WindowShares = {};
   const wall = end.atMs - start.atMs;
   if (!(wall > 0)) return shares;
   const readings = [

@@ -15,7 +15,8 @@
  * It speaks just enough MQTT 3.1.1 for these (CONNECT, CONNACK, SUBSCRIBE, SUBACK, QoS 1 PUBLISH, PUBACK,
  * DISCONNECT) over non-blocking sockets and epoll, and talks to the orchestrator in the same JSON messages as
  * bench/loadgen/main.ts, one per line on stdout (mark / held / result / error); it reads {"type":"release"} on
- * stdin when holding idle connections.
+ * stdin when holding idle connections. Each mark carries the broker's CPU time read at that instant; the
+ * orchestrator names the broker's process in the environment variable BENCH_BROKER_PID.
  *
  *   loadgen idle PORT CONNECTIONS CONCURRENCY
  *   loadgen storm PORT DURATION_MS CONCURRENCY [USER PASSWORD]...
