@@ -79,11 +79,9 @@ export interface YamlBroker {
 
 export async function startYamlBroker(configFile: string): Promise<YamlBroker> {
   const { child, output } = await startCliBroker(['-c', configFile]);
-  // Swallow the helper's late "exited" rejection path: exit is awaited explicitly below.
-  const exited = new Promise<number | null>((resolve) => {
-    if (child.exitCode !== null) resolve(child.exitCode);
-    else child.once('exit', (code) => resolve(code));
-  });
+  // Swallow the helper's late "exited" rejection path: exit is awaited explicitly below. 'close' rather than 'exit',
+  // so that `output()` after `stop()` holds the broker's last lines too.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const ports: Record<string, number> = {};
   for (const m of output().matchAll(/(\w[\w-]*): (?:tcp|tls|ws|wss):\/\/[^:\s]+:(\d+)/g)) ports[m[1]!] = Number(m[2]);
   return {

@@ -42,7 +42,8 @@ describe('start-up footprint', () => {
       child.stdout.on('data', onData);
       child.stderr.on('data', onData);
     });
-    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    // 'close', not 'exit': the LOADED line is written at exit, and may not have been read when 'exit' is emitted.
+    const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
     await ready;
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

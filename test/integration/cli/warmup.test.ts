@@ -74,7 +74,8 @@ describe('bulwark start: the start-up warm-up', () => {
     });
     let output = '';
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // 'close': the line checked below is written just before the exit, which may be reported before it is read.
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     await until(() => readdirSync(tmp).some((name) => name.startsWith('bulwark-warmup-')) || undefined, 'warm-up');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

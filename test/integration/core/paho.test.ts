@@ -29,7 +29,8 @@ function runPaho(port: number, version: '4' | '5', topic: string): Promise<{ cod
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => resolve({ code, out }));
+    // 'close': the output is read to its end ('exit' may come before the last line, 'done', has been read).
+    child.on('close', (code) => resolve({ code, out }));
   });
 }
 
