@@ -62,14 +62,8 @@ export function loadSigningKey(keyFile: string, create: boolean, ownFile = creat
   const refuse = (why: string, hint?: string): never => {
     throw new BulwarkError('BULWARK_ERR_AUDIT', `audit signing key ${keyFile}: ${why}`, undefined, hint);
   };
-  let pem: Buffer;
-  try {
-    // The broker's own key in data_dir must not be read through a link planted there; a configured one may be one.
-    pem = readOwnerOnlyFile(keyFile, refuse, { noFollow: ownFile });
-  } catch (error) {
-    if (error instanceof BulwarkError) throw error;
-    return refuse(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
+  // The broker's own key in data_dir must not be read through a link planted there; a configured one may be one.
+  const pem = readOwnerOnlyFile(keyFile, refuse, { noFollow: ownFile });
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(pem);

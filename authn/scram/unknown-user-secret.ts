@@ -56,9 +56,8 @@ export function existingUnknownUserSecret(dataDir: string): Buffer | undefined {
   try {
     return checked(readSecretNoFollow(file, fail), fail);
   } catch (error) {
-    if (error instanceof BulwarkError) throw error;
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    return fail(`cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw error;
   }
 }
 
@@ -82,5 +81,6 @@ function checked(secret: Buffer, fail: RefuseFile): Buffer {
  * others can read lets them compute every unknown user's fake salt and so tell unknown names from real ones.
  */
 function readSecretNoFollow(file: string, fail: RefuseFile): Buffer {
-  return readOwnerOnlyFile(file, fail, { noFollow: true, notRegularHint: 'delete it: the next start makes a new one' });
+  const remake = 'delete it: the next start makes a new one';
+  return readOwnerOnlyFile(file, fail, { noFollow: true, passMissing: true, notRegularHint: remake, linkHint: remake });
 }

@@ -16,13 +16,7 @@ export function readBearerToken(file: string, baseDir: string): Secret {
   const refuse = (why: string, hint?: string): never => {
     throw new BulwarkError('BULWARK_ERR_CONFIG_INVALID', `metrics.bearer_token_file ${path}: ${why}`, undefined, hint);
   };
-  let bytes: Buffer;
-  try {
-    bytes = readOwnerOnlyFile(path, refuse);
-  } catch (error) {
-    if (error instanceof BulwarkError) throw error;
-    return refuse(`cannot read: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
+  let bytes = readOwnerOnlyFile(path, refuse);
   if (bytes.at(-1) === 0x0a) bytes = bytes.subarray(0, bytes.at(-2) === 0x0d ? -2 : -1);
   if (bytes.length < MIN_TOKEN_LENGTH || bytes.length > MAX_TOKEN_LENGTH)
     refuse(`the token must be ${MIN_TOKEN_LENGTH} to ${MAX_TOKEN_LENGTH} characters`);

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadSigningKey } from '../../audit/signing-key.js';
+import { existingUnknownUserSecret, UNKNOWN_USER_SECRET_FILE } from '../../authn/scram/unknown-user-secret.js';
 import { readBearerToken } from '../../src/metrics/bearer-token.js';
 import { readOwnerOnlyFile } from '../../src/owner-only-file.js';
 
@@ -52,7 +53,17 @@ describe('readOwnerOnlyFile', () => {
     const link = join(dir, 'link');
     symlinkSync(target, link);
     expect(readOwnerOnlyFile(link, refuse).toString()).toBe('through-the-link');
-    expect(() => readOwnerOnlyFile(link, refuse, { noFollow: true })).toThrow(/ELOOP/);
+    expect(() => readOwnerOnlyFile(link, refuse, { noFollow: true })).toThrow(
+      'refused: a symbolic link, which is not followed here (replace the link with the file it points to)',
+    );
+  });
+
+  it('refuses a file it cannot open with the error code, or passes a missing one on to a caller that makes it', () => {
+    const missing = join(dir, 'missing');
+    expect(() => readOwnerOnlyFile(missing, refuse)).toThrow('refused: cannot read (ENOENT)');
+    expect(() => readOwnerOnlyFile(missing, refuse, { passMissing: true })).toThrow(
+      expect.objectContaining({ code: 'ENOENT' }),
+    );
   });
 });
 
@@ -71,9 +82,21 @@ describe('the secrets read through it', () => {
     const link = join(dir, 'audit-signing.key');
     symlinkSync(real, link);
     expect(() => loadSigningKey(link, false, true)).toThrow(
-      /audit signing key .*audit-signing\.key: cannot read \(ELOOP\)/,
+      /audit signing key .*audit-signing\.key: a symbolic link, which is not followed here/,
     );
     expect(loadSigningKey(link, false).keyId).toMatch(/^[\w-]{43}$/);
+  });
+
+  it('a SCRAM unknown-user secret in data_dir is not read through a link; a missing one is for start to make', () => {
+    const dataDir = mkdtempSync(join(dir, 'scram-data-'));
+    expect(existingUnknownUserSecret(dataDir)).toBeUndefined();
+    symlinkSync(file('other-secret', 'x'.repeat(64)), join(dataDir, UNKNOWN_USER_SECRET_FILE));
+    expect(() => existingUnknownUserSecret(dataDir)).toThrow(
+      /SCRAM unknown-user secret .*: a symbolic link, which is not followed here/,
+    );
+    expect(() => existingUnknownUserSecret(dataDir)).toThrow(
+      expect.objectContaining({ hint: 'delete it: the next start makes a new one' }),
+    );
   });
 
   it('an audit signing key that is a FIFO, or unreadable, is refused as such (not as "not a PEM private key")', () => {

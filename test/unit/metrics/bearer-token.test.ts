@@ -57,7 +57,7 @@ describe('metrics bearer token', () => {
   it('refuses a file group or others may read, and a missing one, naming the setting', () => {
     expect(() => readBearerToken(file(TOKEN, 0o640), '/')).toThrow(/metrics\.bearer_token_file .*\(mode 640\)/);
     expect(() => readBearerToken('/nonexistent/token', '/')).toThrow(
-      'metrics.bearer_token_file /nonexistent/token: cannot read: ENOENT',
+      'metrics.bearer_token_file /nonexistent/token: cannot read (ENOENT)',
     );
   });
 
