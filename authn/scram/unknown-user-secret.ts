@@ -21,26 +21,28 @@ export function dataDirUnknownUserSecret(dataDir: string): Buffer {
   // Written whole under a temporary name, then linked into place: the file never exists part-written, and a
   // second step making it at the same moment keeps the first one's (link refuses to replace).
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const cannotCreate = (error: unknown, hint: string): never =>
+    fail(`cannot create (${(error as NodeJS.ErrnoException).code ?? 'error'})`, hint);
   let fd: number;
   try {
     fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   } catch (error) {
-    return fail(
-      `cannot create (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
-      'create the data directory, or set unknown_user_secret_file',
-    );
+    return cannotCreate(error, 'create the data directory, or set unknown_user_secret_file');
   }
   try {
-    writeSync(fd, randomBytes(UNKNOWN_USER_SECRET_BYTES));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
+    try {
+      writeSync(fd, randomBytes(UNKNOWN_USER_SECRET_BYTES));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     linkSync(tmp, file);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    // EEXIST: another step made it first, and its secret is the one to use.
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
+      cannotCreate(error, "free space on the data directory's file system, or set unknown_user_secret_file");
   } finally {
+    // Also after a failed write: a full disk must not be left holding a part-written secret under another name.
     unlinkSync(tmp);
   }
   return checked(readSecretNoFollow(file, fail), fail);
