@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -36,5 +36,23 @@ export function canMountTmpfs(): boolean {
   } finally {
     probe.unmountAll();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes to `file` until the file system is full, down to single bytes: the next write anyone makes there gets
+ * ENOSPC, possibly after a part.
+ */
+export function fillFilesystem(file: string): void {
+  const fd = openSync(file, 'w');
+  try {
+    for (const size of [64 * 1024, 4096, 1])
+      try {
+        for (;;) writeSync(fd, Buffer.alloc(size, 1));
+      } catch {
+        // Full at this granularity: go on with smaller writes.
+      }
+  } finally {
+    closeSync(fd);
   }
 }

@@ -1,12 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startCliBroker } from '../../helpers/cli.js';
 import { freePort } from '../../helpers/free-port.js';
-import { canMountTmpfs, SmallFilesystems } from '../../helpers/small-filesystem.js';
+import { canMountTmpfs, fillFilesystem, SmallFilesystems } from '../../helpers/small-filesystem.js';
 import { until } from '../../helpers/until.js';
 
 /** A real full disk needs a small file system of its own: a tmpfs, which only root can mount. */
@@ -17,21 +17,6 @@ const exited = (child: ChildProcess): Promise<unknown> =>
 
 const linesWith = (output: string, msg: string): number =>
   output.split('\n').filter((line) => line.includes(`"msg":"${msg}`)).length;
-
-/** Fills the file system until a one-byte write fails: the next journal write gets ENOSPC, possibly after a part. */
-function fillDisk(file: string): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (const size of [64 * 1024, 4096, 1])
-      try {
-        for (;;) writeSync(fd, Buffer.alloc(size, 1));
-      } catch {
-        // Full at this granularity: go on with smaller writes.
-      }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 describe.skipIf(!canMount)('store on a full disk', () => {
   const filesystems = new SmallFilesystems();
@@ -76,7 +61,7 @@ describe.skipIf(!canMount)('store on a full disk', () => {
     const publisher = mqtt.connect(url, { clientId: 'full-pub', protocolVersion: 4, reconnectPeriod: 0 });
     await new Promise((resolve) => publisher.once('connect', resolve));
     await publisher.publishAsync('d/1', 'before', { qos: 1 });
-    fillDisk(join(mount, 'filler'));
+    fillFilesystem(join(mount, 'filler'));
     let acknowledged = false;
     publisher.publish('d/1', `during ${'x'.repeat(6000)}`, { qos: 1 }, (error) => (acknowledged = !error));
     await until(() => linesWith(broker.output(), 'store write failed') > 0, 'the first store write failure');

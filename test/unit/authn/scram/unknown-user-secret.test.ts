@@ -1,4 +1,4 @@
-import { mkdtempSync, openSync, closeSync, readdirSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -7,22 +7,7 @@ import {
   UNKNOWN_USER_SECRET_BYTES,
   UNKNOWN_USER_SECRET_FILE,
 } from '../../../../authn/scram/unknown-user-secret.js';
-import { canMountTmpfs, SmallFilesystems } from '../../../helpers/small-filesystem.js';
-
-/** Writes to `file` until the file system is full, down to single bytes. */
-function fillDisk(file: string): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (const size of [16 * 1024, 1024, 1])
-      try {
-        for (;;) writeSync(fd, Buffer.alloc(size, 1));
-      } catch {
-        // Full at this granularity: go on with smaller writes.
-      }
-  } finally {
-    closeSync(fd);
-  }
-}
+import { canMountTmpfs, fillFilesystem, SmallFilesystems } from '../../../helpers/small-filesystem.js';
 
 describe.skipIf(!canMountTmpfs())('the SCRAM unknown-user secret on a full disk', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bw-scram-secret-'));
@@ -35,7 +20,7 @@ describe.skipIf(!canMountTmpfs())('the SCRAM unknown-user secret on a full disk'
   it('is refused with its file, the error code and what to do, leaves nothing behind, and is made once there is room', () => {
     const dataDir = filesystems.mount(dir, '64k')!;
     const filler = join(dataDir, 'filler');
-    fillDisk(filler);
+    fillFilesystem(filler);
     expect(() => dataDirUnknownUserSecret(dataDir)).toThrow(
       expect.objectContaining({
         code: 'BULWARK_ERR_CONFIG_INVALID',
