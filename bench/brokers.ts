@@ -5,11 +5,13 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 
-export type BrokerKind = 'bulwark' | 'mosquitto' | 'aedes';
+/** `external`: a broker the bench did not start and never stops (`--against external:PORT`). */
+export type BrokerKind = 'bulwark' | 'mosquitto' | 'aedes' | 'external';
 
 export interface BrokerHandle {
   kind: BrokerKind;
-  pid: number;
+  /** Undefined for an external broker whose process is not known: no CPU or memory readings then. */
+  pid: number | undefined;
   port: number;
   dir: string;
   stop(): Promise<void>;
@@ -212,7 +214,8 @@ function lastLine(text: string): string {
   return lines.slice(-3).join(' | ') || '(no output)';
 }
 
-function canConnect(port: number): Promise<boolean> {
+/** Whether something accepts a TCP connection on 127.0.0.1:`port`. */
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host: '127.0.0.1' });
     s.once('connect', () => {

@@ -8,6 +8,7 @@ import {
   type BrokerKind,
   type StartOutcome,
 } from './brokers.js';
+import { attachExternal } from './external-broker.js';
 import { runLoadgen, type LoadgenRun } from './loadgen-process.js';
 import type { Job } from './loadgen/jobs.js';
 import type { BenchContext, Measurement, MetricSpec } from './scenario.js';
@@ -27,6 +28,8 @@ export async function startBroker(
   ctx: BenchContext,
   variant: BrokerVariant = {},
 ): Promise<StartOutcome> {
+  if (kind === 'external')
+    return ctx.external ? attachExternal(ctx.external) : { ok: false, reason: 'no --against external:PORT given' };
   const fixed = kind === 'mosquitto' ? ctx.mosquittoPort : kind === 'aedes' ? ctx.aedesPort : undefined;
   const port = fixed ?? (await ctx.nextPort());
   const dir = ctx.nextDir(kind);
@@ -103,7 +106,7 @@ export function loadgen(
     repoRoot: ctx.repoRoot,
     cpu: ctx.loadgenCpu,
     nice: ctx.nice,
-    brokerPid: broker.pid,
+    ...(broker.pid !== undefined ? { brokerPid: broker.pid } : {}),
     timeoutMs: jobTimeoutMs(ctx),
     ...(onHeld ? { onHeld } : {}),
     ...(ctx.nativeLoadgen ? { nativeBinary: ctx.nativeLoadgen } : {}),

@@ -20,7 +20,8 @@ export interface LoadgenOptions {
   /** `taskset -c` core list for the load generator. */
   cpu: string | undefined;
   nice: number | undefined;
-  brokerPid: number;
+  /** Whose CPU the load generator reads at its window marks; without one the run has no broker CPU. */
+  brokerPid?: number;
   /** Idle-connection jobs: called while the connections are held; resolves when they may be closed. */
   onHeld?: (connected: number) => Promise<void>;
   timeoutMs: number;
@@ -41,7 +42,7 @@ export function runLoadgen(job: Job, o: LoadgenOptions): Promise<LoadgenRun> {
     : [process.execPath, join(o.repoRoot, 'dist/bench/loadgen/main.js')];
   const argv = withPlacement(command, { cpu: o.cpu, nice: o.nice });
   const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...argv], {
-    env: { ...process.env, [BROKER_PID_VARIABLE]: String(o.brokerPid) },
+    env: { ...process.env, [BROKER_PID_VARIABLE]: o.brokerPid === undefined ? '' : String(o.brokerPid) },
     stdio: native ? ['pipe', 'pipe', 'inherit'] : ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const channel = native ? lineChannel(child) : ipcChannel(child);

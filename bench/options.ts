@@ -3,8 +3,15 @@ import type { BrokerKind } from './brokers.js';
 import type { LatencyWait } from './loadgen/jobs.js';
 
 export interface BenchOptions {
-  /** Brokers run beside Bulwark, each at most once, with the loopback port asked for (else a free one per start). */
+  /**
+   * Brokers run beside Bulwark, each at most once: Mosquitto and aedes on the loopback port asked for (else a free
+   * one per start); `external` is a broker someone else started, already listening on 127.0.0.1 at `port`.
+   */
   against: { kind: Exclude<BrokerKind, 'bulwark'>; port?: number }[];
+  /** What the external broker is called in the table and the JSON (`--external-name`, default `external`). */
+  externalName: string;
+  /** The external broker's process, for its CPU and memory (`--external-pid`); else found by its listening port. */
+  externalPid: number | undefined;
   quick: boolean;
   big: boolean;
   scenarios: string[];
@@ -29,6 +36,9 @@ export interface BenchOptions {
 export const USAGE = `usage: node dist/bench/run.js [options]
   --against mosquitto[:PORT]   also run Mosquitto (Debian's package) on a loopback port (repeatable)
   --against aedes[:PORT]       also run aedes (a dev dependency) on a loopback port (repeatable)
+  --against external:PORT      also measure a broker already running on 127.0.0.1:PORT (EMQX, HiveMQ, ...)
+  --external-name NAME         what to call that broker in the table and the JSON (default external)
+  --external-pid PID           its process, for CPU and memory (default: the process listening on PORT)
   --scenario NAME              run only this scenario (repeatable)
   --rounds N                   interleaved rounds, medians reported (default 3; --quick: 1)
   --duration S                 measurement window per run in seconds (default 5; --quick: 1)
@@ -49,6 +59,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     args: argv,
     options: {
       against: { type: 'string', multiple: true },
+      'external-name': { type: 'string' },
+      'external-pid': { type: 'string' },
       scenario: { type: 'string', multiple: true },
       rounds: { type: 'string' },
       duration: { type: 'string' },
@@ -72,10 +84,14 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     const colon = a.indexOf(':');
     const name = colon < 0 ? a : a.slice(0, colon);
     const portText = colon < 0 ? undefined : a.slice(colon + 1);
-    if (name !== 'mosquitto' && name !== 'aedes') throw new Error(`--against ${a}: unknown broker (mosquitto, aedes)`);
+    if (name !== 'mosquitto' && name !== 'aedes' && name !== 'external')
+      throw new Error(`--against ${a}: unknown broker (mosquitto, aedes, or external:PORT for one already running)`);
     const port = portText === undefined ? undefined : Number(portText);
     if (port !== undefined && (!/^\d+$/.test(portText ?? '') || port < 1 || port > 65535))
       throw new Error(`--against ${a}: not a port number`);
+    // The bench does not start an external broker, so it cannot pick a port for it.
+    if (name === 'external' && port === undefined)
+      throw new Error(`--against ${a}: the port the running broker listens on is needed (external:PORT)`);
     const earlier = against.find((x) => x.kind === name);
     if (earlier) {
       // Repeating a broker adds nothing; repeating it with a different port is a contradiction.
@@ -87,7 +103,24 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     against.push({ kind: name, ...(port !== undefined ? { port } : {}) });
   }
   const ports = against.flatMap((x) => (x.port !== undefined ? [x.port] : []));
-  if (new Set(ports).size < ports.length) throw new Error('--against: mosquitto and aedes cannot share a port');
+  if (new Set(ports).size < ports.length) throw new Error('--against: two brokers cannot share a port');
+  const external = against.some((x) => x.kind === 'external');
+  const externalName = values['external-name'] ?? 'external';
+  if (values['external-name'] !== undefined && !external)
+    throw new Error('--external-name: names the broker of --against external:PORT, which was not given');
+  // The name becomes a table column and a JSON value beside the built-in brokers', so it may not pass for one.
+  if (
+    !/^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/.test(externalName) ||
+    ['bulwark', 'mosquitto', 'aedes'].includes(externalName)
+  )
+    throw new Error(
+      `--external-name ${externalName}: 1 to 32 letters, digits, '.', '_' or '-', and not bulwark, mosquitto or aedes`,
+    );
+  const pidText = values['external-pid'];
+  if (pidText !== undefined && !external)
+    throw new Error('--external-pid: names the process of --against external:PORT, which was not given');
+  if (pidText !== undefined && (!/^\d+$/.test(pidText) || Number(pidText) < 1))
+    throw new Error(`--external-pid ${pidText}: not a process id`);
   const quick = values.quick ?? false;
   const rounds = values.rounds === undefined ? (quick ? 1 : 3) : Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) throw new Error(`--rounds ${values.rounds}: 1 to 100`);
@@ -99,6 +132,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     throw new Error(`--latency-wait ${latencyWait}: poll or sleep`);
   return {
     against,
+    externalName,
+    externalPid: pidText === undefined ? undefined : Number(pidText),
     quick,
     big: values.big ?? false,
     scenarios: values.scenario ?? [],

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { WindowReading } from './loadgen/jobs.js';
 
 /** Clock ticks per second of /proc/PID/stat times; 100 on every Linux we run on (`getconf CLK_TCK`). */
@@ -111,4 +111,80 @@ export function windowReading(brokerPid: number | undefined, loadgenPid: number)
   if (brokerWait !== undefined) reading.brokerWaitMs = brokerWait;
   if (loadgenWait !== undefined) reading.loadgenWaitMs = loadgenWait;
   return reading;
+}
+
+/** TCP state "listening" in /proc/net/tcp. */
+const TCP_LISTEN = '0A';
+
+/**
+ * The processes holding a socket that listens on `port` (any local address, IPv4 or IPv6), found as `ss -ltnp`
+ * finds them: the socket's inode in /proc/net/tcp*, then the process whose descriptor links to it. Only processes
+ * this user may inspect are seen (all of them as root). Sorted; empty when none is found.
+ */
+export function listeningPids(port: number): number[] {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+      const fields = line.trim().split(/\s+/);
+      const local = fields[1];
+      if (fields[3] !== TCP_LISTEN || local === undefined || fields[9] === undefined) continue;
+      if (parseInt(local.slice(local.lastIndexOf(':') + 1), 16) === port) inodes.add(fields[9]);
+    }
+  }
+  if (inodes.size === 0) return [];
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`);
+    } catch {
+      continue; // gone, or not ours to look into
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${entry}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m && inodes.has(m[1] as string)) {
+        pids.push(Number(entry));
+        break;
+      }
+    }
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+/** The command name of a process (`/proc/PID/comm`), or undefined if it is gone. */
+export function processCommand(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The cores a process may run on (`Cpus_allowed_list`, e.g. `0-1,3` → [0, 1, 3]), or undefined if it is gone. */
+export function allowedCores(pid: number): number[] | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(status)?.[1];
+    if (list === undefined) return undefined;
+    return list.split(',').flatMap((range) => {
+      const [from, to] = range.split('-').map(Number) as [number, number | undefined];
+      return Array.from({ length: (to ?? from) - from + 1 }, (_, i) => from + i);
+    });
+  } catch {
+    return undefined;
+  }
 }

@@ -24,6 +24,8 @@ export interface MetricSummary {
   /** Bulwark over aedes (same metric, or the `compareTo` one), when aedes ran: a field of its own, so `ratio` keeps
    * meaning what it meant in older result files. */
   ratioAedes?: number;
+  /** Bulwark over the external broker (`--against external:PORT`), when it ran; like `ratioAedes`. */
+  ratioExternal?: number;
   /**
    * Bulwark over Mosquitto within each round, then the median. The two brokers run back to back in every round, so
    * this pairs runs made under the same machine conditions; it is reported beside `ratio`, which it does not replace.
@@ -50,6 +52,7 @@ export function summarize(
   scenarios: readonly Scenario[],
   brokers: readonly BrokerKind[],
   records: readonly RoundRecord[],
+  names: Partial<Record<BrokerKind, string>> = {},
 ): ScenarioSummary[] {
   return scenarios.map((s) => {
     const mine = records.filter((r) => r.scenario === s.name);
@@ -75,9 +78,10 @@ export function summarize(
       const lw = median(ms.map((m) => m.loadgenWait ?? NaN));
       if (lw !== undefined) loadgenWait[b] = lw;
       for (const m of ms) {
-        if (m.skipped) notes.add(`${b}: skipped: ${m.skipped}`);
-        if (m.error) notes.add(`${b}: error: ${m.error}`);
-        for (const n of m.notes) notes.add(`${b}: ${n}`);
+        const name = names[b] ?? b;
+        if (m.skipped) notes.add(`${name}: skipped: ${m.skipped}`);
+        if (m.error) notes.add(`${name}: error: ${m.error}`);
+        for (const n of m.notes) notes.add(`${name}: ${n}`);
       }
     }
     const medianOf = (b: BrokerKind, key: string): number | undefined =>
@@ -117,6 +121,8 @@ export function summarize(
       }
       const ra = ratio(medians.bulwark, medianOf('aedes', spec.compareTo ?? spec.key));
       if (ra !== undefined) out.ratioAedes = ra;
+      const re = ratio(medians.bulwark, medianOf('external', spec.compareTo ?? spec.key));
+      if (re !== undefined) out.ratioExternal = re;
       return out;
     });
     return {
@@ -144,19 +150,30 @@ function pct(v: number | undefined, wait?: number): string {
   return `${Math.round(v * 100)}%${wait !== undefined && wait >= 0.05 ? ` (w${Math.round(wait * 100)}%)` : ''}`;
 }
 
-/** A plain-text table: one row per scenario metric, then the notes. */
+/** The brokers with a ratio column of their own after Mosquitto's, and the field holding it. */
+const SECOND_RATIOS = [
+  ['aedes', 'ratioAedes'],
+  ['external', 'ratioExternal'],
+] as const;
+
+/**
+ * A plain-text table: one row per scenario metric, then the notes. `names` labels brokers whose column is not
+ * headed by their kind (the external broker's `--external-name`).
+ */
 export function renderTable(
   summaries: readonly ScenarioSummary[],
   brokers: readonly BrokerKind[],
   specs: readonly Scenario[],
+  names: Partial<Record<BrokerKind, string>> = {},
 ): string {
-  const withAedes = brokers.includes('aedes');
+  const name = (b: BrokerKind): string => names[b] ?? b;
+  const seconds = SECOND_RATIOS.filter(([b]) => brokers.includes(b));
   const header = [
     'scenario',
     'metric',
-    ...brokers.map((b) => `${b} (median)`),
+    ...brokers.map((b) => `${name(b)} (median)`),
     'ratio',
-    ...(withAedes ? ['vs aedes'] : []),
+    ...seconds.map(([b]) => `vs ${name(b)}`),
     'lost',
     'broker CPU',
     'loadgen CPU',
@@ -177,7 +194,10 @@ export function renderTable(
             (m.ratioPerRound === undefined || m.ratioPerRound.toFixed(2) === m.ratio.toFixed(2)
               ? ''
               : ` (${m.ratioPerRound.toFixed(2)}× per round)`),
-        ...(withAedes ? [m.ratioAedes === undefined ? '-' : `${m.ratioAedes.toFixed(2)}×`] : []),
+        ...seconds.map(([, field]) => {
+          const r = m[field];
+          return r === undefined ? '-' : `${r.toFixed(2)}×`;
+        }),
         i === 0 ? brokers.map((b) => fmt(s.lost[b])).join(' / ') : '',
         i === 0 ? brokers.map((b) => pct(s.brokerCpu[b], s.brokerWait[b])).join(' / ') : '',
         i === 0 ? brokers.map((b) => pct(s.loadgenCpu[b], s.loadgenWait[b])).join(' / ') : '',
@@ -202,7 +222,7 @@ export function renderTable(
   if (notes.length > 0) out.push('', 'notes:', ...notes);
   out.push(
     '',
-    `lost / CPU columns list ${brokers.join(' / ')}; lost sums all rounds (idle-connections: failed connects; ` +
+    `lost / CPU columns list ${brokers.map(name).join(' / ')}; lost sums all rounds (idle-connections: failed connects; ` +
       'connect-auth: refused or failed); CPU is a share of one core, (wN%) the share spent waiting for a core',
   );
   return out.join('\n');

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { aedesVersion, type BrokerKind } from './brokers.js';
 import { benchCredentials } from './fixtures.js';
+import { inspectExternal, type ExternalBroker } from './external-broker.js';
 import { buildNativeLoadgen } from './native-loadgen.js';
 import { parseBenchOptions, USAGE, type BenchOptions } from './options.js';
 import { brokerOrder } from './harness.js';
@@ -90,6 +91,30 @@ async function main(options: BenchOptions): Promise<number> {
   const cores = os.availableParallelism();
   const taskset = commandWorks('taskset', ['--version']).ok;
   const pinned = taskset && cores >= 2;
+  const externalPort = options.against.find((a) => a.kind === 'external')?.port;
+  let external: ExternalBroker | undefined;
+  if (externalPort !== undefined) {
+    const found = await inspectExternal(
+      options.externalName,
+      externalPort,
+      options.externalPid,
+      pinned ? '1' : undefined,
+    );
+    // Unlike a missing Mosquitto, a broker that was asked for by its port and is not there is a mistake to report.
+    if (!found.ok) {
+      console.error(`bench: ${found.reason}`);
+      return 1;
+    }
+    external = found.broker;
+    brokers.push('external');
+    notes.push(...external.notes);
+  }
+  const names: Partial<Record<BrokerKind, string>> = external ? { external: external.name } : {};
+  const name = (b: BrokerKind): string => names[b] ?? b;
+  const described = (b: BrokerKind): string =>
+    b === 'external' && external
+      ? `${external.name} (127.0.0.1:${external.port}, ${external.pid === undefined ? 'process unknown' : `pid ${external.pid} ${external.command ?? ''}`.trim()})`
+      : b;
   if (!pinned)
     notes.push(
       `not pinned to cores (${taskset ? `${cores} core(s)` : 'taskset not found'}): broker and load generator share the CPU`,
@@ -136,12 +161,13 @@ async function main(options: BenchOptions): Promise<number> {
     nextPort: freePort,
     mosquittoPort: options.against.find((a) => a.kind === 'mosquitto')?.port,
     aedesPort: options.against.find((a) => a.kind === 'aedes')?.port,
+    external,
     memo: new Map(),
     log: (line) => console.error(line),
   };
   for (const n of notes) console.error(`bench: ${n}`);
   console.error(
-    `bench: ${selected.length} scenario(s) × ${brokers.join(', ')} × ${options.rounds} round(s), ${durations.durationMs / 1000} s windows; ` +
+    `bench: ${selected.length} scenario(s) × ${brokers.map(described).join(', ')} × ${options.rounds} round(s), ${durations.durationMs / 1000} s windows; ` +
       `${pinned ? 'broker on core 0, load generator on core 1' : 'unpinned'}${nice !== undefined ? `, nice ${nice}` : ''}; open-file limit ${fdLimit?.soft ?? '?'}/${fdLimit?.hard ?? '?'}; connect and latency load generator ${loadgenKind}`,
   );
 
@@ -165,7 +191,7 @@ async function main(options: BenchOptions): Promise<number> {
           }
           records.push({ round, scenario: scenario.name, broker, measurement });
           console.error(
-            `[round ${round}/${options.rounds}] ${scenario.name} ${broker}: ${describeMeasurement(measurement)}`,
+            `[round ${round}/${options.rounds}] ${scenario.name} ${name(broker)}: ${describeMeasurement(measurement)}`,
           );
         }
       }
@@ -174,8 +200,8 @@ async function main(options: BenchOptions): Promise<number> {
     rmSync(workDir, { recursive: true, force: true });
   }
 
-  const summaries = summarize(selected, brokers, records);
-  console.log(renderTable(summaries, brokers, selected));
+  const summaries = summarize(selected, brokers, records, names);
+  console.log(renderTable(summaries, brokers, selected, names));
   const loadAfter = loadAverage();
   notes.push(`load average ${loadBefore ?? '?'} before, ${loadAfter ?? '?'} after (${cores} cores)`);
   for (const n of notes) console.log(`note: ${n}`);
@@ -195,6 +221,13 @@ async function main(options: BenchOptions): Promise<number> {
       node: process.version,
       mosquitto: mosquittoVersion,
       aedes,
+      external: external && {
+        name: external.name,
+        port: external.port,
+        pid: external.pid,
+        command: external.command,
+        pidFrom: external.pidFrom,
+      },
       openFileLimit: fdLimit,
       loadgen: loadgenKind,
       loadAverage: { before: loadBefore, after: loadAfter },

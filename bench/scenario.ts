@@ -1,4 +1,5 @@
 import type { BrokerKind } from './brokers.js';
+import type { ExternalBroker } from './external-broker.js';
 import type { Credential } from './fixtures.js';
 import type { LatencyWait } from './loadgen/jobs.js';
 
@@ -69,6 +70,8 @@ export interface BenchContext {
   mosquittoPort: number | undefined;
   /** Fixed port for aedes (`--against aedes:PORT`); otherwise a free one per start. */
   aedesPort: number | undefined;
+  /** The running broker of `--against external:PORT`, as checked before the first round. */
+  external: ExternalBroker | undefined;
   /** Feature detections remembered across rounds (which configuration shape works, or why none does). */
   memo: Map<string, unknown>;
   log(line: string): void;

@@ -50,7 +50,7 @@ function flowScenario(name: string, description: string, shape: FlowShape, unit:
   return {
     name,
     description,
-    brokers: ['bulwark', 'mosquitto', 'aedes'],
+    brokers: ['bulwark', 'mosquitto', 'aedes', 'external'],
     metrics: [{ key: 'rate', label: 'throughput', unit, better: 'higher' }],
     run: (kind, ctx) => measureFlow(kind, ctx, shape),
   };

@@ -8,7 +8,7 @@ export const RATE = 5000;
 export const latencyScenario: Scenario = {
   name: 'latency-qos1',
   description: `QoS 1 end-to-end latency, 1 publisher → 1 subscriber at a fixed ${RATE} msg/s`,
-  brokers: ['bulwark', 'mosquitto', 'aedes'],
+  brokers: ['bulwark', 'mosquitto', 'aedes', 'external'],
   metrics: [
     { key: 'p50Ms', label: 'p50', unit: 'ms', better: 'lower', decimals: 3 },
     { key: 'p99Ms', label: 'p99', unit: 'ms', better: 'lower', decimals: 3 },

@@ -23,7 +23,7 @@ describe('bench options: --against', () => {
   );
 
   it('refuses a broker it does not know', () => {
-    expect(() => parseBenchOptions(['--against', 'hivemq'])).toThrow(/unknown broker/);
+    expect(() => parseBenchOptions(['--against', 'hivemq'])).toThrow(/unknown broker.*external:PORT/);
   });
 
   it('a broker given twice runs once, but two different ports for it are a contradiction', () => {
@@ -43,5 +43,50 @@ describe('bench options: --against', () => {
     expect(() => parseBenchOptions(['--against', 'mosquitto:1884', '--against', 'aedes:1884'])).toThrow(
       /cannot share a port/,
     );
+  });
+});
+
+describe('bench options: an external broker', () => {
+  it('external:PORT measures the broker running there, called "external" unless named', () => {
+    const o = parseBenchOptions(['--against', 'mosquitto', '--against', 'external:1883']);
+    expect(o.against).toEqual([{ kind: 'mosquitto' }, { kind: 'external', port: 1883 }]);
+    expect(o.externalName).toBe('external');
+    expect(o.externalPid).toBeUndefined();
+    const named = parseBenchOptions([
+      '--against',
+      'external:1883',
+      '--external-name',
+      'emqx-5.8',
+      '--external-pid',
+      '42',
+    ]);
+    expect([named.externalName, named.externalPid]).toEqual(['emqx-5.8', 42]);
+  });
+
+  it('needs the port: the bench cannot choose one for a broker it does not start', () => {
+    expect(() => parseBenchOptions(['--against', 'external'])).toThrow(/external: the port the running broker/);
+    expect(() => parseBenchOptions(['--against', 'external:0'])).toThrow(/not a port number/);
+  });
+
+  it('may not share a port with a broker the bench starts', () => {
+    expect(() => parseBenchOptions(['--against', 'external:1884', '--against', 'aedes:1884'])).toThrow(
+      /cannot share a port/,
+    );
+  });
+
+  it('refuses a name that would pass for another broker, or would not fit a column', () => {
+    for (const name of ['mosquitto', 'bulwark', 'aedes', '', 'a b', 'x'.repeat(33), '-emqx'])
+      expect(() => parseBenchOptions(['--against', 'external:1883', '--external-name', name]), name).toThrow(
+        /--external-name/,
+      );
+  });
+
+  it('refuses --external-name and --external-pid without an external broker, and a pid that is not one', () => {
+    expect(() => parseBenchOptions(['--external-name', 'emqx'])).toThrow(/which was not given/);
+    expect(() => parseBenchOptions(['--external-pid', '42'])).toThrow(/which was not given/);
+    for (const pid of ['0', '-1', 'abc', '4.2'])
+      expect(() => parseBenchOptions(['--against', 'external:1883', `--external-pid=${pid}`]), pid).toThrow(
+        /not a process id/,
+      );
   });
 });

@@ -54,6 +54,42 @@ describe('bench report with aedes', () => {
   });
 });
 
+describe('bench report with an external broker', () => {
+  const brokers: BrokerKind[] = ['bulwark', 'mosquitto', 'external'];
+  const records = [
+    ...[300, 100, 200].map((r, i) => record('fanin-qos2', 'bulwark', i + 1, r)),
+    ...[150, 50, 100].map((r, i) => record('fanin-qos2', 'mosquitto', i + 1, r)),
+    ...[400, 800, 500].map((r, i) => record('fanin-qos2', 'external', i + 1, r)),
+    {
+      round: 1,
+      scenario: 'authz',
+      broker: 'external' as const,
+      measurement: { ...emptyMeasurement(), skipped: 'not for this broker' },
+    },
+  ];
+  const names = { external: 'emqx' };
+  const summaries = summarize([flow, { ...bulwarkOnly, brokers: ['bulwark', 'external'] }], brokers, records, names);
+
+  it('puts Bulwark over the external broker beside the Mosquitto ratio, which keeps its meaning', () => {
+    const rate = summaries[0]?.metrics[0];
+    expect(rate?.medians).toEqual({ bulwark: 200, mosquitto: 100, external: 500 });
+    expect(rate?.ratio).toBe(2);
+    expect(rate?.ratioExternal).toBeCloseTo(0.4);
+    expect(rate?.ratioAedes).toBeUndefined();
+  });
+
+  it('heads its columns and its notes with the name it was given', () => {
+    expect(summaries[1]?.notes).toEqual(['emqx: skipped: not for this broker']);
+    const table = renderTable(summaries, brokers, [flow, bulwarkOnly], names);
+    const [header, , faninRow] = table.split('\n');
+    expect(header).toMatch(/emqx \(median\).*ratio\s+vs emqx\s+lost/);
+    expect(header).not.toContain('external');
+    expect(header).not.toContain('aedes');
+    expect(faninRow).toMatch(/2\.00×\s+0\.40×/);
+    expect(table).toContain('lost / CPU columns list bulwark / mosquitto / emqx');
+  });
+});
+
 describe('bench report of a variant against its baseline', () => {
   const authz: Scenario = {
     name: 'authz',
