@@ -18,6 +18,11 @@ import { BulwarkError } from './errors.js';
 /** File name of the lock inside the data directory. */
 export const DATA_DIR_LOCK_NAME = 'bulwark.lock';
 
+/** Whether a file of this owner is another user's: neither the broker's user nor root (who can write anywhere). */
+function isForeign(uid: number, self: number): boolean {
+  return uid !== self && uid !== 0;
+}
+
 /**
  * Why a directory of this owner is not the broker's own, or undefined when it is: its owner can write in it whatever
  * the mode says, so one that is neither the broker's user nor root (who can anyway) could replace the control
@@ -25,7 +30,7 @@ export const DATA_DIR_LOCK_NAME = 'bulwark.lock';
  */
 function foreignOwner(dir: string, uid: number): BulwarkError | undefined {
   const self = process.geteuid?.();
-  if (self === undefined || uid === self || uid === 0) return undefined;
+  if (self === undefined || !isForeign(uid, self)) return undefined;
   return new BulwarkError(
     'BULWARK_ERR_LISTEN',
     `data directory ${dir} is owned by uid ${uid}, not by the broker's user (uid ${self}); its owner could replace the control socket, the lock or the block list`,
@@ -54,7 +59,7 @@ function foreignLink(dir: string): BulwarkError | undefined {
       // Missing: created below, by the broker's user.
       return undefined;
     }
-    if (info.isSymbolicLink() && info.uid !== self && info.uid !== 0)
+    if (info.isSymbolicLink() && isForeign(info.uid, self))
       return new BulwarkError(
         'BULWARK_ERR_LISTEN',
         `data directory ${dir}: ${prefix} is a symbolic link owned by uid ${info.uid}, not by the broker's user (uid ${self}) or root; its owner could point it at a directory of their own`,
@@ -110,14 +115,13 @@ export function dataDirAncestorProblems(dir: string): DataDirAncestorProblem[] {
     }
     if (info) {
       const sticky = (info.mode & 0o1000) !== 0;
-      const why =
-        info.uid !== self && info.uid !== 0
-          ? `owned by uid ${info.uid}`
-          : !sticky && (info.mode & 0o002) !== 0
-            ? 'writable by others without the sticky bit'
-            : !sticky && (info.mode & 0o020) !== 0 && info.gid !== ownGroup
-              ? `writable by group ${info.gid} without the sticky bit`
-              : undefined;
+      const why = isForeign(info.uid, self)
+        ? `owned by uid ${info.uid}`
+        : !sticky && (info.mode & 0o002) !== 0
+          ? 'writable by others without the sticky bit'
+          : !sticky && (info.mode & 0o020) !== 0 && info.gid !== ownGroup
+            ? `writable by group ${info.gid} without the sticky bit`
+            : undefined;
       if (why) problems.push({ folder, problem: `${why} (mode ${(info.mode & 0o7777).toString(8)})` });
     }
     const parent = dirname(folder);
