@@ -1,11 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { verifyAuditLog } from '../../../audit/verify.js';
-import { canMountTmpfs, SmallFilesystems } from '../../helpers/small-filesystem.js';
+import { canMountTmpfs, fillFilesystem, SmallFilesystems } from '../../helpers/small-filesystem.js';
 import { adminSocketPath, callAdmin } from '../../../src/admin/client.js';
 import { configSchema } from '../../../src/config/schema.js';
 import { BulwarkServer } from '../../../src/server.js';
@@ -34,11 +34,10 @@ function smallFilesystem(): string | undefined {
 
 const canMount = canMountTmpfs();
 
-/** Takes every free block of the file system, so the audit writer's next write fails with ENOSPC. */
+/** Takes every free byte of the file system, so the audit writer's next write fails with ENOSPC. */
 function fill(fs: string): string {
   const ballast = join(fs, 'ballast');
-  const free = statfsSync(fs);
-  writeFileSync(ballast, Buffer.alloc(Number(free.bavail) * Number(free.bsize)));
+  fillFilesystem(ballast);
   return ballast;
 }
 
