@@ -366,8 +366,10 @@ export class Connection implements SessionLink, PacketSink {
 
   onPacket(packet: Packet): void {
     if (this.state === 'closed') return;
-    if (packet.cmd === 'connect') {
-      // The codec needs the version to parse what follows CONNECT in the same chunk.
+    // The codec needs the version to parse what follows CONNECT in the same chunk. Only the first CONNECT's: a second
+    // one is a protocol violation, and may arrive while the first is still being answered (a session being resumed,
+    // an authenticator that waits), whose CONNACK must be encoded in the version that CONNECT asked for.
+    if (packet.cmd === 'connect' && this.state === 'awaiting-connect') {
       const version = packet.protocolVersion;
       if (version === 3 || version === 4 || version === 5) {
         this.protocolVersion = version;

@@ -464,3 +464,74 @@ describe('a credential that expires further off than the longest Node timer', ()
     }
   });
 });
+
+describe('a second CONNECT that arrives while the first is still being answered', () => {
+  /** Allows every client, 50 ms later: the CONNECT is answered after whatever the client sent behind it was read. */
+  const slowAllow: ConnectAuthenticator = {
+    authenticate: (attempt: ConnectAttempt): Promise<ChainResult> =>
+      new Promise((resolve) =>
+        setTimeout(
+          () =>
+            resolve({
+              kind: 'allow',
+              identity: {
+                clientId: attempt.clientId,
+                username: attempt.username,
+                groups: [],
+                attributes: {},
+                superuser: false,
+                anonymous: false,
+                authenticator: 'slow',
+              },
+              steps: [],
+            }),
+          50,
+        ),
+      ),
+    continueExchange: () =>
+      Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
+    supportsMethod: () => false,
+  };
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startBroker({
+      authenticator: slowAllow,
+      authorizer: { check: () => ({ allowed: true, reason: 'test allows' }), onChange: () => {}, invalidate: () => {} },
+    });
+  });
+  afterAll(() => broker.stop());
+
+  it.each([
+    [4, 5],
+    [5, 4],
+    [3, 5],
+  ] as const)(
+    'v%i then v%i in one write: the first is answered in its own version, then the second closes the connection',
+    async (first, second) => {
+      const id = `pipelined-${first}-${second}`;
+      const client = await RawClient.connect(broker.port, first);
+      // Until the fix, the second CONNECT's version replaced the first's before its CONNACK was encoded: the broker
+      // logged an internal error ("Invalid return code") and the client got nothing, or a CONNACK it could not read.
+      client.sendBytes(
+        Buffer.concat([
+          mqttPacket.generate(
+            connectPacket(id, { protocolVersion: first, protocolId: first === 3 ? 'MQIsdp' : 'MQTT' }),
+            {
+              protocolVersion: first,
+            },
+          ),
+          mqttPacket.generate(connectPacket(`${id}-again`, { protocolVersion: second }), { protocolVersion: second }),
+        ]),
+      );
+      const connack = await client.next('connack');
+      expect(first === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
+      if (first === 5) expect((await client.next('disconnect')).reasonCode).toBe(0x82);
+      await client.waitClosed();
+      const line = await broker.waitForLog(
+        (l) => l.msg === 'closing connection: protocol violation' && l.clientId === id,
+      );
+      expect([line.reason, line.detail]).toEqual(['protocolError', 'second CONNECT on the same connection']);
+      expect(broker.logs.filter((l) => l.msg === 'internal error while handling a packet')).toEqual([]);
+    },
+  );
+});
