@@ -370,8 +370,9 @@ function propertyError(problem: PropertyProblem): Error {
  * The rules mqtt-packet does not apply, checked on the bytes of a packet it is about to decode: a non-zero Packet
  * Identifier, MQTT 5 properties (see `checkProperties`), and topic filters, will topic and user name as UTF-8 from
  * their bytes (it decodes ill-formed UTF-8 as U+FFFD). Runs only for packets the fast paths above leave to
- * mqtt-packet, never for a PUBLISH without properties. Where the bytes do not add up, the packet is left to
- * mqtt-packet's own error.
+ * mqtt-packet, never for a PUBLISH without properties. A field that does not fit the packet is left to mqtt-packet's
+ * own error where it has one (strings of the CONNECT and of topic filters) and is malformed here where it has none:
+ * it reads a missing Packet Identifier as -1 and a property string that does not fit as `null`, and decodes on.
  */
 function checkUndecoded(
   protocolVersion: 3 | 4 | 5,
@@ -389,9 +390,9 @@ function checkUndecoded(
       return checkConnect(frames, start, end);
     case 3: {
       let pos = stringEnd(frames, start, end);
-      if (pos < 0) return undefined;
+      if (pos < 0) return new Error('Cannot parse topic');
       if (((first >> 1) & 3) !== 0) {
-        if (pos + 2 > end) return undefined;
+        if (pos + 2 > end) return new Error('Cannot parse messageId');
         if (((frames[pos]! << 8) | frames[pos + 1]!) === 0) return zeroPacketId(name);
         pos += 2;
       }
@@ -402,7 +403,9 @@ function checkUndecoded(
     case 5:
     case 6:
     case 7:
-      if (end - start < 2) return undefined;
+      if (end - start < 2) return tooShortForPacketId(name, end - start);
+      // [MQTT-3.4.1] and its siblings in 3.1.1: the remaining length is 2, the Packet Identifier alone.
+      if (!v5 && end - start !== 2) return new Error(`${name} of ${end - start} bytes in MQTT 3.1.1 (2 expected)`);
       if (((frames[start]! << 8) | frames[start + 1]!) === 0) return zeroPacketId(name);
       if (end - start > 3) propertiesAt = start + 3;
       break;
@@ -419,6 +422,10 @@ function checkUndecoded(
   return typeof checked === 'number' ? undefined : propertyError(checked);
 }
 
+function tooShortForPacketId(packetName: string, remaining: number): Error {
+  return new Error(`${packetName} of ${remaining} byte(s) is too short for its Packet Identifier`);
+}
+
 /** SUBSCRIBE or UNSUBSCRIBE: its Packet Identifier, its properties, and each topic filter as UTF-8. */
 function checkSubscription(
   v5: boolean,
@@ -428,13 +435,12 @@ function checkSubscription(
   end: number,
 ): Error | undefined {
   const name = subscribe ? 'SUBSCRIBE' : 'UNSUBSCRIBE';
-  if (end - start < 2) return undefined;
+  if (end - start < 2) return tooShortForPacketId(name, end - start);
   if (((frames[start]! << 8) | frames[start + 1]!) === 0) return zeroPacketId(name);
   let pos = start + 2;
   if (v5) {
     const checked = checkProperties(frames, pos, end, PACKET_PROPERTIES[subscribe ? 8 : 10]!);
     if (typeof checked !== 'number') return propertyError(checked);
-    if (checked < 0) return undefined;
     pos = checked;
   }
   while (pos < end) {
@@ -463,7 +469,6 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
   if (v5) {
     const checked = checkProperties(frames, pos, end, PACKET_PROPERTIES[1]!);
     if (typeof checked !== 'number') return propertyError(checked);
-    if (checked < 0) return undefined;
     pos = checked;
   }
   const clientIdEnd = stringEnd(frames, pos, end);
@@ -475,7 +480,6 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
     if (v5) {
       const checked = checkProperties(frames, pos, end, WILL_PROPERTIES);
       if (typeof checked !== 'number') return propertyError(checked);
-      if (checked < 0) return undefined;
       pos = checked;
     }
     const topicEnd = stringEnd(frames, pos, end);

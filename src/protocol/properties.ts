@@ -53,8 +53,8 @@ const WILL = 1 << 16;
 const ACKS = PUBACK | PUBREC | PUBREL | PUBCOMP;
 
 /**
- * Section 2.2.2.2, Table 2-4, by identifier: [name, value type, packets it may appear in]. Identifiers not listed
- * are left to mqtt-packet's error.
+ * Section 2.2.2.2, Table 2-4, by identifier: [name, value type, packets it may appear in]. An identifier not listed
+ * makes the packet malformed.
  */
 const DEFINITIONS: readonly (readonly [number, string, number, number])[] = [
   [0x01, 'Payload Format Indicator', BYTE, PUBLISH | WILL],
@@ -134,9 +134,11 @@ export const WILL_PROPERTIES: PropertySection = section('CONNECT will', WILL);
 
 /**
  * Reads the property section whose length field starts at `pos`, no further than `end`. Returns where the section
- * ends, the rule it breaks, or -1 when it cannot be read (a length past the end, an unknown identifier): mqtt-packet
- * then refuses the packet with its own error. Allocates nothing unless a rule is broken; an empty section is one
- * byte read, and each property costs one AND for where it may appear and one for whether it came before.
+ * ends, or the rule it breaks. A section that cannot be read (a length past the end of the packet, an unknown
+ * identifier, a value running past the section) is malformed here: mqtt-packet does not refuse all of these, and
+ * hands on a string that did not fit as `null` (a will's User Property so decoded crashed the encoder when the will
+ * was published). Allocates nothing unless a rule is broken; an empty section is one byte read, and each property
+ * costs one AND for where it may appear and one for whether it came before.
  */
 export function checkProperties(
   frames: Buffer,
@@ -148,21 +150,22 @@ export function checkProperties(
   let length = 0;
   let multiplier = 1;
   for (let n = 0; ; n++) {
-    if (pos >= end || n === 4) return -1;
+    if (pos >= end) return unreadable(section, 'the Property Length is missing');
+    if (n === 4) return unreadable(section, 'the Property Length is longer than four bytes');
     const byte = frames[pos++]!;
     length += (byte & 0x7f) * multiplier;
     multiplier *= 128;
     if ((byte & 0x80) === 0) break;
   }
   const sectionEnd = pos + length;
-  if (sectionEnd > end) return -1;
+  if (sectionEnd > end) return unreadable(section, `a Property Length of ${length} runs past the end of the packet`);
   // Identifiers seen so far, as bits: all of them are below 0x2b, so two 32-bit words hold them.
   let seenLow = 0;
   let seenHigh = 0;
   while (pos < sectionEnd) {
     const id = frames[pos++]!;
     const type = id < TYPES.length ? TYPES[id]! : 0;
-    if (type === 0) return -1;
+    if (type === 0) return unreadable(section, `unknown property identifier 0x${id.toString(16).padStart(2, '0')}`);
     const bit = 1 << (id & 31);
     // Section 2.2.2.2: an identifier not valid for the packet type makes the packet malformed.
     if (((id < 32 ? section.allowedLow : section.allowedHigh) & bit) === 0)
@@ -188,7 +191,11 @@ export function checkProperties(
         break;
       case VARIABLE: {
         let n = 0;
-        while (pos < sectionEnd && (frames[pos++]! & 0x80) !== 0) if (++n === 4) return -1;
+        for (;;) {
+          if (pos >= sectionEnd) return unreadable(section, `the ${NAMES[id]} property runs past its section`);
+          if ((frames[pos++]! & 0x80) === 0) break;
+          if (++n === 4) return unreadable(section, `the ${NAMES[id]} property is longer than four bytes`);
+        }
         break;
       }
       case BINARY:
@@ -196,9 +203,9 @@ export function checkProperties(
         break;
       default: {
         // STRING, and STRING_PAIR: two strings.
-        for (let strings = type === STRING_PAIR ? 2 : 1; strings > 0 && pos >= 0; strings--) {
+        for (let strings = type === STRING_PAIR ? 2 : 1; strings > 0; strings--) {
           const stringEnd = fieldEnd(frames, pos, sectionEnd);
-          if (stringEnd < 0) return -1;
+          if (stringEnd < 0) return unreadable(section, `the ${NAMES[id]} property runs past its section`);
           const problem = utf8Problem(frames, pos + 2, stringEnd);
           if (problem)
             return {
@@ -209,9 +216,13 @@ export function checkProperties(
         }
       }
     }
-    if (pos < 0 || pos > sectionEnd) return -1;
+    if (pos < 0 || pos > sectionEnd) return unreadable(section, `the ${NAMES[id]} property runs past its section`);
   }
   return sectionEnd;
+}
+
+function unreadable(section: PropertySection, what: string): PropertyProblem {
+  return { reason: 'malformedPacket', detail: `${section.name} properties: ${what}` };
 }
 
 /** End of the two-byte-length-prefixed field at `pos`, or -1 when it does not fit before `end`. */

@@ -3,6 +3,7 @@ import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { connectPacket, RawClient } from '../../helpers/raw-client.js';
+import { until } from '../../helpers/until.js';
 
 /**
  * A corpus of malformed and forbidden input, each case with the reaction it must get. The broker must close the
@@ -42,6 +43,14 @@ function corpus(): Case[] {
     add('SUBSCRIBE asking for QoS 3', frame(0x82, [0, 1, ...v5Props, ...str('a'), 3]), 0x81);
     add('UNSUBSCRIBE without any filter', frame(0xa2, [0, 1, ...v5Props]), 0x82);
     add('PUBREL with flags 0', frame(0x60, [0, 1]), 0x81);
+    // mqtt-packet read these missing Packet Identifiers as -1 and the broker acted on them (answered PUBCOMP 65535,
+    // or threw encoding a PUBCOMP for -1).
+    add('PUBREL too short for its packet id', frame(0x62, [0]), 0x81);
+    add('PUBACK without a packet id', frame(0x40, []), 0x81);
+    add('SUBSCRIBE too short for its packet id', frame(0x82, [0]), 0x81);
+    if (version === 4) add('PUBREL longer than its packet id', frame(0x62, [0, 1, 0]));
+    if (version === 5)
+      add('PUBLISH whose User Property runs past its section', frame(0x30, [...str('a'), 3, 0x26, 0, 5]), 0x81);
     add('reserved packet type 0', frame(0x00, []), 0x81);
     add('CONNACK sent by a client', frame(0x20, [0, 0, ...v5Props]), 0x82);
     add('a second CONNECT', gen(connectPacket('again', { protocolVersion: version }), version), 0x82);
@@ -129,6 +138,47 @@ describe('malformed and forbidden input', () => {
     expect(connack.reasonCode).toBe(0x95);
     await client.waitClosed();
     await broker.waitForLog((l) => l.msg === 'refusing connection: CONNECT exceeds the maximum packet size');
+  });
+
+  it('an MQTT 5 CONNECT whose will User Property runs past its section gets CONNACK 0x81; no will is kept', async () => {
+    // mqtt-packet decoded the value as null; the will was kept, and publishing it to an MQTT 5 subscriber threw in the
+    // encoder, from the socket's close handler: the process died.
+    const watcher = await mqtt.connectAsync(broker.url, { clientId: 'will-watcher', protocolVersion: 5 });
+    await watcher.subscribeAsync('will/t', { qos: 0 });
+    const wills: string[] = [];
+    watcher.on('message', (topic) => wills.push(topic));
+    const connect = frame(0x10, [
+      ...str('MQTT'),
+      5,
+      0x04, // will flag
+      0,
+      0,
+      0, // no CONNECT properties
+      ...str('bad-will'),
+      ...[6, 0x26, 0, 1, 0x6b, 0, 0xff], // User Property "k" whose value claims 255 bytes
+      ...str('will/t'),
+      0,
+      0,
+    ]);
+    const client = await RawClient.connect(broker.port, 5);
+    client.sendBytes(connect);
+    expect((await client.next('connack')).reasonCode).toBe(0x81);
+    await client.waitClosed();
+    const line = await broker.waitForLog(
+      (l) =>
+        l.msg === 'closing connection: protocol violation' &&
+        l.reason === 'malformedPacket' &&
+        typeof l.detail === 'string' &&
+        l.detail.includes('will properties'),
+    );
+    expect(line.detail).toBe(
+      'malformed packet: CONNECT will properties: the User Property property runs past its section',
+    );
+    // The broker is alive and delivers; the refused client left no will.
+    await watcher.publishAsync('will/t', 'alive', { qos: 1 });
+    await until(() => wills.length > 0 || undefined, 'a delivery');
+    expect(wills).toEqual(['will/t']);
+    await watcher.endAsync();
   });
 
   it('survives a seeded stream of random mutations of valid packets', async () => {

@@ -207,6 +207,79 @@ describe('fast decoding of PUBLISH and acknowledgements', () => {
   });
 });
 
+describe('fields mqtt-packet decodes without an error although they do not fit', () => {
+  function refusal(version: 4 | 5, bytes: Buffer): { errors: string[]; packets: string[] } {
+    const sink = recorder();
+    parseFrames(version, bytes, sink);
+    return { errors: sink.errors, packets: sink.packets.map((p) => p.cmd) };
+  }
+
+  it.each([4, 5] as const)(
+    'v%i: an acknowledgement, SUBSCRIBE or UNSUBSCRIBE too short for its Packet Identifier is malformed',
+    (version) => {
+      // mqtt-packet read the missing identifier as -1: a PUBREL was answered with PUBCOMP 65535 (3.1.1), or its
+      // PUBCOMP 0x92 for id -1 threw in the encoder (MQTT 5), once after the client had gone: the process died.
+      const cases: [string, number[]][] = [
+        ['PUBACK', [0x40, 0]],
+        ['PUBREC', [0x50, 1, 0]],
+        ['PUBREL', [0x62, 1, 0]],
+        ['PUBCOMP', [0x70, 0]],
+        ['SUBSCRIBE', [0x82, 1, 0]],
+        ['UNSUBSCRIBE', [0xa2, 0]],
+      ];
+      for (const [name, bytes] of cases) {
+        const remaining = bytes[1]!;
+        // Followed by a PINGREQ: nothing after a malformed packet is decoded, nor read as its missing bytes.
+        expect(refusal(version, Buffer.from([...bytes, 0xc0, 0])), name).toEqual({
+          errors: [`${name} of ${remaining} byte(s) is too short for its Packet Identifier`],
+          packets: [],
+        });
+      }
+    },
+  );
+
+  it('3.1.1: an acknowledgement longer than its Packet Identifier is malformed; MQTT 5 reads a reason code there', () => {
+    const pubrel = Buffer.from([0x62, 3, 0, 7, 0x92]);
+    expect(refusal(4, pubrel)).toEqual({ errors: ['PUBREL of 3 bytes in MQTT 3.1.1 (2 expected)'], packets: [] });
+    expect(refusal(5, pubrel)).toEqual({ errors: [], packets: ['pubrel'] });
+  });
+
+  it('v5: a property that runs past its section, or an unknown identifier, makes the packet malformed', () => {
+    // A will User Property whose value claims 255 bytes where there are none: mqtt-packet decoded it as null, the
+    // will was kept, and publishing it crashed the broker.
+    const willProperties = [6, 0x26, 0, 1, 0x6b, 0, 0xff];
+    const connect = Buffer.from([
+      0x10,
+      0,
+      ...[0, 4, 0x4d, 0x51, 0x54, 0x54, 5, 0x04, 0, 0], // MQTT, level 5, will flag, keep alive 0
+      0, // no CONNECT properties
+      ...[0, 1, 0x63], // client id "c"
+      ...willProperties,
+      ...[0, 1, 0x74], // will topic "t"
+      ...[0, 0], // empty will payload
+    ]);
+    connect[1] = connect.length - 2;
+    expect(refusal(5, connect)).toEqual({
+      errors: ['CONNECT will properties: the User Property property runs past its section'],
+      packets: [],
+    });
+    // A PUBLISH whose Property Length runs past the packet, and one with identifier 0x7f.
+    expect(refusal(5, Buffer.from([0x30, 6, 0, 1, 0x74, 9, 0x01, 1]))).toEqual({
+      errors: ['PUBLISH properties: a Property Length of 9 runs past the end of the packet'],
+      packets: [],
+    });
+    expect(refusal(5, Buffer.from([0x30, 6, 0, 1, 0x74, 2, 0x7f, 1]))).toEqual({
+      errors: ['PUBLISH properties: unknown property identifier 0x7f'],
+      packets: [],
+    });
+    // A Subscription Identifier whose Variable Byte Integer never ends.
+    expect(refusal(5, Buffer.from([0x82, 10, 0, 1, 7, 0x0b, 0x80, 0x80, 0x80, 0x80, 0x01, 0, 0]))).toEqual({
+      errors: ['SUBSCRIBE properties: the Subscription Identifier property is longer than four bytes'],
+      packets: [],
+    });
+  });
+});
+
 describe('fast decoding of DISCONNECT', () => {
   for (const version of [4, 5] as const) {
     it(`decodes every MQTT ${version === 5 ? '5' : '3.1.1'} DISCONNECT, with a body or without, exactly as mqtt-packet does`, () => {
