@@ -790,15 +790,37 @@ export class Connection implements SessionLink, PacketSink {
         }
       }
     }
-    const bytes = this.encodePublish(topic, out, dup, properties);
-    if (bytes.length > this.clientMaximumPacketSize) {
+    const bytes = this.encodePublishOrLog(topic, out, dup, properties);
+    if (bytes === undefined || bytes.length > this.clientMaximumPacketSize) {
       if (properties?.topicAlias !== undefined && topic !== '') this.outboundAliases?.delete(topic);
-      this.broker.stats.messagesDiscarded++;
+      // Counted by the session (`onDiscarded`), once, whatever the QoS.
       return false;
     }
     this.writeBytes(bytes);
     this.broker.stats.messagesSent++;
     return true;
+  }
+
+  /**
+   * The PUBLISH's bytes, or undefined when they cannot be encoded. Its properties come from another client: one
+   * the codec let through but the encoder cannot write must cost this delivery, not the broker. A will whose User
+   * Property mqtt-packet had decoded as null once threw here from a socket's close handler, and the process died.
+   */
+  private encodePublishOrLog(
+    topic: string,
+    out: Outbound,
+    dup: boolean,
+    properties: IPublishPacket['properties'],
+  ): Buffer | undefined {
+    try {
+      return this.encodePublish(topic, out, dup, properties);
+    } catch (error) {
+      this.broker.log.error(
+        { clientId: this.clientId, topic: out.message.topic, err: error },
+        'cannot encode a PUBLISH for this client: not delivered',
+      );
+      return undefined;
+    }
   }
 
   /**
@@ -888,7 +910,13 @@ export class Connection implements SessionLink, PacketSink {
     this.awaitingStore = true;
     store.durableThrough(head.seq).then(
       () => {
-        this.releaseAcks();
+        // Outside any packet handler's try: a throw here would be an unhandled rejection, which ends the process.
+        try {
+          this.releaseAcks();
+        } catch (error) {
+          this.internalError(error);
+          return;
+        }
         this.awaitStore();
       },
       // The store is failing and retries every second; the acknowledgements stay held until it succeeds.

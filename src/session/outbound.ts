@@ -22,7 +22,10 @@ export interface Outbound {
 export interface SessionLink {
   /** How many QoS 1/2 messages may be in flight: the client's Receive Maximum capped by the server. */
   readonly sendQuota: number;
-  /** Sends the PUBLISH; false when it was discarded because it exceeds the client's Maximum Packet Size. */
+  /**
+   * Sends the PUBLISH; false when it was discarded: it exceeds the client's Maximum Packet Size, or could not be
+   * encoded (logged).
+   */
   sendPublish(out: Outbound, dup: boolean): boolean;
   sendPubrel(packetId: number): void;
 }

@@ -15,8 +15,8 @@ export interface SessionLimits {
 export interface SessionEvents {
   /** A message was dropped because the offline queue was full (counted for `$SYS` and logged). */
   onQueueOverflow(session: Session, dropped: Outbound): void;
-  /** A message was dropped as expired or too large; not an error, counted. */
-  onDiscarded(session: Session, reason: 'expired' | 'tooLarge'): void;
+  /** A message was dropped as expired, or as one the client cannot be sent (`SessionLink.sendPublish`); counted. */
+  onDiscarded(session: Session, reason: 'expired' | 'unsendable'): void;
 }
 
 export interface PendingWill {
@@ -113,7 +113,7 @@ export class Session {
     const link = this.link;
     if (out.qos === 0) {
       if (link) {
-        link.sendPublish(out, false);
+        if (!link.sendPublish(out, false)) this.events.onDiscarded(this, 'unsendable');
         return;
       }
       if (!this.limits.queueQos0) return;
@@ -171,6 +171,7 @@ export class Session {
       } else {
         this.inflight.delete(out.packetId);
         this.journal?.removed(this.clientId, out);
+        this.events.onDiscarded(this, 'unsendable');
       }
     }
     this.drain();
@@ -203,8 +204,8 @@ export class Session {
         this.events.onDiscarded(this, 'expired');
         continue;
       }
-      if (next.qos === 0) link.sendPublish(next, false);
-      else this.sendNow(link, next, true);
+      if (next.qos !== 0) this.sendNow(link, next, true);
+      else if (!link.sendPublish(next, false)) this.events.onDiscarded(this, 'unsendable');
     }
   }
 
@@ -221,6 +222,7 @@ export class Session {
       } else if (!link.sendPublish(out, true)) {
         this.inflight.delete(out.packetId);
         this.journal?.removed(this.clientId, out);
+        this.events.onDiscarded(this, 'unsendable');
       }
     }
     this.#held = undefined;
@@ -300,7 +302,7 @@ export class Session {
       // [MQTT-3.1.2-25] too large for the client: discarded, and treated as delivered.
       this.inflight.delete(out.packetId);
       this.journal?.removed(this.clientId, out);
-      this.events.onDiscarded(this, 'tooLarge');
+      this.events.onDiscarded(this, 'unsendable');
     }
   }
 

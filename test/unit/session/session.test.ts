@@ -125,7 +125,17 @@ describe('session delivery state machine', () => {
     session.deliver(out({ ...message(1), payload: Buffer.from('too long') }));
     session.deliver(out(message(2)));
     expect(link.sent.map((s) => s.topic)).toEqual(['t/2']);
-    expect(discarded).toEqual(['tooLarge']);
+    expect(discarded).toEqual(['unsendable']);
+  });
+
+  it('counts a QoS 0 message too large for the client once, as the session counts every message it cannot send', () => {
+    const { session, discarded } = makeSession();
+    const link = new RecordingLink(1, 1);
+    session.link = link;
+    session.deliver(out({ ...message(1, 0), payload: Buffer.from('too long') }));
+    session.deliver(out(message(2, 0)));
+    expect(link.sent.map((s) => s.topic)).toEqual(['t/2']);
+    expect(discarded).toEqual(['unsendable']);
   });
 
   it('does not queue QoS 0 for an offline session unless configured', () => {
