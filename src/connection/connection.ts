@@ -296,7 +296,11 @@ export class Connection implements SessionLink, PacketSink {
         this.closeReason = `unsupported protocol level ${level}`;
         const sent = level > 5 ? ReasonCode.unsupportedProtocolVersion : 1;
         if (this.recordMalformedConnect('unsupportedProtocolVersion', this.closeReason, sent, undefined))
-          this.broker.log.info({ peer: this.peerLabel, level }, 'refusing connection: unsupported protocol level');
+          // Not `level`: that key is the line's severity, which a client must not choose.
+          this.broker.log.info(
+            { peer: this.peerLabel, protocolLevel: level },
+            'refusing connection: unsupported protocol level',
+          );
         this.flush();
         this.socket.end(packet);
         this.state = 'closed';
