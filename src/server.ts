@@ -145,6 +145,11 @@ export class BulwarkServer {
     );
     if (loaded.droppedBytes > 0)
       this.log.warn({ droppedBytes: loaded.droppedBytes }, 'store repaired: unreadable records were dropped');
+    if (summary!.missingMessages > 0)
+      this.log.warn(
+        { missingMessages: summary!.missingMessages },
+        'store: queued messages whose body the journal does not hold were not restored',
+      );
     if (loaded.tornTailBytes > 0)
       this.log.warn(
         { tornTailBytes: loaded.tornTailBytes },

@@ -70,12 +70,22 @@ export type StoreRecord =
   | { t: 's'; id: string; v: 3 | 4 | 5; exp: number; subs: SubscriptionRecord[]; at?: number; will?: WillRecord }
   /** Session ended: everything of it goes. */
   | { t: 'e'; id: string }
-  /** An outgoing message queued or in flight (`p` packet id once sent, `st` its QoS 2 state). */
+  /**
+   * A message's body, journaled once however many sessions it is queued for (`mn` of their `o` records): one
+   * PUBLISH of 1 MiB to 2,000 offline sessions wrote 2,000 copies of it, 2.8 GB, in one turn of the event loop.
+   * Compaction keeps only the bodies still referred to.
+   */
+  | { t: 'M'; n: number; m: MessageRecord }
+  /**
+   * An outgoing message queued or in flight (`p` packet id once sent, `st` its QoS 2 state): its body is `M`
+   * record `mn`, or, in journals written before those existed, `m` inline.
+   */
   | {
       t: 'o';
       id: string;
       k: number;
-      m: MessageRecord;
+      mn?: number;
+      m?: MessageRecord;
       q: QoS;
       r: boolean;
       ids?: number[];
@@ -184,12 +194,13 @@ export function subscriptionRecord(s: Subscription): SubscriptionRecord {
   return r;
 }
 
-export function outboundRecord(clientId: string, out: Outbound): StoreRecord {
+/** `messageNumber`: the `M` record holding the message's body. */
+export function outboundRecord(clientId: string, out: Outbound, messageNumber: number): StoreRecord {
   const r: StoreRecord = {
     t: 'o',
     id: clientId,
     k: out.storeKey!,
-    m: messageRecord(out.message),
+    mn: messageNumber,
     q: out.qos,
     r: out.retain,
   };

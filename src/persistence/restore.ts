@@ -1,5 +1,5 @@
 import type { Broker } from '../broker.js';
-import { isExpired } from '../routing/message.js';
+import { isExpired, type Message } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 import type { Outbound } from '../session/outbound.js';
 import { isSysTopic } from '../sys/read-only.js';
@@ -19,15 +19,22 @@ export interface RestoreSummary {
   expiredSessions: number;
   expiredMessages: number;
   willsPending: number;
+  /** Queued or in-flight messages whose body (`M` record) the journal did not hold: not restored. */
+  missingMessages: number;
 }
 
-/** Folds the journal into the final state: later records win, `e` removes a session with everything in it. */
+/**
+ * Folds the journal into the final state: later records win, `e` removes a session with everything in it. Message
+ * bodies are kept by number for the `o` records that refer to them.
+ */
 export function foldRecords(records: readonly StoreRecord[]): {
   sessions: Map<string, SessionState>;
   retained: Map<string, MessageRecord>;
+  messages: Map<number, MessageRecord>;
 } {
   const sessions = new Map<string, SessionState>();
   const retained = new Map<string, MessageRecord>();
+  const messages = new Map<number, MessageRecord>();
   for (const r of records) {
     switch (r.t) {
       case 's': {
@@ -38,6 +45,9 @@ export function foldRecords(records: readonly StoreRecord[]): {
       }
       case 'e':
         sessions.delete(r.id);
+        break;
+      case 'M':
+        messages.set(r.n, r.m);
         break;
       case 'o':
         sessions.get(r.id)?.outbound.set(r.k, r);
@@ -67,7 +77,7 @@ export function foldRecords(records: readonly StoreRecord[]): {
         break;
     }
   }
-  return { sessions, retained };
+  return { sessions, retained, messages };
 }
 
 /**
@@ -76,7 +86,19 @@ export function foldRecords(records: readonly StoreRecord[]): {
  * expired messages are dropped.
  */
 export function restoreState(broker: Broker, records: readonly StoreRecord[], now: number): RestoreSummary {
-  const { sessions, retained } = foldRecords(records);
+  const { sessions, retained, messages } = foldRecords(records);
+  // One Message per body, shared by every session it was queued for, as before the restart.
+  const bodies = new Map<number, Message>();
+  const body = (n: number): Message | undefined => {
+    let message = bodies.get(n);
+    if (message !== undefined) return message;
+    const record = messages.get(n);
+    if (record === undefined) return undefined;
+    message = messageFromRecord(record);
+    bodies.set(n, message);
+    broker.store?.restoredMessage(message, n);
+    return message;
+  };
   const summary: RestoreSummary = {
     sessions: 0,
     queuedMessages: 0,
@@ -85,6 +107,7 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
     expiredSessions: 0,
     expiredMessages: 0,
     willsPending: 0,
+    missingMessages: 0,
   };
   for (const record of retained.values()) {
     // Older versions wrote $SYS values into snapshots; serving them would report the previous run.
@@ -121,7 +144,11 @@ export function restoreState(broker: Broker, records: readonly StoreRecord[], no
     }
     const entries = [...state.outbound.values()].sort((a, b) => a.k - b.k);
     for (const o of entries) {
-      const message = messageFromRecord(o.m);
+      const message = o.mn !== undefined ? body(o.mn) : o.m !== undefined ? messageFromRecord(o.m) : undefined;
+      if (message === undefined) {
+        summary.missingMessages++;
+        continue;
+      }
       const out: Outbound = {
         message,
         qos: o.q,

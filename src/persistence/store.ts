@@ -34,6 +34,12 @@ export interface StoreOptions {
 /** While writes keep failing, how often the failure is logged again. */
 const FAILURE_LOG_INTERVAL_MS = 60_000;
 
+/**
+ * Past this many epochs known to be in the file (one more with every failed compaction), the set starts over: a
+ * message whose epoch is forgotten only has its body journaled once more.
+ */
+const MAX_VALID_EPOCHS = 64;
+
 export interface LoadedJournal {
   records: StoreRecord[];
   files: string[];
@@ -49,6 +55,18 @@ export class SessionStore implements OutboundJournal {
   readonly dir: string;
   private writer: JournalWriter | undefined;
   private nextKey = 1;
+  /**
+   * Messages whose body (`M` record) has been journaled: its number, and the epoch it was written in. An epoch is a
+   * stretch of appends that all went to one file: the file loaded at start is epoch 0, a compaction's snapshot and
+   * the appends made while it is written get one each. A body is referred to, not written again, only when its
+   * epoch is among `validEpochs`, those known to be in the file appends go to now; forgetting one only costs a
+   * second copy of a body, never a reference to a body the file lacks.
+   */
+  private readonly journaledMessages = new WeakMap<Message, { n: number; epoch: number }>();
+  private nextMessageNumber = 1;
+  private appendEpoch = 0;
+  private nextEpoch = 1;
+  private validEpochs: Set<number> = new Set([0]);
   private compacting = false;
   /** What `newest-generation` named when the store was loaded; undefined when absent or unreadable. */
   private namedGeneration: number | undefined;
@@ -101,6 +119,7 @@ export class SessionStore implements OutboundJournal {
     for (const record of records) {
       if ((record.t === 'o' || record.t === 'u' || record.t === 'd') && record.k >= this.nextKey)
         this.nextKey = record.k + 1;
+      else if (record.t === 'M' && record.n >= this.nextMessageNumber) this.nextMessageNumber = record.n + 1;
     }
     return { records, files: [newest], tornTailBytes, droppedBytes };
   }
@@ -230,7 +249,31 @@ export class SessionStore implements OutboundJournal {
   added(clientId: string, out: Outbound): void {
     if (!this.writer) return;
     out.storeKey = this.nextKey++;
-    this.append(outboundRecord(clientId, out));
+    const n = this.journalMessage(out.message, this.appendEpoch, this.validEpochs, (record) => this.append(record));
+    this.append(outboundRecord(clientId, out, n));
+  }
+
+  /**
+   * A message restored from an `M` record of the loaded file, which appends continue: later sessions it is queued
+   * for refer to that record.
+   */
+  restoredMessage(message: Message, n: number): void {
+    this.journaledMessages.set(message, { n, epoch: 0 });
+  }
+
+  /** The number of `message`'s `M` record, emitting one first unless an epoch in `valid` holds it. */
+  private journalMessage(
+    message: Message,
+    epoch: number,
+    valid: ReadonlySet<number>,
+    emit: (record: StoreRecord) => void,
+  ): number {
+    const known = this.journaledMessages.get(message);
+    if (known !== undefined && valid.has(known.epoch)) return known.n;
+    const n = known?.n ?? this.nextMessageNumber++;
+    emit({ t: 'M', n, m: messageRecord(message) });
+    this.journaledMessages.set(message, { n, epoch });
+    return n;
   }
 
   updated(clientId: string, out: Outbound): void {
@@ -259,9 +302,11 @@ export class SessionStore implements OutboundJournal {
 
   // --- compaction --------------------------------------------------------------------------------------
 
-  /** The live state as records: what a compacted generation contains. */
-  snapshot(broker: Broker): StoreRecord[] {
+  /** The live state as records: what a compacted generation contains; its message bodies are of `epoch`. */
+  private snapshot(broker: Broker, epoch: number): StoreRecord[] {
     const records: StoreRecord[] = [];
+    const inSnapshot = new Set([epoch]);
+    const emit = (record: StoreRecord): void => void records.push(record);
     for (const session of broker.sessions.values()) {
       if (!session.journal) continue;
       const offline = session.connected ? undefined : (session.offlineSince ?? Date.now());
@@ -277,7 +322,8 @@ export class SessionStore implements OutboundJournal {
       for (const out of [...session.inflight.values(), ...session.queue]) {
         if (out.qos === 0) continue;
         out.storeKey ??= this.nextKey++;
-        records.push(outboundRecord(session.clientId, out));
+        const n = this.journalMessage(out.message, epoch, inSnapshot, emit);
+        records.push(outboundRecord(session.clientId, out, n));
       }
       for (const id of session.inboundQos2) records.push({ t: 'i', id: session.clientId, p: id });
     }
@@ -300,10 +346,20 @@ export class SessionStore implements OutboundJournal {
     const writer = this.writer;
     if (!writer || this.compacting) return;
     this.compacting = true;
+    const before = this.validEpochs;
+    const snapshotEpoch = this.nextEpoch++;
+    const windowEpoch = this.nextEpoch++;
+    const records = this.snapshot(broker, snapshotEpoch);
+    // Until the writer has switched files or failed to, where appends land is open: only their own bodies count.
+    this.appendEpoch = windowEpoch;
+    this.validEpochs = new Set([windowEpoch]);
     try {
-      await writer.compact(this.snapshot(broker));
+      await writer.compact(records);
+      this.validEpochs = new Set([snapshotEpoch, windowEpoch]);
       this.options.log.info({ file: writer.file, bytes: writer.fileBytes }, 'store compacted');
     } catch (error) {
+      // The appends meanwhile went to the current file, beside everything it held.
+      this.validEpochs = before.size < MAX_VALID_EPOCHS ? new Set([...before, windowEpoch]) : new Set([windowEpoch]);
       this.options.log.error({ err: error }, 'store compaction failed; the current journal stays in use');
     } finally {
       this.compacting = false;
