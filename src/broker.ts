@@ -369,6 +369,7 @@ export class Broker {
   /** After CONNACK: redeliver what is in flight, drain the queue. */
   onSessionOpened(connection: Connection, session: Session): void {
     this.stats.clientsConnected++;
+    connection.countedAsConnected = true;
     this.stats.clientsMaximum = Math.max(this.stats.clientsMaximum, this.stats.clientsConnected);
     session.resume(connection, Date.now());
   }
@@ -378,10 +379,10 @@ export class Broker {
     if (connection.identity) this.authorizer.invalidate(connection.clientId);
     const session = connection.session;
     const wasConnected = session !== undefined && connection.identity !== undefined;
-    if (wasConnected) {
-      this.stats.clientsConnected--;
-      this.recordDisconnect(connection);
-    }
+    // Only what was counted is taken off: a connect that failed between its session and its CONNACK (an internal
+    // error) took `$SYS/broker/clients/connected` below zero, one each time.
+    if (connection.countedAsConnected) this.stats.clientsConnected--;
+    if (wasConnected) this.recordDisconnect(connection);
     if (!session || session.connection !== connection) return;
     this.detachConnection(session, !connection.disconnectedCleanly);
   }

@@ -464,6 +464,9 @@ function checkConnect(frames: Buffer, start: number, end: number): Error | undef
   if (pos < 0 || pos + 4 > end) return undefined;
   const level = frames[pos]!;
   const flags = frames[pos + 1]!;
+  // [MQTT-3.1.2-12] (MQTT 5: a Malformed Packet) and [MQTT-3.1.2-14] (3.1.1): Will QoS 3 does not exist. mqtt-packet
+  // passes it on, and it was answered as a QoS this broker does not support.
+  if ((flags & 0x04) !== 0 && (flags & 0x18) === 0x18) return new Error('CONNECT has Will QoS 3');
   pos += 4;
   const v5 = level === 5;
   if (v5) {

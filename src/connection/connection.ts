@@ -148,6 +148,8 @@ export class Connection implements SessionLink, PacketSink {
   inboundUnacknowledged = 0;
   /** Set by a clean DISCONNECT (0x00): the will is not published. */
   disconnectedCleanly = false;
+  /** Counted in `$SYS/broker/clients/connected` (`Broker.onSessionOpened`), so taken off once when it closes. */
+  countedAsConnected = false;
   /**
    * The CONNECT asked for a session expiry above 0 (the broker may have capped it to 0): a DISCONNECT may then set
    * one ([MQTT-3.14.2-2] refuses it only after a CONNECT that asked for 0).

@@ -63,6 +63,8 @@ export class Framer {
         remaining += (byte & 0x7f) * multiplier;
         multiplier *= 128;
         if ((byte & 0x80) === 0) {
+          // [MQTT-1.5.5-1] the shortest encoding only: a last byte of 0 after others added nothing.
+          if (byte === 0 && n > 0) return { kind: 'malformed', why: 'remaining length not in its shortest form' };
           complete = true;
           i++;
           break;

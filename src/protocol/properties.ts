@@ -181,6 +181,14 @@ export function checkProperties(
     }
     switch (type) {
       case BYTE:
+        // Every byte property is 0 or 1: another value of Request Problem Information or Request Response
+        // Information is a Protocol Error (3.1.2.11.6/7), and mqtt-packet would read any of them as `true`.
+        // Mosquitto refuses it for all of them, Payload Format Indicator included.
+        if (pos < sectionEnd && frames[pos]! > 1)
+          return {
+            reason: 'protocolError',
+            detail: `${section.name} ${NAMES[id]} property is ${frames[pos]}, not 0 or 1`,
+          };
         pos += 1;
         break;
       case TWO_BYTES:

@@ -51,6 +51,9 @@ function corpus(): Case[] {
     if (version === 4) add('PUBREL longer than its packet id', frame(0x62, [0, 1, 0]));
     if (version === 5)
       add('PUBLISH whose User Property runs past its section', frame(0x30, [...str('a'), 3, 0x26, 0, 5]), 0x81);
+    if (version === 5) add('PUBLISH with Payload Format Indicator 2', frame(0x30, [...str('a'), 2, 0x01, 2]), 0x82);
+    // [MQTT-1.5.5-1] a remaining length of 0 written in two bytes.
+    add('a remaining length not in its shortest form', Buffer.from([0xc0, 0x80, 0x00]), 0x81);
     add('reserved packet type 0', frame(0x00, []), 0x81);
     add('CONNACK sent by a client', frame(0x20, [0, 0, ...v5Props]), 0x82);
     add('a second CONNECT', gen(connectPacket('again', { protocolVersion: version }), version), 0x82);
@@ -73,6 +76,8 @@ function corpus(): Case[] {
   before('a CONNECT with the reserved flag set', frame(0x10, [...str('MQTT'), 4, 3, 0, 60, ...str('c')]));
   before('a CONNECT whose client id runs past the packet', frame(0x10, [...str('MQTT'), 4, 2, 0, 60, 0, 40, 0x61]));
   before('a CONNECT with will QoS but no will flag', frame(0x10, [...str('MQTT'), 4, 0x0a, 0, 60, ...str('c')]));
+  // [MQTT-3.1.2-14]: Will QoS 3 does not exist; it was answered as a QoS the broker does not support (return code 3).
+  before('a CONNECT with Will QoS 3', frame(0x10, [...str('MQTT'), 4, 0x1e, 0, 60, ...str('c'), ...str('w'), 0, 0]));
   before('random bytes', Buffer.from([0xf3, 0x12, 0x99, 0x00, 0x41]));
   return cases;
 }
@@ -179,6 +184,26 @@ describe('malformed and forbidden input', () => {
     await until(() => wills.length > 0 || undefined, 'a delivery');
     expect(wills).toEqual(['will/t']);
     await watcher.endAsync();
+  });
+
+  it.each([
+    ['Request Problem Information 2', 0x82, [0x10, 0, ...str('MQTT'), 5, 0x02, 0, 0, 2, 0x17, 2, ...str('rpi')]],
+    ['Request Response Information 2', 0x82, [0x10, 0, ...str('MQTT'), 5, 0x02, 0, 0, 2, 0x19, 2, ...str('rri')]],
+    ['Will QoS 3', 0x81, [0x10, 0, ...str('MQTT'), 5, 0x1e, 0, 0, 0, ...str('wq3'), 0, ...str('w'), 0, 0]],
+  ] as const)('an MQTT 5 CONNECT with %s gets CONNACK %i, then the connection closes', async (_name, reason, bytes) => {
+    const packet = Buffer.from(bytes);
+    packet[1] = packet.length - 2;
+    const client = await RawClient.connect(broker.port, 5);
+    client.sendBytes(packet);
+    expect((await client.next('connack')).reasonCode).toBe(reason);
+    await client.waitClosed();
+  });
+
+  it('an MQTT 3.1.1 CONNECT with Will QoS 3 is closed without a CONNACK (there is no return code for it)', async () => {
+    const client = await RawClient.connect(broker.port, 4);
+    client.sendBytes(frame(0x10, [...str('MQTT'), 4, 0x1e, 0, 60, ...str('wq3-4'), ...str('w'), 0, 0]));
+    await client.waitClosed();
+    expect(client.packets).toEqual([]);
   });
 
   it('survives a seeded stream of random mutations of valid packets', async () => {

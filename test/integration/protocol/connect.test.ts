@@ -504,6 +504,28 @@ describe('a second CONNECT that arrives while the first is still being answered'
   });
   afterAll(() => broker.stop());
 
+  it('a connect that fails between its session and its CONNACK is not counted as a client that left', async () => {
+    const stats = broker.server.broker.stats;
+    const before = stats.clientsConnected;
+    const client = await RawClient.connect(broker.port, 5);
+    client.send(connectPacket('connack-fails', { protocolVersion: 5 }), 5);
+    // While the authenticator waits, the CONNACK is made to fail as an internal error would make it.
+    const connection = await until(
+      () => [...broker.server.broker.connections].find((c) => c.clientId === 'connack-fails'),
+      'the connection',
+    );
+    connection.writePacket = (packet) => {
+      if (packet.cmd === 'connack') throw new Error('CONNACK could not be encoded');
+    };
+    await client.waitClosed();
+    await broker.waitForLog(
+      (l) => l.msg === 'internal error while handling a packet' && l.clientId === 'connack-fails',
+    );
+    await until(() => !broker.server.broker.connections.has(connection) || undefined, 'the connection gone');
+    // Never counted in, so not counted out: the count was one lower after every such failure.
+    expect(stats.clientsConnected).toBe(before);
+  });
+
   it.each([
     [4, 5],
     [5, 4],

@@ -209,6 +209,17 @@ describe('SUBSCRIBE and UNSUBSCRIBE', () => {
     },
   );
 
+  it('UNSUBSCRIBE answers 0x8F for a filter that is not a valid one, as SUBACK does, and removes the others (v5)', async () => {
+    const { client } = await rawConnect(broker.port, 'unsub-invalid', 5);
+    await rawSubscribe(client, 5, 1, [{ topic: 'unsub/valid/#', qos: 1 }]);
+    // Empty, `#` not last, `+` not alone, a share without its filter: no subscription can have any of them.
+    const filters = ['', 'a/#/b', 'a+/b', '$share/g/', 'unsub/valid/#'];
+    client.send({ cmd: 'unsubscribe', messageId: 3, unsubscriptions: filters }, 5);
+    const unsuback = await client.next('unsuback');
+    expect(unsuback.granted).toEqual([0x8f, 0x8f, 0x8f, 0x8f, 0x00]);
+    client.end();
+  });
+
   it('UNSUBSCRIBE answers 0x00 for a removed subscription and 0x11 for none, and delivery stops (v5)', async () => {
     const { client } = await rawConnect(broker.port, 'unsub-raw', 5);
     await rawSubscribe(client, 5, 1, [
