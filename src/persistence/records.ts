@@ -71,14 +71,10 @@ export type StoreRecord =
   /** Session ended: everything of it goes. */
   | { t: 'e'; id: string }
   /**
-   * A message's body, journaled once however many sessions it is queued for (`mn` of their `o` records): one
-   * PUBLISH of 1 MiB to 2,000 offline sessions wrote 2,000 copies of it, 2.8 GB, in one turn of the event loop.
-   * Compaction keeps only the bodies still referred to.
-   */
-  | { t: 'M'; n: number; m: MessageRecord }
-  /**
-   * An outgoing message queued or in flight (`p` packet id once sent, `st` its QoS 2 state): its body is `M`
-   * record `mn`, or, in journals written before those existed, `m` inline.
+   * An outgoing message queued or in flight (`p` packet id once sent, `st` its QoS 2 state). Its body is journaled
+   * once however many sessions it is queued for: the first `o` record carries it (`m`) with its number (`mn`), the
+   * others only the number. One PUBLISH of 1 MiB to 2,000 offline sessions wrote 2,000 copies of it, 2.8 GB, in one
+   * turn of the event loop. Journals written before numbers existed have `m` in every `o` record and no `mn`.
    */
   | {
       t: 'o';
@@ -194,8 +190,13 @@ export function subscriptionRecord(s: Subscription): SubscriptionRecord {
   return r;
 }
 
-/** `messageNumber`: the `M` record holding the message's body. */
-export function outboundRecord(clientId: string, out: Outbound, messageNumber: number): StoreRecord {
+/** `messageNumber` names the message's body; `body` is given when this record is the one that carries it. */
+export function outboundRecord(
+  clientId: string,
+  out: Outbound,
+  messageNumber: number,
+  body: MessageRecord | undefined,
+): StoreRecord {
   const r: StoreRecord = {
     t: 'o',
     id: clientId,
@@ -204,6 +205,7 @@ export function outboundRecord(clientId: string, out: Outbound, messageNumber: n
     q: out.qos,
     r: out.retain,
   };
+  if (body !== undefined) r.m = body;
   if (out.subscriptionIds) r.ids = [...out.subscriptionIds];
   if (out.shareGroup !== undefined) {
     r.sg = out.shareGroup;

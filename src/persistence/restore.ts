@@ -19,7 +19,7 @@ export interface RestoreSummary {
   expiredSessions: number;
   expiredMessages: number;
   willsPending: number;
-  /** Queued or in-flight messages whose body (`M` record) the journal did not hold: not restored. */
+  /** Queued or in-flight messages whose body (an earlier `o` record with its number) was not in the journal. */
   missingMessages: number;
 }
 
@@ -46,10 +46,9 @@ export function foldRecords(records: readonly StoreRecord[]): {
       case 'e':
         sessions.delete(r.id);
         break;
-      case 'M':
-        messages.set(r.n, r.m);
-        break;
       case 'o':
+        // The body stays known by its number after this entry is delivered: later entries may refer to it.
+        if (r.mn !== undefined && r.m !== undefined) messages.set(r.mn, r.m);
         sessions.get(r.id)?.outbound.set(r.k, r);
         break;
       case 'u': {

@@ -31,6 +31,13 @@ export interface Message {
   encodedOthers?: Map<number, Buffer>;
   /** This message with buffers of its own (`withOwnedBytes`), made once and shared by every queue that keeps it. */
   ownedCopy?: Message;
+  /**
+   * Set by the session store once the message's body is journaled: its number there, and the epoch of the file it
+   * went to (`SessionStore`). Fields rather than a WeakMap entry: the map's entry per persistent QoS 1 message
+   * cost 5–8% of a persistent subscriber's rate.
+   */
+  journalNumber?: number;
+  journalEpoch?: number;
 }
 
 /**

@@ -36,12 +36,12 @@ function brokerMessage(topic: string): Message {
 }
 
 const bodies = (records: StoreRecord[], topic: string): number =>
-  records.filter((r) => r.t === 'M' && r.m.t === topic).length;
+  records.filter((r) => r.t === 'o' && r.m?.t === topic).length;
 const queuedFor = (records: StoreRecord[]): Set<string> => new Set(records.flatMap((r) => (r.t === 'o' ? [r.id] : [])));
 
 /**
  * A message queued for many offline persistent sessions is kept in memory once; the journal keeps its body once
- * too (an `M` record the sessions' `o` records refer to). Each was a full copy before: one 1 MiB PUBLISH to 2,000
+ * too (in the first session's `o` record; the others refer to it by number). Each was a full copy before: one 1 MiB PUBLISH to 2,000
  * offline sessions wrote 2.8 GB of JSON in one turn of the event loop, and the broker answered no one meanwhile.
  */
 describe('message bodies in the store', () => {
