@@ -148,6 +148,39 @@ describe('message bodies in the store', () => {
     expect(Buffer.from(got.packet.payload).equals(PAYLOAD)).toBe(true);
   }, 60_000);
 
+  it('the body stays restorable for the other sessions after the session whose entry carried it got the message', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'bulwark-bodies-carrier-'));
+    broker = await start(dataDir);
+    for (const i of [0, 1]) {
+      const c = await connectClient(broker.url, session(i));
+      await c.client.subscribeAsync('fleet/#', { qos: 1 });
+      await c.client.endAsync();
+    }
+    broker.server.broker.publish(brokerMessage('fleet/carried'));
+    await broker.server.store!.durableThrough(broker.server.store!.lastSeq);
+    // The first session's entry carried the body; that session takes the message and acknowledges it.
+    const carrier = storedRecords(dataDir).find((r) => r.t === 'o' && r.m?.t === 'fleet/carried');
+    expect(carrier?.t === 'o' && carrier.id).toBe('fleet-0');
+    const first = await connectClient(broker.url, session(0));
+    await first.received.waitForTopic('fleet/carried');
+    await first.client.endAsync();
+    await broker.server.store!.durableThrough(broker.server.store!.lastSeq);
+    // What a kill -9 now would leave: the carrier's entry deleted, the other session's entry referring to its body.
+    const crashed = mkdtempSync(join(tmpdir(), 'bulwark-bodies-carrier-crashed-'));
+    cpSync(join(dataDir, 'store'), join(crashed, 'store'), { recursive: true });
+    await broker.stop();
+
+    broker = await start(crashed);
+    expect(broker.logs.find((l) => String(l.msg).startsWith('store restored'))).toMatchObject({
+      queuedMessages: 1,
+      missingMessages: 0,
+    });
+    const second = await connectClient(broker.url, session(1));
+    clients.push(second);
+    const got = await second.received.waitForTopic('fleet/carried');
+    expect(Buffer.from(got.packet.payload).equals(PAYLOAD)).toBe(true);
+  }, 60_000);
+
   it.each([
     ['succeeds', false],
     ['fails', true],
