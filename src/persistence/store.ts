@@ -347,11 +347,11 @@ export class SessionStore implements OutboundJournal {
     const before = this.validEpochs;
     const snapshotEpoch = this.nextEpoch++;
     const windowEpoch = this.nextEpoch++;
-    const records = this.snapshot(broker, snapshotEpoch);
-    // Until the writer has switched files or failed to, where appends land is open: only their own bodies count.
-    this.appendEpoch = windowEpoch;
-    this.validEpochs = new Set([windowEpoch]);
     try {
+      const records = this.snapshot(broker, snapshotEpoch);
+      // Until the writer has switched files or failed to, where appends land is open: only their own bodies count.
+      this.appendEpoch = windowEpoch;
+      this.validEpochs = new Set([windowEpoch]);
       await writer.compact(records);
       this.validEpochs = new Set([snapshotEpoch, windowEpoch]);
       this.options.log.info({ file: writer.file, bytes: writer.fileBytes }, 'store compacted');
