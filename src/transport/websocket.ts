@@ -123,6 +123,14 @@ export function createWebSocketServer(
       clearTimeout(upgradeDeadlines.get(socket));
       upgradeDeadlines.delete(socket);
       const stream = createWebSocketStream(ws, { allowHalfOpen: false });
+      // A client whose TCP connection ends with a reset (closed with our data unread, or gone without a close
+      // frame) closes `ws`, and the stream ends; but ending its writable side waits for the reset socket's 'finish',
+      // which never comes, so the stream never closed and the connection stayed: no 'client disconnected', no will,
+      // counted as connected, its session never offline. Once what it sent has been read, the stream is destroyed.
+      ws.once('close', () => {
+        if (stream.readableEnded) stream.destroy();
+        else stream.once('end', () => stream.destroy());
+      });
       const peer = { address: normalizeAddress(request.socket.remoteAddress), port: request.socket.remotePort ?? 0 };
       const connection = broker.accept(stream, listener, peer, tlsInfo?.(request.socket));
       if (connection === undefined) return;

@@ -286,6 +286,41 @@ describe('the HTTP phase before a WebSocket upgrade', () => {
     }
   });
 
+  it('sees a client whose connection ends with a TCP reset as gone: logged, not counted, its will published', async () => {
+    const url = `ws://127.0.0.1:${broker.port}/mqtt`;
+    const watcher = await mqtt.connectAsync(url, { clientId: 'ws-reset-watcher', reconnectPeriod: 0 });
+    await watcher.subscribeAsync('ws/reset/will', { qos: 1 });
+    const wills: string[] = [];
+    watcher.on('message', (_topic, payload) => wills.push(payload.toString()));
+    const stats = broker.server.broker.stats;
+    const before = stats.clientsConnected;
+    const ws = new WebSocket(url, ['mqtt']);
+    ws.on('error', () => undefined);
+    await new Promise((resolve) => ws.once('open', resolve));
+    const connack = new Promise((resolve) => ws.once('message', resolve));
+    ws.send(
+      mqttPacket.generate({
+        cmd: 'connect',
+        protocolId: 'MQTT',
+        protocolVersion: 4,
+        clean: true,
+        clientId: 'ws-reset',
+        keepalive: 0,
+        will: { topic: 'ws/reset/will', payload: Buffer.from('gone'), qos: 1, retain: false },
+      }),
+      { binary: true },
+    );
+    await connack;
+    expect(stats.clientsConnected).toBe(before + 1);
+    // Keep alive 0: nothing but the transport can tell the broker this client is gone.
+    (ws as unknown as { _socket: net.Socket })._socket.resetAndDestroy();
+    await broker.waitForLog((l) => l.msg === 'client disconnected' && l.clientId === 'ws-reset');
+    await until(() => wills.length > 0 || undefined, 'the will');
+    expect(wills).toEqual(['gone']);
+    expect(stats.clientsConnected).toBe(before);
+    await watcher.endAsync();
+  });
+
   it('leaves an upgraded connection to the broker: it still gets its CONNACK', async () => {
     const outcome = await run(`ws://127.0.0.1:${broker.port}/mqtt`, ['mqtt'], (ws) => {
       ws.once('message', () => ws.close());
