@@ -15,6 +15,7 @@ import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
 import { setTimeoutAt } from '../timeout-at.js';
 import { dispatchPacket } from '../handlers/index.js';
+import { refuseIfMismatched } from '../handlers/acknowledgements.js';
 import { expireReauthentication } from '../handlers/auth.js';
 import type { ConnectContext } from '../handlers/connect.js';
 
@@ -364,7 +365,7 @@ export class Connection implements SessionLink, PacketSink {
       return;
     }
     try {
-      this.session!.complete(messageId);
+      if (!refuseIfMismatched(this, messageId, 'puback')) this.session!.complete(messageId);
     } catch (error) {
       this.internalError(error);
     }

@@ -4,15 +4,23 @@ import { ReasonCode } from '../protocol/reason-codes.js';
 
 /** PUBACK from the client completes a QoS 1 delivery ([MQTT-4.3.2]). */
 export function handlePuback(connection: Connection, packet: IPubackPacket): void {
-  const session = connection.session!;
-  if (packet.messageId !== undefined) session.complete(packet.messageId);
+  const id = packet.messageId;
+  if (id !== undefined && !refuseIfMismatched(connection, id, 'puback')) connection.session!.complete(id);
+}
+
+/** True when the acknowledgement does not fit its delivery: the connection is then closing (0x82). */
+export function refuseIfMismatched(connection: Connection, id: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): boolean {
+  const problem = connection.session!.acknowledgementMismatch(id, cmd);
+  if (problem === undefined) return false;
+  connection.protocolViolation('protocolError', problem);
+  return true;
 }
 
 /** PUBREC: the client has the QoS 2 message; answer PUBREL, or end the exchange on an error reason. */
 export function handlePubrec(connection: Connection, packet: IPubrecPacket): void {
   const session = connection.session!;
   const id = packet.messageId;
-  if (id === undefined) return;
+  if (id === undefined || refuseIfMismatched(connection, id, 'pubrec')) return;
   if ((packet.reasonCode ?? 0) >= 0x80) {
     // [MQTT-4.3.3] a PUBREC with a failure reason ends the exchange: no PUBREL.
     session.complete(id);
@@ -29,7 +37,8 @@ export function handlePubrec(connection: Connection, packet: IPubrecPacket): voi
 
 /** PUBCOMP completes a QoS 2 delivery. */
 export function handlePubcomp(connection: Connection, packet: IPubcompPacket): void {
-  if (packet.messageId !== undefined) connection.session!.complete(packet.messageId);
+  const id = packet.messageId;
+  if (id !== undefined && !refuseIfMismatched(connection, id, 'pubcomp')) connection.session!.complete(id);
 }
 
 /**

@@ -127,6 +127,22 @@ export class Session {
     this.enqueue(out);
   }
 
+  /**
+   * Why an acknowledgement does not fit the delivery in flight under its packet id, or undefined when it does (or
+   * when no delivery is: an unknown id is answered as the handlers answer it). A PUBACK acknowledges QoS 1 only, a
+   * PUBREC QoS 2 only, a PUBCOMP a QoS 2 delivery that has had its PUBREL: anything else is a protocol error, as
+   * Mosquitto treats it. Accepted, a PUBACK completed a QoS 2 delivery, and a PUBREC moved a QoS 1 one to PUBREL.
+   */
+  acknowledgementMismatch(packetId: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): string | undefined {
+    const out = this.inflight.get(packetId);
+    if (out === undefined) return undefined;
+    const fits = cmd === 'puback' ? out.qos === 1 : cmd === 'pubrec' ? out.qos === 2 : out.state === 'pubrel';
+    if (fits) return undefined;
+    const what =
+      out.qos === 2 && out.state === 'pubrel' ? 'QoS 2 delivery awaiting PUBCOMP' : `QoS ${out.qos} delivery`;
+    return `${cmd.toUpperCase()} for packet id ${packetId}, a ${what}`;
+  }
+
   /** PUBACK, or PUBREC with an error reason, or PUBCOMP: the message is done. */
   complete(packetId: number): Outbound | undefined {
     const out = this.inflight.get(packetId);

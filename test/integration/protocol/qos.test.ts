@@ -98,6 +98,28 @@ describe('QoS 0, 1 and 2 in both directions', () => {
     await endAll(p.client);
   });
 
+  it.each([
+    { name: 'a QoS 2 delivery answered with PUBACK', qos: 2, answers: ['puback'] },
+    { name: 'a QoS 2 delivery answered with PUBCOMP before PUBREC', qos: 2, answers: ['pubcomp'] },
+    { name: 'a QoS 1 delivery answered with PUBREC', qos: 1, answers: ['pubrec'] },
+    { name: 'a QoS 1 delivery answered with PUBCOMP', qos: 1, answers: ['pubcomp'] },
+  ] as const)('$name is a protocol error (DISCONNECT 0x82), as Mosquitto has it', async ({ name, qos, answers }) => {
+    const id = `mismatch-${name.replace(/\W+/g, '-')}`;
+    const { client: raw } = await rawConnect(broker.port, id, 5);
+    await rawSubscribe(raw, 5, 1, [{ topic: `qos/${id}`, qos }]);
+    const p = await connectClient(broker.url, { clientId: `${id}-pub`, protocolVersion: 5 });
+    await p.client.publishAsync(`qos/${id}`, 'x', { qos });
+    const publish = await raw.next('publish');
+    for (const cmd of answers) raw.send({ cmd, messageId: publish.messageId }, 5);
+    expect((await raw.next('disconnect')).reasonCode).toBe(0x82);
+    await raw.waitClosed();
+    const line = await broker.waitForLog(
+      (l) => l.msg === 'closing connection: protocol violation' && l.clientId === id,
+    );
+    expect(String(line.detail)).toContain(`for packet id ${publish.messageId}, a QoS ${qos} delivery`);
+    await endAll(p.client);
+  });
+
   it('packet ids of unacknowledged messages are never reused while they are in flight', async () => {
     const { client: raw } = await rawConnect(broker.port, 'ids-sub', 5);
     await rawSubscribe(raw, 5, 1, [{ topic: 'qos/ids/+', qos: 2 }]);
