@@ -73,6 +73,25 @@ describe('message bodies in the store', () => {
     }
   }
 
+  /**
+   * Copies the store as a kill -9 would leave it (no compaction at stop), starts a broker on the copy, and checks
+   * that session `i`, the one message queued, gets `topic` with its whole payload.
+   */
+  async function restartFromCrash(dataDir: string, i: number, topic: string): Promise<void> {
+    const crashed = mkdtempSync(join(tmpdir(), 'bulwark-bodies-crashed-'));
+    cpSync(join(dataDir, 'store'), join(crashed, 'store'), { recursive: true });
+    await broker!.stop();
+    broker = await start(crashed);
+    expect(broker.logs.find((l) => String(l.msg).startsWith('store restored'))).toMatchObject({
+      queuedMessages: 1,
+      missingMessages: 0,
+    });
+    const back = await connectClient(broker.url, session(i));
+    clients.push(back);
+    const got = await back.received.waitForTopic(topic);
+    expect(Buffer.from(got.packet.payload).equals(PAYLOAD)).toBe(true);
+  }
+
   /** Every session comes back and gets `topic` once, with its whole payload. */
   async function everyoneGets(b: TestBroker, topic: string): Promise<void> {
     for (let i = 0; i < SESSIONS; i++) {
@@ -133,19 +152,7 @@ describe('message bodies in the store', () => {
     server.broker.publish(message);
     await server.store!.durableThrough(server.store!.lastSeq);
     // What a kill -9 now would leave: the journal as it stands, without the compaction a stop makes.
-    const crashed = mkdtempSync(join(tmpdir(), 'bulwark-bodies-crashed-'));
-    cpSync(join(dataDir, 'store'), join(crashed, 'store'), { recursive: true });
-    await broker.stop();
-
-    broker = await start(crashed);
-    expect(broker.logs.find((l) => String(l.msg).startsWith('store restored'))).toMatchObject({
-      queuedMessages: 1,
-      missingMessages: 0,
-    });
-    const again = await connectClient(broker.url, session(0));
-    clients.push(again);
-    const got = await again.received.waitForTopic('fleet/again');
-    expect(Buffer.from(got.packet.payload).equals(PAYLOAD)).toBe(true);
+    await restartFromCrash(dataDir, 0, 'fleet/again');
   }, 60_000);
 
   it('the body stays restorable for the other sessions after the session whose entry carried it got the message', async () => {
@@ -166,19 +173,7 @@ describe('message bodies in the store', () => {
     await first.client.endAsync();
     await broker.server.store!.durableThrough(broker.server.store!.lastSeq);
     // What a kill -9 now would leave: the carrier's entry deleted, the other session's entry referring to its body.
-    const crashed = mkdtempSync(join(tmpdir(), 'bulwark-bodies-carrier-crashed-'));
-    cpSync(join(dataDir, 'store'), join(crashed, 'store'), { recursive: true });
-    await broker.stop();
-
-    broker = await start(crashed);
-    expect(broker.logs.find((l) => String(l.msg).startsWith('store restored'))).toMatchObject({
-      queuedMessages: 1,
-      missingMessages: 0,
-    });
-    const second = await connectClient(broker.url, session(1));
-    clients.push(second);
-    const got = await second.received.waitForTopic('fleet/carried');
-    expect(Buffer.from(got.packet.payload).equals(PAYLOAD)).toBe(true);
+    await restartFromCrash(dataDir, 1, 'fleet/carried');
   }, 60_000);
 
   it.each([

@@ -406,24 +406,30 @@ describe('graceful shutdown', () => {
   });
 });
 
+/** A chain's answer that allows the client as itself, decided by `authenticator`. */
+function allowAs(attempt: ConnectAttempt, authenticator: string, extra: { expiresAt?: number } = {}): ChainResult {
+  return {
+    kind: 'allow',
+    identity: {
+      clientId: attempt.clientId,
+      username: attempt.username,
+      groups: [],
+      attributes: {},
+      superuser: false,
+      anonymous: false,
+      authenticator,
+      ...extra,
+    },
+    steps: [],
+  };
+}
+
 describe('a credential that expires further off than the longest Node timer', () => {
   const DAY_MS = 24 * 3600 * 1000;
   /** Every client gets an identity whose credential (a JWT's `exp`, say) runs out 30 days after it connects. */
   const thirtyDayCredentials: ConnectAuthenticator = {
-    authenticate: (attempt: ConnectAttempt): ChainResult => ({
-      kind: 'allow',
-      identity: {
-        clientId: attempt.clientId,
-        username: attempt.username,
-        groups: [],
-        attributes: {},
-        superuser: false,
-        anonymous: false,
-        authenticator: 'thirty-days',
-        expiresAt: Date.now() + 30 * DAY_MS,
-      },
-      steps: [],
-    }),
+    authenticate: (attempt: ConnectAttempt): ChainResult =>
+      allowAs(attempt, 'thirty-days', { expiresAt: Date.now() + 30 * DAY_MS }),
     continueExchange: () =>
       Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
     supportsMethod: () => false,
@@ -472,25 +478,7 @@ describe('a second CONNECT that arrives while the first is still being answered'
   /** Allows every client, 50 ms later: the CONNECT is answered after whatever the client sent behind it was read. */
   const slowAllow: ConnectAuthenticator = {
     authenticate: (attempt: ConnectAttempt): Promise<ChainResult> =>
-      new Promise((resolve) =>
-        setTimeout(
-          () =>
-            resolve({
-              kind: 'allow',
-              identity: {
-                clientId: attempt.clientId,
-                username: attempt.username,
-                groups: [],
-                attributes: {},
-                superuser: false,
-                anonymous: false,
-                authenticator: 'slow',
-              },
-              steps: [],
-            }),
-          50,
-        ),
-      ),
+      new Promise((resolve) => setTimeout(() => resolve(allowAs(attempt, 'slow')), 50)),
     continueExchange: () =>
       Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
     supportsMethod: () => false,
