@@ -15,7 +15,7 @@ import { encodePublishWithoutProperties } from '../protocol/encode-publish.js';
 import { connectTimeoutEvent, malformedConnectEvent } from '../connection-events.js';
 import { setTimeoutAt } from '../timeout-at.js';
 import { dispatchPacket } from '../handlers/index.js';
-import { refuseIfMismatched } from '../handlers/acknowledgements.js';
+import { completeOrRefuse } from '../handlers/acknowledgements.js';
 import { expireReauthentication } from '../handlers/auth.js';
 import type { ConnectContext } from '../handlers/connect.js';
 
@@ -365,7 +365,7 @@ export class Connection implements SessionLink, PacketSink {
       return;
     }
     try {
-      if (!refuseIfMismatched(this, messageId, 'puback')) this.session!.complete(messageId);
+      completeOrRefuse(this, messageId, 'puback');
     } catch (error) {
       this.internalError(error);
     }

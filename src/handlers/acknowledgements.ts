@@ -4,29 +4,30 @@ import { ReasonCode } from '../protocol/reason-codes.js';
 
 /** PUBACK from the client completes a QoS 1 delivery ([MQTT-4.3.2]). */
 export function handlePuback(connection: Connection, packet: IPubackPacket): void {
-  const id = packet.messageId;
-  if (id !== undefined && !refuseIfMismatched(connection, id, 'puback')) connection.session!.complete(id);
+  if (packet.messageId !== undefined) completeOrRefuse(connection, packet.messageId, 'puback');
 }
 
-/** True when the acknowledgement does not fit its delivery: the connection is then closing (0x82). */
-export function refuseIfMismatched(connection: Connection, id: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): boolean {
-  const problem = connection.session!.acknowledgementMismatch(id, cmd);
-  if (problem === undefined) return false;
-  connection.protocolViolation('protocolError', problem);
-  return true;
+/**
+ * Completes the delivery an acknowledgement names; one that does not fit it is a protocol error (0x82) and the
+ * connection closes.
+ */
+export function completeOrRefuse(connection: Connection, id: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): void {
+  const mismatch = connection.session!.complete(id, cmd);
+  if (mismatch !== undefined) connection.protocolViolation('protocolError', mismatch);
 }
 
 /** PUBREC: the client has the QoS 2 message; answer PUBREL, or end the exchange on an error reason. */
 export function handlePubrec(connection: Connection, packet: IPubrecPacket): void {
-  const session = connection.session!;
   const id = packet.messageId;
-  if (id === undefined || refuseIfMismatched(connection, id, 'pubrec')) return;
+  if (id === undefined) return;
   if ((packet.reasonCode ?? 0) >= 0x80) {
     // [MQTT-4.3.3] a PUBREC with a failure reason ends the exchange: no PUBREL.
-    session.complete(id);
+    completeOrRefuse(connection, id, 'pubrec');
     return;
   }
-  if (!session.released(id)) {
+  const released = connection.session!.released(id);
+  if (typeof released === 'string') connection.protocolViolation('protocolError', released);
+  else if (!released) {
     connection.writePacket({
       cmd: 'pubrel',
       messageId: id,
@@ -37,8 +38,7 @@ export function handlePubrec(connection: Connection, packet: IPubrecPacket): voi
 
 /** PUBCOMP completes a QoS 2 delivery. */
 export function handlePubcomp(connection: Connection, packet: IPubcompPacket): void {
-  const id = packet.messageId;
-  if (id !== undefined && !refuseIfMismatched(connection, id, 'pubcomp')) connection.session!.complete(id);
+  if (packet.messageId !== undefined) completeOrRefuse(connection, packet.messageId, 'pubcomp');
 }
 
 /**

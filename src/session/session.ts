@@ -128,36 +128,31 @@ export class Session {
   }
 
   /**
-   * Why an acknowledgement does not fit the delivery in flight under its packet id, or undefined when it does (or
-   * when no delivery is: an unknown id is answered as the handlers answer it). A PUBACK acknowledges QoS 1 only, a
-   * PUBREC QoS 2 only, a PUBCOMP a QoS 2 delivery that has had its PUBREL: anything else is a protocol error, as
-   * Mosquitto treats it. Accepted, a PUBACK completed a QoS 2 delivery, and a PUBREC moved a QoS 1 one to PUBREL.
+   * PUBACK, PUBCOMP, or a PUBREC with a failure reason (`pubrec`): the delivery is done. When the acknowledgement
+   * does not fit the delivery nothing is done and the reason is returned (`mismatchOf`); an unknown packet id is
+   * ignored.
    */
-  acknowledgementMismatch(packetId: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): string | undefined {
-    const out = this.inflight.get(packetId);
-    if (out === undefined) return undefined;
-    const fits = cmd === 'puback' ? out.qos === 1 : cmd === 'pubrec' ? out.qos === 2 : out.state === 'pubrel';
-    if (fits) return undefined;
-    const what =
-      out.qos === 2 && out.state === 'pubrel' ? 'QoS 2 delivery awaiting PUBCOMP' : `QoS ${out.qos} delivery`;
-    return `${cmd.toUpperCase()} for packet id ${packetId}, a ${what}`;
-  }
-
-  /** PUBACK, or PUBREC with an error reason, or PUBCOMP: the message is done. */
-  complete(packetId: number): Outbound | undefined {
+  complete(packetId: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): string | undefined {
     const out = this.inflight.get(packetId);
     if (!out) return undefined;
+    const mismatch = mismatchOf(out, packetId, cmd);
+    if (mismatch !== undefined) return mismatch;
     this.inflight.delete(packetId);
     if (this.#held !== undefined) this.release(out);
     this.journal?.removed(this.clientId, out);
     this.drain();
-    return out;
+    return undefined;
   }
 
-  /** PUBREC: the receiver has the message; [MQTT-4.3.3-5] the sender now sends PUBREL and awaits PUBCOMP. */
-  released(packetId: number): boolean {
+  /**
+   * PUBREC: the receiver has the message; [MQTT-4.3.3-5] the sender now sends PUBREL and awaits PUBCOMP. True when
+   * it did; false when nothing is in flight under the id; why not (`mismatchOf`) when the PUBREC does not fit it.
+   */
+  released(packetId: number): boolean | string {
     const out = this.inflight.get(packetId);
     if (!out) return false;
+    const mismatch = mismatchOf(out, packetId, 'pubrec');
+    if (mismatch !== undefined) return mismatch;
     // A held message the client had received on its previous connection: PUBREL it is, not the PUBLISH again.
     if (this.#held !== undefined) this.release(out);
     out.state = 'pubrel';
@@ -336,4 +331,16 @@ export class Session {
     this.queue.push(out);
     if (out.qos > 0) this.journal?.added(this.clientId, out);
   }
+}
+
+/**
+ * Why an acknowledgement does not fit the delivery it names, or undefined when it does. A PUBACK acknowledges QoS 1
+ * only, a PUBREC QoS 2 only, a PUBCOMP a QoS 2 delivery that has had its PUBREL: anything else is a protocol error,
+ * as Mosquitto treats it. Accepted, a PUBACK completed a QoS 2 delivery, and a PUBREC moved a QoS 1 one to PUBREL.
+ */
+function mismatchOf(out: Outbound, packetId: number, cmd: 'puback' | 'pubrec' | 'pubcomp'): string | undefined {
+  const fits = cmd === 'puback' ? out.qos === 1 : cmd === 'pubrec' ? out.qos === 2 : out.state === 'pubrel';
+  if (fits) return undefined;
+  const what = out.qos === 2 && out.state === 'pubrel' ? 'QoS 2 delivery awaiting PUBCOMP' : `QoS ${out.qos} delivery`;
+  return `${cmd.toUpperCase()} for packet id ${packetId}, a ${what}`;
 }

@@ -64,7 +64,7 @@ describe('session delivery state machine', () => {
     for (let i = 1; i <= 4; i++) session.deliver(out(message(i)));
     expect(link.sent.map((s) => s.topic)).toEqual(['t/1', 't/2']);
     expect(session.queue).toHaveLength(2);
-    session.complete(link.sent[0]!.packetId);
+    session.complete(link.sent[0]!.packetId, 'puback');
     expect(link.sent.map((s) => s.topic)).toEqual(['t/1', 't/2', 't/3']);
   });
 
@@ -93,8 +93,13 @@ describe('session delivery state machine', () => {
     session.resume(again, Date.now());
     expect(again.pubrels).toEqual([first!.packetId]);
     expect(again.sent).toEqual([{ topic: 't/2', packetId: second!.packetId, dup: true }]);
-    session.complete(first!.packetId);
-    session.complete(second!.packetId);
+    // A PUBACK fits neither QoS 2 delivery: nothing is done, and the reason comes back.
+    expect(session.complete(second!.packetId, 'puback')).toBe(
+      `PUBACK for packet id ${second!.packetId}, a QoS 2 delivery`,
+    );
+    expect(session.complete(first!.packetId, 'pubcomp')).toBeUndefined();
+    // A PUBREC with a failure reason ends the other one.
+    expect(session.complete(second!.packetId, 'pubrec')).toBeUndefined();
     expect(session.inflight.size).toBe(0);
   });
 
