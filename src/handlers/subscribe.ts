@@ -2,7 +2,7 @@ import type { ISubscribePacket, ISubscription } from 'mqtt-packet';
 import type { AuthzDecision } from '../../authz/types.js';
 import type { Connection } from '../connection/connection.js';
 import { ReasonCode, v3SubackCode, type ReasonName } from '../protocol/reason-codes.js';
-import { checkTopicFilter, hasWildcard, parseSharedFilter } from '../protocol/topic.js';
+import { filterProblem, hasWildcard, parseSharedFilter } from '../protocol/topic.js';
 import type { QoS } from '../routing/message.js';
 import type { Subscription } from '../routing/subscription.js';
 
@@ -67,10 +67,10 @@ export function handleSubscribe(connection: Connection, packet: ISubscribePacket
         return;
       }
     }
-    const problem = checkTopicFilter(check.filter, limits.max_topic_length);
-    if (problem || check.filter.split('/').length > limits.max_topic_levels) {
+    const problem = filterProblem(check.filter, limits.max_topic_length, limits.max_topic_levels);
+    if (problem !== undefined) {
       check.refusal = 'topicFilterInvalid';
-      check.detail = `invalid topic filter (${problem ?? 'too many levels'})`;
+      check.detail = `invalid topic filter (${problem})`;
       continue;
     }
     if (auditUnavailable) {

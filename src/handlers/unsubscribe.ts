@@ -1,7 +1,7 @@
 import type { IUnsubscribePacket } from 'mqtt-packet';
 import type { Connection } from '../connection/connection.js';
 import { ReasonCode } from '../protocol/reason-codes.js';
-import { checkTopicFilter, parseSharedFilter } from '../protocol/topic.js';
+import { filterProblem, parseSharedFilter } from '../protocol/topic.js';
 
 /**
  * UNSUBSCRIBE: remove each filter; v5 answers per filter whether a subscription existed ([MQTT-3.11.3-1]), and 0x8F
@@ -17,7 +17,7 @@ export function handleUnsubscribe(connection: Connection, packet: IUnsubscribePa
   const session = connection.session!;
   const codes: number[] = [];
   for (const filter of packet.unsubscriptions) {
-    if (!validFilter(filter, broker.limits.max_topic_length)) {
+    if (!subscribable(filter, broker.limits.max_topic_length, broker.limits.max_topic_levels)) {
       codes.push(ReasonCode.topicFilterInvalid);
       continue;
     }
@@ -29,8 +29,9 @@ export function handleUnsubscribe(connection: Connection, packet: IUnsubscribePa
   connection.writePacket({ cmd: 'unsuback', messageId: packet.messageId, granted: codes });
 }
 
-function validFilter(filter: string, maxLength: number): boolean {
+/** What SUBSCRIBE would accept as a filter (`handleSubscribe`): anything else was never subscribed to. */
+function subscribable(filter: string, maxLength: number, maxLevels: number): boolean {
   const shared = parseSharedFilter(filter);
   if (shared.kind === 'invalid') return false;
-  return checkTopicFilter(shared.kind === 'shared' ? shared.shared.filter : filter, maxLength) === undefined;
+  return filterProblem(shared.kind === 'shared' ? shared.shared.filter : filter, maxLength, maxLevels) === undefined;
 }

@@ -50,6 +50,13 @@ export function checkTopicFilter(filter: string, maxLength = MAX_TOPIC_BYTES): T
   return undefined;
 }
 
+/** Why a filter (the part after `$share/{group}/`) cannot be subscribed to under these limits, or undefined. */
+export function filterProblem(filter: string, maxLength: number, maxLevels: number): string | undefined {
+  const problem = checkTopicFilter(filter, maxLength);
+  if (problem !== undefined) return problem;
+  return filter.split('/').length > maxLevels ? 'too many levels' : undefined;
+}
+
 export function hasWildcard(filter: string): boolean {
   return filter.includes('+') || filter.includes('#');
 }
