@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ChainResult, ConnectAttempt, ConnectAuthenticator } from '../../../authn/types.js';
+import type { Authorizer } from '../../../authz/types.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { until } from '../../helpers/until.js';
 import {
@@ -406,6 +407,23 @@ describe('graceful shutdown', () => {
   });
 });
 
+/** A chain that answers every CONNECT with `authenticate` and takes part in no enhanced authentication. */
+function allowing(authenticate: ConnectAuthenticator['authenticate']): ConnectAuthenticator {
+  return {
+    authenticate,
+    continueExchange: () =>
+      Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
+    supportsMethod: () => false,
+  };
+}
+
+/** A policy that allows everything: these tests are about the connection, not authorization. */
+const ALLOW_ALL: Authorizer = {
+  check: () => ({ allowed: true, reason: 'test allows' }),
+  onChange: () => undefined,
+  invalidate: () => undefined,
+};
+
 /** A chain's answer that allows the client as itself, decided by `authenticator`. */
 function allowAs(attempt: ConnectAttempt, authenticator: string, extra: { expiresAt?: number } = {}): ChainResult {
   return {
@@ -427,22 +445,14 @@ function allowAs(attempt: ConnectAttempt, authenticator: string, extra: { expire
 describe('a credential that expires further off than the longest Node timer', () => {
   const DAY_MS = 24 * 3600 * 1000;
   /** Every client gets an identity whose credential (a JWT's `exp`, say) runs out 30 days after it connects. */
-  const thirtyDayCredentials: ConnectAuthenticator = {
-    authenticate: (attempt: ConnectAttempt): ChainResult =>
-      allowAs(attempt, 'thirty-days', { expiresAt: Date.now() + 30 * DAY_MS }),
-    continueExchange: () =>
-      Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
-    supportsMethod: () => false,
-  };
+  const thirtyDayCredentials = allowing((attempt) =>
+    allowAs(attempt, 'thirty-days', { expiresAt: Date.now() + 30 * DAY_MS }),
+  );
   let broker: TestBroker;
   beforeAll(async () => {
     broker = await startBroker({
       authenticator: thirtyDayCredentials,
-      authorizer: {
-        check: () => ({ allowed: true, reason: 'test allows' }),
-        onChange: () => undefined,
-        invalidate: () => undefined,
-      },
+      authorizer: ALLOW_ALL,
     });
   });
   afterAll(async () => {
@@ -476,18 +486,14 @@ describe('a credential that expires further off than the longest Node timer', ()
 
 describe('a second CONNECT that arrives while the first is still being answered', () => {
   /** Allows every client, 50 ms later: the CONNECT is answered after whatever the client sent behind it was read. */
-  const slowAllow: ConnectAuthenticator = {
-    authenticate: (attempt: ConnectAttempt): Promise<ChainResult> =>
-      new Promise((resolve) => setTimeout(() => resolve(allowAs(attempt, 'slow')), 50)),
-    continueExchange: () =>
-      Promise.resolve({ kind: 'deny', reason: 'protocolError', detail: 'no exchange', decidedBy: 'test', steps: [] }),
-    supportsMethod: () => false,
-  };
+  const slowAllow = allowing(
+    (attempt) => new Promise((resolve) => setTimeout(() => resolve(allowAs(attempt, 'slow')), 50)),
+  );
   let broker: TestBroker;
   beforeAll(async () => {
     broker = await startBroker({
       authenticator: slowAllow,
-      authorizer: { check: () => ({ allowed: true, reason: 'test allows' }), onChange: () => {}, invalidate: () => {} },
+      authorizer: ALLOW_ALL,
     });
   });
   afterAll(() => broker.stop());
