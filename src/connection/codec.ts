@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import mqtt, { type IConnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
 import { checkProperties, PACKET_PROPERTIES, WILL_PROPERTIES, type PropertyProblem } from '../protocol/properties.js';
 import { utf8Problem } from '../protocol/utf8.js';
@@ -14,6 +15,12 @@ export interface PacketSink {
   onParseError(error: Error): void;
   /** A packet that parses but breaks a rule of the protocol (MQTT 5: 0x82); nothing after it is decoded. */
   onProtocolError(detail: string): void;
+  /**
+   * The topic of the last PUBLISH decoded for this sink, when it was ASCII. A publisher that repeats its topic, as
+   * most do, gets the same string back for a comparison of its bytes instead of a UTF-8 decode, and the maps keyed
+   * by topic (authorization decisions, routes) find its hash already computed.
+   */
+  recentTopic?: string;
 }
 
 /** Section 4.13.1: a Protocol Error is found after the packet has been parsed, unlike a Malformed Packet. */
@@ -87,14 +94,11 @@ class SharedParser {
   }
 }
 
-const parsers = new Map<number, SharedParser>();
+/** Indexed by protocol version. */
+const parsers: (SharedParser | undefined)[] = [];
 
 export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: PacketSink): void {
-  let parser = parsers.get(protocolVersion);
-  if (!parser) {
-    parser = new SharedParser(protocolVersion);
-    parsers.set(protocolVersion, parser);
-  }
+  const parser = (parsers[protocolVersion] ??= new SharedParser(protocolVersion));
   // The common packets (PUBLISH without properties, short acknowledgements, a plain 3.1.1 CONNECT, a normal
   // DISCONNECT) are decoded here; runs of anything else go to mqtt-packet in order. Its generic parser (a buffer
   // list, `debug` calls, one state machine step per field) was about 30% of the broker's CPU at QoS 0 fan-in.
@@ -111,7 +115,7 @@ export function parseFrames(protocolVersion: 3 | 4 | 5, frames: Buffer, sink: Pa
     const type = first >> 4;
     const decoded =
       type === 3
-        ? decodePublish(protocolVersion, first, frames, j, end, remaining)
+        ? decodePublish(protocolVersion, first, frames, j, end, remaining, sink)
         : type >= 4 && type <= 7
           ? decodeShortAck(protocolVersion, type, first, frames, j, remaining, sink.onPuback !== undefined)
           : type === 12
@@ -155,6 +159,7 @@ function decodePublish(
   start: number,
   end: number,
   remaining: number,
+  sink: PacketSink,
 ): IPublishPacket | Error | undefined {
   const qos = (first >> 1) & 3;
   if (qos === 3) return new Error('Packet must not have both QoS bits set to 1');
@@ -181,10 +186,28 @@ function decodePublish(
     qos: qos as 0 | 1 | 2,
     dup: (first & 8) !== 0,
     length: remaining,
-    topic: frames.toString('utf8', start + 2, topicEnd),
+    topic: topicOf(frames, start + 2, topicEnd, sink),
     payload: copyOf(frames, pos, end),
     messageId,
   };
+}
+
+/**
+ * The topic in bytes `start..end` (valid UTF-8: the framer checked it): the sink's recent topic when the bytes are
+ * its characters. Only an ASCII topic decodes to as many characters as it has bytes, and only for those is the
+ * byte-for-character comparison exact, so only those are kept.
+ */
+function topicOf(frames: Buffer, start: number, end: number, sink: PacketSink): string {
+  const length = end - start;
+  const recent = sink.recentTopic;
+  if (recent !== undefined && recent.length === length) {
+    let i = 0;
+    while (i < length && frames[start + i] === recent.charCodeAt(i)) i++;
+    if (i === length) return recent;
+  }
+  const topic = frames.toString('utf8', start, end);
+  if (topic.length === length) sink.recentTopic = topic;
+  return topic;
 }
 
 /** Header flags each acknowledgement must carry [MQTT-2.2.2-1]: PUBREL 0b0010, the others 0. */
@@ -517,8 +540,8 @@ function checkUserName(frames: Buffer, pos: number, end: number): Error | undefi
 function copyOf(frames: Buffer, start: number, end: number): Buffer {
   const length = end - start;
   const copy = Buffer.allocUnsafe(length);
-  // `Buffer#copy` of a range builds a view of the range first; short payloads, most of them, are copied by hand.
-  if (length <= 128) for (let i = 0; i < length; i++) copy[i] = frames[start + i]!;
+  // `Buffer#copy` of a range builds a view of the range first; up to about 32 bytes a loop is cheaper than that.
+  if (length <= 32) for (let i = 0; i < length; i++) copy[i] = frames[start + i]!;
   else frames.copy(copy, 0, start, end);
   return copy;
 }

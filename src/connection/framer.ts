@@ -1,4 +1,4 @@
-import { isUtf8 } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 
 /**
  * Splits the byte stream into whole MQTT packets before the codec sees them, so the maximum packet size is

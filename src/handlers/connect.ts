@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { Secret } from '../../authn/secret.js';

@@ -79,7 +79,6 @@ function complete(connection: Connection, packet: IPublishPacket, topic: string,
     return;
   }
   const broker = connection.broker;
-  const now = Date.now();
   const expiry = packet.properties?.messageExpiryInterval;
   const message: Message = {
     topic,
@@ -87,7 +86,7 @@ function complete(connection: Connection, packet: IPublishPacket, topic: string,
     qos: packet.qos,
     retain: packet.retain,
     properties: connection.isV5 ? forwardedProperties(packet) : undefined,
-    expiresAt: expiry !== undefined ? now + expiry * 1000 : undefined,
+    expiresAt: expiry !== undefined ? Date.now() + expiry * 1000 : undefined,
     publisherId: connection.clientId,
   };
   if (broker.allowedAudit.publish())

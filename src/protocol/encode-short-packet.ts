@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { Packet } from 'mqtt-packet';
 
 /** Fixed-header byte per acknowledgement type; PUBREL carries the reserved flags 0b0010 ([MQTT-3.6.1-1]). */

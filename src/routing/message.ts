@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { IPublishPacket } from 'mqtt-packet';
 
 export type QoS = 0 | 1 | 2;

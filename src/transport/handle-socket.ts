@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { getSystemErrorMap, getSystemErrorName } from 'node:util';
 import type { ByteStream } from '../connection/byte-stream.js';
 import type { ShutdownRequest, Status, TcpHandle, TcpHandles, WriteRequest } from './tcp-handles.js';

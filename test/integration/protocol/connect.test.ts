@@ -186,10 +186,17 @@ describe('CONNECT, keep alive and bad connections', () => {
         protocolVersion: version,
         keepalive: 1,
       });
+      let pingingClosed = 0;
+      pinging.client.on('close', () => pingingClosed++);
+      const connectedAt = Date.now();
       const { client } = await rawConnect(broker.port, id, version, { keepalive: 1 });
       if (version === 5) expect((await client.next('disconnect', 4000)).reasonCode).toBe(0x8d);
       await client.waitClosed(4000);
+      // Not before 1.5 × the keep alive since its CONNECT, the last packet it sent [MQTT-3.1.2-22].
+      expect(Date.now() - connectedAt).toBeGreaterThanOrEqual(1500);
       await logged('disconnecting client: keep alive timeout', (l) => l.clientId === id);
+      // The pinging client outlived 1.5 × its keep alive without losing its connection once.
+      expect(pingingClosed).toBe(0);
       expect(pinging.client.connected).toBe(true);
       await endAll(pinging.client);
     },
@@ -197,12 +204,15 @@ describe('CONNECT, keep alive and bad connections', () => {
 
   it('v5: bytes of a packet that never completes do not count as a packet for keep alive [MQTT-3.1.2-22]', async () => {
     const id = 'keepalive-trickle';
+    const connectedAt = Date.now();
     const { client } = await rawConnect(broker.port, id, 5, { keepalive: 1 });
     // A PUBLISH announcing 100 bytes, then one byte every 300 ms: never a whole Control Packet, but never silent.
     client.sendBytes([0x30, 100, 0, 5]);
     const trickle = setInterval(() => client.sendBytes([0x61]), 300);
     try {
       expect((await client.next('disconnect', 4000)).reasonCode).toBe(0x8d);
+      // Counted from the CONNECT, its last whole packet: not sooner.
+      expect(Date.now() - connectedAt).toBeGreaterThanOrEqual(1500);
       await client.waitClosed(4000);
       await logged('disconnecting client: keep alive timeout', (l) => l.clientId === id);
     } finally {

@@ -186,6 +186,30 @@ describe('fast decoding of PUBLISH and acknowledgements', () => {
     ]);
   });
 
+  it("decodes each topic as sent when it repeats, changes by one byte, or has the recent topic's length in bytes", () => {
+    const sink = recorder();
+    // Repeats, a same-length change in the middle and at the end, a UTF-8 topic of the same byte length as an
+    // ASCII one (`é` is two bytes), a topic that is a prefix of the recent one, and back.
+    // 'Ã©' then 'é': the first one's characters are the second one's UTF-8 bytes (C3 A9).
+    const topics = ['a/b/c', 'a/b/c', 'a/x/c', 'a/x/d', 'a/é/', 'a/é/', 'a/xé', 'a/x', 'a/x/d', 'Ã©', 'é', 'a/x/d'];
+    for (const topic of topics) {
+      const bytes = mqtt.generate({ cmd: 'publish', topic, payload: 'p', qos: 0, dup: false, retain: false });
+      // Each PUBLISH in a read of its own, as the topic is remembered across reads.
+      parseFrames(4, bytes, sink);
+    }
+    expect(sink.errors).toEqual([]);
+    expect(sink.packets.map((p) => (p.cmd === 'publish' ? p.topic : p.cmd))).toEqual(topics);
+    // Only an ASCII topic is remembered: a UTF-8 one could not be compared byte for character.
+    expect(sink.recentTopic).toBe('a/x/d');
+    const utf8Only = recorder();
+    parseFrames(
+      4,
+      mqtt.generate({ cmd: 'publish', topic: 'ü/1', payload: 'p', qos: 0, dup: false, retain: false }),
+      utf8Only,
+    );
+    expect(utf8Only.recentTopic).toBeUndefined();
+  });
+
   it('refuses QoS 3, a topic longer than the packet, a missing packet id, bad ack flags and a PINGREQ with a body', () => {
     const cases = [
       Buffer.from([0x36, 5, 0, 1, 0x61, 0, 1]), // QoS 3
