@@ -2,6 +2,13 @@ import mqtt from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { encodePublishWithoutProperties } from '../../../src/protocol/encode-publish.js';
 
+/** Every byte differs from its neighbours, so a payload copied to the wrong offset or in the wrong order shows. */
+function patterned(size: number): Buffer {
+  const payload = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) payload[i] = (i * 7 + 3) & 0xff;
+  return payload;
+}
+
 describe('PUBLISH fast encoder', () => {
   // ASCII topics are copied character by character, others written as UTF-8: both kinds, and one that turns
   // non-ASCII only at its last character (one byte per character in V8, two in UTF-8).
@@ -16,8 +23,7 @@ describe('PUBLISH fast encoder', () => {
   it.each(cases)(
     'encodes %s with a %i-byte payload, QoS %i, retain %s, dup %s, v%i exactly as mqtt-packet',
     (topic, size, qos, retain, dup, version) => {
-      // Every byte differs from its neighbours, so a payload copied to the wrong offset or in the wrong order shows.
-      const payload = Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + 3) & 0xff));
+      const payload = patterned(size);
       const packetId = qos > 0 ? 4242 : 0;
       const ours = encodePublishWithoutProperties(topic, payload, qos, retain, dup, packetId, version);
       const reference = mqtt.generate(
