@@ -11,6 +11,7 @@ import { guardConfigSchema, type GuardConfigInput } from '../../../src/guard/con
 import { Guard } from '../../../src/guard/guard.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { connectClient, endAll, rawConnect, waitClientClosed } from '../../helpers/mqtt-clients.js';
+import { identity } from '../../unit/authz/helpers.js';
 
 const MINUTE = 60_000;
 
@@ -27,15 +28,7 @@ class Argon2Step implements Authenticator {
     if (await argon2.verify(hash, attempt.password.reveal()))
       return {
         kind: 'allow',
-        identity: {
-          clientId: attempt.clientId,
-          username: attempt.username,
-          groups: [],
-          attributes: {},
-          superuser: false,
-          anonymous: false,
-          authenticator: this.id,
-        },
+        identity: identity({ clientId: attempt.clientId, username: attempt.username, authenticator: this.id }),
       };
     return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'wrong password' };
   }
@@ -49,15 +42,7 @@ class TrustedNameStep implements Authenticator {
     if (attempt.username === undefined) return { kind: 'ignore', detail: 'no username' };
     return {
       kind: 'allow',
-      identity: {
-        clientId: attempt.clientId,
-        username: attempt.username,
-        groups: [],
-        attributes: {},
-        superuser: false,
-        anonymous: false,
-        authenticator: this.id,
-      },
+      identity: identity({ clientId: attempt.clientId, username: attempt.username, authenticator: this.id }),
     };
   }
 }

@@ -15,6 +15,7 @@ import {
   type Connected,
 } from '../../helpers/mqtt-clients.js';
 import { RawClient, connectPacket } from '../../helpers/raw-client.js';
+import { identity } from '../../unit/authz/helpers.js';
 
 const MAX_KEEPALIVE = 100;
 const OUTPUT_BUFFER = 65_536;
@@ -438,16 +439,7 @@ const ALLOW_ALL: Authorizer = {
 function allowAs(attempt: ConnectAttempt, authenticator: string, extra: { expiresAt?: number } = {}): ChainResult {
   return {
     kind: 'allow',
-    identity: {
-      clientId: attempt.clientId,
-      username: attempt.username,
-      groups: [],
-      attributes: {},
-      superuser: false,
-      anonymous: false,
-      authenticator,
-      ...extra,
-    },
+    identity: identity({ clientId: attempt.clientId, username: attempt.username, authenticator, ...extra }),
     steps: [],
   };
 }

@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { mintTestPki, type TestPki } from '../../helpers/certs.js';
+import { connectPacket } from '../../helpers/raw-client.js';
 import { until } from '../../helpers/until.js';
 
 /** CONNECT (3.1.1, clean session, keep alive 60, client id `text-1`): every byte is ASCII, so valid as text. */
@@ -299,15 +300,12 @@ describe('the HTTP phase before a WebSocket upgrade', () => {
     await new Promise((resolve) => ws.once('open', resolve));
     const connack = new Promise((resolve) => ws.once('message', resolve));
     ws.send(
-      mqttPacket.generate({
-        cmd: 'connect',
-        protocolId: 'MQTT',
-        protocolVersion: 4,
-        clean: true,
-        clientId: 'ws-reset',
-        keepalive: 0,
-        will: { topic: 'ws/reset/will', payload: Buffer.from('gone'), qos: 1, retain: false },
-      }),
+      mqttPacket.generate(
+        connectPacket('ws-reset', {
+          keepalive: 0,
+          will: { topic: 'ws/reset/will', payload: Buffer.from('gone'), qos: 1, retain: false },
+        }),
+      ),
       { binary: true },
     );
     await connack;
@@ -364,16 +362,7 @@ describe('what the WebSocket layer refuses is recorded as the framer would recor
   });
 
   it('records a first message larger than the maximum packet size as a malformed CONNECT', async () => {
-    const big = mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: true,
-      clientId: 'ws-big',
-      keepalive: 60,
-      username: 'u',
-      password: Buffer.alloc(2 * MAX),
-    });
+    const big = mqttPacket.generate(connectPacket('ws-big', { username: 'u', password: Buffer.alloc(2 * MAX) }));
     const refused = await refusedBy(url, (ws) => ws.send(big));
     expect(refused.closeCode).toBe(1009);
     const record = await broker.waitForAudit('connection.malformed_connect', (e) => e.client?.port === refused.port);
@@ -423,16 +412,7 @@ describe('what the WebSocket layer refuses is recorded as the framer would recor
           }),
         ),
       );
-      ws.send(
-        mqttPacket.generate({
-          cmd: 'connect',
-          protocolId: 'MQTT',
-          protocolVersion: 4,
-          clean: true,
-          clientId: 'ws-big-pub',
-          keepalive: 60,
-        }),
-      );
+      ws.send(mqttPacket.generate(connectPacket('ws-big-pub')));
     });
     expect(refused.closeCode).toBe(1009);
     const record = await broker.waitForAudit('client.disconnected', (e) => e.mqtt?.client_id === 'ws-big-pub');

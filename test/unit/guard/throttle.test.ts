@@ -5,6 +5,7 @@ import type { Authenticator, AuthnOutcome, ConnectAttempt } from '../../../authn
 import type { GuardClient } from '../../../src/guard/ban-entry.js';
 import { guardConfigSchema, type GuardConfigInput } from '../../../src/guard/config.js';
 import { Guard } from '../../../src/guard/guard.js';
+import { identity } from '../authz/helpers.js';
 
 const MINUTE = 60_000;
 
@@ -21,15 +22,7 @@ class CountingVerifier implements Authenticator {
     if (expected !== undefined && constantTimeEqual(Buffer.from(expected), given))
       return {
         kind: 'allow',
-        identity: {
-          clientId: attempt.clientId,
-          username: attempt.username,
-          groups: [],
-          attributes: {},
-          superuser: false,
-          anonymous: false,
-          authenticator: this.id,
-        },
+        identity: identity({ clientId: attempt.clientId, username: attempt.username, authenticator: this.id }),
       };
     return { kind: 'deny', reason: 'badUserNameOrPassword', detail: 'wrong password' };
   }
