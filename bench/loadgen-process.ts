@@ -156,7 +156,7 @@ function nativeArguments(job: Job): string[] {
     case 'latency':
       return [
         'latency',
-        String(job.port),
+        [job.port, ...(job.otherPorts ?? [])].join(','),
         String(job.rate),
         String(job.payloadBytes),
         String(job.inflight),
@@ -164,7 +164,8 @@ function nativeArguments(job: Job): string[] {
         String(job.durationMs),
         String(job.drainMs),
         job.wait,
-        ...(job.samplesFile !== undefined ? [job.samplesFile] : []),
+        String(job.blockMs ?? 100),
+        ...(job.samplesFiles ?? []),
       ];
     default:
       throw new Error(`the native load generator does not run ${job.kind} jobs`);

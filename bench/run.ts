@@ -142,6 +142,7 @@ async function main(options: BenchOptions): Promise<number> {
   if (options.latencySamplesDir) mkdirSync(options.latencySamplesDir, { recursive: true });
   const ctx: BenchContext = {
     repoRoot,
+    brokers,
     workDir,
     brokerCpu: pinned ? '0' : undefined,
     loadgenCpu: pinned ? '1' : undefined,

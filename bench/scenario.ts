@@ -42,6 +42,8 @@ export interface Durations {
 
 export interface BenchContext {
   repoRoot: string;
+  /** Every broker of this run, Bulwark first (a scenario that measures them together starts them itself). */
+  brokers: readonly BrokerKind[];
   workDir: string;
   brokerCpu: string | undefined;
   loadgenCpu: string | undefined;

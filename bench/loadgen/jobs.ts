@@ -37,8 +37,19 @@ export interface LatencyJob {
    * Node load generator always sleeps.
    */
   wait: LatencyWait;
-  /** The C load generator writes every latency of the window here, in milliseconds, in the order they arrived. */
-  samplesFile?: string;
+  /**
+   * More brokers measured in the same window (C load generator only): the schedule is dealt out to `port` and
+   * these in turns of `blockMs`, each with its own publisher and subscriber; the result has one entry per port in
+   * `targets`.
+   */
+  otherPorts?: number[];
+  /** How long each broker has the schedule before the next takes it; default 100 (only with `otherPorts`). */
+  blockMs?: number;
+  /**
+   * The C load generator writes every latency of the window here, in milliseconds, in the order they arrived: one
+   * file per port, in the order `port`, then `otherPorts`.
+   */
+  samplesFiles?: string[];
 }
 
 export type LatencyWait = 'poll' | 'sleep';
@@ -77,15 +88,9 @@ export interface FlowResult {
   errors: string[];
 }
 
-export interface LatencyResult {
+/** What a latency run measured: over all its brokers, and with one broker that broker's percentiles too. */
+export interface LatencyResult extends Omit<LatencyTarget, 'port'> {
   kind: 'latency';
-  sent: number;
-  received: number;
-  lost: number;
-  p50Ms?: number;
-  p99Ms?: number;
-  maxMs?: number;
-  samples: number;
   /** How late the load generator sent (p99, against the schedule); the C load generator reports it. */
   sendLateP99Ms?: number;
   /**
@@ -97,8 +102,24 @@ export interface LatencyResult {
   scheduleGapMaxMs?: number;
   /** How the C load generator waited; absent from the Node one, which sleeps. */
   wait?: LatencyWait;
+  /** Each port's own figures, in the job's order (C load generator); `p50Ms`... above are set for one port only. */
+  targets?: LatencyTarget[];
+  /** The turns' length, when several brokers took turns. */
+  blockMs?: number;
   loadgenCpu: number;
   errors: string[];
+}
+
+/** One broker's share of a latency run (a message sent but never delivered counts as lost). */
+export interface LatencyTarget {
+  port: number;
+  sent: number;
+  received: number;
+  lost: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  maxMs?: number;
+  samples: number;
 }
 
 export interface IdleResult {

@@ -11,6 +11,7 @@ import { PUBACK, PUBLISH, publishTemplate } from './wire.js';
  * written: a message held back by a full in-flight window still counts its wait (no coordinated omission).
  */
 export async function runLatency(job: LatencyJob, mark: Mark): Promise<LatencyResult> {
+  if ((job.otherPorts ?? []).length > 0) throw new Error('the Node load generator measures one broker at a time');
   const errors: string[] = [];
   const run = `l${process.pid}`;
   const topic = `bench/${run}/lat`;

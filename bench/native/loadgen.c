@@ -20,10 +20,14 @@
  *
  *   loadgen idle PORT CONNECTIONS CONCURRENCY
  *   loadgen storm PORT DURATION_MS CONCURRENCY [USER PASSWORD]...
- *   loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep [SAMPLES_FILE]]
+ *   loadgen latency PORT[,PORT]... RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS
+ *           [poll|sleep [BLOCK_MS [SAMPLES_FILE]...]]
  *
- * SAMPLES_FILE receives every latency of the window, in milliseconds, one per line in the order the deliveries
- * arrived: what a tail is made of (stall clusters, isolated late messages) shows in their order, not in p99.
+ * With several ports (up to 4 brokers) the one schedule is dealt out to them in blocks of BLOCK_MS (default 100),
+ * each broker with its own publisher and subscriber (see `target_of`); each gets RATE while it has the schedule.
+ * SAMPLES_FILE, one per port, receives every latency of the window, in milliseconds, one per line in the order the
+ * deliveries arrived: what a tail is made of (stall clusters, isolated late messages) shows in their order, not in
+ * p99.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -401,7 +405,7 @@ static int run_storm(double duration_ms, int concurrency) {
   return 0;
 }
 
-/* ---- latency: one QoS 1 publisher at a fixed rate, one subscriber ---- */
+/* ---- latency: one QoS 1 publisher at a fixed rate and one subscriber per broker, the brokers taking turns ---- */
 
 static int64_t now_ns(void) {
   struct timespec t;
@@ -413,6 +417,7 @@ static int64_t now_ns(void) {
 struct peer {
   const char *role;
   int fd;
+  int target; /* index into lat.targets */
   uint8_t in[65536];
   size_t in_len;
   uint8_t *out;
@@ -541,21 +546,40 @@ static void take_packets(struct peer *p, void (*on_packet)(const uint8_t *packet
   p->in_len -= at;
 }
 
-static struct {
+/* The most brokers one latency run alternates between. */
+#define MAX_TARGETS 4
+
+/* One broker of a latency run: its publisher and subscriber, its in-flight window and its samples. */
+struct target {
+  int port;
   struct peer pub, sub;
+  long sent, received, inflight;
+  uint16_t free_ids[65535];
+  long free_count;
+  uint8_t in_flight[65536];
+  double *samples;
+  long sample_count;
+  int queued; /* sends of this send_due() waiting in pub.out */
+};
+
+static struct {
+  struct target targets[MAX_TARGETS];
+  int count;
+  /* With several targets: how long each takes the schedule before the next does (ns). */
+  int64_t block;
   int timer;
   int64_t t0, interval, window_start, window_end;
   long total, next, received, inflight, inflight_limit;
   uint8_t *publish;
   size_t publish_len, id_offset, payload_offset;
-  uint16_t free_ids[65535];
-  long free_count;
-  uint8_t in_flight[65536];
-  double *samples, *lateness;
-  long sample_count, lateness_count, capacity;
+  double *lateness;
+  long lateness_count, capacity;
   int64_t read_at;
   int poll;
 } lat;
+
+/* The target whose packets take_packets() is handing over. */
+static struct target *current;
 
 /*
  * What a polling latency run does between two empty polls. A sleeping load generator wakes from a timer for every
@@ -596,40 +620,65 @@ static int64_t scheduled_at(long k) {
   return lat.t0 + k * lat.interval + (half > 0 ? (int64_t)(z % (uint64_t)half) : 0);
 }
 
-/* Sends every message that is due and fits the in-flight window, in one write, stamped with its scheduled time (not
- * the time it leaves): a message held back by a full window still counts its wait (no coordinated omission). */
+/*
+ * Which target message k goes to. One broker at a time, in blocks of `block` ns of the schedule, in an order that
+ * rotates a place every cycle (two brokers: A B, B A, A B, ...; so each block of A follows one of B as often as one
+ * of A). Brokers measured one after the other, each in its own window of seconds, met different spells of this
+ * shared machine's noise, and the p99 of one broker moved by 5× between its own windows: blocks a tenth of a
+ * second long put every broker under the same spells (docs/performance.md, session 24).
+ */
+static int target_of(long k) {
+  if (lat.count == 1) return 0;
+  long block = (long)(k * lat.interval / lat.block);
+  long cycle = block / lat.count;
+  return (int)((block % lat.count + cycle) % lat.count);
+}
+
+/* Sends every message that is due and fits its target's in-flight window, one write per target, stamped with its
+ * scheduled time (not the time it leaves): a message held back by a full window still counts its wait (no
+ * coordinated omission). */
 static void send_due(void) {
   int64_t now = now_ns();
-  long sent = 0;
-  while (lat.next < lat.total && lat.inflight < lat.inflight_limit) {
+  while (lat.next < lat.total) {
     int64_t scheduled = scheduled_at(lat.next);
     if (scheduled > now) break;
-    uint16_t id = lat.free_ids[--lat.free_count];
-    lat.in_flight[id] = 1;
+    struct target *t = &lat.targets[target_of(lat.next)];
+    if (t->inflight >= lat.inflight_limit) break;
+    uint16_t id = t->free_ids[--t->free_count];
+    t->in_flight[id] = 1;
+    t->inflight++;
     lat.inflight++;
-    uint8_t *packet = queue_bytes(&lat.pub, lat.publish_len);
+    uint8_t *packet = queue_bytes(&t->pub, lat.publish_len);
     memcpy(packet, lat.publish, lat.publish_len);
     packet[lat.id_offset] = (uint8_t)(id >> 8);
     packet[lat.id_offset + 1] = (uint8_t)(id & 0xff);
     memcpy(packet + lat.payload_offset, &scheduled, sizeof scheduled);
     if (scheduled >= lat.window_start && scheduled < lat.window_end && lat.lateness_count < lat.capacity)
       lat.lateness[lat.lateness_count++] = (double)(now - scheduled) / 1e6;
+    t->sent++;
+    t->queued = 1;
     lat.next++;
-    sent++;
   }
-  if (sent > 0 && flush_peer(&lat.pub) < 0) note_error("publisher: write failed");
-  if (!lat.poll && lat.next < lat.total && lat.inflight < lat.inflight_limit) arm_timer(scheduled_at(lat.next));
+  for (int j = 0; j < lat.count; j++) {
+    struct target *t = &lat.targets[j];
+    if (!t->queued) continue;
+    t->queued = 0;
+    if (flush_peer(&t->pub) < 0) note_error("publisher: write failed");
+  }
+  if (!lat.poll && lat.next < lat.total && lat.targets[target_of(lat.next)].inflight < lat.inflight_limit)
+    arm_timer(scheduled_at(lat.next));
 }
 
 static void on_publisher_packet(const uint8_t *packet, size_t header, size_t length) {
   if (packet[0] != 0x40 || length != header + 2) return;
   uint16_t id = (uint16_t)(packet[header] << 8 | packet[header + 1]);
-  if (!lat.in_flight[id]) {
+  if (!current->in_flight[id]) {
     note_error("PUBACK for a packet id not in flight");
     return;
   }
-  lat.in_flight[id] = 0;
-  lat.free_ids[lat.free_count++] = id;
+  current->in_flight[id] = 0;
+  current->free_ids[current->free_count++] = id;
+  current->inflight--;
   lat.inflight--;
 }
 
@@ -637,19 +686,20 @@ static void on_subscriber_packet(const uint8_t *packet, size_t header, size_t le
   if ((packet[0] & 0xf0) != 0x30) return;
   size_t p = header + 2 + (size_t)(packet[header] << 8 | packet[header + 1]);
   if ((packet[0] >> 1) & 3) {
-    uint8_t *ack = queue_bytes(&lat.sub, 4);
+    uint8_t *ack = queue_bytes(&current->sub, 4);
     ack[0] = 0x40;
     ack[1] = 2;
     ack[2] = packet[p];
     ack[3] = packet[p + 1];
     p += 2;
   }
+  current->received++;
   lat.received++;
   int64_t scheduled;
   if (length < p + sizeof scheduled) return;
   memcpy(&scheduled, packet + p, sizeof scheduled);
-  if (scheduled >= lat.window_start && scheduled < lat.window_end && lat.sample_count < lat.capacity)
-    lat.samples[lat.sample_count++] = (double)(lat.read_at - scheduled) / 1e6;
+  if (scheduled >= lat.window_start && scheduled < lat.window_end && current->sample_count < lat.capacity)
+    current->samples[current->sample_count++] = (double)(lat.read_at - scheduled) / 1e6;
 }
 
 static int compare_doubles(const void *a, const void *b) {
@@ -667,8 +717,8 @@ static double percentile(const double *sorted, long n, long p) {
 
 static int run_latency(int argc, char **argv) {
   if (argc < 9) {
-    emit("{\"type\":\"error\",\"message\":\"usage: loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS "
-         "DURATION_MS DRAIN_MS [poll|sleep [SAMPLES_FILE]]\"}");
+    emit("{\"type\":\"error\",\"message\":\"usage: loadgen latency PORT[,PORT]... RATE PAYLOAD_BYTES INFLIGHT "
+         "WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep [BLOCK_MS [SAMPLES_FILE]...]]\"}");
     return 2;
   }
   if (argc > 9 && strcmp(argv[9], "poll") != 0 && strcmp(argv[9], "sleep") != 0) {
@@ -677,6 +727,14 @@ static int run_latency(int argc, char **argv) {
   }
   /* Sleeping unless told: polling takes a whole core, which only the orchestrator knows is the load generator's own. */
   lat.poll = argc > 9 && strcmp(argv[9], "poll") == 0;
+  for (char *at = argv[2]; lat.count < MAX_TARGETS && *at;) {
+    char *end;
+    long p = strtol(at, &end, 10);
+    if (end == at || p <= 0 || p > 65535 || (*end != ',' && *end != 0)) break;
+    lat.targets[lat.count++].port = (int)p;
+    at = *end == ',' ? end + 1 : end;
+  }
+  double block_ms = argc > 10 ? atof(argv[10]) : 100;
   double rate = atof(argv[3]);
   size_t payload_bytes = (size_t)atol(argv[4]);
   lat.inflight_limit = atol(argv[5]);
@@ -686,6 +744,11 @@ static int run_latency(int argc, char **argv) {
     emit("{\"type\":\"error\",\"message\":\"latency: RATE, INFLIGHT (1 to 65535) and DURATION_MS must be positive\"}");
     return 2;
   }
+  if (lat.count == 0 || block_ms <= 0) {
+    emit("{\"type\":\"error\",\"message\":\"latency: PORT is 1 to 4 ports separated by commas, BLOCK_MS positive\"}");
+    return 2;
+  }
+  lat.block = (int64_t)(block_ms * 1e6);
   if (payload_bytes < sizeof(int64_t)) payload_bytes = sizeof(int64_t);
   keepalive = 60;
   /* The default timer slack (50 µs) would let the kernel batch our wake-ups: every send would be late by up to it. */
@@ -696,18 +759,24 @@ static int run_latency(int argc, char **argv) {
   snprintf(topic, sizeof topic, "bench/%s/lat", run);
   snprintf(sub_id, sizeof sub_id, "%s-sub", run);
   snprintf(pub_id, sizeof pub_id, "%s-pub", run);
-  lat.sub.role = "subscriber";
-  lat.pub.role = "publisher";
-  lat.sub.fd = open_session(sub_id, why, sizeof why);
-  if (lat.sub.fd < 0) return emit_error(why);
-  if (subscribe_qos1(lat.sub.fd, topic) != 1) return emit_error("subscriber: QoS 1 not granted");
-  lat.pub.fd = open_session(pub_id, why, sizeof why);
-  if (lat.pub.fd < 0) return emit_error(why);
-  struct peer *peers[2] = {&lat.pub, &lat.sub};
-  for (int i = 0; i < 2; i++) {
-    fcntl(peers[i]->fd, F_SETFL, fcntl(peers[i]->fd, F_GETFL) | O_NONBLOCK);
-    peers[i]->waiting_writable = -1;
-    watch(peers[i], 0);
+  for (int j = 0; j < lat.count; j++) {
+    struct target *t = &lat.targets[j];
+    port = t->port;
+    t->sub.role = "subscriber";
+    t->pub.role = "publisher";
+    t->sub.target = t->pub.target = j;
+    t->sub.fd = open_session(sub_id, why, sizeof why);
+    if (t->sub.fd < 0) return emit_error(why);
+    if (subscribe_qos1(t->sub.fd, topic) != 1) return emit_error("subscriber: QoS 1 not granted");
+    t->pub.fd = open_session(pub_id, why, sizeof why);
+    if (t->pub.fd < 0) return emit_error(why);
+    struct peer *peers[2] = {&t->pub, &t->sub};
+    for (int i = 0; i < 2; i++) {
+      fcntl(peers[i]->fd, F_SETFL, fcntl(peers[i]->fd, F_GETFL) | O_NONBLOCK);
+      peers[i]->waiting_writable = -1;
+      watch(peers[i], 0);
+    }
+    for (long id = lat.inflight_limit; id >= 1; id--) t->free_ids[t->free_count++] = (uint16_t)id;
   }
 
   /* The PUBLISH every message copies: fixed header, topic, packet id, then the payload, whose first eight bytes
@@ -722,7 +791,6 @@ static int run_latency(int argc, char **argv) {
   lat.payload_offset = h + 2;
   memset(lat.publish + lat.payload_offset, 'a', payload_bytes);
   lat.publish_len = h + 2 + payload_bytes;
-  for (long id = lat.inflight_limit; id >= 1; id--) lat.free_ids[lat.free_count++] = (uint16_t)id;
 
   lat.interval = (int64_t)(1e9 / rate);
   lat.t0 = now_ns() + 1000000;
@@ -730,7 +798,7 @@ static int run_latency(int argc, char **argv) {
   lat.window_end = lat.window_start + duration;
   lat.total = (long)((lat.window_end - lat.t0 + lat.interval - 1) / lat.interval);
   lat.capacity = (long)(duration / lat.interval) + 2;
-  lat.samples = malloc(sizeof(double) * (size_t)lat.capacity);
+  for (int j = 0; j < lat.count; j++) lat.targets[j].samples = malloc(sizeof(double) * (size_t)lat.capacity);
   lat.lateness = malloc(sizeof(double) * (size_t)lat.capacity);
   if (!lat.poll) {
     lat.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
@@ -766,7 +834,7 @@ static int run_latency(int argc, char **argv) {
     int n = epoll_wait(epfd, events, 8, lat.poll ? 0 : 20);
     if (lat.poll) {
       if (n == 0) relax();
-      if (lat.next < lat.total && lat.inflight < lat.inflight_limit && now_ns() >= scheduled_at(lat.next)) send_due();
+      if (lat.next < lat.total && now_ns() >= scheduled_at(lat.next)) send_due();
     }
     for (int i = 0; i < n && !closed; i++) {
       struct peer *p = events[i].data.ptr;
@@ -781,9 +849,11 @@ static int run_latency(int argc, char **argv) {
       if (!(events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
       int gone = fill_peer(p);
       lat.read_at = now_ns();
-      take_packets(p, p == &lat.sub ? on_subscriber_packet : on_publisher_packet);
-      if (p == &lat.sub && flush_peer(p) < 0) gone = 1;
-      if (p == &lat.pub) send_due();
+      current = &lat.targets[p->target];
+      int subscriber = p == &current->sub;
+      take_packets(p, subscriber ? on_subscriber_packet : on_publisher_packet);
+      if (subscriber && flush_peer(p) < 0) gone = 1;
+      if (!subscriber) send_due();
       if (gone) {
         char text[64];
         snprintf(text, sizeof text, "%s disconnected by the broker", p->role);
@@ -797,10 +867,13 @@ static int run_latency(int argc, char **argv) {
     mark("window-end");
   }
   static const uint8_t disconnect_packet[2] = {0xe0, 0x00};
-  for (int i = 0; i < 2; i++) {
-    if (write(peers[i]->fd, disconnect_packet, 2) != 2) {
+  for (int j = 0; j < lat.count; j++) {
+    struct peer *peers[2] = {&lat.targets[j].pub, &lat.targets[j].sub};
+    for (int i = 0; i < 2; i++) {
+      if (write(peers[i]->fd, disconnect_packet, 2) != 2) {
+      }
+      close(peers[i]->fd);
     }
-    close(peers[i]->fd);
   }
 
   /* The schedule's spacing inside the window, from the schedule itself: what the note reports, and what shows the
@@ -814,32 +887,56 @@ static int run_latency(int argc, char **argv) {
     if (first || gap > gap_max) gap_max = gap;
     first = 0;
   }
-  if (argc > 10) {
-    FILE *out = fopen(argv[10], "w");
-    if (out == NULL) note_error("latency: cannot write the samples file");
-    for (long i = 0; out != NULL && i < lat.sample_count; i++) fprintf(out, "%.6f\n", lat.samples[i]);
-    if (out != NULL && fclose(out) != 0) note_error("latency: cannot write the samples file");
+  /* Each target's samples, in arrival order, then its summary: what a tail is made of shows in the order. */
+  char targets[MAX_TARGETS * 200] = "";
+  long samples = 0, lost = 0;
+  for (int j = 0; j < lat.count; j++) {
+    struct target *t = &lat.targets[j];
+    if (argc > 11 + j) {
+      FILE *out = fopen(argv[11 + j], "w");
+      if (out == NULL) note_error("latency: cannot write the samples file");
+      for (long i = 0; out != NULL && i < t->sample_count; i++) fprintf(out, "%.6f\n", t->samples[i]);
+      if (out != NULL && fclose(out) != 0) note_error("latency: cannot write the samples file");
+    }
+    qsort(t->samples, (size_t)t->sample_count, sizeof(double), compare_doubles);
+    long planned = 0;
+    for (long k = 0; k < lat.total; k++) planned += target_of(k) == j;
+    long missing = planned - t->received;
+    size_t used = strlen(targets);
+    snprintf(targets + used, sizeof targets - used, "%s{\"port\":%d,\"sent\":%ld,\"received\":%ld,\"lost\":%ld,",
+             j > 0 ? "," : "", t->port, t->sent, t->received, missing > 0 ? missing : 0);
+    used = strlen(targets);
+    if (t->sample_count > 0)
+      snprintf(targets + used, sizeof targets - used, "\"p50Ms\":%.6f,\"p99Ms\":%.6f,\"maxMs\":%.6f,",
+               percentile(t->samples, t->sample_count, 50), percentile(t->samples, t->sample_count, 99),
+               t->samples[t->sample_count - 1]);
+    used = strlen(targets);
+    snprintf(targets + used, sizeof targets - used, "\"samples\":%ld}", t->sample_count);
+    samples += t->sample_count;
+    lost += missing > 0 ? missing : 0;
   }
-  qsort(lat.samples, (size_t)lat.sample_count, sizeof(double), compare_doubles);
   qsort(lat.lateness, (size_t)lat.lateness_count, sizeof(double), compare_doubles);
   char summary[384] = "";
-  if (lat.sample_count > 0)
+  /* One broker: its percentiles at the top level, as before several could be measured at once. */
+  struct target *only = &lat.targets[0];
+  if (lat.count == 1 && only->sample_count > 0)
     snprintf(summary, sizeof summary, "\"p50Ms\":%.6f,\"p99Ms\":%.6f,\"maxMs\":%.6f,",
-             percentile(lat.samples, lat.sample_count, 50), percentile(lat.samples, lat.sample_count, 99),
-             lat.samples[lat.sample_count - 1]);
+             percentile(only->samples, only->sample_count, 50), percentile(only->samples, only->sample_count, 99),
+             only->samples[only->sample_count - 1]);
   if (lat.lateness_count > 0)
     snprintf(summary + strlen(summary), sizeof summary - strlen(summary), "\"sendLateP99Ms\":%.6f,",
              percentile(lat.lateness, lat.lateness_count, 99));
   snprintf(summary + strlen(summary), sizeof summary - strlen(summary),
            "\"scheduleGapMinMs\":%.6f,\"scheduleGapMaxMs\":%.6f,", gap_min, gap_max);
+  if (lat.count > 1)
+    snprintf(summary + strlen(summary), sizeof summary - strlen(summary), "\"blockMs\":%.3f,", block_ms);
   char errs[600];
   errors_json(errs, sizeof errs);
-  char result[1200];
-  long lost = lat.total - lat.received;
+  char result[2400];
   snprintf(result, sizeof result,
            "{\"type\":\"result\",\"result\":{\"kind\":\"latency\",\"sent\":%ld,\"received\":%ld,\"lost\":%ld,%s"
-           "\"samples\":%ld,\"wait\":\"%s\",\"loadgenCpu\":%.4f,\"errors\":%s}}",
-           lat.total, lat.received, lost > 0 ? lost : 0, summary, lat.sample_count, lat.poll ? "poll" : "sleep",
+           "\"samples\":%ld,\"targets\":[%s],\"wait\":\"%s\",\"loadgenCpu\":%.4f,\"errors\":%s}}",
+           lat.total, lat.received, lost, summary, samples, targets, lat.poll ? "poll" : "sleep",
            cpu_window / ((double)duration / 1e6), errs);
   emit(result);
   return 0;
@@ -848,8 +945,8 @@ static int run_latency(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (argc < 5) {
     emit("{\"type\":\"error\",\"message\":\"usage: loadgen idle|storm PORT N CONCURRENCY [USER PASS]... | "
-         "loadgen latency PORT RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS [poll|sleep "
-         "[SAMPLES_FILE]]\"}");
+         "loadgen latency PORT[,PORT]... RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS "
+         "[poll|sleep [BLOCK_MS [SAMPLES_FILE]...]]\"}");
     return 2;
   }
   struct rlimit limit;

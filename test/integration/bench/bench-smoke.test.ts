@@ -129,6 +129,52 @@ describe('bench smoke', () => {
     expect(sorted[Math.floor((99 * sorted.length + 99) / 100) - 1]).toBeCloseTo(median('p99Ms'), 6);
   }, 120_000);
 
+  it('the paired latency run measures Bulwark and aedes in one window, taking turns, each with its own samples', async () => {
+    const samplesDir = join(dir, 'paired-samples');
+    const report = await quickRun('paired.json', [
+      '--scenario',
+      'latency-qos1-paired',
+      '--against',
+      'aedes',
+      '--latency-samples',
+      samplesDir,
+    ]);
+    expect(report.records.map((r) => [r.broker, r.measurement.error ?? r.measurement.skipped])).toEqual([
+      ['bulwark', undefined],
+      ['aedes', undefined],
+    ]);
+    const paired = report.summaries.find((s) => s.name === 'latency-qos1-paired');
+    const metric = (key: string) => paired?.metrics.find((m) => m.key === key);
+    for (const broker of ['bulwark', 'aedes'] as const) {
+      const p50 = metric('p50Ms')?.medians[broker] ?? NaN;
+      const p99 = metric('p99Ms')?.medians[broker] ?? NaN;
+      expect({ broker, p50Positive: p50 > 0, p99AtLeastP50: p99 >= p50 }).toEqual({
+        broker,
+        p50Positive: true,
+        p99AtLeastP50: true,
+      });
+      expect(paired?.lost[broker]).toBe(0);
+      // The window is twice the quick run's 1 s, dealt out in turns of 2 ms: each broker gets 1 s of the schedule.
+      const samples = readFileSync(join(samplesDir, `paired-${broker}-1.txt`), 'utf8')
+        .trim()
+        .split('\n')
+        .map(Number);
+      expect(samples).toHaveLength(5000);
+      const sorted = [...samples].sort((a, b) => a - b);
+      expect(sorted[Math.floor((99 * sorted.length + 99) / 100) - 1]).toBeCloseTo(p99, 6);
+    }
+    expect(metric('p99Ms')?.ratioAedes).toBeGreaterThan(0);
+    // Both records come from one load generator run, which says how the schedule was dealt.
+    for (const record of report.records) expect(record.measurement.notes).toContain('turns of 2 ms, bulwark aedes');
+  }, 120_000);
+
+  it('the paired latency run without a broker to compare with is skipped with the reason', async () => {
+    const report = await quickRun('paired-alone.json', ['--scenario', 'latency-qos1-paired']);
+    expect(report.records.map((r) => r.measurement.skipped)).toEqual([
+      'needs a broker to compare with (--against mosquitto, aedes or external)',
+    ]);
+  }, 120_000);
+
   it('a quick reconnect storm measures the warm-up storm, the ramp and the storm after them, with no connect refused', async () => {
     const report = await quickRun('storm.json', ['--scenario', 'connect-auth']);
     expect(report.records.map((r) => r.measurement.error ?? r.measurement.skipped)).toEqual([undefined]);
