@@ -120,6 +120,11 @@ export interface LatencyTarget {
   p99Ms?: number;
   maxMs?: number;
   samples: number;
+  /**
+   * Messages of the window left out of the samples because the slot before went to another broker (they meet
+   * caches that broker's turn filled, which a broker alone never does); absent or 0 with one broker.
+   */
+  afterSwitch?: number;
 }
 
 export interface IdleResult {

@@ -57,7 +57,8 @@ const PENDING = 'latency-paired-pending';
  * shared machine's noise, and a broker's p99 moved by 5× from one of its windows to the next; taking turns every
  * 2 ms, two brokers meet the same spells, and a Mosquitto against another Mosquitto read 0.85–1.11× at p99. Each
  * broker still sees the scenario's rate while it has the schedule (messages at the same spacing) and half of it
- * on average; the window is as many times longer as there are brokers, so each keeps as many samples.
+ * on average; the window is as many times longer as there are brokers, so each gets as many messages. The first
+ * message after another broker's turn is not sampled (it meets that broker's caches; see loadgen.c).
  *
  * The harness asks each broker for its measurement in turn: the round's first turn runs the paired window for all
  * of them, the others collect their share.
@@ -149,7 +150,8 @@ function targetMeasurement(run: LatencyResult, own: LatencyTarget | LatencyResul
   // A polling load generator keeps its core busy by design: that is not saturation.
   const waited = run.wait === 'poll' ? '; load generator polled' : run.wait === 'sleep' ? '; load generator slept' : '';
   const saturated = run.wait === 'poll' ? [] : saturationNote(run.loadgenCpu);
-  m.notes.push(`${own.samples} samples${late}${gaps}${waited}`, ...saturated, ...run.errors);
+  const skipped = own.afterSwitch ? ` (and ${own.afterSwitch} first messages of a turn, not sampled)` : '';
+  m.notes.push(`${own.samples} samples${skipped}${late}${gaps}${waited}`, ...saturated, ...run.errors);
   return m;
 }
 
