@@ -566,6 +566,9 @@ struct target {
    * would fall on another (docs/performance.md, session 24). The second message of a turn was like all the rest.
    */
   long after_switch;
+  /* Messages due while the in-flight window was full, oldest first: backlog[backlog_head..backlog_tail). */
+  long *backlog;
+  long backlog_head, backlog_tail;
   int queued; /* sends of this send_due() waiting in pub.out */
 };
 
@@ -641,30 +644,43 @@ static int target_of(long k) {
   return (int)((block % lat.count + cycle) % lat.count);
 }
 
-/* Sends every message that is due and fits its target's in-flight window, one write per target, stamped with its
- * scheduled time (not the time it leaves): a message held back by a full window still counts its wait (no
- * coordinated omission). */
+/* Queues message k for its target, stamped with its scheduled time (not the time it leaves): a message held back by
+ * a full window still counts its wait (no coordinated omission). */
+static void send_one(struct target *t, long k, int64_t now) {
+  int64_t scheduled = scheduled_at(k);
+  uint16_t id = t->free_ids[--t->free_count];
+  t->in_flight[id] = 1;
+  t->inflight++;
+  lat.inflight++;
+  uint8_t *packet = queue_bytes(&t->pub, lat.publish_len);
+  memcpy(packet, lat.publish, lat.publish_len);
+  packet[lat.id_offset] = (uint8_t)(id >> 8);
+  packet[lat.id_offset + 1] = (uint8_t)(id & 0xff);
+  memcpy(packet + lat.payload_offset, &scheduled, sizeof scheduled);
+  if (scheduled >= lat.window_start && scheduled < lat.window_end && lat.lateness_count < lat.capacity)
+    lat.lateness[lat.lateness_count++] = (double)(now - scheduled) / 1e6;
+  t->sent++;
+  t->queued = 1;
+}
+
+/*
+ * Sends every message that is due, one write per target. A message whose target's in-flight window is full waits in
+ * that target's backlog, in order, until its acknowledgements make room; the other targets' messages go on: one
+ * broker's stall must not delay the schedule of another.
+ */
 static void send_due(void) {
   int64_t now = now_ns();
-  while (lat.next < lat.total) {
-    int64_t scheduled = scheduled_at(lat.next);
-    if (scheduled > now) break;
+  for (int j = 0; j < lat.count; j++) {
+    struct target *t = &lat.targets[j];
+    while (t->backlog_head < t->backlog_tail && t->inflight < lat.inflight_limit)
+      send_one(t, t->backlog[t->backlog_head++], now);
+  }
+  for (; lat.next < lat.total && scheduled_at(lat.next) <= now; lat.next++) {
     struct target *t = &lat.targets[target_of(lat.next)];
-    if (t->inflight >= lat.inflight_limit) break;
-    uint16_t id = t->free_ids[--t->free_count];
-    t->in_flight[id] = 1;
-    t->inflight++;
-    lat.inflight++;
-    uint8_t *packet = queue_bytes(&t->pub, lat.publish_len);
-    memcpy(packet, lat.publish, lat.publish_len);
-    packet[lat.id_offset] = (uint8_t)(id >> 8);
-    packet[lat.id_offset + 1] = (uint8_t)(id & 0xff);
-    memcpy(packet + lat.payload_offset, &scheduled, sizeof scheduled);
-    if (scheduled >= lat.window_start && scheduled < lat.window_end && lat.lateness_count < lat.capacity)
-      lat.lateness[lat.lateness_count++] = (double)(now - scheduled) / 1e6;
-    t->sent++;
-    t->queued = 1;
-    lat.next++;
+    if (t->backlog_head == t->backlog_tail && t->inflight < lat.inflight_limit)
+      send_one(t, lat.next, now);
+    else
+      t->backlog[t->backlog_tail++] = lat.next;
   }
   for (int j = 0; j < lat.count; j++) {
     struct target *t = &lat.targets[j];
@@ -672,8 +688,7 @@ static void send_due(void) {
     t->queued = 0;
     if (flush_peer(&t->pub) < 0) note_error("publisher: write failed");
   }
-  if (!lat.poll && lat.next < lat.total && lat.targets[target_of(lat.next)].inflight < lat.inflight_limit)
-    arm_timer(scheduled_at(lat.next));
+  if (!lat.poll && lat.next < lat.total) arm_timer(scheduled_at(lat.next));
 }
 
 static void on_publisher_packet(const uint8_t *packet, size_t header, size_t length) {
@@ -809,7 +824,11 @@ static int run_latency(int argc, char **argv) {
   lat.window_end = lat.window_start + duration;
   lat.total = (long)((lat.window_end - lat.t0 + lat.interval - 1) / lat.interval);
   lat.capacity = (long)(duration / lat.interval) + 2;
-  for (int j = 0; j < lat.count; j++) lat.targets[j].samples = malloc(sizeof(double) * (size_t)lat.capacity);
+  for (int j = 0; j < lat.count; j++) {
+    lat.targets[j].samples = malloc(sizeof(double) * (size_t)lat.capacity);
+    /* Every message of the run could wait once: a slot is queued at most once. */
+    lat.targets[j].backlog = malloc(sizeof(long) * (size_t)lat.total);
+  }
   lat.lateness = malloc(sizeof(double) * (size_t)lat.capacity);
   if (!lat.poll) {
     lat.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);

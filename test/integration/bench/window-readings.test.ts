@@ -1,13 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBulwark, type BrokerHandle } from '../../../bench/brokers.js';
+import type { BrokerHandle } from '../../../bench/brokers.js';
 import { runLoadgen, type LoadgenRun } from '../../../bench/loadgen-process.js';
 import { buildNativeLoadgen } from '../../../bench/native-loadgen.js';
-import { freePort } from '../../helpers/free-port.js';
-
-const repoRoot = resolve(import.meta.dirname, '../../..');
+import { repoRoot, startBenchBulwark } from '../../helpers/bench-bulwark.js';
 
 /** Keeps this process's event loop from running for `ms`, as a busy machine does to the bench's orchestrator. */
 function blockEventLoop(ms: number): void {
@@ -25,15 +23,7 @@ describe('window readings', () => {
   let broker: BrokerHandle;
 
   beforeAll(async () => {
-    const started = await startBulwark({
-      repoRoot,
-      dir: join(dir, 'broker'),
-      port: await freePort(),
-      config: {},
-      placement: { cpu: undefined },
-    });
-    if (!started.ok) throw new Error(started.reason);
-    broker = started.broker;
+    broker = await startBenchBulwark(dir);
   }, 60_000);
 
   afterAll(async () => {
