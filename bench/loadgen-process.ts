@@ -164,7 +164,7 @@ function nativeArguments(job: Job): string[] {
         String(job.durationMs),
         String(job.drainMs),
         job.wait,
-        String(job.blockMs ?? 100),
+        String(job.blockMs ?? 2),
         ...(job.samplesFiles ?? []),
       ];
     default:

@@ -43,7 +43,7 @@ export interface LatencyJob {
    * `targets`.
    */
   otherPorts?: number[];
-  /** How long each broker has the schedule before the next takes it; default 100 (only with `otherPorts`). */
+  /** How long each broker has the schedule before the next takes it; default 2 (only with `otherPorts`). */
   blockMs?: number;
   /**
    * The C load generator writes every latency of the window here, in milliseconds, in the order they arrived: one

@@ -23,7 +23,7 @@
  *   loadgen latency PORT[,PORT]... RATE PAYLOAD_BYTES INFLIGHT WARMUP_MS DURATION_MS DRAIN_MS
  *           [poll|sleep [BLOCK_MS [SAMPLES_FILE]...]]
  *
- * With several ports (up to 4 brokers) the one schedule is dealt out to them in blocks of BLOCK_MS (default 100),
+ * With several ports (up to 4 brokers) the one schedule is dealt out to them in blocks of BLOCK_MS (default 2),
  * each broker with its own publisher and subscriber (see `target_of`); each gets RATE while it has the schedule.
  * SAMPLES_FILE, one per port, receives every latency of the window, in milliseconds, one per line in the order the
  * deliveries arrived: what a tail is made of (stall clusters, isolated late messages) shows in their order, not in
@@ -634,8 +634,9 @@ static int64_t scheduled_at(long k) {
  * Which target message k goes to. One broker at a time, in blocks of `block` ns of the schedule, in an order that
  * rotates a place every cycle (two brokers: A B, B A, A B, ...; so each block of A follows one of B as often as one
  * of A). Brokers measured one after the other, each in its own window of seconds, met different spells of this
- * shared machine's noise, and the p99 of one broker moved by 5× between its own windows: blocks a tenth of a
- * second long put every broker under the same spells (docs/performance.md, session 24).
+ * shared machine's noise, and the p99 of one broker moved by 5× between its own windows. The tail is made of stall
+ * episodes of 5-20 ms: blocks of 100 ms still left each episode to one broker, blocks of 2 ms share it
+ * (docs/performance.md, session 24).
  */
 static int target_of(long k) {
   if (lat.count == 1) return 0;
@@ -760,7 +761,7 @@ static int run_latency(int argc, char **argv) {
     lat.targets[lat.count++].port = (int)p;
     at = *end == ',' ? end + 1 : end;
   }
-  double block_ms = argc > 10 ? atof(argv[10]) : 100;
+  double block_ms = argc > 10 ? atof(argv[10]) : 2;
   double rate = atof(argv[3]);
   size_t payload_bytes = (size_t)atol(argv[4]);
   lat.inflight_limit = atol(argv[5]);

@@ -55,7 +55,8 @@ const PENDING = 'latency-paired-pending';
  * The latency scenario with every broker of the run listening at once and one load generator dealing the schedule
  * out to them in turns of `PAIRED_BLOCK_MS`. Measured one after the other, each broker met its own spells of this
  * shared machine's noise, and a broker's p99 moved by 5× from one of its windows to the next; taking turns every
- * 2 ms, two brokers meet the same spells, and a Mosquitto against another Mosquitto read 0.85–1.11× at p99. Each
+ * 2 ms, two brokers meet the same spells, and a Mosquitto against another Mosquitto read 0.85–1.11× at p99 (but
+ * 0.57–0.66× in windows with stalls of several milliseconds, longer than a turn). Each
  * broker still sees the scenario's rate while it has the schedule (messages at the same spacing) and half of it
  * on average; the window is as many times longer as there are brokers, so each gets as many messages. The first
  * message after another broker's turn is not sampled (it meets that broker's caches; see loadgen.c).
