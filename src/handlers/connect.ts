@@ -412,6 +412,17 @@ export function chainRefusal(result: Extract<ChainResult, { kind: 'deny' }>): Ex
   };
 }
 
+/**
+ * A CONNECT that breaks the protocol (a wildcard in its will topic, say) has no return code in MQTT 3.1.1: the
+ * connection closes without CONNACK ([MQTT-3.1.4-1]), as Mosquitto closes it. Return code 3 ("server unavailable"),
+ * which it got before, told the client to try the same CONNECT again later.
+ */
+const V3_CLOSED_WITHOUT_CONNACK: ReadonlySet<ReasonName> = new Set([
+  'protocolError',
+  'malformedPacket',
+  'topicNameInvalid',
+]);
+
 /** CONNACK with the refusal, in the client's protocol version, then close ([MQTT-3.2.2-7]). */
 export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, { ok: false }>): void {
   const connection = ctx.connection;
@@ -431,7 +442,7 @@ export function refuseConnect(ctx: ConnectContext, result: Extract<StepResult, {
     });
   }
   const v5 = ctx.packet.protocolVersion === 5;
-  if (result.reason === 'protocolError' && !v5) {
+  if (!v5 && V3_CLOSED_WITHOUT_CONNACK.has(result.reason)) {
     connection.destroy();
     return;
   }

@@ -276,6 +276,29 @@ describe('packet rules mqtt-packet does not check', () => {
     expect(broker.server.broker.sessions.has('rules-will-response')).toBe(false);
   });
 
+  it.each([
+    [5, [['connack', 0x90]]],
+    [4, []],
+  ] as const)(
+    'a version %i CONNECT whose will topic has a wildcard is refused: CONNACK 0x90 for MQTT 5, none for 3.1.1',
+    async (v, answered) => {
+      const id = `rules-will-wildcard-${v}`;
+      const client = await RawClient.connect(broker.port, v);
+      client.sendBytes(
+        v === 5
+          ? frame(0x10, str('MQTT'), [5, 0x06, 0, 60, 0], str(id), [0], str('wills/+'), str('b'))
+          : frame(0x10, str('MQTT'), [4, 0x06, 0, 60], str(id), str('wills/+'), str('b')),
+      );
+      await client.waitClosed();
+      // 3.1.1 has no return code for it: return code 3 ("server unavailable") told the client to retry the same CONNECT.
+      expect(client.packets.map((p) => [p.cmd, (p as IConnackPacket).reasonCode])).toEqual(answered);
+      expect(broker.server.broker.sessions.has(id)).toBe(false);
+      const event = await broker.waitForAudit('authn.denied', (e) => e.mqtt?.client_id === id);
+      expect(event.event.code).toBe('topicNameInvalid');
+      await expectServing(`after the version ${v} wildcard will topic`);
+    },
+  );
+
   it('v5 CONNECT with Authentication Method twice gets CONNACK 0x82 (it was 0x8C by accident)', async () => {
     const client = await RawClient.connect(broker.port, 5);
     const properties = props([0x15], str('SCRAM-SHA-256'), [0x15], str('SCRAM-SHA-512'));
