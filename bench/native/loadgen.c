@@ -742,6 +742,13 @@ static double percentile(const double *sorted, long n, long p) {
   return sorted[rank - 1];
 }
 
+/* `"p50Ms":...,"p99Ms":...,"maxMs":...,` of a target's sorted samples into `out`; nothing without samples. */
+static void put_percentiles(char *out, size_t size, const struct target *t) {
+  if (t->sample_count == 0) return;
+  snprintf(out, size, "\"p50Ms\":%.6f,\"p99Ms\":%.6f,\"maxMs\":%.6f,", percentile(t->samples, t->sample_count, 50),
+           percentile(t->samples, t->sample_count, 99), t->samples[t->sample_count - 1]);
+}
+
 static int run_latency(int argc, char **argv) {
   if (argc < 9) {
     emit("{\"type\":\"error\",\"message\":\"usage: loadgen latency PORT[,PORT]... RATE PAYLOAD_BYTES INFLIGHT "
@@ -932,29 +939,22 @@ static int run_latency(int argc, char **argv) {
     qsort(t->samples, (size_t)t->sample_count, sizeof(double), compare_doubles);
     long planned = 0;
     for (long k = 0; k < lat.total; k++) planned += target_of(k) == j;
-    long missing = planned - t->received;
+    long target_lost = planned > t->received ? planned - t->received : 0;
     size_t used = strlen(targets);
     snprintf(targets + used, sizeof targets - used, "%s{\"port\":%d,\"sent\":%ld,\"received\":%ld,\"lost\":%ld,",
-             j > 0 ? "," : "", t->port, t->sent, t->received, missing > 0 ? missing : 0);
+             j > 0 ? "," : "", t->port, t->sent, t->received, target_lost);
     used = strlen(targets);
-    if (t->sample_count > 0)
-      snprintf(targets + used, sizeof targets - used, "\"p50Ms\":%.6f,\"p99Ms\":%.6f,\"maxMs\":%.6f,",
-               percentile(t->samples, t->sample_count, 50), percentile(t->samples, t->sample_count, 99),
-               t->samples[t->sample_count - 1]);
+    put_percentiles(targets + used, sizeof targets - used, t);
     used = strlen(targets);
     snprintf(targets + used, sizeof targets - used, "\"samples\":%ld,\"afterSwitch\":%ld}", t->sample_count,
              t->after_switch);
     samples += t->sample_count;
-    lost += missing > 0 ? missing : 0;
+    lost += target_lost;
   }
   qsort(lat.lateness, (size_t)lat.lateness_count, sizeof(double), compare_doubles);
   char summary[384] = "";
   /* One broker: its percentiles at the top level, as before several could be measured at once. */
-  struct target *only = &lat.targets[0];
-  if (lat.count == 1 && only->sample_count > 0)
-    snprintf(summary, sizeof summary, "\"p50Ms\":%.6f,\"p99Ms\":%.6f,\"maxMs\":%.6f,",
-             percentile(only->samples, only->sample_count, 50), percentile(only->samples, only->sample_count, 99),
-             only->samples[only->sample_count - 1]);
+  if (lat.count == 1) put_percentiles(summary, sizeof summary, &lat.targets[0]);
   if (lat.lateness_count > 0)
     snprintf(summary + strlen(summary), sizeof summary - strlen(summary), "\"sendLateP99Ms\":%.6f,",
              percentile(lat.lateness, lat.lateness_count, 99));

@@ -122,7 +122,7 @@ async function measurePaired(kinds: readonly BrokerKind[], ctx: BenchContext): P
     const result = run.result;
     if (run.error || !result || result.kind !== 'latency' || result.targets?.length !== n)
       return failed(run.error ?? 'no result for every broker');
-    const order = `turns of ${PAIRED_BLOCK_MS} ms, ${kinds.join(' ')}`;
+    const order = `turns of ${result.blockMs ?? PAIRED_BLOCK_MS} ms, ${kinds.join(' ')}`;
     return new Map(
       kinds.map((kind, i) => {
         const m = targetMeasurement(result, result.targets?.[i] as LatencyTarget);

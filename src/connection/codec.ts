@@ -541,8 +541,8 @@ function copyOf(frames: Buffer, start: number, end: number): Buffer {
   const length = end - start;
   const copy = Buffer.allocUnsafe(length);
   // `Buffer#copy` of a range builds a view of the range first; short payloads, most of them, are copied by hand. A
-  // micro-benchmark favours `copy` from about 32 bytes, but on the latency benchmark's 64-byte payloads it cost
-  // 0.8 µs a message against the loop's 0.2 (docs/performance.md, session 23).
+  // micro-benchmark favours `copy` from about 32 bytes, but on the latency benchmark's 64-byte payloads the decode
+  // then cost 2.4 µs a message against 0.85 with the loop (docs/performance.md, session 23).
   if (length <= 128) for (let i = 0; i < length; i++) copy[i] = frames[start + i]!;
   else frames.copy(copy, 0, start, end);
   return copy;
