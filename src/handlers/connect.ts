@@ -371,11 +371,11 @@ function acceptSession(ctx: ConnectContext, session: Session, present: boolean):
       },
     };
   else session.will = undefined;
-  const v5 = packet.protocolVersion === 5;
-  const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
-  if (v5) {
+  let connack: IConnackPacket;
+  // Whole literals, one per version: a field added afterwards made shapes that no live object keeps, and V8 drops
+  // the code compiled for a shape at the first full collection that finds none (docs/performance.md, "Session 25").
+  if (packet.protocolVersion === 5) {
     const limits = broker.limits;
-    connack.reasonCode = ReasonCode.success;
     const properties: NonNullable<IConnackPacket['properties']> = {
       receiveMaximum: limits.receive_maximum,
       maximumPacketSize: limits.max_packet_size,
@@ -391,8 +391,8 @@ function acceptSession(ctx: ConnectContext, session: Session, present: boolean):
       properties.authenticationMethod = ctx.attempt.authMethod;
       if (authData) properties.authenticationData = authData;
     }
-    connack.properties = properties;
-  } else connack.returnCode = 0;
+    connack = { cmd: 'connack', sessionPresent: present, reasonCode: ReasonCode.success, properties };
+  } else connack = { cmd: 'connack', sessionPresent: present, returnCode: 0 };
   connection.writePacket(connack);
   connection.onConnected();
   broker.onSessionOpened(connection, session);

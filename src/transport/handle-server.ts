@@ -95,7 +95,9 @@ export class HandleServer {
       return;
     }
     if (!this.acceptedInheritNoDelay) client.setNoDelay(true);
-    const name: Record<string, unknown> = {};
+    // The fields native code sets, there from the start: added to an empty object, they made shapes that no live
+    // object keeps once the connections are gone, and V8 drops code compiled for such shapes at a full collection.
+    const name: Record<string, unknown> = { address: undefined, family: undefined, port: undefined };
     client.getpeername(name);
     this.open++;
     const socket = new HandleSocket(this.handles, client, this);
