@@ -115,7 +115,8 @@ function heldClient(socket: net.Socket, sendsDisconnect: boolean): HeldClient {
 
 const DISCONNECT = mqttPacket.generate({ cmd: 'disconnect' });
 
-function connectPacket(index: number, version: 4 | 5): Buffer {
+/** The CONNECT the warm-up's client `index` sends: MQTT 3.1.1 or 5, clean start, no credentials, no properties. */
+export function connectPacket(index: number, version: 4 | 5): Buffer {
   return mqttPacket.generate(
     {
       cmd: 'connect',

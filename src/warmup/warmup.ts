@@ -5,7 +5,9 @@ import { configSchema, MAX_WARMUP_CONNECTS, type BrokerConfig } from '../config/
 import { compactHeap } from '../compact-heap.js';
 import { discardingLogger } from '../log.js';
 import { BulwarkServer } from '../server.js';
-import { connectInRounds } from './loopback-clients.js';
+import type { Packet } from 'mqtt-packet';
+import { parseFrames, type PacketSink } from '../connection/codec.js';
+import { connectInRounds, connectPacket } from './loopback-clients.js';
 
 /** Clients a round keeps connected at once: the client and the server side each take a file descriptor. */
 const HELD_PER_ROUND = 500;
@@ -21,6 +23,20 @@ rules:
       addresses: [127.0.0.0/8]
     why: The start-up warm-up's own clients, on a broker of its own that is gone before the listeners open.
 `;
+
+/**
+ * One decoded CONNECT of each protocol version the warm-up's clients send, kept for the life of the process. V8
+ * throws away code compiled for an object shape once a full collection finds no live object of that shape, and
+ * mqtt-packet builds an MQTT 5 CONNECT field by field, into shapes that no object had left after the warm-up's
+ * compacting collection: the decoder, the CONNECT checks and the session's opening were compiled again during the
+ * first storm (docs/performance.md, "Session 25"). No credentials: the warm-up's clients send none.
+ */
+const connectShapes: Packet[] = [];
+
+/** The CONNECTs kept for their shapes (see `connectShapes`): empty until a warm-up has run. */
+export function keptConnectShapes(): readonly Packet[] {
+  return connectShapes;
+}
 
 export interface WarmupResult {
   /** Clients whose CONNACK accepted them. */
@@ -41,12 +57,16 @@ export interface WarmupResult {
  * configured backends, no $SYS. The real audit log, guard, sessions and metrics never see a warm-up client.
  *
  * Two brokers take turns, because code V8 compiles while it sees only one instance may treat that instance's
- * objects as constants, and is thrown away when the real broker's objects arrive. Rounds hold their clients, as a
- * reconnect wave does; that grows the heap, and one compacting collection at the end gives the memory back, so the
- * idle broker's memory, and what each later connection adds to it, are what they would be without a warm-up. It
- * costs some of the gain: V8 discards compiled code whose object shapes have no live object left at a full
- * collection (connections, packets, connect steps), and the first connects recompile it, from type feedback that
- * is already complete.
+ * objects as constants, and is thrown away when the real broker's objects arrive. Halfway, one of them stops and a
+ * third takes its place: a broker's stop changes what V8 had assumed about its objects (a field that held only one
+ * kind of value holds another), and V8 throws away the code that relied on it, the connect path's included. Stopped
+ * at the end only, that happened after the last connect, and the first storm compiled the code again; stopped
+ * halfway, the second half compiles it with those assumptions already widened, and the stops at the end change
+ * nothing more. Rounds hold their clients, as a reconnect wave does; that grows the heap, and one compacting
+ * collection at the end gives the memory back, so the idle broker's memory, and what each later connection adds to
+ * it, are what they would be without a warm-up. V8 also discards compiled code whose object shapes have no live
+ * object left at a full collection: the connect path builds whole object literals, whose shapes V8 keeps, and
+ * `connectShapes` keeps the shapes mqtt-packet builds field by field.
  */
 export async function warmUpConnectPath(config: BrokerConfig, connects: number): Promise<WarmupResult> {
   const started = performance.now();
@@ -61,20 +81,34 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
   const servers: BulwarkServer[] = [];
   // Whatever fails here (no writable temporary directory, a port, a file) costs the warm-up, never the start.
   try {
-    dir = mkdtempSync(join(tmpdir(), 'bulwark-warmup-'));
-    writeFileSync(join(dir, POLICY_FILE), POLICY);
-    for (const name of ['a', 'b']) {
-      mkdirSync(join(dir, name));
+    const root = mkdtempSync(join(tmpdir(), 'bulwark-warmup-'));
+    dir = root;
+    writeFileSync(join(root, POLICY_FILE), POLICY);
+    const startServer = async (name: string): Promise<BulwarkServer> => {
+      mkdirSync(join(root, name));
       const server = new BulwarkServer({
-        config: warmupConfig(config, join(dir, name)),
+        config: warmupConfig(config, join(root, name)),
         log: discardingLogger(config.log_level),
-        baseDir: dir,
+        baseDir: root,
       });
       servers.push(server);
       await server.start();
+      return server;
+    };
+    let pair = [await startServer('a'), await startServer('b')];
+    const firstHalf = Math.ceil(connects / 2);
+    for (const share of [firstHalf, connects - firstHalf]) {
+      if (share === 0 || performance.now() >= started + DEADLINE_MS) break;
+      if (result.attempted > 0) {
+        await pair[0]!.stop();
+        pair = [pair[1]!, await startServer('c')];
+      }
+      const ports = pair.map((server) => server.listeners[0]!.address!.port);
+      const rounds = await connectInRounds(ports, share, HELD_PER_ROUND, started + DEADLINE_MS);
+      result.attempted += rounds.attempted;
+      result.accepted += rounds.accepted;
     }
-    const ports = servers.map((server) => server.listeners[0]!.address!.port);
-    Object.assign(result, await connectInRounds(ports, connects, HELD_PER_ROUND, started + DEADLINE_MS));
+    if (connectShapes.length === 0) keepConnectShapes();
   } catch (error) {
     result.error = (error as Error).message;
   } finally {
@@ -89,6 +123,16 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
   if (result.attempted > 0) compactHeap();
   result.ms = Math.round(performance.now() - started);
   return result;
+}
+
+/** Decodes the warm-up clients' CONNECTs as a connection does (the first packet always with the 3.1.1 parser). */
+function keepConnectShapes(): void {
+  const sink: PacketSink = {
+    onPacket: (packet) => connectShapes.push(packet),
+    onParseError: () => undefined,
+    onProtocolError: () => undefined,
+  };
+  for (const version of [4, 5] as const) parseFrames(4, connectPacket(0, version), sink);
 }
 
 /**

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuthzDecision, Authorizer } from '../../../authz/types.js';
 import { configSchema } from '../../../src/config/schema.js';
 import { connectInRounds } from '../../../src/warmup/loopback-clients.js';
-import { warmUpConnectPath } from '../../../src/warmup/warmup.js';
+import { keptConnectShapes, warmUpConnectPath } from '../../../src/warmup/warmup.js';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import { until } from '../../helpers/until.js';
 
@@ -43,6 +43,13 @@ describe('start-up warm-up', () => {
     expect(result.error).toBeUndefined();
     expect(readdirSync(data)).toEqual([]);
     expect(readdirSync(privateTmp)).toEqual([]);
+    // What it keeps: one CONNECT of each version its clients sent, so V8 keeps the code compiled for their shapes.
+    const kept = keptConnectShapes();
+    expect(kept.map((packet) => packet.cmd === 'connect' && packet.protocolVersion)).toEqual([4, 5]);
+    for (const packet of kept) {
+      expect(packet).toMatchObject({ clientId: 'bulwark-warmup-0', clean: true });
+      expect(packet).not.toHaveProperty('password');
+    }
   });
 
   it('reports a temporary directory it cannot create as its error instead of throwing', async () => {
