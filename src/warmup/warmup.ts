@@ -97,9 +97,9 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
     };
     let pair = [await startServer('a'), await startServer('b')];
     const firstHalf = Math.ceil(connects / 2);
-    for (const share of [firstHalf, connects - firstHalf]) {
+    for (const [half, share] of [firstHalf, connects - firstHalf].entries()) {
       if (share === 0 || performance.now() >= started + DEADLINE_MS) break;
-      if (result.attempted > 0) {
+      if (half === 1) {
         await pair[0]!.stop();
         pair = [pair[1]!, await startServer('c')];
       }
