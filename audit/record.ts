@@ -24,8 +24,13 @@ const HASH_SUFFIX_PREFIX = ',"hash":"';
  */
 export function chainHash(prevHash: string, body: string | Buffer): string {
   // The one-shot form avoids a Hash object per record: it is most of the per-record cost of writing and verifying.
-  if (typeof body === 'string') return oneShotHash('sha256', `${prevHash}\n${body}`, 'hex');
+  if (typeof body === 'string') return oneShotHash('sha256', hashInput(prevHash, body), 'hex');
   return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
+}
+
+/** What `chainHash` hashes for a string body. */
+function hashInput(prevHash: string, body: string): string {
+  return `${prevHash}\n${body}`;
 }
 
 /**
@@ -47,8 +52,11 @@ export function encodeRecord(
           seq,
           prev_hash: prevHash,
         });
-  const hash = chainHash(prevHash, body);
-  return { line: `${body.slice(0, -1)}${HASH_SUFFIX_PREFIX}${hash}"}\n`, hash };
+  const input = hashInput(prevHash, body);
+  const hash = oneShotHash('sha256', input, 'hex');
+  // Hashing made `input` one flat string; the line's body is cut from it rather than from `body`, which an event's
+  // own writer builds from many pieces and slicing would copy again: 0.6 KB less garbage per connect's record.
+  return { line: `${input.slice(prevHash.length + 1, -1)}${HASH_SUFFIX_PREFIX}${hash}"}\n`, hash };
 }
 
 /** Splits a line (without newline) into its hashed body and stated hash, or undefined if it has no hash suffix. */
