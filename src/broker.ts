@@ -444,9 +444,12 @@ export class Broker {
       this.store?.sessionEnded(session.clientId);
       session.journal = undefined;
     }
-    for (const subscription of session.subscriptions.values()) this.tree.remove(subscription);
-    this.redistributeShared(session);
-    session.subscriptions.clear();
+    const subscriptions = session.subscriptionsIfAny;
+    if (subscriptions !== undefined) {
+      for (const subscription of subscriptions.values()) this.tree.remove(subscription);
+      this.redistributeShared(session);
+      subscriptions.clear();
+    }
     const will = session.will;
     if (will) {
       if (will.timer) clearTimeout(will.timer);
@@ -634,7 +637,9 @@ export class Broker {
 
   /** Messages that came through shared subscriptions go to another member of the group. */
   private redistributeShared(session: Session): void {
-    for (const subscription of session.subscriptions.values()) {
+    const subscriptions = session.subscriptionsIfAny;
+    if (subscriptions === undefined) return;
+    for (const subscription of subscriptions.values()) {
       if (subscription.shareGroup === undefined) continue;
       const taken = session.takeShared(subscription.shareGroup, subscription.filter);
       if (taken.length === 0) continue;

@@ -94,6 +94,11 @@ export class Session {
     return (this.#subscriptions ??= new Map());
   }
 
+  /** The subscriptions if the session ever had one: a session ending without any does not create the map. */
+  get subscriptionsIfAny(): Map<string, Subscription> | undefined {
+    return this.#subscriptions;
+  }
+
   /** Outgoing QoS 1/2 messages by packet id, in send order. */
   get inflight(): InflightWindow<Outbound> {
     return (this.#inflight ??= new InflightWindow());
