@@ -14,14 +14,76 @@ const HELD_PER_ROUND = 500;
 /** A warm-up still running then stops: it only ever makes the first storm faster, and must not delay a start long. */
 const DEADLINE_MS = 10_000;
 const POLICY_FILE = 'warmup.policy.yaml';
+/**
+ * Only the last rule admits the warm-up's clients, and only by its second address: a running policy seldom decides a
+ * CONNECT with the first rule and the first entry it looks at, and code V8 compiled from a warm-up that never moved
+ * past them was thrown away and compiled again in the first storm (docs/performance.md, "Session 26").
+ */
 const POLICY = `version: 1
 rules:
+  - name: warmup-refused-user
+    deny: connect
+    subjects:
+      users: [warmup-refused]
+    why: Never matches (the warm-up's clients are anonymous); a deny list to walk first, as most policies have.
+  - name: warmup-operators
+    allow: connect
+    subjects:
+      groups: [warmup-operators]
+    why: Never matches either; the allow list's first rule is not the one that decides.
   - name: warmup-connect
     allow: connect
     subjects:
       anonymous: true
-      addresses: [127.0.0.0/8]
+      addresses: ['::1/128', 127.0.0.0/8]
     why: The start-up warm-up's own clients, on a broker of its own that is gone before the listeners open.
+  - name: warmup-topics
+    allow: [publish, subscribe]
+    subjects:
+      anonymous: true
+    topics: ['warmup/#']
+    why: No warm-up client publishes or subscribes; the cases walk the topic checks, as a running policy's do.
+`;
+
+/**
+ * Every start runs the policy's cases, and the running broker's walk the evaluator's topic branch, which the
+ * warm-up's connects never reach: without cases of its own, the warm-up left code that the running broker's cases
+ * deoptimized just before the listeners opened, and the first storm compiled it again.
+ */
+const CASES_FILE = 'warmup.cases.yaml';
+const CASES = `version: 1
+cases:
+  - name: a warm-up client connects
+    identity: { address: 127.0.0.1 }
+    connect: true
+    expect: allow
+    rule: warmup-connect
+  - name: the refused user is refused
+    identity: { user: warmup-refused, address: 127.0.0.1 }
+    connect: true
+    expect: deny
+    rule: warmup-refused-user
+  - name: a remote client is refused
+    identity: { address: 192.0.2.10 }
+    connect: true
+    expect: deny
+    rule: default-deny
+  - name: a publish under warmup/
+    identity: { address: 127.0.0.1 }
+    publish: warmup/a/b
+    qos: 1
+    expect: allow
+    rule: warmup-topics
+  - name: a subscription under warmup/
+    identity: { address: '::1' }
+    subscribe: 'warmup/#'
+    expect: allow
+    rule: warmup-topics
+  - name: a publish anywhere else
+    identity: { address: 127.0.0.1 }
+    publish: elsewhere
+    expect: deny
+    rule: default-deny
 `;
 
 /**
@@ -81,9 +143,13 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
   const servers: BulwarkServer[] = [];
   // Whatever fails here (no writable temporary directory, a port, a file) costs the warm-up, never the start.
   try {
+    // Before the clients, not after: the decoder meets this sink's shape while the warm-up still trains it. Decoded
+    // after the last client, it deoptimized the decoder ("wrong map") and the first storm compiled it again.
+    if (connectShapes.length === 0) keepConnectShapes();
     const root = mkdtempSync(join(tmpdir(), 'bulwark-warmup-'));
     dir = root;
     writeFileSync(join(root, POLICY_FILE), POLICY);
+    writeFileSync(join(root, CASES_FILE), CASES);
     const startServer = async (name: string): Promise<BulwarkServer> => {
       mkdirSync(join(root, name));
       const server = new BulwarkServer({
@@ -108,7 +174,6 @@ export async function warmUpConnectPath(config: BrokerConfig, connects: number):
       result.attempted += rounds.attempted;
       result.accepted += rounds.accepted;
     }
-    if (connectShapes.length === 0) keepConnectShapes();
   } catch (error) {
     result.error = (error as Error).message;
   } finally {

@@ -114,6 +114,9 @@ describe('loopback warm-up clients', () => {
     expect(ends.length).toBe(120);
     const reasons = new Set(ends.map((e) => e.event.reason));
     expect(reasons.size).toBeGreaterThanOrEqual(2);
+    // From sixteen loopback addresses in turn, as a wave comes from many (all of 127.0.0.0/8 is loopback on Linux).
+    const sources = new Set(ends.map((e) => e.client?.ip));
+    expect([...sources].sort()).toEqual(Array.from({ length: 16 }, (_, i) => `127.0.0.${2 + i}`).sort());
   });
 
   it('counts a refused client as tried, not accepted', async () => {
