@@ -330,7 +330,7 @@ export const configSchema = z
       .max(MAX_WARMUP_CONNECTS)
       .default(4000)
       .describe(
-        '`bulwark start` only: MQTT connects run against throwaway brokers (two at a time, three in all) on private loopback ports before the listeners open, so that the reconnect wave after a restart meets compiled code (measured: the first 10,000 connects after a start at 0.50–0.65× Mosquitto\'s rate with it, 0.41–0.50× without). About a second per 4,000 here; stops after 10 s. Nothing of the real broker sees them: not the audit log, the guard, sessions, metrics or any configured authenticator, and the memory they used is returned before the start. 0 opens the listeners at once. See docs/performance.md, "Start-up warm-up".',
+        '`bulwark start` only: MQTT connects run against throwaway brokers (two at a time, three in all) on private loopback ports, from the loopback addresses 127.0.0.2–127.0.0.17, before the listeners open, so that the reconnect wave after a restart meets compiled code (measured: the first 10,000 connects after a start at 0.50–0.65× Mosquitto\'s rate with it, 0.41–0.50× without). About a second per 4,000 here; stops after 10 s. Nothing of the real broker sees them: not the audit log, the guard, sessions, metrics or any configured authenticator, and the memory they used is returned before the start. 0 opens the listeners at once. See docs/performance.md, "Start-up warm-up".',
       ),
   })
   .strict()
