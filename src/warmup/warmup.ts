@@ -40,9 +40,11 @@ rules:
   - name: warmup-topics
     allow: [publish, subscribe]
     subjects:
-      anonymous: true
+      users: [warmup-nobody]
     topics: ['warmup/#']
-    why: No warm-up client publishes or subscribes; the cases walk the topic checks, as a running policy's do.
+    why: >-
+      Nobody can be this user here (the chain admits anonymous clients only), so a warm-up client may only connect;
+      the cases walk the topic checks with it, as a running policy's cases do at every start.
 `;
 
 /**
@@ -69,19 +71,19 @@ cases:
     expect: deny
     rule: default-deny
   - name: a publish under warmup/
-    identity: { address: 127.0.0.1 }
+    identity: { user: warmup-nobody, address: 127.0.0.1 }
     publish: warmup/a/b
     qos: 1
     expect: allow
     rule: warmup-topics
   - name: a subscription under warmup/
-    identity: { address: '::1' }
+    identity: { user: warmup-nobody, address: '::1' }
     subscribe: 'warmup/#'
     expect: allow
     rule: warmup-topics
-  - name: a publish anywhere else
+  - name: a warm-up client may not publish
     identity: { address: 127.0.0.1 }
-    publish: elsewhere
+    publish: warmup/a/b
     expect: deny
     rule: default-deny
 `;
