@@ -5,17 +5,13 @@ import mqttPacket from 'mqtt-packet';
 const CONCURRENCY = 32;
 
 /**
- * Source addresses the clients take in turn (127.0.0.2 and on). A reconnect wave comes from many addresses, and the
- * guard keeps its last answer per address: from one address alone, the warm-up never ran the address parsing and
- * formatting behind that answer, and the first storm compiled them (docs/performance.md, "Session 26"). All of
- * 127.0.0.0/8 is loopback on Linux; where it is not (macOS has 127.0.0.1 only), the clients use the default source.
+ * Source addresses the clients take in turn. A reconnect wave comes from many addresses, and the guard keeps its last
+ * answer per address: from one address alone, the warm-up never ran the address parsing and formatting behind that
+ * answer, and the first storm compiled them (docs/performance.md, "Session 26"). All of 127.0.0.0/8 is loopback on
+ * Linux; where it is not (macOS has 127.0.0.1 only), the first refused bind switches the clients to the default
+ * source, and that client connects again from it.
  */
-const SOURCE_ADDRESSES = 16;
-let distinctSources = true;
-
-function sourceAddress(index: number): string | undefined {
-  return distinctSources ? `127.0.0.${2 + (index % SOURCE_ADDRESSES)}` : undefined;
-}
+export const LOOPBACK_SOURCES: readonly string[] = Array.from({ length: 16 }, (_, i) => `127.0.0.${2 + i}`);
 
 export interface RoundsResult {
   /** Clients that got an answer or failed: what was tried. */
@@ -35,10 +31,13 @@ export async function connectInRounds(
   total: number,
   held: number,
   deadline: number,
+  sourceAddresses: readonly string[] = LOOPBACK_SOURCES,
 ): Promise<RoundsResult> {
   const result: RoundsResult = { attempted: 0, accepted: 0 };
+  const sources = { addresses: sourceAddresses };
   while (result.attempted < total && performance.now() < deadline) {
-    const round = await connectRound(ports, result.attempted, Math.min(held, total - result.attempted), deadline);
+    const count = Math.min(held, total - result.attempted);
+    const round = await connectRound(ports, result.attempted, count, deadline, sources);
     result.attempted += round.tried;
     result.accepted += round.clients.length;
     await Promise.all(round.clients.map((client) => client.leave()));
@@ -56,6 +55,7 @@ function connectRound(
   first: number,
   count: number,
   deadline: number,
+  sources: { addresses: readonly string[] },
 ): Promise<{ clients: HeldClient[]; tried: number }> {
   const clients: HeldClient[] = [];
   const pending = new Set<net.Socket>();
@@ -82,7 +82,8 @@ function connectRound(
     };
     const connectOne = (index: number): void => {
       const version = index % 2 === 0 ? 4 : 5;
-      const localAddress = sourceAddress(index);
+      const addresses = sources.addresses;
+      const localAddress = addresses.length > 0 ? addresses[index % addresses.length] : undefined;
       const socket = net.connect({
         port: ports[index % ports.length]!,
         host: '127.0.0.1',
@@ -99,8 +100,14 @@ function connectRound(
         done();
       };
       socket.on('error', (error: NodeJS.ErrnoException) => {
-        if (localAddress !== undefined && error.code === 'EADDRNOTAVAIL') distinctSources = false;
-        fail();
+        if (localAddress === undefined || error.code !== 'EADDRNOTAVAIL' || answered) return fail();
+        // This host cannot bind that source: the rest of the warm-up connects from the default one, and so does this
+        // client, again, rather than count as refused (the warm-up would then warn of an incomplete run).
+        sources.addresses = [];
+        answered = true;
+        pending.delete(socket);
+        socket.destroy();
+        connectOne(index);
       });
       socket.on('close', fail);
       socket.on('connect', () => socket.write(connectPacket(index, version)));

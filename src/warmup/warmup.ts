@@ -118,7 +118,8 @@ export interface WarmupResult {
  * reconnect storm after every restart pays for compiling the connect path (docs/performance.md, "Start-up
  * warm-up"). The throwaway brokers share no state with the real one: their own directory (deleted afterwards) for
  * the store, audit log and block list, no audit mirror, an anonymous chain and a small policy of its own (`POLICY`)
- * instead of the configured backends, no $SYS. The real audit log, guard, sessions and metrics never see a warm-up client.
+ * instead of the configured backends, no $SYS. The real audit log, guard, sessions and metrics never see a warm-up
+ * client.
  *
  * Two brokers take turns, because code V8 compiles while it sees only one instance may treat that instance's
  * objects as constants, and is thrown away when the real broker's objects arrive. Halfway, one of them stops and a

@@ -119,6 +119,26 @@ describe('loopback warm-up clients', () => {
     expect([...sources].sort()).toEqual(Array.from({ length: 16 }, (_, i) => `127.0.0.${2 + i}`).sort());
   });
 
+  it('connects from the default source, every client accepted, where the sources cannot be bound', async () => {
+    const before = allowing.audit.events.length;
+    // 192.0.2.1 (TEST-NET-1) is no address of this host: the bind fails with EADDRNOTAVAIL, as 127.0.0.2 does on macOS.
+    const result = await connectInRounds([allowing.port], 40, 20, performance.now() + 10_000, ['192.0.2.1']);
+    expect(result).toEqual({ attempted: 40, accepted: 40 });
+    await until(
+      () =>
+        allowing.audit.events.slice(before).filter((e) => e.event.action === 'client.disconnected').length === 40 ||
+        undefined,
+      'every client left',
+    );
+    const sources = new Set(
+      allowing.audit.events
+        .slice(before)
+        .filter((e) => e.event.action === 'authn.allowed')
+        .map((e) => e.client?.ip),
+    );
+    expect([...sources]).toEqual(['127.0.0.1']);
+  });
+
   it('counts a refused client as tried, not accepted', async () => {
     const result = await connectInRounds([refusing.port], 20, 10, performance.now() + 10_000);
     expect(result).toEqual({ attempted: 20, accepted: 0 });
