@@ -24,13 +24,18 @@ const HASH_SUFFIX_PREFIX = ',"hash":"';
  */
 export function chainHash(prevHash: string, body: string | Buffer): string {
   // The one-shot form avoids a Hash object per record: it is most of the per-record cost of writing and verifying.
-  if (typeof body === 'string') return oneShotHash('sha256', hashInput(prevHash, body), 'hex');
+  if (typeof body === 'string') return digest(hashInput(prevHash, body));
   return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
 }
 
 /** What `chainHash` hashes for a string body. */
 function hashInput(prevHash: string, body: string): string {
   return `${prevHash}\n${body}`;
+}
+
+/** `chainHash` of a string body, given its `hashInput`. */
+function digest(input: string): string {
+  return oneShotHash('sha256', input, 'hex');
 }
 
 /**
@@ -53,7 +58,7 @@ export function encodeRecord(
           prev_hash: prevHash,
         });
   const input = hashInput(prevHash, body);
-  const hash = oneShotHash('sha256', input, 'hex');
+  const hash = digest(input);
   // Hashing made `input` one flat string; the line's body is cut from it rather than from `body`, which an event's
   // own writer builds from many pieces and slicing would copy again: 0.6 KB less garbage per connect's record.
   return { line: `${input.slice(prevHash.length + 1, -1)}${HASH_SUFFIX_PREFIX}${hash}"}\n`, hash };
